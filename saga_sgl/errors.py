@@ -1,0 +1,30 @@
+"""The small exception hierarchy of saga-sgl; hosts map these to HTTP codes, counters or exit codes."""
+
+from __future__ import annotations
+
+
+class SagaError(Exception):
+    """Base class of every error saga-sgl raises on purpose."""
+
+
+class MalformedMessage(SagaError, ValueError):
+    """A wire message (HTTP body, kv_hints payload, control message) failed validation.
+
+    A ValueError too, so msgspec reports it as a validation error when raised in ``__post_init__``.
+    """
+
+
+class UnknownWorkflow(SagaError, KeyError):
+    """A message names a workflow the receiver has never seen (or already forgot)."""
+
+
+class NoEligibleWorker(SagaError):
+    """Placement found no healthy worker for a call."""
+
+
+class InvalidSettings(SagaError, ValueError):
+    """A policy or host setting is out of range or unknown; the message names the field."""
+
+
+class IncompatibleSGLang(SagaError, RuntimeError):
+    """The installed SGLang lacks an internal the worker plugin needs (we support sglang==0.5.23)."""
