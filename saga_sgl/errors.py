@@ -28,3 +28,15 @@ class InvalidSettings(SagaError, ValueError):
 
 class IncompatibleSGLang(SagaError, RuntimeError):
     """The installed SGLang lacks an internal the worker plugin needs (we support sglang==0.5.23)."""
+
+
+class UnknownPolicy(SagaError, KeyError):
+    """A policy name is not in ``saga_sgl.policy.registry``; the message lists the known names."""
+
+    def __str__(self) -> str:
+        # KeyError's str() quotes its argument; we want the sentence as written.
+        return str(self.args[0]) if self.args else "unknown policy"
+
+
+class InvalidGraph(SagaError, ValueError):
+    """An Agent Execution Graph is structurally wrong (dangling edge, probabilities out of range, ...)."""
