@@ -1,0 +1,192 @@
+"""Start and stop real SGLang worker processes on this machine (the CPU demo and the live tests).
+
+Each worker is a plain ``python -m sglang.launch_server`` on a loopback port, with our plugin active
+through its entry point. On CPU it serves the tiny Llama config shipped in ``saga_sgl/assets`` with
+dummy weights; the import-only CPU shims are put on ``PYTHONPATH`` only when ``device == "cpu"``.
+
+Processes are started in their own session (process group) so that stopping a worker also stops the
+scheduler and detokenizer children SGLang spawns: no orphans, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from saga_sgl import _cpu_shims
+
+log = logging.getLogger(__name__)
+
+TINY_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "tiny-llama"
+"""A 2-layer, 64-wide Llama config (vocab 512) served with ``--load-format dummy``."""
+
+TINY_VOCAB_SIZE = 512
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerSpec:
+    """How to start one SGLang worker."""
+
+    port: int
+    model_path: str = str(TINY_MODEL_DIR)
+    device: str = "cpu"
+    max_total_tokens: int | None = 4096
+    """KV capacity in tokens; small on CPU so that eviction actually happens."""
+    eviction_policy: str | None = None
+    """``--radix-eviction-policy``; None keeps SGLang's default (lru)."""
+    enable_metrics: bool = True
+    extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            self.model_path,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--device",
+            self.device,
+        ]
+        if self.device == "cpu":
+            # Dummy weights and no tokenizer: requests carry input_ids below the vocabulary size.
+            cmd += ["--load-format", "dummy", "--skip-tokenizer-init"]
+        if self.max_total_tokens is not None:
+            cmd += ["--max-total-tokens", str(self.max_total_tokens)]
+        if self.eviction_policy is not None:
+            cmd += ["--radix-eviction-policy", self.eviction_policy]
+        if self.enable_metrics:
+            cmd.append("--enable-metrics")
+        cmd += list(self.extra_args)
+        return cmd
+
+
+class WorkerStartError(RuntimeError):
+    """A worker exited or did not become healthy in time; carries the tail of its log."""
+
+
+@dataclass(slots=True)
+class WorkerProcess:
+    spec: WorkerSpec
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    started_at_s: float
+    ready_after_s: float | None = None
+
+    @property
+    def url(self) -> str:
+        return self.spec.url
+
+    def log_tail(self, num_lines: int = 40) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "<no log>"
+        return "\n".join(lines[-num_lines:])
+
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
+        """Poll ``/health`` until 200 (SGLang answers 503 while starting)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise WorkerStartError(
+                    f"SGLang worker on port {self.spec.port} exited with {self.process.returncode}:\n"
+                    + self.log_tail()
+                )
+            if _healthy(self.url):
+                self.ready_after_s = time.monotonic() - self.started_at_s
+                log.info("worker %s ready after %.1f s", self.url, self.ready_after_s)
+                return
+            time.sleep(0.5)
+        raise WorkerStartError(
+            f"SGLang worker on port {self.spec.port} not healthy after {timeout_s:.0f} s:\n"
+            + self.log_tail()
+        )
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM the whole process group, then SIGKILL what is left."""
+        if self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("worker %s ignored SIGTERM; killing its process group", self.url)
+        # The launcher may be gone while its children linger: always sweep the group.
+        _signal_group(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_worker(spec: WorkerSpec, log_dir: Path) -> WorkerProcess:
+    """Start one worker (does not wait for readiness)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = spec.log_path or log_dir / f"sglang-worker-{spec.port}.log"
+    env = _cpu_shims.worker_env() if spec.device == "cpu" else dict(os.environ)
+    env.update(spec.env)
+    log.info("starting SGLang worker: %s", " ".join(spec.command()))
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            spec.command(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    return WorkerProcess(spec=spec, process=process, log_path=log_path, started_at_s=time.monotonic())
+
+
+@contextlib.contextmanager
+def running_workers(
+    specs: Sequence[WorkerSpec], log_dir: Path, *, ready_timeout_s: float = 180.0
+) -> Iterator[list[WorkerProcess]]:
+    """Start all workers, wait until each is healthy, yield them, and always stop them."""
+    workers: list[WorkerProcess] = []
+    try:
+        for spec in specs:
+            workers.append(start_worker(spec, log_dir))
+        for worker in workers:
+            worker.wait_ready(ready_timeout_s)
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop()

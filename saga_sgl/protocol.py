@@ -1,0 +1,223 @@
+"""The one wire schema of saga-sgl (msgspec Structs), versioned.
+
+Channels:
+
+* **kv_hints** on SGLang's ``/generate``: the router attaches a :class:`ReuseHint` as the action
+  ``saga.reuse`` (version ``"1"``) inside SGLang's own ``KvHintsEnvelope``
+  ``{protocol_version, message_id, actions: [{action_id, action_type, action_version, payload}]}``.
+  SGLang passes the envelope to ``Req.kv_hints`` untouched; the worker plugin decodes the payload.
+* **control** (router -> worker plugin, ZMQ, msgpack): :data:`ControlMessage`, a tagged union of
+  tool started / tool finished / workflow finished / TTL change, for events not tied to a request.
+
+Times on the wire are *relative* seconds (``*_in_s``) measured from the moment the sender built the
+message: router and worker clocks are different monotonic clocks, so absolute times would be
+meaningless across processes. The receiver converts to its own clock once, at the edge.
+
+Evolution rules (version 1 onwards): new fields go last and have defaults; a field never changes
+type; fields are never reordered or renamed. A consumer ignores (and counts) an action type or
+version it does not know. Every message is validated once, here; nothing below the decoders
+handles raw dicts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+import msgspec
+
+from saga_sgl.errors import MalformedMessage
+
+KV_HINTS_PROTOCOL_VERSION: Final = "1"
+"""Version of SGLang's kv_hints envelope that we emit (SGLang 0.5.23 ``managers/kv_hints.py``)."""
+
+REUSE_ACTION_TYPE: Final = "saga.reuse"
+REUSE_ACTION_VERSION: Final = "1"
+
+MAX_ID_LEN: Final = 256
+"""Workflow, tenant, tool and agent-type ids longer than this are rejected (bounded label/memory use)."""
+
+
+class ReuseHint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """What the router predicts about the KV of one LLM call of a workflow (action ``saga.reuse`` v1).
+
+    Attached to the request that *produces* the KV; the worker plugin records it on the radix nodes of
+    that request's path when the request is checkpointed into the tree.
+    """
+
+    workflow_id: str
+    """Workflow (agent task) the call belongs to; also the request's ``routing_key``."""
+    step: int = 0
+    """Index of the call (AEG node) within the workflow."""
+    tenant_id: str = ""
+    """Tenant for fairness accounting; empty when unknown."""
+    agent_type: str = ""
+    """Agent type (pattern-inference key); empty when unknown."""
+    tool: str = ""
+    """Tool the agent runs after this call, when known (drives the tool-aware TTL)."""
+    reuse_prob: float = 1.0
+    """P_reuse of this call's KV (paper Eq. 4-5), in [0, 1]."""
+    next_use_in_s: float | None = None
+    """Predicted seconds from sending until the KV is read again; None when unknown."""
+    ttl_s: float = 0.0
+    """Tool-aware TTL (paper Algorithm 1): protect the KV for this many seconds; 0 = no protection."""
+    terminal: bool = False
+    """True when this call is the workflow's last: its KV has no predicted reuse."""
+    urgency: float = 0.0
+    """Agent Fair Share urgency (higher = serve sooner) for the worker's waiting-queue order."""
+
+    def __post_init__(self) -> None:
+        _check_id("workflow_id", self.workflow_id, required=True)
+        for name in ("tenant_id", "agent_type", "tool"):
+            _check_id(name, getattr(self, name), required=False)
+        if self.step < 0:
+            raise MalformedMessage(f"step must be >= 0, got {self.step}")
+        if not (0.0 <= self.reuse_prob <= 1.0):
+            raise MalformedMessage(f"reuse_prob must be in [0, 1], got {self.reuse_prob}")
+        if self.next_use_in_s is not None and not (
+            math.isfinite(self.next_use_in_s) and self.next_use_in_s >= 0.0
+        ):
+            raise MalformedMessage(f"next_use_in_s must be finite and >= 0, got {self.next_use_in_s}")
+        if not (math.isfinite(self.ttl_s) and self.ttl_s >= 0.0):
+            raise MalformedMessage(f"ttl_s must be finite and >= 0, got {self.ttl_s}")
+        if not math.isfinite(self.urgency):
+            raise MalformedMessage(f"urgency must be finite, got {self.urgency}")
+
+
+def _check_id(field: str, value: str, *, required: bool) -> None:
+    if required and not value:
+        raise MalformedMessage(f"{field} must be a non-empty string")
+    if len(value) > MAX_ID_LEN:
+        raise MalformedMessage(f"{field} is longer than {MAX_ID_LEN} characters")
+
+
+# --- kv_hints envelope (SGLang's shape, mirrored and pinned to 0.5.23) ---------------------------
+
+
+class KvHintAction(msgspec.Struct, frozen=True, kw_only=True):
+    action_id: str
+    action_type: str
+    action_version: str
+    payload: dict[str, Any]
+
+
+class KvHintsEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    protocol_version: str
+    message_id: str
+    actions: list[KvHintAction]
+
+
+def request_id(workflow_id: str, step: int) -> str:
+    """The ``rid`` we give SGLang for a workflow call: ``"<workflow>:<step>"`` (echoed in meta_info.id)."""
+    return f"{workflow_id}:{step}"
+
+
+def encode_kv_hints(hint: ReuseHint, *, message_id: str | None = None) -> dict[str, Any]:
+    """The JSON-ready ``kv_hints`` value for a ``/generate`` body carrying ``hint``."""
+    rid = message_id or request_id(hint.workflow_id, hint.step)
+    envelope = KvHintsEnvelope(
+        protocol_version=KV_HINTS_PROTOCOL_VERSION,
+        message_id=rid,
+        actions=[
+            KvHintAction(
+                action_id=f"{rid}/reuse",
+                action_type=REUSE_ACTION_TYPE,
+                action_version=REUSE_ACTION_VERSION,
+                payload=msgspec.to_builtins(hint),
+            )
+        ],
+    )
+    return msgspec.to_builtins(envelope)  # type: ignore[no-any-return]
+
+
+def decode_reuse_hint(payload: Any) -> ReuseHint:
+    """Validate one ``saga.reuse`` v1 payload (a dict, as SGLang hands it over).
+
+    Raises :class:`MalformedMessage` naming what is wrong.
+    """
+    try:
+        return msgspec.convert(payload, ReuseHint)
+    except MalformedMessage:
+        raise
+    except msgspec.ValidationError as exc:
+        raise MalformedMessage(f"bad saga.reuse payload: {exc}") from exc
+
+
+def find_reuse_hint(kv_hints: Any) -> ReuseHint | None:
+    """Extract our hint from whatever ``Req.kv_hints`` holds (SGLang's decoded envelope or a dict).
+
+    Returns None when there is no ``saga.reuse`` v1 action: other consumers' actions and unknown
+    versions are not ours to judge. Raises :class:`MalformedMessage` when our action is malformed.
+    """
+    if kv_hints is None:
+        return None
+    actions = _field(kv_hints, "actions")
+    if not isinstance(actions, list | tuple):
+        raise MalformedMessage("kv_hints.actions must be a list")
+    for action in actions:
+        if _field(action, "action_type") != REUSE_ACTION_TYPE:
+            continue
+        if _field(action, "action_version") != REUSE_ACTION_VERSION:
+            return None
+        return decode_reuse_hint(_field(action, "payload"))
+    return None
+
+
+def _field(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+# --- control channel (router -> worker plugin over ZMQ) -------------------------------------------
+
+
+class ToolStarted(msgspec.Struct, frozen=True, kw_only=True, tag="tool_started"):
+    """The workflow's agent started a tool call: its KV will be needed again after the tool gap."""
+
+    workflow_id: str
+    tool: str
+    ttl_s: float = 0.0
+    """Tool-aware TTL computed by the router (Algorithm 1); 0 = none."""
+    next_use_in_s: float | None = None
+
+
+class ToolFinished(msgspec.Struct, frozen=True, kw_only=True, tag="tool_finished"):
+    """The tool returned: the next call of the workflow is imminent."""
+
+    workflow_id: str
+    tool: str = ""
+
+
+class WorkflowFinished(msgspec.Struct, frozen=True, kw_only=True, tag="workflow_finished"):
+    """The workflow ended: its private KV has no further predicted reuse and goes first."""
+
+    workflow_id: str
+
+
+class TtlChanged(msgspec.Struct, frozen=True, kw_only=True, tag="ttl_changed"):
+    """The router re-computed a workflow's TTL (e.g. memory pressure changed)."""
+
+    workflow_id: str
+    ttl_s: float
+
+
+ControlMessage = ToolStarted | ToolFinished | WorkflowFinished | TtlChanged
+
+_control_encoder = msgspec.msgpack.Encoder()
+_control_decoder = msgspec.msgpack.Decoder(ControlMessage)
+
+
+def encode_control(message: ControlMessage) -> bytes:
+    return _control_encoder.encode(message)
+
+
+def decode_control(data: bytes) -> ControlMessage:
+    """Decode one control message; raises :class:`MalformedMessage` on anything else."""
+    try:
+        message = _control_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise MalformedMessage(f"bad control message: {exc}") from exc
+    _check_id("workflow_id", message.workflow_id, required=True)
+    ttl = getattr(message, "ttl_s", 0.0)
+    if not (math.isfinite(ttl) and ttl >= 0.0):
+        raise MalformedMessage(f"ttl_s must be finite and >= 0, got {ttl}")
+    return message
