@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Idempotent set-up of the CPU environment: .venv with torch 2.13.0 (CPU), sglang 0.5.23 and its
+# pinned dependencies (never resolved from sglang's own metadata, which asks for CUDA), the test
+# tools, and saga-sgl itself in editable mode. Fast when already done (a stamp of the inputs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${SAGA_VENV:-.venv}
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+stamp_inputs() { cat requirements/cpu-worker.txt requirements/test.txt pyproject.toml | sha256sum | cut -c1-16; }
+STAMP="$VENV/.saga-setup-$(stamp_inputs)"
+
+if [ -f "$STAMP" ] && "$VENV/bin/python" -c "import sglang.version, saga_sgl" 2>/dev/null; then
+  echo "setup: $VENV is up to date"
+  exit 0
+fi
+
+t0=$(date +%s)
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV with $($PY --version)"
+  "$PY" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/pip" install --no-deps --disable-pip-version-check -q)
+
+# torch first, alone: the CPU build must win (2.13.0+cpu). --no-deps everywhere: every package the
+# environment needs is listed explicitly in requirements/, so pip never resolves sglang's metadata.
+echo "setup: installing the pinned CPU worker environment (torch 2.13.0 CPU, sglang 0.5.23, ...)"
+"${PIP[@]}" -r requirements/cpu-worker.txt 2> >(grep -v "is ignored: it is neither" >&2)
+echo "setup: installing test tools"
+"${PIP[@]}" -r requirements/test.txt 2> >(grep -v "is ignored: it is neither" >&2)
+echo "setup: installing saga-sgl (editable; registers the sglang.srt.plugins entry point)"
+"${PIP[@]}" --no-build-isolation -e . 2> >(grep -v "is ignored: it is neither" >&2)
+
+torch_version=$("$VENV/bin/python" -c "import torch; print(torch.__version__)")
+case "$torch_version" in
+  *+cpu) ;;
+  *) echo "setup: expected the CPU build of torch, got $torch_version (a CUDA wheel?)" >&2; exit 1 ;;
+esac
+for forbidden in torchvision torchaudio torchcodec vllm; do
+  if "$VENV/bin/pip" show -q "$forbidden" >/dev/null 2>&1; then
+    echo "setup: $forbidden is installed in $VENV; it breaks SGLang's CPU path. Remove it." >&2
+    exit 1
+  fi
+done
+
+rm -f "$VENV"/.saga-setup-*
+touch "$STAMP"
+echo "setup: done in $(( $(date +%s) - t0 )) s; $(du -sh "$VENV" | cut -f1) in $VENV"
