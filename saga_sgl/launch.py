@@ -40,25 +40,53 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--workers", type=int, default=1, help="number of SGLang workers to start (default 1)")
-    p.add_argument("--base-port", type=int, default=30000,
-                   help="first worker port; worker i listens on base-port + i (default 30000)")
-    p.add_argument("--device", default="cpu",
-                   help="SGLang --device; 'cpu' uses the tiny dummy-weight model and the CPU shims (default cpu)")
-    p.add_argument("--model-path", default=str(TINY_MODEL_DIR),
-                   help="model directory or hub id for the workers (default: the shipped tiny Llama config)")
-    p.add_argument("--eviction-policy", default="saga",
-                   help="SGLang --radix-eviction-policy: 'saga' (our default), 'reuse_time', 'wa_lru', or a "
-                        "stock SGLang policy such as 'lru' for comparison (default saga)")
-    p.add_argument("--max-total-tokens", type=int, default=2048,
-                   help="KV capacity per worker in tokens; small on CPU so that eviction happens (default 2048)")
-    p.add_argument("--log-dir", type=Path, default=None,
-                   help="where worker logs go (default: a fresh temporary directory, printed at start)")
-    p.add_argument("--ready-timeout", type=float, default=240.0,
-                   help="seconds to wait for each worker's /health (default 240)")
+    p.add_argument(
+        "--base-port",
+        type=int,
+        default=30000,
+        help="first worker port; worker i listens on base-port + i (default 30000)",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="SGLang --device; 'cpu' uses the tiny dummy-weight model and the CPU shims (default cpu)",
+    )
+    p.add_argument(
+        "--model-path",
+        default=str(TINY_MODEL_DIR),
+        help="model directory or hub id for the workers (default: the shipped tiny Llama config)",
+    )
+    p.add_argument(
+        "--eviction-policy",
+        default="saga",
+        help="SGLang --radix-eviction-policy: 'saga' (our default), 'reuse_time', 'wa_lru', or a "
+        "stock SGLang policy such as 'lru' for comparison (default saga)",
+    )
+    p.add_argument(
+        "--max-total-tokens",
+        type=int,
+        default=2048,
+        help="KV capacity per worker in tokens; small on CPU so that eviction happens (default 2048)",
+    )
+    p.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        help="where worker logs go (default: a fresh temporary directory, printed at start)",
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=240.0,
+        help="seconds to wait for each worker's /health (default 240)",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--serve", action="store_true", help="keep the workers serving until Ctrl-C")
-    mode.add_argument("--demo", action="store_true",
-                      help="run the agent demo and exit (the default when --serve is not given)")
+    mode.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the agent demo and exit (the default when --serve is not given)",
+    )
     p.add_argument("--workflows", type=int, default=6, help="demo: number of agent workflows (default 6)")
     p.add_argument("--steps", type=int, default=5, help="demo: LLM calls per workflow (default 5)")
     p.add_argument("--seed", type=int, default=0, help="demo: seed of the synthetic prompts (default 0)")
@@ -89,13 +117,17 @@ def _stable_index(key: str, n: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n
 
 
-def run_demo(workers: list[WorkerProcess], *, num_workflows: int, num_steps: int, seed: int) -> list[CallResult]:
+def run_demo(
+    workers: list[WorkerProcess], *, num_workflows: int, num_steps: int, seed: int
+) -> list[CallResult]:
     """Interleave several agent workflows step by step: each call's prompt is the previous context plus
     a tool observation, so a cache that keeps the workflow's KV across the tool gap serves it again."""
     rng = random.Random(seed)
     system_prompt = [rng.randrange(1, TINY_VOCAB_SIZE) for _ in range(48)]  # shared by all workflows
-    contexts = {f"demo-wf{i}": list(system_prompt) + [rng.randrange(1, TINY_VOCAB_SIZE) for _ in range(32)]
-                for i in range(num_workflows)}
+    contexts = {
+        f"demo-wf{i}": list(system_prompt) + [rng.randrange(1, TINY_VOCAB_SIZE) for _ in range(32)]
+        for i in range(num_workflows)
+    }
     tools = ["read_file", "edit_code", "run_test"]
     results: list[CallResult] = []
     with tqdm(total=num_workflows * num_steps, desc="agent calls", unit="call") as bar:
@@ -103,21 +135,37 @@ def run_demo(workers: list[WorkerProcess], *, num_workflows: int, num_steps: int
             for wf_id, context in contexts.items():
                 worker = workers[_stable_index(wf_id, len(workers))]
                 terminal = step == num_steps - 1
-                hint = ReuseHint(workflow_id=wf_id, step=step, tool="" if terminal else tools[step % 3],
-                                 reuse_prob=0.0 if terminal else 0.95, terminal=terminal,
-                                 ttl_s=0.0 if terminal else 5.0)
+                hint = ReuseHint(
+                    workflow_id=wf_id,
+                    step=step,
+                    tool="" if terminal else tools[step % 3],
+                    reuse_prob=0.0 if terminal else 0.95,
+                    terminal=terminal,
+                    ttl_s=0.0 if terminal else 5.0,
+                )
                 t0 = time.monotonic()
-                out = _post(worker.url + "/generate", {
-                    "input_ids": context,
-                    "sampling_params": {"max_new_tokens": 8, "temperature": 0},
-                    "rid": request_id(wf_id, step),
-                    "routing_key": wf_id,
-                    "kv_hints": encode_kv_hints(hint),
-                })
+                out = _post(
+                    worker.url + "/generate",
+                    {
+                        "input_ids": context,
+                        "sampling_params": {"max_new_tokens": 8, "temperature": 0},
+                        "rid": request_id(wf_id, step),
+                        "routing_key": wf_id,
+                        "kv_hints": encode_kv_hints(hint),
+                    },
+                )
                 meta = out["meta_info"]
                 assert isinstance(meta, dict)
-                results.append(CallResult(wf_id, step, worker.url, int(meta["prompt_tokens"]),
-                                          int(meta["cached_tokens"]), time.monotonic() - t0))
+                results.append(
+                    CallResult(
+                        wf_id,
+                        step,
+                        worker.url,
+                        int(meta["prompt_tokens"]),
+                        int(meta["cached_tokens"]),
+                        time.monotonic() - t0,
+                    )
+                )
                 # Next prompt: context + model output + a tool observation.
                 output_ids = out.get("output_ids") or []
                 assert isinstance(output_ids, list)
@@ -142,22 +190,35 @@ def summarize(results: list[CallResult]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.workers < 1:
         print("--workers must be >= 1", file=sys.stderr)
         return 2
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="saga-workers-"))
     specs = [
-        WorkerSpec(port=args.base_port + i, model_path=args.model_path, device=args.device,
-                   max_total_tokens=args.max_total_tokens, eviction_policy=args.eviction_policy)
+        WorkerSpec(
+            port=args.base_port + i,
+            model_path=args.model_path,
+            device=args.device,
+            max_total_tokens=args.max_total_tokens,
+            eviction_policy=args.eviction_policy,
+        )
         for i in range(args.workers)
     ]
-    log.info("starting %d SGLang worker(s), eviction policy %s; logs in %s",
-             args.workers, args.eviction_policy, log_dir)
+    log.info(
+        "starting %d SGLang worker(s), eviction policy %s; logs in %s",
+        args.workers,
+        args.eviction_policy,
+        log_dir,
+    )
     t0 = time.monotonic()
     with running_workers(specs, log_dir, ready_timeout_s=args.ready_timeout) as workers:
-        log.info("all workers ready after %.1f s: %s", time.monotonic() - t0, ", ".join(w.url for w in workers))
+        log.info(
+            "all workers ready after %.1f s: %s", time.monotonic() - t0, ", ".join(w.url for w in workers)
+        )
         if args.serve:
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -119,8 +119,7 @@ class WorkerProcess:
                 return
             time.sleep(0.5)
         raise WorkerStartError(
-            f"SGLang worker on port {self.spec.port} not healthy after {timeout_s:.0f} s:\n"
-            + self.log_tail()
+            f"SGLang worker on port {self.spec.port} not healthy after {timeout_s:.0f} s:\n" + self.log_tail()
         )
 
     def stop(self, timeout_s: float = 20.0) -> None:

@@ -213,7 +213,7 @@ def encode_control(message: ControlMessage) -> bytes:
 def decode_control(data: bytes) -> ControlMessage:
     """Decode one control message; raises :class:`MalformedMessage` on anything else."""
     try:
-        message = _control_decoder.decode(data)
+        message: ControlMessage = _control_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise MalformedMessage(f"bad control message: {exc}") from exc
     _check_id("workflow_id", message.workflow_id, required=True)
