@@ -33,3 +33,16 @@ def test_failed_worker_start_reports_its_log_and_leaves_nothing(tmp_path: Path) 
     with pytest.raises(WorkerStartError) as err, running_workers([spec], tmp_path):
         pytest.fail("a worker with an unknown flag must not become ready")
     assert "--no-such-flag" in str(err.value)
+
+
+def test_every_package_directory_is_listed_in_pyproject() -> None:
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for init in (REPO / "saga_sgl").rglob("__init__.py")
+        if "stubs" not in init.parts
+    }
+    on_disk |= {"saga_router"} if (REPO / "router" / "__init__.py").exists() else set()
+    assert on_disk <= listed, f"add to [tool.setuptools] packages: {sorted(on_disk - listed)}"
