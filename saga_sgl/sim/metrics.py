@@ -1,0 +1,195 @@
+"""The metrics observer and the result of one simulation run.
+
+Definitions (workloads-and-cost-model.md section 3.3), computed once here:
+
+* TCT = finish of the last call - arrival of the task (tool time included).
+* isolated TCT = the task alone on an idle worker with its own KV and the shared system prompt warm
+  (``Cluster.isolated_tct_s``); slowdown = TCT / isolated TCT; the SLO deadline is 1.5 x isolated.
+* KV hit rate = sum of cached prefix tokens / sum of prompt tokens (token-weighted, per call).
+* Recomputed prefill tokens = prompt - cached, split into ``new`` (never computed anywhere before),
+  ``evicted`` (was computed on this same worker before: an eviction cost it) and ``elsewhere``
+  (computed on another worker only: a routing cost).
+* KV memory utilisation: time-averaged occupied tokens / capacity (``raw``) and the part pinned by
+  running requests (``active``).
+
+The recorder also keeps each worker's access trace (prompt + output segments per call) so that
+Belady can be replayed on exactly the sequence the policy saw (``eviction_cost_vs_belady``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from saga_sgl.sim.radix import Node
+from saga_sgl.sim.worker import SimCall, SimWorker
+
+if TYPE_CHECKING:
+    from saga_sgl.sim.cluster import Cluster, SimTask
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    task_id: str
+    tenant: str
+    tenant_class: str
+    arrival_s: float
+    finished_s: float
+    tct_s: float
+    isolated_s: float
+    num_calls: int
+
+    @property
+    def slowdown(self) -> float:
+        return self.tct_s / self.isolated_s if self.isolated_s > 0 else 1.0
+
+
+@dataclass(slots=True)
+class SimResult:
+    """Everything one run produced. ``tasks`` holds finished tasks only; ``unfinished`` counts the rest."""
+
+    tasks: list[TaskRecord]
+    unfinished: int
+    end_s: float
+    counters: dict[str, float]
+    placements: dict[str, int]
+    worker_traces: list[list[tuple[tuple[int, int], ...]]] = field(repr=False)
+    worker_capacity_tokens: list[int] = field(repr=False)
+    worker_output_tokens: list[int] = field(repr=False)
+    num_events: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        c = self.counters
+        prompt = c["prompt_tokens"] or 1
+        return {
+            "num_tasks": len(self.tasks),
+            "unfinished": self.unfinished,
+            "end_s": self.end_s,
+            "kv_hit_rate": c["hit_tokens"] / prompt,
+            "recomputed_tokens": c["recomputed_tokens"],
+            "recomputed_evicted_tokens": c["recomputed_evicted"],
+            "recomputed_elsewhere_tokens": c["recomputed_elsewhere"],
+            "recomputed_new_tokens": c["recomputed_new"],
+            "kv_util_raw": c["kv_util_raw"],
+            "kv_util_active": c["kv_util_active"],
+            "gpu_busy_frac": c["busy_frac"],
+            "evicted_tokens": c["evicted_tokens"],
+            "steals": c["steals"],
+            "rebuild_tokens": c["rebuild_tokens"],
+            "placements": dict(self.placements),
+            "num_events": self.num_events,
+        }
+
+
+class Recorder:
+    """Observer the cluster and workers call; never changes the simulation."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+        n = len(cluster.workers)
+        self._seen_any: set[int] = set()
+        self._seen_on: list[set[int]] = [set() for _ in range(n)]
+        self._index = {id(w): i for i, w in enumerate(cluster.workers)}
+        self.counters: Counter[str] = Counter()
+        self.placements: Counter[str] = Counter()
+        self.tasks: list[TaskRecord] = []
+        self.traces: list[list[tuple[tuple[int, int], ...]]] = [[] for _ in range(n)]
+        self.output_tokens = [0] * n
+
+    def on_placement(self, task: SimTask, worker_id: str, reason: str) -> None:
+        self.placements[str(reason)] += 1
+
+    def on_admit(self, worker: SimWorker, call: SimCall, now_s: float) -> None:
+        i = self._index[id(worker)]
+        seen_here = self._seen_on[i]
+        c = self.counters
+        if call.is_rebuild:
+            c["rebuild_tokens"] += call.new_tokens
+        else:
+            c["calls"] += 1
+            c["prompt_tokens"] += call.prompt_tokens
+            c["hit_tokens"] += call.hit_tokens
+            c["recomputed_tokens"] += call.new_tokens
+        pos = 0
+        for seg in call.prompt:
+            if pos >= call.hit_tokens and not call.is_rebuild:
+                if seg.seg_id in seen_here:
+                    c["recomputed_evicted"] += seg.num_tokens
+                elif seg.seg_id in self._seen_any:
+                    c["recomputed_elsewhere"] += seg.num_tokens
+                else:
+                    c["recomputed_new"] += seg.num_tokens
+            seen_here.add(seg.seg_id)
+            self._seen_any.add(seg.seg_id)
+            pos += seg.num_tokens
+        if not call.is_rebuild:
+            chain = tuple((s.seg_id, s.num_tokens) for s in call.prompt)
+            if call.output_seg is not None:
+                chain += ((call.output_seg.seg_id, call.output_seg.num_tokens),)
+                self.output_tokens[i] += call.output_seg.num_tokens
+            self.traces[i].append(chain)
+
+    def on_finish(self, worker: SimWorker, call: SimCall, now_s: float) -> None:
+        if call.output_seg is not None and not call.is_rebuild:
+            i = self._index[id(worker)]
+            self._seen_on[i].add(call.output_seg.seg_id)
+            self._seen_any.add(call.output_seg.seg_id)
+            self.counters["output_tokens"] += call.output_tokens
+
+    def on_evict(self, worker: SimWorker, node: Node, now_s: float) -> None:
+        self.counters["evicted_tokens"] += node.num_tokens
+        self.counters["evictions"] += 1
+
+    def on_steal(self, task: SimTask, steal: Any, now_s: float) -> None:
+        self.counters["steals"] += 1
+
+    def on_task_finished(self, task: SimTask, now_s: float) -> None:
+        spec = task.spec
+        self.tasks.append(
+            TaskRecord(
+                task_id=spec.task_id,
+                tenant=spec.tenant,
+                tenant_class=spec.tenant_class,
+                arrival_s=task.admitted_s,
+                finished_s=now_s,
+                tct_s=now_s - task.admitted_s,
+                isolated_s=task.isolated_s,
+                num_calls=len(spec.calls),
+            )
+        )
+
+    def result(self, end_s: float) -> SimResult:
+        workers = self._cluster.workers
+        c = self.counters
+        span = max(end_s, 1e-9)
+        c["kv_util_raw"] = sum(w.used_token_s for w in workers) / (
+            span * sum(w.nominal_capacity_tokens for w in workers)
+        )
+        c["kv_util_active"] = sum(w.active_token_s for w in workers) / (
+            span * sum(w.nominal_capacity_tokens for w in workers)
+        )
+        c["busy_frac"] = sum(w.busy_s for w in workers) / (span * len(workers))
+        for key in (
+            "recomputed_evicted",
+            "recomputed_elsewhere",
+            "recomputed_new",
+            "steals",
+            "rebuild_tokens",
+            "evicted_tokens",
+            "hit_tokens",
+            "prompt_tokens",
+            "recomputed_tokens",
+        ):
+            c.setdefault(key, 0)
+        return SimResult(
+            tasks=self.tasks,
+            unfinished=len(self._cluster.tasks) - len(self.tasks),
+            end_s=end_s,
+            counters=dict(c),
+            placements=dict(self.placements),
+            worker_traces=self.traces,
+            worker_capacity_tokens=[w.nominal_capacity_tokens for w in workers],
+            worker_output_tokens=self.output_tokens,
+            num_events=self._cluster.engine.num_events,
+        )
