@@ -141,6 +141,8 @@ class FairShareEpoch:
     """Capacity share per tenant, proportional to AFS, summing to 1 over tenants with active work."""
     priority: Mapping[TenantId, int] = field(default_factory=dict)
     """SGLang request ``priority`` per tenant (larger runs first, SGLang's default order)."""
+    tenant_of: Mapping[WorkflowId, TenantId] = field(default_factory=dict)
+    """Tenant of each active workflow seen this epoch (preemption compares tenants' AFS)."""
 
     def priority_of(self, tenant_id: TenantId, default: int = 0) -> int:
         """Priority for a tenant, ``default`` if it had no active work this epoch."""

@@ -1,0 +1,299 @@
+"""Predictions from an AEG: P_reuse (Eq. 4-5), time to next use, remaining work (Eq. 9).
+
+* ``reuse_probability``: Eq. 4, P_reuse(s) = sum_u P(v_s -> u) * overlap(s, u), with Eq. 5's
+  overlap: n / (n + obs_est) for chain and retry edges (the next prompt is the context plus the tool
+  observation), shared / n for a branch. Terminal step or empty cache -> 0; clamped to [0, 1] [R].
+* ``NextUsePredictor``: the absolute time the workflow's KV is next read. Not in the paper [I]:
+  tool start + a quantile of the tool latency (conditioned on the time already elapsed) + the
+  expected queueing delay on the worker. This is what lets the reuse_time eviction policy
+  approach Belady (farthest next use first).
+* ``remaining_work_s``: Eq. 9, the sum over pending steps of T_prefill + T_decode through a
+  ``CostModel``. Prefill counts the new tokens of each step (the prefix is assumed cached) and
+  decode the output tokens [R]. Pending steps follow the most likely path [R] or, in ``expected``
+  mode, every path weighted by its probability [I]; both stop at ``max_depth`` (64) [R].
+
+Pure functions and small models; no I/O, no clock reads (``now_s`` is an argument).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from saga_sgl.aeg.graph import AEG, EdgeKind, Step
+from saga_sgl.aeg.tool_latency import ToolLatencyModel
+from saga_sgl.policy.interfaces import CostModel
+from saga_sgl.policy.settings import require, require_frac, require_non_negative
+from saga_sgl.policy.views import StepId, ToolType
+
+# -- observation lengths -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObservationSettings:
+    """Settings of ``ObservationLengthModel``."""
+
+    ema_alpha: float = 0.1
+    """EMA weight of a new observation length per tool type [P: "tracked with EMAs"; value [I]]."""
+
+    def __post_init__(self) -> None:
+        require(0 < self.ema_alpha <= 1, "ObservationSettings", "ema_alpha", "in (0, 1]", self.ema_alpha)
+
+
+class ObservationLengthModel:
+    """Per tool type, an EMA of the tokens the tool returns (n_obs of Eq. 5)."""
+
+    def __init__(self, settings: ObservationSettings | None = None) -> None:
+        self.settings = settings or ObservationSettings()
+        self._ema: dict[ToolType, float] = {}
+
+    def observe(self, tool: ToolType, observation_tokens: int) -> None:
+        """Record that a call of ``tool`` returned ``observation_tokens`` tokens."""
+        if observation_tokens < 0:
+            raise ValueError(f"observation_tokens must be >= 0, got {observation_tokens}")
+        old = self._ema.get(tool)
+        self._ema[tool] = (
+            float(observation_tokens)
+            if old is None
+            else old + self.settings.ema_alpha * (observation_tokens - old)
+        )
+
+    def predict(self, tool: ToolType, default: float) -> float:
+        """EMA of observation tokens of ``tool``; ``default`` before the first observation."""
+        return self._ema.get(tool, default)
+
+    def for_step(self, step: Step) -> float:
+        """Predicted observation tokens after ``step`` (its own estimate until the tool is seen)."""
+        if step.tool is None:
+            return 0.0
+        return self.predict(step.tool, float(step.observation_tokens_est))
+
+
+ObservationEstimate = Callable[[Step], float]
+"""Observation tokens expected after a step (default: the step's own estimate)."""
+
+
+def _step_estimate(step: Step) -> float:
+    return 0.0 if step.tool is None else float(step.observation_tokens_est)
+
+
+# -- Eq. 4-5 -------------------------------------------------------------------------------------
+
+
+def overlap(context_tokens: int, observation_tokens: float) -> float:
+    """Eq. 5 on a chain: n / (n + n_obs); 0 for an empty context."""
+    if context_tokens <= 0:
+        return 0.0
+    return context_tokens / (context_tokens + max(observation_tokens, 0.0))
+
+
+def reuse_probability(
+    aeg: AEG,
+    step_id: StepId,
+    context_tokens: int,
+    observation_estimate: ObservationEstimate | None = None,
+) -> float:
+    """P_reuse (Eq. 4) of a workflow whose last step is ``step_id`` with ``context_tokens`` cached."""
+    step = aeg.step(step_id)
+    if step.is_terminal or context_tokens <= 0:
+        return 0.0
+    obs = (observation_estimate or _step_estimate)(step)
+    total = 0.0
+    for e in aeg.successors(step_id):
+        if e.kind is EdgeKind.BRANCH:
+            assert e.shared_prefix_tokens is not None  # AEG.build enforces it for branches
+            ov = min(e.shared_prefix_tokens, context_tokens) / context_tokens
+        else:
+            ov = overlap(context_tokens, obs)
+        total += e.prob * ov
+    return min(1.0, max(0.0, total))
+
+
+# -- time to next use ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NextUseSettings:
+    """Settings of ``NextUsePredictor``."""
+
+    gap_quantile: float = 0.5
+    """Quantile of the (conditional) tool latency used as the predicted gap; the median [I]."""
+
+    def __post_init__(self) -> None:
+        require(0 < self.gap_quantile < 1, "NextUseSettings", "gap_quantile", "in (0, 1)", self.gap_quantile)
+
+
+def expected_queue_delay_s(num_waiting_reqs: int, num_running_reqs: int, mean_call_s: float) -> float:
+    """Expected wait before a new call starts on a worker [I].
+
+    The waiting requests ahead drain as running ones finish: about num_waiting / num_running
+    call durations (one call duration per waiting request if nothing runs).
+    """
+    require_non_negative("expected_queue_delay_s", "mean_call_s", mean_call_s)
+    if num_waiting_reqs <= 0:
+        return 0.0
+    return num_waiting_reqs / max(num_running_reqs, 1) * mean_call_s
+
+
+class NextUsePredictor:
+    """Predicts the absolute time a workflow in a tool gap next reads its KV."""
+
+    def __init__(self, latency: ToolLatencyModel, settings: NextUseSettings | None = None) -> None:
+        self.latency = latency
+        self.settings = settings or NextUseSettings()
+
+    def next_use_at_s(
+        self, tool: ToolType, tool_started_at_s: float, now_s: float, queue_delay_s: float = 0.0
+    ) -> float:
+        """tool start + quantile of the tool latency given the time elapsed + queueing delay."""
+        elapsed = max(0.0, now_s - tool_started_at_s)
+        total = self.latency.conditional_quantile_s(tool, self.settings.gap_quantile, elapsed)
+        return tool_started_at_s + total + max(queue_delay_s, 0.0)
+
+
+# -- Eq. 9 ---------------------------------------------------------------------------------------
+
+
+class WorkMode(StrEnum):
+    """How ``remaining_work_s`` chooses the pending steps."""
+
+    MOST_LIKELY = "most_likely"
+    """The most likely path only (reference repo [R])."""
+    EXPECTED = "expected"
+    """Every path, weighted by its probability (an expectation over the AEG) [I]."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkSettings:
+    """Settings of ``remaining_work_s``."""
+
+    max_depth: int = 64
+    """Pending steps considered at most (reference repo [R])."""
+    mode: WorkMode = WorkMode.MOST_LIKELY
+    """Which pending steps count."""
+    min_path_prob: float = 1e-3
+    """EXPECTED mode: stop once the probability of still running falls below this [I]."""
+
+    def __post_init__(self) -> None:
+        require(self.max_depth >= 1, "WorkSettings", "max_depth", ">= 1", self.max_depth)
+        require_frac("WorkSettings", "min_path_prob", self.min_path_prob)
+        object.__setattr__(self, "mode", WorkMode(self.mode))
+
+
+def _step_cost(step: Step, new_tokens: float, context: float, cost: CostModel) -> float:
+    return cost.prefill_time_s(round(new_tokens), round(context)) + cost.decode_time_s(
+        step.output_tokens_est, round(context + new_tokens)
+    )
+
+
+def remaining_work_s(
+    aeg: AEG,
+    last_completed: StepId | None,
+    context_tokens: int,
+    cost: CostModel,
+    *,
+    settings: WorkSettings | None = None,
+    observation_estimate: ObservationEstimate | None = None,
+    tool_time_s: Callable[[ToolType], float] | None = None,
+) -> float:
+    """work_remain (Eq. 9) in GPU-seconds for a workflow whose last finished step is ``last_completed``.
+
+    ``last_completed=None``: nothing ran yet; the root is pending with its full prompt.
+    ``tool_time_s``: if given, each pending tool call adds its expected latency (for expected
+    completion time rather than GPU work).
+    """
+    s = settings or WorkSettings()
+    obs_of = observation_estimate or _step_estimate
+    tool_cost = tool_time_s or (lambda _tool: 0.0)
+    # frontier: (probability, step id, new tokens of its first call) at this depth.
+    if last_completed is None:
+        root = aeg.step(aeg.root)
+        frontier = [(1.0, aeg.root, float(root.prompt_tokens_est))]
+    else:
+        done = aeg.step(last_completed)
+        if done.is_terminal:
+            return 0.0
+        pre = tool_cost(done.tool) if done.tool is not None else 0.0
+        new = obs_of(done)
+        edges = aeg.successors(last_completed)
+        if s.mode is WorkMode.MOST_LIKELY:
+            edges = edges[:1]
+            if not edges:
+                return 0.0
+            frontier = [(1.0, edges[0].dst, new)]
+        else:
+            frontier = [(e.prob, e.dst, new) for e in edges]
+        if not frontier:
+            return 0.0
+        total = pre * sum(p for p, _, _ in frontier)
+        return total + _walk(aeg, frontier, float(context_tokens), cost, s, obs_of, tool_cost)
+    return _walk(aeg, frontier, float(context_tokens), cost, s, obs_of, tool_cost)
+
+
+def _walk(
+    aeg: AEG,
+    frontier: list[tuple[float, StepId, float]],
+    context: float,
+    cost: CostModel,
+    s: WorkSettings,
+    obs_of: ObservationEstimate,
+    tool_cost: Callable[[ToolType], float],
+) -> float:
+    total = 0.0
+    for _ in range(s.max_depth):
+        if not frontier:
+            break
+        mass = sum(p for p, _, _ in frontier)
+        if mass < s.min_path_prob and s.mode is WorkMode.EXPECTED:
+            break
+        nxt: dict[StepId, list[float]] = {}
+        grown = 0.0
+        for p, sid, new in frontier:
+            step = aeg.step(sid)
+            total += p * _step_cost(step, new, context, cost)
+            grown += p * (new + step.output_tokens_est)
+            if step.is_terminal:
+                continue
+            if step.tool is not None:
+                total += p * tool_cost(step.tool)
+            edges = aeg.successors(sid)
+            if s.mode is WorkMode.MOST_LIKELY:
+                edges = edges[:1]
+            obs = obs_of(step)
+            for e in edges:
+                q = p if s.mode is WorkMode.MOST_LIKELY else p * e.prob
+                acc = nxt.setdefault(e.dst, [0.0, 0.0])
+                acc[0] += q
+                acc[1] += q * obs
+        # The context grows by the expected new and output tokens of this depth.
+        context += grown / mass if mass > 0 else 0.0
+        frontier = [(v[0], sid, v[1] / v[0] if v[0] > 0 else 0.0) for sid, v in sorted(nxt.items())]
+    return total
+
+
+def expected_completion_s(
+    aeg: AEG,
+    last_completed: StepId | None,
+    context_tokens: int,
+    cost: CostModel,
+    latency: ToolLatencyModel,
+    *,
+    settings: WorkSettings | None = None,
+    observation_estimate: ObservationEstimate | None = None,
+) -> float:
+    """Expected time to finish: remaining GPU work plus the mean latency of every pending tool call.
+
+    The SLO deadline is ``slo_factor`` (1.5) x this, measured from admission [P].
+    """
+    t = remaining_work_s(
+        aeg,
+        last_completed,
+        context_tokens,
+        cost,
+        settings=settings,
+        observation_estimate=observation_estimate,
+        tool_time_s=latency.mean_s,
+    )
+    return t if math.isfinite(t) else math.inf

@@ -1,0 +1,95 @@
+"""Workflow-atomic admission: where a *new* workflow is placed, whole.
+
+A multi-criteria choice in the llm-d shape [I]: per-signal scores normalised to [0, 1], weights in
+settings, the combination in one place, ties broken by the injected RNG.
+
+Signals for worker w and new workflow s:
+
+* ``load``:      1 - load(w)                                              (idle = 1)
+* ``footprint``: min(1, free_kv_tokens(w) / predicted_kv_tokens(s))       (the workflow fits = 1);
+                 free fraction of the pool when no footprint is predicted
+* ``locality``:  min(1, prefix_match_tokens(w) / prompt_tokens(s))        (shared prefix cached = 1)
+
+score(w) = w_load * load + w_footprint * footprint + w_locality * locality.
+
+Workers at or above theta (Eq. 7's headroom) are filtered out unless all are. O(W).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from saga_sgl.errors import NoEligibleWorker
+from saga_sgl.policy.placement.load import LoadSettings, worker_load
+from saga_sgl.policy.settings import require, require_non_negative
+from saga_sgl.policy.views import CallView, WorkerId, WorkerView
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdmissionWeights:
+    """Weights of the admission signals (non-negative, not all zero)."""
+
+    load_weight: float = 0.5
+    """Weight of 1 - load(w) [I]."""
+    footprint_weight: float = 0.3
+    """Weight of the predicted-KV-footprint fit [I]."""
+    locality_weight: float = 0.2
+    """Weight of shared-prefix locality [I]."""
+    tie_epsilon: float = 1e-9
+    """Scores within this of the best are ties, broken by the RNG."""
+
+    def __post_init__(self) -> None:
+        owner = "AdmissionWeights"
+        for name in ("load_weight", "footprint_weight", "locality_weight", "tie_epsilon"):
+            require_non_negative(owner, name, getattr(self, name))
+        total = self.load_weight + self.footprint_weight + self.locality_weight
+        require(total > 0, owner, "load_weight+footprint_weight+locality_weight", "> 0", total)
+
+
+def admission_scores(
+    call: CallView, workers: Sequence[WorkerView], weights: AdmissionWeights, load_settings: LoadSettings
+) -> dict[WorkerId, float]:
+    """The combined admission score of each healthy worker."""
+    out: dict[WorkerId, float] = {}
+    for w in workers:
+        if not w.is_healthy:
+            continue
+        load_score = 1.0 - worker_load(w, load_settings)
+        free = max(0, w.kv_capacity_tokens - w.kv_used_tokens)
+        if call.predicted_kv_tokens > 0:
+            footprint = min(1.0, free / call.predicted_kv_tokens)
+        else:
+            footprint = free / w.kv_capacity_tokens
+        matched = call.prefix_match_tokens.get(w.worker_id, 0)
+        locality = min(1.0, matched / call.prompt_tokens) if call.prompt_tokens > 0 else 0.0
+        out[w.worker_id] = (
+            weights.load_weight * load_score
+            + weights.footprint_weight * footprint
+            + weights.locality_weight * locality
+        )
+    return out
+
+
+def admit(
+    call: CallView,
+    workers: Sequence[WorkerView],
+    weights: AdmissionWeights,
+    load_settings: LoadSettings,
+    theta: float,
+    rng: random.Random,
+) -> WorkerView:
+    """The worker a new workflow is bound to."""
+    healthy = [w for w in workers if w.is_healthy]
+    if not healthy:
+        raise NoEligibleWorker("admission: no healthy worker")
+    headroom = [w for w in healthy if worker_load(w, load_settings) < theta]
+    candidates = headroom or healthy
+    scores = admission_scores(call, candidates, weights, load_settings)
+    best = max(scores.values())
+    tied = sorted(
+        (w for w in candidates if scores[w.worker_id] >= best - weights.tie_epsilon),
+        key=lambda w: w.worker_id,
+    )
+    return tied[0] if len(tied) == 1 else rng.choice(tied)

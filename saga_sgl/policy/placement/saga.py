@@ -1,0 +1,91 @@
+"""saga placement: workflow-atomic admission for new workflows, Eq. 7 for the rest.
+
+* A call of a new workflow (no ``affinity_worker_id``) is admitted by ``admission.admit``: load,
+  predicted KV footprint and shared-prefix locality; the host binds the workflow to the result.
+* A call of a bound workflow follows Eq. 7 (``affinity``): stay while the worker holds its KV and
+  is below theta = 0.8, else the least-loaded worker (the host re-binds the workflow there).
+
+Randomness (ties only) comes from the ``random.Random`` given at construction. O(W) per call.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from saga_sgl.policy.decisions import Placement, PlacementReason
+from saga_sgl.policy.placement.admission import AdmissionWeights, admit
+from saga_sgl.policy.placement.affinity import affinity_placement, least_loaded
+from saga_sgl.policy.placement.load import LoadSettings
+from saga_sgl.policy.settings import require_frac
+from saga_sgl.policy.views import CallView, WorkerView
+
+if TYPE_CHECKING:
+    from saga_sgl.policy.interfaces import PlacementPolicy
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SagaPlacementSettings:
+    """Settings of ``SagaPlacement`` (flat, so SGLang/router JSON maps onto it directly)."""
+
+    theta: float = 0.8
+    """Eq. 7: stay on the affinity worker while load(w) < theta [P]."""
+    request_weight: float = 0.5
+    """load(w): weight of (running + waiting) / max_running_reqs (see ``placement.load``)."""
+    token_weight: float = 0.5
+    """load(w): weight of KV token usage (see ``placement.load``)."""
+    load_weight: float = 0.5
+    """Admission: weight of 1 - load(w)."""
+    footprint_weight: float = 0.3
+    """Admission: weight of the predicted KV footprint fit."""
+    locality_weight: float = 0.2
+    """Admission: weight of shared-prefix locality."""
+
+    def __post_init__(self) -> None:
+        require_frac("SagaPlacementSettings", "theta", self.theta)
+        # Validate the composed parts now, so a bad value fails at load time naming the field.
+        self.load_settings()
+        self.admission_weights()
+
+    def load_settings(self) -> LoadSettings:
+        """The load(w) part."""
+        return LoadSettings(request_weight=self.request_weight, token_weight=self.token_weight)
+
+    def admission_weights(self) -> AdmissionWeights:
+        """The admission part."""
+        return AdmissionWeights(
+            load_weight=self.load_weight,
+            footprint_weight=self.footprint_weight,
+            locality_weight=self.locality_weight,
+        )
+
+
+class SagaPlacement:
+    """Admission for new workflows, Eq. 7 affinity for bound ones."""
+
+    name: ClassVar[str] = "saga"
+
+    def __init__(
+        self, settings: SagaPlacementSettings | None = None, rng: random.Random | None = None
+    ) -> None:
+        self.settings = settings or SagaPlacementSettings()
+        self._rng = rng if rng is not None else random.Random(0)
+        self._load = self.settings.load_settings()
+        self._weights = self.settings.admission_weights()
+
+    def place(self, call: CallView, workers: Sequence[WorkerView], now_s: float) -> Placement:
+        s = self.settings
+        if call.affinity_worker_id is None:
+            w = admit(call, workers, self._weights, self._load, s.theta, self._rng)
+            return Placement(worker_id=w.worker_id, reason=PlacementReason.ADMISSION)
+        stay = affinity_placement(call, workers, s.theta, self._load)
+        if stay is not None:
+            return stay
+        w = least_loaded(workers, self._load, self._rng)
+        return Placement(worker_id=w.worker_id, reason=PlacementReason.LEAST_LOADED)
+
+
+if TYPE_CHECKING:
+    _check: PlacementPolicy = SagaPlacement()

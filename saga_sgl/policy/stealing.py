@@ -1,0 +1,215 @@
+"""Work stealing: triggers, victim choice, cost-aware session choice, per-epoch limits.
+
+Triggers [P]: a worker's queue has been empty for T_idle = 100 ms, or the most- to least-loaded
+ratio exceeds R_max = 2.0. The paper's thrashing guard requires the thief to be idle *and* the
+victim to carry excess load at the same time; ``guard="and"`` (default) enforces that,
+``guard="or"`` lets either condition start a steal.
+
+Per epoch (``plan`` is called once per 100 ms epoch):
+
+* thieves: healthy workers, least loaded first, each steals at most once;
+* victims: overloaded workers, load(v) > R_max x load(thief) (load floored at ``load_floor``) with
+  at least one stealable workflow; chosen uniformly at random (paper) or the most loaded;
+* session: only QUEUED or TOOL_GAP workflows bound to the victim and never stolen before (a stolen
+  workflow's affinity sits at the thief; stealing it again is refused [P]). Cost-aware order [I]:
+  (0) a tool gap long enough to hide the re-prefill of its prefix on the thief, (1) queued,
+  (2) a tool gap too short to hide it; then fewer prefix tokens to rebuild; then oldest admitted
+  (the paper's "oldest pending session"); then workflow id;
+* at most ``max_steals_per_epoch`` (4, reference repo [R]) steals.
+
+``revalidate`` implements the paper's guard (c): a steal that is stale when it is applied (victim no
+longer overloaded, workflow moved on) is rejected. O(W log W + F) per epoch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from saga_sgl.policy.decisions import Steal, StealTrigger
+from saga_sgl.policy.placement.load import LoadSettings, worker_load
+from saga_sgl.policy.settings import require, require_frac, require_non_negative, require_positive
+from saga_sgl.policy.views import WorkerId, WorkerView, WorkflowState, WorkflowView
+
+if TYPE_CHECKING:
+    from saga_sgl.policy.interfaces import StealPolicy
+
+_STEALABLE = (WorkflowState.QUEUED, WorkflowState.TOOL_GAP)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StealSettings:
+    """Settings of ``WorkStealing``."""
+
+    idle_threshold_s: float = 0.1
+    """T_idle: a thief's queue must have been empty this long (seconds) [P]."""
+    max_load_ratio: float = 2.0
+    """R_max: steal when victim load > R_max x thief load [P]."""
+    guard: str = "and"
+    """``and``: thief idle AND victim above R_max x thief load (the paper's thrashing guard) [P];
+    ``or``: either trigger suffices."""
+    max_steals_per_epoch: int = 4
+    """Steals per epoch at most (reference repo [R])."""
+    victim_choice: str = "random"
+    """``random``: uniformly among overloaded workers [P]; ``most_loaded``: the heaviest."""
+    load_floor: float = 0.05
+    """Loads are floored here in the ratio test, so an empty thief does not make every worker with
+    one request "overloaded" [I]."""
+    rebuild_tokens_per_s: float = 45000.0
+    """Prefill throughput on the thief (tokens/s) used to decide whether a tool gap hides the rebuild;
+    default 1 / 21.8 us per token (Llama-3-8B, H100, see ``policy.cost_model``) [I]."""
+    request_weight: float = 0.5
+    """load(w): weight of (running + waiting) / max_running_reqs (see ``placement.load``)."""
+    token_weight: float = 0.5
+    """load(w): weight of KV token usage (see ``placement.load``)."""
+
+    def __post_init__(self) -> None:
+        owner = "StealSettings"
+        require_non_negative(owner, "idle_threshold_s", self.idle_threshold_s)
+        require(self.max_load_ratio >= 1.0, owner, "max_load_ratio", ">= 1", self.max_load_ratio)
+        require(self.guard in ("and", "or"), owner, "guard", "'and' or 'or'", self.guard)
+        require(
+            self.max_steals_per_epoch >= 0, owner, "max_steals_per_epoch", ">= 0", self.max_steals_per_epoch
+        )
+        require(
+            self.victim_choice in ("random", "most_loaded"),
+            owner,
+            "victim_choice",
+            "'random' or 'most_loaded'",
+            self.victim_choice,
+        )
+        require_frac(owner, "load_floor", self.load_floor)
+        require_positive(owner, "rebuild_tokens_per_s", self.rebuild_tokens_per_s)
+        self.load_settings()
+
+    def load_settings(self) -> LoadSettings:
+        """The load(w) part."""
+        return LoadSettings(request_weight=self.request_weight, token_weight=self.token_weight)
+
+
+class WorkStealing:
+    """The paper's work stealing with cost-aware session choice."""
+
+    name: ClassVar[str] = "saga_steal"
+
+    def __init__(self, settings: StealSettings | None = None, rng: random.Random | None = None) -> None:
+        self.settings = settings or StealSettings()
+        self._rng = rng if rng is not None else random.Random(0)
+        self._load = self.settings.load_settings()
+
+    def is_idle(self, w: WorkerView, now_s: float) -> bool:
+        """The worker's queue has been empty for at least T_idle."""
+        return w.idle_since_s is not None and now_s - w.idle_since_s >= self.settings.idle_threshold_s
+
+    def rank_session(self, wf: WorkflowView, now_s: float) -> tuple[int, int, float, str]:
+        """Cost-aware order of stealable workflows (smaller = steal first)."""
+        rebuild_s = wf.cached_prefix_tokens / self.settings.rebuild_tokens_per_s
+        if wf.state is WorkflowState.TOOL_GAP:
+            hides = wf.tool_gap_ends_at_s is not None and wf.tool_gap_ends_at_s - now_s >= rebuild_s
+            cls = 0 if hides else 2
+        else:
+            cls = 1
+        return (cls, wf.cached_prefix_tokens, wf.admitted_at_s, wf.workflow_id)
+
+    def plan(
+        self, workers: Sequence[WorkerView], workflows: Sequence[WorkflowView], now_s: float
+    ) -> list[Steal]:
+        s = self.settings
+        healthy = [w for w in workers if w.is_healthy]
+        if len(healthy) < 2 or s.max_steals_per_epoch == 0:
+            return []
+        load = {w.worker_id: max(worker_load(w, self._load), s.load_floor) for w in healthy}
+        candidates: dict[WorkerId, list[WorkflowView]] = {}
+        for wf in workflows:
+            if wf.state in _STEALABLE and wf.times_stolen == 0 and wf.worker_id in load:
+                candidates.setdefault(wf.worker_id, []).append(wf)
+        for lst in candidates.values():
+            lst.sort(key=lambda wf: self.rank_session(wf, now_s))
+        ratio_trigger = max(load.values()) > s.max_load_ratio * min(load.values())
+        thieves = sorted(healthy, key=lambda w: (load[w.worker_id], w.worker_id))
+        steals: list[Steal] = []
+        taken: set[str] = set()
+        for thief in thieves:
+            if len(steals) >= s.max_steals_per_epoch:
+                break
+            idle = self.is_idle(thief, now_s)
+            victims = [
+                v
+                for v in healthy
+                if v.worker_id != thief.worker_id
+                and load[v.worker_id] > s.max_load_ratio * load[thief.worker_id]
+                and any(wf.workflow_id not in taken for wf in candidates.get(v.worker_id, ()))
+            ]
+            if not victims:
+                continue
+            if s.guard == "and":
+                if not idle:
+                    continue
+                trigger = StealTrigger.IDLE_AND_RATIO
+            elif idle:
+                trigger = StealTrigger.IDLE_AND_RATIO if ratio_trigger else StealTrigger.IDLE
+            elif ratio_trigger:
+                trigger = StealTrigger.LOAD_RATIO
+            else:
+                continue
+            victim = self._choose_victim(victims, load)
+            wf = next(wf for wf in candidates[victim.worker_id] if wf.workflow_id not in taken)
+            taken.add(wf.workflow_id)
+            steals.append(
+                Steal(
+                    workflow_id=wf.workflow_id,
+                    victim=victim.worker_id,
+                    thief=thief.worker_id,
+                    rebuild_tokens=wf.cached_prefix_tokens,
+                    trigger=trigger,
+                )
+            )
+        return steals
+
+    def revalidate(
+        self, steal: Steal, workers: Sequence[WorkerView], workflows: Sequence[WorkflowView], now_s: float
+    ) -> bool:
+        """Guard (c): the steal still makes sense when applied (else the host drops it)."""
+        by_id = {w.worker_id: w for w in workers if w.is_healthy}
+        thief, victim = by_id.get(steal.thief), by_id.get(steal.victim)
+        if thief is None or victim is None:
+            return False
+        wf = next((f for f in workflows if f.workflow_id == steal.workflow_id), None)
+        if wf is None or wf.worker_id != steal.victim or wf.state not in _STEALABLE or wf.times_stolen > 0:
+            return False
+        floor = self.settings.load_floor
+        lt = max(worker_load(thief, self._load), floor)
+        lv = max(worker_load(victim, self._load), floor)
+        return lv > self.settings.max_load_ratio * lt
+
+    def _choose_victim(self, victims: list[WorkerView], load: dict[WorkerId, float]) -> WorkerView:
+        ordered = sorted(victims, key=lambda v: v.worker_id)
+        if self.settings.victim_choice == "most_loaded":
+            return max(ordered, key=lambda v: load[v.worker_id])
+        return self._rng.choice(ordered)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoStealSettings:
+    """no_steal has no constants."""
+
+
+class NoStealing:
+    """Baseline: never steal (SGLang and vLLM have no work stealing)."""
+
+    name: ClassVar[str] = "no_steal"
+
+    def __init__(self, settings: NoStealSettings | None = None) -> None:
+        self.settings = settings or NoStealSettings()
+
+    def plan(
+        self, workers: Sequence[WorkerView], workflows: Sequence[WorkflowView], now_s: float
+    ) -> list[Steal]:
+        return []
+
+
+if TYPE_CHECKING:
+    _check: StealPolicy = WorkStealing()
+    _check_none: StealPolicy = NoStealing()

@@ -1,0 +1,165 @@
+"""VictimIndex: O(log n) victim selection for any ``EvictionPolicy`` key.
+
+Mental model: a min-heap of (key, version, entry id) with lazy deletion. Keys are built from
+absolute times, so a stored key stays correct as the clock moves, with two exceptions that the
+``EvictionPolicy`` contract names, both of which can only *lower* a key:
+
+1. a TTL deadline passes (PROTECTED -> ORDINARY or DEAD): a second heap orders protected entries
+   by ``ttl_deadline_s``; before each selection, entries whose deadline has passed are re-keyed;
+2. usage crosses threshold_high (``policy.protects(pressure)`` turns False): every protected entry
+   is re-keyed once, when the index first sees the new regime.
+
+Any other change (a key that went *up*, e.g. protection turning back on) is caught by lazy
+re-validation: the popped entry's key is recomputed from ``now_s`` and ``pressure``; if it differs
+from the stored one the entry is pushed back with the new key and the next one is tried.
+
+Costs: add/update/remove O(log n) amortised; selection O(log n) amortised plus O(k log n) for the
+k TTLs that expired since the previous selection. Hosts call ``add`` (or ``update``) when an entry
+becomes evictable or its view changes, ``remove`` when it is locked or deleted, and ``pop`` to evict.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+
+from saga_sgl.policy.decisions import EvictionKey, Tier
+from saga_sgl.policy.interfaces import EvictionPolicy
+from saga_sgl.policy.views import CacheEntryView
+
+
+class VictimIndex:
+    """The evictable entries of one cache, ordered by one policy's keys."""
+
+    __slots__ = ("_deadlines", "_entries", "_heap", "_next_version", "_policy", "_protecting")
+
+    def __init__(self, policy: EvictionPolicy) -> None:
+        self._policy = policy
+        # entry id -> (view, stored key, version); the heap may hold stale versions.
+        self._entries: dict[int, tuple[CacheEntryView, EvictionKey, int]] = {}
+        self._heap: list[tuple[EvictionKey, int, int]] = []
+        # (ttl deadline, version, entry id) of entries stored in the PROTECTED tier.
+        self._deadlines: list[tuple[float, int, int]] = []
+        self._next_version = 0
+        self._protecting = True
+
+    @property
+    def policy(self) -> EvictionPolicy:
+        """The policy whose keys order this index."""
+        return self._policy
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self._entries
+
+    def __iter__(self) -> Iterator[CacheEntryView]:
+        return (view for view, _, _ in self._entries.values())
+
+    def get(self, entry_id: int) -> CacheEntryView | None:
+        """The current view of ``entry_id``, if indexed."""
+        item = self._entries.get(entry_id)
+        return None if item is None else item[0]
+
+    def add(self, entry: CacheEntryView, now_s: float, pressure: float) -> None:
+        """Index ``entry`` (or replace the indexed view with the same ``entry_id``)."""
+        self._push(entry, self._policy.key(entry, now_s, pressure))
+
+    update = add
+
+    def remove(self, entry_id: int) -> bool:
+        """Drop ``entry_id`` (locked, deleted or evicted by the host); False if it was not indexed."""
+        return self._entries.pop(entry_id, None) is not None
+
+    def peek(self, now_s: float, pressure: float) -> CacheEntryView | None:
+        """The entry the policy would evict now, without removing it; None if the index is empty."""
+        top = self._select(now_s, pressure)
+        return None if top is None else self._entries[top][0]
+
+    def pop(self, now_s: float, pressure: float) -> CacheEntryView | None:
+        """Remove and return the entry to evict now; None if the index is empty."""
+        top = self._select(now_s, pressure)
+        if top is None:
+            return None
+        view = self._entries.pop(top)[0]
+        return view
+
+    def pop_tokens(self, num_tokens: int, now_s: float, pressure: float) -> list[CacheEntryView]:
+        """Pop victims in order until they hold at least ``num_tokens`` (or the index is empty).
+
+        The host re-adds a parent that became an evictable leaf between calls; this helper is for
+        hosts whose entries are independent (segments, whole sessions).
+        """
+        out: list[CacheEntryView] = []
+        freed = 0
+        while freed < num_tokens:
+            view = self.pop(now_s, pressure)
+            if view is None:
+                break
+            out.append(view)
+            freed += view.num_tokens
+        return out
+
+    def key_of(self, entry_id: int) -> EvictionKey | None:
+        """The stored key of ``entry_id`` (as of its last (re)keying), if indexed."""
+        item = self._entries.get(entry_id)
+        return None if item is None else item[1]
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _push(self, entry: CacheEntryView, key: EvictionKey) -> None:
+        version = self._next_version
+        self._next_version += 1
+        self._entries[entry.entry_id] = (entry, key, version)
+        heapq.heappush(self._heap, (key, version, entry.entry_id))
+        if key.tier == Tier.PROTECTED:
+            deadline = entry.ttl_deadline_s if entry.ttl_deadline_s is not None else float("inf")
+            heapq.heappush(self._deadlines, (deadline, version, entry.entry_id))
+        if len(self._heap) > 2 * len(self._entries) + 64:
+            self._compact()
+
+    def _is_current(self, entry_id: int, version: int) -> bool:
+        item = self._entries.get(entry_id)
+        return item is not None and item[2] == version
+
+    def _rekey(self, entry_id: int, now_s: float, pressure: float) -> None:
+        view = self._entries[entry_id][0]
+        self._push(view, self._policy.key(view, now_s, pressure))
+
+    def _release_protections(self, now_s: float, pressure: float) -> None:
+        protecting = self._policy.protects(pressure)
+        if self._protecting and not protecting:
+            # Usage crossed threshold_high: every protected key drops; re-key them all once.
+            pending, self._deadlines = self._deadlines, []
+            for _, version, entry_id in pending:
+                if self._is_current(entry_id, version):
+                    self._rekey(entry_id, now_s, pressure)
+        self._protecting = protecting
+        while self._deadlines and self._deadlines[0][0] <= now_s:
+            _, version, entry_id = heapq.heappop(self._deadlines)
+            if self._is_current(entry_id, version):
+                self._rekey(entry_id, now_s, pressure)
+
+    def _select(self, now_s: float, pressure: float) -> int | None:
+        self._release_protections(now_s, pressure)
+        # self._heap is re-read each turn: _push may compact it into a new list.
+        while self._heap:
+            key, version, entry_id = self._heap[0]
+            if not self._is_current(entry_id, version):
+                heapq.heappop(self._heap)
+                continue
+            view = self._entries[entry_id][0]
+            fresh = self._policy.key(view, now_s, pressure)
+            if fresh == key:
+                return entry_id
+            heapq.heappop(self._heap)
+            self._push(view, fresh)
+        return None
+
+    def _compact(self) -> None:
+        """Drop stale heap items once they outnumber live ones (bounds memory; O(n))."""
+        self._heap = [(k, v, i) for (k, v, i) in self._heap if self._is_current(i, v)]
+        heapq.heapify(self._heap)
+        self._deadlines = [(d, v, i) for (d, v, i) in self._deadlines if self._is_current(i, v)]
+        heapq.heapify(self._deadlines)
