@@ -1,0 +1,209 @@
+"""The plugin's hint side table: what the router told this worker about each workflow.
+
+Two kinds of state, both owned by the scheduler thread:
+
+* :class:`HintTable`, keyed by workflow id: the latest prediction for the workflow (reuse
+  probability, predicted next use, TTL deadline, terminal/finished). Request hints (``kv_hints``)
+  and control messages update it in O(1); neither walks the tree.
+* :class:`NodeMark`, one per radix node that a checkpointed request passed through, stored as an
+  attribute on SGLang's node (both tree node classes take attributes). It names the workflows whose
+  requests used the node, whether unhinted traffic used it, the plugin's own last-use time and the
+  node's depth. The mark dies with the node, so the table cannot leak entries of evicted nodes.
+
+All times are absolute seconds on the plugin's clock. Relative times from the wire
+(``next_use_in_s``, ``ttl_s``) are converted exactly once, at receipt. Nothing here decides an
+eviction order: the strategy turns these records into ``CacheEntryView`` objects for the policy.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from saga_sgl.protocol import (
+    ControlMessage,
+    ReuseHint,
+    ToolFinished,
+    ToolStarted,
+    TtlChanged,
+    WorkflowFinished,
+)
+
+MARK_ATTR = "_saga_mark"
+"""Attribute name of the :class:`NodeMark` on SGLang radix nodes."""
+
+
+@dataclass(slots=True)
+class WorkflowHint:
+    """Latest knowledge about one workflow (mutable; scheduler thread only)."""
+
+    workflow_id: str
+    reuse_prob: float | None = None
+    next_use_at_s: float | None = None
+    ttl_deadline_s: float | None = None
+    is_terminal: bool = False
+    is_finished: bool = False
+    urgency: float = 0.0
+    step: int = 0
+    tool: str = ""
+    updated_at_s: float = 0.0
+
+
+@dataclass(slots=True)
+class NodeMark:
+    """What the plugin knows about one radix node."""
+
+    workflows: set[str] = field(default_factory=set)
+    """Workflows whose requests were checkpointed through this node."""
+    unhinted_use: bool = False
+    """A request without a ``saga.reuse`` hint used this node: it keeps an LRU candidacy."""
+    last_use_s: float = 0.0
+    """Plugin-clock time of the last checkpoint of a request whose path holds this node."""
+    depth_tokens: int = 0
+    """Tokens from the root through the end of this node."""
+
+
+class HintTable:
+    """Workflow id -> :class:`WorkflowHint`, bounded, with TTL-expiry accounting.
+
+    ``apply_*`` methods return True when they changed a workflow's record (counted as a hint update
+    by the caller). The table forgets the least recently updated workflow beyond ``max_workflows``.
+    """
+
+    def __init__(self, max_workflows: int) -> None:
+        self._max_workflows = max_workflows
+        self._by_id: OrderedDict[str, WorkflowHint] = OrderedDict()
+        self._ttl_heap: list[tuple[float, str]] = []
+        self.num_forgotten = 0
+        """Workflows dropped because the table was full."""
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, workflow_id: str) -> WorkflowHint | None:
+        return self._by_id.get(workflow_id)
+
+    def _touch(self, workflow_id: str, now_s: float) -> WorkflowHint:
+        record = self._by_id.get(workflow_id)
+        if record is None:
+            record = WorkflowHint(workflow_id=workflow_id)
+            self._by_id[workflow_id] = record
+            while len(self._by_id) > self._max_workflows:
+                self._by_id.popitem(last=False)
+                self.num_forgotten += 1
+        else:
+            self._by_id.move_to_end(workflow_id)
+        record.updated_at_s = now_s
+        return record
+
+    def _set_ttl(self, record: WorkflowHint, deadline_s: float | None) -> None:
+        record.ttl_deadline_s = deadline_s
+        if deadline_s is not None:
+            heapq.heappush(self._ttl_heap, (deadline_s, record.workflow_id))
+
+    def apply_hint(self, hint: ReuseHint, received_at_s: float) -> WorkflowHint:
+        """Record a request's ``saga.reuse`` hint, received at ``received_at_s`` (plugin clock)."""
+        record = self._touch(hint.workflow_id, received_at_s)
+        record.reuse_prob = hint.reuse_prob
+        record.next_use_at_s = None if hint.next_use_in_s is None else received_at_s + hint.next_use_in_s
+        self._set_ttl(record, received_at_s + hint.ttl_s if hint.ttl_s > 0 else None)
+        record.is_terminal = hint.terminal
+        # A new call of the workflow shows it is alive, whatever was said before.
+        record.is_finished = False
+        record.urgency = hint.urgency
+        record.step = hint.step
+        record.tool = hint.tool
+        return record
+
+    def apply_control(self, message: ControlMessage, now_s: float) -> bool:
+        """Apply one router control message; False when it names a workflow this worker never saw."""
+        if not isinstance(message, ToolStarted) and message.workflow_id not in self._by_id:
+            return False
+        record = self._touch(message.workflow_id, now_s)
+        match message:
+            case ToolStarted(tool=tool, ttl_s=ttl_s, next_use_in_s=next_use_in_s):
+                record.tool = tool
+                self._set_ttl(record, now_s + ttl_s if ttl_s > 0 else None)
+                if next_use_in_s is not None:
+                    record.next_use_at_s = now_s + next_use_in_s
+            case ToolFinished():
+                # The tool returned: the next call is imminent, and the TTL has done its job
+                # (the paper's repository clears the deadline when the tool returns).
+                record.next_use_at_s = now_s
+                self._set_ttl(record, None)
+            case WorkflowFinished():
+                record.is_finished = True
+                record.next_use_at_s = None
+                self._set_ttl(record, None)
+            case TtlChanged(ttl_s=ttl_s):
+                self._set_ttl(record, now_s + ttl_s if ttl_s > 0 else None)
+        return True
+
+    def pop_expired_ttls(self, now_s: float) -> int:
+        """Count TTL deadlines that passed by ``now_s`` (each live deadline once)."""
+        expired = 0
+        while self._ttl_heap and self._ttl_heap[0][0] <= now_s:
+            deadline_s, workflow_id = heapq.heappop(self._ttl_heap)
+            record = self._by_id.get(workflow_id)
+            if record is not None and record.ttl_deadline_s == deadline_s:
+                expired += 1
+        return expired
+
+    def snapshot(self, limit: int = 20) -> dict[str, Any]:
+        """Bounded debug view (no prompts, no token ids)."""
+        items = list(self._by_id.values())[-limit:]
+        return {
+            "num_workflows": len(self._by_id),
+            "num_forgotten": self.num_forgotten,
+            "recent": [
+                {
+                    "workflow_id": r.workflow_id,
+                    "reuse_prob": r.reuse_prob,
+                    "next_use_at_s": r.next_use_at_s,
+                    "ttl_deadline_s": r.ttl_deadline_s,
+                    "terminal": r.is_terminal,
+                    "finished": r.is_finished,
+                }
+                for r in items
+            ],
+        }
+
+
+def mark_of(node: Any) -> NodeMark | None:
+    """The node's mark, or None if no checkpointed request has passed through it yet."""
+    return node.__dict__.get(MARK_ATTR)
+
+
+def mark_path(path_leaf_to_root: list[Any], *, workflow_id: str | None, now_s: float) -> None:
+    """Mark every node of a checkpointed request's path (leaf first, root excluded).
+
+    A node without a mark that has marked children is a split fragment (SGLang splits a node when a
+    new request diverges inside it); it inherits the union of its children's workflows, since every
+    workflow that used a child used its prefix too.
+    """
+    depth = 0
+    for node in reversed(path_leaf_to_root):
+        depth += len(node.key)
+        mark = node.__dict__.get(MARK_ATTR)
+        if mark is None:
+            mark = NodeMark()
+            for child in node.children.values():
+                child_mark = child.__dict__.get(MARK_ATTR)
+                if child_mark is not None:
+                    mark.workflows |= child_mark.workflows
+                    mark.unhinted_use |= child_mark.unhinted_use
+            setattr(node, MARK_ATTR, mark)
+        mark.depth_tokens = depth
+        mark.last_use_s = now_s
+        if workflow_id is None:
+            mark.unhinted_use = True
+        else:
+            mark.workflows.add(workflow_id)
+
+
+def prune_forgotten(mark: NodeMark, table: HintTable) -> None:
+    """Drop workflows the table forgot from a node's mark (keeps per-node key cost bounded)."""
+    if any(table.get(w) is None for w in mark.workflows):
+        mark.workflows = {w for w in mark.workflows if table.get(w) is not None}

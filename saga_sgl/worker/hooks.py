@@ -1,0 +1,139 @@
+"""Thin AROUND hooks on SGLang internals, installed through SGLang's ``HookRegistry``.
+
+Each hook calls SGLang's original first (or around it), finds the plugin runtime through the
+cache's eviction strategy (so caches running a stock policy pass straight through), and hands the
+plugin's part to the runtime inside a guard: a failure is counted, logged once, and SGLang's own
+result stands.
+
+Targets (all checked by ``compat.check``):
+
+* ``UnifiedRadixCache.checkpoint_into_tree`` and the legacy ``RadixCache.checkpoint``: after the
+  request's tokens are in the tree, mark its path with its workflow hint.
+* ``UnifiedRadixCache._evict`` and ``RadixCache.evict``: freeze ``now_s`` and memory pressure for
+  the walk, drain control messages first, and count victims by tier afterwards.
+* ``SchedulePolicy.calc_priority``: after SGLang's order, a stable re-sort of the waiting queue by
+  the AFS urgency in the hints (a no-op when no waiting request carries one).
+* ``tree_core_registry.select_tree_core_backend``: a cache configured with a saga policy gets the
+  Python tree core (the Rust core only knows its built-in policies); other caches are untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from saga_sgl.worker.runtime import WorkerRuntime, kv_pressure
+from saga_sgl.worker.strategy import SagaEvictionStrategy
+
+log = logging.getLogger(__name__)
+
+UNIFIED_CACHE = "sglang.srt.mem_cache.unified_radix_cache.UnifiedRadixCache"
+LEGACY_CACHE = "sglang.srt.mem_cache.radix_cache.RadixCache"
+SCHEDULE_POLICY = "sglang.srt.managers.schedule_policy.SchedulePolicy"
+TREE_CORE_REGISTRY = "sglang.srt.mem_cache.unified_cache.tree_core_registry"
+
+
+def runtime_of(cache: Any) -> WorkerRuntime | None:
+    """The saga runtime behind ``cache``'s eviction strategy, or None for a stock policy."""
+    tree_core = getattr(cache, "tree_core", None)
+    strategy = getattr(tree_core if tree_core is not None else cache, "eviction_strategy", None)
+    if isinstance(strategy, SagaEvictionStrategy):
+        return strategy.runtime
+    return None
+
+
+def checkpoint_into_tree(
+    original: Callable[..., Any], cache: Any, req: Any, *args: Any, **kwargs: Any
+) -> Any:
+    result = original(cache, req, *args, **kwargs)
+    runtime = runtime_of(cache)
+    if runtime is not None and not cache.disable:
+        try:
+            runtime.drain()
+            runtime.on_checkpoint(req, cache.tree_core.node_by_id(req.last_node))
+        except Exception as exc:
+            runtime.hook_failed("checkpoint_into_tree", exc)
+    return result
+
+
+def legacy_checkpoint(original: Callable[..., Any], cache: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
+    result = original(cache, req, *args, **kwargs)
+    runtime = runtime_of(cache)
+    if runtime is not None and not cache.disable:
+        try:
+            runtime.drain()
+            runtime.on_checkpoint(req, req.last_node)
+        except Exception as exc:
+            runtime.hook_failed("legacy_checkpoint", exc)
+    return result
+
+
+def evict(original: Callable[..., Any], cache: Any, *args: Any, **kwargs: Any) -> Any:
+    runtime = runtime_of(cache)
+    if runtime is None or cache.disable:
+        return original(cache, *args, **kwargs)
+    try:
+        runtime.begin_round(pressure=kv_pressure(cache), page_size=cache.page_size)
+    except Exception as exc:
+        runtime.hook_failed("evict_begin", exc)
+    try:
+        return original(cache, *args, **kwargs)
+    finally:
+        try:
+            runtime.end_round()
+        except Exception as exc:
+            runtime.hook_failed("evict_end", exc)
+
+
+def calc_priority(
+    original: Callable[..., Any], policy: Any, waiting_queue: list[Any], *args: Any, **kwargs: Any
+) -> Any:
+    result = original(policy, waiting_queue, *args, **kwargs)
+    runtime = runtime_of(policy.tree_cache)
+    if runtime is not None and waiting_queue:
+        try:
+            runtime.drain()
+            reorder_by_urgency(runtime, policy, waiting_queue)
+        except Exception as exc:
+            runtime.hook_failed("calc_priority", exc)
+    return result
+
+
+def reorder_by_urgency(runtime: WorkerRuntime, policy: Any, waiting_queue: list[Any]) -> None:
+    """Stable sort by descending hint urgency; within SGLang's priority classes if those are on."""
+    urgencies = [runtime.urgency_of(req) for req in waiting_queue]
+    if not any(urgencies):
+        return
+    if policy.enable_priority_scheduling:
+        sign = policy.priority_sign
+        keys = [(req.priority * sign, -u) for req, u in zip(waiting_queue, urgencies, strict=True)]
+    else:
+        keys = [(0, -u) for u in urgencies]
+    order = sorted(range(len(waiting_queue)), key=keys.__getitem__)
+    waiting_queue[:] = [waiting_queue[i] for i in order]
+
+
+def select_tree_core_backend(original: Callable[..., Any], params: Any) -> Any:
+    backend = original(params)
+    from saga_sgl.worker.plugin import is_saga_policy
+
+    if backend != "python" and is_saga_policy(params.eviction_policy):
+        log.info(
+            "saga: eviction policy %r needs the Python TreeCore (requested %r); using 'python'",
+            params.eviction_policy,
+            backend,
+        )
+        return "python"
+    return backend
+
+
+HOOKS: tuple[tuple[str, Callable[..., Any]], ...] = (
+    (UNIFIED_CACHE + ".checkpoint_into_tree", checkpoint_into_tree),
+    (UNIFIED_CACHE + "._evict", evict),
+    (LEGACY_CACHE + ".checkpoint", legacy_checkpoint),
+    (LEGACY_CACHE + ".evict", evict),
+    (SCHEDULE_POLICY + ".calc_priority", calc_priority),
+    (TREE_CORE_REGISTRY + ".select_tree_core_backend", select_tree_core_backend),
+)
+"""(dotted target, AROUND hook) pairs the plugin registers."""

@@ -1,0 +1,209 @@
+"""Per-process state of the plugin host: clock, hint table, control channel, counters.
+
+One ``WorkerRuntime`` lives in each SGLang scheduler process that runs a saga eviction policy (the
+plugin creates it when SGLang builds the strategy, i.e. at cache construction; tests build their
+own). Hooks find it through the cache's strategy object, so a cache running a stock SGLang policy
+is never touched.
+
+Everything here runs on the scheduler thread except the control channel's receiver. The methods
+called from hooks catch their own failures (:meth:`hook_failed`): a failure is counted, logged once
+per (hook, error type), and SGLang's stock behaviour continues.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from saga_sgl.errors import MalformedMessage
+from saga_sgl.policy.decisions import Tier
+from saga_sgl.protocol import ReuseHint, find_reuse_hint
+from saga_sgl.worker.hints import HintTable, mark_path
+from saga_sgl.worker.metrics import WorkerMetrics
+from saga_sgl.worker.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from saga_sgl.clock import Clock
+    from saga_sgl.worker.control import ControlChannel
+
+log = logging.getLogger(__name__)
+
+_HINT_ATTR = "_saga_hint"
+"""Request attribute: the decoded hint (or None), parsed once per request."""
+_RECEIVED_ATTR = "_saga_received_at_s"
+"""Request attribute: plugin-clock time the plugin first saw the request."""
+
+TIER_LABELS = {int(t): t.name.lower() for t in Tier}
+
+
+class WorkerRuntime:
+    """Host state shared by the strategy and the hooks of one scheduler process."""
+
+    def __init__(self, *, clock: Clock, settings: WorkerSettings | None = None) -> None:
+        self.clock = clock
+        self.settings = settings or WorkerSettings()
+        self.table = HintTable(self.settings.max_tracked_workflows)
+        self.metrics = WorkerMetrics()
+        self.start_s = clock.now_s()
+        self.control: ControlChannel | None = None
+        self.last_pressure = 0.0
+        self._round: dict[int, tuple[Any, int, int]] | None = None
+        self._round_now_s = 0.0
+        self._round_page_size = 1
+        self._logged_failures: set[tuple[str, str]] = set()
+        self._metrics_served = False
+
+    # --- configuration ---------------------------------------------------------------------------
+
+    def configure(self, settings: WorkerSettings) -> None:
+        """Apply worker settings from a strategy's config; starts the control channel once."""
+        self.settings = settings
+        if settings.control_address and self.control is None:
+            from saga_sgl.worker.control import ControlChannel
+
+            self.control = ControlChannel(
+                settings.control_address,
+                max_queued=settings.control_queue_max,
+                on_malformed=lambda reason: self.metrics.inc("malformed_messages", channel="control"),
+                on_dropped=lambda: self.metrics.inc("dropped_control_messages"),
+            )
+        if settings.metrics_port and not self._metrics_served:
+            self.metrics.serve(settings.metrics_port)
+            self._metrics_served = True
+
+    def close(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+
+    # --- failures --------------------------------------------------------------------------------
+
+    def hook_failed(self, hook: str, exc: BaseException) -> None:
+        """Count a failure at a hook boundary and log it once per (hook, error type)."""
+        self.metrics.inc("hook_failures", hook=hook)
+        reason = (hook, type(exc).__name__)
+        if reason not in self._logged_failures:
+            self._logged_failures.add(reason)
+            log.error(
+                "saga plugin hook %s failed (%s: %s); SGLang's stock behaviour is used. "
+                "Further %s failures of this hook are counted, not logged.",
+                hook,
+                type(exc).__name__,
+                exc,
+                type(exc).__name__,
+                exc_info=exc,
+            )
+
+    # --- requests and hints ----------------------------------------------------------------------
+
+    def hint_of(self, req: Any) -> ReuseHint | None:
+        """The request's ``saga.reuse`` hint, decoded once; stamps the receipt time on first sight."""
+        try:
+            return req.__dict__[_HINT_ATTR]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        now_s = self.clock.now_s()
+        try:
+            hint = find_reuse_hint(getattr(req, "kv_hints", None))
+        except MalformedMessage as exc:
+            self.metrics.inc("malformed_messages", channel="kv_hints")
+            reason = ("kv_hints", str(exc).split(":", 1)[0])
+            if reason not in self._logged_failures:
+                self._logged_failures.add(reason)
+                log.warning("saga plugin ignored a malformed kv_hints action (%s); logged once", exc)
+            hint = None
+        setattr(req, _HINT_ATTR, hint)
+        setattr(req, _RECEIVED_ATTR, now_s)
+        if hint is not None:
+            self.table.apply_hint(hint, now_s)
+            self.metrics.inc("hint_updates", source="kv_hints")
+        return hint
+
+    def drain(self) -> None:
+        """Apply queued control messages and account TTL expiries (scheduler thread)."""
+        now_s = self.clock.now_s()
+        if self.control is not None:
+            for message in self.control.drain():
+                if self.table.apply_control(message, now_s):
+                    self.metrics.inc("hint_updates", source="control")
+                else:
+                    self.metrics.inc("unknown_workflow_messages")
+        self.metrics.inc("ttl_expiries", self.table.pop_expired_ttls(now_s))
+        forgotten = self.table.num_forgotten - self.metrics.value("forgotten_workflows")
+        self.metrics.inc("forgotten_workflows", forgotten)
+        self.metrics.set_gauge("tracked_workflows", len(self.table))
+
+    def on_checkpoint(self, req: Any, leaf: Any) -> None:
+        """Mark the nodes of a checkpointed request's path with its workflow (or as unhinted)."""
+        hint = self.hint_of(req)
+        path = []
+        node = leaf
+        while node is not None and node.parent is not None:
+            path.append(node)
+            node = node.parent
+        mark_path(path, workflow_id=None if hint is None else hint.workflow_id, now_s=self.clock.now_s())
+
+    def urgency_of(self, req: Any) -> float:
+        hint = self.hint_of(req)
+        return 0.0 if hint is None else hint.urgency
+
+    # --- eviction rounds -------------------------------------------------------------------------
+
+    def begin_round(self, *, pressure: float, page_size: int) -> None:
+        """Freeze ``now_s`` and memory pressure for one eviction walk, and start recording keys."""
+        self.drain()
+        self.last_pressure = pressure
+        self._round_now_s = self.clock.now_s()
+        self._round_page_size = page_size
+        self._round = {}
+
+    def key_context(self) -> tuple[float, float]:
+        """(now_s, pressure) for a key: frozen inside an eviction round, current otherwise."""
+        if self._round is not None:
+            return self._round_now_s, self.last_pressure
+        return self.clock.now_s(), self.last_pressure
+
+    def record_key(self, node: Any, key: Any) -> None:
+        if self._round is not None:
+            self._round[node.id] = (node, int(key[0]), len(node.key))
+
+    def end_round(self) -> None:
+        """Count the round's victims by the tier of their key; update the protected-tokens gauge."""
+        keyed, self._round = self._round, None
+        if keyed is None:
+            return
+        protected_tokens = 0
+        for node, tier, num_tokens in keyed.values():
+            if _is_gone(node, self._round_page_size):
+                label = TIER_LABELS.get(tier, "other")
+                self.metrics.inc("evictions", tier=label)
+                self.metrics.inc("evicted_tokens", num_tokens, tier=label)
+            elif tier == int(Tier.PROTECTED):
+                protected_tokens += num_tokens
+        self.metrics.set_gauge("protected_tokens", protected_tokens)
+
+
+def _is_gone(node: Any, page_size: int) -> bool:
+    """True when an eviction walk removed ``node`` from the device tree."""
+    parent = node.parent
+    if parent is None:
+        return False
+    if getattr(node, "evicted", False):
+        return True
+    return parent.children.get(node.key.child_key(page_size)) is not node
+
+
+def kv_pressure(cache: Any) -> float:
+    """Fraction of the KV pool that eviction cannot reclaim: held by running requests.
+
+    [I] The paper's Eq. 6 takes "used KV / capacity". In SGLang the pool is nearly always full of
+    cached prefixes, so plain usage would sit near 1 and switch TTL protection off exactly when it
+    matters. We count only tokens that are neither free nor evictable: memory held by live requests.
+    """
+    allocator = cache.token_to_kv_pool_allocator
+    capacity = allocator.size
+    if capacity <= 0:
+        return 0.0
+    held = capacity - allocator.available_size() - cache.evictable_size()
+    # Page rounding can push the difference a few tokens outside [0, capacity].
+    return min(1.0, max(0.0, held / capacity))
