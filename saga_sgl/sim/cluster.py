@@ -66,6 +66,7 @@ class SimTask:
         "finished_s",
         "isolated_s",
         "last_seq",
+        "last_seq_tokens",
         "next_step",
         "next_use_s",
         "oracle_next_use_s",
@@ -94,6 +95,7 @@ class SimTask:
         self.deadline_s = float("inf")
         self.current: SimCall | None = None
         self.last_seq: tuple[Segment, ...] = ()
+        self.last_seq_tokens = 0
         self.queued_since_s: float | None = None
         self.tool_started_s: float | None = None
         self.tool_end_s: float | None = None
@@ -163,6 +165,10 @@ class Cluster:
             wsettings = WorkerSettings(**{**_asdict(wsettings), "infinite_kv": True})
         if bundle.page_size is not None:
             wsettings = WorkerSettings(**{**_asdict(wsettings), "page_size": bundle.page_size})
+        if bundle.spec.max_running_requests is not None:
+            wsettings = WorkerSettings(
+                **{**_asdict(wsettings), "max_running_requests": bundle.spec.max_running_requests}
+            )
         self.workers = [SimWorker(f"w{i}", self.cost, wsettings, self) for i in range(settings.num_workers)]
         self.by_id = {WorkerId(w.worker_id): w for w in self.workers}
         self.recorder = Recorder(self)
@@ -274,6 +280,7 @@ class Cluster:
         spec = call.spec
         assert spec is not None
         task.last_seq = (*call.prompt, Segment(spec.output_seg_id, spec.output_tokens))
+        task.last_seq_tokens = call.prompt_tokens + spec.output_tokens
         task.current = None
         task.next_step += 1
         if task.next_step >= len(task.spec.calls):
@@ -299,12 +306,11 @@ class Cluster:
     # --- epochs ---------------------------------------------------------------------------------
     def epoch(self, now_s: float) -> list[tuple[float, Event]]:
         out: list[tuple[float, Event]] = []
-        if self.bundle.fairness is not None:
-            self.fair_epoch = self.bundle.fairness.epoch(
-                self.views.workflows(now_s), self.views.tenants(), now_s
-            )
+        flows = self.views.workflows(now_s) if self.active else []
+        if self.bundle.fairness is not None and self.bundle.needs_epoch:
+            self.fair_epoch = self.bundle.fairness.epoch(flows, self.views.tenants(), now_s)
         if self.bundle.stealing is not None and self.active:
-            steals = self.bundle.stealing.plan(self.views.workers(now_s), self.views.workflows(now_s), now_s)
+            steals = self.bundle.stealing.plan(self.views.workers(now_s), flows, now_s)
             for steal in steals:
                 out.extend(self._apply_steal(steal, now_s))
         if self.active or len(self.engine) > 0:

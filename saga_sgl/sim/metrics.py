@@ -88,8 +88,10 @@ class Recorder:
     def __init__(self, cluster: Cluster) -> None:
         self._cluster = cluster
         n = len(cluster.workers)
-        self._seen_any: set[int] = set()
-        self._seen_on: list[set[int]] = [set() for _ in range(n)]
+        # Segments are keyed with their predecessor: after observation masking the same segment sits
+        # behind another parent, and recomputing it there is context management, not an eviction.
+        self._seen_any: set[tuple[int, int]] = set()
+        self._seen_on: list[set[tuple[int, int]]] = [set() for _ in range(n)]
         self._index = {id(w): i for i, w in enumerate(cluster.workers)}
         self.counters: Counter[str] = Counter()
         self.placements: Counter[str] = Counter()
@@ -105,25 +107,30 @@ class Recorder:
         seen_here = self._seen_on[i]
         c = self.counters
         if call.is_rebuild:
+            # A rebuild's segments count as computed here only once it has finished (on_finish).
             c["rebuild_tokens"] += call.new_tokens
+            return
         else:
             c["calls"] += 1
             c["prompt_tokens"] += call.prompt_tokens
             c["hit_tokens"] += call.hit_tokens
             c["recomputed_tokens"] += call.new_tokens
         pos = 0
+        prev = -1
         for seg in call.prompt:
-            if pos >= call.hit_tokens and not call.is_rebuild:
-                if seg.seg_id in seen_here:
+            key = (prev, seg.seg_id)
+            if pos >= call.hit_tokens:
+                if key in seen_here:
                     c["recomputed_evicted"] += seg.num_tokens
-                elif seg.seg_id in self._seen_any:
+                elif key in self._seen_any:
                     c["recomputed_elsewhere"] += seg.num_tokens
                 else:
                     c["recomputed_new"] += seg.num_tokens
-            seen_here.add(seg.seg_id)
-            self._seen_any.add(seg.seg_id)
+            seen_here.add(key)
+            self._seen_any.add(key)
             pos += seg.num_tokens
-        if not call.is_rebuild:
+            prev = seg.seg_id
+        if True:
             chain = tuple((s.seg_id, s.num_tokens) for s in call.prompt)
             if call.output_seg is not None:
                 chain += ((call.output_seg.seg_id, call.output_seg.num_tokens),)
@@ -131,10 +138,19 @@ class Recorder:
             self.traces[i].append(chain)
 
     def on_finish(self, worker: SimWorker, call: SimCall, now_s: float) -> None:
+        if call.is_rebuild:
+            i = self._index[id(worker)]
+            prev = -1
+            for seg in call.prompt:
+                self._seen_on[i].add((prev, seg.seg_id))
+                self._seen_any.add((prev, seg.seg_id))
+                prev = seg.seg_id
+            return
         if call.output_seg is not None and not call.is_rebuild:
             i = self._index[id(worker)]
-            self._seen_on[i].add(call.output_seg.seg_id)
-            self._seen_any.add(call.output_seg.seg_id)
+            key = (call.prompt[-1].seg_id if call.prompt else -1, call.output_seg.seg_id)
+            self._seen_on[i].add(key)
+            self._seen_any.add(key)
             self.counters["output_tokens"] += call.output_tokens
 
     def on_evict(self, worker: SimWorker, node: Node, now_s: float) -> None:

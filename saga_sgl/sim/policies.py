@@ -44,6 +44,8 @@ class RowSpec:
     infinite_kv: bool = False
     page_size: int | None = None
     """Override the KV page size (vLLM uses 16-token blocks)."""
+    max_running_requests: int | None = None
+    """Override the running-batch cap (the depth-first row of the throughput trade-off)."""
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per policy kind ("placement", "eviction", ...) settings overrides, loaded strictly."""
     description: str = ""
@@ -85,7 +87,9 @@ class PolicyBundle:
 
     @property
     def needs_epoch(self) -> bool:
-        return self.fairness is not None or self.stealing is not None
+        """FCFS keeps no per-epoch state, so a baseline row runs no epochs (they cost host time only)."""
+        has_afs = self.fairness is not None and self.fairness.name != "fcfs"
+        return has_afs or self.stealing is not None
 
     @property
     def wants_prefix_ids(self) -> bool:
@@ -121,7 +125,7 @@ class PolicyBundle:
 
         spec = task.spec.calls[task.next_step - 1]
         tool = ToolType(spec.tool or "finish")
-        context = sum(s.num_tokens for s in task.last_seq)
+        context = task.last_seq_tokens
         step = step_id_of(task.next_step - 1)
         task.reuse_prob = reuse_probability(task.aeg, step, context)
         if self.next_use is not None:
@@ -150,16 +154,15 @@ class PolicyBundle:
 
 
 def build_bundle(spec: RowSpec, seed: int) -> PolicyBundle:
-    """Instantiate ``spec``'s policies from the registry (fresh objects per run: no shared state)."""
+    """Instantiate ``spec``'s policies by name (fresh objects per run: no shared state)."""
     from saga_sgl.aeg.predict import NextUsePredictor
     from saga_sgl.aeg.tool_latency import ToolLatencyModel
-    from saga_sgl.policy import registry
 
     latency = ToolLatencyModel()
-    deps: dict[str, Any] = {"latency": latency, "rng": py_stream(seed, f"policy/{spec.label}")}
+    rng = py_stream(seed, f"policy/{spec.label}")
 
     def make(kind: str, name: str) -> Any:
-        return registry.create(kind, name, dict(spec.settings.get(kind, {})), **deps)
+        return create_policy(kind, name, dict(spec.settings.get(kind, {})), latency=latency, rng=rng)
 
     bundle = PolicyBundle(
         spec=spec,
@@ -173,6 +176,26 @@ def build_bundle(spec: RowSpec, seed: int) -> PolicyBundle:
     if spec.ttl:
         bundle.ttl = make("ttl", "tool_aware_ttl")
     return bundle
+
+
+def create_policy(kind: str, name: str, config: Mapping[str, Any], *, latency: Any, rng: Any) -> Any:
+    """One policy object by name, settings loaded strictly (unknown keys fail).
+
+    Every decision policy comes from ``saga_sgl.policy.registry``. The tool-aware TTL (Algorithm 1)
+    is not a registry kind (it needs the live tool-latency model), so it is built from its class in
+    ``policy.eviction.ttl`` with strictly loaded ``TtlSettings``.
+    """
+    if kind == "ttl":
+        from saga_sgl.policy.eviction.ttl import ToolAwareTtl, TtlSettings
+        from saga_sgl.policy.settings import load_settings
+
+        return ToolAwareTtl(latency, load_settings(TtlSettings, config))
+    from saga_sgl.policy import registry
+
+    spec = registry.get(name)
+    if str(spec.kind) != kind:
+        raise ValueError(f"row asks for {kind} policy {name!r}, but the registry has it as {spec.kind}")
+    return registry.create(name, config, rng=rng)
 
 
 def replace_row(spec: RowSpec, **changes: Any) -> RowSpec:

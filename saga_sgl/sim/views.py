@@ -149,7 +149,7 @@ class ViewBuilder:
     def workflows(self, now_s: float) -> list[WorkflowView]:
         out = []
         for task in self._cluster.active.values():
-            cached = len_tokens(task.last_seq) if task.state is WorkflowState.TOOL_GAP else 0
+            cached = task.last_seq_tokens if task.state is WorkflowState.TOOL_GAP else 0
             out.append(
                 WorkflowView(
                     workflow_id=task.wid,
@@ -169,10 +169,6 @@ class ViewBuilder:
 
     def tenants(self) -> list[TenantView]:
         return [TenantView(tenant_id=TenantId(t)) for t in self._cluster.workload.tenants]
-
-
-def len_tokens(seq: tuple[object, ...]) -> int:
-    return sum(getattr(s, "num_tokens", 0) for s in seq)
 
 
 def _oracle_next_use(task: SimTask, node: Node, now_s: float) -> float | None:
