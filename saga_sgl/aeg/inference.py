@@ -210,8 +210,5 @@ class PatternInference:
             survival *= 1.0 - p_term
             if tool is not None:
                 tool = self.confident_successor(agent_type, tool) or tool
-        edges = [
-            Edge(src=a.step_id, dst=b.step_id, prob=1.0 - p_term)
-            for a, b in itertools.pairwise(steps)
-        ]
+        edges = [Edge(src=a.step_id, dst=b.step_id, prob=1.0 - p_term) for a, b in itertools.pairwise(steps)]
         return AEG.build(steps, edges, agent_type=agent_type, source="inferred")

@@ -15,7 +15,7 @@ simulator's profile-based model implements the same Protocol for batched iterati
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from saga_sgl.policy.settings import require_non_negative
 
@@ -52,6 +52,8 @@ class LinearCostSettings:
 
 class LinearCostModel:
     """Analytic GPU time of prefill and decode for one request. Implements ``CostModel``."""
+
+    name: ClassVar[str] = "linear"
 
     def __init__(self, settings: LinearCostSettings | None = None) -> None:
         self.settings = settings or LinearCostSettings()

@@ -12,7 +12,9 @@ FILE, CODE, WEB = ToolType("file"), ToolType("code"), ToolType("web")
 
 
 def _task(*tools: ToolType | None) -> list[ObservedStep]:
-    return [ObservedStep(tool=t, prompt_tokens=2000, output_tokens=100, observation_tokens=400) for t in tools]
+    return [
+        ObservedStep(tool=t, prompt_tokens=2000, output_tokens=100, observation_tokens=400) for t in tools
+    ]
 
 
 def test_cold_start_until_30_tasks() -> None:
@@ -29,7 +31,7 @@ def test_cold_start_until_30_tasks() -> None:
 
 def test_transition_probabilities_and_theta_conf() -> None:
     inf = PatternInference(InferenceSettings(cold_start_tasks=0))
-    # file -> code 8 times, file -> web 2 times: P = 0.8 >= 0.7 kept; code -> file 6, code -> web 4: 0.6 dropped.
+    # file -> code 8x, file -> web 2x: P = 0.8 >= 0.7 kept; code -> file 6x, code -> web 4x: 0.6 dropped.
     for _ in range(8):
         inf.observe_task(CODER, _task(FILE, CODE))
     for _ in range(2):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from factories import make_entry
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -13,16 +14,20 @@ from saga_sgl.policy.eviction.vllm_prefix import VllmPrefixEviction
 from saga_sgl.policy.eviction.wa_lru import WaLruEviction, WaLruSettings
 from saga_sgl.policy.views import CacheEntryView
 
-from factories import make_entry
 
-
-def _order(policy: object, entries: list[CacheEntryView], now_s: float = 100.0, pressure: float = 0.5) -> list[int]:
+def _order(
+    policy: object, entries: list[CacheEntryView], now_s: float = 100.0, pressure: float = 0.5
+) -> list[int]:
     key = policy.key  # type: ignore[attr-defined]
     return [e.entry_id for e in sorted(entries, key=lambda e: key(e, now_s, pressure))]
 
 
 def test_lru_oldest_first_ties_by_id() -> None:
-    entries = [make_entry(3, last_access_s=5.0), make_entry(1, last_access_s=9.0), make_entry(2, last_access_s=5.0)]
+    entries = [
+        make_entry(3, last_access_s=5.0),
+        make_entry(1, last_access_s=9.0),
+        make_entry(2, last_access_s=5.0),
+    ]
     assert _order(LruEviction(), entries) == [2, 3, 1]
     assert LruEviction().key(entries[0], 0.0, 0.0) == EvictionKey(Tier.ORDINARY, 5.0, 0.0, 3)
     # LRU ignores TTLs and workflow state: it is the plain baseline.
@@ -84,7 +89,12 @@ def test_wa_lru_key_does_not_drift_with_the_clock() -> None:
 
 @pytest.mark.parametrize(
     ("now", "pressure", "tier"),
-    [(5.0, 0.5, Tier.PROTECTED), (5.0, 0.89, Tier.PROTECTED), (5.0, 0.9, Tier.ORDINARY), (10.0, 0.5, Tier.ORDINARY)],
+    [
+        (5.0, 0.5, Tier.PROTECTED),
+        (5.0, 0.89, Tier.PROTECTED),
+        (5.0, 0.9, Tier.ORDINARY),
+        (10.0, 0.5, Tier.ORDINARY),
+    ],
     ids=["ttl-running", "ttl-running-high-usage", "above-threshold-high", "expired"],
 )
 def test_ttl_tier(now: float, pressure: float, tier: Tier) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from factories import make_entry
 
 from saga_sgl.aeg.tool_latency import ToolLatencyModel, ToolLatencySettings
 from saga_sgl.errors import InvalidSettings
@@ -14,8 +15,6 @@ from saga_sgl.policy.eviction.ttl import (
     ttl_protects,
 )
 from saga_sgl.policy.views import ToolType
-
-from factories import make_entry
 
 
 @pytest.mark.parametrize(

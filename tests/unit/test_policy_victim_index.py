@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from factories import make_entry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,8 +14,6 @@ from saga_sgl.policy.eviction.wa_lru import WaLruEviction
 from saga_sgl.policy.interfaces import EvictionPolicy
 from saga_sgl.policy.victim_index import VictimIndex
 from saga_sgl.policy.views import CacheEntryView
-
-from factories import make_entry
 
 POLICIES: list[EvictionPolicy] = [LruEviction(), VllmPrefixEviction(), WaLruEviction(), ReuseTimeEviction()]
 

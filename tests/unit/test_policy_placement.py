@@ -1,0 +1,178 @@
+"""Placement: load(w), Eq. 7, workflow-atomic admission, round_robin, consistent_hash."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+from factories import make_call, make_worker
+from hypothesis import given
+from hypothesis import strategies as st
+
+from saga_sgl.errors import InvalidSettings, NoEligibleWorker
+from saga_sgl.policy.decisions import PlacementReason
+from saga_sgl.policy.placement.admission import AdmissionWeights, admission_scores
+from saga_sgl.policy.placement.consistent_hash import (
+    ConsistentHashPlacement,
+    ConsistentHashSettings,
+    stable_hash64,
+)
+from saga_sgl.policy.placement.load import LoadSettings, worker_load
+from saga_sgl.policy.placement.round_robin import RoundRobinPlacement
+from saga_sgl.policy.placement.saga import SagaPlacement, SagaPlacementSettings
+from saga_sgl.policy.views import WorkerView
+
+
+@pytest.mark.parametrize(
+    ("running", "waiting", "used", "load"),
+    [
+        (0, 0, 0, 0.0),
+        (50, 0, 50_000, 0.5),
+        (100, 0, 100_000, 1.0),
+        (80, 40, 0, 0.5),  # request load saturates at 1 (120 > 100)
+        (20, 20, 60_000, 0.5 * 0.4 + 0.5 * 0.6),
+    ],
+)
+def test_load_function(running: int, waiting: int, used: int, load: float) -> None:
+    w = make_worker(running=running, waiting=waiting, kv_used_tokens=used)
+    assert worker_load(w, LoadSettings()) == pytest.approx(load)
+
+
+def test_load_settings_must_sum_to_one() -> None:
+    with pytest.raises(InvalidSettings, match="request_weight"):
+        LoadSettings(request_weight=0.5, token_weight=0.6)
+
+
+def _cluster(load_a: int, load_b: int, *, healthy_a: bool = True) -> list[WorkerView]:
+    # load = percentage / 100 with running and KV usage both at the same percentage.
+    return [
+        make_worker("a", running=load_a, kv_used_tokens=load_a * 1000, healthy=healthy_a),
+        make_worker("b", running=load_b, kv_used_tokens=load_b * 1000),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("load_a", "cached", "healthy", "affinity", "worker", "reason"),
+    [
+        (50, True, True, "a", "a", PlacementReason.AFFINITY),
+        (79, True, True, "a", "a", PlacementReason.AFFINITY),
+        (80, True, True, "a", "b", PlacementReason.LEAST_LOADED),  # load(w*) < theta is strict
+        (90, True, True, "a", "b", PlacementReason.LEAST_LOADED),
+        (50, False, True, "a", "b", PlacementReason.LEAST_LOADED),  # not cached(w*, s)
+        (10, True, False, "a", "b", PlacementReason.LEAST_LOADED),  # w* unhealthy
+        (10, True, True, "gone", "a", PlacementReason.LEAST_LOADED),  # w* left the cluster
+    ],
+    ids=["below-theta", "just-below", "at-theta", "above-theta", "kv-evicted", "unhealthy", "missing"],
+)
+def test_eq7(
+    load_a: int, cached: bool, healthy: bool, affinity: str, worker: str, reason: PlacementReason
+) -> None:
+    workers = _cluster(load_a, 30 if load_a != 10 else 40, healthy_a=healthy)
+    call = make_call(affinity_worker_id=affinity, affinity_cached=cached)
+    p = SagaPlacement().place(call, workers, 0.0)
+    assert (p.worker_id, p.reason) == (worker, reason)
+
+
+def test_eq7_theta_is_a_setting() -> None:
+    workers = _cluster(85, 30)
+    call = make_call(affinity_worker_id="a", affinity_cached=True)
+    assert SagaPlacement(SagaPlacementSettings(theta=0.9)).place(call, workers, 0.0).worker_id == "a"
+
+
+def test_admission_prefers_load_footprint_and_locality() -> None:
+    busy = make_worker("busy", running=60, kv_used_tokens=60_000)
+    idle = make_worker("idle")
+    assert SagaPlacement().place(make_call(), [busy, idle], 0.0).worker_id == "idle"
+    # Same load; only one has room for the predicted footprint.
+    tight = make_worker("tight", running=10, kv_used_tokens=90_000, kv_capacity_tokens=100_000)
+    roomy = make_worker("roomy", running=10, kv_used_tokens=45_000, kv_capacity_tokens=50_000)
+    roomy2 = make_worker("roomy2", running=10, kv_used_tokens=10_000, kv_capacity_tokens=20_000)
+    call = make_call(predicted_kv_tokens=10_000)
+    p = SagaPlacement().place(call, [tight, roomy, roomy2], 0.0)
+    assert p.worker_id == "roomy2" and p.reason == PlacementReason.ADMISSION
+    # Same load and room; the shared prefix is cached on one of them.
+    w1, w2 = make_worker("w1", running=10), make_worker("w2", running=10)
+    call = make_call(prompt_tokens=1000, prefix_match_tokens={"w2": 800})
+    assert SagaPlacement().place(call, [w1, w2], 0.0).worker_id == "w2"
+    scores = admission_scores(call, [w1, w2], AdmissionWeights(), LoadSettings())
+    assert scores["w2"] - scores["w1"] == pytest.approx(0.2 * 0.8)
+
+
+def test_admission_skips_workers_above_theta_unless_all_are() -> None:
+    hot_but_local = make_worker("hot", running=85, kv_used_tokens=85_000)
+    cool = make_worker("cool", running=70, kv_used_tokens=70_000)
+    call = make_call(prompt_tokens=100, prefix_match_tokens={"hot": 100})
+    assert SagaPlacement().place(call, [hot_but_local, cool], 0.0).worker_id == "cool"
+    assert SagaPlacement().place(call, [hot_but_local], 0.0).worker_id == "hot"
+
+
+def test_ties_broken_by_injected_rng_not_input_order() -> None:
+    workers = [make_worker(f"w{i}") for i in range(8)]
+    picks = {
+        SagaPlacement(rng=random.Random(seed)).place(make_call(), workers, 0.0).worker_id
+        for seed in range(40)
+    }
+    assert len(picks) > 1
+    reversed_pick = SagaPlacement(rng=random.Random(5)).place(make_call(), workers[::-1], 0.0).worker_id
+    assert reversed_pick == SagaPlacement(rng=random.Random(5)).place(make_call(), workers, 0.0).worker_id
+
+
+@given(
+    seed=st.integers(0, 2**32),
+    loads=st.lists(st.integers(0, 100), min_size=1, max_size=12),
+    affinity=st.one_of(st.none(), st.integers(0, 11)),
+)
+def test_same_inputs_and_seed_same_decision(seed: int, loads: list[int], affinity: int | None) -> None:
+    workers = [make_worker(f"w{i}", running=x, kv_used_tokens=x * 1000) for i, x in enumerate(loads)]
+    call = make_call(affinity_worker_id=None if affinity is None else f"w{affinity}", affinity_cached=True)
+    a = [SagaPlacement(rng=random.Random(seed)).place(call, workers, 0.0) for _ in range(2)]
+    assert a[0] == a[1]
+
+
+def test_no_healthy_worker_raises() -> None:
+    down = [make_worker("a", healthy=False)]
+    for policy in (SagaPlacement(), RoundRobinPlacement(), ConsistentHashPlacement()):
+        with pytest.raises(NoEligibleWorker):
+            policy.place(make_call(), down, 0.0)
+    with pytest.raises(NoEligibleWorker):
+        SagaPlacement().place(make_call(affinity_worker_id="a", affinity_cached=True), down, 0.0)
+
+
+def test_round_robin_cycles_and_skips_unhealthy() -> None:
+    rr = RoundRobinPlacement()
+    ws = [make_worker("a"), make_worker("b", healthy=False), make_worker("c")]
+    got = [rr.place(make_call(), ws, 0.0).worker_id for _ in range(5)]
+    assert got == ["a", "c", "a", "c", "a"]
+
+
+def test_stable_hash_is_sha256_not_python_hash() -> None:
+    expected = int.from_bytes(hashlib.sha256(b"wf-42").digest()[:8], "big")
+    assert stable_hash64("wf-42") == expected
+
+
+def test_consistent_hash_affinity_and_minimal_remapping() -> None:
+    workers = [make_worker(f"w{i}") for i in range(5)]
+    ch = ConsistentHashPlacement()
+    calls = [make_call(f"wf{i}") for i in range(300)]
+    before = {c.workflow_id: ch.place(c, workers, 0.0).worker_id for c in calls}
+    # Same key -> same worker, independent of worker order and of a fresh instance.
+    again = ConsistentHashPlacement()
+    assert all(again.place(c, workers[::-1], 0.0).worker_id == before[c.workflow_id] for c in calls)
+    assert len(set(before.values())) == 5
+    # Remove w2: only w2's workflows move.
+    after = {c.workflow_id: ch.place(c, workers[:2] + workers[3:], 0.0).worker_id for c in calls}
+    moved = {wf for wf in before if before[wf] != after[wf]}
+    assert moved == {wf for wf, w in before.items() if w == "w2"}
+
+
+def test_consistent_hash_failover_when_owner_unhealthy() -> None:
+    workers = [make_worker(f"w{i}") for i in range(3)]
+    ch = ConsistentHashPlacement(ConsistentHashSettings(virtual_nodes=8))
+    call = make_call("wf7")
+    owner = ch.place(call, workers, 0.0)
+    assert owner.reason == PlacementReason.CONSISTENT_HASH
+    degraded = [make_worker(w.worker_id, healthy=w.worker_id != owner.worker_id) for w in workers]
+    p = ch.place(call, degraded, 0.0)
+    assert p.worker_id != owner.worker_id
+    assert p.reason == PlacementReason.CONSISTENT_HASH_FAILOVER
