@@ -113,11 +113,17 @@ class AgentFairShare:
         weight = {t.tenant_id: t.weight for t in tenants}
         afs: dict[TenantId, float] = {}
         tenant_of: dict[WorkflowId, TenantId] = {}
+        floor = s.min_slack_s
+        finished = WorkflowState.FINISHED
         for wf in workflows:
-            if wf.state is WorkflowState.FINISHED:
+            if wf.state is finished:
                 continue
-            tenant_of[wf.workflow_id] = wf.tenant_id
-            afs[wf.tenant_id] = afs.get(wf.tenant_id, 0.0) + task_urgency(wf, now_s, s.min_slack_s)
+            tid = wf.tenant_id
+            tenant_of[wf.workflow_id] = tid
+            # task_urgency inlined: this loop runs over every active workflow each 100 ms epoch.
+            work, slack = wf.remaining_work_s, wf.deadline_s - now_s
+            term = work / (slack if slack > floor else floor) if work > 0 and slack != math.inf else 0.0
+            afs[tid] = afs.get(tid, 0.0) + term
         for tid in afs:
             afs[tid] *= weight.get(tid, 1.0)
         total = sum(afs.values())

@@ -125,25 +125,18 @@ class WorkStealing:
         for wf in workflows:
             if wf.state in _STEALABLE and wf.times_stolen == 0 and wf.worker_id in load:
                 candidates.setdefault(wf.worker_id, []).append(wf)
-        for lst in candidates.values():
-            lst.sort(key=lambda wf: self.rank_session(wf, now_s))
         ratio_trigger = max(load.values()) > s.max_load_ratio * min(load.values())
+        # Thieves from the lightest up, victims from the heaviest down: a thief's victims are a
+        # prefix of ``with_work``, and a heavier thief never has more victims than a lighter one.
         thieves = sorted(healthy, key=lambda w: (load[w.worker_id], w.worker_id))
+        with_work = sorted(
+            (v for v in healthy if v.worker_id in candidates), key=lambda v: (-load[v.worker_id], v.worker_id)
+        )
         steals: list[Steal] = []
-        taken: set[str] = set()
         for thief in thieves:
             if len(steals) >= s.max_steals_per_epoch:
                 break
             idle = self.is_idle(thief, now_s)
-            victims = [
-                v
-                for v in healthy
-                if v.worker_id != thief.worker_id
-                and load[v.worker_id] > s.max_load_ratio * load[thief.worker_id]
-                and any(wf.workflow_id not in taken for wf in candidates.get(v.worker_id, ()))
-            ]
-            if not victims:
-                continue
             if s.guard == "and":
                 if not idle:
                     continue
@@ -154,9 +147,19 @@ class WorkStealing:
                 trigger = StealTrigger.LOAD_RATIO
             else:
                 continue
+            threshold = s.max_load_ratio * load[thief.worker_id]
+            victims = []
+            for v in with_work:
+                if load[v.worker_id] <= threshold:
+                    break
+                if v.worker_id != thief.worker_id and candidates[v.worker_id]:
+                    victims.append(v)
+            if not victims:
+                break
             victim = self._choose_victim(victims, load)
-            wf = next(wf for wf in candidates[victim.worker_id] if wf.workflow_id not in taken)
-            taken.add(wf.workflow_id)
+            pool = candidates[victim.worker_id]
+            wf = min(pool, key=lambda f: self.rank_session(f, now_s))
+            pool.remove(wf)  # each workflow is stolen at most once, in this epoch and (times_stolen) ever
             steals.append(
                 Steal(
                     workflow_id=wf.workflow_id,

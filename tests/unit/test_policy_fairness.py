@@ -153,3 +153,29 @@ def test_service_ledger() -> None:
         ledger.admit(wf, TenantId("t"), 1.0)
     with pytest.raises(ValueError):
         ledger.observe_service(wf, -1.0)
+
+
+@given(
+    work=st.lists(
+        st.tuples(st.integers(0, 3), st.floats(0, 100), st.floats(-50, 500), st.booleans()),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_epoch_afs_is_the_sum_of_task_urgencies(work: list[tuple[int, float, float, bool]]) -> None:
+    wfs = [
+        make_workflow(
+            f"wf{i}",
+            tenant_id=f"t{t}",
+            remaining_work_s=w,
+            deadline_s=NOW + d,
+            state=WorkflowState.FINISHED if fin else WorkflowState.QUEUED,
+        )
+        for i, (t, w, d, fin) in enumerate(work)
+    ]
+    ep = AgentFairShare().epoch(wfs, [], NOW)
+    for tid, value in ep.afs.items():
+        expected = sum(task_urgency(wf, NOW, 0.1) for wf in wfs if wf.tenant_id == tid)
+        assert value == pytest.approx(expected)
+    if ep.share:
+        assert sum(ep.share.values()) == pytest.approx(1.0)

@@ -18,7 +18,7 @@ Workers at or above theta (Eq. 7's headroom) are filtered out unless all are. O(
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from saga_sgl.errors import NoEligibleWorker
@@ -49,14 +49,19 @@ class AdmissionWeights:
 
 
 def admission_scores(
-    call: CallView, workers: Sequence[WorkerView], weights: AdmissionWeights, load_settings: LoadSettings
+    call: CallView,
+    workers: Sequence[WorkerView],
+    weights: AdmissionWeights,
+    load_settings: LoadSettings,
+    loads: Mapping[WorkerId, float] | None = None,
 ) -> dict[WorkerId, float]:
-    """The combined admission score of each healthy worker."""
+    """The combined admission score of each healthy worker (``loads``: precomputed load(w))."""
     out: dict[WorkerId, float] = {}
     for w in workers:
         if not w.is_healthy:
             continue
-        load_score = 1.0 - worker_load(w, load_settings)
+        load = loads[w.worker_id] if loads is not None else worker_load(w, load_settings)
+        load_score = 1.0 - load
         free = max(0, w.kv_capacity_tokens - w.kv_used_tokens)
         if call.predicted_kv_tokens > 0:
             footprint = min(1.0, free / call.predicted_kv_tokens)
@@ -84,9 +89,10 @@ def admit(
     healthy = [w for w in workers if w.is_healthy]
     if not healthy:
         raise NoEligibleWorker("admission: no healthy worker")
-    headroom = [w for w in healthy if worker_load(w, load_settings) < theta]
+    loads = {w.worker_id: worker_load(w, load_settings) for w in healthy}
+    headroom = [w for w in healthy if loads[w.worker_id] < theta]
     candidates = headroom or healthy
-    scores = admission_scores(call, candidates, weights, load_settings)
+    scores = admission_scores(call, candidates, weights, load_settings, loads)
     best = max(scores.values())
     tied = sorted(
         (w for w in candidates if scores[w.worker_id] >= best - weights.tie_epsilon),

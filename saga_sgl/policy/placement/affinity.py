@@ -38,10 +38,18 @@ def least_loaded(
     workers: Sequence[WorkerView], load_settings: LoadSettings, rng: random.Random
 ) -> WorkerView:
     """argmin_w load(w) over healthy workers; ties by queue depth, then ``rng``."""
-    healthy = [w for w in workers if w.is_healthy]
-    if not healthy:
+    best: tuple[float, int] | None = None
+    tied: list[WorkerView] = []
+    for w in workers:
+        if not w.is_healthy:
+            continue
+        k = (worker_load(w, load_settings), queue_depth(w))
+        if best is None or k < best:
+            best, tied = k, [w]
+        elif k == best:
+            tied.append(w)
+    if not tied:
         raise NoEligibleWorker("no healthy worker")
-    keyed = [((worker_load(w, load_settings), queue_depth(w)), w) for w in healthy]
-    best = min(k for k, _ in keyed)
-    tied = sorted((w for k, w in keyed if k == best), key=lambda w: w.worker_id)
-    return tied[0] if len(tied) == 1 else rng.choice(tied)
+    if len(tied) == 1:
+        return tied[0]
+    return rng.choice(sorted(tied, key=lambda w: w.worker_id))
