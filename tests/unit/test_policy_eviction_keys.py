@@ -125,3 +125,63 @@ def test_reuse_time_ties_deepest_first() -> None:
     parent = make_entry(1, num_tokens=100, depth_tokens=100, next_use_at_s=50.0)
     child = make_entry(2, num_tokens=100, depth_tokens=200, next_use_at_s=50.0)
     assert _order(ReuseTimeEviction(), [parent, child]) == [2, 1]
+
+
+class _VllmFreeQueue:
+    """Reference model of vLLM v1's BlockPool free queue (FreeKVCacheBlockQueue) for cached blocks.
+
+    ``touch``: a request hits a cached block; a block with ref count 0 leaves the free queue.
+    ``free``: a request ends; its blocks are released in reverse order (tail first), and each block
+    whose ref count drops to 0 is appended to the queue's tail. Eviction pops the head.
+    """
+
+    def __init__(self) -> None:
+        self.ref: dict[int, int] = {}
+        self.queue: list[int] = []
+
+    def touch(self, blocks: list[int]) -> None:
+        for b in blocks:
+            if self.ref.get(b, 0) == 0 and b in self.queue:
+                self.queue.remove(b)
+            self.ref[b] = self.ref.get(b, 0) + 1
+
+    def free(self, blocks: list[int]) -> list[int]:
+        released = []
+        for b in reversed(blocks):
+            self.ref[b] -= 1
+            if self.ref[b] == 0:
+                self.queue.append(b)
+                released.append(b)
+        return released
+
+
+@given(
+    script=st.lists(
+        st.tuples(st.integers(0, 5), st.integers(1, 4), st.booleans()),  # (prefix root, length, finish now?)
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_vllm_prefix_key_order_equals_vllm_free_queue_order(script: list[tuple[int, int, bool]]) -> None:
+    # Blocks form chains root r -> (r, 1) -> (r, 2) ...; block id r * 10 + depth; 16 tokens each.
+    pool = _VllmFreeQueue()
+    running: list[list[int]] = []
+    released_at: dict[int, float] = {}
+    t = 0.0
+    for root, length, finish in script:
+        blocks = [root * 10 + d for d in range(length)]
+        pool.touch(blocks)
+        running.append(blocks)
+        if finish or len(running) > 3:
+            t += 1.0
+            for b in pool.free(running.pop(0)):
+                released_at[b] = t
+    while running:
+        t += 1.0
+        for b in pool.free(running.pop(0)):
+            released_at[b] = t
+    entries = [
+        make_entry(b, num_tokens=16, depth_tokens=16 * (b % 10 + 1), last_access_s=released_at[b])
+        for b in pool.queue
+    ]
+    assert _order(VllmPrefixEviction(), entries) == pool.queue
