@@ -4,6 +4,7 @@
 * ``build``: AEGs from explicit hints or a submitted graph; the paper's Figure 3 example.
 * ``inference``: pattern inference per agent type (theta_conf) and the cold-start rule.
 * ``tool_latency``: per-tool latency model (log-normal over a log-latency EMA, heavy tail).
+* ``observations``: per-tool EMA of observation lengths (n_obs of Eq. 5).
 * ``predict``: P_reuse (Eq. 4-5), time to next use, remaining work (Eq. 9).
 
 Pure and deterministic: no I/O, no clock reads, no module-level randomness.
@@ -12,11 +13,10 @@ Pure and deterministic: no I/O, no clock reads, no module-level randomness.
 from saga_sgl.aeg.build import HintBuildSettings, from_submitted, from_tool_hints, paper_figure3
 from saga_sgl.aeg.graph import AEG, Edge, EdgeKind, Step
 from saga_sgl.aeg.inference import InferenceSettings, ObservabilityTier, ObservedStep, PatternInference
+from saga_sgl.aeg.observations import ObservationLengthModel, ObservationSettings
 from saga_sgl.aeg.predict import (
     NextUsePredictor,
     NextUseSettings,
-    ObservationLengthModel,
-    ObservationSettings,
     WorkMode,
     WorkSettings,
     expected_completion_s,

@@ -13,6 +13,7 @@
   mode, every path weighted by its probability [I]; both stop at ``max_depth`` (64) [R].
 
 Pure functions and small models; no I/O, no clock reads (``now_s`` is an argument).
+``ObservationLengthModel`` (n_obs of Eq. 5) lives in ``aeg.observations`` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -23,61 +24,31 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from saga_sgl.aeg.graph import AEG, EdgeKind, Step
+from saga_sgl.aeg.observations import (
+    ObservationEstimate,
+    ObservationLengthModel,
+    ObservationSettings,
+    step_estimate,
+)
 from saga_sgl.aeg.tool_latency import ToolLatencyModel
 from saga_sgl.policy.interfaces import CostModel
 from saga_sgl.policy.settings import require, require_frac, require_non_negative
 from saga_sgl.policy.views import StepId, ToolType
 
-# -- observation lengths -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ObservationSettings:
-    """Settings of ``ObservationLengthModel``."""
-
-    ema_alpha: float = 0.1
-    """EMA weight of a new observation length per tool type [P: "tracked with EMAs"; value [I]]."""
-
-    def __post_init__(self) -> None:
-        require(0 < self.ema_alpha <= 1, "ObservationSettings", "ema_alpha", "in (0, 1]", self.ema_alpha)
-
-
-class ObservationLengthModel:
-    """Per tool type, an EMA of the tokens the tool returns (n_obs of Eq. 5)."""
-
-    def __init__(self, settings: ObservationSettings | None = None) -> None:
-        self.settings = settings or ObservationSettings()
-        self._ema: dict[ToolType, float] = {}
-
-    def observe(self, tool: ToolType, observation_tokens: int) -> None:
-        """Record that a call of ``tool`` returned ``observation_tokens`` tokens."""
-        if observation_tokens < 0:
-            raise ValueError(f"observation_tokens must be >= 0, got {observation_tokens}")
-        old = self._ema.get(tool)
-        self._ema[tool] = (
-            float(observation_tokens)
-            if old is None
-            else old + self.settings.ema_alpha * (observation_tokens - old)
-        )
-
-    def predict(self, tool: ToolType, default: float) -> float:
-        """EMA of observation tokens of ``tool``; ``default`` before the first observation."""
-        return self._ema.get(tool, default)
-
-    def for_step(self, step: Step) -> float:
-        """Predicted observation tokens after ``step`` (its own estimate until the tool is seen)."""
-        if step.tool is None:
-            return 0.0
-        return self.predict(step.tool, float(step.observation_tokens_est))
-
-
-ObservationEstimate = Callable[[Step], float]
-"""Observation tokens expected after a step (default: the step's own estimate)."""
-
-
-def _step_estimate(step: Step) -> float:
-    return 0.0 if step.tool is None else float(step.observation_tokens_est)
-
+__all__ = [
+    "NextUsePredictor",
+    "NextUseSettings",
+    "ObservationEstimate",
+    "ObservationLengthModel",
+    "ObservationSettings",
+    "WorkMode",
+    "WorkSettings",
+    "expected_completion_s",
+    "expected_queue_delay_s",
+    "overlap",
+    "remaining_work_s",
+    "reuse_probability",
+]
 
 # -- Eq. 4-5 -------------------------------------------------------------------------------------
 
@@ -99,7 +70,7 @@ def reuse_probability(
     step = aeg.step(step_id)
     if step.is_terminal or context_tokens <= 0:
         return 0.0
-    obs = (observation_estimate or _step_estimate)(step)
+    obs = (observation_estimate or step_estimate)(step)
     total = 0.0
     for e in aeg.successors(step_id):
         if e.kind is EdgeKind.BRANCH:
@@ -205,7 +176,7 @@ def remaining_work_s(
     completion time rather than GPU work).
     """
     s = settings or WorkSettings()
-    obs_of = observation_estimate or _step_estimate
+    obs_of = observation_estimate or step_estimate
     tool_cost = tool_time_s or (lambda _tool: 0.0)
     # frontier: (probability, step id, new tokens of its first call) at this depth.
     if last_completed is None:
