@@ -116,9 +116,27 @@ def test_reuse_time_order_dead_then_farthest_next_use_then_protected() -> None:
         make_entry(3, is_finished=True, last_access_s=90.0),
         make_entry(4, is_terminal=True, last_access_s=10.0),
         make_entry(5, next_use_at_s=5000.0, ttl_deadline_s=200.0),
-        make_entry(6, workflow_id=None, last_access_s=95.0),  # no prediction: next use 95 + 30 s
+        make_entry(6, workflow_id=None, last_access_s=95.0),  # no prediction
     ]
-    assert _order(ReuseTimeEviction(), entries) == [4, 3, 2, 6, 1, 5]
+    assert _order(ReuseTimeEviction(), entries) == [4, 3, 6, 2, 1, 5]
+    assert _order(ReuseTimeEviction(ReuseTimeSettings(unpredicted_first=False)), entries) == [
+        4,
+        3,
+        2,
+        1,
+        6,
+        5,
+    ]
+
+
+@given(
+    lasts=st.lists(st.floats(0, 1000), min_size=1, max_size=30),
+    first=st.booleans(),
+)
+def test_reuse_time_without_predictions_is_lru(lasts: list[float], first: bool) -> None:
+    entries = [make_entry(i, last_access_s=t, depth_tokens=100 + 7 * i) for i, t in enumerate(lasts)]
+    policy = ReuseTimeEviction(ReuseTimeSettings(unpredicted_first=first))
+    assert _order(policy, entries) == _order(LruEviction(), entries)
 
 
 def test_reuse_time_ties_deepest_first() -> None:
