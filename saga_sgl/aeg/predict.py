@@ -150,6 +150,8 @@ class WorkSettings:
     def __post_init__(self) -> None:
         require(self.max_depth >= 1, "WorkSettings", "max_depth", ">= 1", self.max_depth)
         require_frac("WorkSettings", "min_path_prob", self.min_path_prob)
+        modes = [m.value for m in WorkMode]
+        require(self.mode in modes, "WorkSettings", "mode", f"one of {modes}", self.mode)
         object.__setattr__(self, "mode", WorkMode(self.mode))
 
 

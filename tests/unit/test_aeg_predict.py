@@ -148,3 +148,14 @@ def test_expected_completion_adds_mean_tool_latency() -> None:
     total = expected_completion_s(g, V[0], 3000, cost, lat)
     tools = lat.mean_s(ToolType("file")) + 3 * lat.mean_s(ToolType("code"))
     assert total == pytest.approx(work + tools)
+
+
+def test_work_settings_load_strictly() -> None:
+    from saga_sgl.errors import InvalidSettings
+    from saga_sgl.policy.settings import load_settings
+
+    assert load_settings(WorkSettings, {"mode": "expected"}).mode is WorkMode.EXPECTED
+    with pytest.raises(InvalidSettings, match="mode"):
+        load_settings(WorkSettings, {"mode": "psychic"})
+    with pytest.raises(InvalidSettings, match="max_depth"):
+        WorkSettings(max_depth=0)

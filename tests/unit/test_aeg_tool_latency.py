@@ -147,3 +147,14 @@ def test_max_latency_caps_quantiles() -> None:
 def test_bad_settings_are_rejected(kwargs: dict[str, object]) -> None:
     with pytest.raises(InvalidSettings):
         ToolLatencySettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_settings_load_from_json_lists() -> None:
+    from saga_sgl.policy.settings import load_settings
+
+    s = load_settings(ToolLatencySettings, {"priors_s": {"code": [0.1, 1, 10]}, "default_prior_s": [1, 2, 3]})
+    assert s.priors_s["code"] == (0.1, 1.0, 10.0)
+    assert s.default_prior_s == (1.0, 2.0, 3.0)
+    m = ToolLatencyModel(s)
+    assert m.quantile_s(ToolType("code"), 0.95) == pytest.approx(1.0)
+    assert m.quantile_s(ToolType("file"), 0.5) == pytest.approx(1.0)  # no prior for file any more
