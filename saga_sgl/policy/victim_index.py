@@ -6,8 +6,9 @@ absolute times, so a stored key stays correct as the clock moves, with two excep
 
 1. a TTL deadline passes (PROTECTED -> ORDINARY or DEAD): a second heap orders protected entries
    by ``ttl_deadline_s``; before each selection, entries whose deadline has passed are re-keyed;
-2. usage crosses threshold_high (``policy.protects(pressure)`` turns False): every protected entry
-   is re-keyed once, when the index first sees the new regime.
+2. usage at or above threshold_high (``policy.protects(pressure)`` is False): every entry stored
+   in the PROTECTED tier is re-keyed before the selection (each at most once per time it was keyed
+   PROTECTED).
 
 Any other change (a key that went *up*, e.g. protection turning back on) is caught by lazy
 re-validation: the popped entry's key is recomputed from ``now_s`` and ``pressure``; if it differs
@@ -31,7 +32,7 @@ from saga_sgl.policy.views import CacheEntryView
 class VictimIndex:
     """The evictable entries of one cache, ordered by one policy's keys."""
 
-    __slots__ = ("_deadlines", "_entries", "_heap", "_next_version", "_policy", "_protecting")
+    __slots__ = ("_deadlines", "_entries", "_heap", "_next_version", "_policy")
 
     def __init__(self, policy: EvictionPolicy) -> None:
         self._policy = policy
@@ -41,7 +42,6 @@ class VictimIndex:
         # (ttl deadline, version, entry id) of entries stored in the PROTECTED tier.
         self._deadlines: list[tuple[float, int, int]] = []
         self._next_version = 0
-        self._protecting = True
 
     @property
     def policy(self) -> EvictionPolicy:
@@ -128,14 +128,14 @@ class VictimIndex:
         self._push(view, self._policy.key(view, now_s, pressure))
 
     def _release_protections(self, now_s: float, pressure: float) -> None:
-        protecting = self._policy.protects(pressure)
-        if self._protecting and not protecting:
-            # Usage crossed threshold_high: every protected key drops; re-key them all once.
+        if not self._policy.protects(pressure):
+            # At this usage no TTL protects: every key stored in the PROTECTED tier is too high.
+            # Each deadline-heap item is drained once, so this stays amortised O(log n).
             pending, self._deadlines = self._deadlines, []
             for _, version, entry_id in pending:
                 if self._is_current(entry_id, version):
                     self._rekey(entry_id, now_s, pressure)
-        self._protecting = protecting
+            return
         while self._deadlines and self._deadlines[0][0] <= now_s:
             _, version, entry_id = heapq.heappop(self._deadlines)
             if self._is_current(entry_id, version):

@@ -44,7 +44,10 @@ ops_st = st.lists(
         st.tuples(st.just("add"), entries_st),
         st.tuples(st.just("remove"), st.integers(0, 40)),
         st.tuples(st.just("tick"), st.floats(0, 30)),
-        st.tuples(st.just("pressure"), st.floats(0, 1)),
+        # Usage straddling threshold_high (0.9), where TTL protection switches on and off.
+        st.tuples(
+            st.just("pressure"), st.one_of(st.sampled_from([0.2, 0.5, 0.89, 0.9, 0.95]), st.floats(0, 1))
+        ),
         st.tuples(st.just("pop"), st.none()),
     ),
     max_size=80,
@@ -55,7 +58,7 @@ def _brute_min(policy: EvictionPolicy, live: dict[int, CacheEntryView], now: flo
     return min(live.values(), key=lambda e: policy.key(e, now, pressure)).entry_id
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(policy_ix=st.integers(0, len(POLICIES) - 1), ops=ops_st)
 def test_pops_match_brute_force_policy_order(policy_ix: int, ops: list[tuple[str, object]]) -> None:
     policy = POLICIES[policy_ix]
@@ -152,3 +155,14 @@ def test_heap_stays_bounded_under_churn() -> None:
         index.add(make_entry(t % 10, last_access_s=float(t)), float(t), 0.0)
     assert len(index) == 10
     assert len(index._heap) <= 2 * len(index) + 65
+
+
+def test_entry_added_under_protection_is_released_when_usage_is_already_high() -> None:
+    # Regression: the index saw high usage first, then an entry was keyed PROTECTED at low usage;
+    # at high usage again that entry must compete on its unprotected key.
+    index = VictimIndex(WaLruEviction())
+    index.add(make_entry(2, reuse_prob=1.0), 0.0, 0.95)
+    assert index.peek(0.0, 0.95) is not None
+    index.add(make_entry(1, reuse_prob=0.0, ttl_deadline_s=100.0), 0.0, 0.5)
+    top = index.peek(1.0, 0.95)
+    assert top is not None and top.entry_id == 1
