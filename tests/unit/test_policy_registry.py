@@ -113,7 +113,8 @@ def test_contract(name: str) -> None:
             assert (
                 isinstance(k.primary, float) and isinstance(k.tiebreak, float) and isinstance(k.entry_id, int)
             )
-        assert sorted(keys) is not None  # keys are mutually comparable
+        # Keys order exactly as plain tuples do (SGLang's heap and the simulator compare them raw).
+        assert [tuple(k) for k in sorted(keys)] == sorted(tuple(k) for k in keys)
         if not policy.protects(0.0):
             assert all(k.tier != Tier.PROTECTED for k in keys)
 
