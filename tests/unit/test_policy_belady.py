@@ -90,3 +90,20 @@ def test_infinite_capacity_recomputes_each_segment_once() -> None:
     unique = {seg: tok for access in trace for seg, tok in access}
     assert replay_belady(trace, 10**9).recomputed_tokens == sum(unique.values())
     assert replay(trace, 10**9, LruEviction()).recomputed_tokens == sum(unique.values())
+
+
+def test_noisy_predictions_land_between_belady_and_lru() -> None:
+    from saga_sgl.policy.eviction.reuse_time import ReuseTimeEviction
+
+    trace = _agent_trace(random.Random(5), sessions=12, steps=600)
+    capacity = 3000
+    noise = random.Random(9)
+
+    def noisy(_seg: object, t: int, true_next: float) -> float:
+        # Predicted gap off by up to 2x either way; "never" stays "never".
+        return true_next if true_next == float("inf") else t + (true_next - t) * noise.uniform(0.5, 2.0)
+
+    belady = replay_belady(trace, capacity).recomputed_tokens
+    predicted = replay(trace, capacity, ReuseTimeEviction(), predict_next_use=noisy).recomputed_tokens
+    lru = replay(trace, capacity, LruEviction()).recomputed_tokens
+    assert belady <= predicted < lru

@@ -25,7 +25,7 @@ Cost: O(R log n) for R segment references. No I/O.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from saga_sgl.policy.eviction.reuse_time import ReuseTimeEviction, ReuseTimeSettings
@@ -80,11 +80,14 @@ def replay(
     policy: EvictionPolicy,
     *,
     oracle: bool = False,
+    predict_next_use: Callable[[Hashable, int, float], float | None] | None = None,
 ) -> ReplayResult:
     """Replay ``trace`` through a prefix cache of ``capacity_tokens`` evicting by ``policy``.
 
     ``oracle=True`` fills each entry's ``next_use_at_s`` with its true next access index (infinity if
-    never), which is what turns ``reuse_time`` into Belady.
+    never), which is what turns ``reuse_time`` into Belady. ``predict_next_use(segment_id,
+    access_index, true_next_use)`` instead supplies a prediction (None = unknown), e.g. a noisy
+    oracle, to measure how prediction error moves a policy between LRU and Belady.
     """
     if capacity_tokens < 0:
         raise ValueError(f"capacity_tokens must be >= 0, got {capacity_tokens}")
@@ -116,12 +119,17 @@ def replay(
         return float(lst[k]) if k < len(lst) else NEVER
 
     def view(seg_id: Hashable, seg: _Segment, t: int) -> CacheEntryView:
+        nxt: float | None = None
+        if predict_next_use is not None:
+            nxt = predict_next_use(seg_id, t, next_use(seg_id, t))
+        elif oracle:
+            nxt = next_use(seg_id, t)
         return CacheEntryView(
             entry_id=seg.eid,
             num_tokens=seg.tokens,
             depth_tokens=seg.depth,
             last_access_s=float(t),
-            next_use_at_s=next_use(seg_id, t) if oracle else None,
+            next_use_at_s=nxt,
         )
 
     index = VictimIndex(policy)
