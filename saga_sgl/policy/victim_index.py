@@ -28,6 +28,10 @@ from saga_sgl.policy.decisions import EvictionKey, Tier
 from saga_sgl.policy.interfaces import EvictionPolicy
 from saga_sgl.policy.views import CacheEntryView
 
+COMPACT_SLACK = 64
+"""Stale heap items tolerated beyond twice the live entries before a compaction (memory bound only;
+it never changes which victim is chosen)."""
+
 
 class VictimIndex:
     """The evictable entries of one cache, ordered by one policy's keys."""
@@ -116,7 +120,7 @@ class VictimIndex:
         if key.tier == Tier.PROTECTED:
             deadline = entry.ttl_deadline_s if entry.ttl_deadline_s is not None else float("inf")
             heapq.heappush(self._deadlines, (deadline, version, entry.entry_id))
-        if len(self._heap) > 2 * len(self._entries) + 64:
+        if len(self._heap) > 2 * len(self._entries) + COMPACT_SLACK:
             self._compact()
 
     def _is_current(self, entry_id: int, version: int) -> bool:
