@@ -176,3 +176,36 @@ def test_consistent_hash_failover_when_owner_unhealthy() -> None:
     p = ch.place(call, degraded, 0.0)
     assert p.worker_id != owner.worker_id
     assert p.reason == PlacementReason.CONSISTENT_HASH_FAILOVER
+
+
+@given(
+    loads=st.lists(
+        st.tuples(st.integers(0, 100), st.integers(0, 100), st.booleans()), min_size=1, max_size=10
+    ),
+    affinity=st.integers(0, 9),
+    cached=st.booleans(),
+    seed=st.integers(0, 100),
+)
+def test_eq7_rule_property(
+    loads: list[tuple[int, int, bool]], affinity: int, cached: bool, seed: int
+) -> None:
+    workers = [
+        make_worker(f"w{i}", running=r, kv_used_tokens=u * 1000, healthy=h)
+        for i, (r, u, h) in enumerate(loads)
+    ]
+    call = make_call(affinity_worker_id=f"w{affinity}", affinity_cached=cached)
+    healthy = [w for w in workers if w.is_healthy]
+    if not healthy:
+        with pytest.raises(NoEligibleWorker):
+            SagaPlacement(rng=random.Random(seed)).place(call, workers, 0.0)
+        return
+    p = SagaPlacement(rng=random.Random(seed)).place(call, workers, 0.0)
+    ls = LoadSettings()
+    star = next((w for w in workers if w.worker_id == f"w{affinity}"), None)
+    if star is not None and star.is_healthy and cached and worker_load(star, ls) < 0.8:
+        assert (p.worker_id, p.reason) == (star.worker_id, PlacementReason.AFFINITY)
+    else:
+        assert p.reason == PlacementReason.LEAST_LOADED
+        chosen = next(w for w in workers if w.worker_id == p.worker_id)
+        assert chosen.is_healthy
+        assert worker_load(chosen, ls) == min(worker_load(w, ls) for w in healthy)
