@@ -108,6 +108,13 @@ _CHECKS: Final[tuple[tuple[str, Callable[[], str | None]], ...]] = (
         _has_params("sglang.srt.mem_cache.radix_cache:RadixCache.checkpoint", ("req", "up_to")),
     ),
     ("legacy evict", _has_params("sglang.srt.mem_cache.radix_cache:RadixCache.evict", ("params",))),
+    ("legacy victim", _has_params("sglang.srt.mem_cache.radix_cache:RadixCache._delete_leaf", ("node",))),
+    (
+        "unified victim",
+        _has_params(
+            "sglang.srt.mem_cache.unified_radix_cache:UnifiedRadixCache._evict_device_leaf", ("node_id",)
+        ),
+    ),
     ("legacy evictable size", _exists("sglang.srt.mem_cache.radix_cache:RadixCache.evictable_size")),
     ("radix key child key", _exists("sglang.srt.mem_cache.radix_cache:RadixKey.child_key")),
     (

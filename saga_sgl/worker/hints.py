@@ -49,6 +49,8 @@ class WorkflowHint:
     step: int = 0
     tool: str = ""
     updated_at_s: float = 0.0
+    version: int = 0
+    """Bumped on every change; the strategy's per-node key memo checks it."""
 
 
 @dataclass(slots=True)
@@ -63,6 +65,10 @@ class NodeMark:
     """Plugin-clock time of the last checkpoint of a request whose path holds this node."""
     depth_tokens: int = 0
     """Tokens from the root through the end of this node."""
+    version: int = 0
+    """Bumped whenever the mark changes; the strategy's per-node key memo checks it."""
+    pruned_at: int = 0
+    """``HintTable.num_forgotten`` when this mark was last pruned (prune only after new forgets)."""
 
 
 class HintTable:
@@ -96,6 +102,7 @@ class HintTable:
         else:
             self._by_id.move_to_end(workflow_id)
         record.updated_at_s = now_s
+        record.version += 1
         return record
 
     def _set_ttl(self, record: WorkflowHint, deadline_s: float | None) -> None:
@@ -176,12 +183,19 @@ def mark_of(node: Any) -> NodeMark | None:
     return node.__dict__.get(MARK_ATTR)
 
 
-def mark_path(path_leaf_to_root: list[Any], *, workflow_id: str | None, now_s: float) -> None:
+def mark_path(
+    path_leaf_to_root: list[Any],
+    *,
+    workflow_id: str | None,
+    now_s: float,
+    table: HintTable | None = None,
+) -> None:
     """Mark every node of a checkpointed request's path (leaf first, root excluded).
 
     A node without a mark that has marked children is a split fragment (SGLang splits a node when a
     new request diverges inside it); it inherits the union of its children's workflows, since every
-    workflow that used a child used its prefix too.
+    workflow that used a child used its prefix too. With ``table``, workflows
+    the table no longer knows are pruned from the marks on the way.
     """
     depth = 0
     for node in reversed(path_leaf_to_root):
@@ -197,13 +211,21 @@ def mark_path(path_leaf_to_root: list[Any], *, workflow_id: str | None, now_s: f
             setattr(node, MARK_ATTR, mark)
         mark.depth_tokens = depth
         mark.last_use_s = now_s
+        mark.version += 1
         if workflow_id is None:
             mark.unhinted_use = True
         else:
             mark.workflows.add(workflow_id)
+        if table is not None:
+            prune_forgotten(mark, table)
 
 
 def prune_forgotten(mark: NodeMark, table: HintTable) -> None:
-    """Drop workflows the table forgot from a node's mark (keeps per-node key cost bounded)."""
-    if any(table.get(w) is None for w in mark.workflows):
-        mark.workflows = {w for w in mark.workflows if table.get(w) is not None}
+    """Drop workflows the table forgot from a node's mark (keeps per-node key cost bounded).
+
+    O(1) unless the table forgot a workflow since this mark was last pruned.
+    """
+    if mark.pruned_at == table.num_forgotten:
+        return
+    mark.pruned_at = table.num_forgotten
+    mark.workflows = {w for w in mark.workflows if table.get(w) is not None}

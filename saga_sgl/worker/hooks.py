@@ -10,7 +10,9 @@ Targets (all checked by ``compat.check``):
 * ``UnifiedRadixCache.checkpoint_into_tree`` and the legacy ``RadixCache.checkpoint``: after the
   request's tokens are in the tree, mark its path with its workflow hint.
 * ``UnifiedRadixCache._evict`` and ``RadixCache.evict``: freeze ``now_s`` and memory pressure for
-  the walk, drain control messages first, and count victims by tier afterwards.
+  the walk, after draining control messages.
+* ``UnifiedRadixCache._evict_device_leaf`` and ``RadixCache._delete_leaf`` (called once per victim,
+  only by the eviction loops): count the victim by the tier of the key it was ranked with.
 * ``SchedulePolicy.calc_priority``: after SGLang's order, a stable re-sort of the waiting queue by
   the AFS urgency in the hints (a no-op when no waiting request carries one).
 * ``tree_core_registry.select_tree_core_backend``: a cache configured with a saga policy gets the
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from saga_sgl.worker.runtime import WorkerRuntime, kv_pressure
-from saga_sgl.worker.strategy import SagaEvictionStrategy
+from saga_sgl.worker.strategy import SagaEvictionStrategy, victim_tier
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def evict(original: Callable[..., Any], cache: Any, *args: Any, **kwargs: Any) -
     if runtime is None or cache.disable:
         return original(cache, *args, **kwargs)
     try:
-        runtime.begin_round(pressure=kv_pressure(cache), page_size=cache.page_size)
+        runtime.begin_round(pressure=kv_pressure(cache))
     except Exception as exc:
         runtime.hook_failed("evict_begin", exc)
     try:
@@ -84,6 +86,37 @@ def evict(original: Callable[..., Any], cache: Any, *args: Any, **kwargs: Any) -
             runtime.end_round()
         except Exception as exc:
             runtime.hook_failed("evict_end", exc)
+
+
+def evict_device_leaf(
+    original: Callable[..., Any], cache: Any, node_id: Any, *args: Any, **kwargs: Any
+) -> Any:
+    runtime = runtime_of(cache)
+    if runtime is None:
+        return original(cache, node_id, *args, **kwargs)
+    try:
+        node = cache.tree_core.node_by_id(node_id)
+        tier, num_tokens = victim_tier(node), len(node.key)
+    except Exception as exc:
+        runtime.hook_failed("evict_device_leaf", exc)
+        return original(cache, node_id, *args, **kwargs)
+    result = original(cache, node_id, *args, **kwargs)
+    runtime.on_victim(tier, num_tokens)
+    return result
+
+
+def legacy_delete_leaf(original: Callable[..., Any], cache: Any, node: Any, *args: Any, **kwargs: Any) -> Any:
+    runtime = runtime_of(cache)
+    if runtime is None:
+        return original(cache, node, *args, **kwargs)
+    try:
+        tier, num_tokens = victim_tier(node), len(node.key)
+    except Exception as exc:
+        runtime.hook_failed("legacy_delete_leaf", exc)
+        return original(cache, node, *args, **kwargs)
+    result = original(cache, node, *args, **kwargs)
+    runtime.on_victim(tier, num_tokens)
+    return result
 
 
 def calc_priority(
@@ -131,8 +164,10 @@ def select_tree_core_backend(original: Callable[..., Any], params: Any) -> Any:
 HOOKS: tuple[tuple[str, Callable[..., Any]], ...] = (
     (UNIFIED_CACHE + ".checkpoint_into_tree", checkpoint_into_tree),
     (UNIFIED_CACHE + "._evict", evict),
+    (UNIFIED_CACHE + "._evict_device_leaf", evict_device_leaf),
     (LEGACY_CACHE + ".checkpoint", legacy_checkpoint),
     (LEGACY_CACHE + ".evict", evict),
+    (LEGACY_CACHE + "._delete_leaf", legacy_delete_leaf),
     (SCHEDULE_POLICY + ".calc_priority", calc_priority),
     (TREE_CORE_REGISTRY + ".select_tree_core_backend", select_tree_core_backend),
 )

@@ -34,6 +34,7 @@ _RECEIVED_ATTR = "_saga_received_at_s"
 """Request attribute: plugin-clock time the plugin first saw the request."""
 
 TIER_LABELS = {int(t): t.name.lower() for t in Tier}
+_PROTECTED = int(Tier.PROTECTED)
 
 
 class WorkerRuntime:
@@ -47,9 +48,9 @@ class WorkerRuntime:
         self.start_s = clock.now_s()
         self.control: ControlChannel | None = None
         self.last_pressure = 0.0
-        self._round: dict[int, tuple[Any, int, int]] | None = None
+        self._in_round = False
         self._round_now_s = 0.0
-        self._round_page_size = 1
+        self._round_protected_tokens = 0
         self._logged_failures: set[tuple[str, str]] = set()
         self._metrics_served = False
 
@@ -141,7 +142,12 @@ class WorkerRuntime:
         while node is not None and node.parent is not None:
             path.append(node)
             node = node.parent
-        mark_path(path, workflow_id=None if hint is None else hint.workflow_id, now_s=self.clock.now_s())
+        mark_path(
+            path,
+            workflow_id=None if hint is None else hint.workflow_id,
+            now_s=self.clock.now_s(),
+            table=self.table,
+        )
 
     def urgency_of(self, req: Any) -> float:
         hint = self.hint_of(req)
@@ -149,48 +155,37 @@ class WorkerRuntime:
 
     # --- eviction rounds -------------------------------------------------------------------------
 
-    def begin_round(self, *, pressure: float, page_size: int) -> None:
-        """Freeze ``now_s`` and memory pressure for one eviction walk, and start recording keys."""
+    def begin_round(self, *, pressure: float) -> None:
+        """Freeze ``now_s`` and memory pressure for one eviction walk."""
         self.drain()
         self.last_pressure = pressure
         self._round_now_s = self.clock.now_s()
-        self._round_page_size = page_size
-        self._round = {}
+        self._in_round = True
+        self._round_protected_tokens = 0
 
     def key_context(self) -> tuple[float, float]:
         """(now_s, pressure) for a key: frozen inside an eviction round, current otherwise."""
-        if self._round is not None:
+        if self._in_round:
             return self._round_now_s, self.last_pressure
         return self.clock.now_s(), self.last_pressure
 
-    def record_key(self, node: Any, key: Any) -> None:
-        if self._round is not None:
-            self._round[node.id] = (node, int(key[0]), len(node.key))
+    def note_key(self, key: Any, num_tokens: int) -> None:
+        if self._in_round and key[0] == _PROTECTED:
+            self._round_protected_tokens += num_tokens
+
+    def on_victim(self, tier: int | None, num_tokens: int) -> None:
+        """Count one evicted node by the tier of the key it was ranked with."""
+        label = TIER_LABELS.get(tier, "unranked") if tier is not None else "unranked"
+        self.metrics.inc("evictions", tier=label)
+        self.metrics.inc("evicted_tokens", num_tokens, tier=label)
+        if self._in_round and tier == _PROTECTED:
+            self._round_protected_tokens -= num_tokens
 
     def end_round(self) -> None:
-        """Count the round's victims by the tier of their key; update the protected-tokens gauge."""
-        keyed, self._round = self._round, None
-        if keyed is None:
-            return
-        protected_tokens = 0
-        for node, tier, num_tokens in keyed.values():
-            if _is_gone(node, self._round_page_size):
-                label = TIER_LABELS.get(tier, "other")
-                self.metrics.inc("evictions", tier=label)
-                self.metrics.inc("evicted_tokens", num_tokens, tier=label)
-            elif tier == int(Tier.PROTECTED):
-                protected_tokens += num_tokens
-        self.metrics.set_gauge("protected_tokens", protected_tokens)
-
-
-def _is_gone(node: Any, page_size: int) -> bool:
-    """True when an eviction walk removed ``node`` from the device tree."""
-    parent = node.parent
-    if parent is None:
-        return False
-    if getattr(node, "evicted", False):
-        return True
-    return parent.children.get(node.key.child_key(page_size)) is not node
+        """Publish the tokens still protected by a live TTL among the round's candidates."""
+        if self._in_round:
+            self._in_round = False
+            self.metrics.set_gauge("protected_tokens", self._round_protected_tokens)
 
 
 def kv_pressure(cache: Any) -> float:

@@ -9,7 +9,13 @@ node id. The adapter never orders anything itself.
 Shared prefixes: a node used by several workflows (a system prompt) gets one view per workflow,
 plus an unhinted view if hint-less traffic used it too, and keeps the *largest* key, i.e. the most
 protective of its users' predictions. Nodes no hinted request touched get a view without a workflow,
-which the policies order by last use (LRU).
+which the policies order by last use.
+
+Cost: SGLang rebuilds its heap from *every* evictable leaf on each eviction call, so keys are
+memoised per node. By the ``EvictionPolicy`` contract a key changes only when its inputs change,
+when a live TTL deadline passes, or when ``protects(pressure)`` flips; the memo is keyed on exactly
+those (the node's mark version, each of its workflows' record versions, the node's size, the
+``protects`` flag, and the earliest live TTL deadline among its views).
 
 This class does not subclass SGLang's ``EvictionStrategy`` so that importing it never imports
 sglang; SGLang only calls ``get_priority``.
@@ -17,15 +23,19 @@ sglang; SGLang only calls ``get_priority``.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from saga_sgl.policy.decisions import EvictionKey, Tier
 from saga_sgl.policy.views import CacheEntryView, WorkflowId
-from saga_sgl.worker.hints import mark_of, prune_forgotten
+from saga_sgl.worker.hints import MARK_ATTR, NodeMark
 
 if TYPE_CHECKING:
     from saga_sgl.policy.interfaces import EvictionPolicy
     from saga_sgl.worker.runtime import WorkerRuntime
+
+KEY_ATTR = "_saga_key"
+"""Node attribute: (stamp, protects, valid_until_s, key) of the last key computed for the node."""
 
 
 class SagaEvictionStrategy:
@@ -42,17 +52,39 @@ class SagaEvictionStrategy:
         runtime = self.runtime
         now_s, pressure = runtime.key_context()
         try:
-            key = max(self.policy.key(view, now_s, pressure) for view in self.views(node))
+            key = self._key(node, now_s, pressure)
         except Exception as exc:  # a bad hint must never take the scheduler down
             runtime.hook_failed("eviction_key", exc)
             key = self.fallback_key(node)
-        runtime.record_key(node, key)
+        runtime.note_key(key, len(node.key))
+        return key
+
+    def _key(self, node: Any, now_s: float, pressure: float) -> EvictionKey:
+        protects = self.policy.protects(pressure)
+        attrs = node.__dict__
+        mark: NodeMark | None = attrs.get(MARK_ATTR)
+        num_tokens = len(node.key)
+        if mark is None:
+            stamp: tuple[Any, ...] = (num_tokens,)
+        else:
+            table = self.runtime.table
+            stamp = (num_tokens, mark.version, *[_version(table.get(w)) for w in mark.workflows])
+        memo = attrs.get(KEY_ATTR)
+        if memo is not None and memo[0] == stamp and memo[1] is protects and now_s < memo[2]:
+            return memo[3]  # type: ignore[no-any-return]
+        views = self.views(node)
+        key = max(self.policy.key(view, now_s, pressure) for view in views)
+        valid_until_s = min(
+            (v.ttl_deadline_s for v in views if v.ttl_deadline_s is not None and v.ttl_deadline_s > now_s),
+            default=math.inf,
+        )
+        attrs[KEY_ATTR] = (stamp, protects, valid_until_s, key)
         return key
 
     def views(self, node: Any) -> list[CacheEntryView]:
         """The views the policy scores for ``node`` (one per user of the node)."""
         runtime = self.runtime
-        mark = mark_of(node)
+        mark: NodeMark | None = node.__dict__.get(MARK_ATTR)
         num_tokens = len(node.key)
         if mark is None:
             return [
@@ -63,21 +95,25 @@ class SagaEvictionStrategy:
                     last_access_s=runtime.start_s,
                 )
             ]
-        prune_forgotten(mark, runtime.table)
-        base = {
-            "entry_id": node.id,
-            "num_tokens": num_tokens,
-            "depth_tokens": mark.depth_tokens,
-            "last_access_s": mark.last_use_s,
-        }
-        views = [CacheEntryView(**base)] if mark.unhinted_use or not mark.workflows else []
-        for workflow_id in sorted(mark.workflows):
-            record = runtime.table.get(workflow_id)
-            if record is None:
-                continue
+        records = [(w, runtime.table.get(w)) for w in sorted(mark.workflows)]
+        known = [(w, r) for w, r in records if r is not None]
+        views = []
+        if mark.unhinted_use or not known:
             views.append(
                 CacheEntryView(
-                    **base,
+                    entry_id=node.id,
+                    num_tokens=num_tokens,
+                    depth_tokens=mark.depth_tokens,
+                    last_access_s=mark.last_use_s,
+                )
+            )
+        for workflow_id, record in known:
+            views.append(
+                CacheEntryView(
+                    entry_id=node.id,
+                    num_tokens=num_tokens,
+                    depth_tokens=mark.depth_tokens,
+                    last_access_s=mark.last_use_s,
                     workflow_id=WorkflowId(workflow_id),
                     is_finished=record.is_finished,
                     is_terminal=record.is_terminal,
@@ -90,9 +126,19 @@ class SagaEvictionStrategy:
 
     def fallback_key(self, node: Any) -> EvictionKey:
         """Plain last-use order, used only when building a view or key failed."""
-        mark = mark_of(node)
+        mark: NodeMark | None = node.__dict__.get(MARK_ATTR)
         last_use_s = mark.last_use_s if mark is not None else self.runtime.start_s
         return EvictionKey(int(Tier.ORDINARY), last_use_s, 0.0, node.id)
+
+
+def victim_tier(node: Any) -> int | None:
+    """Tier of the key ``node`` was last ranked with (None if it never was)."""
+    memo = node.__dict__.get(KEY_ATTR)
+    return None if memo is None else int(memo[3][0])
+
+
+def _version(record: Any) -> int:
+    return -1 if record is None else int(record.version)
 
 
 def _depth_tokens(node: Any) -> int:

@@ -64,11 +64,6 @@ def test_hinted_workflows_survive_pressure_that_lru_evicts(make_harness: Any, ki
     assert saga_h.runtime.metrics.value("hint_updates", source="kv_hints") == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="policy core bug: reuse_time orders entries without a prediction by -(last_access + "
-    "unknown_reuse_after_s), i.e. most recently used first, although its docstring promises LRU",
-)
 @pytest.mark.parametrize("kind", KINDS)
 def test_without_hints_the_order_is_sglangs_lru(make_harness: Any, kind: str) -> None:
     lru = _workflows_then_fillers(make_harness(kind, "sglang_lru"), hint=False)
