@@ -39,8 +39,13 @@ def paired_ratio(
     """Geomean of TCT_base / TCT_ours over task ids finished in both, bootstrap 95% CI, Wilcoxon p."""
     ids = sorted(set(base) & set(ours))
     if len(ids) < 2:
-        return {"ratio": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan"),
-                "n": len(ids)}
+        return {
+            "ratio": float("nan"),
+            "ci_low": float("nan"),
+            "ci_high": float("nan"),
+            "p_value": float("nan"),
+            "n": len(ids),
+        }
     r = np.log(np.array([base[i] for i in ids]) / np.array([ours[i] for i in ids]))
     boots = rng.choice(r, size=(n_boot, len(r)), replace=True).mean(axis=1)
     try:
@@ -126,7 +131,9 @@ def eviction_cost_vs_belady(result: SimResult) -> dict[str, float]:
     }
 
 
-def config_metrics(result: SimResult, horizon_s: float, slo_factor: float, closed_loop: bool) -> dict[str, Any]:
+def config_metrics(
+    result: SimResult, horizon_s: float, slo_factor: float, closed_loop: bool
+) -> dict[str, Any]:
     tasks = result.tasks if closed_loop else window(result.tasks, horizon_s)
     out: dict[str, Any] = tct_summary(tasks)
     out.update(result.summary())

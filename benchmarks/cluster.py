@@ -39,18 +39,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._cluster_stats import (  # noqa: E402
+from benchmarks._cluster_stats import (
     config_metrics,
     eviction_cost_vs_belady,
     geomean,
     paired_ratio,
     window,
 )
-from saga_sgl.sim import rows as R  # noqa: E402
-from saga_sgl.sim.cluster import ClusterSettings  # noqa: E402
-from saga_sgl.sim.policies import RowSpec  # noqa: E402
-from saga_sgl.sim.run import simulate  # noqa: E402
-from saga_sgl.sim.workloads import WorkloadSpec, generate  # noqa: E402
+from saga_sgl.sim import rows as R
+from saga_sgl.sim.cluster import ClusterSettings
+from saga_sgl.sim.policies import RowSpec
+from saga_sgl.sim.run import simulate
+from saga_sgl.sim.workloads import WorkloadSpec, generate
 
 HEADLINE_SCENARIOS = ("swe", "web")
 """The paper's 1.64x is the geomean over SWE-bench and WebArena."""
@@ -96,10 +96,16 @@ FULL = Mode(
 
 def _workload_spec(mode: Mode, scenario: str, seed: int, **kw: Any) -> WorkloadSpec:
     if scenario == "tenants":
-        return WorkloadSpec(scenario="tenants", seed=seed, horizon_s=mode.horizon_s,
-                            rate_scale=mode.rates["tenants"], **kw)
-    return WorkloadSpec(scenario=scenario, seed=seed, horizon_s=mode.horizon_s,  # type: ignore[arg-type]
-                        rate_per_min=mode.rates[scenario], **kw)
+        return WorkloadSpec(
+            scenario="tenants", seed=seed, horizon_s=mode.horizon_s, rate_scale=mode.rates["tenants"], **kw
+        )
+    return WorkloadSpec(
+        scenario=scenario,
+        seed=seed,
+        horizon_s=mode.horizon_s,  # type: ignore[arg-type]
+        rate_per_min=mode.rates[scenario],
+        **kw,
+    )
 
 
 def _job(args: tuple[str, WorkloadSpec, RowSpec, ClusterSettings, bool, bool]) -> dict[str, Any]:
@@ -139,21 +145,30 @@ def build_jobs(mode: Mode, sections: set[str]) -> list[tuple[Any, ...]]:
     if "cv_sweep" in sections:
         for cv in mode.cv_points:
             for row in (R.VLLM_AFFINITY, R.SAGA):
-                spec = dataclasses.replace(_workload_spec(mode, "swe", mode.seeds[0], tool_cv=cv),
-                                           horizon_s=mode.sweep_horizon_s)
+                spec = dataclasses.replace(
+                    _workload_spec(mode, "swe", mode.seeds[0], tool_cv=cv), horizon_s=mode.sweep_horizon_s
+                )
                 jobs.append(("cv_sweep", spec, row, c, False, False))
     if "throughput" in sections:
         for row in THROUGHPUT_ROWS:
-            spec = WorkloadSpec(scenario="swe", seed=mode.seeds[0], closed_loop_agents=mode.closed_loop_agents * c.num_workers,
-                                max_tasks=mode.closed_loop_tasks * c.num_workers)
+            spec = WorkloadSpec(
+                scenario="swe",
+                seed=mode.seeds[0],
+                closed_loop_agents=mode.closed_loop_agents * c.num_workers,
+                max_tasks=mode.closed_loop_tasks * c.num_workers,
+            )
             jobs.append(("throughput", spec, row, c, False, True))
     return jobs
 
 
 THROUGHPUT_ROWS = (
     dataclasses.replace(R.ROUND_ROBIN, label="bfs", description="breadth-first: every call anywhere, FCFS"),
-    dataclasses.replace(R.SAGA, label="dfs", max_running_requests=4,
-                        description="depth-first: SAGA routing with at most 4 running requests per worker"),
+    dataclasses.replace(
+        R.SAGA,
+        label="dfs",
+        max_running_requests=4,
+        description="depth-first: SAGA routing with at most 4 running requests per worker",
+    ),
     dataclasses.replace(R.SAGA, label="saga", description="SAGA"),
 )
 
@@ -169,8 +184,10 @@ def aggregate(results: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
     scen_out: dict[str, Any] = {}
     for scenario in ("swe", "web", "tenants"):
         rows_out: dict[str, Any] = {}
-        tct = {label: {k: v for r in per.get((scenario, label), []) for k, v in r["tct"].items()}
-               for label in [row.label for row in R.MAIN_ROWS]}
+        tct = {
+            label: {k: v for r in per.get((scenario, label), []) for k, v in r["tct"].items()}
+            for label in [row.label for row in R.MAIN_ROWS]
+        }
         best = min(base_labels, key=lambda b: geomean(list(tct[b].values())) if tct[b] else float("inf"))
         for row in R.MAIN_ROWS:
             runs = per.get((scenario, row.label), [])
@@ -187,13 +204,20 @@ def aggregate(results: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
     # Headline: geomean over the two paper workloads of SAGA's ratio vs the best baseline of each.
     head = {}
     for row in R.MAIN_ROWS:
-        ratios = [scen_out[s][row.label]["tct_ratio_vs_best_baseline"] for s in HEADLINE_SCENARIOS
-                  if row.label in scen_out.get(s, {})]
+        ratios = [
+            scen_out[s][row.label]["tct_ratio_vs_best_baseline"]
+            for s in HEADLINE_SCENARIOS
+            if row.label in scen_out.get(s, {})
+        ]
         if ratios:
             head[row.label] = {
                 "tct_ratio_vs_best_baseline": geomean(ratios),
                 "tct_ratio_vs_vllm_apc_affinity": geomean(
-                    [scen_out[s][row.label]["ratios"]["vllm_apc_affinity"]["ratio"] for s in HEADLINE_SCENARIOS]),
+                    [
+                        scen_out[s][row.label]["ratios"]["vllm_apc_affinity"]["ratio"]
+                        for s in HEADLINE_SCENARIOS
+                    ]
+                ),
             }
     out["headline"] = head
     for key in ("ablations", "cv_sweep", "throughput"):
@@ -207,7 +231,8 @@ def aggregate(results: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
                 "tct_geomean_s": geomean(list(r["tct"].values())),
                 "kv_hit_rate": r["metrics"]["kv_hit_rate"],
                 "throughput_tasks_per_min": r["metrics"]["throughput_tasks_per_min"],
-                "evict_rate": r["metrics"]["recomputed_evicted_tokens"] / max(1, r["metrics"]["recomputed_tokens"]),
+                "evict_rate": r["metrics"]["recomputed_evicted_tokens"]
+                / max(1, r["metrics"]["recomputed_tokens"]),
                 "slo_overall": r["metrics"]["slo_attainment"].get("overall"),
             }
         out[key] = table
@@ -226,17 +251,33 @@ def _mean_metrics(ms: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
-    lines = [f"# Cluster benchmark ({header['mode']})", "", f"Machine: {header['machine']}", "",
-             f"Cluster: {header['cluster']}", ""]
-    lines += ["## Headline (geomean over swe + web of the TCT ratio; > 1 = faster than the baseline)", "",
-              "| row | vs best baseline | vs vllm_apc_affinity |", "|---|---|---|"]
+    lines = [
+        f"# Cluster benchmark ({header['mode']})",
+        "",
+        f"Machine: {header['machine']}",
+        "",
+        f"Cluster: {header['cluster']}",
+        "",
+    ]
+    lines += [
+        "## Headline (geomean over swe + web of the TCT ratio; > 1 = faster than the baseline)",
+        "",
+        "| row | vs best baseline | vs vllm_apc_affinity |",
+        "|---|---|---|",
+    ]
     for label, h in agg["headline"].items():
-        lines.append(f"| {label} | {h['tct_ratio_vs_best_baseline']:.3f} | {h['tct_ratio_vs_vllm_apc_affinity']:.3f} |")
+        lines.append(
+            f"| {label} | {h['tct_ratio_vs_best_baseline']:.3f} | {h['tct_ratio_vs_vllm_apc_affinity']:.3f} |"
+        )
     for scenario, rows in agg["scenarios"].items():
-        lines += ["", f"## {scenario}", "",
-                  "| row | TCT geomean s | p50 | p99 | ratio vs best (CI) [p] | SLO overall | Jain | KV hit | "
-                  "recomputed Mtok | evict/Belady | KV util | tasks/min |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {scenario}",
+            "",
+            "| row | TCT geomean s | p50 | p99 | ratio vs best (CI) [p] | SLO overall | Jain | KV hit | "
+            "recomputed Mtok | evict/Belady | KV util | tasks/min |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for label, m in rows.items():
             best = m["ratios"][m["best_baseline"]]
             eb = m.get("eviction_cost_vs_belady", {}).get("ratio", float("nan"))
@@ -249,18 +290,32 @@ def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
             )
         slo = {label: m["slo_attainment"] for label, m in rows.items()}
         classes = sorted({c for v in slo.values() for c in v})
-        lines += ["", f"SLO attainment by tenant class ({scenario}):", "",
-                  "| row | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+        lines += [
+            "",
+            f"SLO attainment by tenant class ({scenario}):",
+            "",
+            "| row | " + " | ".join(classes) + " |",
+            "|---" * (len(classes) + 1) + "|",
+        ]
         for label, v in slo.items():
-            lines.append(f"| {label} | " + " | ".join(f"{v.get(c, float('nan')):.3f}" for c in classes) + " |")
+            lines.append(
+                f"| {label} | " + " | ".join(f"{v.get(c, float('nan')):.3f}" for c in classes) + " |"
+            )
     for key in ("ablations", "cv_sweep", "throughput"):
         if key not in agg:
             continue
-        lines += ["", f"## {key}", "", "| row | TCT geomean s | KV hit | evict share | tasks/min | SLO |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {key}",
+            "",
+            "| row | TCT geomean s | KV hit | evict share | tasks/min | SLO |",
+            "|---|---|---|---|---|---|",
+        ]
         for label, m in agg[key].items():
-            lines.append(f"| {label} | {m['tct_geomean_s']:.1f} | {m['kv_hit_rate']:.3f} | {m['evict_rate']:.3f} | "
-                         f"{m['throughput_tasks_per_min']:.2f} | {m['slo_overall']:.3f} |")
+            lines.append(
+                f"| {label} | {m['tct_geomean_s']:.1f} | {m['kv_hit_rate']:.3f} | {m['evict_rate']:.3f} | "
+                f"{m['throughput_tasks_per_min']:.2f} | {m['slo_overall']:.3f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -284,8 +339,11 @@ def plots(agg: dict[str, Any], out: Path) -> list[str]:
     if "cv_sweep" in agg:
         fig, ax = plt.subplots(figsize=(5, 4))
         for row in ("vllm_apc_affinity", "saga"):
-            pts = sorted((float(k.split("/")[0][3:]), v["tct_geomean_s"]) for k, v in agg["cv_sweep"].items()
-                         if k.endswith("/" + row))
+            pts = sorted(
+                (float(k.split("/")[0][3:]), v["tct_geomean_s"])
+                for k, v in agg["cv_sweep"].items()
+                if k.endswith("/" + row)
+            )
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=row)
         ax.set_xlabel("tool latency CV (mean 1.2 s)")
         ax.set_ylabel("TCT geomean (s)")
@@ -302,9 +360,14 @@ def main(argv: list[str] | None = None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="16 workers, short horizons, 2 seeds (default)")
     g.add_argument("--full", action="store_true", help="64 GPUs (16 x Llama-3-70B TP4), 600 s, 5 seeds")
-    p.add_argument("--out", type=Path, default=Path("bench-out"), help="output directory (JSON, markdown, PNG)")
-    p.add_argument("--sections", default="main,ablations,cv_sweep,throughput",
-                   help="comma-separated subset of main,ablations,cv_sweep,throughput")
+    p.add_argument(
+        "--out", type=Path, default=Path("bench-out"), help="output directory (JSON, markdown, PNG)"
+    )
+    p.add_argument(
+        "--sections",
+        default="main,ablations,cv_sweep,throughput",
+        help="comma-separated subset of main,ablations,cv_sweep,throughput",
+    )
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     p.add_argument("--seeds", type=str, default=None, help="override workload seeds, e.g. 1,2,3")
     p.add_argument("--no-progress", action="store_true", help="disable the tqdm progress bar")
@@ -337,10 +400,16 @@ def main(argv: list[str] | None = None) -> int:
         "rows": {r.label: r.description for r in (*R.MAIN_ROWS, *R.ABLATIONS, *THROUGHPUT_ROWS)},
         "command": " ".join(sys.argv),
     }
-    flat = {f"{label}.tct_ratio_vs_best_baseline": h["tct_ratio_vs_best_baseline"]
-            for label, h in agg["headline"].items()}
-    doc = {"header": header, **flat, "results": agg,
-           "runs": [{k: v for k, v in r.items() if k != "tct"} for r in results]}
+    flat = {
+        f"{label}.tct_ratio_vs_best_baseline": h["tct_ratio_vs_best_baseline"]
+        for label, h in agg["headline"].items()
+    }
+    doc = {
+        "header": header,
+        **flat,
+        "results": agg,
+        "runs": [{k: v for k, v in r.items() if k != "tct"} for r in results],
+    }
     (args.out / "cluster.json").write_text(json.dumps(doc, indent=1, default=str))
     (args.out / "cluster.md").write_text(markdown(agg, header))
     header["plots"] = plots(agg, args.out)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from saga_sgl.policy.decisions import FairShareEpoch
-from saga_sgl.policy.views import WorkerId, WorkflowId, WorkflowState
+from saga_sgl.policy.views import CacheEntryView, WorkerId, WorkflowId, WorkflowState
 from saga_sgl.sim.cost_model import CostSettings, ProfileCostModel
 from saga_sgl.sim.engine import Engine, Event, EventKind
 from saga_sgl.sim.metrics import Recorder, SimResult
@@ -151,6 +151,7 @@ class Cluster:
     def __init__(self, workload: Workload, bundle: PolicyBundle, settings: ClusterSettings) -> None:
         self.workload = workload
         self.bundle = bundle
+        self.eviction = bundle.eviction
         self.settings = settings
         self.engine = Engine()
         self.cost = ProfileCostModel(
@@ -171,6 +172,8 @@ class Cluster:
             )
         self.workers = [SimWorker(f"w{i}", self.cost, wsettings, self) for i in range(settings.num_workers)]
         self.by_id = {WorkerId(w.worker_id): w for w in self.workers}
+        self._leaves: dict[int, set[tuple[SimWorker, Node]]] = {}
+        """Evictable leaves owned by each workflow (by id(task)), to re-key them when its state changes."""
         self.recorder = Recorder(self)
         self.views = ViewBuilder(self)
         self.tasks = [SimTask(t, self.isolated_tct_s(t)) for t in workload.tasks]
@@ -246,6 +249,8 @@ class Cluster:
         task.queued_since_s = now_s
         task.tool_started_s = task.tool_end_s = None
         task.ttl_deadline_s = task.next_use_s = task.oracle_next_use_s = None
+        if self.bundle.predictions:
+            self.refresh_views(task, now_s)
         placement = self.bundle.placement.place(self.views.call(task, call), self.views.workers(now_s), now_s)
         self.recorder.on_placement(task, placement.worker_id, placement.reason)
         task.worker_id = placement.worker_id
@@ -259,8 +264,25 @@ class Cluster:
         by_id = {c.call_id: c for c in waiting}
         return [by_id[p.call_id] for p in self.bundle.fairness.order(pending, self.fair_epoch)]
 
-    def eviction_key(self, worker: SimWorker, node: Node, now_s: float, pressure: float) -> tuple[Any, ...]:
-        return tuple(self.bundle.eviction.key(self.views.entry(node, now_s), now_s, pressure))
+    def entry_view(self, worker: SimWorker, node: Node, now_s: float) -> CacheEntryView:
+        return self.views.entry(node, now_s)
+
+    def on_leaf(self, worker: SimWorker, node: Node, added: bool) -> None:
+        if not self.bundle.predictions or node.owner is None:
+            return
+        leaves = self._leaves.setdefault(id(node.owner), set())
+        if added:
+            leaves.add((worker, node))
+        else:
+            leaves.discard((worker, node))
+
+    def refresh_views(self, task: SimTask, now_s: float) -> None:
+        """The workflow's predictions changed: its evictable leaves get fresh keys."""
+        for worker, node in list(self._leaves.get(id(task), ())):
+            if node.owner is task:
+                worker.refresh_leaf(node, now_s)
+            else:
+                self._leaves[id(task)].discard((worker, node))
 
     def on_evict(self, worker: SimWorker, node: Node, now_s: float) -> None:
         self.recorder.on_evict(worker, node, now_s)
@@ -290,6 +312,8 @@ class Cluster:
         task.tool_end_s = now_s + spec.tool_latency_s
         task.oracle_next_use_s = task.tool_end_s
         self.bundle.on_tool_start(self, task, worker, now_s)
+        if self.bundle.predictions:
+            self.refresh_views(task, now_s)
         return [(task.tool_end_s, _CallRelease(self, task))]
 
     def _finish_task(self, task: SimTask, now_s: float) -> list[tuple[float, Event]]:
@@ -298,6 +322,9 @@ class Cluster:
         self.active.pop(task.wid, None)
         self.recorder.on_task_finished(task, now_s)
         self.bundle.on_task_finished(self, task, now_s)
+        if self.bundle.predictions:
+            self.refresh_views(task, now_s)
+            self._leaves.pop(id(task), None)
         queue = self._pending_closed.get(task.spec.tenant)
         if queue:
             return [(now_s, _TaskArrival(self, queue.pop(0)))]

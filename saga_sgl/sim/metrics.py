@@ -88,16 +88,24 @@ class Recorder:
     def __init__(self, cluster: Cluster) -> None:
         self._cluster = cluster
         n = len(cluster.workers)
-        # Segments are keyed with their predecessor: after observation masking the same segment sits
-        # behind another parent, and recomputing it there is context management, not an eviction.
-        self._seen_any: set[tuple[int, int]] = set()
-        self._seen_on: list[set[tuple[int, int]]] = [set() for _ in range(n)]
+        # Segments are identified by their whole path (prefix): after observation masking the same
+        # segment sits behind another prefix, and recomputing it there is context management, not an
+        # eviction. Path ids come from (parent path id, segment id).
+        self._path_ids: dict[tuple[int, int], int] = {}
+        self._seen_any: set[int] = set()
+        self._seen_on: list[set[int]] = [set() for _ in range(n)]
         self._index = {id(w): i for i, w in enumerate(cluster.workers)}
         self.counters: Counter[str] = Counter()
         self.placements: Counter[str] = Counter()
         self.tasks: list[TaskRecord] = []
         self.traces: list[list[tuple[tuple[int, int], ...]]] = [[] for _ in range(n)]
         self.output_tokens = [0] * n
+
+    def _path_id(self, parent: int, seg_id: int) -> int:
+        pid = self._path_ids.get((parent, seg_id))
+        if pid is None:
+            pid = self._path_ids[(parent, seg_id)] = len(self._path_ids)
+        return pid
 
     def on_placement(self, task: SimTask, worker_id: str, reason: str) -> None:
         self.placements[str(reason)] += 1
@@ -118,7 +126,7 @@ class Recorder:
         pos = 0
         prev = -1
         for seg in call.prompt:
-            key = (prev, seg.seg_id)
+            key = self._path_id(prev, seg.seg_id)
             if pos >= call.hit_tokens:
                 if key in seen_here:
                     c["recomputed_evicted"] += seg.num_tokens
@@ -129,7 +137,7 @@ class Recorder:
             seen_here.add(key)
             self._seen_any.add(key)
             pos += seg.num_tokens
-            prev = seg.seg_id
+            prev = key
         if True:
             chain = tuple((s.seg_id, s.num_tokens) for s in call.prompt)
             if call.output_seg is not None:
@@ -142,13 +150,16 @@ class Recorder:
             i = self._index[id(worker)]
             prev = -1
             for seg in call.prompt:
-                self._seen_on[i].add((prev, seg.seg_id))
-                self._seen_any.add((prev, seg.seg_id))
-                prev = seg.seg_id
+                prev = self._path_id(prev, seg.seg_id)
+                self._seen_on[i].add(prev)
+                self._seen_any.add(prev)
             return
         if call.output_seg is not None and not call.is_rebuild:
             i = self._index[id(worker)]
-            key = (call.prompt[-1].seg_id if call.prompt else -1, call.output_seg.seg_id)
+            prev = -1
+            for seg in call.prompt:
+                prev = self._path_id(prev, seg.seg_id)
+            key = self._path_id(prev, call.output_seg.seg_id)
             self._seen_on[i].add(key)
             self._seen_any.add(key)
             self.counters["output_tokens"] += call.output_tokens

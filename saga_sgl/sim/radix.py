@@ -2,9 +2,11 @@
 
 A node is one prompt segment (a system prompt, an action, an observation) under its parent, so a
 path from the root is a cached prefix. Running requests lock the path they matched (lock_ref > 0 up
-to the root, as SGLang's ``inc_lock_ref``); only unlocked leaves are evictable. ``evict`` behaves like
-SGLang's ``RadixCache.evict``: heapify the evictable leaves by the policy's key, pop the smallest,
-and push the parent when it becomes an evictable leaf, until enough tokens are free.
+to the root, as SGLang's ``inc_lock_ref``); only unlocked leaves are evictable. The cache reports
+every node that becomes or stops being an evictable leaf to a ``LeafListener`` (the host keeps them
+in the policy core's ``VictimIndex``, so victim selection is O(log n)); ``evict`` pops victims from
+that index until enough tokens are free, and a parent left without children becomes a candidate,
+as in SGLang's ``RadixCache.evict``.
 
 Capacity accounting is in tokens rounded up to ``page_size`` per node (SGLang's default page size is
 1; vLLM's block is 16). The cache only tracks tree tokens; requests' private tokens are accounted by
@@ -13,9 +15,8 @@ the worker.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from saga_sgl.sim.workloads.model import Segment
 
@@ -53,21 +54,36 @@ class Node:
         """Used by more than one workflow (a system prompt, a repository context): no single owner."""
 
 
-EvictionKeyFn = Callable[[Node], tuple[Any, ...]]
+class LeafListener(Protocol):
+    """Told when a node becomes (``leaf_added``) or stops being (``leaf_removed``) an evictable leaf."""
+
+    def leaf_added(self, node: Node) -> None: ...
+
+    def leaf_removed(self, node: Node) -> None: ...
+
+
+class _NoListener:
+    def leaf_added(self, node: Node) -> None:
+        return None
+
+    def leaf_removed(self, node: Node) -> None:
+        return None
 
 
 class RadixCache:
     """Segment-level prefix cache of one worker."""
 
-    __slots__ = ("_next_id", "evictable_tokens", "page_size", "root", "tree_tokens")
+    __slots__ = ("_next_id", "by_id", "evictable_tokens", "listener", "page_size", "root", "tree_tokens")
 
-    def __init__(self, page_size: int = 1) -> None:
+    def __init__(self, page_size: int = 1, listener: LeafListener | None = None) -> None:
         if page_size <= 0:
             raise ValueError(f"page_size must be > 0, got {page_size}")
         self.page_size = page_size
         self.root = Node(-1, 0, None, 0, page_size, 0.0)
         self.root.lock_ref = 1  # never evicted
         self._next_id = 0
+        self.listener: LeafListener = listener or _NoListener()
+        self.by_id: dict[int, Node] = {}
         self.tree_tokens = 0
         """Tokens (page-rounded) held by the tree, locked or not."""
         self.evictable_tokens = 0
@@ -90,6 +106,8 @@ class RadixCache:
 
     def lock(self, node: Node, now_s: float, owner: Any) -> None:
         """Lock the path root..node (a request uses it) and stamp its access time."""
+        if node is not self.root and node.lock_ref == 0 and not node.children:
+            self.listener.leaf_removed(node)
         while node is not self.root:
             if node.lock_ref == 0:
                 self.evictable_tokens -= node.num_pages_tokens
@@ -101,12 +119,15 @@ class RadixCache:
             node = node.parent  # type: ignore[assignment]
 
     def unlock(self, node: Node, now_s: float) -> None:
+        deepest = node
         while node is not self.root:
             node.lock_ref -= 1
             node.last_access_s = now_s
             if node.lock_ref == 0:
                 self.evictable_tokens += node.num_pages_tokens
             node = node.parent  # type: ignore[assignment]
+        if deepest is not self.root and deepest.lock_ref == 0 and not deepest.children:
+            self.listener.leaf_added(deepest)
 
     def insert(self, segments: Sequence[Segment], now_s: float, owner: Any) -> tuple[Node, int]:
         """Insert a finished sequence; returns (deepest node, page-rounded tokens newly added).
@@ -115,12 +136,16 @@ class RadixCache:
         """
         node = self.root
         added = 0
+        listener = self.listener
         for seg in segments:
             child = node.children.get(seg.seg_id)
             if child is None:
+                if node is not self.root and not node.children and node.lock_ref == 0:
+                    listener.leaf_removed(node)
                 self._next_id += 1
                 child = Node(seg.seg_id, seg.num_tokens, node, self._next_id, self.page_size, now_s)
                 node.children[seg.seg_id] = child
+                self.by_id[child.entry_id] = child
                 added += child.num_pages_tokens
                 self.tree_tokens += child.num_pages_tokens
                 self.evictable_tokens += child.num_pages_tokens
@@ -129,6 +154,8 @@ class RadixCache:
                 child.shared = child.shared or child.owner is not None
                 child.owner = owner
             node = child
+        if node is not self.root and not node.children and node.lock_ref == 0:
+            listener.leaf_added(node)  # new leaf, or a refreshed one (the index replaces its view)
         return node, added
 
     def evictable_leaves(self) -> list[Node]:
@@ -142,14 +169,18 @@ class RadixCache:
                 out.append(n)
         return out
 
-    def evict(self, num_tokens: int, key: EvictionKeyFn, on_evict: Callable[[Node], None]) -> int:
-        """Evict unlocked leaves in ascending ``key`` order until ``num_tokens`` are freed or nothing
-        is evictable. Returns the page-rounded tokens freed."""
-        heap = [(key(n), n.entry_id, n) for n in self.evictable_leaves()]
-        heapq.heapify(heap)
+    def evict(
+        self, num_tokens: int, pop_victim: Callable[[], int | None], on_evict: Callable[[Node], None]
+    ) -> int:
+        """Evict victims given by ``pop_victim`` (entry ids of evictable leaves, in the policy's order)
+        until ``num_tokens`` are freed or no victim is left. Returns the page-rounded tokens freed."""
         freed = 0
-        while freed < num_tokens and heap:
-            _, _, victim = heapq.heappop(heap)
+        while freed < num_tokens:
+            entry_id = pop_victim()
+            if entry_id is None:
+                break
+            victim = self.by_id.pop(entry_id)
+            assert victim.lock_ref == 0 and not victim.children, "index offered a non-evictable node"
             parent = victim.parent
             assert parent is not None
             del parent.children[victim.seg_id]
@@ -158,7 +189,7 @@ class RadixCache:
             self.evictable_tokens -= victim.num_pages_tokens
             on_evict(victim)
             if parent is not self.root and not parent.children and parent.lock_ref == 0:
-                heapq.heappush(heap, (key(parent), parent.entry_id, parent))
+                self.listener.leaf_added(parent)
         return freed
 
     def iter_nodes(self) -> list[Node]:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from saga_sgl.policy.victim_index import VictimIndex
 from saga_sgl.sim.engine import Event, EventKind
 from saga_sgl.sim.radix import Node, RadixCache
 from saga_sgl.sim.workloads.model import CallSpec, Segment
@@ -152,7 +153,10 @@ class SimWorker:
         cap = settings.kv_capacity_tokens or cost.kv_capacity_tokens()
         self.capacity_tokens = 1 << 62 if settings.infinite_kv else cap
         self.nominal_capacity_tokens = cap
-        self.cache = RadixCache(settings.page_size)
+        self.victims = VictimIndex(host.eviction)
+        """Evictable leaves in the eviction policy's key order (the policy core's index)."""
+        self.now_s = 0.0
+        self.cache = RadixCache(settings.page_size, listener=self)
         self.waiting: list[SimCall] = []
         self.prefilling: list[SimCall] = []
         self.decoding: list[SimCall] = []
@@ -194,8 +198,31 @@ class SimWorker:
                 self.busy_s += dt
             self._last_stat_s = now_s
 
+    # --- LeafListener: keep the victim index in step with the tree -------------------------------
+    def leaf_added(self, node: Node) -> None:
+        self.victims.add(self.host.entry_view(self, node, self.now_s), self.now_s, self.pressure)
+        self.host.on_leaf(self, node, True)
+
+    def leaf_removed(self, node: Node) -> None:
+        self.victims.remove(node.entry_id)
+        self.host.on_leaf(self, node, False)
+
+    def refresh_leaf(self, node: Node, now_s: float) -> None:
+        """The owner's state changed: re-key the leaf from a fresh view."""
+        if node.entry_id in self.victims:
+            self.victims.update(self.host.entry_view(self, node, now_s), now_s, self.pressure)
+
+    def _pop_victim(self, now_s: float, pressure: float) -> int | None:
+        view = self.victims.pop(now_s, pressure)
+        if view is None:
+            return None
+        node = self.cache.by_id[view.entry_id]
+        self.host.on_leaf(self, node, False)
+        return view.entry_id
+
     # --- arrivals -------------------------------------------------------------------------------
     def enqueue(self, call: SimCall, now_s: float) -> Iterable[tuple[float, Event]]:
+        self.now_s = now_s
         call.worker = self
         call.enqueued_s = now_s
         self.waiting.append(call)
@@ -233,6 +260,7 @@ class SimWorker:
 
     # --- the scheduling round -------------------------------------------------------------------
     def step(self, now_s: float) -> list[tuple[float, Event]]:
+        self.now_s = now_s
         self._account(now_s)
         out: list[tuple[float, Event]] = []
         self._apply_run(now_s, out)
@@ -325,7 +353,7 @@ class SimWorker:
                 pressure = self.pressure
                 self.cache.evict(
                     need - free,
-                    lambda n: self.host.eviction_key(self, n, now_s, pressure),
+                    lambda: self._pop_victim(now_s, pressure),
                     lambda n: self.host.on_evict(self, n, now_s),
                 )
                 free = self.capacity_tokens - self.used_tokens

@@ -6,7 +6,7 @@ cluster: ``timestamp`` (ms; for step > 0 the earliest possible release: task arr
 latencies before it, i.e. zero inference time), ``input_length``, ``output_length``, ``hash_ids``
 (chained ids of 512-token prefix blocks: equal id <=> equal prefix up to the end of that block).
 
-Our additions: ``task_id, tenant, tenant_class, agent_type, task_arrival_ms, step, num_steps,
+Our additions: ``task_id, tenant, tenant_class, agent_type, task_arrival_s, step, num_steps,
 tool, tool_latency_s, parent`` (previous step or null), ``output_seg_id`` and ``segments``
 (``[[seg_id, num_tokens], ...]``, the exact prompt, from which ``hash_ids`` derive). A plain Mooncake
 file (no ``task_id``) loads as one single-call task per line, its blocks as 512-token segments.
@@ -75,7 +75,7 @@ def iter_records(workload: Workload) -> Iterator[dict[str, Any]]:
                 "tenant": task.tenant,
                 "tenant_class": task.tenant_class,
                 "agent_type": task.agent_type,
-                "task_arrival_ms": round(task.arrival_s * 1000, 3),
+                "task_arrival_s": task.arrival_s,
                 "step": call.step,
                 "num_steps": len(task.calls),
                 "tool": call.tool,
@@ -141,7 +141,7 @@ def _task_from_records(recs: list[dict[str, Any]]) -> TaskSpec:
         tenant=first["tenant"],
         tenant_class=first["tenant_class"],
         agent_type=first["agent_type"],
-        arrival_s=float(first["task_arrival_ms"]) / 1000,
+        arrival_s=float(first["task_arrival_s"]),
         calls=calls,
     )
 
