@@ -285,7 +285,8 @@ def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
                 f"| {label} | {m['tct_geomean_s']:.1f} | {m['tct_p50_s']:.1f} | {m['tct_p99_s']:.1f} | "
                 f"{best['ratio']:.3f} ({best['ci_low']:.3f}-{best['ci_high']:.3f}) [{best['p_value']:.1e}] | "
                 f"{m['slo_attainment'].get('overall', float('nan')):.3f} | {m['jain_fairness']:.3f} | "
-                f"{m['kv_hit_rate']:.3f} | {m['recomputed_tokens'] / 1e6:.2f} | {eb:.2f} | {m['kv_util_raw']:.2f} | "
+                f"{m['kv_hit_rate']:.3f} | {m['recomputed_tokens'] / 1e6:.2f} | {eb:.2f} | "
+                f"{m['kv_util_raw']:.2f} | "
                 f"{m['throughput_tasks_per_min']:.1f} |"
             )
         slo = {label: m["slo_attainment"] for label, m in rows.items()}

@@ -151,7 +151,6 @@ class Cluster:
     def __init__(self, workload: Workload, bundle: PolicyBundle, settings: ClusterSettings) -> None:
         self.workload = workload
         self.bundle = bundle
-        self.eviction = bundle.eviction
         self.settings = settings
         self.engine = Engine()
         self.cost = ProfileCostModel(
@@ -257,6 +256,10 @@ class Cluster:
         return list(self.by_id[placement.worker_id].enqueue(call, now_s))
 
     # --- WorkerHost -----------------------------------------------------------------------------
+    @property
+    def eviction(self) -> Any:
+        return self.bundle.eviction
+
     def order_queue(self, worker: SimWorker, waiting: list[SimCall], now_s: float) -> list[SimCall]:
         if self.bundle.fairness is None or len(waiting) < 2:
             return waiting

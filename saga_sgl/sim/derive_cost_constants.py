@@ -86,7 +86,7 @@ def derive(vidur_dir: Path) -> dict[str, object]:
         path = vidur_dir / "compute" / gpu / "meta-llama" / vidur_model / "mlp.csv"
         table = linear_table(path, n_layers, scale)
         for tp, rows in table.items():
-            linear[f"{model}/{gpu}/tp{tp}"] = {"points": rows}  # type: ignore[dict-item]
+            linear[f"{model}/{gpu}/tp{tp}"] = {"points": rows}
     all_reduce: dict[str, list[list[float]]] = {}
     for gpu in ("a100", "h100"):
         for tp, rows in all_reduce_table(vidur_dir / "network" / f"{gpu}_dgx" / "all_reduce.csv").items():

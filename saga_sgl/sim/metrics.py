@@ -18,7 +18,7 @@ Belady can be replayed on exactly the sequence the policy saw (``eviction_cost_v
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +95,7 @@ class Recorder:
         self._seen_any: set[int] = set()
         self._seen_on: list[set[int]] = [set() for _ in range(n)]
         self._index = {id(w): i for i, w in enumerate(cluster.workers)}
-        self.counters: Counter[str] = Counter()
+        self.counters: dict[str, float] = defaultdict(float)
         self.placements: Counter[str] = Counter()
         self.tasks: list[TaskRecord] = []
         self.traces: list[list[tuple[tuple[int, int], ...]]] = [[] for _ in range(n)]

@@ -47,7 +47,7 @@ class Node:
         self.lock_ref = 0
         self.last_access_s = now_s
         self.entry_id = entry_id
-        self.depth_tokens = (parent.depth_tokens if parent is not None else 0) + num_tokens
+        self.depth_tokens: int = (parent.depth_tokens if parent is not None else 0) + num_tokens
         self.owner: Any = None
         """Host object of the workflow that uses this node (for the policy views)."""
         self.shared = False

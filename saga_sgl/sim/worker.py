@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from saga_sgl.policy.victim_index import VictimIndex
+from saga_sgl.policy.views import CacheEntryView
 from saga_sgl.sim.engine import Event, EventKind
 from saga_sgl.sim.radix import Node, RadixCache
 from saga_sgl.sim.workloads.model import CallSpec, Segment
@@ -113,9 +114,14 @@ class WorkerHost(Protocol):
 
     def order_queue(self, worker: SimWorker, waiting: list[SimCall], now_s: float) -> list[SimCall]: ...
 
-    def eviction_key(
-        self, worker: SimWorker, node: Node, now_s: float, pressure: float
-    ) -> tuple[Any, ...]: ...
+    @property
+    def eviction(self) -> Any:
+        """The row's ``EvictionPolicy``; it keys the worker's ``VictimIndex``."""
+        ...
+
+    def entry_view(self, worker: SimWorker, node: Node, now_s: float) -> CacheEntryView: ...
+
+    def on_leaf(self, worker: SimWorker, node: Node, added: bool) -> None: ...
 
     def on_evict(self, worker: SimWorker, node: Node, now_s: float) -> None: ...
 
@@ -314,7 +320,7 @@ class SimWorker:
                         self.decoding.append(call)
         else:
             k = run[1]
-            still = []
+            still: list[SimCall] = []
             for call in self.decoding:
                 call.generated += k
                 (finished if call.generated >= call.output_tokens else still).append(call)
@@ -328,7 +334,7 @@ class SimWorker:
             self.cache.unlock(call.lock_node, now_s)
             call.lock_node = None
         seq = call.prompt if call.output_seg is None or call.is_rebuild else (*call.prompt, call.output_seg)
-        _, added = self.cache.insert(seq, now_s, call.host)
+        self.cache.insert(seq, now_s, call.host)
         self.private_tokens -= call.private_tokens
         call.private_tokens = 0
         # The tree may now exceed capacity by page rounding of duplicates; never by design.
@@ -350,12 +356,7 @@ class SimWorker:
             need = self.cache.pages(new) + call.output_tokens
             free = self.capacity_tokens - self.used_tokens
             if free < need:
-                pressure = self.pressure
-                self.cache.evict(
-                    need - free,
-                    lambda: self._pop_victim(now_s, pressure),
-                    lambda n: self.host.on_evict(self, n, now_s),
-                )
+                self._evict(need - free, now_s)
                 free = self.capacity_tokens - self.used_tokens
             if free < need:
                 self.cache.unlock(node, now_s)
@@ -375,6 +376,14 @@ class SimWorker:
             ids = {id(c) for c in admitted}
             self.waiting = [c for c in self.waiting if id(c) not in ids]
             self.prefilling.extend(admitted)
+
+    def _evict(self, num_tokens: int, now_s: float) -> None:
+        pressure = self.pressure
+        self.cache.evict(
+            num_tokens,
+            lambda: self._pop_victim(now_s, pressure),
+            lambda n: self.host.on_evict(self, n, now_s),
+        )
 
     def _prefill_batch(self) -> list[tuple[SimCall, int, int]]:
         """(call, new tokens this iteration, cached prefix before them) within the chunk budget."""

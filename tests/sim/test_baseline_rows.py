@@ -73,7 +73,7 @@ def test_consistent_hash_keeps_every_call_of_a_workflow_on_one_worker() -> None:
         chain_task(f"t{i}", i * 0.5, [Segment(1, 2000), Segment(1000 + i, 300)], 6, first_id=100 * (i + 1))
         for i in range(12)
     ]
-    cluster, result = _run(workload(*tasks), rows.VLLM_AFFINITY)
+    _, result = _run(workload(*tasks), rows.VLLM_AFFINITY)
     for i in range(12):
         holders = {
             w for w, trace in enumerate(result.worker_traces) if any((1000 + i, 300) in acc for acc in trace)

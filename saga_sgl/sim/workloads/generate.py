@@ -65,7 +65,7 @@ def _arrival_times(spec: WorkloadSpec, rate_per_min: float, tenant: str) -> list
     if spec.closed_loop_agents > 0:
         return [0.0] * spec.max_tasks
     arr = Arrivals(rate_per_min=rate_per_min * spec.rate_scale, burst_cv=spec.burst_cv)
-    times = arr.times(stream(spec.seed, f"arrivals/{tenant}"), spec.horizon_s).tolist()
+    times: list[float] = arr.times(stream(spec.seed, f"arrivals/{tenant}"), spec.horizon_s).tolist()
     return times
 
 

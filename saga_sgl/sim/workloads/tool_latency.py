@@ -126,7 +126,8 @@ def _ndtri(u: np.ndarray) -> np.ndarray:
         num = ((((_C[0] * qq + _C[1]) * qq + _C[2]) * qq + _C[3]) * qq + _C[4]) * qq + _C[5]
         den = (((_D[0] * qq + _D[1]) * qq + _D[2]) * qq + _D[3]) * qq + 1
         out[mask] = sign * num / den
-    return out
+    result: np.ndarray = out
+    return result
 
 
 TABLE1: dict[str, SplicedLatency] = {
