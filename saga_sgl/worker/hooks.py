@@ -151,7 +151,10 @@ def select_tree_core_backend(original: Callable[..., Any], params: Any) -> Any:
     backend = original(params)
     from saga_sgl.worker.plugin import is_saga_policy
 
-    if backend != "python" and is_saga_policy(params.eviction_policy):
+    if not is_saga_policy(params.eviction_policy):
+        return backend
+    require_single_rank(params)
+    if backend != "python":
         log.info(
             "saga: eviction policy %r needs the Python TreeCore (requested %r); using 'python'",
             params.eviction_policy,
@@ -159,6 +162,27 @@ def select_tree_core_backend(original: Callable[..., Any], params: Any) -> Any:
         )
         return "python"
     return backend
+
+
+def require_single_rank(params: Any) -> None:
+    """Refuse a cache replicated over TP/PP/attention-CP ranks.
+
+    Every rank of such a cache must evict identically, but our keys read each rank's own clock
+    and control-channel timing, so the ranks could diverge. Serve tp_size=1 workers (scale out with
+    more workers or data parallelism) until rank-synchronised hints exist.
+    """
+    import torch.distributed as dist
+
+    for name in ("tp_cache_group", "attn_tp_cache_group", "attn_cp_cache_group", "pp_cache_group"):
+        group = getattr(params, name, None)
+        if group is not None and dist.is_initialized() and dist.get_world_size(group=group) > 1:
+            from saga_sgl.errors import InvalidSettings
+
+            raise InvalidSettings(
+                f"--radix-eviction-policy {params.eviction_policy}: saga eviction policies support one "
+                f"rank per cache ({name} has {dist.get_world_size(group=group)} ranks); use tp_size=1 "
+                "workers or data parallelism"
+            )
 
 
 HOOKS: tuple[tuple[str, Callable[..., Any]], ...] = (

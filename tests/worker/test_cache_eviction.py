@@ -310,3 +310,26 @@ def test_wa_lru_prefers_likely_reused_workflows(make_harness: Any, kind: str) ->
     # Eq. 1: beta * (1 - P_reuse) dominates; the unlikely workflow goes though the other is older.
     assert h.resident_tokens(unlikely) == 0
     assert h.resident_tokens(likely) == 20
+
+
+# --- every policy the plugin registers runs through the adapter -----------------------------------
+
+
+def _plugin_policies() -> list[str]:
+    from saga_sgl.worker.plugin import sglang_policy_names
+
+    return sorted(set(sglang_policy_names({"lru": None}).values()))
+
+
+@pytest.mark.parametrize("policy", _plugin_policies())
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_registered_policy_evicts_through_the_adapter(
+    make_harness: Any, kind: str, policy: str
+) -> None:
+    h = make_harness(kind, policy)
+    after = _workflows_then_fillers(h, hint=True)
+    # 78 tokens into 64: at least 14 went, none of it locked, and every victim was ranked by the policy.
+    assert sum(after.values()) <= 64
+    evicted = h.runtime.metrics.value("evicted_tokens")
+    assert evicted == 78 - sum(after.values())
+    assert h.runtime.metrics.value("evicted_tokens", tier="unranked") == 0
