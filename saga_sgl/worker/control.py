@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from saga_sgl.errors import MalformedMessage
 from saga_sgl.protocol import ControlMessage, decode_control
@@ -44,7 +45,7 @@ class ControlChannel:
         self._on_malformed = on_malformed
         self._on_dropped = on_dropped
         self._stop = threading.Event()
-        self._context = zmq.Context.instance()
+        self._context: Any = zmq.Context.instance()
         self._socket = self._context.socket(zmq.PULL)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.bind(address)

@@ -178,11 +178,6 @@ class HintTable:
         }
 
 
-def mark_of(node: Any) -> NodeMark | None:
-    """The node's mark, or None if no checkpointed request has passed through it yet."""
-    return node.__dict__.get(MARK_ATTR)
-
-
 def mark_path(
     path_leaf_to_root: list[Any],
     *,

@@ -12,9 +12,8 @@ on the scheduler thread. A lock keeps the plain numbers exact.
 
 from __future__ import annotations
 
-import os
 import threading
-from collections import Counter
+from collections import defaultdict
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -45,21 +44,16 @@ class WorkerMetrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, tuple[str, ...]]] = Counter()
+        self._counts: defaultdict[tuple[str, tuple[str, ...]], float] = defaultdict(float)
         self._gauges: dict[str, float] = {name: 0.0 for name in _GAUGES}
         self.registry = CollectorRegistry()
         self._prom_counters = {
             name: PromCounter(PREFIX + name, doc, labels, registry=self.registry)
             for name, (doc, labels) in _COUNTERS.items()
         }
-        multiproc = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        # multiprocess_mode only matters under PROMETHEUS_MULTIPROC_DIR (SGLang --enable-metrics).
         self._prom_gauges = {
-            name: PromGauge(
-                PREFIX + name,
-                doc,
-                registry=self.registry,
-                **({"multiprocess_mode": "livemostrecent"} if multiproc else {}),
-            )
+            name: PromGauge(PREFIX + name, doc, registry=self.registry, multiprocess_mode="livemostrecent")
             for name, doc in _GAUGES.items()
         }
         self._server: Any = None

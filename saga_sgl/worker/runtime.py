@@ -196,9 +196,9 @@ def kv_pressure(cache: Any) -> float:
     matters. We count only tokens that are neither free nor evictable: memory held by live requests.
     """
     allocator = cache.token_to_kv_pool_allocator
-    capacity = allocator.size
+    capacity = int(allocator.size)
     if capacity <= 0:
         return 0.0
-    held = capacity - allocator.available_size() - cache.evictable_size()
+    held = capacity - int(allocator.available_size()) - int(cache.evictable_size())
     # Page rounding can push the difference a few tokens outside [0, capacity].
     return min(1.0, max(0.0, held / capacity))
