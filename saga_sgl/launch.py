@@ -65,8 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-total-tokens",
         type=int,
-        default=2048,
-        help="KV capacity per worker in tokens; small on CPU so that eviction happens (default 2048)",
+        default=768,
+        help="KV capacity per worker in tokens; small on CPU so that the demo's workflows do not all fit "
+        "and eviction decides what is recomputed (default 768)",
+    )
+    p.add_argument(
+        "--compare-with",
+        default="lru",
+        help="demo: afterwards replay the same workload on fresh workers with this eviction policy and "
+        "compare recomputed prompt tokens; 'none' to skip (default lru, SGLang's stock policy)",
     )
     p.add_argument(
         "--log-dir",
@@ -120,8 +127,14 @@ def _stable_index(key: str, n: int) -> int:
 def run_demo(
     workers: list[WorkerProcess], *, num_workflows: int, num_steps: int, seed: int
 ) -> list[CallResult]:
-    """Interleave several agent workflows step by step: each call's prompt is the previous context plus
-    a tool observation, so a cache that keeps the workflow's KV across the tool gap serves it again."""
+    """Interleave several agent workflows step by step (round robin, as an agent fleet whose tool
+    calls take similar time would): each call's prompt is the previous context plus the model output
+    and a tool observation, so a cache that keeps the workflow's KV across the tool gap serves it again.
+
+    Each call carries the hint a router would send: the workflow's next call comes after every other
+    workflow had its turn, so its predicted next use is ``(num_workflows - 1)`` mean call latencies
+    away; the last call of a workflow is terminal.
+    """
     rng = random.Random(seed)
     system_prompt = [rng.randrange(1, TINY_VOCAB_SIZE) for _ in range(48)]  # shared by all workflows
     contexts = {
@@ -130,6 +143,7 @@ def run_demo(
     }
     tools = ["read_file", "edit_code", "run_test"]
     results: list[CallResult] = []
+    mean_call_s = 0.05
     with tqdm(total=num_workflows * num_steps, desc="agent calls", unit="call") as bar:
         for step in range(num_steps):
             for wf_id, context in contexts.items():
@@ -138,10 +152,10 @@ def run_demo(
                 hint = ReuseHint(
                     workflow_id=wf_id,
                     step=step,
-                    tool="" if terminal else tools[step % 3],
+                    tool="" if terminal else tools[step % len(tools)],
                     reuse_prob=0.0 if terminal else 0.95,
+                    next_use_in_s=None if terminal else (num_workflows - 1) * mean_call_s,
                     terminal=terminal,
-                    ttl_s=0.0 if terminal else 5.0,
                 )
                 t0 = time.monotonic()
                 out = _post(
@@ -154,6 +168,8 @@ def run_demo(
                         "kv_hints": encode_kv_hints(hint),
                     },
                 )
+                latency_s = time.monotonic() - t0
+                mean_call_s = 0.9 * mean_call_s + 0.1 * latency_s
                 meta = out["meta_info"]
                 assert isinstance(meta, dict)
                 results.append(
@@ -163,7 +179,7 @@ def run_demo(
                         worker.url,
                         int(meta["prompt_tokens"]),
                         int(meta["cached_tokens"]),
-                        time.monotonic() - t0,
+                        latency_s,
                     )
                 )
                 # Next prompt: context + model output + a tool observation.
@@ -188,54 +204,81 @@ def summarize(results: list[CallResult]) -> str:
     return "\n".join(lines)
 
 
+def _specs(args: argparse.Namespace, policy: str) -> list[WorkerSpec]:
+    return [
+        WorkerSpec(
+            port=args.base_port + i,
+            model_path=args.model_path,
+            device=args.device,
+            max_total_tokens=args.max_total_tokens,
+            eviction_policy=policy,
+        )
+        for i in range(args.workers)
+    ]
+
+
+def _serve(workers: list[WorkerProcess]) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    log.info("serving on %s; Ctrl-C to stop", ", ".join(w.url for w in workers))
+    try:
+        while not stop.wait(1.0):
+            if any(w.process.poll() is not None for w in workers):
+                log.error("a worker exited; shutting down")
+                return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.workers < 1:
-        print("--workers must be >= 1", file=sys.stderr)
+    if args.workers < 1 or args.workflows < 1 or args.steps < 1:
+        print("--workers, --workflows and --steps must be >= 1", file=sys.stderr)
         return 2
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="saga-workers-"))
-    specs = [
-        WorkerSpec(
-            port=args.base_port + i,
-            model_path=args.model_path,
-            device=args.device,
-            max_total_tokens=args.max_total_tokens,
-            eviction_policy=args.eviction_policy,
-        )
-        for i in range(args.workers)
-    ]
-    log.info(
-        "starting %d SGLang worker(s), eviction policy %s; logs in %s",
-        args.workers,
-        args.eviction_policy,
-        log_dir,
-    )
-    t0 = time.monotonic()
-    with running_workers(specs, log_dir, ready_timeout_s=args.ready_timeout) as workers:
+    policies = [args.eviction_policy]
+    if not args.serve and args.compare_with not in ("none", args.eviction_policy):
+        policies.append(args.compare_with)
+    all_results: dict[str, list[CallResult]] = {}
+    for policy in policies:
         log.info(
-            "all workers ready after %.1f s: %s", time.monotonic() - t0, ", ".join(w.url for w in workers)
+            "starting %d SGLang worker(s) with --radix-eviction-policy %s, %d KV tokens each; logs in %s",
+            args.workers,
+            policy,
+            args.max_total_tokens,
+            log_dir,
         )
-        if args.serve:
-            stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            log.info("serving; Ctrl-C to stop")
-            try:
-                while not stop.wait(1.0):
-                    if any(w.process.poll() is not None for w in workers):
-                        log.error("a worker exited; shutting down")
-                        return 1
-            except KeyboardInterrupt:
-                pass
-            return 0
-        results = run_demo(workers, num_workflows=args.workflows, num_steps=args.steps, seed=args.seed)
-    print(summarize(results))
+        t0 = time.monotonic()
+        with running_workers(_specs(args, policy), log_dir, ready_timeout_s=args.ready_timeout) as workers:
+            log.info("%d worker(s) ready after %.1f s", len(workers), time.monotonic() - t0)
+            if args.serve:
+                return _serve(workers)
+            all_results[policy] = run_demo(
+                workers, num_workflows=args.workflows, num_steps=args.steps, seed=args.seed
+            )
+        print(f"\n### --radix-eviction-policy {policy}\n\n{summarize(all_results[policy])}\n")
+    if len(all_results) == 2:
+        print(compare(all_results))
     if args.json:
-        args.json.write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+        payload = {p: [dataclasses.asdict(r) for r in rs] for p, rs in all_results.items()}
+        args.json.write_text(json.dumps(payload, indent=2))
     return 0
+
+
+def compare(all_results: dict[str, list[CallResult]]) -> str:
+    """One line per policy: prompt tokens recomputed (not served from the radix cache)."""
+    recomputed = {p: sum(r.prompt_tokens - r.cached_tokens for r in rs) for p, rs in all_results.items()}
+    (ours, ours_n), (base, base_n) = recomputed.items()
+    ratio = base_n / ours_n if ours_n else float("inf")
+    return (
+        f"recomputed prompt tokens: {ours} {ours_n}, {base} {base_n} "
+        f"({ratio:.2f}x as many with {base}; same workload, seed and KV capacity)"
+    )
 
 
 if __name__ == "__main__":

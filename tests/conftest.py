@@ -19,7 +19,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="sglang 0.5.23 not installed: run scripts/setup.sh")
     for item in items:
-        if "sglang" in item.keywords or "live" in item.keywords:
+        if item.get_closest_marker("sglang") or item.get_closest_marker("live"):
             item.add_marker(skip)
 
 
