@@ -48,9 +48,11 @@ class WorkerRuntime:
         self.start_s = clock.now_s()
         self.control: ControlChannel | None = None
         self.last_pressure = 0.0
-        self._in_round = False
-        self._round_now_s = 0.0
-        self._round_protected_tokens = 0
+        self.in_round = False
+        """Inside an eviction walk: keys use ``round_now_s`` and ``last_pressure``."""
+        self.round_now_s = 0.0
+        self.round_protected_tokens = 0
+        """Tokens of TTL-protected candidates seen this round (minus protected victims)."""
         self._logged_failures: set[tuple[str, str]] = set()
         self._metrics_served = False
 
@@ -159,33 +161,23 @@ class WorkerRuntime:
         """Freeze ``now_s`` and memory pressure for one eviction walk."""
         self.drain()
         self.last_pressure = pressure
-        self._round_now_s = self.clock.now_s()
-        self._in_round = True
-        self._round_protected_tokens = 0
-
-    def key_context(self) -> tuple[float, float]:
-        """(now_s, pressure) for a key: frozen inside an eviction round, current otherwise."""
-        if self._in_round:
-            return self._round_now_s, self.last_pressure
-        return self.clock.now_s(), self.last_pressure
-
-    def note_key(self, key: Any, num_tokens: int) -> None:
-        if self._in_round and key[0] == _PROTECTED:
-            self._round_protected_tokens += num_tokens
+        self.round_now_s = self.clock.now_s()
+        self.in_round = True
+        self.round_protected_tokens = 0
 
     def on_victim(self, tier: int | None, num_tokens: int) -> None:
         """Count one evicted node by the tier of the key it was ranked with."""
         label = TIER_LABELS.get(tier, "unranked") if tier is not None else "unranked"
         self.metrics.inc("evictions", tier=label)
         self.metrics.inc("evicted_tokens", num_tokens, tier=label)
-        if self._in_round and tier == _PROTECTED:
-            self._round_protected_tokens -= num_tokens
+        if self.in_round and tier == _PROTECTED:
+            self.round_protected_tokens -= num_tokens
 
     def end_round(self) -> None:
         """Publish the tokens still protected by a live TTL among the round's candidates."""
-        if self._in_round:
-            self._in_round = False
-            self.metrics.set_gauge("protected_tokens", self._round_protected_tokens)
+        if self.in_round:
+            self.in_round = False
+            self.metrics.set_gauge("protected_tokens", self.round_protected_tokens)
 
 
 def kv_pressure(cache: Any) -> float:

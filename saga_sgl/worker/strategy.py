@@ -13,9 +13,11 @@ which the policies order by last use.
 
 Cost: SGLang rebuilds its heap from *every* evictable leaf on each eviction call, so keys are
 memoised per node. By the ``EvictionPolicy`` contract a key changes only when its inputs change,
-when a live TTL deadline passes, or when ``protects(pressure)`` flips; the memo is keyed on exactly
-those (the node's mark version, each of its workflows' record versions, the node's size, the
-``protects`` flag, and the earliest live TTL deadline among its views).
+when a live TTL deadline passes, or when ``protects(pressure)`` flips; the memo is checked against
+exactly those: the node's key object (a split replaces it), its mark and the mark's version, the
+version of each workflow record it was built from, whether the table forgot any workflow since,
+the ``protects`` flag, and the earliest live TTL deadline among its views. A memo hit costs a
+handful of attribute reads.
 
 This class does not subclass SGLang's ``EvictionStrategy`` so that importing it never imports
 sglang; SGLang only calls ``get_priority``.
@@ -35,7 +37,44 @@ if TYPE_CHECKING:
     from saga_sgl.worker.runtime import WorkerRuntime
 
 KEY_ATTR = "_saga_key"
-"""Node attribute: (stamp, protects, valid_until_s, key) of the last key computed for the node."""
+"""Node attribute: the :class:`_Memo` of the last key computed for the node."""
+_PROTECTED = int(Tier.PROTECTED)
+
+
+class _Memo:
+    """A node's last key and exactly the inputs that, by the policy contract, can change it."""
+
+    __slots__ = (
+        "forget_epoch",
+        "key",
+        "mark",
+        "mark_version",
+        "protects",
+        "radix_key",
+        "records",
+        "valid_until_s",
+    )
+
+    def __init__(
+        self,
+        *,
+        radix_key: Any,
+        mark: NodeMark | None,
+        mark_version: int,
+        records: tuple[tuple[Any, int], ...],
+        protects: bool,
+        valid_until_s: float,
+        forget_epoch: int,
+        key: EvictionKey,
+    ) -> None:
+        self.radix_key = radix_key
+        self.mark = mark
+        self.mark_version = mark_version
+        self.records = records
+        self.protects = protects
+        self.valid_until_s = valid_until_s
+        self.forget_epoch = forget_epoch
+        self.key = key
 
 
 class SagaEvictionStrategy:
@@ -44,41 +83,67 @@ class SagaEvictionStrategy:
     def __init__(self, runtime: WorkerRuntime, policy: EvictionPolicy) -> None:
         self.runtime = runtime
         self.policy = policy
+        self._protects_at = math.nan
+        self._protects = False
 
     def __repr__(self) -> str:
         return f"SagaEvictionStrategy(policy={self.policy.name!r})"
 
     def get_priority(self, node: Any) -> EvictionKey:
+        # Hot path: SGLang calls this for every evictable leaf on every eviction call.
         runtime = self.runtime
-        now_s, pressure = runtime.key_context()
+        now_s = runtime.round_now_s if runtime.in_round else runtime.clock.now_s()
+        pressure = runtime.last_pressure
         try:
             key = self._key(node, now_s, pressure)
         except Exception as exc:  # a bad hint must never take the scheduler down
             runtime.hook_failed("eviction_key", exc)
             key = self.fallback_key(node)
-        runtime.note_key(key, len(node.key))
+        if runtime.in_round and key[0] == _PROTECTED:
+            runtime.round_protected_tokens += len(node.key)
         return key
 
     def _key(self, node: Any, now_s: float, pressure: float) -> EvictionKey:
-        protects = self.policy.protects(pressure)
+        if pressure != self._protects_at:
+            self._protects_at = pressure
+            self._protects = self.policy.protects(pressure)
+        protects = self._protects
         attrs = node.__dict__
         mark: NodeMark | None = attrs.get(MARK_ATTR)
-        num_tokens = len(node.key)
-        if mark is None:
-            stamp: tuple[Any, ...] = (num_tokens,)
-        else:
-            table = self.runtime.table
-            stamp = (num_tokens, mark.version, *[_version(table.get(w)) for w in mark.workflows])
-        memo = attrs.get(KEY_ATTR)
-        if memo is not None and memo[0] == stamp and memo[1] is protects and now_s < memo[2]:
-            return memo[3]  # type: ignore[no-any-return]
+        radix_key = node.key
+        table = self.runtime.table
+        memo: _Memo | None = attrs.get(KEY_ATTR)
+        if (
+            memo is not None
+            and memo.radix_key is radix_key  # a split gives the node a new, shorter key object
+            and memo.mark is mark
+            and (mark is None or memo.mark_version == mark.version)
+            and memo.protects is protects
+            and now_s < memo.valid_until_s
+            and memo.forget_epoch == table.num_forgotten
+            and _records_unchanged(memo.records)
+        ):
+            return memo.key
         views = self.views(node)
         key = max(self.policy.key(view, now_s, pressure) for view in views)
         valid_until_s = min(
             (v.ttl_deadline_s for v in views if v.ttl_deadline_s is not None and v.ttl_deadline_s > now_s),
             default=math.inf,
         )
-        attrs[KEY_ATTR] = (stamp, protects, valid_until_s, key)
+        records: tuple[tuple[Any, int], ...] = ()
+        if mark is not None:
+            found = (table.get(w) for w in mark.workflows)
+            records = tuple((r, r.version) for r in found if r is not None)
+        attrs[KEY_ATTR] = _Memo(
+            radix_key=radix_key,
+            mark=mark,
+            mark_version=-1 if mark is None else mark.version,
+            records=records,
+            protects=protects,
+            valid_until_s=valid_until_s,
+            forget_epoch=table.num_forgotten,
+            key=key,
+        )
         return key
 
     def views(self, node: Any) -> list[CacheEntryView]:
@@ -131,14 +196,16 @@ class SagaEvictionStrategy:
         return EvictionKey(int(Tier.ORDINARY), last_use_s, 0.0, node.id)
 
 
+def _records_unchanged(records: tuple[tuple[Any, int], ...]) -> bool:
+    if len(records) == 1:  # the common case: a node private to one workflow
+        return bool(records[0][0].version == records[0][1])
+    return all(record.version == version for record, version in records)
+
+
 def victim_tier(node: Any) -> int | None:
     """Tier of the key ``node`` was last ranked with (None if it never was)."""
     memo = node.__dict__.get(KEY_ATTR)
-    return None if memo is None else int(memo[3][0])
-
-
-def _version(record: Any) -> int:
-    return -1 if record is None else int(record.version)
+    return None if memo is None else int(memo.key[0])
 
 
 def _depth_tokens(node: Any) -> int:

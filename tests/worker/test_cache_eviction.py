@@ -284,6 +284,9 @@ def test_failing_policy_falls_back_to_last_use_order(make_harness: Any, kind: st
         def key(self, entry: Any, now_s: float, pressure: float) -> Any:
             raise RuntimeError("boom")
 
+        def protects(self, pressure: float) -> bool:
+            return False
+
     strategy.policy = Broken()
     _ = [h.run(ctx(100 + 20 * i, 20)) or h.clock.advance(1.0) for i in range(4)]
     assert h.resident_tokens(ctx(100, 20)) == 0  # oldest went first: stock-like order
