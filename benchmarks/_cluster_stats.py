@@ -102,7 +102,7 @@ def _path_ids(trace: Sequence[tuple[tuple[int, int], ...]]) -> list[list[tuple[i
     return out
 
 
-def eviction_cost_vs_belady(result: SimResult) -> dict[str, float]:
+def eviction_cost_vs_belady(result: SimResult) -> dict[str, float | None]:
     """The policy's eviction-caused recompute (tokens recomputed on a worker that had computed them
     before) over Belady's, replayed on each worker's own access sequence at its KV capacity.
 
@@ -127,7 +127,8 @@ def eviction_cost_vs_belady(result: SimResult) -> dict[str, float]:
     return {
         "policy_evicted_recompute_tokens": float(policy),
         "belady_evicted_recompute_tokens": float(belady),
-        "ratio": float(policy / belady) if belady > 0 else (1.0 if policy == 0 else float("inf")),
+        # None when Belady needs no eviction recompute at all (the ratio is then undefined).
+        "ratio": float(policy / belady) if belady > 0 else (1.0 if policy == 0 else None),
     }
 
 

@@ -3,23 +3,36 @@
 Every configuration row replays the *identical* generated workload (common random numbers: same
 tasks, prompts, outputs and tool latencies) on a simulated cluster of SGLang-like workers; every
 decision comes from ``saga_sgl.policy`` by registry name (rows in ``saga_sgl.sim.rows``). Several
-workload seeds; paired per-task statistics.
+workload seeds; paired per-task statistics (geomean of TCT ratios over the same task ids, bootstrap
+95% CI over tasks, Wilcoxon signed-rank p). Only tasks arriving in the middle 80% of the arrival
+window count (warm-up and cool-down dropped); every counted task runs to completion.
 
 Modes:
 
-* ``--quick``: 16 workers (Llama-3-8B, TP1, A100 profiles), short horizons, 2 seeds, small sweeps;
-  at most ~3 minutes on 2 CPU cores.
-* ``--full``: 64 GPUs as the paper's 16 x Llama-3-70B TP4 replicas (A100 profiles), 600 s horizons,
-  5 seeds, every sweep point. Tens of minutes.
+* ``--quick`` (default): 16 workers = 16 x Llama-3-8B TP1 on A100 profiles, 150 s arrival windows,
+  2 seeds, sections main, kv_pressure, cv_sweep, throughput. About 3 minutes on 2 CPU cores.
+* ``--full``: 64 GPUs = the paper's 16 x Llama-3-70B TP4 replicas (A100 profiles), 600 s arrival
+  windows, 5 seeds, every section and sweep point. Tens of minutes; run it manually or nightly.
 
-Sections: ``main`` (every row on the SWE-bench-like, WebArena-like and 10-tenant workloads: TCT
-geomean/p50/p99, ratio to each baseline with bootstrap CI and Wilcoxon p, SLO attainment per tenant
-class, Jain fairness, KV hit rate, recomputed tokens, KV utilisation, throughput, eviction cost vs
-Belady), ``ablations`` (each SAGA mechanism removed), ``cv_sweep`` (tool-latency CV, mean 1.2 s) and
-``throughput`` (closed-loop saturated load: BFS / DFS / SAGA order).
+Sections (``--sections``):
 
-Output (``--out DIR``): ``cluster.json`` (all numbers, machine and settings; per row
-``<row>.tct_ratio_vs_best_baseline``), ``cluster.md`` (tables) and PNG plots.
+* ``main``: every row (round_robin, sglang_cache_aware, vllm_apc_affinity, saga, saga_wa_lru,
+  oracle_belady, oracle_infinite_kv) on the SWE-bench-like (``swe``), WebArena-like (``web``) and
+  10-tenant (``tenants``) workloads at the cluster's derived KV capacity: TCT geomean/p50/p99, ratio
+  to each baseline, SLO attainment (TCT <= 1.5 x isolated TCT) per tenant class, Jain fairness over
+  per-tenant mean slowdown, KV hit rate, recomputed prefill tokens, KV utilisation, throughput and
+  eviction cost relative to Belady replayed on each row's own per-worker access sequence.
+* ``kv_pressure``: the same rows plus every ablation (each SAGA mechanism removed) on ``swe`` with a
+  KV budget of ``pressure_kv_tokens`` per replica, the regime where eviction and placement of KV
+  matter (at the derived ~400K tokens per replica the 8B cluster is compute-bound first).
+* ``ablations``: the ablation rows at the derived capacity (full mode default; quick: opt-in).
+* ``cv_sweep``: tool-latency CV 0.5-3 with the mean held at 1.2 s (paper Table 10), KV-pressure cluster.
+* ``throughput``: closed-loop saturated load, BFS (request-level round robin) / DFS (SAGA routing,
+  at most 4 running requests per worker) / SAGA; completed tasks per minute (paper Table 8).
+
+Output (``--out DIR``): ``cluster.json`` (all numbers, the machine and every setting; per row
+``<row>.tct_ratio_vs_best_baseline`` = geomean over swe and web of the paired TCT ratio against the
+best baseline of each workload, > 1 = faster), ``cluster.md`` (tables) and PNG plots (Agg backend).
 """
 
 from __future__ import annotations
@@ -68,18 +81,23 @@ class Mode:
     sweep_horizon_s: float
     closed_loop_agents: int
     closed_loop_tasks: int
+    pressure_kv_tokens: int
+    """KV budget per replica of the ``kv_pressure`` section (tokens)."""
+    pressure_rate: float
 
 
 QUICK = Mode(
     name="quick",
     cluster=ClusterSettings(num_workers=16, model="llama-3-8b", gpu="a100", tp=1),
     seeds=(1, 2),
-    horizon_s=180.0,
+    horizon_s=150.0,
     rates={"swe": 48.0, "web": 160.0, "tenants": 0.25},
     cv_points=(0.5, 1.0, 2.0, 3.0),
     sweep_horizon_s=120.0,
     closed_loop_agents=6,
     closed_loop_tasks=10,
+    pressure_kv_tokens=120_000,
+    pressure_rate=40.0,
 )
 FULL = Mode(
     name="full",
@@ -91,6 +109,8 @@ FULL = Mode(
     sweep_horizon_s=300.0,
     closed_loop_agents=8,
     closed_loop_tasks=16,
+    pressure_kv_tokens=120_000,
+    pressure_rate=20.0,
 )
 
 
@@ -138,17 +158,31 @@ def build_jobs(mode: Mode, sections: set[str]) -> list[tuple[Any, ...]]:
             for seed in mode.seeds:
                 for row in R.MAIN_ROWS:
                     jobs.append(("main", _workload_spec(mode, scenario, seed), row, c, True, False))
+    if "kv_pressure" in sections:
+        pc = dataclasses.replace(
+            c, worker=dataclasses.replace(c.worker, kv_capacity_tokens=mode.pressure_kv_tokens)
+        )
+        for seed in mode.seeds:
+            for row in (*R.MAIN_ROWS, *R.ABLATIONS):
+                spec = dataclasses.replace(_workload_spec(mode, "swe", seed), rate_per_min=mode.pressure_rate)
+                jobs.append(("kv_pressure", spec, row, pc, True, False))
     if "ablations" in sections:
         for seed in mode.seeds[:1]:
             for row in (R.SAGA, R.VLLM_AFFINITY, *R.ABLATIONS):
                 jobs.append(("ablations", _workload_spec(mode, "swe", seed), row, c, False, False))
     if "cv_sweep" in sections:
+        # On the KV-pressure cluster: tool-latency variance only matters when KV must be evicted.
+        pc = dataclasses.replace(
+            c, worker=dataclasses.replace(c.worker, kv_capacity_tokens=mode.pressure_kv_tokens)
+        )
         for cv in mode.cv_points:
             for row in (R.VLLM_AFFINITY, R.SAGA):
                 spec = dataclasses.replace(
-                    _workload_spec(mode, "swe", mode.seeds[0], tool_cv=cv), horizon_s=mode.sweep_horizon_s
+                    _workload_spec(mode, "swe", mode.seeds[0], tool_cv=cv),
+                    horizon_s=mode.sweep_horizon_s,
+                    rate_per_min=mode.pressure_rate,
                 )
-                jobs.append(("cv_sweep", spec, row, c, False, False))
+                jobs.append(("cv_sweep", spec, row, pc, False, False))
     if "throughput" in sections:
         for row in THROUGHPUT_ROWS:
             spec = WorkloadSpec(
@@ -176,47 +210,42 @@ THROUGHPUT_ROWS = (
 def aggregate(results: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {}
-    main = [r for r in results if r["section"] == "main"]
     base_labels = [b.label for b in R.BASELINES]
-    per: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in main:
-        per.setdefault((r["scenario"], r["row"]), []).append(r)
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for r in results:
+        if r["section"] == "main":
+            name = r["scenario"]
+        elif r["section"] == "kv_pressure":
+            name = f"{r['scenario']}@kv_pressure"
+        else:
+            continue
+        groups.setdefault(name, {}).setdefault(r["row"], []).append(r)
     scen_out: dict[str, Any] = {}
-    for scenario in ("swe", "web", "tenants"):
+    for name, by_row in groups.items():
         rows_out: dict[str, Any] = {}
-        tct = {
-            label: {k: v for r in per.get((scenario, label), []) for k, v in r["tct"].items()}
-            for label in [row.label for row in R.MAIN_ROWS]
-        }
-        best = min(base_labels, key=lambda b: geomean(list(tct[b].values())) if tct[b] else float("inf"))
-        for row in R.MAIN_ROWS:
-            runs = per.get((scenario, row.label), [])
-            if not runs:
-                continue
+        tct = {label: {k: v for r in runs for k, v in r["tct"].items()} for label, runs in by_row.items()}
+        best = min(base_labels, key=lambda b: geomean(list(tct[b].values())) if tct.get(b) else float("inf"))
+        for label, runs in by_row.items():
             m = _mean_metrics([r["metrics"] for r in runs])
-            m["tct_geomean_s"] = geomean(list(tct[row.label].values()))
-            m["ratios"] = {b: paired_ratio(tct[b], tct[row.label], rng) for b in base_labels}
+            m["tct_geomean_s"] = geomean(list(tct[label].values()))
+            m["ratios"] = {b: paired_ratio(tct[b], tct[label], rng) for b in base_labels if b in tct}
             m["tct_ratio_vs_best_baseline"] = m["ratios"][best]["ratio"]
             m["best_baseline"] = best
-            rows_out[row.label] = m
-        scen_out[scenario] = rows_out
+            rows_out[label] = m
+        order = [r.label for r in (*R.MAIN_ROWS, *R.ABLATIONS)]
+        scen_out[name] = {k: rows_out[k] for k in sorted(rows_out, key=order.index)}
     out["scenarios"] = scen_out
-    # Headline: geomean over the two paper workloads of SAGA's ratio vs the best baseline of each.
+    # Headline: geomean over the two paper workloads of each row's ratio vs the best baseline there.
     head = {}
     for row in R.MAIN_ROWS:
-        ratios = [
-            scen_out[s][row.label]["tct_ratio_vs_best_baseline"]
-            for s in HEADLINE_SCENARIOS
-            if row.label in scen_out.get(s, {})
-        ]
-        if ratios:
+        have = [sc for sc in HEADLINE_SCENARIOS if row.label in scen_out.get(sc, {})]
+        if len(have) == len(HEADLINE_SCENARIOS):
             head[row.label] = {
-                "tct_ratio_vs_best_baseline": geomean(ratios),
+                "tct_ratio_vs_best_baseline": geomean(
+                    [scen_out[sc][row.label]["tct_ratio_vs_best_baseline"] for sc in have]
+                ),
                 "tct_ratio_vs_vllm_apc_affinity": geomean(
-                    [
-                        scen_out[s][row.label]["ratios"]["vllm_apc_affinity"]["ratio"]
-                        for s in HEADLINE_SCENARIOS
-                    ]
+                    [scen_out[sc][row.label]["ratios"]["vllm_apc_affinity"]["ratio"] for sc in have]
                 ),
             }
     out["headline"] = head
@@ -241,7 +270,17 @@ def aggregate(results: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
 
 def _mean_metrics(ms: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if "eviction_cost_vs_belady" in ms[0]:
+        pol = sum(m["eviction_cost_vs_belady"]["policy_evicted_recompute_tokens"] for m in ms)
+        bel = sum(m["eviction_cost_vs_belady"]["belady_evicted_recompute_tokens"] for m in ms)
+        out["eviction_cost_vs_belady"] = {
+            "policy_evicted_recompute_tokens": pol,
+            "belady_evicted_recompute_tokens": bel,
+            "ratio": pol / bel if bel > 0 else (1.0 if pol == 0 else None),
+        }
     for k, v in ms[0].items():
+        if k == "eviction_cost_vs_belady":
+            continue
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             out[k] = float(np.mean([m[k] for m in ms]))
         elif isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values()):
@@ -280,7 +319,8 @@ def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
         ]
         for label, m in rows.items():
             best = m["ratios"][m["best_baseline"]]
-            eb = m.get("eviction_cost_vs_belady", {}).get("ratio", float("nan"))
+            eb = m.get("eviction_cost_vs_belady", {}).get("ratio")
+            eb = float("nan") if eb is None else eb
             lines.append(
                 f"| {label} | {m['tct_geomean_s']:.1f} | {m['tct_p50_s']:.1f} | {m['tct_p99_s']:.1f} | "
                 f"{best['ratio']:.3f} ({best['ci_low']:.3f}-{best['ci_high']:.3f}) [{best['p_value']:.1e}] | "
@@ -359,24 +399,39 @@ def plots(agg: dict[str, Any], out: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true", help="16 workers, short horizons, 2 seeds (default)")
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help="16 workers (Llama-3-8B TP1, A100 profiles), 150 s arrival windows, 2 seeds (default)",
+    )
     g.add_argument("--full", action="store_true", help="64 GPUs (16 x Llama-3-70B TP4), 600 s, 5 seeds")
     p.add_argument(
         "--out", type=Path, default=Path("bench-out"), help="output directory (JSON, markdown, PNG)"
     )
     p.add_argument(
         "--sections",
-        default="main,ablations,cv_sweep,throughput",
-        help="comma-separated subset of main,ablations,cv_sweep,throughput",
+        default=None,
+        help="comma-separated subset of main,kv_pressure,ablations,cv_sweep,throughput "
+        "(default: quick = all but ablations; full = all)",
     )
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     p.add_argument("--seeds", type=str, default=None, help="override workload seeds, e.g. 1,2,3")
     p.add_argument("--no-progress", action="store_true", help="disable the tqdm progress bar")
+    p.add_argument(
+        "--vidur-dir",
+        type=str,
+        default=None,
+        help="re-derive the GPU cost constants from this Vidur profile folder (default: the constants "
+        "shipped in saga_sgl/sim/cost_constants.json, derived from ../shared/data/vidur)",
+    )
     args = p.parse_args(argv)
     mode = FULL if args.full else QUICK
+    if args.vidur_dir:
+        mode = dataclasses.replace(mode, cluster=dataclasses.replace(mode.cluster, vidur_dir=args.vidur_dir))
     if args.seeds:
         mode = dataclasses.replace(mode, seeds=tuple(int(x) for x in args.seeds.split(",")))
-    sections = set(args.sections.split(","))
+    default_sections = "main,kv_pressure,cv_sweep,throughput" + (",ablations" if args.full else "")
+    sections = set((args.sections or default_sections).split(","))
     jobs = build_jobs(mode, sections)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -391,8 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     agg = aggregate(results, mode)
     header = {
         "mode": mode.name,
-        "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''} "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": _machine(),
         "cluster": dataclasses.asdict(mode.cluster),
         "seeds": mode.seeds,
         "horizon_s": mode.horizon_s,
@@ -417,6 +471,18 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(agg, header))
     print(f"wall {header['wall_s']:.1f} s; wrote {args.out}/cluster.json, cluster.md, {header['plots']}")
     return 0
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs, {platform.system()}, Python {platform.python_version()}"
 
 
 class _Serial:

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saga_sgl.policy.decisions import FairShareEpoch
 from saga_sgl.policy.views import CacheEntryView, WorkerId, WorkflowId, WorkflowState
 from saga_sgl.sim.cost_model import CostSettings, ProfileCostModel
+from saga_sgl.sim.derive_cost_constants import derive
 from saga_sgl.sim.engine import Engine, Event, EventKind
 from saga_sgl.sim.metrics import Recorder, SimResult
 from saga_sgl.sim.radix import Node
@@ -47,10 +49,15 @@ class ClusterSettings:
     tp: int = 1
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     cost: CostSettings = field(default_factory=CostSettings)
+    vidur_dir: str | None = None
+    """Derive the cost constants from this Vidur profiling folder instead of the shipped
+    ``cost_constants.json`` (e.g. ``../shared/data/vidur``)."""
     epoch_s: float = 0.1
     """Period of the AFS epoch and the steal planner (paper: 100 ms)."""
     slo_factor: float = 1.5
     """SLO deadline = slo_factor x expected (isolated) completion time (paper: 1.5)."""
+    max_next_use_refreshes: int = 8
+    """Re-predictions of one tool gap's end once the previous prediction has passed (bounds events)."""
     max_sim_s: float = 36000.0
     """Safety stop of simulated time; unfinished tasks are reported, never silently dropped."""
 
@@ -68,6 +75,7 @@ class SimTask:
         "last_seq",
         "last_seq_tokens",
         "next_step",
+        "next_use_refreshes",
         "next_use_s",
         "oracle_next_use_s",
         "queued_since_s",
@@ -79,6 +87,7 @@ class SimTask:
         "tool_end_s",
         "tool_started_s",
         "ttl_deadline_s",
+        "view",
         "wid",
         "worker_id",
     )
@@ -102,10 +111,13 @@ class SimTask:
         self.times_stolen = 0
         self.reuse_prob: float | None = None
         self.next_use_s: float | None = None
+        self.next_use_refreshes = 0
         self.oracle_next_use_s: float | None = None
         self.ttl_deadline_s: float | None = None
         self.remaining_work_s = 0.0
         self.aeg: Any = None
+        self.view: Any = None
+        """Cached WorkflowView; reset to None whenever a field it reads changes."""
 
     @property
     def is_finished(self) -> bool:
@@ -134,6 +146,19 @@ class _CallRelease:
         return self.cluster.release_call(self.task, now_s)
 
 
+class _NextUseRefresh:
+    """The predicted end of a tool gap has passed; re-predict if the tool is still running."""
+
+    __slots__ = ("cluster", "started_s", "task")
+    kind = EventKind.EPOCH
+
+    def __init__(self, cluster: Cluster, task: SimTask, started_s: float) -> None:
+        self.cluster, self.task, self.started_s = cluster, task, started_s
+
+    def fire(self, now_s: float) -> Iterable[tuple[float, Event]]:
+        return self.cluster.refresh_next_use(self.task, self.started_s, now_s)
+
+
 class _Epoch:
     __slots__ = ("cluster",)
     kind = EventKind.EPOCH
@@ -153,7 +178,9 @@ class Cluster:
         self.bundle = bundle
         self.settings = settings
         self.engine = Engine()
+        constants = derive(Path(settings.vidur_dir)) if settings.vidur_dir else None
         self.cost = ProfileCostModel(
+            constants=constants,
             model=settings.model,
             gpu=settings.gpu,
             tp=settings.tp,
@@ -245,6 +272,7 @@ class Cluster:
             self.bundle.on_tool_end(self, task, now_s)
         task.current = call
         task.state = WorkflowState.QUEUED
+        task.view = None
         task.queued_since_s = now_s
         task.tool_started_s = task.tool_end_s = None
         task.ttl_deadline_s = task.next_use_s = task.oracle_next_use_s = None
@@ -253,6 +281,7 @@ class Cluster:
         placement = self.bundle.placement.place(self.views.call(task, call), self.views.workers(now_s), now_s)
         self.recorder.on_placement(task, placement.worker_id, placement.reason)
         task.worker_id = placement.worker_id
+        task.view = None
         return list(self.by_id[placement.worker_id].enqueue(call, now_s))
 
     # --- WorkerHost -----------------------------------------------------------------------------
@@ -294,6 +323,7 @@ class Cluster:
         task = call.host
         if isinstance(task, SimTask) and not call.is_rebuild:
             task.state = WorkflowState.RUNNING
+            task.view = None
             task.queued_since_s = None
         self.recorder.on_admit(worker, call, now_s)
 
@@ -311,16 +341,34 @@ class Cluster:
         if task.next_step >= len(task.spec.calls):
             return self._finish_task(task, now_s)
         task.state = WorkflowState.TOOL_GAP
+        task.view = None
         task.tool_started_s = now_s
         task.tool_end_s = now_s + spec.tool_latency_s
         task.oracle_next_use_s = task.tool_end_s
         self.bundle.on_tool_start(self, task, worker, now_s)
+        out: list[tuple[float, Event]] = [(task.tool_end_s, _CallRelease(self, task))]
         if self.bundle.predictions:
             self.refresh_views(task, now_s)
-        return [(task.tool_end_s, _CallRelease(self, task))]
+            if task.next_use_s is not None and task.next_use_s < task.tool_end_s:
+                out.append((max(task.next_use_s, now_s), _NextUseRefresh(self, task, now_s)))
+        return out
+
+    def refresh_next_use(self, task: SimTask, started_s: float, now_s: float) -> list[tuple[float, Event]]:
+        if task.state is not WorkflowState.TOOL_GAP or task.tool_started_s != started_s:
+            return []  # the tool already returned: nothing to re-predict
+        if task.next_use_refreshes >= self.settings.max_next_use_refreshes:
+            return []
+        if not self.bundle.refresh_next_use(self, task, now_s):
+            return []
+        self.refresh_views(task, now_s)
+        assert task.next_use_s is not None and task.tool_end_s is not None
+        if task.next_use_s < task.tool_end_s:
+            return [(task.next_use_s, _NextUseRefresh(self, task, started_s))]
+        return []
 
     def _finish_task(self, task: SimTask, now_s: float) -> list[tuple[float, Event]]:
         task.state = WorkflowState.FINISHED
+        task.view = None
         task.finished_s = now_s
         self.active.pop(task.wid, None)
         self.recorder.on_task_finished(task, now_s)
@@ -353,6 +401,7 @@ class Cluster:
             return []  # stale (the paper's acceptance check): the workflow moved or finished
         thief = self.by_id[steal.thief]
         task.times_stolen += 1
+        task.view = None
         task.worker_id = WorkerId(steal.thief)
         self.recorder.on_steal(task, steal, now_s)
         if task.state is WorkflowState.QUEUED and task.current is not None:

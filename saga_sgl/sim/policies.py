@@ -132,10 +132,35 @@ class PolicyBundle:
             mean_call_s = cluster.cost.decode_time_s(200, context)
             delay = expected_queue_delay_s(len(worker.waiting), worker.num_running, mean_call_s)
             task.next_use_s = self.next_use.next_use_at_s(tool, now_s, now_s, delay)
+            task.next_use_refreshes = 0
         if self.ttl is not None:
             task.ttl_deadline_s = self.ttl.deadline_s(tool, now_s, worker.pressure)
         if self.fairness is not None:
             task.remaining_work_s = self._remaining_work(cluster, task, step, context)
+        task.view = None
+
+    def refresh_next_use(self, cluster: Cluster, task: SimTask, now_s: float) -> bool:
+        """The predicted next use has passed and the tool is still running: predict again from the
+        tool latency *conditional on the time already elapsed* (heavy tails: the longer a tool has
+        run, the longer it is expected to keep running). Returns True if the prediction moved."""
+        if self.next_use is None or task.tool_started_s is None or task.next_step == 0:
+            return False
+        spec = task.spec.calls[task.next_step - 1]
+        worker = cluster.by_id[task.worker_id] if task.worker_id is not None else None
+        delay = 0.0
+        if worker is not None:
+            from saga_sgl.aeg.predict import expected_queue_delay_s
+
+            mean_call_s = cluster.cost.decode_time_s(200, task.last_seq_tokens)
+            delay = expected_queue_delay_s(len(worker.waiting), worker.num_running, mean_call_s)
+        tool = ToolType(spec.tool or "finish")
+        new = self.next_use.next_use_at_s(tool, task.tool_started_s, now_s, delay)
+        if task.next_use_s is not None and new <= task.next_use_s:
+            return False
+        task.next_use_s = new
+        task.next_use_refreshes += 1
+        task.view = None
+        return True
 
     def on_tool_end(self, cluster: Cluster, task: SimTask, now_s: float) -> None:
         if self.latency is None or task.tool_started_s is None or task.next_step == 0:

@@ -147,25 +147,30 @@ class ViewBuilder:
 
     # --- workflows and tenants ------------------------------------------------------------------
     def workflows(self, now_s: float) -> list[WorkflowView]:
+        """Views of the active workflows; each is rebuilt only after its workflow changed."""
         out = []
         for task in self._cluster.active.values():
-            cached = task.last_seq_tokens if task.state is WorkflowState.TOOL_GAP else 0
-            out.append(
-                WorkflowView(
-                    workflow_id=task.wid,
-                    tenant_id=TenantId(task.spec.tenant),
-                    worker_id=task.worker_id,
-                    state=task.state,
-                    admitted_at_s=task.admitted_s,
-                    cached_prefix_tokens=cached,
-                    remaining_work_s=task.remaining_work_s,
-                    deadline_s=task.deadline_s,
-                    queued_since_s=task.queued_since_s if task.state is WorkflowState.QUEUED else None,
-                    tool_gap_ends_at_s=task.next_use_s if task.state is WorkflowState.TOOL_GAP else None,
-                    times_stolen=task.times_stolen,
-                )
-            )
+            view = task.view
+            if view is None:
+                view = task.view = self._workflow(task)
+            out.append(view)
         return out
+
+    def _workflow(self, task: SimTask) -> WorkflowView:
+        gap = task.state is WorkflowState.TOOL_GAP
+        return WorkflowView(
+            workflow_id=task.wid,
+            tenant_id=TenantId(task.spec.tenant),
+            worker_id=task.worker_id,
+            state=task.state,
+            admitted_at_s=task.admitted_s,
+            cached_prefix_tokens=task.last_seq_tokens if gap else 0,
+            remaining_work_s=task.remaining_work_s,
+            deadline_s=task.deadline_s,
+            queued_since_s=task.queued_since_s if task.state is WorkflowState.QUEUED else None,
+            tool_gap_ends_at_s=task.next_use_s if gap else None,
+            times_stolen=task.times_stolen,
+        )
 
     def tenants(self) -> list[TenantView]:
         return [TenantView(tenant_id=TenantId(t)) for t in self._cluster.workload.tenants]
