@@ -97,4 +97,11 @@ class WorkerMetrics:
         """Serve this runtime's registry on ``port`` (scheduler process, background thread)."""
         from prometheus_client import start_http_server
 
-        self._server = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        self._server, _ = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+    def close(self) -> None:
+        """Stop the port of ours, if one is served."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -75,9 +75,11 @@ class WorkerRuntime:
             self._metrics_served = True
 
     def close(self) -> None:
+        """Stop the control channel and our metrics port (tests; a scheduler just exits)."""
         if self.control is not None:
             self.control.close()
             self.control = None
+        self.metrics.close()
 
     # --- failures --------------------------------------------------------------------------------
 

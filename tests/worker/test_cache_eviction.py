@@ -336,3 +336,21 @@ def test_every_registered_policy_evicts_through_the_adapter(
     evicted = h.runtime.metrics.value("evicted_tokens")
     assert evicted == 78 - sum(after.values())
     assert h.runtime.metrics.value("evicted_tokens", tier="unranked") == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_failing_checkpoint_hook_keeps_sglangs_result(
+    make_harness: Any, kind: str, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    h = make_harness(kind, "reuse_time", allow_hook_failures=True)
+
+    def broken(req: Any, leaf: Any) -> None:
+        raise KeyError("no such node")
+
+    monkeypatch.setattr(h.runtime, "on_checkpoint", broken)
+    h.run(ctx(100, 10), hint=hinted("A"))
+    h.run(ctx(200, 10), hint=hinted("B"))
+    assert h.resident_tokens(ctx(100, 10)) == 10 and h.resident_tokens(ctx(200, 10)) == 10
+    hook = "checkpoint_into_tree" if kind == "unified" else "legacy_checkpoint"
+    assert h.runtime.metrics.value("hook_failures", hook=hook) == 2
+    assert sum(f"hook {hook} failed" in r.getMessage() for r in caplog.records) == 1

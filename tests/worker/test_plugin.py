@@ -260,3 +260,28 @@ def test_calc_priority_leaves_stock_policies_alone(make_harness: Any) -> None:
     waiting = [_queued_req("a", 0.0), _queued_req("b", 9.0)]
     policy.calc_priority(waiting)
     assert [r.rid for r in waiting] == ["a", "b"]
+
+
+# --- metrics endpoint of our own --------------------------------------------------------------------
+
+
+def test_metrics_served_on_a_port_of_ours() -> None:
+    import urllib.request
+
+    from saga_sgl.clock import ManualClock
+    from saga_sgl.local_workers import free_port
+    from saga_sgl.worker.runtime import WorkerRuntime
+
+    runtime = WorkerRuntime(clock=ManualClock())
+    port = free_port()
+    runtime.configure(WorkerSettings(metrics_port=port))
+    runtime.metrics.inc("evictions", tier="dead")
+    runtime.metrics.inc("evicted_tokens", 30, tier="dead")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    finally:
+        runtime.close()
+    assert 'saga_worker_evictions_total{tier="dead"} 1.0' in text
+    assert 'saga_worker_evicted_tokens_total{tier="dead"} 30.0' in text
+    assert runtime.metrics.snapshot()["evicted_tokens{dead}"] == 30.0
