@@ -51,6 +51,8 @@ class WorkflowHint:
     updated_at_s: float = 0.0
     version: int = 0
     """Bumped on every change; the strategy's per-node key memo checks it."""
+    ttl_expiry_counted: bool = False
+    """The current TTL deadline has already been counted as expired."""
 
 
 @dataclass(slots=True)
@@ -84,6 +86,8 @@ class HintTable:
         self._ttl_heap: list[tuple[float, str]] = []
         self.num_forgotten = 0
         """Workflows dropped because the table was full."""
+        self.num_ttl_expiries = 0
+        """TTL deadlines that passed before being replaced or cleared, each counted once."""
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -105,8 +109,12 @@ class HintTable:
         record.version += 1
         return record
 
-    def _set_ttl(self, record: WorkflowHint, deadline_s: float | None) -> None:
+    def _set_ttl(self, record: WorkflowHint, deadline_s: float | None, now_s: float) -> None:
+        old = record.ttl_deadline_s
+        if old is not None and old <= now_s and not record.ttl_expiry_counted:
+            self.num_ttl_expiries += 1  # it expired before anyone drained the heap
         record.ttl_deadline_s = deadline_s
+        record.ttl_expiry_counted = False
         if deadline_s is not None:
             heapq.heappush(self._ttl_heap, (deadline_s, record.workflow_id))
 
@@ -115,7 +123,7 @@ class HintTable:
         record = self._touch(hint.workflow_id, received_at_s)
         record.reuse_prob = hint.reuse_prob
         record.next_use_at_s = None if hint.next_use_in_s is None else received_at_s + hint.next_use_in_s
-        self._set_ttl(record, received_at_s + hint.ttl_s if hint.ttl_s > 0 else None)
+        self._set_ttl(record, received_at_s + hint.ttl_s if hint.ttl_s > 0 else None, received_at_s)
         record.is_terminal = hint.terminal
         # A new call of the workflow shows it is alive, whatever was said before.
         record.is_finished = False
@@ -132,31 +140,30 @@ class HintTable:
         match message:
             case ToolStarted(tool=tool, ttl_s=ttl_s, next_use_in_s=next_use_in_s):
                 record.tool = tool
-                self._set_ttl(record, now_s + ttl_s if ttl_s > 0 else None)
+                self._set_ttl(record, now_s + ttl_s if ttl_s > 0 else None, now_s)
                 if next_use_in_s is not None:
                     record.next_use_at_s = now_s + next_use_in_s
             case ToolFinished():
                 # The tool returned: the next call is imminent, and the TTL has done its job
                 # (the paper's repository clears the deadline when the tool returns).
                 record.next_use_at_s = now_s
-                self._set_ttl(record, None)
+                self._set_ttl(record, None, now_s)
             case WorkflowFinished():
                 record.is_finished = True
                 record.next_use_at_s = None
-                self._set_ttl(record, None)
+                self._set_ttl(record, None, now_s)
             case TtlChanged(ttl_s=ttl_s):
-                self._set_ttl(record, now_s + ttl_s if ttl_s > 0 else None)
+                self._set_ttl(record, now_s + ttl_s if ttl_s > 0 else None, now_s)
         return True
 
-    def pop_expired_ttls(self, now_s: float) -> int:
-        """Count TTL deadlines that passed by ``now_s`` (each live deadline once)."""
-        expired = 0
+    def pop_expired_ttls(self, now_s: float) -> None:
+        """Count the current TTL deadlines that passed by ``now_s`` (``num_ttl_expiries``)."""
         while self._ttl_heap and self._ttl_heap[0][0] <= now_s:
             deadline_s, workflow_id = heapq.heappop(self._ttl_heap)
             record = self._by_id.get(workflow_id)
-            if record is not None and record.ttl_deadline_s == deadline_s:
-                expired += 1
-        return expired
+            if record is not None and record.ttl_deadline_s == deadline_s and not record.ttl_expiry_counted:
+                record.ttl_expiry_counted = True
+                self.num_ttl_expiries += 1
 
     def snapshot(self, limit: int = 20) -> dict[str, Any]:
         """Bounded debug view (no prompts, no token ids)."""

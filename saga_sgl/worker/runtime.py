@@ -133,7 +133,8 @@ class WorkerRuntime:
                     self.metrics.inc("hint_updates", source="control")
                 else:
                     self.metrics.inc("unknown_workflow_messages")
-        self.metrics.inc("ttl_expiries", self.table.pop_expired_ttls(now_s))
+        self.table.pop_expired_ttls(now_s)
+        self.metrics.inc("ttl_expiries", self.table.num_ttl_expiries - self.metrics.value("ttl_expiries"))
         forgotten = self.table.num_forgotten - self.metrics.value("forgotten_workflows")
         self.metrics.inc("forgotten_workflows", forgotten)
         self.metrics.set_gauge("tracked_workflows", len(self.table))
