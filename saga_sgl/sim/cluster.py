@@ -366,12 +366,21 @@ class Cluster:
             return [(task.next_use_s, _NextUseRefresh(self, task, started_s))]
         return []
 
-    def _finish_task(self, task: SimTask, now_s: float) -> list[tuple[float, Event]]:
+    def on_reject(self, worker: SimWorker, call: SimCall, now_s: float) -> list[tuple[float, Event]]:
+        """The call can never fit the worker's KV pool: the task fails (not counted in TCT stats)."""
+        self.recorder.counters["rejected_tasks"] += 1
+        task = call.host
+        if not isinstance(task, SimTask) or call.is_rebuild:
+            return []
+        return self._finish_task(task, now_s, failed=True)
+
+    def _finish_task(self, task: SimTask, now_s: float, failed: bool = False) -> list[tuple[float, Event]]:
         task.state = WorkflowState.FINISHED
         task.view = None
         task.finished_s = now_s
         self.active.pop(task.wid, None)
-        self.recorder.on_task_finished(task, now_s)
+        if not failed:
+            self.recorder.on_task_finished(task, now_s)
         self.bundle.on_task_finished(self, task, now_s)
         if self.bundle.predictions:
             self.refresh_views(task, now_s)

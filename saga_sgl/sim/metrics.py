@@ -47,7 +47,8 @@ class TaskRecord:
 
 @dataclass(slots=True)
 class SimResult:
-    """Everything one run produced. ``tasks`` holds finished tasks only; ``unfinished`` counts the rest."""
+    """Everything one run produced. ``tasks`` holds finished tasks only; ``unfinished`` counts the rest
+    (including ``rejected_tasks``: a call longer than the whole KV pool, which SGLang rejects)."""
 
     tasks: list[TaskRecord]
     unfinished: int
@@ -65,6 +66,7 @@ class SimResult:
         return {
             "num_tasks": len(self.tasks),
             "unfinished": self.unfinished,
+            "rejected_tasks": c.get("rejected_tasks", 0),
             "end_s": self.end_s,
             "kv_hit_rate": c["hit_tokens"] / prompt,
             "recomputed_tokens": c["recomputed_tokens"],

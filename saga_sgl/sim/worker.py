@@ -129,6 +129,8 @@ class WorkerHost(Protocol):
 
     def on_finish(self, worker: SimWorker, call: SimCall, now_s: float) -> Iterable[tuple[float, Event]]: ...
 
+    def on_reject(self, worker: SimWorker, call: SimCall, now_s: float) -> Iterable[tuple[float, Event]]: ...
+
 
 class WorkerStep:
     """End of a worker's iteration or decode run (stale if the worker's version moved on)."""
@@ -229,6 +231,9 @@ class SimWorker:
     # --- arrivals -------------------------------------------------------------------------------
     def enqueue(self, call: SimCall, now_s: float) -> Iterable[tuple[float, Event]]:
         self.now_s = now_s
+        if self.cache.pages(call.prompt_tokens) + call.output_tokens > self.capacity_tokens:
+            # Longer than the whole KV pool: SGLang rejects such a request up front.
+            return self.host.on_reject(self, call, now_s)
         call.worker = self
         call.enqueued_s = now_s
         self.waiting.append(call)
