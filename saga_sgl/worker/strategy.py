@@ -51,6 +51,8 @@ class _Memo:
         "mark_version",
         "protects",
         "radix_key",
+        "record",
+        "record_version",
         "records",
         "valid_until_s",
     )
@@ -60,8 +62,7 @@ class _Memo:
         *,
         radix_key: Any,
         mark: NodeMark | None,
-        mark_version: int,
-        records: tuple[tuple[Any, int], ...],
+        records: list[Any],
         protects: bool,
         valid_until_s: float,
         forget_epoch: int,
@@ -69,8 +70,11 @@ class _Memo:
     ) -> None:
         self.radix_key = radix_key
         self.mark = mark
-        self.mark_version = mark_version
-        self.records = records
+        self.mark_version = -1 if mark is None else mark.version
+        # One workflow per node is the common case: keep it out of a tuple for a cheap check.
+        self.record = records[0] if len(records) == 1 else None
+        self.record_version = records[0].version if len(records) == 1 else -1
+        self.records = tuple((r, r.version) for r in records) if len(records) > 1 else None
         self.protects = protects
         self.valid_until_s = valid_until_s
         self.forget_epoch = forget_epoch
@@ -90,56 +94,55 @@ class SagaEvictionStrategy:
         return f"SagaEvictionStrategy(policy={self.policy.name!r})"
 
     def get_priority(self, node: Any) -> EvictionKey:
-        # Hot path: SGLang calls this for every evictable leaf on every eviction call.
+        # Hot path: SGLang calls this for every evictable leaf on every eviction call, so the memo
+        # check is written out inline.
         runtime = self.runtime
-        now_s = runtime.round_now_s if runtime.in_round else runtime.clock.now_s()
-        pressure = runtime.last_pressure
-        try:
-            key = self._key(node, now_s, pressure)
-        except Exception as exc:  # a bad hint must never take the scheduler down
+        try:  # zero-cost unless it raises: a bad hint or policy must never take the scheduler down
+            now_s = runtime.round_now_s if runtime.in_round else runtime.clock.now_s()
+            pressure = runtime.last_pressure
+            if pressure != self._protects_at:
+                self._protects = self.policy.protects(pressure)
+                self._protects_at = pressure
+            attrs = node.__dict__
+            memo: _Memo | None = attrs.get(KEY_ATTR)
+            if (
+                memo is not None
+                and memo.radix_key is node.key  # a split gives the node a new, shorter key object
+                and memo.protects is self._protects
+                and now_s < memo.valid_until_s
+                and memo.forget_epoch == runtime.table.num_forgotten
+                and attrs.get(MARK_ATTR) is memo.mark
+                and (memo.mark is None or memo.mark.version == memo.mark_version)
+                and (memo.record is None or memo.record.version == memo.record_version)
+                and (memo.records is None or all(r.version == v for r, v in memo.records))
+            ):
+                key = memo.key
+            else:
+                key = self._compute_key(node, now_s, pressure)
+        except Exception as exc:
             runtime.hook_failed("eviction_key", exc)
             key = self.fallback_key(node)
-        if runtime.in_round and key[0] == _PROTECTED:
+        if key[0] == _PROTECTED and runtime.in_round:
             runtime.round_protected_tokens += len(node.key)
         return key
 
-    def _key(self, node: Any, now_s: float, pressure: float) -> EvictionKey:
-        if pressure != self._protects_at:
-            self._protects_at = pressure
-            self._protects = self.policy.protects(pressure)
-        protects = self._protects
-        attrs = node.__dict__
-        mark: NodeMark | None = attrs.get(MARK_ATTR)
-        radix_key = node.key
-        table = self.runtime.table
-        memo: _Memo | None = attrs.get(KEY_ATTR)
-        if (
-            memo is not None
-            and memo.radix_key is radix_key  # a split gives the node a new, shorter key object
-            and memo.mark is mark
-            and (mark is None or memo.mark_version == mark.version)
-            and memo.protects is protects
-            and now_s < memo.valid_until_s
-            and memo.forget_epoch == table.num_forgotten
-            and _records_unchanged(memo.records)
-        ):
-            return memo.key
+    def _compute_key(self, node: Any, now_s: float, pressure: float) -> EvictionKey:
         views = self.views(node)
         key = max(self.policy.key(view, now_s, pressure) for view in views)
         valid_until_s = min(
             (v.ttl_deadline_s for v in views if v.ttl_deadline_s is not None and v.ttl_deadline_s > now_s),
             default=math.inf,
         )
-        records: tuple[tuple[Any, int], ...] = ()
+        mark: NodeMark | None = node.__dict__.get(MARK_ATTR)
+        table = self.runtime.table
+        records = []
         if mark is not None:
-            found = (table.get(w) for w in mark.workflows)
-            records = tuple((r, r.version) for r in found if r is not None)
-        attrs[KEY_ATTR] = _Memo(
-            radix_key=radix_key,
+            records = [r for r in (table.get(w) for w in mark.workflows) if r is not None]
+        node.__dict__[KEY_ATTR] = _Memo(
+            radix_key=node.key,
             mark=mark,
-            mark_version=-1 if mark is None else mark.version,
             records=records,
-            protects=protects,
+            protects=self._protects,
             valid_until_s=valid_until_s,
             forget_epoch=table.num_forgotten,
             key=key,
@@ -194,12 +197,6 @@ class SagaEvictionStrategy:
         mark: NodeMark | None = node.__dict__.get(MARK_ATTR)
         last_use_s = mark.last_use_s if mark is not None else self.runtime.start_s
         return EvictionKey(int(Tier.ORDINARY), last_use_s, 0.0, node.id)
-
-
-def _records_unchanged(records: tuple[tuple[Any, int], ...]) -> bool:
-    if len(records) == 1:  # the common case: a node private to one workflow
-        return bool(records[0][0].version == records[0][1])
-    return all(record.version == version for record, version in records)
 
 
 def victim_tier(node: Any) -> int | None:

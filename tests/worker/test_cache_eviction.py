@@ -354,3 +354,44 @@ def test_failing_checkpoint_hook_keeps_sglangs_result(
     hook = "checkpoint_into_tree" if kind == "unified" else "legacy_checkpoint"
     assert h.runtime.metrics.value("hook_failures", hook=hook) == 2
     assert sum(f"hook {hook} failed" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_memoised_keys_always_equal_fresh_keys(make_harness: Any, kind: str) -> None:
+    """The per-node key memo must never serve a key the policy would no longer give."""
+    h = make_harness(kind, "reuse_time", kv_size=256)
+    strategy = h.cache.tree_core.eviction_strategy if kind == "unified" else h.cache.eviction_strategy
+    system = ctx(10, 8)
+
+    def leaves() -> list[Any]:
+        out, stack = [], [h.root]
+        while stack:
+            node = stack.pop()
+            kids = list(node.children.values())
+            stack.extend(kids)
+            if not kids and node is not h.root:
+                out.append(node)
+        return out
+
+    def check(pressure: float) -> None:
+        h.runtime.last_pressure = pressure
+        now = h.clock.now_s()
+        for node in leaves():
+            memo_key = strategy.get_priority(node)
+            fresh = max(strategy.policy.key(v, now, pressure) for v in strategy.views(node))
+            assert memo_key == fresh, node.id
+
+    h.run(system + ctx(100, 6), hint=hinted("A", tool="web", ttl_s=5.0))
+    h.run(system + ctx(200, 6), hint=hinted("B", next_use_in_s=3.0))
+    h.run(ctx(300, 6))
+    check(0.1)  # fills the memos
+    check(0.1)  # memo hits
+    h.runtime.table.apply_control(WorkflowFinished(workflow_id="B"), h.clock.now_s())
+    check(0.1)
+    check(0.95)  # protects() flips off
+    check(0.1)
+    h.clock.advance(6.0)  # A's TTL passes
+    check(0.1)
+    h.run(system + ctx(400, 6), hint=hinted("C", next_use_in_s=1.0))  # splits nothing, adds a leaf
+    h.run(system[:4] + ctx(500, 6), hint=hinted("D", next_use_in_s=1.0))  # splits the shared prefix
+    check(0.1)
