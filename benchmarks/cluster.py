@@ -458,15 +458,20 @@ def main(argv: list[str] | None = None) -> int:
         mode = dataclasses.replace(mode, seeds=tuple(int(x) for x in args.seeds.split(",")))
     default_sections = "main,kv_pressure,cv_sweep,throughput" + (",ablations" if args.full else "")
     sections = set((args.sections or default_sections).split(","))
+    return run_benchmark(mode, sections, args.out, args.jobs, progress=not args.no_progress)
+
+
+def run_benchmark(mode: Mode, sections: set[str], out: Path, num_procs: int, progress: bool = True) -> int:
+    """Run ``sections`` of ``mode`` and write cluster.json, cluster.md and the plots into ``out``."""
     jobs = build_jobs(mode, sections)
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
     from tqdm import tqdm
 
-    with mp.get_context("fork").Pool(args.jobs) if args.jobs > 1 else _Serial() as pool:
+    with mp.get_context("fork").Pool(num_procs) if num_procs > 1 else _Serial() as pool:
         it = pool.imap_unordered(_job, jobs)
-        for r in tqdm(it, total=len(jobs), disable=args.no_progress, desc="sim runs"):
+        for r in tqdm(it, total=len(jobs), disable=not progress, desc="sim runs"):
             results.append(r)
     results.sort(key=lambda r: (r["section"], r["scenario"], r["seed"], r["row"], str(r["tool_cv"])))
     agg = aggregate(results, mode)
@@ -481,21 +486,24 @@ def main(argv: list[str] | None = None) -> int:
         "rows": {r.label: r.description for r in (*R.MAIN_ROWS, *R.ABLATIONS, *THROUGHPUT_ROWS)},
         "command": " ".join(sys.argv),
     }
-    flat = {
+    flat: dict[str, Any] = {
         f"{label}.tct_ratio_vs_best_baseline": h["tct_ratio_vs_best_baseline"]
         for label, h in agg["headline"].items()
     }
+    for scenario, by_row in agg["scenarios"].items():
+        for label, m in by_row.items():
+            flat[f"{label}.tct_ratio_vs_best_baseline.{scenario}"] = m["tct_ratio_vs_best_baseline"]
     doc = {
         "header": header,
         **flat,
         "results": agg,
         "runs": [{k: v for k, v in r.items() if k != "tct"} for r in results],
     }
-    (args.out / "cluster.json").write_text(json.dumps(doc, indent=1, default=str))
-    (args.out / "cluster.md").write_text(markdown(agg, header))
-    header["plots"] = plots(agg, args.out)
+    (out / "cluster.json").write_text(json.dumps(doc, indent=1, default=str))
+    (out / "cluster.md").write_text(markdown(agg, header))
+    header["plots"] = plots(agg, out)
     print(markdown(agg, header))
-    print(f"wall {header['wall_s']:.1f} s; wrote {args.out}/cluster.json, cluster.md, {header['plots']}")
+    print(f"wall {header['wall_s']:.1f} s; wrote {out}/cluster.json, cluster.md, {header['plots']}")
     return 0
 
 

@@ -107,7 +107,9 @@ def test_a_call_longer_than_the_kv_pool_is_rejected_without_blocking_others() ->
     from tests.sim._helpers import chain_task, workload
 
     huge = chain_task("huge", 0.0, [Segment(1, 50_000)], 3, first_id=100)
-    small = [chain_task(f"s{i}", 0.1 * i, [Segment(10 + i, 2_000)], 3, first_id=1000 * (i + 1)) for i in range(4)]
+    small = [
+        chain_task(f"s{i}", 0.1 * i, [Segment(10 + i, 2_000)], 3, first_id=1000 * (i + 1)) for i in range(4)
+    ]
     settings = ClusterSettings(num_workers=1, worker=WorkerSettings(kv_capacity_tokens=20_000))
     r = simulate(workload(huge, *small), rows.VLLM_AFFINITY, settings, seed=0)
     assert sorted(t.task_id for t in r.tasks) == ["s0", "s1", "s2", "s3"]
