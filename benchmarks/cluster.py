@@ -28,8 +28,9 @@ Sections (``--sections``):
   matter (at the derived ~400K tokens per replica the 8B cluster is compute-bound first).
 * ``ablations``: the ablation rows at the derived capacity (full mode default; quick: opt-in).
 * ``cv_sweep``: tool-latency CV 0.5-3 with the mean held at 1.2 s (paper Table 10), KV-pressure cluster.
-* ``throughput``: closed-loop saturated load, BFS (request-level round robin) / DFS (SAGA routing,
-  at most 4 running requests per worker) / SAGA; completed tasks per minute (paper Table 8).
+* ``throughput``: closed-loop saturated load; BFS (SAGA routing, FCFS across workflows), request-level
+  BFS (round robin per call), DFS (SAGA routing, at most 4 running requests per worker) and SAGA;
+  completed tasks per minute (paper Table 8).
 
 Output (``--out DIR``): ``cluster.json`` (all numbers, the machine and every setting; per row
 ``<row>.tct_ratio_vs_best_baseline`` = geomean over swe and web of the paired TCT ratio against the
@@ -212,14 +213,24 @@ def build_jobs(mode: Mode, sections: set[str]) -> list[tuple[Any, ...]]:
 QUICK_SWE_ONLY = (R.SAGA_WA_LRU, R.ORACLE_BELADY)
 
 THROUGHPUT_ROWS = (
-    dataclasses.replace(R.ROUND_ROBIN, label="bfs", description="breadth-first: every call anywhere, FCFS"),
+    dataclasses.replace(
+        R.SAGA,
+        label="bfs",
+        fairness="fcfs",
+        description="breadth-first: SAGA routing, every pending call FCFS across workflows (no AFS)",
+    ),
+    dataclasses.replace(
+        R.ROUND_ROBIN,
+        label="bfs_request_level",
+        description="request-level breadth-first: every call to the next worker, FCFS, radix LRU",
+    ),
     dataclasses.replace(
         R.SAGA,
         label="dfs",
         max_running_requests=4,
-        description="depth-first: SAGA routing with at most 4 running requests per worker",
+        description="depth-first: SAGA routing, at most 4 running requests per worker",
     ),
-    dataclasses.replace(R.SAGA, label="saga", description="SAGA"),
+    dataclasses.replace(R.SAGA, label="saga", description="SAGA (hybrid: AFS order, affinity, stealing)"),
 )
 
 
