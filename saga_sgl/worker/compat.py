@@ -132,6 +132,31 @@ _CHECKS: Final[tuple[tuple[str, Callable[[], str | None]], ...]] = (
             ("eviction_policy", "eviction_policy_config"),
         ),
     ),
+    (
+        "tree core leaf sets",
+        _has_params(
+            "sglang.srt.mem_cache.unified_cache.unified_tree_core:UnifiedTreeCore._update_evictable_leaf_sets",
+            ("node",),
+        ),
+    ),
+    (
+        "full eviction walk start",
+        _has_params(
+            "sglang.srt.mem_cache.unified_cache.components.full:FullComponent._evict_device_start",
+            ("request_cnt",),
+        ),
+    ),
+    (
+        "full eviction walk step",
+        _has_params(
+            "sglang.srt.mem_cache.unified_cache.components.full:FullComponent._evict_device_next_node",
+            ("tracker",),
+        ),
+    ),
+    (
+        "full eviction walk end",
+        _exists("sglang.srt.mem_cache.unified_cache.components.full:FullComponent._evict_device_end"),
+    ),
     ("node fields", _node_fields),
 )
 

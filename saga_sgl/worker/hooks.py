@@ -17,6 +17,10 @@ Targets (all checked by ``compat.check``):
   the AFS urgency in the hints (a no-op when no waiting request carries one).
 * ``tree_core_registry.select_tree_core_backend``: a cache configured with a saga policy gets the
   Python tree core (the Rust core only knows its built-in policies); other caches are untouched.
+* ``UnifiedTreeCore._update_evictable_leaf_sets`` (the one place SGLang adds evictable leaves) and
+  ``FullComponent._evict_device_start / _next_node / _end``: the evictable leaves live in a
+  persistent ``LeafIndex`` and the eviction walk pops victims from it in O(log n), instead of
+  SGLang re-heaping every leaf on every eviction call (``leaf_index.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ UNIFIED_CACHE = "sglang.srt.mem_cache.unified_radix_cache.UnifiedRadixCache"
 LEGACY_CACHE = "sglang.srt.mem_cache.radix_cache.RadixCache"
 SCHEDULE_POLICY = "sglang.srt.managers.schedule_policy.SchedulePolicy"
 TREE_CORE_REGISTRY = "sglang.srt.mem_cache.unified_cache.tree_core_registry"
+TREE_CORE = "sglang.srt.mem_cache.unified_cache.unified_tree_core.UnifiedTreeCore"
+FULL_COMPONENT = "sglang.srt.mem_cache.unified_cache.components.full.FullComponent"
 
 
 def runtime_of(cache: Any) -> WorkerRuntime | None:
@@ -119,6 +125,95 @@ def legacy_delete_leaf(original: Callable[..., Any], cache: Any, node: Any, *arg
     return result
 
 
+# --- persistent leaf index (unified tree, FULL component) ------------------------------------------
+
+
+def update_evictable_leaf_sets(
+    original: Callable[..., Any], tree_core: Any, node: Any, *args: Any, **kwargs: Any
+) -> Any:
+    result = original(tree_core, node, *args, **kwargs)
+    strategy = getattr(tree_core, "eviction_strategy", None)
+    if isinstance(strategy, SagaEvictionStrategy) and strategy.use_leaf_index:
+        try:
+            strategy.sync_leaf(tree_core, node)
+        except Exception as exc:
+            if strategy.leaf_index is not None:
+                strategy.runtime.leaf_index_failed(strategy.leaf_index, exc)
+            else:
+                strategy.runtime.hook_failed("leaf_index", exc)
+                strategy.use_leaf_index = False
+    return result
+
+
+def _leaf_index_of(component: Any) -> Any:
+    tree_core = component.tree_core
+    strategy = getattr(tree_core, "eviction_strategy", None)
+    if not isinstance(strategy, SagaEvictionStrategy) or tree_core.enable_session_radix_cache:
+        return None
+    index = strategy.leaf_index
+    if index is None or index.leaf_set is not tree_core.evictable_device_leaves:
+        return None
+    return index
+
+
+def full_evict_device_start(
+    original: Callable[..., Any], component: Any, request_cnt: int, *args: Any, **kwargs: Any
+) -> Any:
+    index = _leaf_index_of(component)
+    if index is None:
+        return original(component, request_cnt, *args, **kwargs)
+    # Victims come from the persistent index: no O(leaves) heap build.
+    component._evict_device_request_cnt = request_cnt
+    component._evict_device_last_node = None
+    component._evict_device_heap = []
+    component._saga_index_walk = True
+    index.popped = []
+    return None
+
+
+def full_evict_device_next_node(
+    original: Callable[..., Any], component: Any, tracker: Any, *args: Any, **kwargs: Any
+) -> Any:
+    if not component.__dict__.get("_saga_index_walk"):
+        return original(component, tracker, *args, **kwargs)
+    strategy = component.tree_core.eviction_strategy
+    index = strategy.leaf_index
+    if index is not None:
+        try:
+            now_s, pressure = strategy.runtime.key_now()
+            if tracker[component.component_type] >= component._evict_device_request_cnt:
+                return None
+            node = index.pop(now_s, pressure)
+            if node is None:
+                return None
+            index.popped.append(node)
+            component._evict_device_last_node = node
+            return node.id
+        except Exception as exc:
+            strategy.runtime.leaf_index_failed(index, exc)
+    # The index failed during this walk: finish it with SGLang's own heap.
+    component._saga_index_walk = False
+    component._evict_device_start(component._evict_device_request_cnt)
+    return original(component, tracker, *args, **kwargs)
+
+
+def full_evict_device_end(original: Callable[..., Any], component: Any, *args: Any, **kwargs: Any) -> Any:
+    result = original(component, *args, **kwargs)
+    if component.__dict__.get("_saga_index_walk"):
+        component._saga_index_walk = False
+        strategy = component.tree_core.eviction_strategy
+        index = strategy.leaf_index
+        if index is not None:
+            try:
+                # A handed-out leaf that SGLang did not evict (write-back declined) is a leaf again.
+                for node in index.popped:
+                    index.sync(node)
+                index.popped = []
+            except Exception as exc:
+                strategy.runtime.leaf_index_failed(index, exc)
+    return result
+
+
 def calc_priority(
     original: Callable[..., Any], policy: Any, waiting_queue: list[Any], *args: Any, **kwargs: Any
 ) -> Any:
@@ -194,5 +289,9 @@ HOOKS: tuple[tuple[str, Callable[..., Any]], ...] = (
     (LEGACY_CACHE + "._delete_leaf", legacy_delete_leaf),
     (SCHEDULE_POLICY + ".calc_priority", calc_priority),
     (TREE_CORE_REGISTRY + ".select_tree_core_backend", select_tree_core_backend),
+    (TREE_CORE + "._update_evictable_leaf_sets", update_evictable_leaf_sets),
+    (FULL_COMPONENT + "._evict_device_start", full_evict_device_start),
+    (FULL_COMPONENT + "._evict_device_next_node", full_evict_device_next_node),
+    (FULL_COMPONENT + "._evict_device_end", full_evict_device_end),
 )
 """(dotted target, AROUND hook) pairs the plugin registers."""

@@ -25,6 +25,7 @@ from saga_sgl.worker.settings import WorkerSettings
 if TYPE_CHECKING:
     from saga_sgl.clock import Clock
     from saga_sgl.worker.control import ControlChannel
+    from saga_sgl.worker.leaf_index import LeafIndex
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class WorkerRuntime:
         self.round_now_s = 0.0
         self.round_protected_tokens = 0
         """Tokens of TTL-protected candidates seen this round (minus protected victims)."""
+        self.leaf_indices: list[LeafIndex] = []
+        """Persistent victim indices of the unified trees using this runtime (see leaf_index.py)."""
+        self._forgotten_seen = 0
         self._logged_failures: set[tuple[str, str]] = set()
         self._metrics_served = False
 
@@ -122,6 +126,7 @@ class WorkerRuntime:
         if hint is not None:
             self.table.apply_hint(hint, now_s)
             self.metrics.inc("hint_updates", source="kv_hints")
+            self._workflow_changed(hint.workflow_id)
         return hint
 
     def drain(self) -> None:
@@ -131,6 +136,7 @@ class WorkerRuntime:
             for message in self.control.drain():
                 if self.table.apply_control(message, now_s):
                     self.metrics.inc("hint_updates", source="control")
+                    self._workflow_changed(message.workflow_id)
                 else:
                     self.metrics.inc("unknown_workflow_messages")
         self.table.pop_expired_ttls(now_s)
@@ -153,12 +159,43 @@ class WorkerRuntime:
             now_s=self.clock.now_s(),
             table=self.table,
         )
+        for index in list(self.leaf_indices):
+            try:
+                for node in path:
+                    index.resync(node)
+            except Exception as exc:
+                self.leaf_index_failed(index, exc)
+
+    def _workflow_changed(self, workflow_id: str) -> None:
+        """Re-key the indexed leaves of a workflow whose record changed."""
+        forgot = self.table.num_forgotten != self._forgotten_seen
+        self._forgotten_seen = self.table.num_forgotten
+        for index in list(self.leaf_indices):
+            try:
+                if forgot:
+                    index.rekey_all()
+                else:
+                    index.touch_workflow(workflow_id)
+            except Exception as exc:
+                self.leaf_index_failed(index, exc)
+
+    def leaf_index_failed(self, index: Any, exc: BaseException) -> None:
+        """Drop a failed leaf index for good: its strategy goes back to SGLang's per-call heap."""
+        self.hook_failed("leaf_index", exc)
+        if index in self.leaf_indices:
+            self.leaf_indices.remove(index)
+        index.strategy.leaf_index = None
+        index.strategy.use_leaf_index = False
 
     def urgency_of(self, req: Any) -> float:
         hint = self.hint_of(req)
         return 0.0 if hint is None else hint.urgency
 
     # --- eviction rounds -------------------------------------------------------------------------
+
+    def key_now(self) -> tuple[float, float]:
+        """(now_s, pressure) for a key: frozen inside an eviction round, current otherwise."""
+        return (self.round_now_s if self.in_round else self.clock.now_s()), self.last_pressure
 
     def begin_round(self, *, pressure: float) -> None:
         """Freeze ``now_s`` and memory pressure for one eviction walk."""
@@ -180,7 +217,11 @@ class WorkerRuntime:
         """Publish the tokens still protected by a live TTL among the round's candidates."""
         if self.in_round:
             self.in_round = False
-            self.metrics.set_gauge("protected_tokens", self.round_protected_tokens)
+            if self.leaf_indices:
+                protected = sum(index.protected_tokens for index in self.leaf_indices)
+            else:
+                protected = self.round_protected_tokens
+            self.metrics.set_gauge("protected_tokens", protected)
 
 
 def kv_pressure(cache: Any) -> float:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from saga_sgl.policy.decisions import EvictionKey, Tier
 from saga_sgl.policy.views import CacheEntryView, WorkflowId
 from saga_sgl.worker.hints import MARK_ATTR, NodeMark
+from saga_sgl.worker.leaf_index import LeafIndex
 
 if TYPE_CHECKING:
     from saga_sgl.policy.interfaces import EvictionPolicy
@@ -89,17 +90,26 @@ class SagaEvictionStrategy:
         self.policy = policy
         self._protects_at = math.nan
         self._protects = False
+        self.use_leaf_index = True
+        """Select victims from a persistent index (O(log n)) instead of SGLang's per-call heap;
+        turned off for good if the index ever fails."""
+        self.leaf_index: LeafIndex | None = None
 
     def __repr__(self) -> str:
         return f"SagaEvictionStrategy(policy={self.policy.name!r})"
 
     def get_priority(self, node: Any) -> EvictionKey:
-        # Hot path: SGLang calls this for every evictable leaf on every eviction call, so the memo
-        # check is written out inline.
+        # Hot path: SGLang's stock walk calls this for every evictable leaf on every eviction call.
         runtime = self.runtime
+        now_s = runtime.round_now_s if runtime.in_round else runtime.clock.now_s()
+        key = self.key_of(node, now_s, runtime.last_pressure)
+        if key[0] == _PROTECTED and runtime.in_round:
+            runtime.round_protected_tokens += len(node.key)
+        return key
+
+    def key_of(self, node: Any, now_s: float, pressure: float) -> EvictionKey:
+        """The policy's key for ``node`` (memoised; the memo check is written out inline)."""
         try:  # zero-cost unless it raises: a bad hint or policy must never take the scheduler down
-            now_s = runtime.round_now_s if runtime.in_round else runtime.clock.now_s()
-            pressure = runtime.last_pressure
             if pressure != self._protects_at:
                 self._protects = self.policy.protects(pressure)
                 self._protects_at = pressure
@@ -110,21 +120,36 @@ class SagaEvictionStrategy:
                 and memo.radix_key is node.key  # a split gives the node a new, shorter key object
                 and memo.protects is self._protects
                 and now_s < memo.valid_until_s
-                and memo.forget_epoch == runtime.table.num_forgotten
+                and memo.forget_epoch == self.runtime.table.num_forgotten
                 and attrs.get(MARK_ATTR) is memo.mark
                 and (memo.mark is None or memo.mark.version == memo.mark_version)
                 and (memo.record is None or memo.record.version == memo.record_version)
                 and (memo.records is None or all(r.version == v for r, v in memo.records))
             ):
-                key = memo.key
-            else:
-                key = self._compute_key(node, now_s, pressure)
+                return memo.key
+            return self._compute_key(node, now_s, pressure)
         except Exception as exc:
-            runtime.hook_failed("eviction_key", exc)
-            key = self.fallback_key(node)
-        if key[0] == _PROTECTED and runtime.in_round:
-            runtime.round_protected_tokens += len(node.key)
-        return key
+            self.runtime.hook_failed("eviction_key", exc)
+            return self.fallback_key(node)
+
+    def valid_until_s(self, node: Any) -> float:
+        """Earliest live TTL deadline behind ``node``'s last key (inf if none)."""
+        memo: _Memo | None = node.__dict__.get(KEY_ATTR)
+        return math.inf if memo is None else memo.valid_until_s
+
+    # --- persistent leaf index (unified tree) -----------------------------------------------------
+
+    def sync_leaf(self, tree_core: Any, node: Any) -> None:
+        """SGLang changed ``node``'s leaf status: mirror it in the leaf index."""
+        index = self.leaf_index
+        if index is None or index.leaf_set is not tree_core.evictable_device_leaves:
+            if not self.use_leaf_index or tree_core.enable_session_radix_cache:
+                return
+            # First use, or SGLang's reset() replaced the leaf set: build from the current one.
+            self.leaf_index = index = LeafIndex(self, tree_core.evictable_device_leaves)
+            self.runtime.leaf_indices.append(index)
+            return
+        index.sync(node)
 
     def _compute_key(self, node: Any, now_s: float, pressure: float) -> EvictionKey:
         views = self.views(node)

@@ -159,16 +159,16 @@ def test_finished_workflow_is_evicted_first(make_harness: Any, kind: str) -> Non
     h = make_harness(kind, "reuse_time")
     h.runtime.configure(WorkerSettings(control_address="tcp://127.0.0.1:0"))
     a, b = ctx(100, 20), ctx(200, 20)
-    h.run(a, hint=hinted("A", next_use_in_s=5.0))
+    h.run(a, hint=hinted("A", next_use_in_s=9.0))
     h.clock.advance(1.0)
-    h.run(b, hint=hinted("B", next_use_in_s=5.0))
+    h.run(b, hint=hinted("B", next_use_in_s=1.0))  # B is predicted back first...
     h.clock.advance(1.0)
-    h.run(ctx(300, 20))  # unhinted, most recent
+    h.run(ctx(300, 20), hint=hinted("C", next_use_in_s=1.0))
     _push(h.runtime.control.endpoint, encode_control(WorkflowFinished(workflow_id="B")))
     _wait_drained(h.runtime, 1)
     h.clock.advance(1.0)
-    h.run(ctx(400, 20))  # needs 16 tokens: B goes although it is newer than A and hinted
-    assert resident(h, {"A": a, "B": b, "u": ctx(300, 20)}) == {"A": 20, "B": 0, "u": 20}
+    h.run(ctx(400, 20))  # needs 16 tokens: ...but finished, B goes before A (farthest next use)
+    assert resident(h, {"A": a, "B": b, "C": ctx(300, 20)}) == {"A": 20, "B": 0, "C": 20}
     assert h.runtime.metrics.value("evictions", tier="dead") == 1
     assert h.runtime.metrics.value("evicted_tokens", tier="dead") == 20
 
@@ -395,3 +395,47 @@ def test_memoised_keys_always_equal_fresh_keys(make_harness: Any, kind: str) -> 
     h.run(system + ctx(400, 6), hint=hinted("C", next_use_in_s=1.0))  # splits nothing, adds a leaf
     h.run(system[:4] + ctx(500, 6), hint=hinted("D", next_use_in_s=1.0))  # splits the shared prefix
     check(0.1)
+
+
+# --- the persistent leaf index (unified tree) picks the same victims as SGLang's per-call heap -----
+
+
+def _mixed_script(h: Any) -> dict[str, int]:
+    """Shared prefixes, TTLs that expire, predictions, terminal and finished workflows, unhinted."""
+    system = ctx(10, 8)
+    names = {}
+    for i in range(12):
+        wf = f"wf{i % 5}"
+        tokens = system + ctx(100 + 40 * (i % 5), 4 + 2 * (i // 5)) if i % 3 else ctx(400 + 20 * i, 10)
+        kw: dict[str, Any] = {}
+        if i % 4 == 1:
+            kw["ttl_s"] = 3.0
+        elif i % 4 == 2:
+            kw["next_use_in_s"] = float(i % 7)
+        elif i % 4 == 3:
+            kw["terminal"] = True
+        h.run(tokens, hint=hinted(wf, **kw) if i % 6 else None)
+        names[f"r{i}"] = tokens
+        if i == 7:
+            h.runtime.table.apply_control(WorkflowFinished(workflow_id="wf2"), h.clock.now_s())
+            h.runtime._workflow_changed("wf2")
+        h.clock.advance(1.0)
+        index = h.cache.tree_core.eviction_strategy.leaf_index
+        if index is not None:
+            assert set(index._entries) == {n.id for n in h.cache.tree_core.evictable_device_leaves}
+    return resident(h, names)
+
+
+def test_leaf_index_matches_sglangs_heap(make_harness: Any) -> None:
+    with_index = make_harness("unified", "reuse_time", kv_size=48)
+    stock = make_harness("unified", "reuse_time", kv_size=48)
+    stock.cache.tree_core.eviction_strategy.use_leaf_index = False
+    assert _mixed_script(with_index) == _mixed_script(stock)
+    assert with_index.cache.tree_core.eviction_strategy.leaf_index is not None
+    assert stock.cache.tree_core.eviction_strategy.leaf_index is None
+    for name in ("evictions", "evicted_tokens"):
+        for tier in ("dead", "ordinary", "protected"):
+            assert with_index.runtime.metrics.value(name, tier=tier) == stock.runtime.metrics.value(
+                name, tier=tier
+            ), (name, tier)
+    assert with_index.runtime.metrics.value("evictions") > 3
