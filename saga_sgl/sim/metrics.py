@@ -218,7 +218,7 @@ class Recorder:
             counters=dict(c),
             placements=dict(self.placements),
             worker_traces=self.traces,
-            worker_capacity_tokens=[w.nominal_capacity_tokens for w in workers],
+            worker_capacity_tokens=[w.capacity_tokens for w in workers],
             worker_output_tokens=self.output_tokens,
             num_events=self._cluster.engine.num_events,
         )

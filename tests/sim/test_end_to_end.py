@@ -114,3 +114,11 @@ def test_a_call_longer_than_the_kv_pool_is_rejected_without_blocking_others() ->
     r = simulate(workload(huge, *small), rows.VLLM_AFFINITY, settings, seed=0)
     assert sorted(t.task_id for t in r.tasks) == ["s0", "s1", "s2", "s3"]
     assert r.counters["rejected_tasks"] == 1 and r.unfinished == 1
+
+
+def test_belady_eviction_cost_is_a_lower_bound_for_every_row_in_situ(results: dict[str, SimResult]) -> None:
+    from benchmarks._cluster_stats import eviction_cost_vs_belady
+
+    for label, r in results.items():
+        q = eviction_cost_vs_belady(r)
+        assert q["belady_evicted_recompute_tokens"] <= q["policy_evicted_recompute_tokens"] + 1e-9, (label, q)
