@@ -7,7 +7,10 @@ on a real ``UnifiedRadixCache`` over CPU KV pools, with no model. Rows:
 * ``lru/rust``: stock SGLang, LRU on the Rust tree core (SGLang's default; the baseline);
 * ``lru/python``: SGLang's LRUStrategy on the Python tree core (isolates the core's cost);
 * ``reuse_time/python``, ``wa_lru/python``: our policies through the plugin (hooks installed through
-  SGLang's HookRegistry, hinted requests, the Python tree core the plugin selects).
+  SGLang's HookRegistry, hinted requests, the Python tree core the plugin selects), victims popped
+  from the plugin's persistent leaf index;
+* ``reuse_time/python-heap``: the same with the leaf index off, i.e. SGLang's per-call heap of all
+  evictable leaves ordered by our keys (isolates what the index buys).
 
 Workload: agent workflows that share a 32-token system prompt; each request is the next step of one
 workflow and appends 16 tokens to its context (one new radix node). The KV pool holds
@@ -37,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROWS = ("lru/rust", "lru/python", "reuse_time/python", "wa_lru/python")
+ROWS = ("lru/rust", "lru/python", "reuse_time/python", "wa_lru/python", "reuse_time/python-heap")
 SYSTEM_TOKENS = 32
 STEP_TOKENS = 16
 STEPS_RESIDENT = 10
@@ -69,6 +72,8 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
     from saga_sgl.protocol import ReuseHint, encode_kv_hints
 
     policy, core = row.split("/")
+    use_leaf_index = not core.endswith("-heap")
+    core = core.removesuffix("-heap")
     saga = policy != "lru"
     if saga:
         from sglang.srt.plugins.hook_registry import HookRegistry
@@ -105,6 +110,8 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
     )
     expected_core = "RustUnifiedTreeCore" if core == "rust" else "UnifiedTreeCore"
     assert type(cache.tree_core).__name__ == expected_core, type(cache.tree_core).__name__
+    if saga:
+        cache.tree_core.eviction_strategy.use_leaf_index = use_leaf_index
 
     rng = random.Random(seed)
     next_token = [1_000_000]
@@ -211,6 +218,8 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
         runtime = plugin._STATE.runtime
         assert runtime is not None
         result["hook_failures"] = runtime.metrics.value("hook_failures")
+        strategy = cache.tree_core.eviction_strategy
+        assert (strategy.leaf_index is not None) is use_leaf_index, "leaf index state differs from the row"
     return result
 
 
@@ -240,7 +249,7 @@ def machine() -> dict[str, Any]:
 
 def markdown(results: list[dict[str, Any]]) -> str:
     header = (
-        "| nodes | row | req/s | µs/request | hit rate | evict calls | leaves/call | µs/evict call "
+        "| nodes | row | req/s | µs/request | hit rate | evict calls | evictable leaves | µs/evict call "
         "| µs/evicted node | µs/request vs lru/rust |"
     )
     lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

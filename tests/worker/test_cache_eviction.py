@@ -439,3 +439,29 @@ def test_leaf_index_matches_sglangs_heap(make_harness: Any) -> None:
                 name, tier=tier
             ), (name, tier)
     assert with_index.runtime.metrics.value("evictions") > 3
+
+
+def test_failing_leaf_index_falls_back_to_sglangs_heap(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from saga_sgl.worker.leaf_index import LeafIndex
+
+    h = make_harness("unified", "reuse_time", allow_hook_failures=True)
+    strategy = h.cache.tree_core.eviction_strategy
+    for i in range(3):
+        h.run(ctx(100 + 30 * i, 20), hint=hinted(f"w{i}", next_use_in_s=float(10 - i)))
+        h.clock.advance(1.0)
+    assert strategy.leaf_index is not None
+
+    def broken(self: Any, now_s: float, pressure: float) -> Any:
+        raise RuntimeError("index bug")
+
+    monkeypatch.setattr(LeafIndex, "pop", broken)
+    h.run(ctx(400, 20))  # must evict 16 tokens: falls back mid-walk to SGLang's own heap
+    assert resident(h, {"w0": ctx(100, 20), "w1": ctx(130, 20), "w2": ctx(160, 20)}) == {
+        "w0": 0,  # farthest predicted next use, as the policy orders it
+        "w1": 20,
+        "w2": 20,
+    }
+    assert strategy.leaf_index is None and not strategy.use_leaf_index
+    assert h.runtime.metrics.value("hook_failures", hook="leaf_index") == 1
