@@ -85,4 +85,10 @@ ABLATIONS = (
     ),
     dataclasses.replace(SAGA, label="saga-no_stealing", stealing=None, description="no work stealing"),
     dataclasses.replace(SAGA, label="saga-no_afs", fairness="fcfs", description="FCFS queues instead of AFS"),
+    dataclasses.replace(
+        SAGA,
+        label="saga-no_locality",
+        settings={"placement": {"locality_weight": 0.0, "load_weight": 0.7}},
+        description="admission without the shared-prefix locality score (its weight moved to load)",
+    ),
 )
