@@ -81,7 +81,8 @@ class HintTable:
     """
 
     def __init__(self, max_workflows: int) -> None:
-        self._max_workflows = max_workflows
+        self.max_workflows = max_workflows
+        """Bound on tracked workflows (``WorkerSettings.max_tracked_workflows``)."""
         self._by_id: OrderedDict[str, WorkflowHint] = OrderedDict()
         self._ttl_heap: list[tuple[float, str]] = []
         self.num_forgotten = 0
@@ -100,7 +101,7 @@ class HintTable:
         if record is None:
             record = WorkflowHint(workflow_id=workflow_id)
             self._by_id[workflow_id] = record
-            while len(self._by_id) > self._max_workflows:
+            while len(self._by_id) > self.max_workflows:
                 self._by_id.popitem(last=False)
                 self.num_forgotten += 1
         else:

@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 _HINT_ATTR = "_saga_hint"
 """Request attribute: the decoded hint (or None), parsed once per request."""
-_RECEIVED_ATTR = "_saga_received_at_s"
-"""Request attribute: plugin-clock time the plugin first saw the request."""
 
 TIER_LABELS = {int(t): t.name.lower() for t in Tier}
 _PROTECTED = int(Tier.PROTECTED)
@@ -65,6 +63,7 @@ class WorkerRuntime:
     def configure(self, settings: WorkerSettings) -> None:
         """Apply worker settings from a strategy's config; starts the control channel once."""
         self.settings = settings
+        self.table.max_workflows = settings.max_tracked_workflows
         if settings.control_address and self.control is None:
             from saga_sgl.worker.control import ControlChannel
 
@@ -106,7 +105,8 @@ class WorkerRuntime:
     # --- requests and hints ----------------------------------------------------------------------
 
     def hint_of(self, req: Any) -> ReuseHint | None:
-        """The request's ``saga.reuse`` hint, decoded once; stamps the receipt time on first sight."""
+        """The request's ``saga.reuse`` hint, decoded once. On first sight (the earliest hook that sees
+        the request: waiting-queue ordering or checkpoint) its relative times become absolute."""
         try:
             return req.__dict__[_HINT_ATTR]  # type: ignore[no-any-return]
         except KeyError:
@@ -122,7 +122,6 @@ class WorkerRuntime:
                 log.warning("saga plugin ignored a malformed kv_hints action (%s); logged once", exc)
             hint = None
         setattr(req, _HINT_ATTR, hint)
-        setattr(req, _RECEIVED_ATTR, now_s)
         if hint is not None:
             self.table.apply_hint(hint, now_s)
             self.metrics.inc("hint_updates", source="kv_hints")

@@ -285,3 +285,16 @@ def test_metrics_served_on_a_port_of_ours() -> None:
     assert 'saga_worker_evictions_total{tier="dead"} 1.0' in text
     assert 'saga_worker_evicted_tokens_total{tier="dead"} 30.0' in text
     assert runtime.metrics.snapshot()["evicted_tokens{dead}"] == 30.0
+
+
+def test_strategy_config_reaches_the_runtime(sglang_cpu: None) -> None:
+    from saga_sgl.clock import ManualClock
+    from saga_sgl.worker.plugin import StrategyFactory
+    from saga_sgl.worker.runtime import WorkerRuntime
+
+    runtime = WorkerRuntime(clock=ManualClock())
+    StrategyFactory("reuse_time", lambda: runtime)(max_tracked_workflows=3, threshold_high=0.8)
+    assert runtime.table.max_workflows == 3
+    for i in range(5):
+        runtime.table.apply_hint(ReuseHint(workflow_id=f"w{i}"), received_at_s=float(i))
+    assert len(runtime.table) == 3 and runtime.table.num_forgotten == 2
