@@ -304,10 +304,13 @@ def _mean_metrics(ms: list[dict[str, Any]]) -> dict[str, Any]:
     if "eviction_cost_vs_belady" in ms[0]:
         pol = sum(m["eviction_cost_vs_belady"]["policy_evicted_recompute_tokens"] for m in ms)
         bel = sum(m["eviction_cost_vs_belady"]["belady_evicted_recompute_tokens"] for m in ms)
+        full = sum(m["eviction_cost_vs_belady"]["belady_full_pool_evicted_recompute_tokens"] for m in ms)
         out["eviction_cost_vs_belady"] = {
             "policy_evicted_recompute_tokens": pol,
             "belady_evicted_recompute_tokens": bel,
+            "belady_full_pool_evicted_recompute_tokens": full,
             "ratio": pol / bel if bel > 0 else (1.0 if pol == 0 else None),
+            "ratio_full_pool": pol / full if full > 0 else (1.0 if pol == 0 else None),
         }
     for k, v in ms[0].items():
         if k == "eviction_cost_vs_belady":

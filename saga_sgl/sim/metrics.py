@@ -58,6 +58,8 @@ class SimResult:
     worker_traces: list[list[tuple[tuple[int, int], ...]]] = field(repr=False)
     worker_capacity_tokens: list[int] = field(repr=False)
     worker_output_tokens: list[int] = field(repr=False)
+    worker_mean_private_tokens: list[float] = field(repr=False, default_factory=list)
+    """Time-averaged tokens each worker held outside its tree for running requests (reservations)."""
     num_events: int = 0
 
     def summary(self) -> dict[str, Any]:
@@ -220,5 +222,6 @@ class Recorder:
             worker_traces=self.traces,
             worker_capacity_tokens=[w.capacity_tokens for w in workers],
             worker_output_tokens=self.output_tokens,
+            worker_mean_private_tokens=[w.private_token_s / span for w in workers],
             num_events=self._cluster.engine.num_events,
         )

@@ -180,6 +180,8 @@ class SimWorker:
         self.busy_s = 0.0
         self.used_token_s = 0.0
         self.active_token_s = 0.0
+        self.private_token_s = 0.0
+        """Integral of tokens reserved by admitted requests outside the tree (new prompt + output)."""
         self._last_stat_s = 0.0
         self.num_iterations = 0
 
@@ -202,6 +204,7 @@ class SimWorker:
             self.used_token_s += dt * self.used_tokens
             locked = self.cache.tree_tokens - self.cache.evictable_tokens
             self.active_token_s += dt * (locked + self.private_tokens)
+            self.private_token_s += dt * self.private_tokens
             if self.busy:
                 self.busy_s += dt
             self._last_stat_s = now_s
