@@ -342,6 +342,13 @@ def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | {h['tct_ratio_vs_best_baseline']:.3f} | {h['tct_ratio_vs_vllm_apc_affinity']:.3f} |"
         )
+    lines += [
+        "",
+        "Ratios are geomeans of paired per-task TCT ratios (baseline / row; > 1 = the row is faster) with a "
+        "bootstrap 95% CI and a Wilcoxon p. Ablation rows (saga-no_*) run on the first seed only: compare "
+        "them through 'ratio vs saga (paired)'. evict/Belady: eviction-caused recompute over Belady's on "
+        "the row's own per-worker accesses at the pool the cache really had (nan: Belady needs none).",
+    ]
     for scenario, rows in agg["scenarios"].items():
         lines += [
             "",
