@@ -209,3 +209,14 @@ def test_eq7_rule_property(
         chosen = next(w for w in workers if w.worker_id == p.worker_id)
         assert chosen.is_healthy
         assert worker_load(chosen, ls) == min(worker_load(w, ls) for w in healthy)
+
+
+def test_admission_balance_outweighs_a_cached_shared_prefix() -> None:
+    # A workflow lives where it is admitted; a one-off system-prompt hit must not pile new workflows
+    # onto the busier worker (load is min-max normalised over the candidates).
+    local_busier = make_worker("local", running=12, kv_used_tokens=12_000)
+    remote_idler = make_worker("remote", running=10, kv_used_tokens=10_000)
+    call = make_call(prompt_tokens=1000, prefix_match_tokens={"local": 1000})
+    scores = admission_scores(call, [local_busier, remote_idler], AdmissionWeights(), LoadSettings())
+    assert scores["remote"] - scores["local"] == pytest.approx(0.5 - 0.2)
+    assert SagaPlacement().place(call, [local_busier, remote_idler], 0.0).worker_id == "remote"

@@ -5,12 +5,20 @@ settings, the combination in one place, ties broken by the injected RNG.
 
 Signals for worker w and new workflow s:
 
-* ``load``:      1 - load(w)                                              (idle = 1)
+* ``load``:      (max_c load(c) - load(w)) / (max_c load(c) - min_c load(c))  over the candidates c
+                 (least loaded = 1, most loaded = 0; 1 for all when loads are equal)
 * ``footprint``: min(1, free_kv_tokens(w) / predicted_kv_tokens(s))       (the workflow fits = 1);
                  free fraction of the pool when no footprint is predicted
 * ``locality``:  min(1, prefix_match_tokens(w) / prompt_tokens(s))        (shared prefix cached = 1)
 
 score(w) = w_load * load + w_footprint * footprint + w_locality * locality.
+
+The load signal is min-max normalised over the candidates (llm-d's queue scorer does the same) [I]:
+absolute load differences between workers are small (a few requests out of a 256-request batch cap,
+KV pools that are all nearly full of cached prefixes), so ``1 - load(w)`` let the shared-prefix
+locality term decide nearly every admission and piled new workflows onto the workers that already
+held the system prompt (simulator, browser workload: an idle worker got 1 of 413 admissions). A
+workflow stays where it is admitted for its whole life, so balance must dominate a one-off prefix hit.
 
 Workers at or above theta (Eq. 7's headroom) are filtered out unless all are. O(W).
 """
@@ -56,12 +64,15 @@ def admission_scores(
     loads: Mapping[WorkerId, float] | None = None,
 ) -> dict[WorkerId, float]:
     """The combined admission score of each healthy worker (``loads``: precomputed load(w))."""
+    healthy = [w for w in workers if w.is_healthy]
+    if loads is None:
+        loads = {w.worker_id: worker_load(w, load_settings) for w in healthy}
+    lo = min((loads[w.worker_id] for w in healthy), default=0.0)
+    spread = max((loads[w.worker_id] for w in healthy), default=0.0) - lo
     out: dict[WorkerId, float] = {}
-    for w in workers:
-        if not w.is_healthy:
-            continue
-        load = loads[w.worker_id] if loads is not None else worker_load(w, load_settings)
-        load_score = 1.0 - load
+    for w in healthy:
+        load = loads[w.worker_id]
+        load_score = 1.0 - (load - lo) / spread if spread > weights.tie_epsilon else 1.0
         free = max(0, w.kv_capacity_tokens - w.kv_used_tokens)
         if call.predicted_kv_tokens > 0:
             footprint = min(1.0, free / call.predicted_kv_tokens)
