@@ -218,5 +218,6 @@ def test_admission_balance_outweighs_a_cached_shared_prefix() -> None:
     remote_idler = make_worker("remote", running=10, kv_used_tokens=10_000)
     call = make_call(prompt_tokens=1000, prefix_match_tokens={"local": 1000})
     scores = admission_scores(call, [local_busier, remote_idler], AdmissionWeights(), LoadSettings())
-    assert scores["remote"] - scores["local"] == pytest.approx(0.5 - 0.2)
+    # load: 1 vs 0 (x0.5); locality: 0 vs 1 (x0.2); footprint: 2K more free of a 100K pool (x0.3)
+    assert scores["remote"] - scores["local"] == pytest.approx(0.5 - 0.2 + 0.3 * 0.02)
     assert SagaPlacement().place(call, [local_busier, remote_idler], 0.0).worker_id == "remote"
