@@ -45,6 +45,15 @@ for forbidden in torchvision torchaudio torchcodec vllm; do
   fi
 done
 
+# Every package is installed --no-deps, so a missing transitive pin would only show up later as an
+# ImportError; pip check finds it now. sglang's own (GPU) requirements are expected to be unmet.
+broken=$("$VENV/bin/pip" check 2>&1 | grep -v -e '^sglang ' -e '^No broken requirements' || true)
+if [ -n "$broken" ]; then
+  echo "setup: missing or conflicting pins in requirements/:" >&2
+  echo "$broken" >&2
+  exit 1
+fi
+
 rm -f "$VENV"/.saga-setup-*
 touch "$STAMP"
 echo "setup: done in $(( $(date +%s) - t0 )) s; $(du -sh "$VENV" | cut -f1) in $VENV"
