@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,15 +40,10 @@ WorkerFactory = Callable[..., list[WorkerProcess]]
 def sglang_workers(tmp_path: Path) -> Iterator[WorkerFactory]:
     """Factory: ``sglang_workers(n, **spec_kwargs)`` starts n real SGLang CPU workers on free ports,
     waits until each is healthy and returns them; all are stopped at teardown, even on failure."""
-    stack: list[object] = []
+    with contextlib.ExitStack() as stack:
 
-    def start(n: int = 1, **spec_kwargs: object) -> list[WorkerProcess]:
-        specs: Sequence[WorkerSpec] = [WorkerSpec(port=free_port(), **spec_kwargs) for _ in range(n)]  # type: ignore[arg-type]
-        ctx = running_workers(specs, tmp_path / "worker-logs")
-        workers = ctx.__enter__()
-        stack.append(ctx)
-        return workers
+        def start(n: int = 1, **spec_kwargs: Any) -> list[WorkerProcess]:
+            specs = [WorkerSpec(port=free_port(), **spec_kwargs) for _ in range(n)]
+            return stack.enter_context(running_workers(specs, tmp_path / "worker-logs"))
 
-    yield start
-    while stack:
-        stack.pop().__exit__(None, None, None)  # type: ignore[attr-defined]
+        yield start

@@ -7,29 +7,34 @@ import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from saga_sgl.local_workers import TINY_VOCAB_SIZE, WorkerSpec, free_port
+from saga_sgl.local_workers import TINY_VOCAB_SIZE, WorkerProcess, WorkerSpec, free_port
 
 pytestmark = pytest.mark.live
 
 
-def _post(url: str, body: dict[str, object]) -> dict[str, object]:
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
     req = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(req, timeout=60) as resp:
-        return json.loads(resp.read())  # type: ignore[no-any-return]
+        out: dict[str, Any] = json.loads(resp.read())
+    return out
 
 
-def _get_json(url: str) -> dict[str, object]:
+def _get_json(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=30) as resp:
-        return json.loads(resp.read())  # type: ignore[no-any-return]
+        out: dict[str, Any] = json.loads(resp.read())
+    return out
 
 
-def test_generate_on_cpu_worker_with_saga_policy(sglang_workers):  # type: ignore[no-untyped-def]
+def test_generate_on_cpu_worker_with_saga_policy(sglang_workers: Callable[..., list[WorkerProcess]]) -> None:
     # --radix-eviction-policy saga is only a valid choice because our plugin registered it, and the
     # cache is built in the spawned scheduler process: serving at all proves the plugin ran there.
     (worker,) = sglang_workers(1, eviction_policy="saga")
@@ -37,16 +42,15 @@ def test_generate_on_cpu_worker_with_saga_policy(sglang_workers):  # type: ignor
     body = {"input_ids": prompt, "sampling_params": {"max_new_tokens": 4, "temperature": 0}, "rid": "wf:0"}
     first = _post(worker.url + "/generate", body)
     meta = first["meta_info"]
-    assert isinstance(meta, dict)
     assert meta["id"] == "wf:0"
     assert meta["prompt_tokens"] == len(prompt)
     assert meta["completion_tokens"] == 4
     assert meta["cached_tokens"] == 0
-    assert len(first["output_ids"]) == 4  # type: ignore[arg-type]
+    assert len(first["output_ids"]) == 4
 
     again = _post(worker.url + "/generate", dict(body, rid="wf:1"))["meta_info"]
     # The radix cache serves the prompt; SGLang always recomputes the last prompt token.
-    assert again["cached_tokens"] == len(prompt) - 1  # type: ignore[index]
+    assert again["cached_tokens"] == len(prompt) - 1
 
     info = _get_json(worker.url + "/server_info")
     assert info["radix_eviction_policy"] == "saga"
@@ -60,7 +64,7 @@ def test_generate_on_cpu_worker_with_saga_policy(sglang_workers):  # type: ignor
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
 
-def test_saga_policy_is_rejected_without_our_plugin(tmp_path):  # type: ignore[no-untyped-def]
+def test_saga_policy_is_rejected_without_our_plugin(tmp_path: Path) -> None:
     # Same command with plugin loading restricted away: SGLang itself does not know "saga".
     spec = WorkerSpec(port=free_port(), eviction_policy="saga")
     from saga_sgl import _cpu_shims
