@@ -61,6 +61,7 @@ from benchmarks._cluster_stats import (
     paired_ratio,
     window,
 )
+from benchmarks._machine import cpu_model
 from saga_sgl.sim import rows as R
 from saga_sgl.sim.cluster import ClusterSettings
 from saga_sgl.sim.policies import RowSpec
@@ -529,15 +530,7 @@ def run_benchmark(mode: Mode, sections: set[str], out: Path, num_procs: int, pro
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    return f"{platform.node()}: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
 class _Serial:

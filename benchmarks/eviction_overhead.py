@@ -227,14 +227,10 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks._machine import cpu_model
+
+    cpu = cpu_model()
     from importlib.metadata import version
 
     return {
