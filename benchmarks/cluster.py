@@ -66,7 +66,7 @@ from saga_sgl.sim import rows as R
 from saga_sgl.sim.cluster import ClusterSettings
 from saga_sgl.sim.policies import RowSpec
 from saga_sgl.sim.run import simulate
-from saga_sgl.sim.workloads import WorkloadSpec, generate
+from saga_sgl.sim.workloads import Workload, WorkloadSpec, generate
 
 HEADLINE_SCENARIOS = ("swe", "web")
 """The paper's 1.64x is the geomean over SWE-bench and WebArena."""
@@ -140,9 +140,20 @@ def _workload_spec(mode: Mode, scenario: str, seed: int, **kw: Any) -> WorkloadS
     )
 
 
+_WORKLOADS: dict[WorkloadSpec, Workload] = {}
+"""Each distinct workload, generated once in the parent before the (fork) pool starts: every row of a
+section replays the same one, and forked workers read it without pickling."""
+
+
+def _workload(wspec: WorkloadSpec) -> Workload:
+    if wspec not in _WORKLOADS:
+        _WORKLOADS[wspec] = generate(wspec)
+    return _WORKLOADS[wspec]
+
+
 def _job(args: tuple[str, WorkloadSpec, RowSpec, ClusterSettings, bool, bool]) -> dict[str, Any]:
     section, wspec, row, cluster, belady, closed = args
-    workload = generate(wspec)
+    workload = _workload(wspec)
     t0 = time.perf_counter()
     result = simulate(workload, row, cluster, seed=wspec.seed)
     wall = time.perf_counter() - t0
@@ -488,6 +499,9 @@ def run_benchmark(mode: Mode, sections: set[str], out: Path, num_procs: int, pro
     jobs = build_jobs(mode, sections)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    # Longest first (by calls to simulate) so that two processes finish together instead of one
+    # running the biggest workloads alone at the end; results are sorted again below.
+    jobs.sort(key=lambda job: -_workload(job[1]).num_calls)
     results: list[dict[str, Any]] = []
     from tqdm import tqdm
 
