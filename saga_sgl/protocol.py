@@ -37,6 +37,21 @@ REUSE_ACTION_VERSION: Final = "1"
 MAX_ID_LEN: Final = 256
 """Workflow, tenant, tool and agent-type ids longer than this are rejected (bounded label/memory use)."""
 
+MAX_DURATION_S: Final = 86_400.0
+"""Relative times on the wire (``*_in_s``, ``ttl_s``) above one day are rejected: no prediction of
+an agent's next step is that long, and an unbounded value (1e308) would only grow receivers' timers.
+Receivers apply their own, tighter caps (the worker caps TTLs at ``WorkerSettings.max_ttl_s``)."""
+
+MAX_STEP: Final = 1_000_000
+"""Largest call index of a workflow accepted on the wire."""
+
+MAX_URGENCY: Final = 1e12
+"""Largest |urgency| accepted (AFS urgencies are work/slack ratios, far below this)."""
+
+MAX_CONTROL_BYTES: Final = 4096
+"""A control message larger than this is rejected before it is decoded (the largest valid one, with
+three 256-character ids, is well under 1 KiB)."""
+
 
 class ReuseHint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
     """What the router predicts about the KV of one LLM call of a workflow (action ``saga.reuse`` v1).
@@ -70,25 +85,38 @@ class ReuseHint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         _check_id("workflow_id", self.workflow_id, required=True)
         for name in ("tenant_id", "agent_type", "tool"):
             _check_id(name, getattr(self, name), required=False)
-        if self.step < 0:
-            raise MalformedMessage(f"step must be >= 0, got {self.step}")
+        if not (0 <= self.step <= MAX_STEP):
+            raise MalformedMessage(f"step must be in [0, {MAX_STEP}], got {self.step}")
         if not (0.0 <= self.reuse_prob <= 1.0):
             raise MalformedMessage(f"reuse_prob must be in [0, 1], got {self.reuse_prob}")
-        if self.next_use_in_s is not None and not (
-            math.isfinite(self.next_use_in_s) and self.next_use_in_s >= 0.0
-        ):
-            raise MalformedMessage(f"next_use_in_s must be finite and >= 0, got {self.next_use_in_s}")
-        if not (math.isfinite(self.ttl_s) and self.ttl_s >= 0.0):
-            raise MalformedMessage(f"ttl_s must be finite and >= 0, got {self.ttl_s}")
-        if not math.isfinite(self.urgency):
-            raise MalformedMessage(f"urgency must be finite, got {self.urgency}")
+        _check_duration("next_use_in_s", self.next_use_in_s)
+        _check_duration("ttl_s", self.ttl_s)
+        if not (math.isfinite(self.urgency) and abs(self.urgency) <= MAX_URGENCY):
+            raise MalformedMessage(
+                f"urgency must be finite and |urgency| <= {MAX_URGENCY:g}, got {self.urgency}"
+            )
 
 
-def _check_id(field: str, value: str, *, required: bool) -> None:
+# One validation for every message (run by msgspec on decode and by the constructor alike): ids are
+# bounded strings, durations finite, non-negative and at most MAX_DURATION_S.
+
+
+def _check_id(field: str, value: object, *, required: bool) -> None:
+    if not isinstance(value, str):
+        raise MalformedMessage(f"{field} must be a string, got {type(value).__name__}")
     if required and not value:
         raise MalformedMessage(f"{field} must be a non-empty string")
     if len(value) > MAX_ID_LEN:
         raise MalformedMessage(f"{field} is longer than {MAX_ID_LEN} characters")
+
+
+def _check_duration(field: str, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MalformedMessage(f"{field} must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and 0.0 <= value <= MAX_DURATION_S):
+        raise MalformedMessage(f"{field} must be finite and in [0, {MAX_DURATION_S:g}] s, got {value}")
 
 
 # --- kv_hints envelope (SGLang's shape, mirrored and pinned to 0.5.23) ---------------------------
@@ -176,8 +204,14 @@ class ToolStarted(msgspec.Struct, frozen=True, kw_only=True, tag="tool_started")
     workflow_id: str
     tool: str
     ttl_s: float = 0.0
-    """Tool-aware TTL computed by the router (Algorithm 1); 0 = none."""
+    """Tool-aware TTL computed by the router (Algorithm 1), counted from the tool start; 0 = none."""
     next_use_in_s: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_id("workflow_id", self.workflow_id, required=True)
+        _check_id("tool", self.tool, required=False)
+        _check_duration("ttl_s", self.ttl_s)
+        _check_duration("next_use_in_s", self.next_use_in_s)
 
 
 class ToolFinished(msgspec.Struct, frozen=True, kw_only=True, tag="tool_finished"):
@@ -186,11 +220,18 @@ class ToolFinished(msgspec.Struct, frozen=True, kw_only=True, tag="tool_finished
     workflow_id: str
     tool: str = ""
 
+    def __post_init__(self) -> None:
+        _check_id("workflow_id", self.workflow_id, required=True)
+        _check_id("tool", self.tool, required=False)
+
 
 class WorkflowFinished(msgspec.Struct, frozen=True, kw_only=True, tag="workflow_finished"):
     """The workflow ended: its private KV has no further predicted reuse and goes first."""
 
     workflow_id: str
+
+    def __post_init__(self) -> None:
+        _check_id("workflow_id", self.workflow_id, required=True)
 
 
 class TtlChanged(msgspec.Struct, frozen=True, kw_only=True, tag="ttl_changed"):
@@ -198,6 +239,10 @@ class TtlChanged(msgspec.Struct, frozen=True, kw_only=True, tag="ttl_changed"):
 
     workflow_id: str
     ttl_s: float
+
+    def __post_init__(self) -> None:
+        _check_id("workflow_id", self.workflow_id, required=True)
+        _check_duration("ttl_s", self.ttl_s)
 
 
 ControlMessage = ToolStarted | ToolFinished | WorkflowFinished | TtlChanged
@@ -211,13 +256,17 @@ def encode_control(message: ControlMessage) -> bytes:
 
 
 def decode_control(data: bytes) -> ControlMessage:
-    """Decode one control message; raises :class:`MalformedMessage` on anything else."""
+    """Decode one control message; raises :class:`MalformedMessage` on anything else.
+
+    Every field is checked by the message's own validation (bounded ids, finite bounded durations);
+    an oversized message is rejected before it is decoded.
+    """
+    if len(data) > MAX_CONTROL_BYTES:
+        raise MalformedMessage(f"bad control message: {len(data)} bytes, more than {MAX_CONTROL_BYTES}")
     try:
         message: ControlMessage = _control_decoder.decode(data)
+    except MalformedMessage as exc:
+        raise MalformedMessage(f"bad control message: {exc}") from exc
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise MalformedMessage(f"bad control message: {exc}") from exc
-    _check_id("workflow_id", message.workflow_id, required=True)
-    ttl = getattr(message, "ttl_s", 0.0)
-    if not (math.isfinite(ttl) and ttl >= 0.0):
-        raise MalformedMessage(f"ttl_s must be finite and >= 0, got {ttl}")
     return message

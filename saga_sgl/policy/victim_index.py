@@ -14,6 +14,12 @@ Any other change (a key that went *up*, e.g. protection turning back on) is caug
 re-validation: the popped entry's key is recomputed from ``now_s`` and ``pressure``; if it differs
 from the stored one the entry is pushed back with the new key and the next one is tried.
 
+Key equality (the one rule every host uses, through :func:`clean_key`): a key is a plain tuple
+compared with ``==``, after NaN in ``primary`` or ``tiebreak`` is replaced by +inf (last within its
+tier). Without this a NaN key never equals its own recomputation and ``pop`` would loop forever, and
+NaN breaks the heap order. Wire input is validated long before (``saga_sgl.protocol``); this guards
+the index against a policy bug or an unvalidated host.
+
 Costs: add/update/remove O(log n) amortised; selection O(log n) amortised plus O(k log n) for the
 k TTLs that expired since the previous selection. Hosts call ``add`` (or ``update``) when an entry
 becomes evictable or its view changes, ``remove`` when it is locked or deleted, and ``pop`` to evict.
@@ -22,7 +28,8 @@ becomes evictable or its view changes, ``remove`` when it is locked or deleted, 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 
 from saga_sgl.policy.decisions import EvictionKey, Tier
 from saga_sgl.policy.interfaces import EvictionPolicy
@@ -33,10 +40,48 @@ COMPACT_SLACK = 64
 it never changes which victim is chosen)."""
 
 
+def clean_key(key: EvictionKey) -> EvictionKey:
+    """``key`` with NaN ordering quantities replaced by +inf (see the module doc: one equality rule)."""
+    primary, tiebreak = key[1], key[2]
+    if primary == primary and tiebreak == tiebreak:  # neither is NaN (the common, fast path)
+        return key
+    return EvictionKey(
+        key[0],
+        math.inf if math.isnan(primary) else primary,
+        math.inf if math.isnan(tiebreak) else tiebreak,
+        key[3],
+    )
+
+
+def entry_key(policy: EvictionPolicy, view: CacheEntryView, now_s: float, pressure: float) -> EvictionKey:
+    """The key every host stores and compares for ``view``: the policy's key, cleaned."""
+    return clean_key(policy.key(view, now_s, pressure))
+
+
+def shared_entry_view(users: Sequence[CacheEntryView]) -> CacheEntryView:
+    """The one rule for an entry (a radix node, a prefix segment) used by several workflows.
+
+    One user: its own view. Several users (a shared system prompt, a tree-of-thought trunk), or a
+    workflow plus hint-less traffic: the entry is *unpredicted*, ordered by its last use like any
+    request-level prefix. One workflow's prediction (a TTL, a finish) says nothing about the other
+    users' next use, and no user's prediction may pin or expose a prefix the others depend on.
+    Every host (worker plugin, simulator) builds shared entries' views through this function.
+    """
+    if len(users) == 1:
+        return users[0]
+    first = users[0]
+    return CacheEntryView(
+        entry_id=first.entry_id,
+        num_tokens=first.num_tokens,
+        depth_tokens=first.depth_tokens,
+        last_access_s=max(u.last_access_s for u in users),
+    )
+
+
 class VictimIndex:
     """The evictable entries of one cache, ordered by one policy's keys."""
 
-    __slots__ = ("_deadlines", "_entries", "_heap", "_next_version", "_policy")
+    __slots__ = ("_deadlines", "_entries", "_heap", "_next_version", "_policy", "_protected_tokens")
 
     def __init__(self, policy: EvictionPolicy) -> None:
         self._policy = policy
@@ -46,6 +91,7 @@ class VictimIndex:
         # (ttl deadline, version, entry id) of entries stored in the PROTECTED tier.
         self._deadlines: list[tuple[float, int, int]] = []
         self._next_version = 0
+        self._protected_tokens = 0
 
     @property
     def policy(self) -> EvictionPolicy:
@@ -54,6 +100,11 @@ class VictimIndex:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def protected_tokens(self) -> int:
+        """Tokens of the indexed entries whose stored key is in the PROTECTED tier."""
+        return self._protected_tokens
 
     def __contains__(self, entry_id: object) -> bool:
         return entry_id in self._entries
@@ -68,13 +119,18 @@ class VictimIndex:
 
     def add(self, entry: CacheEntryView, now_s: float, pressure: float) -> None:
         """Index ``entry`` (or replace the indexed view with the same ``entry_id``)."""
-        self._push(entry, self._policy.key(entry, now_s, pressure))
+        self._push(entry, entry_key(self._policy, entry, now_s, pressure))
 
     update = add
 
     def remove(self, entry_id: int) -> bool:
         """Drop ``entry_id`` (locked, deleted or evicted by the host); False if it was not indexed."""
-        return self._entries.pop(entry_id, None) is not None
+        item = self._entries.pop(entry_id, None)
+        if item is None:
+            return False
+        if item[1][0] == Tier.PROTECTED:
+            self._protected_tokens -= item[0].num_tokens
+        return True
 
     def peek(self, now_s: float, pressure: float) -> CacheEntryView | None:
         """The entry the policy would evict now, without removing it; None if the index is empty."""
@@ -83,11 +139,17 @@ class VictimIndex:
 
     def pop(self, now_s: float, pressure: float) -> CacheEntryView | None:
         """Remove and return the entry to evict now; None if the index is empty."""
+        item = self.pop_keyed(now_s, pressure)
+        return None if item is None else item[0]
+
+    def pop_keyed(self, now_s: float, pressure: float) -> tuple[CacheEntryView, EvictionKey] | None:
+        """Like ``pop``, with the key the victim was chosen by (hosts count victims by its tier)."""
         top = self._select(now_s, pressure)
         if top is None:
             return None
-        view = self._entries.pop(top)[0]
-        return view
+        view, key, _ = self._entries[top]
+        self.remove(top)
+        return view, key
 
     def pop_tokens(self, num_tokens: int, now_s: float, pressure: float) -> list[CacheEntryView]:
         """Pop victims in order until they hold at least ``num_tokens`` (or the index is empty).
@@ -115,9 +177,11 @@ class VictimIndex:
     def _push(self, entry: CacheEntryView, key: EvictionKey) -> None:
         version = self._next_version
         self._next_version += 1
+        self.remove(entry.entry_id)
         self._entries[entry.entry_id] = (entry, key, version)
         heapq.heappush(self._heap, (key, version, entry.entry_id))
         if key.tier == Tier.PROTECTED:
+            self._protected_tokens += entry.num_tokens
             deadline = entry.ttl_deadline_s if entry.ttl_deadline_s is not None else float("inf")
             heapq.heappush(self._deadlines, (deadline, version, entry.entry_id))
         if len(self._heap) > 2 * len(self._entries) + COMPACT_SLACK:
@@ -129,7 +193,7 @@ class VictimIndex:
 
     def _rekey(self, entry_id: int, now_s: float, pressure: float) -> None:
         view = self._entries[entry_id][0]
-        self._push(view, self._policy.key(view, now_s, pressure))
+        self._push(view, entry_key(self._policy, view, now_s, pressure))
 
     def _release_protections(self, now_s: float, pressure: float) -> None:
         if not self._policy.protects(pressure):
@@ -154,7 +218,7 @@ class VictimIndex:
                 heapq.heappop(self._heap)
                 continue
             view = self._entries[entry_id][0]
-            fresh = self._policy.key(view, now_s, pressure)
+            fresh = entry_key(self._policy, view, now_s, pressure)
             if fresh == key:
                 return entry_id
             heapq.heappop(self._heap)

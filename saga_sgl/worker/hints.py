@@ -18,7 +18,7 @@ eviction order: the strategy turns these records into ``CacheEntryView`` objects
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,16 +43,22 @@ class WorkflowHint:
     reuse_prob: float | None = None
     next_use_at_s: float | None = None
     ttl_deadline_s: float | None = None
+    call_ttl_s: float = 0.0
+    """TTL of the current call's hint, started when the call ends (= when its tool starts)."""
     is_terminal: bool = False
     is_finished: bool = False
+    finished_at_s: float | None = None
     urgency: float = 0.0
+    tenant_id: str = ""
     step: int = 0
     tool: str = ""
     updated_at_s: float = 0.0
     version: int = 0
-    """Bumped on every change; the strategy's per-node key memo checks it."""
+    """Bumped on every change (and when the record is dropped); per-node key memos check it."""
     ttl_expiry_counted: bool = False
     """The current TTL deadline has already been counted as expired."""
+    dropped: bool = False
+    """The table no longer holds this record (forgotten or past its finish grace)."""
 
 
 @dataclass(slots=True)
@@ -70,25 +76,49 @@ class NodeMark:
     version: int = 0
     """Bumped whenever the mark changes; the strategy's per-node key memo checks it."""
     pruned_at: int = 0
-    """``HintTable.num_forgotten`` when this mark was last pruned (prune only after new forgets)."""
+    """``HintTable.num_dropped`` when this mark was last pruned (prune only after new drops)."""
+
+
+TTL_HEAP_SLACK = 64
+"""TTL heap items tolerated beyond twice the tracked workflows before stale ones are dropped."""
 
 
 class HintTable:
     """Workflow id -> :class:`WorkflowHint`, bounded, with TTL-expiry accounting.
 
-    ``apply_*`` methods return True when they changed a workflow's record (counted as a hint update
-    by the caller). The table forgets the least recently updated workflow beyond ``max_workflows``.
+    Only a request hint (``kv_hints``) creates a record: a control message for a workflow this
+    worker never served is refused (``apply_control`` returns False), so a client that can reach the
+    control socket cannot push real workflows out. Records leave the table three ways, each O(1)
+    and *lazy* (no re-key of the tree; the caller re-keys only the dropped workflow's nodes, from
+    ``take_dropped``): beyond ``max_workflows`` the least recently updated is forgotten; a finished
+    workflow is dropped ``finished_grace_s`` after it finished; nothing else. TTLs are capped at
+    ``max_ttl_s`` and the TTL heap never holds more than ~2 items per tracked workflow.
     """
 
-    def __init__(self, max_workflows: int) -> None:
+    def __init__(
+        self, max_workflows: int, *, max_ttl_s: float = 300.0, finished_grace_s: float = 60.0
+    ) -> None:
         self.max_workflows = max_workflows
         """Bound on tracked workflows (``WorkerSettings.max_tracked_workflows``)."""
+        self.max_ttl_s = max_ttl_s
+        """TTLs longer than this are cut to it (``WorkerSettings.max_ttl_s``)."""
+        self.finished_grace_s = finished_grace_s
+        """A finished workflow's record is dropped this long after it finished."""
         self._by_id: OrderedDict[str, WorkflowHint] = OrderedDict()
         self._ttl_heap: list[tuple[float, str]] = []
+        self._finished: deque[tuple[float, str]] = deque()
+        self._dropped: list[str] = []
         self.num_forgotten = 0
         """Workflows dropped because the table was full."""
+        self.num_expired = 0
+        """Finished workflows dropped after their grace period."""
         self.num_ttl_expiries = 0
         """TTL deadlines that passed before being replaced or cleared, each counted once."""
+
+    @property
+    def num_dropped(self) -> int:
+        """Records that left the table so far (forgotten + expired); marks prune after it moves."""
+        return self.num_forgotten + self.num_expired
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -96,13 +126,27 @@ class HintTable:
     def get(self, workflow_id: str) -> WorkflowHint | None:
         return self._by_id.get(workflow_id)
 
+    def ttl_heap_size(self) -> int:
+        return len(self._ttl_heap)
+
+    def take_dropped(self) -> list[str]:
+        """Workflow ids dropped since the last call (the host re-keys their nodes)."""
+        dropped, self._dropped = self._dropped, []
+        return dropped
+
+    def _drop(self, record: WorkflowHint) -> None:
+        del self._by_id[record.workflow_id]
+        record.dropped = True
+        record.version += 1
+        self._dropped.append(record.workflow_id)
+
     def _touch(self, workflow_id: str, now_s: float) -> WorkflowHint:
         record = self._by_id.get(workflow_id)
         if record is None:
             record = WorkflowHint(workflow_id=workflow_id)
             self._by_id[workflow_id] = record
             while len(self._by_id) > self.max_workflows:
-                self._by_id.popitem(last=False)
+                self._drop(next(iter(self._by_id.values())))
                 self.num_forgotten += 1
         else:
             self._by_id.move_to_end(workflow_id)
@@ -110,38 +154,68 @@ class HintTable:
         record.version += 1
         return record
 
-    def _set_ttl(self, record: WorkflowHint, deadline_s: float | None, now_s: float) -> None:
+    def _set_ttl(self, record: WorkflowHint, ttl_s: float | None, now_s: float) -> None:
         old = record.ttl_deadline_s
         if old is not None and old <= now_s and not record.ttl_expiry_counted:
             self.num_ttl_expiries += 1  # it expired before anyone drained the heap
+        deadline_s = None if ttl_s is None or ttl_s <= 0 else now_s + min(ttl_s, self.max_ttl_s)
         record.ttl_deadline_s = deadline_s
         record.ttl_expiry_counted = False
         if deadline_s is not None:
             heapq.heappush(self._ttl_heap, (deadline_s, record.workflow_id))
+            if len(self._ttl_heap) > 2 * len(self._by_id) + TTL_HEAP_SLACK:
+                self._compact_ttl_heap()
+
+    def _compact_ttl_heap(self) -> None:
+        by_id = self._by_id
+        self._ttl_heap = [
+            (d, w) for d, w in self._ttl_heap if (r := by_id.get(w)) is not None and r.ttl_deadline_s == d
+        ]
+        heapq.heapify(self._ttl_heap)
 
     def apply_hint(self, hint: ReuseHint, received_at_s: float) -> WorkflowHint:
-        """Record a request's ``saga.reuse`` hint, received at ``received_at_s`` (plugin clock)."""
+        """Record a request's ``saga.reuse`` hint, received at ``received_at_s`` (plugin clock).
+
+        The hint's TTL protects the KV during the tool gap *after* this call, so it starts when the
+        call ends (``start_call_ttl``), not at receipt: a long prefill or decode must not use it up.
+        """
         record = self._touch(hint.workflow_id, received_at_s)
         record.reuse_prob = hint.reuse_prob
         record.next_use_at_s = None if hint.next_use_in_s is None else received_at_s + hint.next_use_in_s
-        self._set_ttl(record, received_at_s + hint.ttl_s if hint.ttl_s > 0 else None, received_at_s)
+        # A new call means the previous tool returned: the old TTL has done its job.
+        self._set_ttl(record, None, received_at_s)
+        record.call_ttl_s = hint.ttl_s
         record.is_terminal = hint.terminal
         # A new call of the workflow shows it is alive, whatever was said before.
         record.is_finished = False
+        record.finished_at_s = None
         record.urgency = hint.urgency
+        record.tenant_id = hint.tenant_id
         record.step = hint.step
         record.tool = hint.tool
         return record
 
+    def start_call_ttl(self, workflow_id: str, now_s: float) -> bool:
+        """The workflow's call ended (its tool starts now): start the hint's TTL. False if no TTL."""
+        record = self._by_id.get(workflow_id)
+        if record is None or record.call_ttl_s <= 0 or record.is_finished:
+            return False
+        ttl_s, record.call_ttl_s = record.call_ttl_s, 0.0
+        record.version += 1
+        self._set_ttl(record, ttl_s, now_s)
+        return True
+
     def apply_control(self, message: ControlMessage, now_s: float) -> bool:
-        """Apply one router control message; False when it names a workflow this worker never saw."""
-        if not isinstance(message, ToolStarted) and message.workflow_id not in self._by_id:
+        """Apply one router control message; False when it names a workflow this worker does not
+        track (never served, forgotten or dropped): no record is created."""
+        if message.workflow_id not in self._by_id:
             return False
         record = self._touch(message.workflow_id, now_s)
         match message:
             case ToolStarted(tool=tool, ttl_s=ttl_s, next_use_in_s=next_use_in_s):
                 record.tool = tool
-                self._set_ttl(record, now_s + ttl_s if ttl_s > 0 else None, now_s)
+                record.call_ttl_s = 0.0
+                self._set_ttl(record, ttl_s, now_s)
                 if next_use_in_s is not None:
                     record.next_use_at_s = now_s + next_use_in_s
             case ToolFinished():
@@ -150,21 +224,38 @@ class HintTable:
                 record.next_use_at_s = now_s
                 self._set_ttl(record, None, now_s)
             case WorkflowFinished():
-                record.is_finished = True
+                if not record.is_finished:
+                    record.is_finished = True
+                    record.finished_at_s = now_s
+                    self._finished.append((now_s + self.finished_grace_s, record.workflow_id))
                 record.next_use_at_s = None
+                record.call_ttl_s = 0.0
                 self._set_ttl(record, None, now_s)
             case TtlChanged(ttl_s=ttl_s):
-                self._set_ttl(record, now_s + ttl_s if ttl_s > 0 else None, now_s)
+                self._set_ttl(record, ttl_s, now_s)
         return True
 
-    def pop_expired_ttls(self, now_s: float) -> None:
-        """Count the current TTL deadlines that passed by ``now_s`` (``num_ttl_expiries``)."""
+    def expire(self, now_s: float) -> None:
+        """Count passed TTL deadlines and drop finished workflows past their grace period."""
         while self._ttl_heap and self._ttl_heap[0][0] <= now_s:
             deadline_s, workflow_id = heapq.heappop(self._ttl_heap)
             record = self._by_id.get(workflow_id)
             if record is not None and record.ttl_deadline_s == deadline_s and not record.ttl_expiry_counted:
                 record.ttl_expiry_counted = True
                 self.num_ttl_expiries += 1
+        # Grace is one constant, so the deque is in expiry order.
+        while self._finished and self._finished[0][0] <= now_s:
+            _, workflow_id = self._finished.popleft()
+            record = self._by_id.get(workflow_id)
+            if (
+                record is not None
+                and record.finished_at_s is not None
+                and record.finished_at_s + self.finished_grace_s <= now_s
+            ):
+                self._drop(record)
+                self.num_expired += 1
+
+    pop_expired_ttls = expire
 
     def snapshot(self, limit: int = 20) -> dict[str, Any]:
         """Bounded debug view (no prompts, no token ids)."""
@@ -172,6 +263,7 @@ class HintTable:
         return {
             "num_workflows": len(self._by_id),
             "num_forgotten": self.num_forgotten,
+            "num_expired": self.num_expired,
             "recent": [
                 {
                     "workflow_id": r.workflow_id,
@@ -224,11 +316,11 @@ def mark_path(
 
 
 def prune_forgotten(mark: NodeMark, table: HintTable) -> None:
-    """Drop workflows the table forgot from a node's mark (keeps per-node key cost bounded).
+    """Drop workflows the table no longer tracks from a node's mark (keeps per-node key cost bounded).
 
-    O(1) unless the table forgot a workflow since this mark was last pruned.
+    O(1) unless the table dropped a workflow since this mark was last pruned.
     """
-    if mark.pruned_at == table.num_forgotten:
+    if mark.pruned_at == table.num_dropped:
         return
-    mark.pruned_at = table.num_forgotten
+    mark.pruned_at = table.num_dropped
     mark.workflows = {w for w in mark.workflows if table.get(w) is not None}

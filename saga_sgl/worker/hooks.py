@@ -13,14 +13,23 @@ Targets (all checked by ``compat.check``):
   the walk, after draining control messages.
 * ``UnifiedRadixCache._evict_device_leaf`` and ``RadixCache._delete_leaf`` (called once per victim,
   only by the eviction loops): count the victim by the tier of the key it was ranked with.
-* ``SchedulePolicy.calc_priority``: after SGLang's order, a stable re-sort of the waiting queue by
-  the AFS urgency in the hints (a no-op when no waiting request carries one).
+* ``SchedulePolicy.calc_priority``: after SGLang's order, the core's ageing order of the waiting
+  queue by the AFS urgency in the hints (``policy.queue_order``; a no-op when no waiting request
+  carries one).
+* ``SchedulerRequestReceiver._pull_raw_reqs`` (request leader) and
+  ``Scheduler.process_input_requests`` (every rank): the leader appends one ``ControlStep`` (its
+  time and a bounded batch of control messages) to the requests it pulled; SGLang's own TP
+  broadcast (and PP relay) carries it to every rank of the replica, where it is applied before
+  the step's requests are handled (rank-identical keys; see ``runtime.py``).
+* ``managers.utils.validate_input_length`` (every worker, saga policy or not): a prompt with a
+  token id outside ``[0, vocab_size)`` is answered with an error instead of crashing the model's
+  embedding (which kills the scheduler process).
 * ``tree_core_registry.select_tree_core_backend``: a cache configured with a saga policy gets the
   Python tree core (the Rust core only knows its built-in policies); other caches are untouched.
 * ``UnifiedTreeCore._update_evictable_leaf_sets`` (the one place SGLang adds evictable leaves) and
   ``FullComponent._evict_device_start / _next_node / _end``: the evictable leaves live in a
-  persistent ``LeafIndex`` and the eviction walk pops victims from it in O(log n), instead of
-  SGLang re-heaping every leaf on every eviction call (``leaf_index.py``).
+  persistent index (the core ``VictimIndex``, ``evictable.py``) and the eviction walk pops victims
+  from it in O(log n), instead of SGLang re-heaping every leaf on every eviction call.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from saga_sgl.worker.runtime import WorkerRuntime, kv_pressure
+from saga_sgl.worker.runtime import ControlStep, WorkerRuntime, kv_pressure
 from saga_sgl.worker.strategy import SagaEvictionStrategy, victim_tier
 
 log = logging.getLogger(__name__)
@@ -40,6 +49,9 @@ SCHEDULE_POLICY = "sglang.srt.managers.schedule_policy.SchedulePolicy"
 TREE_CORE_REGISTRY = "sglang.srt.mem_cache.unified_cache.tree_core_registry"
 TREE_CORE = "sglang.srt.mem_cache.unified_cache.unified_tree_core.UnifiedTreeCore"
 FULL_COMPONENT = "sglang.srt.mem_cache.unified_cache.components.full.FullComponent"
+REQUEST_RECEIVER = "sglang.srt.managers.scheduler_components.request_receiver.SchedulerRequestReceiver"
+SCHEDULER = "sglang.srt.managers.scheduler.Scheduler"
+INPUT_VALIDATION = "sglang.srt.managers.utils.validate_input_length"
 
 
 def runtime_of(cache: Any) -> WorkerRuntime | None:
@@ -222,24 +234,100 @@ def calc_priority(
     if runtime is not None and waiting_queue:
         try:
             runtime.drain()
-            reorder_by_urgency(runtime, policy, waiting_queue)
+            sign = policy.priority_sign if policy.enable_priority_scheduling else None
+            runtime.order_waiting_queue(waiting_queue, sign)
         except Exception as exc:
             runtime.hook_failed("calc_priority", exc)
     return result
 
 
-def reorder_by_urgency(runtime: WorkerRuntime, policy: Any, waiting_queue: list[Any]) -> None:
-    """Stable sort by descending hint urgency; within SGLang's priority classes if those are on."""
-    urgencies = [runtime.urgency_of(req) for req in waiting_queue]
-    if not any(urgencies):
-        return
-    if policy.enable_priority_scheduling:
-        sign = policy.priority_sign
-        keys = [(req.priority * sign, -u) for req, u in zip(waiting_queue, urgencies, strict=True)]
-    else:
-        keys = [(0, -u) for u in urgencies]
-    order = sorted(range(len(waiting_queue)), key=keys.__getitem__)
-    waiting_queue[:] = [waiting_queue[i] for i in order]
+# --- one control step per scheduler step, identical on every rank ---------------------------------
+
+
+def _process_runtime() -> WorkerRuntime | None:
+    from saga_sgl.worker.plugin import process_runtime
+
+    return process_runtime()
+
+
+def _is_request_leader() -> bool:
+    """This rank pulls requests from the tokenizer (pp 0, attention tp 0, attention cp 0)."""
+    from sglang.srt.runtime_context import get_parallel
+
+    parallel = get_parallel()
+    try:
+        return bool(parallel.pp_rank == 0 and parallel.attn_tp_rank == 0 and parallel.attn_cp_rank == 0)
+    except (RuntimeError, ValueError, AttributeError):
+        return True  # no parallel context published: a single-rank process
+
+
+def pull_raw_reqs(original: Callable[..., Any], receiver: Any, *args: Any, **kwargs: Any) -> Any:
+    recv_reqs = original(receiver, *args, **kwargs)
+    runtime = _process_runtime()
+    if runtime is None or recv_reqs is None or not _is_request_leader():
+        return recv_reqs
+    try:
+        step = runtime.collect_step()
+    except Exception as exc:
+        runtime.hook_failed("collect_step", exc)
+        return recv_reqs
+    return [*recv_reqs, step]
+
+
+def process_input_requests(
+    original: Callable[..., Any], scheduler: Any, recv_reqs: list[Any], *args: Any, **kwargs: Any
+) -> Any:
+    if not any(isinstance(r, ControlStep) for r in recv_reqs):
+        return original(scheduler, recv_reqs, *args, **kwargs)
+    runtime = runtime_of(getattr(scheduler, "tree_cache", None))
+    for step in (r for r in recv_reqs if isinstance(r, ControlStep)):
+        if runtime is not None:
+            try:
+                runtime.apply_step(step)
+            except Exception as exc:
+                runtime.hook_failed("apply_step", exc)
+    requests = [r for r in recv_reqs if not isinstance(r, ControlStep)]
+    return original(scheduler, requests, *args, **kwargs)
+
+
+# --- the worker protects itself from token ids outside the vocabulary ------------------------------
+
+_logged_vocabulary_errors: set[str] = set()
+
+
+def validate_input_length(original: Callable[..., Any], req: Any, *args: Any, **kwargs: Any) -> Any:
+    error = original(req, *args, **kwargs)
+    if error is not None:
+        return error
+    try:
+        error = out_of_vocabulary_error(req)
+    except Exception as exc:  # never take the scheduler down from a guard
+        log.error(
+            "saga input-id check failed (%s: %s); the request goes on unchecked", type(exc).__name__, exc
+        )
+        return None
+    if error is not None and "logged" not in _logged_vocabulary_errors:
+        _logged_vocabulary_errors.add("logged")
+        log.warning("saga rejected a request: %s (logged once; later ones are only answered)", error)
+    return error
+
+
+def out_of_vocabulary_error(req: Any) -> str | None:
+    """An error message when a prompt holds a token id outside ``[0, vocab_size)``, else None.
+
+    Multimodal prompts carry pad ids above the vocabulary by design and are left to SGLang."""
+    vocab_size = getattr(req, "vocab_size", None)
+    ids = getattr(req, "origin_input_ids", None)
+    if not vocab_size or not ids or getattr(req, "multimodal_inputs", None) is not None:
+        return None
+    low, high = min(ids), max(ids)
+    if low >= 0 and high < vocab_size:
+        return None
+    bad = low if low < 0 else high
+    return (
+        f"Invalid request: input token id {bad} is outside the model's vocabulary [0, {vocab_size}); "
+        "rejected before it reaches the embedding"
+    )
 
 
 def select_tree_core_backend(original: Callable[..., Any], params: Any) -> Any:
@@ -248,7 +336,7 @@ def select_tree_core_backend(original: Callable[..., Any], params: Any) -> Any:
 
     if not is_saga_policy(params.eviction_policy):
         return backend
-    require_single_rank(params)
+    require_replica_steps()
     if backend != "python":
         log.info(
             "saga: eviction policy %r needs the Python TreeCore (requested %r); using 'python'",
@@ -259,25 +347,27 @@ def select_tree_core_backend(original: Callable[..., Any], params: Any) -> Any:
     return backend
 
 
-def require_single_rank(params: Any) -> None:
-    """Refuse a cache replicated over TP/PP/attention-CP ranks.
+def require_replica_steps() -> None:
+    """Refuse data-parallel attention, the one layout the control step cannot follow.
 
-    Every rank of such a cache must evict identically, but our keys read each rank's own clock
-    and control-channel timing, so the ranks could diverge. Serve tp_size=1 workers (scale out with
-    more workers or data parallelism) until rank-synchronised hints exist.
+    TP and PP ranks of a replica share one request leader, whose ``ControlStep`` reaches every
+    rank with the requests. With DP attention several leaders share one TP group and SGLang
+    re-broadcasts non-request objects from global rank 0 only, so groups would see another
+    group's step. Plain data parallelism (one scheduler per replica) is fine.
     """
-    import torch.distributed as dist
+    from sglang.srt.runtime_context import get_parallel
 
-    for name in ("tp_cache_group", "attn_tp_cache_group", "attn_cp_cache_group", "pp_cache_group"):
-        group = getattr(params, name, None)
-        if group is not None and dist.is_initialized() and dist.get_world_size(group=group) > 1:
-            from saga_sgl.errors import InvalidSettings
+    try:
+        attn_dp = bool(get_parallel().attn_dp_enabled)
+    except (RuntimeError, ValueError, AttributeError):
+        return
+    if attn_dp:
+        from saga_sgl.errors import InvalidSettings
 
-            raise InvalidSettings(
-                f"--radix-eviction-policy {params.eviction_policy}: saga eviction policies support one "
-                f"rank per cache ({name} has {dist.get_world_size(group=group)} ranks); use tp_size=1 "
-                "workers or data parallelism"
-            )
+        raise InvalidSettings(
+            "saga eviction policies do not support --enable-dp-attention (several request leaders "
+            "per TP group); use tensor/pipeline parallelism or plain --dp replicas"
+        )
 
 
 HOOKS: tuple[tuple[str, Callable[..., Any]], ...] = (
@@ -289,6 +379,9 @@ HOOKS: tuple[tuple[str, Callable[..., Any]], ...] = (
     (LEGACY_CACHE + "._delete_leaf", legacy_delete_leaf),
     (SCHEDULE_POLICY + ".calc_priority", calc_priority),
     (TREE_CORE_REGISTRY + ".select_tree_core_backend", select_tree_core_backend),
+    (REQUEST_RECEIVER + "._pull_raw_reqs", pull_raw_reqs),
+    (SCHEDULER + ".process_input_requests", process_input_requests),
+    (INPUT_VALIDATION, validate_input_length),
     (TREE_CORE + "._update_evictable_leaf_sets", update_evictable_leaf_sets),
     (FULL_COMPONENT + "._evict_device_start", full_evict_device_start),
     (FULL_COMPONENT + "._evict_device_next_node", full_evict_device_next_node),

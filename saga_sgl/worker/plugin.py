@@ -4,6 +4,9 @@ SGLang calls ``register()`` once per process (launcher, scheduler, detokenizer; 
 so each process registers again). It is idempotent and cheap:
 
 1. ``compat.check()``: every SGLang internal the plugin uses exists (else ``IncompatibleSGLang``).
+   SGLang's ``load_plugins`` logs and swallows plugin errors, after which argparse would only say
+   "invalid choice: 'saga'"; so when the command line asks for one of our policies, the mismatch
+   message is printed and the process exits with it (``refuse_incompatible``).
 2. Every eviction policy of ``saga_sgl.policy.registry`` that SGLang does not already implement
    becomes a ``--radix-eviction-policy`` choice (``add_radix_eviction_policy_choices``) and a
    strategy factory (``_EVICTION_POLICY_FACTORIES``); ``saga`` is an alias of our default.
@@ -24,11 +27,13 @@ loaded by the policy registry) plus the worker keys of ``saga_sgl.worker.setting
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from saga_sgl.errors import IncompatibleSGLang
 from saga_sgl.worker.runtime import WorkerRuntime
-from saga_sgl.worker.settings import split_config
+from saga_sgl.worker.settings import WorkerSettings, replica_address, split_config
 from saga_sgl.worker.strategy import SagaEvictionStrategy
 
 log = logging.getLogger(__name__)
@@ -55,7 +60,8 @@ class StrategyFactory:
         worker_settings, policy_config = split_config(config)
         policy = build_eviction_policy(self.policy_name, policy_config)
         runtime = self._runtime_provider()
-        runtime.configure(worker_settings)
+        address = control_bind_address(worker_settings)
+        runtime.configure(worker_settings, bind=address is not None, bind_address=address)
         log.info(
             "saga eviction strategy: policy=%s settings=%s control=%s",
             self.policy_name,
@@ -82,6 +88,34 @@ class _ProcessState:
 
 
 _STATE = _ProcessState()
+
+
+def process_runtime() -> WorkerRuntime | None:
+    """This process's runtime, if a saga strategy was built here (else None)."""
+    return _STATE.runtime
+
+
+def control_bind_address(settings: WorkerSettings) -> str | None:
+    """The control address this process binds: the replica's, on its request leader only.
+
+    TP/PP ranks other than the leader get control messages through the step broadcast; with data
+    parallelism each replica binds its own address (``replica_address``)."""
+    if not settings.control_address:
+        return None
+    try:
+        from sglang.srt.runtime_context import get_parallel
+
+        parallel = get_parallel()
+        leader = parallel.pp_rank == 0 and parallel.attn_tp_rank == 0 and parallel.attn_cp_rank == 0
+        dp_rank = parallel.dp_rank
+    except (ImportError, RuntimeError, ValueError, AttributeError):
+        leader, dp_rank = True, None  # no parallel context (in-process use): one rank
+    if not leader:
+        return None
+    address = replica_address(settings.control_address, dp_rank)
+    if address != settings.control_address:
+        log.info("saga control channel of data-parallel replica %s: %s", dp_rank, address)
+    return address
 
 
 def build_eviction_policy(name: str, config: Mapping[str, Any] | None) -> Any:
@@ -116,7 +150,11 @@ def register() -> None:
         return
     from saga_sgl.worker import compat
 
-    compat.check()
+    try:
+        compat.check()
+    except IncompatibleSGLang as exc:
+        refuse_incompatible(exc, sys.argv)
+        raise
 
     from sglang.srt.arg_groups.choices import (
         RADIX_EVICTION_POLICY_CHOICES,
@@ -145,3 +183,28 @@ def register() -> None:
 def registered_names() -> dict[str, str]:
     """SGLang name -> core policy name registered in this process (empty before ``register``)."""
     return dict(_STATE.sglang_names)
+
+
+OUR_POLICY_NAMES: Final = frozenset({SAGA_ALIAS, "reuse_time", "wa_lru", "vllm_prefix"})
+
+
+def requested_policy(argv: Sequence[str]) -> str | None:
+    """The ``--radix-eviction-policy`` value on a command line, if any."""
+    for i, arg in enumerate(argv):
+        if arg == "--radix-eviction-policy" and i + 1 < len(argv):
+            return argv[i + 1].lower()
+        if arg.startswith("--radix-eviction-policy="):
+            return arg.split("=", 1)[1].lower()
+    return None
+
+
+def refuse_incompatible(exc: IncompatibleSGLang, argv: Sequence[str]) -> None:
+    """Say why the plugin cannot load where the user looks; exit if the command needs it.
+
+    SGLang's loader would log and swallow the error, and argparse would then report an "invalid
+    choice" for our policy name. A server that does not ask for a saga policy keeps running."""
+    message = f"saga-sgl worker plugin not loaded: {exc}"
+    print(message, file=sys.stderr, flush=True)
+    log.error("%s", message)
+    if requested_policy(argv) in OUR_POLICY_NAMES:
+        raise SystemExit(message)

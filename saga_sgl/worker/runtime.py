@@ -8,16 +8,29 @@ is never touched.
 Everything here runs on the scheduler thread except the control channel's receiver. The methods
 called from hooks catch their own failures (:meth:`hook_failed`): a failure is counted, logged once
 per (hook, error type), and SGLang's stock behaviour continues.
+
+Rank-identical state (TP/PP): every input of an eviction key must be the same on every rank of a
+replica at the same scheduler step. Request hints already are (SGLang broadcasts the requests).
+Control messages and time are made so through a :class:`ControlStep`: the replica's request
+leader (the rank that pulls requests from the tokenizer) drains at most ``control_drain_max``
+control messages and stamps its clock once per step (``collect_step``); the step rides SGLang's
+own broadcast of the received requests to every rank, and every rank applies it
+(``apply_step``) before it handles the step's requests. From the first applied step on, the
+runtime's time is the leader's stamp (``now_s``), never the rank's own clock. A runtime that never
+sees a step (in-process tests) drains its channel at its hook points with its own clock instead.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from saga_sgl.errors import MalformedMessage
 from saga_sgl.policy.decisions import Tier
-from saga_sgl.protocol import ReuseHint, find_reuse_hint
+from saga_sgl.policy.queue_order import AgeingSettings, QueuedCall, ageing_order
+from saga_sgl.protocol import ControlMessage, ReuseHint, find_reuse_hint
 from saga_sgl.worker.hints import HintTable, mark_path
 from saga_sgl.worker.metrics import WorkerMetrics
 from saga_sgl.worker.settings import WorkerSettings
@@ -25,15 +38,30 @@ from saga_sgl.worker.settings import WorkerSettings
 if TYPE_CHECKING:
     from saga_sgl.clock import Clock
     from saga_sgl.worker.control import ControlChannel
-    from saga_sgl.worker.leaf_index import LeafIndex
+    from saga_sgl.worker.evictable import EvictableLeaves
 
 log = logging.getLogger(__name__)
 
 _HINT_ATTR = "_saga_hint"
 """Request attribute: the decoded hint (or None), parsed once per request."""
 
+_QUEUED_AT_ATTR = "_saga_queued_at_s"
+"""Request attribute: runtime time at which the waiting-queue hook first saw the request."""
+
 TIER_LABELS = {int(t): t.name.lower() for t in Tier}
 _PROTECTED = int(Tier.PROTECTED)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlStep:
+    """What one scheduler step applies on every rank: the leader's time and its control messages.
+
+    Picklable (it rides SGLang's ``broadcast_pyobj`` of the received requests)."""
+
+    now_s: float
+    """The leader's clock when it pulled this step's requests."""
+    messages: tuple[ControlMessage, ...] = ()
+    """Control messages drained by the leader for this step (at most ``control_drain_max``)."""
 
 
 class WorkerRuntime:
@@ -42,8 +70,14 @@ class WorkerRuntime:
     def __init__(self, *, clock: Clock, settings: WorkerSettings | None = None) -> None:
         self.clock = clock
         self.settings = settings or WorkerSettings()
-        self.table = HintTable(self.settings.max_tracked_workflows)
+        self.table = HintTable(
+            self.settings.max_tracked_workflows,
+            max_ttl_s=self.settings.max_ttl_s,
+            finished_grace_s=self.settings.finished_grace_s,
+        )
         self.metrics = WorkerMetrics()
+        self.step_now_s: float | None = None
+        """The last applied step's time; None until a step was applied (then: own clock)."""
         self.start_s = clock.now_s()
         self.control: ControlChannel | None = None
         self.last_pressure = 0.0
@@ -52,26 +86,35 @@ class WorkerRuntime:
         self.round_now_s = 0.0
         self.round_protected_tokens = 0
         """Tokens of TTL-protected candidates seen this round (minus protected victims)."""
-        self.leaf_indices: list[LeafIndex] = []
-        """Persistent victim indices of the unified trees using this runtime (see leaf_index.py)."""
-        self._forgotten_seen = 0
+        self.leaf_indices: list[EvictableLeaves] = []
+        """Persistent victim indices of the unified trees using this runtime (see evictable.py)."""
         self._logged_failures: set[tuple[str, str]] = set()
         self._metrics_served = False
 
     # --- configuration ---------------------------------------------------------------------------
 
-    def configure(self, settings: WorkerSettings) -> None:
-        """Apply worker settings from a strategy's config; starts the control channel once."""
+    def configure(self, settings: WorkerSettings, *, bind: bool = True, bind_address: str | None = None) -> None:
+        """Apply worker settings from a strategy's config; starts the control channel once.
+
+        The channel binds ``bind_address`` (default ``settings.control_address``); ``bind=False``
+        binds nothing (ranks other than the replica's request leader get control messages
+        through the step broadcast)."""
+        bind_address = (bind_address or settings.control_address) if bind else None
         self.settings = settings
         self.table.max_workflows = settings.max_tracked_workflows
-        if settings.control_address and self.control is None:
+        self.table.max_ttl_s = settings.max_ttl_s
+        self.table.finished_grace_s = settings.finished_grace_s
+        if bind_address and self.control is None:
             from saga_sgl.worker.control import ControlChannel
 
             self.control = ControlChannel(
-                settings.control_address,
+                bind_address,
                 max_queued=settings.control_queue_max,
                 on_malformed=lambda reason: self.metrics.inc("malformed_messages", channel="control"),
                 on_dropped=lambda: self.metrics.inc("dropped_control_messages"),
+                max_rate=settings.control_max_rate,
+                curve_secret_key=settings.control_curve_secret_key,
+                client_keys=settings.control_client_keys,
             )
         if settings.metrics_port and not self._metrics_served:
             self.metrics.serve(settings.metrics_port)
@@ -111,7 +154,7 @@ class WorkerRuntime:
             return req.__dict__[_HINT_ATTR]  # type: ignore[no-any-return]
         except KeyError:
             pass
-        now_s = self.clock.now_s()
+        now_s = self.now_s()
         try:
             hint = find_reuse_hint(getattr(req, "kv_hints", None))
         except MalformedMessage as exc:
@@ -128,25 +171,59 @@ class WorkerRuntime:
             self._workflow_changed(hint.workflow_id)
         return hint
 
-    def drain(self) -> None:
-        """Apply queued control messages and account TTL expiries (scheduler thread)."""
-        now_s = self.clock.now_s()
+    def now_s(self) -> float:
+        """The runtime's time: the last step's stamp once steps flow, else the own clock."""
+        return self.clock.now_s() if self.step_now_s is None else self.step_now_s
+
+    def collect_step(self) -> ControlStep:
+        """Request leader: this step's time and up to ``control_drain_max`` control messages."""
+        messages: tuple[ControlMessage, ...] = ()
         if self.control is not None:
-            for message in self.control.drain():
-                if self.table.apply_control(message, now_s):
-                    self.metrics.inc("hint_updates", source="control")
-                    self._workflow_changed(message.workflow_id)
-                else:
-                    self.metrics.inc("unknown_workflow_messages")
-        self.table.pop_expired_ttls(now_s)
+            messages = tuple(self.control.drain(self.settings.control_drain_max))
+        return ControlStep(now_s=self.clock.now_s(), messages=messages)
+
+    def apply_step(self, step: ControlStep) -> None:
+        """Every rank, same scheduler step: adopt the leader's time and apply its messages."""
+        if self.step_now_s is None:
+            self.start_s = step.now_s  # unmarked nodes' last use: the same on every rank
+        self.step_now_s = step.now_s
+        self._apply(step.messages, step.now_s)
+
+    def drain(self) -> None:
+        """At a hook point: without steps (in-process use), drain the channel on the own clock."""
+        if self.step_now_s is not None:
+            return  # steps apply control messages, identically on every rank
+        step = self.collect_step()
+        self._apply(step.messages, step.now_s)
+
+    def _apply(self, messages: Sequence[ControlMessage], now_s: float) -> None:
+        for message in messages:
+            if self.table.apply_control(message, now_s):
+                self.metrics.inc("hint_updates", source="control")
+                self._workflow_changed(message.workflow_id)
+            else:
+                self.metrics.inc("unknown_workflow_messages")
+        self.table.expire(now_s)
+        self._forget_dropped()
         self.metrics.inc("ttl_expiries", self.table.num_ttl_expiries - self.metrics.value("ttl_expiries"))
-        forgotten = self.table.num_forgotten - self.metrics.value("forgotten_workflows")
-        self.metrics.inc("forgotten_workflows", forgotten)
         self.metrics.set_gauge("tracked_workflows", len(self.table))
 
+    def _forget_dropped(self) -> None:
+        """Re-key only the nodes of workflows that left the table (lazy: no full re-key)."""
+        dropped = self.table.take_dropped()
+        if not dropped:
+            return
+        self.metrics.inc("forgotten_workflows", len(dropped))
+        for workflow_id in dropped:
+            self._workflow_changed(workflow_id)
+
     def on_checkpoint(self, req: Any, leaf: Any) -> None:
-        """Mark the nodes of a checkpointed request's path with its workflow (or as unhinted)."""
+        """Mark the nodes of a checkpointed request's path with its workflow (or as unhinted).
+
+        When the request has finished, its workflow's tool starts now: the hint's TTL starts."""
         hint = self.hint_of(req)
+        self._forget_dropped()
+        now_s = self.now_s()
         path = []
         node = leaf
         while node is not None and node.parent is not None:
@@ -155,7 +232,7 @@ class WorkerRuntime:
         mark_path(
             path,
             workflow_id=None if hint is None else hint.workflow_id,
-            now_s=self.clock.now_s(),
+            now_s=now_s,
             table=self.table,
         )
         for index in list(self.leaf_indices):
@@ -164,17 +241,14 @@ class WorkerRuntime:
                     index.resync(node)
             except Exception as exc:
                 self.leaf_index_failed(index, exc)
+        if hint is not None and _finished(req) and self.table.start_call_ttl(hint.workflow_id, now_s):
+            self._workflow_changed(hint.workflow_id)
 
     def _workflow_changed(self, workflow_id: str) -> None:
-        """Re-key the indexed leaves of a workflow whose record changed."""
-        forgot = self.table.num_forgotten != self._forgotten_seen
-        self._forgotten_seen = self.table.num_forgotten
+        """Refresh the indexed leaves of a workflow whose record changed (or left the table)."""
         for index in list(self.leaf_indices):
             try:
-                if forgot:
-                    index.rekey_all()
-                else:
-                    index.touch_workflow(workflow_id)
+                index.touch_workflow(workflow_id)
             except Exception as exc:
                 self.leaf_index_failed(index, exc)
 
@@ -190,17 +264,40 @@ class WorkerRuntime:
         hint = self.hint_of(req)
         return 0.0 if hint is None else hint.urgency
 
+    def order_waiting_queue(self, waiting_queue: list[Any], priority_sign: int | None) -> None:
+        """Re-order SGLang's waiting queue by the core's ageing order (``policy.queue_order``).
+
+        ``priority_sign``: SGLang's priority classes stay first when priority scheduling is on.
+        A queue without any urgency keeps SGLang's order."""
+        calls = []
+        any_urgency = False
+        for req in waiting_queue:
+            urgency = self.urgency_of(req)
+            any_urgency |= urgency > 0
+            queued_at = req.__dict__.get(_QUEUED_AT_ATTR)
+            if queued_at is None:
+                queued_at = self.now_s()
+                setattr(req, _QUEUED_AT_ATTR, queued_at)
+            calls.append(QueuedCall(enqueued_at_s=queued_at, urgency=urgency))
+        if not any_urgency:
+            return
+        order = ageing_order(calls, AgeingSettings(horizon_s=self.settings.queue_ageing_s))
+        if priority_sign is not None:
+            rank = {i: pos for pos, i in enumerate(order)}
+            order = sorted(order, key=lambda i: (waiting_queue[i].priority * priority_sign, rank[i]))
+        waiting_queue[:] = [waiting_queue[i] for i in order]
+
     # --- eviction rounds -------------------------------------------------------------------------
 
     def key_now(self) -> tuple[float, float]:
         """(now_s, pressure) for a key: frozen inside an eviction round, current otherwise."""
-        return (self.round_now_s if self.in_round else self.clock.now_s()), self.last_pressure
+        return (self.round_now_s if self.in_round else self.now_s()), self.last_pressure
 
     def begin_round(self, *, pressure: float) -> None:
         """Freeze ``now_s`` and memory pressure for one eviction walk."""
         self.drain()
         self.last_pressure = pressure
-        self.round_now_s = self.clock.now_s()
+        self.round_now_s = self.now_s()
         self.in_round = True
         self.round_protected_tokens = 0
 
@@ -221,6 +318,11 @@ class WorkerRuntime:
             else:
                 protected = self.round_protected_tokens
             self.metrics.set_gauge("protected_tokens", protected)
+
+
+def _finished(req: Any) -> bool:
+    finished = getattr(req, "finished", None)
+    return bool(finished()) if callable(finished) else False
 
 
 def kv_pressure(cache: Any) -> float:

@@ -6,10 +6,10 @@ pop the smallest first. This adapter returns the core policy's ``EvictionKey`` u
 order is exactly the policy's: protection tier, the policy's primary quantity, its tie-break, the
 node id. The adapter never orders anything itself.
 
-Shared prefixes: a node used by several workflows (a system prompt) gets one view per workflow,
-plus an unhinted view if hint-less traffic used it too, and keeps the *largest* key, i.e. the most
-protective of its users' predictions. Nodes no hinted request touched get a view without a workflow,
-which the policies order by last use.
+Shared prefixes: the policy core's one rule (``saga_sgl.policy.victim_index.shared_entry_view``,
+also used by the simulator): a node used by one workflow gets that workflow's view; a node used by
+several workflows, or by a workflow and hint-less traffic, is unpredicted and ordered by last use.
+Nodes no hinted request touched get a view without a workflow, which the policies order by last use.
 
 Cost: SGLang rebuilds its heap from *every* evictable leaf on each eviction call, so keys are
 memoised per node. By the ``EvictionPolicy`` contract a key changes only when its inputs change,
@@ -29,9 +29,10 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from saga_sgl.policy.decisions import EvictionKey, Tier
+from saga_sgl.policy.victim_index import entry_key, shared_entry_view
 from saga_sgl.policy.views import CacheEntryView, WorkflowId
+from saga_sgl.worker.evictable import VICTIM_KEY_ATTR, EvictableLeaves
 from saga_sgl.worker.hints import MARK_ATTR, NodeMark
-from saga_sgl.worker.leaf_index import LeafIndex
 
 if TYPE_CHECKING:
     from saga_sgl.policy.interfaces import EvictionPolicy
@@ -46,7 +47,6 @@ class _Memo:
     """A node's last key and exactly the inputs that, by the policy contract, can change it."""
 
     __slots__ = (
-        "forget_epoch",
         "key",
         "mark",
         "mark_version",
@@ -66,7 +66,6 @@ class _Memo:
         records: list[Any],
         protects: bool,
         valid_until_s: float,
-        forget_epoch: int,
         key: EvictionKey,
     ) -> None:
         self.radix_key = radix_key
@@ -78,7 +77,6 @@ class _Memo:
         self.records = tuple((r, r.version) for r in records) if len(records) > 1 else None
         self.protects = protects
         self.valid_until_s = valid_until_s
-        self.forget_epoch = forget_epoch
         self.key = key
 
 
@@ -93,7 +91,7 @@ class SagaEvictionStrategy:
         self.use_leaf_index = True
         """Select victims from a persistent index (O(log n)) instead of SGLang's per-call heap;
         turned off for good if the index ever fails."""
-        self.leaf_index: LeafIndex | None = None
+        self.leaf_index: EvictableLeaves | None = None
 
     def __repr__(self) -> str:
         return f"SagaEvictionStrategy(policy={self.policy.name!r})"
@@ -101,7 +99,7 @@ class SagaEvictionStrategy:
     def get_priority(self, node: Any) -> EvictionKey:
         # Hot path: SGLang's stock walk calls this for every evictable leaf on every eviction call.
         runtime = self.runtime
-        now_s = runtime.round_now_s if runtime.in_round else runtime.clock.now_s()
+        now_s = runtime.round_now_s if runtime.in_round else runtime.now_s()
         key = self.key_of(node, now_s, runtime.last_pressure)
         if key[0] == _PROTECTED and runtime.in_round:
             runtime.round_protected_tokens += len(node.key)
@@ -120,7 +118,6 @@ class SagaEvictionStrategy:
                 and memo.radix_key is node.key  # a split gives the node a new, shorter key object
                 and memo.protects is self._protects
                 and now_s < memo.valid_until_s
-                and memo.forget_epoch == self.runtime.table.num_forgotten
                 and attrs.get(MARK_ATTR) is memo.mark
                 and (memo.mark is None or memo.mark.version == memo.mark_version)
                 and (memo.record is None or memo.record.version == memo.record_version)
@@ -146,18 +143,16 @@ class SagaEvictionStrategy:
             if not self.use_leaf_index or tree_core.enable_session_radix_cache:
                 return
             # First use, or SGLang's reset() replaced the leaf set: build from the current one.
-            self.leaf_index = index = LeafIndex(self, tree_core.evictable_device_leaves)
+            self.leaf_index = index = EvictableLeaves(self, tree_core.evictable_device_leaves)
             self.runtime.leaf_indices.append(index)
             return
         index.sync(node)
 
     def _compute_key(self, node: Any, now_s: float, pressure: float) -> EvictionKey:
-        views = self.views(node)
-        key = max(self.policy.key(view, now_s, pressure) for view in views)
-        valid_until_s = min(
-            (v.ttl_deadline_s for v in views if v.ttl_deadline_s is not None and v.ttl_deadline_s > now_s),
-            default=math.inf,
-        )
+        view = self.entry_view(node)
+        key = entry_key(self.policy, view, now_s, pressure)
+        deadline = view.ttl_deadline_s
+        valid_until_s = deadline if deadline is not None and deadline > now_s else math.inf
         mark: NodeMark | None = node.__dict__.get(MARK_ATTR)
         table = self.runtime.table
         records = []
@@ -169,13 +164,16 @@ class SagaEvictionStrategy:
             records=records,
             protects=self._protects,
             valid_until_s=valid_until_s,
-            forget_epoch=table.num_forgotten,
             key=key,
         )
         return key
 
-    def views(self, node: Any) -> list[CacheEntryView]:
-        """The views the policy scores for ``node`` (one per user of the node)."""
+    def entry_view(self, node: Any) -> CacheEntryView:
+        """The one view the policy scores for ``node`` (shared prefixes: the core's rule)."""
+        return shared_entry_view(self.user_views(node))
+
+    def user_views(self, node: Any) -> list[CacheEntryView]:
+        """One view per user of ``node``: each tracked workflow, plus hint-less traffic."""
         runtime = self.runtime
         mark: NodeMark | None = node.__dict__.get(MARK_ATTR)
         num_tokens = len(node.key)
@@ -223,9 +221,16 @@ class SagaEvictionStrategy:
         last_use_s = mark.last_use_s if mark is not None else self.runtime.start_s
         return EvictionKey(int(Tier.ORDINARY), last_use_s, 0.0, node.id)
 
+    def views(self, node: Any) -> list[CacheEntryView]:
+        """The views the policy scores for ``node`` (one: see ``entry_view``)."""
+        return [self.entry_view(node)]
+
 
 def victim_tier(node: Any) -> int | None:
     """Tier of the key ``node`` was last ranked with (None if it never was)."""
+    chosen = node.__dict__.pop(VICTIM_KEY_ATTR, None)
+    if chosen is not None:
+        return int(chosen[0])
     memo = node.__dict__.get(KEY_ATTR)
     return None if memo is None else int(memo.key[0])
 

@@ -124,6 +124,12 @@ class CacheHarness:
         req.kv.kv_committed_len = len(tokens)
         req.kv.cache_protected_len = prefix_len
         req.extra_key = None
+        if not hold:
+            from sglang.srt.managers.schedule_batch import FINISH_LENGTH
+
+            # As in SGLang: a request that ends is checkpointed with its finish reason set (the
+            # plugin starts the hint's TTL then: the workflow's tool starts now).
+            req.finished_reason = FINISH_LENGTH(length=1)
         if self.kind == "unified":
             cache.checkpoint_into_tree(req, up_to=len(tokens))
         else:

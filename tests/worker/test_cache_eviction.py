@@ -422,7 +422,7 @@ def _mixed_script(h: Any) -> dict[str, int]:
         h.clock.advance(1.0)
         index = h.cache.tree_core.eviction_strategy.leaf_index
         if index is not None:
-            assert set(index._entries) == {n.id for n in h.cache.tree_core.evictable_device_leaves}
+            assert index.node_ids() == {n.id for n in h.cache.tree_core.evictable_device_leaves}
     return resident(h, names)
 
 
@@ -444,7 +444,7 @@ def test_leaf_index_matches_sglangs_heap(make_harness: Any) -> None:
 def test_failing_leaf_index_falls_back_to_sglangs_heap(
     make_harness: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from saga_sgl.worker.leaf_index import LeafIndex
+    from saga_sgl.worker.evictable import EvictableLeaves
 
     h = make_harness("unified", "reuse_time", allow_hook_failures=True)
     strategy = h.cache.tree_core.eviction_strategy
@@ -456,7 +456,7 @@ def test_failing_leaf_index_falls_back_to_sglangs_heap(
     def broken(self: Any, now_s: float, pressure: float) -> Any:
         raise RuntimeError("index bug")
 
-    monkeypatch.setattr(LeafIndex, "pop", broken)
+    monkeypatch.setattr(EvictableLeaves, "pop", broken)
     h.run(ctx(400, 20))  # must evict 16 tokens: falls back mid-walk to SGLang's own heap
     assert resident(h, {"w0": ctx(100, 20), "w1": ctx(130, 20), "w2": ctx(160, 20)}) == {
         "w0": 0,  # farthest predicted next use, as the policy orders it

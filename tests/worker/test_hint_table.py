@@ -13,10 +13,14 @@ from saga_sgl.protocol import ReuseHint, ToolFinished, ToolStarted, TtlChanged, 
 from saga_sgl.worker.hints import HintTable, NodeMark, mark_path
 
 
-def test_relative_wire_times_become_absolute_at_receipt() -> None:
+def test_relative_wire_times_become_absolute_and_the_ttl_starts_with_the_tool() -> None:
     table = HintTable(10)
     record = table.apply_hint(ReuseHint(workflow_id="w", next_use_in_s=4.0, ttl_s=30.0), received_at_s=100.0)
-    assert (record.next_use_at_s, record.ttl_deadline_s) == (104.0, 130.0)
+    # The TTL guards the tool gap after the call: a long decode (here 2.5 s) must not use it up.
+    assert (record.next_use_at_s, record.ttl_deadline_s) == (104.0, None)
+    assert table.start_call_ttl("w", 102.5)
+    assert record.ttl_deadline_s == 132.5
+    assert not table.start_call_ttl("w", 103.0)  # started once per call
     assert table.apply_control(ToolFinished(workflow_id="w"), 110.0)
     assert (record.next_use_at_s, record.ttl_deadline_s) == (110.0, None)
     assert table.apply_control(WorkflowFinished(workflow_id="w"), 111.0)
@@ -26,12 +30,49 @@ def test_relative_wire_times_become_absolute_at_receipt() -> None:
     assert not record.is_finished and record.step == 7
 
 
-def test_control_for_unknown_workflows_is_refused_except_tool_started() -> None:
-    table = HintTable(10)
+def test_control_for_unknown_workflows_creates_no_record() -> None:
+    table = HintTable(2)
+    table.apply_hint(ReuseHint(workflow_id="real"), received_at_s=0.0)
     assert not table.apply_control(WorkflowFinished(workflow_id="x"), 1.0)
     assert not table.apply_control(TtlChanged(workflow_id="x", ttl_s=5.0), 1.0)
-    assert table.apply_control(ToolStarted(workflow_id="x", tool="web", ttl_s=5.0), 1.0)
-    assert table.get("x") is not None and table.get("x").ttl_deadline_s == 6.0  # type: ignore[union-attr]
+    # Before: ToolStarted for an unknown workflow created a record, so a flood of them pushed
+    # the real workflows out of the bounded table.
+    for i in range(10):
+        assert not table.apply_control(ToolStarted(workflow_id=f"x{i}", tool="web", ttl_s=5.0), 1.0)
+    assert len(table) == 1 and table.get("real") is not None and table.num_forgotten == 0
+    assert table.apply_control(ToolStarted(workflow_id="real", tool="web", ttl_s=5.0), 2.0)
+    assert table.get("real").ttl_deadline_s == 7.0  # type: ignore[union-attr]
+
+
+def test_ttls_are_capped() -> None:
+    table = HintTable(10, max_ttl_s=300.0)
+    table.apply_hint(ReuseHint(workflow_id="w"), received_at_s=0.0)
+    table.apply_control(ToolStarted(workflow_id="w", tool="t", ttl_s=86_400.0), 1.0)
+    assert table.get("w").ttl_deadline_s == 301.0  # type: ignore[union-attr]
+
+
+def test_finished_workflows_leave_the_table_after_the_grace_period() -> None:
+    table = HintTable(100, finished_grace_s=60.0)
+    for wf in ("done", "alive", "revived"):
+        table.apply_hint(ReuseHint(workflow_id=wf), received_at_s=0.0)
+    table.apply_control(WorkflowFinished(workflow_id="done"), 10.0)
+    table.apply_control(WorkflowFinished(workflow_id="revived"), 10.0)
+    table.apply_hint(ReuseHint(workflow_id="revived", step=1), received_at_s=20.0)  # a new call
+    table.expire(69.9)
+    assert table.get("done") is not None
+    table.expire(70.0)
+    assert table.get("done") is None and table.get("alive") is not None and table.get("revived") is not None
+    assert table.take_dropped() == ["done"] and table.num_expired == 1 and table.take_dropped() == []
+
+
+def test_the_ttl_heap_is_bounded_by_the_table() -> None:
+    table = HintTable(4)
+    for wf in "abcd":
+        table.apply_hint(ReuseHint(workflow_id=wf), received_at_s=0.0)
+    # 100K valid TtlChanged messages, each with a long TTL: one live deadline per workflow.
+    for i in range(100_000):
+        table.apply_control(TtlChanged(workflow_id="abcd"[i % 4], ttl_s=250.0), float(i) * 1e-3)
+    assert table.ttl_heap_size() <= 2 * len(table) + 64
 
 
 def test_table_forgets_the_least_recently_updated_workflow() -> None:
@@ -76,7 +117,7 @@ _ops = st.lists(
 def test_every_ttl_deadline_that_passes_is_counted_exactly_once(
     ops: list[tuple[str, str, float, float]],
 ) -> None:
-    table = HintTable(10)
+    table = HintTable(10, finished_grace_s=1e9)
     now = 0.0
     current: dict[str, float | None] = {}  # reference model: each workflow's live deadline
     expected = 0
@@ -91,15 +132,17 @@ def test_every_ttl_deadline_that_passes_is_counted_exactly_once(
     for kind, wf, dt, ttl in ops:
         now += dt
         known = wf in current
-        if kind == "hint":
+        if kind == "hint":  # a call, which ends at once: its TTL starts
             table.apply_hint(ReuseHint(workflow_id=wf, ttl_s=ttl), received_at_s=now)
+            replace(wf, None)
+            table.start_call_ttl(wf, now)
             replace(wf, now + ttl if ttl > 0 else None)
-        elif kind == "tool_started":
+        elif kind == "tool_started" and known:
             table.apply_control(ToolStarted(workflow_id=wf, tool="t", ttl_s=ttl), now)
             replace(wf, now + ttl if ttl > 0 else None)
         elif kind == "drain":
             table.pop_expired_ttls(now)
-        elif known:
+        elif known and kind != "tool_started":
             message = {
                 "tool_finished": ToolFinished(workflow_id=wf),
                 "finished": WorkflowFinished(workflow_id=wf),

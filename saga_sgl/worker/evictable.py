@@ -1,0 +1,121 @@
+"""SGLang's evictable device leaves, kept in the policy core's ``VictimIndex`` (O(log n) victims).
+
+SGLang's ``FullComponent`` rebuilds a heap of *every* evictable device leaf on each eviction call:
+O(leaves) key computations per call, whatever the policy. The plugin instead mirrors SGLang's leaf
+set (``UnifiedTreeCore._update_evictable_leaf_sets``, the one place that adds to it) into the core
+``saga_sgl.policy.victim_index.VictimIndex`` (the same index the simulator uses, with the same key
+and key-equality rule), and the eviction walk pops from it.
+
+This module only maps radix nodes to the index's entry ids and views: the view of a node is the
+strategy's (``SagaEvictionStrategy.entry_view``, one rule for shared prefixes), so the keys are
+exactly those SGLang's stock heap would see through ``get_priority``. A stored view goes stale
+when the node's mark or one of its workflows' records changes; the host then calls ``resync`` or
+``touch_workflow`` (the workflow -> nodes map makes that O(nodes of the workflow)). Time-driven key
+changes (TTL deadlines, pressure) are the index's own business.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from saga_sgl.policy.victim_index import VictimIndex
+from saga_sgl.worker.hints import MARK_ATTR, NodeMark
+
+VICTIM_KEY_ATTR = "_saga_victim_key"
+"""Node attribute: the key the index chose the node by (``strategy.victim_tier`` counts its tier)."""
+
+if TYPE_CHECKING:
+    from saga_sgl.worker.strategy import SagaEvictionStrategy
+
+
+class EvictableLeaves:
+    """The evictable device leaves of one ``UnifiedTreeCore``, ordered by the core index."""
+
+    def __init__(self, strategy: SagaEvictionStrategy, leaf_set: set[Any]) -> None:
+        self.strategy = strategy
+        self.leaf_set = leaf_set
+        """SGLang's ``evictable_device_leaves`` this index mirrors (``reset()`` replaces the set)."""
+        self.victims = VictimIndex(strategy.policy)
+        self._nodes: dict[int, Any] = {}
+        self._workflows_of: dict[int, frozenset[str]] = {}
+        self._by_workflow: defaultdict[str, set[int]] = defaultdict(set)
+        self.popped: list[Any] = []
+        """Nodes handed to the current eviction walk (re-synced when it ends)."""
+        for node in list(leaf_set):
+            self.add(node)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._nodes
+
+    def node_ids(self) -> set[int]:
+        """Ids of the indexed leaves (tests compare them with SGLang's leaf set)."""
+        return set(self._nodes)
+
+    @property
+    def protected_tokens(self) -> int:
+        """Tokens of indexed leaves whose stored key is in the PROTECTED tier."""
+        return self.victims.protected_tokens
+
+    def sync(self, node: Any) -> None:
+        """Mirror ``node``'s membership in SGLang's leaf set (and refresh its view if it stays)."""
+        if node in self.leaf_set:
+            self.add(node)
+        else:
+            self.remove(node.id)
+
+    def add(self, node: Any) -> None:
+        """Index ``node`` or refresh its view."""
+        now_s, pressure = self.strategy.runtime.key_now()
+        self.victims.add(self.strategy.entry_view(node), now_s, pressure)
+        self._nodes[node.id] = node
+        mark: NodeMark | None = node.__dict__.get(MARK_ATTR)
+        workflows = frozenset(mark.workflows) if mark is not None else frozenset()
+        old = self._workflows_of.get(node.id)
+        if old != workflows:
+            if old:
+                self._unlink(node.id, old)
+            self._workflows_of[node.id] = workflows
+            for workflow_id in workflows:
+                self._by_workflow[workflow_id].add(node.id)
+
+    def remove(self, node_id: int) -> None:
+        self.victims.remove(node_id)
+        self._nodes.pop(node_id, None)
+        workflows = self._workflows_of.pop(node_id, None)
+        if workflows:
+            self._unlink(node_id, workflows)
+
+    def _unlink(self, node_id: int, workflows: frozenset[str]) -> None:
+        for workflow_id in workflows:
+            ids = self._by_workflow.get(workflow_id)
+            if ids is not None:
+                ids.discard(node_id)
+                if not ids:
+                    del self._by_workflow[workflow_id]
+
+    def resync(self, node: Any) -> None:
+        """Refresh ``node``'s view if it is indexed (its mark changed)."""
+        if node.id in self._nodes:
+            self.add(node)
+
+    def touch_workflow(self, workflow_id: str) -> None:
+        """Refresh the view of every indexed leaf the workflow uses (its record changed or left)."""
+        for node_id in list(self._by_workflow.get(workflow_id, ())):
+            self.add(self._nodes[node_id])
+
+    def pop(self, now_s: float, pressure: float) -> Any | None:
+        """Remove and return the leaf to evict now (None if none)."""
+        while True:
+            item = self.victims.pop_keyed(now_s, pressure)
+            if item is None:
+                return None
+            view, key = item
+            node = self._nodes.get(view.entry_id)
+            self.remove(view.entry_id)
+            if node is not None and node in self.leaf_set:  # else SGLang dropped it silently
+                node.__dict__[VICTIM_KEY_ATTR] = key
+                return node
