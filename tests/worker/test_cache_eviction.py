@@ -470,7 +470,9 @@ def test_failing_leaf_index_falls_back_to_sglangs_heap(
 # --- forgetting is lazy; shared prefixes follow the core's one rule ---------------------------------
 
 
-def test_forgetting_a_workflow_rekeys_only_its_own_nodes(make_harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forgetting_a_workflow_rekeys_only_its_own_nodes(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Once the table is full, each new workflow used to re-key every indexed leaf (1.8 s per hint
     with 20K leaves); now only the forgotten workflow's nodes are refreshed."""
     h = make_harness("unified", "reuse_time", kv_size=1024, max_tracked_workflows=40)
