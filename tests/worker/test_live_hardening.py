@@ -113,7 +113,7 @@ def test_tensor_parallel_worker_runs_the_saga_policy(tmp_path: Path) -> None:
         for i in range(6):  # fillers overflow the 256-token pool: both ranks evict
             status, _ = _post(worker.url, _body(list(range(200 + 45 * i, 240 + 45 * i))))
             assert status == 200
-        status, reply = _post(worker.url, _body(contexts["w0"]))
+        status, _ = _post(worker.url, _body(contexts["w0"]))
         assert status == 200
         with urllib.request.urlopen(worker.url + "/metrics", timeout=10) as response:
             text = response.read().decode()
