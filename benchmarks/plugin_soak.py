@@ -72,6 +72,7 @@ class PhaseStats:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     latencies_s: list[float] = field(default_factory=list)
+    by_urgency: dict[float, list[float]] = field(default_factory=dict)
     workflows_finished: int = 0
     flood_sent: int = 0
     rss_mb: list[float] = field(default_factory=list)
@@ -89,6 +90,9 @@ class PhaseStats:
             "p50_s": round(_quantile(lat, 0.50), 4),
             "p99_s": round(_quantile(lat, 0.99), 4),
             "max_s": round(lat[-1], 4) if lat else math.nan,
+            "p99_s_by_urgency": {
+                str(u): round(_quantile(sorted(v), 0.99), 4) for u, v in sorted(self.by_urgency.items())
+            },
             "flood_messages_sent": self.flood_sent,
             "rss_start_mb": round(self.rss_mb[0], 1) if self.rss_mb else math.nan,
             "rss_max_mb": round(max(self.rss_mb), 1) if self.rss_mb else math.nan,
@@ -189,6 +193,7 @@ def workflow_client(
                     stats.requests += 1
                     if error is None:
                         stats.latencies_s.append(elapsed)
+                        stats.by_urgency.setdefault(hint.urgency, []).append(elapsed)
                     else:
                         stats.errors += 1
                         stats.error_samples.append(error)
@@ -401,14 +406,15 @@ def run_soak(
 def markdown(result: dict[str, Any], machine: dict[str, Any]) -> str:
     rows = [
         "| phase | requests | errors | workflows done | p50 s | p99 s | max s | flood msgs sent "
-        "| RSS start/max/end MiB | worker up |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| RSS start/max/end MiB | worker up | p99 s by urgency |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for p in result["phases"]:
         rows.append(
             f"| {p['phase']} | {p['requests']} | {p['errors']} | {p['workflows_finished']} | {p['p50_s']} "
             f"| {p['p99_s']} | {p['max_s']} | {p['flood_messages_sent']} "
-            f"| {p['rss_start_mb']}/{p['rss_max_mb']}/{p['rss_end_mb']} | {p['worker_alive']} |"
+            f"| {p['rss_start_mb']}/{p['rss_max_mb']}/{p['rss_end_mb']} | {p['worker_alive']} "
+            f"| {p['p99_s_by_urgency']} |"
         )
     counters = result["plugin_counters"]
     keys = (
