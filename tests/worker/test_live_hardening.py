@@ -63,7 +63,7 @@ def test_short_soak_under_a_control_flood(tmp_path: Path) -> None:
     from benchmarks.plugin_soak import run_soak
 
     result = run_soak(
-        duration_s=12.0, num_workflows=16, kv_tokens=1024, log_dir=tmp_path, show_progress=False
+        duration_s=12.0, num_workflows=16, kv_tokens=1024, log_dir=tmp_path, show_progress=False, blocks=2
     )
     quiet, flood = result["phases"]
     print(json.dumps({k: v for k, v in result.items() if k not in ("latencies_s", "rss_series_mb")}))
