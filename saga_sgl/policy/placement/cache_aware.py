@@ -75,6 +75,8 @@ class CacheAwarePlacement:
     """sglang-router's cache-aware routing over an approximate per-worker prefix tree."""
 
     name: ClassVar[str] = "cache_aware"
+    uses_prefix: ClassVar[bool] = True
+    """Reads ``CallView.prefix`` (hosts fill it only for policies that do)."""
 
     def __init__(self, settings: CacheAwareSettings | None = None) -> None:
         self.settings = settings or CacheAwareSettings()
