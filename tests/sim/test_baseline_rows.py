@@ -7,16 +7,16 @@ import dataclasses
 
 import pytest
 
+from saga_sgl.clock import ManualClock
 from saga_sgl.policy import registry
 from saga_sgl.policy.eviction.lru import LruEviction
 from saga_sgl.policy.eviction.vllm_prefix import VllmPrefixEviction
 from saga_sgl.policy.placement.cache_aware import CacheAwarePlacement, CacheAwareSettings
 from saga_sgl.policy.placement.consistent_hash import ConsistentHashPlacement
 from saga_sgl.policy.placement.round_robin import RoundRobinPlacement
+from saga_sgl.scheduler import WorkflowScheduler
 from saga_sgl.sim import rows
 from saga_sgl.sim.cluster import Cluster, ClusterSettings
-from saga_sgl.clock import ManualClock
-from saga_sgl.scheduler import WorkflowScheduler
 from saga_sgl.sim.policies import build_row
 from saga_sgl.sim.worker import WorkerSettings
 from saga_sgl.sim.workloads.model import Segment
@@ -47,7 +47,8 @@ def test_baseline_rows_use_registry_objects_with_default_settings(row, placement
 
 
 def test_cache_aware_defaults_are_sglang_routers() -> None:
-    s = WorkflowScheduler(build_row(rows.CACHE_AWARE, seed=0).scheduler, clock=ManualClock()).placement.settings  # type: ignore[attr-defined]
+    sched = WorkflowScheduler(build_row(rows.CACHE_AWARE, seed=0).scheduler, clock=ManualClock())
+    s = sched.placement.settings  # type: ignore[attr-defined]
     assert s == CacheAwareSettings()
     assert (s.cache_threshold, s.balance_abs_threshold, s.balance_rel_threshold) == (0.3, 64, 1.5)
 
@@ -98,11 +99,20 @@ def test_cache_aware_follows_a_shared_prefix_above_the_threshold() -> None:
     cluster, result = _run(workload(*shared), rows.CACHE_AWARE)
     assert {t.worker_id for t in cluster.tasks} == {cluster.tasks[0].worker_id}
     assert result.placements.get("cache_match") == 5
-    # Distinct prompts (match rate 0 < 0.3) go to the smallest tree instead: they spread out.
+    # Distinct prompts (match rate 0 <= 0.3) go to the first worker with the fewest requests in
+    # flight: one after another (each done before the next) they all land on w0, as measured on the
+    # sglang-router 0.3.2 binary; sent together, the in-flight counts spread them out.
     lone = [
         chain_task(f"u{i}", 1.0 + i, [Segment(3000 + i, 1000)], 1, first_id=100 * (i + 1)) for i in range(4)
     ]
     cluster, result = _run(workload(*lone), rows.CACHE_AWARE)
+    assert [t.worker_id for t in cluster.tasks] == ["w0"] * 4
+    assert result.placements == {"cache_min_load": 4}
+    burst = [
+        chain_task(f"v{i}", 1.0 + 1e-4 * i, [Segment(4000 + i, 1000)], 1, first_id=100 * (i + 1))
+        for i in range(4)
+    ]
+    cluster, result = _run(workload(*burst), rows.CACHE_AWARE)
     assert sorted(t.worker_id for t in cluster.tasks) == ["w0", "w1", "w2", "w3"]
 
 
