@@ -45,8 +45,15 @@ from saga_sgl.scheduler import (
 W0, W1 = WorkerId("w0"), WorkerId("w1")
 
 
-def _worker(wid: str, *, running: int = 0, waiting: int = 0, used: int = 0, cap: int = 100_000,
-            idle: float | None = None) -> WorkerView:  # fmt: skip
+def _worker(
+    wid: str,
+    *,
+    running: int = 0,
+    waiting: int = 0,
+    used: int = 0,
+    cap: int = 100_000,
+    idle: float | None = None,
+) -> WorkerView:
     return WorkerView(
         worker_id=WorkerId(wid),
         num_running_reqs=running,
@@ -71,9 +78,12 @@ def _call(wf: str, step: int = 0, tokens: int = 1000) -> CallArrived:
 
 def _finish(wf: str, step: int, worker: WorkerId, prompt: int = 1000, out: int = 100) -> CallFinished:
     return CallFinished(
-        call_id=f"{wf}:{step}", workflow_id=WorkflowId(wf), worker_id=worker, prompt_tokens=prompt,
+        call_id=f"{wf}:{step}",
+        workflow_id=WorkflowId(wf),
+        worker_id=worker,
+        prompt_tokens=prompt,
         output_tokens=out,
-    )  # fmt: skip
+    )
 
 
 def test_a_new_workflow_is_placed_whole_with_hints_and_routing_key() -> None:
@@ -87,7 +97,7 @@ def test_a_new_workflow_is_placed_whole_with_hints_and_routing_key() -> None:
 
 
 def test_a_baseline_scheduler_sends_plain_requests_and_no_control_messages() -> None:
-    s, clock = _sched(placement="round_robin", fairness="fcfs", stealing=None, predictions=False)
+    s, _ = _sched(placement="round_robin", fairness="fcfs", stealing=None, predictions=False)
     [d] = s.handle(_call("a"))
     assert isinstance(d, Dispatch) and d.hint is None and d.reason == PlacementReason.ROUND_ROBIN
     assert s.handle(_finish("a", 0, d.worker_id)) == []
@@ -247,7 +257,7 @@ def test_afs_preempts_a_less_urgent_running_call_inside_a_tenant() -> None:
     pending = [
         PendingCallView(
             call_id=f"{w}:0", workflow_id=WorkflowId(w), tenant_id=TenantId("default"), enqueued_at_s=t
-        )  # fmt: skip
+        )
         for w, t in ((lo, 0.0), (hi, 0.1))
     ]
     assert [p.workflow_id for p in s.order_waiting(pending)] == [hi, lo]
