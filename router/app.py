@@ -31,6 +31,8 @@ SERVICE_KEY: web.AppKey[RouterService] = web.AppKey("service", RouterService)
 OPEN_PATHS = frozenset({"/health", "/liveness", "/readiness", "/metrics"})
 """Paths answered without the API key (probes and scraping)."""
 
+PROXY_TIMEOUT = aiohttp.ClientTimeout(total=60)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -115,7 +117,7 @@ def _proxy_get(path: str) -> Handler:
         if not workers or service.session is None:
             return _error(503, "no healthy worker")
         try:
-            async with service.session.get(workers[0].url + path, timeout=aiohttp.ClientTimeout(total=60)) as resp:
+            async with service.session.get(workers[0].url + path, timeout=PROXY_TIMEOUT) as resp:
                 data = await resp.read()
                 return web.Response(body=data, status=resp.status, content_type=resp.content_type)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -151,7 +153,7 @@ async def flush_cache(request: web.Request) -> web.Response:
     async def flush(url: str) -> bool:
         assert service.session is not None
         try:
-            async with service.session.post(url + "/flush_cache", timeout=aiohttp.ClientTimeout(total=60)) as resp:
+            async with service.session.post(url + "/flush_cache", timeout=PROXY_TIMEOUT) as resp:
                 await resp.read()
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError):

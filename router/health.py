@@ -51,6 +51,7 @@ class HealthMonitor:
         self._clock = clock
         self._on_change = on_change
         self._checking: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def probe(self, record: WorkerRecord) -> bool:
         """One GET of the health endpoint; True on a 200 within the timeout."""
@@ -113,7 +114,9 @@ class HealthMonitor:
             return
         while True:
             now = self._clock.now_s()
-            due = [r for r in self._registry if r.ready and not r.disable_health_check and r.next_check_s <= now]
-            for record in due:
-                asyncio.ensure_future(self.check(record))
+            for record in self._registry:
+                if record.ready and not record.disable_health_check and record.next_check_s <= now:
+                    task = asyncio.ensure_future(self.check(record))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
             await asyncio.sleep(TICK_S)

@@ -63,7 +63,8 @@ def scheduler_settings(policy: str, config: Mapping[str, Any]) -> SchedulerSetti
         }
         base.update(config)
         return load_settings(SchedulerSettings, base)
-    raise InvalidSettings(f"--policy {policy}: unknown (known: {SAGA_POLICY}, {', '.join(BASELINE_POLICIES)})")
+    known = ", ".join([SAGA_POLICY, *BASELINE_POLICIES])
+    raise InvalidSettings(f"--policy {policy}: unknown (known: {known})")
 
 
 class SchedulerHost:

@@ -73,7 +73,11 @@ def check_token_ids(ids: Any, vocab_size: int | None, field: str = "input_ids") 
     return ids
 
 
-def prompt_of_generate(body: Mapping[str, Any], vocab_size: int | None) -> tuple[list[int] | None, str | None]:
+Prompt = tuple[list[int] | None, str | None]
+"""(token ids, text) of a request's prompt; at most one is set (both None: a batch of texts)."""
+
+
+def prompt_of_generate(body: Mapping[str, Any], vocab_size: int | None) -> Prompt:
     """(token ids, text) of a ``/generate`` body; raises BadRequest when it has neither."""
     ids = body.get("input_ids")
     if ids is not None:
@@ -88,13 +92,13 @@ def prompt_of_generate(body: Mapping[str, Any], vocab_size: int | None) -> tuple
     raise BadRequest("missing prompt: /generate needs 'text' or 'input_ids'")
 
 
-def prompt_of_completion(body: Mapping[str, Any], vocab_size: int | None) -> tuple[list[int] | None, str | None]:
+def prompt_of_completion(body: Mapping[str, Any], vocab_size: int | None) -> Prompt:
     """(token ids, text) of an OpenAI ``/v1/completions`` body."""
     prompt = body.get("prompt")
     if isinstance(prompt, str) and prompt:
         return None, prompt
     if isinstance(prompt, list) and prompt:
-        if isinstance(prompt[0], int) or isinstance(prompt[0], list):
+        if isinstance(prompt[0], int | list):
             return check_token_ids(prompt, vocab_size, "prompt"), None
         if all(isinstance(p, str) for p in prompt):
             return None, prompt[0] if len(prompt) == 1 else None

@@ -25,10 +25,16 @@ from saga_sgl.protocol import ControlMessage
 
 from . import kv_events
 from .health import HealthMonitor, HealthSettings
-from .idle import IdleTracker
-from .inbound import BadRequest, decode_body, prompt_of_chat, prompt_of_completion, prompt_of_generate
-from .inbound import vocab_size_of
 from .identity import ROUTING_KEY_HEADER, identify
+from .idle import IdleTracker
+from .inbound import (
+    BadRequest,
+    decode_body,
+    prompt_of_chat,
+    prompt_of_completion,
+    prompt_of_generate,
+    vocab_size_of,
+)
 from .kv_index import PrefixCatalog
 from .plugin_channel import PluginChannels
 from .router_config import RouterConfig
@@ -48,6 +54,8 @@ WORKER_STARTUP_TIMEOUT_S = 600.0
 MAX_REMEMBERED_CONTEXTS = 10_000
 """Workflows whose last context (prompt + output ids) the router keeps for steal pre-fills."""
 STREAM_TAIL_BYTES = 65536
+WORKER_HEADER = "X-Saga-Worker"
+"""Response header naming the worker that served the call (sglang-router sends none; clients ignore it)."""
 
 
 class UpstreamFailed(Exception):
@@ -153,7 +161,8 @@ class RouterService:
         deadline = self.clock.now_s() + WORKER_STARTUP_TIMEOUT_S
         while not await self.health.probe(record):
             if self.clock.now_s() > deadline:
-                log.error("worker %s not healthy after %.0f s; left out", record.url, WORKER_STARTUP_TIMEOUT_S)
+                log.error("worker %s not healthy after %.0f s; left out", record.url,
+                          WORKER_STARTUP_TIMEOUT_S)
                 return
             await asyncio.sleep(0.5)
         info = await self._get_json(record.url + "/server_info") or {}
@@ -462,7 +471,8 @@ class RouterService:
                     if ok:
                         meta = self._meta_of(call, data)
                     return web.Response(body=data, status=upstream.status,
-                                        content_type=upstream.content_type)
+                                        content_type=upstream.content_type,
+                                        headers={WORKER_HEADER: record.url})
                 response, ok, meta = await self._relay_stream(request, call, upstream, record)
                 return response
             finally:
@@ -485,7 +495,7 @@ class RouterService:
             raise UpstreamFailed(f"{type(exc).__name__} before the first chunk") from exc
         if not first and upstream.status == 200:
             raise UpstreamFailed("stream closed before the first chunk")
-        response = web.StreamResponse(status=upstream.status)
+        response = web.StreamResponse(status=upstream.status, headers={WORKER_HEADER: record.url})
         response.content_type = upstream.content_type or "text/event-stream"
         await response.prepare(request)
         tail = first[-STREAM_TAIL_BYTES:]
@@ -557,10 +567,8 @@ class RouterService:
             self.contexts.popitem(last=False)
 
     def _account(self, meta: Mapping[str, Any]) -> None:
-        try:
+        with contextlib.suppress(TypeError, ValueError):
             self.metrics.call_tokens(int(meta.get("prompt_tokens") or 0), int(meta.get("cached_tokens") or 0))
-        except (TypeError, ValueError):
-            pass
 
 
 _JSON = {"Content-Type": "application/json"}
