@@ -258,7 +258,7 @@ def test_the_same_client_code_runs_against_sglang_router_and_ours(
     seen_ours = _client_session(ours.url)
     assert seen_theirs["generate"] == (200, "client-wf:0", 3)
     assert seen_theirs["stream"][0] == 200 and seen_theirs["stream"][1] == "data: [DONE]"
-    assert seen_ours == seen_theirs
+    assert seen_ours == seen_theirs, (seen_ours, seen_theirs)
     # The saga client's out-of-band events: ours accepts them, the stock router has no such route
     # (the frontend then stops sending, quietly).
     assert event(ours, ClientToolStarted(workflow_id="client-wf", tool="search")).status == 202
