@@ -2,10 +2,10 @@
 
 Frames are ``[topic, seq (8-byte big-endian), msgpack [ts, [events], dp_rank]]`` with ``seq``
 0, 1, 2, ... A new subscriber first replays the worker's history. One that loses messages (PUB
-high-water mark, slow joiner) sees a gap in ``seq``. Then the index is resynchronised: replayed from the worker's replay endpoint when it has
-one (ROUTER socket, request = start seq, answer ends with seq -1), else cleared, because an index
-that misses removals over-promises cache hits, while an empty one only under-promises until the
-next requests rebuild it.
+high-water mark, slow joiner) sees a gap in ``seq``. Then the index is resynchronised: replayed
+from the worker's replay endpoint when it has one (ROUTER socket, request = start seq, answer ends
+with seq -1), else cleared, because an index that misses removals over-promises cache hits, while
+an empty one only under-promises until the next requests rebuild it.
 """
 
 from __future__ import annotations
