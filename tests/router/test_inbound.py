@@ -110,3 +110,22 @@ def test_metrics_exposition_parses_and_every_family_has_help() -> None:
     assert all(f.documentation for f in families)
     assert "saga_router_cached_token_ratio 0.6" in text
     assert "_created" not in text
+
+
+def test_grafana_dashboard_reads_only_metrics_the_router_exports() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    import saga_router
+
+    dashboard = json.loads((Path(saga_router.__file__).parent / "grafana_dashboard.json").read_text())
+    exported = {f.name for f in RouterMetrics().registry.collect()}
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"saga_router_[a-z_]+", target["expr"]))
+    suffixes = ("_total", "_bucket", "_count", "_sum")
+    bases = {next((u[: -len(s)] for s in suffixes if u.endswith(s)), u) for u in used}
+    assert bases <= exported, bases - exported
+    assert len(dashboard["panels"]) >= 10
