@@ -39,13 +39,15 @@ def tokens(seed: int, n: int) -> list[int]:
     return [rng.randrange(1, TINY_VOCAB_SIZE) for _ in range(n)]
 
 
-def generate(router: RouterProcess, input_ids: list[int], max_new_tokens: int = 4, **extra: Any) -> Reply:
+def generate(
+    router: RouterProcess, input_ids: list[int], max_new_tokens: int = 4, timeout: float = 300.0, **extra: Any
+) -> Reply:
     body = {
         "input_ids": input_ids,
         "sampling_params": {"max_new_tokens": max_new_tokens, "temperature": 0, "ignore_eos": True},
         **extra,
     }
-    return http("POST", router.url + "/generate", body)
+    return http("POST", router.url + "/generate", body, timeout=timeout)
 
 
 def event(router: RouterProcess, ev: Any) -> Reply:
@@ -123,7 +125,7 @@ def test_steal_moves_a_workflow_in_its_tool_gap_and_prefills_it_on_the_thief(
     busy: list[Reply] = []
     threads = [
         threading.Thread(target=lambda i=i: busy.append(
-            generate(router, tokens(3100 + i, 200), 400, saga={"workflow_id": f"busy-{i}", "step": 0})))
+            generate(router, tokens(3100 + i, 200), 250, saga={"workflow_id": f"busy-{i}", "step": 0})))
         for i in range(2)
     ]
     for t in threads:
@@ -148,7 +150,7 @@ def test_steal_moves_a_workflow_in_its_tool_gap_and_prefills_it_on_the_thief(
             assert reply.json()["meta_info"]["cached_tokens"] >= len(context) - 1, reply.json()["meta_info"]
     assert moved, "no stolen workflow's next call went to the thief"
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=300)
     assert [r.status for r in busy] == [200, 200]
 
 
@@ -294,7 +296,7 @@ def test_killing_a_worker_mid_workflow_loses_no_request_that_had_not_started_str
     wait_for(lambda: running_reqs(victim) >= 2, 30, "calls running on the victim")
     victim.stop(timeout_s=1)
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=300)
     # Every non-streaming call completed (those on the victim were retried on the survivor).
     assert sorted(replies) == [f"kill-{i}" for i in range(6)]
     statuses = {k: (r.status, r.body[:200]) for k, r in replies.items()}
