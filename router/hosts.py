@@ -115,8 +115,7 @@ class SchedulerHost:
     # -- SchedulingHost ------------------------------------------------------------------------------
 
     async def dispatch(self, call: Call) -> Dispatch:
-        views = self._service.worker_views()
-        if not any(v.is_healthy and v.worker_id not in call.tried for v in views):
+        if not any(r.worker_id not in call.tried for r in self._service.registry.routable()):
             raise NoEligibleWorker("no healthy worker left for this call")
         ident = call.identity
         self._calls[call.call_id] = call
