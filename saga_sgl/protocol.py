@@ -479,6 +479,34 @@ class AegSubmission(msgspec.Struct, frozen=True, kw_only=True, tag="aeg_submissi
                     raise MalformedMessage(f"edge {e.src!r}->{e.dst!r} names unknown node {end!r}")
 
 
+def aeg_from_submission(submission: AegSubmission) -> Any:
+    """The :class:`saga_sgl.aeg.AEG` of a submission (``aeg.build.from_recorded``: the rule for
+    parallel fork branches). Raises ``InvalidGraph``/``ValueError`` when it is not a valid AEG."""
+    from saga_sgl.aeg.build import RecordedCall, RecordedLink, from_recorded
+    from saga_sgl.policy.views import AgentType
+
+    if not submission.nodes:
+        raise MalformedMessage("an AEG submission needs at least one node to build a graph")
+    calls = [
+        RecordedCall(
+            node_id=n.node_id,
+            tool=n.tool,
+            prompt_tokens=n.prompt_tokens,
+            output_tokens=n.output_tokens,
+            observation_tokens=n.observation_tokens,
+            terminal=n.terminal,
+        )
+        for n in submission.nodes
+    ]
+    links = [
+        RecordedLink(src=e.src, dst=e.dst, kind=e.kind, shared_prefix_tokens=e.shared_prefix_tokens)
+        for e in submission.edges
+    ]
+    return from_recorded(
+        calls, links, agent_type=AgentType(submission.agent_type) if submission.agent_type else None
+    )
+
+
 ClientEvent = ClientToolStarted | ClientToolFinished | ClientWorkflowFinished | AegSubmission
 
 _client_event_decoder = msgspec.json.Decoder(ClientEvent)
