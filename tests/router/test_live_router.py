@@ -21,9 +21,12 @@ import pytest
 
 from saga_sgl.local_workers import TINY_VOCAB_SIZE, WorkerProcess, free_port, start_worker
 from saga_sgl.protocol import (
+    AegSubmission,
     ClientToolFinished,
     ClientToolStarted,
     ClientWorkflowFinished,
+    SubmittedEdge,
+    SubmittedNode,
     encode_client_event,
 )
 
@@ -203,6 +206,15 @@ def test_bad_input_gets_4xx_before_any_worker_and_the_workers_stay_up(
     assert oversized.status == 413
     unknown = event(router, ClientToolFinished(workflow_id="never-seen", tool="x"))
     assert unknown.status == 404 and "unknown workflow" in unknown.json()["error"]["message"]
+    # A submitted graph registers its workflow; its events are then known.
+    graph = AegSubmission(
+        workflow_id="graph-1",
+        tenant_id="t2",
+        nodes=[SubmittedNode(node_id="a", tool="search"), SubmittedNode(node_id="b")],
+        edges=[SubmittedEdge(src="a", dst="b")],
+    )
+    assert event(router, graph).status == 202
+    assert event(router, ClientToolStarted(workflow_id="graph-1", tool="search")).status == 202
     assert http("POST", router.url + "/workers", {"priority": 1}).status == 422
     assert http("GET", router.url + "/workers/not-a-uuid").status == 400
     # Nothing reached a worker: both are alive and the router still serves.
