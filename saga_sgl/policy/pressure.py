@@ -26,6 +26,7 @@ anyway only shifts misses onto others. Until the first eviction the residence ti
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -111,3 +112,50 @@ class ResidenceTracker:
             self._rate *= math.exp(-(now_s - self._last_s) / self._window_s)
         if self._last_s is None or now_s > self._last_s:
             self._last_s = now_s
+
+
+class ProtectedTokens:
+    """Tokens of evictable entries whose TTL is live: the ``protected`` input of ``kv_pressure``.
+
+    Hosts call ``track`` when an entry becomes evictable or its view changes, ``untrack`` when it is
+    locked or evicted; expired deadlines drop out lazily. O(log n) per change, amortised O(log n)
+    per read.
+    """
+
+    __slots__ = ("_by_id", "_heap", "_total", "_version")
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[float, int, int]] = {}  # entry id -> (deadline, tokens, version)
+        self._heap: list[tuple[float, int, int]] = []  # (deadline, version, entry id)
+        self._total = 0
+        self._version = 0
+
+    def track(self, entry_id: int, num_tokens: int, ttl_deadline_s: float | None, now_s: float) -> None:
+        """The evictable entry ``entry_id`` now has this TTL deadline (None or past: not protected)."""
+        self.untrack(entry_id)
+        if ttl_deadline_s is None or not ttl_deadline_s > now_s or num_tokens <= 0:
+            return
+        self._version += 1
+        self._by_id[entry_id] = (ttl_deadline_s, num_tokens, self._version)
+        heapq.heappush(self._heap, (ttl_deadline_s, self._version, entry_id))
+        self._total += num_tokens
+
+    def untrack(self, entry_id: int) -> None:
+        """The entry is no longer evictable (locked, evicted) or no longer protected."""
+        item = self._by_id.pop(entry_id, None)
+        if item is not None:
+            self._total -= item[1]
+
+    def tokens(self, now_s: float) -> int:
+        """Tracked tokens whose deadline is still after ``now_s``."""
+        heap = self._heap
+        while heap and heap[0][0] <= now_s:
+            _, version, entry_id = heapq.heappop(heap)
+            item = self._by_id.get(entry_id)
+            if item is not None and item[2] == version:
+                del self._by_id[entry_id]
+                self._total -= item[1]
+        if len(heap) > 2 * len(self._by_id) + 64:
+            self._heap = [(d, v, i) for d, v, i in heap if self._by_id.get(i, (0, 0, -1))[2] == v]
+            heapq.heapify(self._heap)
+        return self._total

@@ -217,6 +217,8 @@ def create_policy(kind: str, name: str, config: Mapping[str, Any], *, latency: A
         return ToolAwareTtl(latency, load_settings(TtlSettings, config))
     from saga_sgl.policy import registry
 
+    if kind == "eviction":
+        name = registry.resolve_eviction(name)  # "saga" names the default eviction policy
     spec = registry.get(name)
     if str(spec.kind) != kind:
         raise ValueError(f"row asks for {kind} policy {name!r}, but the registry has it as {spec.kind}")

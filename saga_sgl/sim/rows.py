@@ -37,12 +37,12 @@ VLLM_AFFINITY = RowSpec(
 SAGA = RowSpec(
     label="saga",
     placement="saga",
-    eviction="reuse_time",
+    eviction="saga",
     fairness="afs",
     stealing="saga_steal",
     ttl=True,
     predictions=True,
-    description="SAGA: workflow-atomic placement (Eq. 7 + admission), reuse-time eviction + TTL, "
+    description="SAGA: workflow-atomic placement (Eq. 7 + admission), reuse-density eviction + TTL, "
     "work stealing with prefix rebuild, Agent Fair Share",
 )
 SAGA_WA_LRU = dataclasses.replace(
@@ -51,6 +51,7 @@ SAGA_WA_LRU = dataclasses.replace(
 ORACLE_BELADY = dataclasses.replace(
     SAGA,
     label="oracle_belady",
+    eviction="reuse_time",
     oracle_next_use=True,
     settings={"eviction": {"ttl_protection": False}},
     description="SAGA routing + Belady eviction (clairvoyant next use of each workflow's KV)",

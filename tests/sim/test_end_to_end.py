@@ -94,7 +94,7 @@ def test_saga_row_uses_the_policy_core_objects(results: dict[str, SimResult]) ->
     b = build_bundle(rows.SAGA, seed=0)
     assert (b.placement.name, b.eviction.name, b.fairness.name, b.stealing.name) == (  # type: ignore[union-attr]
         "saga",
-        "reuse_time",
+        "reuse_density",
         "afs",
         "saga_steal",
     )
