@@ -11,7 +11,7 @@ waiting for a "finished" that a trace may never send [I].
 
 * Classes: (agent type, tool, step bucket), with fallback to (agent type, tool), then (agent type),
   then the whole population, whichever is the most specific class with ``min_class_samples``
-  returns [I]. Step buckets are 0, 1, 2-3, 4-7, 8-15, ... (powers of two): a workflow's chance to
+  idle periods [I]. Step buckets are 0, 1, 2-3, 4-7, 8-15, ... (powers of two): a workflow's chance to
   continue depends on how far it got.
 * Per-workflow history: a workflow's own events and exposure are added to its class's, the class
   scaled to ``prior_weight`` idle periods (population as the prior) [I].
@@ -46,7 +46,7 @@ class GapSettings:
     bins_per_decade: int = 8
     """Resolution of the log-spaced histogram [I]."""
     min_class_samples: int = 20
-    """Returns a class needs before it is used instead of its coarser parent class [I]."""
+    """Idle periods a class needs before it is used instead of its coarser parent class [I]."""
     prior_weight: float = 4.0
     """Pseudo-samples of the class distribution behind a workflow's own gaps (shrinkage) [I]."""
     never_after_s: float = 1800.0
@@ -242,7 +242,7 @@ class GapModel:
         need = self.settings.min_class_samples
         for key in self._classes_of(agent_type, tool, step):
             hist = self._classes.get(key)
-            if hist is not None and hist.returns >= need:
+            if hist is not None and hist.periods >= need:
                 return hist, key
         return None, ()
 

@@ -65,8 +65,8 @@ class ReuseDensitySettings:
     min_prob: float = 1e-4
     """Floor of P before the log (P = 0 is "never again" without saying "finished") [I]."""
     attention_tokens: float = ATTENTION_TOKENS_DEFAULT
-    """Depth at which recomputing a token costs twice a token at the root (cost model) [I]; inf
-    turns the depth weighting off."""
+    """Depth at which recomputing a token costs twice a token at the root (cost model) [I]; a huge
+    value (1e30) turns the depth weighting off."""
     ttl_protection: bool = True
     """A live tool-aware TTL puts the entry in the PROTECTED tier [I]."""
     threshold_high: float = 0.9
