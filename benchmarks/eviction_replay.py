@@ -1,4 +1,4 @@
-"""Replay Mooncake-format traces through a prefix cache with each eviction policy, against LRU, FIFO and Belady.
+"""Replay Mooncake-format traces through a prefix cache with each eviction policy vs LRU, FIFO, Belady.
 
 Every row replays the *same* access sequence (requests are instantaneous at their timestamps), so
 recomputed tokens compare directly; Belady (clairvoyant farthest next use, labelled oracle) is the
@@ -36,13 +36,13 @@ from typing import Any
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model
 
-from saga_sgl.policy import registry  # noqa: E402
-from saga_sgl.policy.eviction.reuse_time import ReuseTimeEviction, ReuseTimeSettings  # noqa: E402
-from saga_sgl.replay.driver import HintDriver  # noqa: E402
-from saga_sgl.replay.prefix_replay import Mode, ReplayStats, distinct_tokens, replay  # noqa: E402
-from saga_sgl.replay.traces import (  # noqa: E402
+from saga_sgl.policy import registry
+from saga_sgl.policy.eviction.reuse_time import ReuseTimeEviction, ReuseTimeSettings
+from saga_sgl.replay.driver import HintDriver
+from saga_sgl.replay.prefix_replay import Mode, ReplayStats, distinct_tokens, replay
+from saga_sgl.replay.traces import (
     SweAgentSettings,
     TraceError,
     TraceRequest,
@@ -125,7 +125,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{fmt_int(t['requests'])} requests, {fmt_int(t['distinct_tokens'])} distinct block tokens, "
             f"{fmt_int(t['total_tokens'])} tokens read.",
             "",
-            "| capacity | policy | recomputed tokens | / Belady | vs LRU | hit ratio | recompute s | evictions |",
+            "| capacity | policy | recomputed tokens | / Belady | vs LRU | hit ratio | recompute s "
+            "| evictions |",
             "|---:|---|---:|---:|---:|---:|---:|---:|",
         ]
         for cap in t["capacities"]:
@@ -164,7 +165,8 @@ def choose(report: dict[str, Any]) -> dict[str, Any]:
         text += "No project policy ran."
     else:
         text += (
-            f"Pick: `{best}` ({'never worse than LRU here' if safe else 'every policy lost to LRU somewhere'}). "
+            f"Pick: `{best}` "
+            f"({'never worse than LRU here' if safe else 'every policy lost to LRU somewhere'}). "
             f"The registry's default (`saga`) is `{default}`"
             + (" - the same." if best == default else f" - this run would pick `{best}` instead.")
         )
@@ -183,7 +185,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
         labels = [r["label"] for r in t["capacities"][0]["rows"]]
         xs = [c["fraction"] * 100 for c in t["capacities"]]
         for label in labels:
-            ys = [next(r["ratio_to_belady"] for r in c["rows"] if r["label"] == label) for c in t["capacities"]]
+            ys = [
+                next(r["ratio_to_belady"] for r in c["rows"] if r["label"] == label) for c in t["capacities"]
+            ]
             style = "--" if label in ("lru", "fifo", "saga no hints") else "-"
             ax.plot(xs, ys, style, marker="o", label=label)
         ax.set_xscale("log")
@@ -200,23 +204,43 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--capacities", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.1, 0.2],
-                    help="cache capacities as fractions of the distinct block tokens (default 1-20%%)")
-    ap.add_argument("--mooncake", action=argparse.BooleanOptionalAction, default=True,
-                    help="replay the Mooncake FAST'25 synthetic trace (default on)")
+    ap.add_argument(
+        "--capacities",
+        type=float,
+        nargs="+",
+        default=[0.01, 0.02, 0.05, 0.1, 0.2],
+        help="cache capacities as fractions of the distinct block tokens (default 1-20%%)",
+    )
+    ap.add_argument(
+        "--mooncake",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="replay the Mooncake FAST'25 synthetic trace (default on)",
+    )
     ap.add_argument("--mooncake-path", default=str(MOONCAKE), help="path of the Mooncake synthetic trace")
-    ap.add_argument("--swe-agent", action=argparse.BooleanOptionalAction, default=True,
-                    help="replay the SWE-agent trajectories, converted at run time (default on)")
+    ap.add_argument(
+        "--swe-agent",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="replay the SWE-agent trajectories, converted at run time (default on)",
+    )
     ap.add_argument("--swe-agent-path", default=str(SWE_AGENT), help="folder holding the *.traj files")
     ap.add_argument("--swe-copies", type=int, default=10, help="sessions per SWE-agent trajectory file")
-    ap.add_argument("--swe-interarrival-s", type=float, default=2.0,
-                    help="mean seconds between SWE-agent session starts (concurrency)")
+    ap.add_argument(
+        "--swe-interarrival-s",
+        type=float,
+        default=2.0,
+        help="mean seconds between SWE-agent session starts (concurrency)",
+    )
     ap.add_argument("--trace", action="append", default=[], help="a Mooncake-format JSONL trace (repeatable)")
     ap.add_argument("--limit", type=int, default=None, help="replay only the first N requests of each trace")
     ap.add_argument("--seed", type=int, default=0, help="seed of the SWE-agent conversion")
-    ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"),
-                    help="where eviction_replay.{json,md,png} go")
-    args = ap.parse_args(argv)  # fmt: skip
+    ap.add_argument(
+        "--out-dir",
+        default=str(Path(__file__).resolve().parent / "results"),
+        help="where eviction_replay.{json,md,png} go",
+    )
+    args = ap.parse_args(argv)
     if not all(0 < c <= 1 for c in args.capacities):
         ap.error("--capacities must be fractions in (0, 1]")
     try:
@@ -230,7 +254,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     report: dict[str, Any] = {
         "benchmark": "eviction_replay",
-        "command": "python benchmarks/eviction_replay.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/eviction_replay.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {"cpu": cpu_model(), "note": "2-core shared VM, other jobs running"},
         "traces": {},
     }

@@ -194,11 +194,19 @@ class GapModel:
         """One whole idle period: the next call came after ``gap_s``; None = it never came (counted as
         idle for ``never_after_s``)."""
         if gap_s is None:
-            self.observe_idle(0.0, self.settings.never_after_s, False, agent_type=agent_type, tool=tool,
-                              step=step, workflow_id=workflow_id)  # fmt: skip
+            self.observe_idle(
+                0.0,
+                self.settings.never_after_s,
+                False,
+                agent_type=agent_type,
+                tool=tool,
+                step=step,
+                workflow_id=workflow_id,
+            )
         else:
-            self.observe_idle(0.0, gap_s, True, agent_type=agent_type, tool=tool, step=step,
-                              workflow_id=workflow_id)  # fmt: skip
+            self.observe_idle(
+                0.0, gap_s, True, agent_type=agent_type, tool=tool, step=step, workflow_id=workflow_id
+            )
 
     def forget_workflow(self, workflow_id: str) -> None:
         """Drop a finished workflow's own history."""

@@ -44,12 +44,12 @@ from saga_sgl.policy.views import AgentType, StepId, ToolType
 __all__ = [
     "NextUsePredictor",
     "NextUseSettings",
-    "ReusePrediction",
-    "ReusePredictor",
-    "ReusePredictorSettings",
     "ObservationEstimate",
     "ObservationLengthModel",
     "ObservationSettings",
+    "ReusePrediction",
+    "ReusePredictor",
+    "ReusePredictorSettings",
     "WorkMode",
     "WorkSettings",
     "expected_completion_s",
@@ -151,8 +151,13 @@ class ReusePredictorSettings:
     def __post_init__(self) -> None:
         owner = "ReusePredictorSettings"
         require_positive(owner, "min_horizon_s", self.min_horizon_s)
-        require(self.max_horizon_s >= self.min_horizon_s, owner, "max_horizon_s", ">= min_horizon_s",
-                self.max_horizon_s)  # fmt: skip
+        require(
+            self.max_horizon_s >= self.min_horizon_s,
+            owner,
+            "max_horizon_s",
+            ">= min_horizon_s",
+            self.max_horizon_s,
+        )
         require_positive(owner, "horizon_factor", self.horizon_factor)
 
 

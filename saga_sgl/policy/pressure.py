@@ -19,7 +19,8 @@ or when running requests alone hold 90% of the pool. So protected tokens stay bo
 running requests) protection is off.
 
 Second rule: a TTL never outlives the cache's recent residence time, the time an unprotected entry
-survives at the current eviction rate (``ResidenceTracker``: cached tokens / eviction rate). Protecting KV longer than an unprotected entry would live
+survives at the current eviction rate (``ResidenceTracker``: cached tokens / eviction rate).
+Protecting KV longer than an unprotected entry would live
 anyway only shifts misses onto others. Until the first eviction the residence time is infinite
 (no eviction, no pressure). Pure functions and small state; no I/O, no clock reads.
 """
@@ -47,10 +48,14 @@ class PressureSettings:
 
     def __post_init__(self) -> None:
         owner = "PressureSettings"
-        require(0.0 < self.max_protected_frac <= 1.0, owner, "max_protected_frac", "in (0, 1]",
-                self.max_protected_frac)  # fmt: skip
-        require(self.residence_window_s > 0.0, owner, "residence_window_s", "> 0",
-                self.residence_window_s)  # fmt: skip
+        require(
+            0.0 < self.max_protected_frac <= 1.0,
+            owner,
+            "max_protected_frac",
+            "in (0, 1]",
+            self.max_protected_frac,
+        )
+        require(self.residence_window_s > 0.0, owner, "residence_window_s", "> 0", self.residence_window_s)
 
 
 def kv_pressure(

@@ -15,7 +15,8 @@ the model only as time passes.
 Events, and when predictions are refreshed (the keys' re-key rule): a request arrives (the gap is
 observed), a request ends (the workflow goes idle: prediction at age 0, TTL set), when a predicted
 next use passes without the call (the prediction is overdue), and at the ages in ``rekey_ages`` x
-horizon (bucketed time: the gap distribution replaces the policy's exponential decay between events). No I/O, no clock: times come from the trace.
+horizon (bucketed time: the gap distribution replaces the policy's exponential decay between
+events). No I/O, no clock: times come from the trace.
 """
 
 from __future__ import annotations
@@ -54,8 +55,13 @@ class DriverSettings:
 
     def __post_init__(self) -> None:
         require(all(a > 0 for a in self.rekey_ages), "DriverSettings", "rekey_ages", "> 0", self.rekey_ages)
-        require(0 < self.min_session_share <= 1, "DriverSettings", "min_session_share", "in (0, 1]",
-                self.min_session_share)  # fmt: skip
+        require(
+            0 < self.min_session_share <= 1,
+            "DriverSettings",
+            "min_session_share",
+            "in (0, 1]",
+            self.min_session_share,
+        )
 
 
 @dataclass(slots=True)

@@ -61,7 +61,18 @@ class ReplayStats:
 
 
 class _Seg:
-    __slots__ = ("cached", "depth", "eid", "inserted_s", "kids", "last_s", "owner", "parent", "shared", "tokens")
+    __slots__ = (
+        "cached",
+        "depth",
+        "eid",
+        "inserted_s",
+        "kids",
+        "last_s",
+        "owner",
+        "parent",
+        "shared",
+        "tokens",
+    )
 
     def __init__(self, eid: int, tokens: int, depth: int, parent: _Seg | None) -> None:
         self.eid = eid
@@ -132,7 +143,9 @@ def replay(
     def view(seg: _Seg, now_s: float) -> CacheEntryView:
         if mode is Mode.PLAIN or mode is Mode.FIFO:
             last = seg.inserted_s if mode is Mode.FIFO else seg.last_s
-            return CacheEntryView(entry_id=seg.eid, num_tokens=seg.tokens, depth_tokens=seg.depth, last_access_s=last)
+            return CacheEntryView(
+                entry_id=seg.eid, num_tokens=seg.tokens, depth_tokens=seg.depth, last_access_s=last
+            )
         if mode is Mode.ORACLE:
             return CacheEntryView(
                 entry_id=seg.eid,
@@ -143,7 +156,9 @@ def replay(
             )
         sess = seg.owner
         if sess is None or seg.shared:
-            return CacheEntryView(entry_id=seg.eid, num_tokens=seg.tokens, depth_tokens=seg.depth, last_access_s=seg.last_s)
+            return CacheEntryView(
+                entry_id=seg.eid, num_tokens=seg.tokens, depth_tokens=seg.depth, last_access_s=seg.last_s
+            )
         return CacheEntryView(
             entry_id=seg.eid,
             num_tokens=seg.tokens,

@@ -74,7 +74,11 @@ def parse_row(row: Any, where: str) -> TraceRequest:
     input_length = _int_field(row, "input_length", where, minimum=1)
     output_length = _int_field(row, "output_length", where)
     ids = row.get("hash_ids")
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+    if (
+        not isinstance(ids, list)
+        or not ids
+        or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+    ):
         raise TraceError(f"{where}: field 'hash_ids' must be a non-empty list of integers")
     need = -(-input_length // BLOCK_TOKENS)
     if len(ids) != need:
@@ -140,7 +144,9 @@ class SweAgentSettings:
 
     def __post_init__(self) -> None:
         if self.copies < 1 or self.mean_interarrival_s <= 0 or self.chars_per_token <= 0:
-            raise InvalidSettings("SweAgentSettings: copies >= 1, mean_interarrival_s > 0, chars_per_token > 0")
+            raise InvalidSettings(
+                "SweAgentSettings: copies >= 1, mean_interarrival_s > 0, chars_per_token > 0"
+            )
 
 
 def _content_text(content: Any) -> str:
@@ -161,7 +167,8 @@ def _trajectory_turns(data: dict[str, Any], where: str) -> list[tuple[list[str],
     history = data.get("history")
     if not isinstance(history, list) or not history:
         raise TraceError(f"{where}: no 'history' list")
-    steps = data.get("trajectory") if isinstance(data.get("trajectory"), list) else []
+    raw_steps = data.get("trajectory")
+    steps: list[Any] = raw_steps if isinstance(raw_steps, list) else []
     exec_times = [s.get("execution_time") for s in steps if isinstance(s, dict)]
     turns = []
     texts: list[str] = []
@@ -173,10 +180,14 @@ def _trajectory_turns(data: dict[str, Any], where: str) -> list[tuple[list[str],
         if msg.get("role") == "assistant" and texts:
             action = msg.get("action")
             if action is None and isinstance(msg.get("tool_calls"), list) and msg["tool_calls"]:
-                fn = msg["tool_calls"][0].get("function", {}) if isinstance(msg["tool_calls"][0], dict) else {}
+                fn = (
+                    msg["tool_calls"][0].get("function", {}) if isinstance(msg["tool_calls"][0], dict) else {}
+                )
                 action = fn.get("name", "")
             t = exec_times[k] if k < len(exec_times) else None
-            turns.append((list(texts), text, _tool_name(action), float(t) if isinstance(t, (int, float)) else None))
+            turns.append(
+                (list(texts), text, _tool_name(action), float(t) if isinstance(t, (int, float)) else None)
+            )
             k += 1
         texts.append(f"<{msg.get('role')}>{text}")
     return turns

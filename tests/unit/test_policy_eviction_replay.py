@@ -13,12 +13,12 @@ from saga_sgl.policy.eviction.reuse_time import ReuseTimeEviction, ReuseTimeSett
 from saga_sgl.replay.driver import HintDriver
 from saga_sgl.replay.prefix_replay import Mode, distinct_tokens, replay
 from saga_sgl.replay.traces import (
+    SweAgentSettings,
     TraceError,
     TraceRequest,
     load_mooncake,
     parse_row,
     swe_agent_requests,
-    SweAgentSettings,
 )
 
 SWE = Path("/work/shared/data/swe-agent-trajectories")
@@ -38,8 +38,15 @@ def _synthetic(seed: int = 0, sessions: int = 40) -> list[TraceRequest]:
             ids = ids + list(range(next_id, next_id + (2 if agent else 8)))
             next_id += 8
             out.append(
-                TraceRequest(timestamp_s=t, input_length=512 * len(ids), output_length=10, hash_ids=tuple(ids),
-                             session=f"s{s}", step=k, tool="code" if agent else "")  # fmt: skip
+                TraceRequest(
+                    timestamp_s=t,
+                    input_length=512 * len(ids),
+                    output_length=10,
+                    hash_ids=tuple(ids),
+                    session=f"s{s}",
+                    step=k,
+                    tool="code" if agent else "",
+                )
             )
             t += rng.uniform(0.3, 20.0)
     out.sort(key=lambda r: r.timestamp_s)
@@ -78,7 +85,12 @@ def test_belady_bounds_every_row_and_no_hints_is_exactly_lru() -> None:
     assert belady.recomputed_tokens < lru.recomputed_tokens
     # With room for everything, every policy misses exactly the compulsory (first-use) blocks.
     full = distinct_tokens(reqs)
-    assert replay(reqs, full, registry.create_eviction("saga"), Mode.HINTS, driver=HintDriver()).recomputed_tokens == full
+    assert (
+        replay(
+            reqs, full, registry.create_eviction("saga"), Mode.HINTS, driver=HintDriver()
+        ).recomputed_tokens
+        == full
+    )
 
 
 def test_reuse_density_with_hints_recomputes_less_than_lru_on_agent_sessions() -> None:
@@ -86,7 +98,9 @@ def test_reuse_density_with_hints_recomputes_less_than_lru_on_agent_sessions() -
     reqs = _synthetic(sessions=120)
     cap = distinct_tokens(reqs) // 40
     lru = replay(reqs, cap, registry.create_eviction("lru"), Mode.PLAIN).recomputed_tokens
-    saga = replay(reqs, cap, registry.create_eviction("saga"), Mode.HINTS, driver=HintDriver()).recomputed_tokens
+    saga = replay(
+        reqs, cap, registry.create_eviction("saga"), Mode.HINTS, driver=HintDriver()
+    ).recomputed_tokens
     assert saga < lru
 
 

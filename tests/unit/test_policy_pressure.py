@@ -32,8 +32,9 @@ def test_protection_switches_off_under_sustained_pressure() -> None:
     index = VictimIndex(policy)
 
     def add(i: int, tokens: int, last_s: float, ttl: float | None) -> None:
-        e = CacheEntryView(entry_id=i, num_tokens=tokens, depth_tokens=tokens, last_access_s=last_s,
-                           ttl_deadline_s=ttl)  # fmt: skip
+        e = CacheEntryView(
+            entry_id=i, num_tokens=tokens, depth_tokens=tokens, last_access_s=last_s, ttl_deadline_s=ttl
+        )
         protected.track(i, tokens, ttl, now)
         index.add(e, now, kv_pressure(capacity, 0, protected.tokens(now)))
 

@@ -68,8 +68,12 @@ class _Host:
         name = node.owner
         served_s, hint = self.facts[name]
         if hint is None:
-            return CacheEntryView(entry_id=node.entry_id, num_tokens=node.num_tokens,
-                                  depth_tokens=node.depth_tokens, last_access_s=node.last_access_s)  # fmt: skip
+            return CacheEntryView(
+                entry_id=node.entry_id,
+                num_tokens=node.num_tokens,
+                depth_tokens=node.depth_tokens,
+                last_access_s=node.last_access_s,
+            )
         nxt = hint.get("next_use_in_s")
         ttl = hint.get("ttl_s", 0.0)
         return CacheEntryView(

@@ -1,4 +1,4 @@
-"""Reuse-density eviction: keep the entries with the most expected recompute saved per token-second (ours [I]).
+"""Reuse-density eviction: keep the most expected recompute saved per token-second (ours [I]).
 
 Closest published rule: least hit density (LHD, Beckmann et al., NSDI'18): rank by hits per unit
 of space x time an entry is expected to use. Here, per entry e with a prediction:

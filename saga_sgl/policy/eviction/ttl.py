@@ -8,7 +8,8 @@ TTL_max = 300 s, with memory pressure (Eq. 6)
 threshold_low = 0.7, threshold_high = 0.9; the clamp to [0, 1] is the reference repo's [R].
 ``usage`` is the pressure level of ``policy.pressure`` (held or protected KV against their budgets,
 not raw pool usage, which a full cache keeps near 1) [I], and a TTL is further capped at the
-cache's recent residence time (``ResidenceTracker``) [I]. The percentile comes from the per-tool latency model (``aeg.tool_latency``).
+cache's recent residence time (``ResidenceTracker``) [I]. The percentile comes from the per-tool
+latency model (``aeg.tool_latency``).
 
 Protection rule [I] (research notes' reading of the paper): while an entry's TTL is live and KV
 usage is below threshold_high, the entry is in ``Tier.PROTECTED``, so it is evicted only when no
