@@ -88,7 +88,11 @@ class ReuseDensityEviction:
     name: ClassVar[str] = "reuse_density"
 
     def __init__(self, settings: ReuseDensitySettings | None = None) -> None:
-        self.settings = settings or ReuseDensitySettings()
+        self.settings = s = settings or ReuseDensitySettings()
+        # primary = last + decay * ln(prob * cost / wait) + decay * ln(decay / p_ref): hoisted constants.
+        self._decay = s.decay_s
+        self._offset = s.decay_s * math.log(s.decay_s / s.p_ref)
+        self._inv_attention = 1.0 / s.attention_tokens
 
     def key(self, entry: CacheEntryView, now_s: float, pressure: float) -> EvictionKey:
         if entry.is_finished or entry.is_terminal:
@@ -101,18 +105,24 @@ class ReuseDensityEviction:
     def primary(self, entry: CacheEntryView) -> float:
         """last_access_s + decay_s * ln(density / density_ref) for an entry with a prediction."""
         s = self.settings
-        prob = s.p_ref if entry.reuse_prob is None else entry.reuse_prob
-        prob = max(min(prob, 1.0), s.min_prob)
-        if entry.next_use_at_s is None:
-            wait = s.decay_s
-        elif math.isinf(entry.next_use_at_s):
-            prob, wait = s.min_prob, s.decay_s  # "never": as unlikely as a prediction can say
+        last = entry.last_access_s
+        prob = entry.reuse_prob
+        if prob is None:
+            prob = s.p_ref
+        elif prob > 1.0:
+            prob = 1.0
+        nxt = entry.next_use_at_s
+        if nxt is None:
+            wait = self._decay
+        elif nxt == math.inf:
+            prob, wait = s.min_prob, self._decay  # "never": as unlikely as a prediction can say
         else:
-            wait = max(entry.next_use_at_s - entry.last_access_s, 0.0) + s.min_wait_s
-        mid_depth = max(entry.depth_tokens - entry.num_tokens / 2.0, 0.0)
-        cost = 1.0 + mid_depth / s.attention_tokens
-        ratio = (prob / s.p_ref) * cost * (s.decay_s / wait)
-        return entry.last_access_s + s.decay_s * math.log(ratio)
+            wait = (nxt - last if nxt > last else 0.0) + s.min_wait_s
+        if prob < s.min_prob:
+            prob = s.min_prob
+        mid_depth = entry.depth_tokens - entry.num_tokens * 0.5
+        cost = 1.0 + (mid_depth if mid_depth > 0.0 else 0.0) * self._inv_attention
+        return last + self._decay * math.log(prob * cost / wait) + self._offset
 
     def protects(self, pressure: float) -> bool:
         return ttl_protects(self.settings.ttl_protection, self.settings.threshold_high, pressure)
