@@ -179,13 +179,16 @@ class PatternInference:
         return min(1.0, st.completed / st.steps)
 
     def infer(self, agent_type: AgentType, first_tool: ToolType | None = None) -> AEG | None:
-        """Inferred linear AEG for ``agent_type``; None while the type is in cold start.
+        """Inferred linear AEG for ``agent_type``; None while the type is in cold start or has no
+        observed steps at all (``cold_start_tasks=0``).
 
         ``first_tool``: the tool the live task's first step actually called, if already known.
         """
         if self.tier(agent_type) is ObservabilityTier.COLD_START:
             return None
-        st = self._agents[agent_type]
+        st = self._agents.get(agent_type)
+        if st is None:  # cold_start_tasks=0 and nothing observed yet: no pattern to infer
+            return None
         s = self.settings
         p_term = self.termination_prob(agent_type)
         tool = first_tool

@@ -7,6 +7,11 @@
   tool start + a quantile of the tool latency (conditioned on the time already elapsed) + the
   expected queueing delay on the worker. This is what lets the reuse_time eviction policy
   approach Belady (farthest next use first).
+* ``ReusePredictor``: the input of the ``reuse_density`` eviction key [I]: from the *distribution*
+  of the time to next use (``aeg.gaps.GapModel``: per agent type, tool and step, the workflow's own
+  history with the population as its prior), P(next use within the horizon | idle for ``age``) and
+  the expected time to that use. The horizon is the cache's recent residence time
+  (``policy.pressure.ResidenceTracker``): the time an entry would survive unprotected.
 * ``remaining_work_s``: Eq. 9, the sum over pending steps of T_prefill + T_decode through a
   ``CostModel``. Prefill counts the new tokens of each step (the prefix is assumed cached) and
   decode the output tokens [R]. Pending steps follow the most likely path [R] or, in ``expected``
@@ -23,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from saga_sgl.aeg.gaps import GapModel
 from saga_sgl.aeg.graph import AEG, EdgeKind, Step
 from saga_sgl.aeg.observations import (
     ObservationEstimate,
@@ -32,8 +38,8 @@ from saga_sgl.aeg.observations import (
 )
 from saga_sgl.aeg.tool_latency import ToolLatencyModel
 from saga_sgl.policy.interfaces import CostModel
-from saga_sgl.policy.settings import require, require_frac, require_non_negative
-from saga_sgl.policy.views import StepId, ToolType
+from saga_sgl.policy.settings import require, require_frac, require_non_negative, require_positive
+from saga_sgl.policy.views import AgentType, StepId, ToolType
 
 __all__ = [
     "NextUsePredictor",
@@ -41,6 +47,9 @@ __all__ = [
     "ObservationEstimate",
     "ObservationLengthModel",
     "ObservationSettings",
+    "ReusePrediction",
+    "ReusePredictor",
+    "ReusePredictorSettings",
     "WorkMode",
     "WorkSettings",
     "expected_completion_s",
@@ -122,6 +131,104 @@ class NextUsePredictor:
         elapsed = max(0.0, now_s - tool_started_at_s)
         total = self.latency.conditional_quantile_s(tool, self.settings.gap_quantile, elapsed)
         return tool_started_at_s + total + max(queue_delay_s, 0.0)
+
+
+# -- reuse within the horizon (the reuse_density eviction key's inputs) ------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReusePredictorSettings:
+    """Settings of ``ReusePredictor``."""
+
+    min_horizon_s: float = 1.0
+    """Shortest horizon used, seconds (a residence time below it is noise) [I]."""
+    max_horizon_s: float = 3600.0
+    """Longest horizon, and the horizon while the cache has not evicted yet, seconds [I]."""
+    horizon_factor: float = 4.0
+    """Horizon = this x the cache's residence time: entries a policy chooses to keep live longer
+    than the average token (Little's law), so a hit after one residence time is still a hit [I]."""
+
+    def __post_init__(self) -> None:
+        owner = "ReusePredictorSettings"
+        require_positive(owner, "min_horizon_s", self.min_horizon_s)
+        require(
+            self.max_horizon_s >= self.min_horizon_s,
+            owner,
+            "max_horizon_s",
+            ">= min_horizon_s",
+            self.max_horizon_s,
+        )
+        require_positive(owner, "horizon_factor", self.horizon_factor)
+
+
+MIN_REUSE_PROB = 1e-3
+"""Floor of P in the effective next use: "hopeless" entries still order by when they were judged."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReusePrediction:
+    """The two view fields the ``reuse_density`` key reads."""
+
+    reuse_prob: float
+    """P(next use within the horizon | idle so far) -> ``CacheEntryView.reuse_prob``."""
+    next_use_at_s: float
+    """now + expected wait given a use within the horizon -> ``CacheEntryView.next_use_at_s``."""
+    horizon_s: float
+    """The horizon used."""
+    now_s: float
+    """When the prediction was made."""
+    source: str
+    """Which distribution answered (workflow history, class or tool prior)."""
+
+    @property
+    def effective_next_use_s(self) -> float:
+        """now + expected cache occupancy per expected hit: E[min(wait, horizon)] / P.
+
+        The reciprocal of LHD's hit density on a time axis: a sure next use at t gives t (Belady's
+        key), P -> 0 gives infinity (evict first). Absolute, so a key built from it does not drift.
+        """
+        prob = max(self.reuse_prob, MIN_REUSE_PROB)
+        wait = self.next_use_at_s - self.now_s
+        occupancy = prob * wait + (1.0 - prob) * self.horizon_s
+        return self.now_s + occupancy / prob
+
+
+class ReusePredictor:
+    """P(reuse before eviction | age, tool, step, workflow history) and the expected time to it."""
+
+    def __init__(self, gaps: GapModel, settings: ReusePredictorSettings | None = None) -> None:
+        self.gaps = gaps
+        self.settings = settings or ReusePredictorSettings()
+
+    def horizon_s(self, residence_s: float) -> float:
+        """horizon_factor x the cache's residence time, clamped to [min_horizon_s, max_horizon_s]."""
+        s = self.settings
+        if not math.isfinite(residence_s):
+            return s.max_horizon_s
+        return min(max(s.horizon_factor * residence_s, s.min_horizon_s), s.max_horizon_s)
+
+    def predict(
+        self,
+        *,
+        idle_since_s: float,
+        now_s: float,
+        residence_s: float = math.inf,
+        agent_type: AgentType | str = "",
+        tool: ToolType | str = "",
+        step: int = 0,
+        workflow_id: str | None = None,
+    ) -> ReusePrediction:
+        """Prediction for a workflow idle (its KV unused) since ``idle_since_s``, at ``now_s``."""
+        horizon = self.horizon_s(residence_s)
+        out = self.gaps.outlook(
+            now_s - idle_since_s,
+            horizon,
+            agent_type=agent_type,
+            tool=tool,
+            step=step,
+            workflow_id=workflow_id,
+        )
+        return ReusePrediction(out.prob, now_s + out.expected_wait_s, horizon, now_s, out.source)
 
 
 # -- Eq. 9 ---------------------------------------------------------------------------------------

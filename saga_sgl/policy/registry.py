@@ -24,6 +24,7 @@ from typing import Any
 from saga_sgl.errors import UnknownPolicy
 from saga_sgl.policy.cost_model import LinearCostModel, LinearCostSettings
 from saga_sgl.policy.eviction.lru import LruEviction, LruSettings
+from saga_sgl.policy.eviction.reuse_density import ReuseDensityEviction, ReuseDensitySettings
 from saga_sgl.policy.eviction.reuse_time import ReuseTimeEviction, ReuseTimeSettings
 from saga_sgl.policy.eviction.vllm_prefix import VllmPrefixEviction, VllmPrefixSettings
 from saga_sgl.policy.eviction.wa_lru import WaLruEviction, WaLruSettings
@@ -107,6 +108,8 @@ _SPECS = (
           "SAGA's workflow-aware LRU score (Eq. 1-3) with tool-aware TTL protection"),
     _spec("reuse_time", PolicyKind.EVICTION, ReuseTimeSettings, lambda s, r: ReuseTimeEviction(s),
           "finished workflows first, then farthest predicted next use; TTL-protected last"),
+    _spec("reuse_density", PolicyKind.EVICTION, ReuseDensitySettings, lambda s, r: ReuseDensityEviction(s),
+          "lowest expected recompute saved per token-second first (LHD-like); LRU without hints"),
     _spec("round_robin", PolicyKind.PLACEMENT, RoundRobinSettings, lambda s, r: RoundRobinPlacement(s),
           "next healthy worker in turn (sglang-router round_robin)", baseline=True),
     _spec("cache_aware", PolicyKind.PLACEMENT, CacheAwareSettings, lambda s, r: CacheAwarePlacement(s),
@@ -178,8 +181,24 @@ def _typed(name: str, kind: PolicyKind) -> PolicySpec:
     return spec
 
 
+DEFAULT_EVICTION = "reuse_density"
+"""The eviction policy ``saga`` names everywhere (registry, worker plugin, simulator). Chosen by
+``benchmarks/eviction_replay.py`` (results in benchmarks/results/eviction_replay.md): the only one
+of wa_lru, reuse_time and reuse_density with no more recomputed tokens than LRU on every trace and
+capacity there."""
+EVICTION_ALIASES: Mapping[str, str] = MappingProxyType({"saga": DEFAULT_EVICTION})
+"""Eviction names that stand for a registered policy."""
+
+
+def resolve_eviction(name: str) -> str:
+    """The registered eviction policy behind ``name`` (``saga`` -> ``DEFAULT_EVICTION``)."""
+    return EVICTION_ALIASES.get(name, name)
+
+
 def create_eviction(name: str, config: Mapping[str, Any] | None = None) -> EvictionPolicy:
-    """An eviction policy by name (``lru``, ``vllm_prefix``, ``wa_lru``, ``reuse_time``)."""
+    """An eviction policy by name (``saga``, ``lru``, ``vllm_prefix``, ``wa_lru``, ``reuse_time``,
+    ``reuse_density``)."""
+    name = resolve_eviction(name)
     _typed(name, PolicyKind.EVICTION)
     policy: EvictionPolicy = create(name, config)
     return policy

@@ -76,14 +76,14 @@ ADMISSION_CONTROL = AdmissionControlSettings(enabled=True)
 SAGA = RowSpec(
     label="saga",
     placement="saga",
-    eviction="reuse_time",
+    eviction="saga",
     fairness="afs",
     stealing="saga_steal",
     ttl=True,
     predictions=True,
     admission=ADMISSION_CONTROL,
     preemption=True,
-    description="SAGA: workflow-level admission control + workflow-atomic placement (Eq. 7), reuse-time "
+    description="SAGA: workflow-level admission control + workflow-atomic placement (Eq. 7), reuse-density "
     "eviction + TTL, work stealing with prefix rebuild, Agent Fair Share with preemption",
 )
 SAGA_WA_LRU = dataclasses.replace(
@@ -92,6 +92,7 @@ SAGA_WA_LRU = dataclasses.replace(
 ORACLE_BELADY = dataclasses.replace(
     SAGA,
     label="oracle_belady",
+    eviction="reuse_time",
     oracle_next_use=True,
     settings={"eviction": {"ttl_protection": False}},
     description="oracle: SAGA routing + Belady eviction (clairvoyant next use of each workflow's KV)",

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from saga_sgl.policy.pressure import ProtectedTokens, kv_pressure
 from saga_sgl.policy.victim_index import VictimIndex
 from saga_sgl.policy.views import CacheEntryView
 from saga_sgl.sim.engine import Event, EventKind
@@ -166,6 +167,8 @@ class SimWorker:
         self.nominal_capacity_tokens = cap
         self.victims = VictimIndex(host.eviction)
         """Evictable leaves in the eviction policy's key order (the policy core's index)."""
+        self.protected = ProtectedTokens()
+        """Evictable tokens under a live TTL (the pressure's protected term)."""
         self.now_s = 0.0
         self.cache = RadixCache(settings.page_size, listener=self)
         self.waiting: list[SimCall] = []
@@ -197,7 +200,10 @@ class SimWorker:
 
     @property
     def pressure(self) -> float:
-        return min(1.0, self.used_tokens / self.nominal_capacity_tokens)
+        """``policy.pressure.kv_pressure``: held (locked tree + requests' private KV) and TTL-protected
+        tokens against their budgets; the same definition the worker plugin uses."""
+        held = self.cache.tree_tokens - self.cache.evictable_tokens + self.private_tokens
+        return kv_pressure(self.nominal_capacity_tokens, held, self.protected.tokens(self.now_s))
 
     @property
     def num_running(self) -> int:
@@ -216,22 +222,28 @@ class SimWorker:
 
     # --- LeafListener: keep the victim index in step with the tree -------------------------------
     def leaf_added(self, node: Node) -> None:
-        self.victims.add(self.host.entry_view(self, node, self.now_s), self.now_s, self.pressure)
+        view = self.host.entry_view(self, node, self.now_s)
+        self.protected.track(node.entry_id, node.num_pages_tokens, view.ttl_deadline_s, self.now_s)
+        self.victims.add(view, self.now_s, self.pressure)
         self.host.on_leaf(self, node, True)
 
     def leaf_removed(self, node: Node) -> None:
         self.victims.remove(node.entry_id)
+        self.protected.untrack(node.entry_id)
         self.host.on_leaf(self, node, False)
 
     def refresh_leaf(self, node: Node, now_s: float) -> None:
         """The owner's state changed: re-key the leaf from a fresh view."""
         if node.entry_id in self.victims:
-            self.victims.update(self.host.entry_view(self, node, now_s), now_s, self.pressure)
+            view = self.host.entry_view(self, node, now_s)
+            self.protected.track(node.entry_id, node.num_pages_tokens, view.ttl_deadline_s, now_s)
+            self.victims.update(view, now_s, self.pressure)
 
     def _pop_victim(self, now_s: float, pressure: float) -> int | None:
         view = self.victims.pop(now_s, pressure)
         if view is None:
             return None
+        self.protected.untrack(view.entry_id)
         node = self.cache.by_id[view.entry_id]
         self.host.on_leaf(self, node, False)
         return view.entry_id

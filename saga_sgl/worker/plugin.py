@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from saga_sgl.errors import IncompatibleSGLang
+from saga_sgl.policy import registry
 from saga_sgl.worker.runtime import WorkerRuntime
 from saga_sgl.worker.settings import WorkerSettings, replica_address, split_config
 from saga_sgl.worker.strategy import SagaEvictionStrategy
@@ -40,10 +41,8 @@ log = logging.getLogger(__name__)
 
 SAGA_ALIAS: Final = "saga"
 """SGLang policy name that selects our default eviction policy."""
-DEFAULT_EVICTION: Final = "reuse_time"
-"""Registry eviction policy behind ``saga`` [I]: it needs only the hints the router sends (next use,
-TTL, finished/terminal); ``benchmarks/eviction_overhead.py`` and the simulator compare it with
-``wa_lru``."""
+DEFAULT_EVICTION: Final = registry.DEFAULT_EVICTION
+"""Registry eviction policy behind ``saga``: the registry's default (chosen by the replay benchmark)."""
 
 
 class StrategyFactory:

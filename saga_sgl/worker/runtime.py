@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from saga_sgl.errors import MalformedMessage
 from saga_sgl.policy.decisions import Tier
+from saga_sgl.policy.pressure import kv_pressure as shared_kv_pressure
 from saga_sgl.policy.queue_order import AgeingSettings, QueuedCall, ageing_order
 from saga_sgl.protocol import ControlMessage, ReuseHint, find_reuse_hint
 from saga_sgl.worker.hints import HintTable, mark_path
@@ -327,12 +328,12 @@ def _finished(req: Any) -> bool:
     return bool(finished()) if callable(finished) else False
 
 
-def kv_pressure(cache: Any) -> float:
-    """Fraction of the KV pool that eviction cannot reclaim: held by running requests.
+def kv_pressure(cache: Any, protected_tokens: int = 0) -> float:
+    """The one pressure definition (``policy.pressure.kv_pressure``) for an SGLang cache.
 
-    [I] The paper's Eq. 6 takes "used KV / capacity". In SGLang the pool is nearly always full of
-    cached prefixes, so plain usage would sit near 1 and switch TTL protection off exactly when it
-    matters. We count only tokens that are neither free nor evictable: memory held by live requests.
+    held = tokens that are neither free nor evictable (memory held by live requests);
+    ``protected_tokens`` = evictable tokens under a live TTL (the runtime passes the last eviction
+    round's count). Plain "used / capacity" would sit near 1 in a pool full of cache.
     """
     allocator = cache.token_to_kv_pool_allocator
     capacity = int(allocator.size)
@@ -340,4 +341,4 @@ def kv_pressure(cache: Any) -> float:
         return 0.0
     held = capacity - int(allocator.available_size()) - int(cache.evictable_size())
     # Page rounding can push the difference a few tokens outside [0, capacity].
-    return min(1.0, max(0.0, held / capacity))
+    return shared_kv_pressure(capacity, min(max(held, 0), capacity), max(int(protected_tokens), 0))

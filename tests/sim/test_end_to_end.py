@@ -97,7 +97,7 @@ def test_saga_row_uses_the_policy_core_objects(results: dict[str, SimResult]) ->
     b = WorkflowScheduler(built.scheduler, clock=ManualClock())
     assert (b.placement.name, built.eviction.name, b.fairness.name, b.stealing.name) == (  # type: ignore[union-attr]
         "saga",
-        "reuse_time",
+        "reuse_density",
         "afs",
         "saga_steal",
     )

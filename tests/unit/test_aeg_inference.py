@@ -79,3 +79,11 @@ def test_modal_first_tool_and_explicit_first_tool() -> None:
     assert g is not None and g.step(StepId("v0")).tool == WEB
     g2 = inf.infer(CODER, first_tool=FILE)
     assert g2 is not None and g2.step(StepId("v0")).tool == FILE
+
+
+def test_no_cold_start_and_no_history_infers_nothing() -> None:
+    from saga_sgl.aeg.inference import InferenceSettings, PatternInference
+    from saga_sgl.policy.views import AgentType
+
+    inference = PatternInference(InferenceSettings(cold_start_tasks=0))
+    assert inference.infer(AgentType("never-seen")) is None

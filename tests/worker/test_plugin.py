@@ -88,7 +88,8 @@ def _check_registered(plugin: Any, utils: Any, choices: Any, HookRegistry: Any) 
         "vllm_prefix": "vllm_prefix",
         "wa_lru": "wa_lru",
         "reuse_time": "reuse_time",
-        "saga": "reuse_time",
+        "reuse_density": "reuse_density",
+        "saga": "reuse_density",
     }
     for name in names:
         assert isinstance(utils._EVICTION_POLICY_FACTORIES[name], plugin.StrategyFactory)

@@ -5,8 +5,11 @@ TTL_max = 300 s, with memory pressure (Eq. 6)
 
     m = clamp((usage - threshold_low) / (threshold_high - threshold_low), 0, 1)
 
-threshold_low = 0.7, threshold_high = 0.9 of the KV pool; the clamp to [0, 1] is the reference
-repo's [R]. The percentile comes from the per-tool latency model (``aeg.tool_latency``).
+threshold_low = 0.7, threshold_high = 0.9; the clamp to [0, 1] is the reference repo's [R].
+``usage`` is the pressure level of ``policy.pressure`` (held or protected KV against their budgets,
+not raw pool usage, which a full cache keeps near 1) [I], and a TTL is further capped at the
+cache's recent residence time (``ResidenceTracker``) [I]. The percentile comes from the per-tool
+latency model (``aeg.tool_latency``).
 
 Protection rule [I] (research notes' reading of the paper): while an entry's TTL is live and KV
 usage is below threshold_high, the entry is in ``Tier.PROTECTED``, so it is evicted only when no
@@ -17,6 +20,7 @@ absolute deadline (``CacheEntryView.ttl_deadline_s``), and cleared when the work
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from saga_sgl.policy.interfaces import ToolLatencyEstimate
@@ -77,15 +81,22 @@ class ToolAwareTtl:
         s = self.settings
         return memory_pressure(usage_frac, s.threshold_low, s.threshold_high)
 
-    def ttl_s(self, tool: ToolType, usage_frac: float) -> float:
-        """TTL in seconds for a call of ``tool`` starting now at KV usage ``usage_frac``."""
+    def ttl_s(self, tool: ToolType, usage_frac: float, residence_s: float = math.inf) -> float:
+        """TTL in seconds for a call of ``tool`` starting now at pressure ``usage_frac``.
+
+        ``residence_s``: the cache's recent residence time (``policy.pressure.ResidenceTracker``);
+        a TTL never outlives it [I].
+        """
         s = self.settings
         base = self.latency.quantile_s(tool, s.percentile)
-        return min(base * (1.0 - s.pressure_scale * self.pressure(usage_frac)), s.ttl_max_s)
+        ttl = min(base * (1.0 - s.pressure_scale * self.pressure(usage_frac)), s.ttl_max_s)
+        return max(0.0, min(ttl, residence_s))
 
-    def deadline_s(self, tool: ToolType, tool_started_at_s: float, usage_frac: float) -> float:
+    def deadline_s(
+        self, tool: ToolType, tool_started_at_s: float, usage_frac: float, residence_s: float = math.inf
+    ) -> float:
         """Absolute TTL deadline for a call of ``tool`` that started at ``tool_started_at_s``."""
-        return tool_started_at_s + self.ttl_s(tool, usage_frac)
+        return tool_started_at_s + self.ttl_s(tool, usage_frac, residence_s)
 
 
 def is_ttl_live(entry: CacheEntryView, now_s: float) -> bool:

@@ -1,0 +1,132 @@
+"""Reuse-density eviction: keep the most expected recompute saved per token-second (ours [I]).
+
+Closest published rule: least hit density (LHD, Beckmann et al., NSDI'18): rank by hits per unit
+of space x time an entry is expected to use. Here, per entry e with a prediction:
+
+    density(e) = P_e * c(e) / W_e
+
+* P_e = ``reuse_prob``: P(the entry is read again within the horizon | its age, tool, step and its
+  workflow's history), from ``aeg.predict.ReusePredictor`` (a distribution of the time to next use,
+  not a point estimate: an entry idle in the heavy tail of its gap distribution gets a low P).
+* W_e = ``next_use_at_s - last_access_s`` (+ ``min_wait_s``): the time the entry occupies the cache
+  from its last use until the expected next use given it comes (the space-time it costs per token).
+* c(e) = 1 + (tokens from the root to the middle of the entry) / ``attention_tokens``: the recompute
+  time per token grows with the prefix in front of it (attention), relative to a token at depth 0.
+  Tokens cancel: the recompute saved and the space held are both proportional to ``num_tokens``.
+
+The key is an absolute time, so ``VictimIndex`` keeps it in a heap without drift [I]. Rule for a
+quantity that changes with age: between two (re)predictions an entry's density is taken to decay as
+exp(-age / ``decay_s``), the same for every entry, so log density + const orders like
+
+    primary = last_access_s + decay_s * ln(density(e) / density_ref),   density_ref = p_ref / decay_s
+
+and the order does not change as the clock moves. The host re-predicts (re-keys) on events: a hint,
+a tool start or finish, and in the replay driver at log-spaced ages, where the gap distribution
+replaces the exponential guess. An entry with no prediction gets primary = ``last_access_s``: with
+no information at all the key *is* LRU's (tie-break 0, then entry id). A workflow whose tool is due
+back has P near 1 and a short wait W, so it is kept well past an older idle entry; a finished or
+terminal workflow's KV goes first (DEAD tier, LRU among them); a live tool-aware TTL puts an entry
+in the PROTECTED tier while ``protects(pressure)`` (see ``policy.pressure``). O(1) per key.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from saga_sgl.policy.cost_model import LinearCostSettings
+from saga_sgl.policy.decisions import EvictionKey, Tier
+from saga_sgl.policy.eviction.ttl import is_ttl_live, ttl_protects
+from saga_sgl.policy.settings import require, require_frac, require_positive
+from saga_sgl.policy.views import CacheEntryView
+
+if TYPE_CHECKING:
+    from saga_sgl.policy.interfaces import EvictionPolicy
+
+_COST = LinearCostSettings()
+ATTENTION_TOKENS_DEFAULT = _COST.prefill_per_token_s / _COST.prefill_attn_s_per_token2
+"""Depth at which a prefilled token's attention time equals its linear-op time (LinearCostModel
+defaults, Llama-3-8B on an H100: c_lin / c_attn, about 18.5K tokens)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReuseDensitySettings:
+    """Settings of ``ReuseDensityEviction``."""
+
+    decay_s: float = 60.0
+    """Time scale of the exponential decay assumed between re-predictions, seconds: one decay_s of
+    extra idleness is worth a factor e of density. Also the unit that turns density into time [I]."""
+    p_ref: float = 0.5
+    """P_reuse of an entry with no prediction (reference density p_ref / decay_s); only moves predicted
+    entries against unpredicted ones [I]."""
+    min_wait_s: float = 1.0
+    """Added to every wait W: a due entry is not infinitely dense (its next call still takes time) [I]."""
+    min_prob: float = 1e-4
+    """Floor of P before the log (P = 0 is "never again" without saying "finished") [I]."""
+    attention_tokens: float = ATTENTION_TOKENS_DEFAULT
+    """Depth at which recomputing a token costs twice a token at the root (cost model) [I]; a huge
+    value (1e30) turns the depth weighting off."""
+    ttl_protection: bool = True
+    """A live tool-aware TTL puts the entry in the PROTECTED tier [I]."""
+    threshold_high: float = 0.9
+    """Pressure at and above which TTLs stop protecting (``policy.pressure``) [P]."""
+
+    def __post_init__(self) -> None:
+        owner = "ReuseDensitySettings"
+        require_positive(owner, "decay_s", self.decay_s)
+        require(0.0 < self.p_ref <= 1.0, owner, "p_ref", "in (0, 1]", self.p_ref)
+        require_positive(owner, "min_wait_s", self.min_wait_s)
+        require(0.0 < self.min_prob < 1.0, owner, "min_prob", "in (0, 1)", self.min_prob)
+        require_positive(owner, "attention_tokens", self.attention_tokens)
+        require_frac(owner, "threshold_high", self.threshold_high)
+
+
+class ReuseDensityEviction:
+    """Dead first, then the lowest expected recompute saved per token-second; live TTLs last."""
+
+    name: ClassVar[str] = "reuse_density"
+
+    def __init__(self, settings: ReuseDensitySettings | None = None) -> None:
+        self.settings = s = settings or ReuseDensitySettings()
+        # primary = last + decay * ln(prob * cost / wait) + decay * ln(decay / p_ref): hoisted constants.
+        self._decay = s.decay_s
+        self._offset = s.decay_s * math.log(s.decay_s / s.p_ref)
+        self._inv_attention = 1.0 / s.attention_tokens
+
+    def key(self, entry: CacheEntryView, now_s: float, pressure: float) -> EvictionKey:
+        if entry.is_finished or entry.is_terminal:
+            return EvictionKey(Tier.DEAD, entry.last_access_s, -float(entry.depth_tokens), entry.entry_id)
+        tier = Tier.PROTECTED if self.protects(pressure) and is_ttl_live(entry, now_s) else Tier.ORDINARY
+        if entry.reuse_prob is None and entry.next_use_at_s is None:
+            return EvictionKey(tier, entry.last_access_s, 0.0, entry.entry_id)  # no information: LRU
+        return EvictionKey(tier, self.primary(entry), -float(entry.depth_tokens), entry.entry_id)
+
+    def primary(self, entry: CacheEntryView) -> float:
+        """last_access_s + decay_s * ln(density / density_ref) for an entry with a prediction."""
+        s = self.settings
+        last = entry.last_access_s
+        prob = entry.reuse_prob
+        if prob is None:
+            prob = s.p_ref
+        elif prob > 1.0:
+            prob = 1.0
+        nxt = entry.next_use_at_s
+        if nxt is None:
+            wait = self._decay
+        elif nxt == math.inf:
+            prob, wait = s.min_prob, self._decay  # "never": as unlikely as a prediction can say
+        else:
+            wait = (nxt - last if nxt > last else 0.0) + s.min_wait_s
+        if prob < s.min_prob:
+            prob = s.min_prob
+        mid_depth = entry.depth_tokens - entry.num_tokens * 0.5
+        cost = 1.0 + (mid_depth if mid_depth > 0.0 else 0.0) * self._inv_attention
+        return last + self._decay * math.log(prob * cost / wait) + self._offset
+
+    def protects(self, pressure: float) -> bool:
+        return ttl_protects(self.settings.ttl_protection, self.settings.threshold_high, pressure)
+
+
+if TYPE_CHECKING:
+    _check: EvictionPolicy = ReuseDensityEviction()

@@ -1,0 +1,122 @@
+"""Trace replay: Mooncake parsing, SWE-agent conversion, the prefix-cache replay and its rows."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from saga_sgl.policy import registry
+from saga_sgl.policy.eviction.reuse_time import ReuseTimeEviction, ReuseTimeSettings
+from saga_sgl.replay.driver import HintDriver
+from saga_sgl.replay.prefix_replay import Mode, distinct_tokens, replay
+from saga_sgl.replay.traces import (
+    SweAgentSettings,
+    TraceError,
+    TraceRequest,
+    load_mooncake,
+    parse_row,
+    swe_agent_requests,
+)
+
+SWE = Path("/work/shared/data/swe-agent-trajectories")
+
+
+def _synthetic(seed: int = 0, sessions: int = 40) -> list[TraceRequest]:
+    """Agent sessions (a code tool between 6 calls that grow the context) interleaved with one-shot
+    requests of about the same size that never come back."""
+    rng = random.Random(seed)
+    out = []
+    next_id = 1000
+    for s in range(sessions):
+        t = rng.uniform(0, 10.0 * sessions)
+        ids = [s % 3]  # three shared "system prompts"
+        agent = s % 2 == 1
+        for k in range(6 if agent else 1):
+            ids = ids + list(range(next_id, next_id + (2 if agent else 8)))
+            next_id += 8
+            out.append(
+                TraceRequest(
+                    timestamp_s=t,
+                    input_length=512 * len(ids),
+                    output_length=10,
+                    hash_ids=tuple(ids),
+                    session=f"s{s}",
+                    step=k,
+                    tool="code" if agent else "",
+                )
+            )
+            t += rng.uniform(0.3, 20.0)
+    out.sort(key=lambda r: r.timestamp_s)
+    return out
+
+
+def test_parse_row_rejects_bad_input_with_its_location(tmp_path: Path) -> None:
+    good = {"timestamp": 5, "input_length": 600, "output_length": 3, "hash_ids": [1, 2]}
+    r = parse_row(good, "x:1")
+    assert r.timestamp_s == 0.005 and r.block_tokens(1) == 88 and r.session is None
+    with pytest.raises(TraceError, match="x:2: 1 hash_ids for input_length 600"):
+        parse_row({**good, "hash_ids": [1]}, "x:2")
+    with pytest.raises(TraceError, match="timestamp"):
+        parse_row({**good, "timestamp": -1}, "x:3")
+    p = tmp_path / "t.jsonl"
+    p.write_text(json.dumps(good) + "\n{not json\n")
+    with pytest.raises(TraceError, match=r"t.jsonl:2: not JSON"):
+        load_mooncake(p)
+    with pytest.raises(TraceError, match="no such trace"):
+        load_mooncake(tmp_path / "missing.jsonl")
+
+
+def test_belady_bounds_every_row_and_no_hints_is_exactly_lru() -> None:
+    reqs = _synthetic()
+    cap = distinct_tokens(reqs) // 10
+    belady = replay(reqs, cap, ReuseTimeEviction(ReuseTimeSettings(ttl_protection=False)), Mode.ORACLE)
+    lru = replay(reqs, cap, registry.create_eviction("lru"), Mode.PLAIN)
+    fifo = replay(reqs, cap, registry.create_eviction("lru"), Mode.FIFO)
+    saga_plain = replay(reqs, cap, registry.create_eviction("saga"), Mode.PLAIN)
+    assert saga_plain == lru
+    for name in ("wa_lru", "reuse_time", "reuse_density"):
+        st = replay(reqs, cap, registry.create_eviction(name), Mode.HINTS, driver=HintDriver())
+        assert st.total_tokens == lru.total_tokens
+        assert st.recomputed_tokens >= belady.recomputed_tokens, name
+    assert fifo.recomputed_tokens >= belady.recomputed_tokens
+    assert belady.recomputed_tokens < lru.recomputed_tokens
+    # With room for everything, every policy misses exactly the compulsory (first-use) blocks.
+    full = distinct_tokens(reqs)
+    assert (
+        replay(
+            reqs, full, registry.create_eviction("saga"), Mode.HINTS, driver=HintDriver()
+        ).recomputed_tokens
+        == full
+    )
+
+
+def test_reuse_density_with_hints_recomputes_less_than_lru_on_agent_sessions() -> None:
+    """Half the sessions are one-shot; the driver learns that they do not come back."""
+    reqs = _synthetic(sessions=120)
+    cap = distinct_tokens(reqs) // 40
+    lru = replay(reqs, cap, registry.create_eviction("lru"), Mode.PLAIN).recomputed_tokens
+    saga = replay(
+        reqs, cap, registry.create_eviction("saga"), Mode.HINTS, driver=HintDriver()
+    ).recomputed_tokens
+    assert saga < lru
+
+
+@pytest.mark.skipif(not SWE.is_dir(), reason="SWE-agent trajectories not present")
+def test_swe_agent_conversion_keeps_mooncake_invariants_and_shares_only_system_prompts() -> None:
+    reqs = swe_agent_requests(SWE, SweAgentSettings(copies=2))
+    assert reqs == sorted(reqs, key=lambda r: r.timestamp_s)
+    for r in reqs:
+        assert len(r.hash_ids) == -(-r.input_length // 512)
+        assert r.agent_type == "swe-agent" and r.session is not None
+    by_session: dict[str, list[TraceRequest]] = {}
+    for r in reqs:
+        by_session.setdefault(r.session or "", []).append(r)
+    a, b = (v for k, v in sorted(by_session.items()) if k.startswith("demonstrations/ctf/crypto/katy.traj"))
+    # Two copies of one trajectory share the system prompt's blocks but not the rest.
+    assert a[-1].hash_ids[0] == b[-1].hash_ids[0]
+    assert a[-1].hash_ids[-1] != b[-1].hash_ids[-1]
+    # Within a session, each call extends the previous prompt (all but its partial last block).
+    assert a[1].hash_ids[: len(a[0].hash_ids) - 1] == a[0].hash_ids[:-1]

@@ -1,0 +1,112 @@
+"""reuse_density: reduces to LRU without information, keeps a tool-due context, time-invariant keys."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from saga_sgl.aeg.gaps import GapModel
+from saga_sgl.aeg.predict import ReusePredictor
+from saga_sgl.policy import registry
+from saga_sgl.policy.decisions import Tier
+from saga_sgl.policy.eviction.lru import LruEviction
+from saga_sgl.policy.eviction.reuse_density import ReuseDensityEviction, ReuseDensitySettings
+from saga_sgl.policy.victim_index import VictimIndex
+from saga_sgl.policy.views import CacheEntryView, WorkflowId
+
+
+def _drain(policy: object, entries: list[CacheEntryView], now_s: float) -> list[int]:
+    index = VictimIndex(policy)  # type: ignore[arg-type]
+    for e in entries:
+        index.add(e, now_s, 0.0)
+    out = []
+    while (v := index.pop(now_s, 0.0)) is not None:
+        out.append(v.entry_id)
+    return out
+
+
+def test_without_information_the_order_is_lrus() -> None:
+    rng = random.Random(3)
+    entries = [
+        CacheEntryView(
+            entry_id=i,
+            num_tokens=rng.randint(1, 4096),
+            depth_tokens=rng.randint(4096, 40000),
+            last_access_s=rng.uniform(0, 1000),
+            workflow_id=WorkflowId(f"w{i % 7}") if i % 2 else None,
+        )
+        for i in range(500)
+    ]
+    assert _drain(ReuseDensityEviction(), entries, 1000.0) == _drain(LruEviction(), entries, 1000.0)
+
+
+def test_saga_names_reuse_density_in_the_registry() -> None:
+    assert registry.DEFAULT_EVICTION == "reuse_density"
+    assert isinstance(registry.create_eviction("saga"), ReuseDensityEviction)
+    assert registry.create_eviction("saga", {"decay_s": 30.0}).settings.decay_s == 30.0  # type: ignore[attr-defined]
+
+
+def test_a_context_whose_tool_is_due_outlives_an_older_and_a_fresher_idle_one() -> None:
+    """The tool-due view comes from the real predictor (cold start: the code tool's Table 1 prior)."""
+    predictor = ReusePredictor(GapModel())
+    now = 1000.0
+    due = predictor.predict(idle_since_s=now - 0.1, now_s=now, tool="code", residence_s=60.0)
+    assert due.reuse_prob > 0.9 and due.next_use_at_s - now < 1.0
+    tool_ctx = CacheEntryView(
+        entry_id=1,
+        num_tokens=512,
+        depth_tokens=4096,
+        last_access_s=now - 0.1,
+        workflow_id=WorkflowId("agent"),
+        reuse_prob=due.reuse_prob,
+        next_use_at_s=due.next_use_at_s,
+    )
+    older_idle = CacheEntryView(entry_id=2, num_tokens=512, depth_tokens=4096, last_access_s=now - 30.0)
+    fresher_idle = CacheEntryView(entry_id=3, num_tokens=512, depth_tokens=4096, last_access_s=now)
+    order = _drain(ReuseDensityEviction(), [tool_ctx, older_idle, fresher_idle], now)
+    assert order == [2, 3, 1]
+    # LRU would evict the tool context before the fresher idle one.
+    assert _drain(LruEviction(), [tool_ctx, older_idle, fresher_idle], now) == [2, 1, 3]
+
+
+def test_unlikely_reuse_goes_before_recent_and_dead_before_all() -> None:
+    now = 500.0
+    hopeless = CacheEntryView(
+        entry_id=1, num_tokens=8, depth_tokens=8, last_access_s=now, reuse_prob=0.01, next_use_at_s=now + 60
+    )
+    plain = CacheEntryView(entry_id=2, num_tokens=8, depth_tokens=8, last_access_s=now - 20.0)
+    dead = CacheEntryView(entry_id=3, num_tokens=8, depth_tokens=8, last_access_s=now, is_finished=True)
+    never = CacheEntryView(
+        entry_id=4, num_tokens=8, depth_tokens=8, last_access_s=now, reuse_prob=0.5, next_use_at_s=math.inf
+    )
+    assert _drain(ReuseDensityEviction(), [hopeless, plain, dead, never], now) == [3, 4, 1, 2]
+
+
+def test_deeper_tokens_cost_more_to_recompute() -> None:
+    policy = ReuseDensityEviction()
+    shallow = CacheEntryView(
+        entry_id=1, num_tokens=512, depth_tokens=512, last_access_s=0.0, reuse_prob=0.5, next_use_at_s=30.0
+    )
+    deep = CacheEntryView(
+        entry_id=2, num_tokens=512, depth_tokens=40000, last_access_s=0.0, reuse_prob=0.5, next_use_at_s=30.0
+    )
+    assert policy.key(deep, 0.0, 0.0) > policy.key(shallow, 0.0, 0.0)
+    flat = ReuseDensityEviction(ReuseDensitySettings(attention_tokens=1e30))
+    assert flat.key(deep, 0.0, 0.0).primary == flat.key(shallow, 0.0, 0.0).primary
+
+
+def test_keys_do_not_drift_with_the_clock_and_a_live_ttl_protects_below_threshold_high() -> None:
+    policy = ReuseDensityEviction()
+    e = CacheEntryView(
+        entry_id=1,
+        num_tokens=10,
+        depth_tokens=10,
+        last_access_s=5.0,
+        reuse_prob=0.7,
+        next_use_at_s=9.0,
+        ttl_deadline_s=20.0,
+    )
+    assert policy.key(e, 10.0, 0.1).tier == Tier.PROTECTED
+    assert policy.key(e, 10.0, 0.95).tier == Tier.ORDINARY  # sustained pressure: TTLs ignored
+    assert policy.key(e, 25.0, 0.1).tier == Tier.ORDINARY  # expired
+    assert policy.key(e, 25.0, 0.1).primary == policy.key(e, 1e6, 0.1).primary
