@@ -30,7 +30,13 @@ ALL = registry.names()
 
 
 def test_expected_names_are_registered() -> None:
-    assert registry.names(PolicyKind.EVICTION) == ["lru", "vllm_prefix", "wa_lru", "reuse_time", "reuse_density"]
+    assert registry.names(PolicyKind.EVICTION) == [
+        "lru",
+        "vllm_prefix",
+        "wa_lru",
+        "reuse_time",
+        "reuse_density",
+    ]
     assert registry.names("placement") == [
         "round_robin",
         "cache_aware",
