@@ -371,7 +371,7 @@ def run_soak(
         PhaseStats(name="flood", duration_s=duration_s),
     ]
     block_s = duration_s / blocks
-    with running_workers([spec], log_dir) as (worker,):
+    with running_workers([spec], log_dir, ready_timeout_s=600) as (worker,):
         bar = None
         if show_progress:
             from tqdm import tqdm

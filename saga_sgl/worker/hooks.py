@@ -244,6 +244,10 @@ def calc_priority(
 # --- one control step per scheduler step, identical on every rank ---------------------------------
 
 
+IDLE_STEP_INTERVAL_S = 0.05
+"""Without requests or control messages, the leader stamps a new step at most this often."""
+
+
 def _process_runtime() -> WorkerRuntime | None:
     from saga_sgl.worker.plugin import process_runtime
 
@@ -270,6 +274,11 @@ def pull_raw_reqs(original: Callable[..., Any], receiver: Any, *args: Any, **kwa
         step = runtime.collect_step()
     except Exception as exc:
         runtime.hook_failed("collect_step", exc)
+        return recv_reqs
+    last = runtime.step_now_s
+    if not recv_reqs and not step.messages and last is not None and step.now_s - last < IDLE_STEP_INTERVAL_S:
+        # Nothing to apply: skip (an idle loop would otherwise broadcast a step every spin and
+        # SGLang would count every poll as active). Time still advances every interval.
         return recv_reqs
     return [*recv_reqs, step]
 

@@ -366,20 +366,30 @@ def test_the_ageing_order_bounds_the_head_start() -> None:
 
 
 @pytest.mark.sglang
-def test_only_the_request_leader_binds_and_each_dp_replica_has_its_own_address(sglang_cpu: None) -> None:
-    from sglang.srt.runtime_context import get_parallel
+def test_only_the_request_leader_binds_and_each_dp_replica_has_its_own_address(
+    sglang_cpu: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from sglang.srt import runtime_context
 
     from saga_sgl.worker.plugin import control_bind_address
 
     settings = WorkerSettings(control_address="tcp://127.0.0.1:6000")
-    assert control_bind_address(settings) == "tcp://127.0.0.1:6000"  # no parallel context: one rank
-    parallel = get_parallel()
-    with parallel.override(pp_rank=0, attn_tp_rank=1, attn_cp_rank=0, dp_rank=None):
-        assert control_bind_address(settings) is None  # a TP follower gets steps, binds nothing
-    with parallel.override(pp_rank=1, attn_tp_rank=0, attn_cp_rank=0, dp_rank=None):
-        assert control_bind_address(settings) is None  # a later PP stage
-    with parallel.override(pp_rank=0, attn_tp_rank=0, attn_cp_rank=0, dp_rank=2):
-        assert control_bind_address(settings) == "tcp://127.0.0.1:6002"
+
+    def ranks(pp: int, attn_tp: int, dp: int | None) -> None:
+        # A stand-in for SGLang's published ParallelContext: only the ranks the plugin reads.
+        parallel = SimpleNamespace(pp_rank=pp, attn_tp_rank=attn_tp, attn_cp_rank=0, dp_rank=dp)
+        monkeypatch.setattr(runtime_context, "get_parallel", lambda: parallel)
+
+    ranks(0, 0, None)
+    assert control_bind_address(settings) == "tcp://127.0.0.1:6000"
+    ranks(0, 1, None)
+    assert control_bind_address(settings) is None  # a TP follower gets steps, binds nothing
+    ranks(1, 0, None)
+    assert control_bind_address(settings) is None  # a later PP stage
+    ranks(0, 0, 2)
+    assert control_bind_address(settings) == "tcp://127.0.0.1:6002"
 
 
 @pytest.mark.sglang
