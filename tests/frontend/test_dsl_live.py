@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from worker_log import received_requests
 
-from saga_sgl.local_workers import WorkerProcess, free_port
+from saga_sgl.local_workers import WorkerProcess, WorkerSpec, free_port, running_workers
 from saga_sgl.protocol import (
     AegSubmission,
     ClientEvent,
@@ -268,8 +268,13 @@ def test_streaming_returns_the_full_text(text_worker: WorkerProcess) -> None:
     assert text == expected and len(expected) > 0
 
 
-def test_streaming_returns_the_full_text_with_incremental_output(sglang_workers: Any) -> None:
-    (worker,) = sglang_workers(1, serve_text=True, extra_args=("--incremental-streaming-output",))
+def test_streaming_returns_the_full_text_with_incremental_output(tmp_path: Path) -> None:
+    spec = WorkerSpec(port=free_port(), serve_text=True, extra_args=("--incremental-streaming-output",))
+    with running_workers([spec], tmp_path, ready_timeout_s=600) as (worker,):
+        _check_incremental(worker)
+
+
+def _check_incremental(worker: WorkerProcess) -> None:
     text, expected = _check_streaming(worker.url)
     assert text == expected and len(expected) > 0
 
