@@ -326,7 +326,7 @@ def test_killing_a_worker_mid_workflow_loses_no_request_that_had_not_started_str
     # The worker comes back on the same port: the router re-admits it.
     restarted = start_worker(victim.spec, victim.log_path.parent)
     cluster[cluster.index(victim)] = restarted
-    restarted.wait_ready(180)
+    restarted.wait_ready(480)
     wait_for(
         lambda: {w["url"]: w["is_healthy"] for w in http("GET", router.url + "/workers").json()["workers"]}[
             victim_url], 30, "the restarted worker to be re-admitted")
