@@ -68,7 +68,10 @@ def stop(*_):
 signal.signal(signal.SIGINT, stop)
 from saga_router.cli import main
 prof.enable()
-main()
+try:
+    main()
+finally:
+    prof.disable(); prof.dump_stats(out)
 """
 PROMPT_TOKENS = 200
 WORKFLOWS = 64
@@ -391,7 +394,7 @@ def main() -> None:
                 _run_load(url, "rate", rate=args.rate, count=args.requests)
             finally:
                 _stop(proc)
-            profile_summary = _profile_summary(prof)
+            profile_summary = _profile_summary(prof) if prof.exists() else ["(no profile written)"]
     finally:
         for proc in backends_procs:
             _stop(proc)
