@@ -325,7 +325,7 @@ def test_a_hung_worker_is_taken_out_and_re_admitted_when_it_answers_again(
         "--health-check-interval-secs",
         "0.5",
         "--health-check-timeout-secs",
-        "1",
+        "5",
         "--health-failure-threshold",
         "2",
         "--health-success-threshold",
