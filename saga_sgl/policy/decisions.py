@@ -53,14 +53,29 @@ class PlacementReason(StrEnum):
     """Round-robin baseline."""
     CACHE_MATCH = "cache_match"
     """cache_aware baseline: prefix match rate above cache_threshold."""
-    CACHE_SMALLEST_TREE = "cache_smallest_tree"
-    """cache_aware baseline: low match rate, worker with the smallest approximate tree."""
+    CACHE_MIN_LOAD = "cache_min_load"
+    """cache_aware baseline: match rate at or below the threshold, the first healthy worker with the
+    fewest in-flight requests (sglang-router 0.3.2)."""
     CACHE_IMBALANCED = "cache_imbalanced"
     """cache_aware baseline: loads imbalanced, least-loaded worker."""
     CONSISTENT_HASH = "consistent_hash"
     """consistent_hash baseline: the ring's owner of the routing key."""
     CONSISTENT_HASH_FAILOVER = "consistent_hash_failover"
     """consistent_hash baseline: the owner is unhealthy, next healthy worker on the ring."""
+    BOUNDED_HASH = "bounded_hash"
+    """bounded_hash baseline: the ring owner of the routing key is below the load bound."""
+    BOUNDED_HASH_FORWARD = "bounded_hash_forward"
+    """bounded_hash baseline: the owner is full or unhealthy; the next worker clockwise below the bound."""
+    PREFIX_MATCH = "prefix_match"
+    """prefix_affinity baseline: match rate at or above the threshold, a replica with the longest match."""
+    PREFIX_SMALLEST_TREE = "prefix_smallest_tree"
+    """prefix_affinity baseline: low match rate, a replica with the least prefix-cache text."""
+    PREFIX_IMBALANCED = "prefix_imbalanced"
+    """prefix_affinity baseline: queue lengths imbalanced (or no prefix data), power of two choices."""
+    STICKY = "sticky"
+    """sticky_least_loaded baseline: the session's worker, bound at its first call."""
+    STICKY_LEAST_LOADED = "sticky_least_loaded"
+    """sticky_least_loaded baseline: a new (or orphaned) session bound to the least-loaded worker."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +158,9 @@ class FairShareEpoch:
     """SGLang request ``priority`` per tenant (larger runs first, SGLang's default order)."""
     tenant_of: Mapping[WorkflowId, TenantId] = field(default_factory=dict)
     """Tenant of each active workflow seen this epoch (preemption compares tenants' AFS)."""
+    urgency: Mapping[WorkflowId, float] = field(default_factory=dict)
+    """Per-workflow term of Eq. 8, work_remain / max(deadline - now, min_slack) (unweighted): the
+    order inside a tenant, and the ``urgency`` hint a worker orders its queue by."""
 
     def priority_of(self, tenant_id: TenantId, default: int = 0) -> int:
         """Priority for a tenant, ``default`` if it had no active work this epoch."""

@@ -13,6 +13,10 @@ Tenant weights default to 1 (the paper has none; the repo uses 3/2/1 classes [R]
 * Dispatch order (``order``): stride scheduling over the shares [I]: tenant i's k-th pending call
   (FCFS within the tenant) gets virtual time (k + 1) / share_i; calls go out by virtual time, so
   over any window tenant i gets about share_i of the dispatch slots.
+* Inside a tenant [I]: the paper orders only across tenants, so a single-tenant run would be FCFS.
+  With ``within_tenant="urgency"`` a tenant's own pending calls go most urgent workflow first (its
+  Eq. 8 term, ``FairShareEpoch.urgency``), FCFS among equals; ``"fcfs"`` keeps arrival order.
+  Preemption between two workflows of one tenant compares their own terms the same way.
 * Request priority: round(max_priority * AFS_i / max_j AFS_j), an int for SGLang's ``priority``
   field (larger runs first with SGLang's default ``--schedule-low-priority-values-first`` off).
 * Preemption [P]: when a workflow of a tenant with a lower AFS has blocked one of a tenant with a
@@ -67,6 +71,8 @@ class AfsSettings:
     one epoch by default [I]."""
     max_priority: int = 10
     """Largest SGLang ``priority`` handed out (most urgent tenant); least urgent gets 0 [I]."""
+    within_tenant: str = "urgency"
+    """Order inside a tenant: ``urgency`` (per-workflow Eq. 8 term, most urgent first) or ``fcfs`` [I]."""
 
     def __post_init__(self) -> None:
         owner = "AfsSettings"
@@ -82,6 +88,13 @@ class AfsSettings:
         )
         require_positive(owner, "min_slack_s", self.min_slack_s)
         require(self.max_priority >= 0, owner, "max_priority", ">= 0", self.max_priority)
+        require(
+            self.within_tenant in ("urgency", "fcfs"),
+            owner,
+            "within_tenant",
+            "'urgency' or 'fcfs'",
+            self.within_tenant,
+        )
 
 
 def task_urgency(wf: WorkflowView, now_s: float, min_slack_s: float) -> float:
@@ -113,6 +126,7 @@ class AgentFairShare:
         weight = {t.tenant_id: t.weight for t in tenants}
         afs: dict[TenantId, float] = {}
         tenant_of: dict[WorkflowId, TenantId] = {}
+        urgency: dict[WorkflowId, float] = {}
         floor = s.min_slack_s
         finished = WorkflowState.FINISHED
         for wf in workflows:
@@ -124,6 +138,7 @@ class AgentFairShare:
             work, slack = wf.remaining_work_s, wf.deadline_s - now_s
             term = work / (slack if slack > floor else floor) if work > 0 and slack != math.inf else 0.0
             afs[tid] = afs.get(tid, 0.0) + term
+            urgency[wf.workflow_id] = term
         for tid in afs:
             afs[tid] *= weight.get(tid, 1.0)
         total = sum(afs.values())
@@ -134,7 +149,12 @@ class AgentFairShare:
         top = max(afs.values(), default=0.0)
         priority = {tid: round(s.max_priority * v / top) if top > 0 else 0 for tid, v in afs.items()}
         return FairShareEpoch(
-            computed_at_s=now_s, afs=afs, share=share, priority=priority, tenant_of=tenant_of
+            computed_at_s=now_s,
+            afs=afs,
+            share=share,
+            priority=priority,
+            tenant_of=tenant_of,
+            urgency=urgency,
         )
 
     def order(self, pending: Sequence[PendingCallView], epoch: FairShareEpoch) -> list[PendingCallView]:
@@ -142,8 +162,13 @@ class AgentFairShare:
         for call in pending:
             by_tenant.setdefault(call.tenant_id, []).append(call)
         keyed: list[tuple[float, float, str, PendingCallView]] = []
+        by_urgency = self.settings.within_tenant == "urgency" and bool(epoch.urgency)
+        urg = epoch.urgency
         for tid, calls in by_tenant.items():
-            calls.sort(key=lambda c: (c.enqueued_at_s, c.call_id))
+            if by_urgency:
+                calls.sort(key=lambda c: (-urg.get(c.workflow_id, 0.0), c.enqueued_at_s, c.call_id))
+            else:
+                calls.sort(key=lambda c: (c.enqueued_at_s, c.call_id))
             share = epoch.share.get(tid, 0.0)
             for k, call in enumerate(calls):
                 # A tenant with no share this epoch (unknown to it) goes after everyone, FCFS.
@@ -164,8 +189,12 @@ class AgentFairShare:
                 continue
             if b.holder in preempted or b.waiter in served:
                 continue
-            hi = epoch.afs.get(epoch.tenant_of.get(b.waiter, TenantId("")), 0.0)
-            lo = epoch.afs.get(epoch.tenant_of.get(b.holder, TenantId("")), 0.0)
+            t_hi = epoch.tenant_of.get(b.waiter, TenantId(""))
+            t_lo = epoch.tenant_of.get(b.holder, TenantId(""))
+            if t_hi == t_lo and s.within_tenant == "urgency":
+                hi, lo = epoch.urgency.get(b.waiter, 0.0), epoch.urgency.get(b.holder, 0.0)
+            else:
+                hi, lo = epoch.afs.get(t_hi, 0.0), epoch.afs.get(t_lo, 0.0)
             if hi > s.preempt_urgency_ratio * lo:
                 preempted.add(b.holder)
                 served.add(b.waiter)

@@ -35,10 +35,13 @@ from saga_sgl.policy.interfaces import (
     PlacementPolicy,
     StealPolicy,
 )
+from saga_sgl.policy.placement.bounded_hash import BoundedHashPlacement, BoundedHashSettings
 from saga_sgl.policy.placement.cache_aware import CacheAwarePlacement, CacheAwareSettings
 from saga_sgl.policy.placement.consistent_hash import ConsistentHashPlacement, ConsistentHashSettings
+from saga_sgl.policy.placement.prefix_affinity import PrefixAffinityPlacement, PrefixAffinitySettings
 from saga_sgl.policy.placement.round_robin import RoundRobinPlacement, RoundRobinSettings
 from saga_sgl.policy.placement.saga import SagaPlacement, SagaPlacementSettings
+from saga_sgl.policy.placement.sticky import StickyLeastLoadedPlacement, StickySettings
 from saga_sgl.policy.settings import load_settings, settings_to_dict
 from saga_sgl.policy.stealing import NoStealing, NoStealSettings, StealSettings, WorkStealing
 
@@ -111,6 +114,15 @@ _SPECS = (
     _spec("consistent_hash", PolicyKind.PLACEMENT, ConsistentHashSettings,
           lambda s, r: ConsistentHashPlacement(s),
           "session affinity by sha256 hash ring on the workflow id", baseline=True),
+    _spec("bounded_hash", PolicyKind.PLACEMENT, BoundedHashSettings, lambda s, r: BoundedHashPlacement(s),
+          "consistent hashing with bounded loads (c = 1.25) on the workflow id", baseline=True),
+    _spec("prefix_affinity", PolicyKind.PLACEMENT, PrefixAffinitySettings,
+          lambda s, r: PrefixAffinityPlacement(s, r),
+          "Ray Serve PrefixCacheAffinityRouter: per-request prefix affinity, imbalance guard, "
+          "power of two choices", baseline=True),
+    _spec("sticky_least_loaded", PolicyKind.PLACEMENT, StickySettings,
+          lambda s, r: StickyLeastLoadedPlacement(s),
+          "session bound at its first call to the least-loaded worker, kept there", baseline=True),
     _spec("saga", PolicyKind.PLACEMENT, SagaPlacementSettings, lambda s, r: SagaPlacement(s, r),
           "workflow-atomic admission, then Eq. 7 session affinity (theta 0.8)"),
     _spec("saga_steal", PolicyKind.STEALING, StealSettings, lambda s, r: WorkStealing(s, r),

@@ -1,19 +1,22 @@
-"""The simulated cluster: the router host and its workers on one event loop.
+"""The simulated cluster: one host of the workflow scheduler, and its workers, on one event loop.
 
-This is the simulator's *host* of the policy core, the counterpart of ``saga_router`` and the
-worker plugin. It keeps workflow state, converts simulated entities into the core's views
-(``saga_sgl.sim.views``), calls the policies of a ``PolicyBundle`` and applies their decisions:
+This is the simulator's *host* of ``saga_sgl.scheduler.WorkflowScheduler``, the counterpart of
+``saga_router``. It feeds the scheduler the events a router would see (workflow submitted, call
+arrived, call admitted into a running batch, call finished with token counts, tool started,
+workflow finished) plus worker state (``ViewBuilder`` as the scheduler's ``WorkerSource`` and
+``PrefixLookup``), and carries out the actions it returns:
 
-* a released call is placed by ``bundle.placement``;
-* a worker orders its waiting queue by ``bundle.fairness`` (AFS), or keeps SGLang's FCFS arrival
-  order when the row has no fairness policy (the engine's own default, not a decision we make);
-* a worker evicts in ``bundle.eviction`` key order; the TTL deadline a key reads comes from
-  ``bundle.ttl`` (Algorithm 1), the reuse predictions from ``saga_sgl.aeg.predict``;
-* every ``epoch_s`` the fairness epoch runs and ``bundle.stealing`` plans steals; a steal re-binds
-  the workflow and, if it is in a tool gap, pre-fills its prefix on the thief (SGLang has no live
-  KV migration; the rebuild is a prefill-only request, its cost is simulated like any prefill).
+* ``Dispatch``: enqueue the call on the worker; ``Hold``/``Release``: keep the call until released;
+* ``Rebind`` + ``Redirect``/``Prefill``: a steal (move a queued call; or a prefill-only request with
+  the workflow's last context on the thief: SGLang has no live KV migration);
+* ``Control``: the worker plugin's hint record changed (the workflow's cached entries are re-keyed);
+* ``Preempt``: the worker retracts the running call, as SGLang does;
+* every ``epoch_s`` the scheduler's ``epoch()`` runs (only if the row needs it).
 
-Metrics are an observer (``saga_sgl.sim.metrics.Recorder``); ``run()`` returns a ``SimResult``.
+The workers order their waiting queues with ``scheduler.order_waiting`` (the plugin's AFS order) and
+evict in the row's eviction-policy key order, from entry views built on ``scheduler.cache_hints``.
+The host makes no decision of its own. Metrics are an observer (``saga_sgl.sim.metrics.Recorder``);
+``run()`` returns a ``SimResult``.
 """
 
 from __future__ import annotations
@@ -21,21 +24,43 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from saga_sgl.policy.decisions import FairShareEpoch
-from saga_sgl.policy.views import CacheEntryView, WorkerId, WorkflowId, WorkflowState
+from saga_sgl.policy.views import (
+    AgentType,
+    CacheEntryView,
+    TenantId,
+    WorkerId,
+    WorkflowId,
+    WorkflowState,
+)
+from saga_sgl.scheduler import (
+    Action,
+    CallAdmitted,
+    CallArrived,
+    CallFinished,
+    Control,
+    Dispatch,
+    Hold,
+    Preempt,
+    Prefill,
+    Rebind,
+    Redirect,
+    Release,
+    ToolStarted,
+    WorkflowFinished,
+    WorkflowScheduler,
+    WorkflowSubmitted,
+)
 from saga_sgl.sim.cost_model import CostSettings, ProfileCostModel
 from saga_sgl.sim.derive_cost_constants import derive
 from saga_sgl.sim.engine import Engine, Event, EventKind
 from saga_sgl.sim.metrics import Recorder, SimResult
+from saga_sgl.sim.policies import RowPolicies
 from saga_sgl.sim.radix import Node
 from saga_sgl.sim.views import ViewBuilder
 from saga_sgl.sim.worker import SimCall, SimWorker, WorkerSettings
 from saga_sgl.sim.workloads.model import Segment, TaskSpec, Workload
-
-if TYPE_CHECKING:
-    from saga_sgl.sim.policies import PolicyBundle
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,42 +77,29 @@ class ClusterSettings:
     vidur_dir: str | None = None
     """Derive the cost constants from this Vidur profiling folder instead of the shipped
     ``cost_constants.json`` (e.g. ``../shared/data/vidur``)."""
-    epoch_s: float = 0.1
-    """Period of the AFS epoch and the steal planner (paper: 100 ms)."""
     slo_factor: float = 1.5
-    """SLO deadline = slo_factor x expected (isolated) completion time (paper: 1.5)."""
-    max_next_use_refreshes: int = 8
-    """Re-predictions of one tool gap's end once the previous prediction has passed (bounds events)."""
+    """SLO attainment metric: TCT within slo_factor x the isolated TCT (paper: 1.5). The scheduler's
+    own deadlines come from its predictions, never from this."""
     max_sim_s: float = 36000.0
     """Safety stop of simulated time; unfinished tasks are reported, never silently dropped."""
 
 
 class SimTask:
-    """Host-side state of one workflow."""
+    """Host-side state of one simulated agent (its spec and where it truly is; no decisions)."""
 
     __slots__ = (
         "admitted_s",
-        "aeg",
         "current",
-        "deadline_s",
         "finished_s",
         "isolated_s",
         "last_seq",
         "last_seq_tokens",
         "next_step",
-        "next_use_refreshes",
-        "next_use_s",
         "oracle_next_use_s",
-        "queued_since_s",
-        "remaining_work_s",
-        "reuse_prob",
         "spec",
         "state",
         "times_stolen",
         "tool_end_s",
-        "tool_started_s",
-        "ttl_deadline_s",
-        "view",
         "wid",
         "worker_id",
     )
@@ -99,25 +111,15 @@ class SimTask:
         self.worker_id: WorkerId | None = None
         self.state = WorkflowState.QUEUED
         self.admitted_s = spec.arrival_s
+        """Arrival time (TCT counts from here, admission-control holds included)."""
         self.finished_s = -1.0
         self.isolated_s = isolated_s
-        self.deadline_s = float("inf")
         self.current: SimCall | None = None
         self.last_seq: tuple[Segment, ...] = ()
         self.last_seq_tokens = 0
-        self.queued_since_s: float | None = None
-        self.tool_started_s: float | None = None
         self.tool_end_s: float | None = None
         self.times_stolen = 0
-        self.reuse_prob: float | None = None
-        self.next_use_s: float | None = None
-        self.next_use_refreshes = 0
         self.oracle_next_use_s: float | None = None
-        self.ttl_deadline_s: float | None = None
-        self.remaining_work_s = 0.0
-        self.aeg: Any = None
-        self.view: Any = None
-        """Cached WorkflowView; reset to None whenever a field it reads changes."""
 
     @property
     def is_finished(self) -> bool:
@@ -146,19 +148,6 @@ class _CallRelease:
         return self.cluster.release_call(self.task, now_s)
 
 
-class _NextUseRefresh:
-    """The predicted end of a tool gap has passed; re-predict if the tool is still running."""
-
-    __slots__ = ("cluster", "started_s", "task")
-    kind = EventKind.EPOCH
-
-    def __init__(self, cluster: Cluster, task: SimTask, started_s: float) -> None:
-        self.cluster, self.task, self.started_s = cluster, task, started_s
-
-    def fire(self, now_s: float) -> Iterable[tuple[float, Event]]:
-        return self.cluster.refresh_next_use(self.task, self.started_s, now_s)
-
-
 class _Epoch:
     __slots__ = ("cluster",)
     kind = EventKind.EPOCH
@@ -170,12 +159,24 @@ class _Epoch:
         return self.cluster.epoch(now_s)
 
 
-class Cluster:
-    """Router host + workers for one configuration row on one workload."""
+class _EngineClock:
+    """The scheduler's clock: the event loop's simulated time."""
 
-    def __init__(self, workload: Workload, bundle: PolicyBundle, settings: ClusterSettings) -> None:
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def now_s(self) -> float:
+        return self._engine.now_s
+
+
+class Cluster:
+    """Scheduler host + workers for one configuration row on one workload."""
+
+    def __init__(self, workload: Workload, row: RowPolicies, settings: ClusterSettings) -> None:
         self.workload = workload
-        self.bundle = bundle
+        self.row = row
         self.settings = settings
         self.engine = Engine()
         constants = derive(Path(settings.vidur_dir)) if settings.vidur_dir else None
@@ -187,26 +188,42 @@ class Cluster:
             settings=settings.cost,
             chunk_size_tokens=settings.worker.chunked_prefill_size,
         )
+        spec = row.spec
         wsettings = settings.worker
-        if bundle.infinite_kv:
+        if spec.infinite_kv:
             wsettings = WorkerSettings(**{**_asdict(wsettings), "infinite_kv": True})
-        if bundle.page_size is not None:
-            wsettings = WorkerSettings(**{**_asdict(wsettings), "page_size": bundle.page_size})
-        if bundle.spec.max_running_requests is not None:
+        if spec.page_size is not None:
+            wsettings = WorkerSettings(**{**_asdict(wsettings), "page_size": spec.page_size})
+        if spec.max_running_requests is not None:
             wsettings = WorkerSettings(
-                **{**_asdict(wsettings), "max_running_requests": bundle.spec.max_running_requests}
+                **{**_asdict(wsettings), "max_running_requests": spec.max_running_requests}
             )
+        self.oracle_next_use = spec.oracle_next_use
         self.workers = [SimWorker(f"w{i}", self.cost, wsettings, self) for i in range(settings.num_workers)]
         self.by_id = {WorkerId(w.worker_id): w for w in self.workers}
         self._leaves: dict[int, set[tuple[SimWorker, Node]]] = {}
-        """Evictable leaves owned by each workflow (by id(task)), to re-key them when its state changes."""
+        """Evictable leaves owned by each workflow (by id(task)), to re-key them when its hints change."""
         self.recorder = Recorder(self)
         self.views = ViewBuilder(self)
+        self.calls: dict[str, SimCall] = {}
+        """Calls the scheduler knows by id and has not seen finish (its PrefixLookup resolves them)."""
+        self.scheduler = WorkflowScheduler(
+            row.scheduler,
+            clock=_EngineClock(self.engine),
+            cost_model=self.cost,
+            worker_source=lambda: self.views.workers(self.engine.now_s),
+            prefix_lookup=self.views,
+            tenants=self.views.tenants(),
+        )
+        self._hints = row.scheduler.predictions
+        self._wants_prefix = bool(getattr(self.scheduler.placement, "uses_prefix", False))
         self.tasks = [SimTask(t, self.isolated_tct_s(t)) for t in workload.tasks]
         self.active: dict[WorkflowId, SimTask] = {}
-        self.fair_epoch = FairShareEpoch(computed_at_s=0.0)
-        self._call_seq = 0
         self._pending_closed: dict[str, list[SimTask]] = {}
+
+    @property
+    def eviction(self) -> Any:
+        return self.row.eviction
 
     # --- reference times ------------------------------------------------------------------------
     def isolated_tct_s(self, spec: TaskSpec) -> float:
@@ -240,7 +257,7 @@ class Cluster:
         else:
             for t in self.tasks:
                 self.engine.schedule(t.spec.arrival_s, _TaskArrival(self, t))
-        if self.bundle.needs_epoch:
+        if self.scheduler.needs_epoch:
             self.engine.schedule(0.0, _Epoch(self))
         self.engine.run(self.settings.max_sim_s)
         end = self.engine.now_s
@@ -248,17 +265,20 @@ class Cluster:
             w.finalize(end)
         return self.recorder.result(end)
 
-    # --- workflow life cycle --------------------------------------------------------------------
+    # --- events to the scheduler ----------------------------------------------------------------
     def admit_task(self, task: SimTask, now_s: float) -> list[tuple[float, Event]]:
         task.admitted_s = now_s
-        task.deadline_s = now_s + self.settings.slo_factor * task.isolated_s
         self.active[task.wid] = task
-        self.bundle.on_admit(self, task, now_s)
+        spec = task.spec
+        self.scheduler.handle(
+            WorkflowSubmitted(
+                workflow_id=task.wid, tenant_id=TenantId(spec.tenant), agent_type=AgentType(spec.agent_type)
+            )
+        )
         return self.release_call(task, now_s)
 
     def release_call(self, task: SimTask, now_s: float) -> list[tuple[float, Event]]:
         spec = task.spec.calls[task.next_step]
-        self._call_seq += 1
         call = SimCall(
             call_id=f"{task.spec.task_id}:{spec.step}",
             prompt=spec.prompt,
@@ -268,39 +288,84 @@ class Cluster:
             host=task,
             released_s=now_s,
         )
-        if task.tool_started_s is not None:
-            self.bundle.on_tool_end(self, task, now_s)
         task.current = call
         task.state = WorkflowState.QUEUED
-        task.view = None
-        task.queued_since_s = now_s
-        task.tool_started_s = task.tool_end_s = None
-        task.ttl_deadline_s = task.next_use_s = task.oracle_next_use_s = None
-        if self.bundle.predictions:
-            self.refresh_views(task, now_s)
-        placement = self.bundle.placement.place(self.views.call(task, call), self.views.workers(now_s), now_s)
-        self.recorder.on_placement(task, placement.worker_id, placement.reason)
-        task.worker_id = placement.worker_id
-        task.view = None
-        return list(self.by_id[placement.worker_id].enqueue(call, now_s))
+        task.tool_end_s = task.oracle_next_use_s = None
+        self.calls[call.call_id] = call
+        event = CallArrived(
+            call_id=call.call_id,
+            workflow_id=task.wid,
+            prompt_tokens=call.prompt_tokens,
+            step=spec.step,
+            prefix=self.views.prefix_ids(call) if self._wants_prefix else (),
+        )
+        return self.apply(self.scheduler.handle(event), now_s)
+
+    # --- actions from the scheduler -------------------------------------------------------------
+    def apply(self, actions: list[Action], now_s: float) -> list[tuple[float, Event]]:
+        """Carry out the scheduler's actions in order; return the engine events they cause."""
+        out: list[tuple[float, Event]] = []
+        for a in actions:
+            if isinstance(a, Dispatch):
+                call = self.calls[a.call_id]
+                task: SimTask = call.host
+                task.worker_id = a.worker_id
+                call.priority = a.priority
+                self.recorder.on_placement(task, a.worker_id, a.reason)
+                self._rekey(task, now_s)
+                out.extend(self.by_id[a.worker_id].enqueue(call, now_s))
+            elif isinstance(a, Control):
+                t = self.active.get(WorkflowId(a.message.workflow_id))
+                if t is not None:
+                    self._rekey(t, now_s)
+            elif isinstance(a, Hold):
+                self.recorder.counters["held_workflows"] += 1
+            elif isinstance(a, Release):
+                self.recorder.counters["held_s"] += a.held_s
+            elif isinstance(a, Rebind):
+                t = self.active[a.workflow_id]
+                t.times_stolen += 1
+                t.worker_id = a.steal.thief
+                self.recorder.on_steal(t, a.steal, now_s)
+            elif isinstance(a, Redirect):
+                call = self.calls[a.call_id]
+                if self.by_id[a.from_worker].remove_waiting(call):
+                    self.scheduler.redirected(a.call_id, a.to_worker)
+                    out.extend(self.by_id[a.to_worker].enqueue(call, now_s))
+            elif isinstance(a, Prefill):
+                t = self.active[a.workflow_id]
+                if t.last_seq:
+                    t.times_stolen = max(t.times_stolen, 1)
+                    rebuild = SimCall(
+                        call_id=f"{t.spec.task_id}:rebuild{t.times_stolen}",
+                        prompt=t.last_seq,
+                        output_tokens=0,
+                        output_seg=None,
+                        spec=None,
+                        host=t,
+                        released_s=now_s,
+                        is_rebuild=True,
+                    )
+                    out.extend(self.by_id[a.worker_id].enqueue(rebuild, now_s))
+            elif isinstance(a, Preempt):
+                call = self.calls[a.call_id]
+                self.recorder.counters["preemptions"] += 1
+                out.extend(self.by_id[a.worker_id].retract(call, now_s))
+        return out
 
     # --- WorkerHost -----------------------------------------------------------------------------
-    @property
-    def eviction(self) -> Any:
-        return self.bundle.eviction
-
     def order_queue(self, worker: SimWorker, waiting: list[SimCall], now_s: float) -> list[SimCall]:
-        if self.bundle.fairness is None or len(waiting) < 2:
+        if len(waiting) < 2 or self.scheduler.fairness is None:
             return waiting
         pending = [self.views.pending(c) for c in waiting]
         by_id = {c.call_id: c for c in waiting}
-        return [by_id[p.call_id] for p in self.bundle.fairness.order(pending, self.fair_epoch)]
+        return [by_id[p.call_id] for p in self.scheduler.order_waiting(pending)]
 
     def entry_view(self, worker: SimWorker, node: Node, now_s: float) -> CacheEntryView:
         return self.views.entry(node, now_s)
 
     def on_leaf(self, worker: SimWorker, node: Node, added: bool) -> None:
-        if not self.bundle.predictions or node.owner is None:
+        if not self._hints or node.owner is None:
             return
         leaves = self._leaves.setdefault(id(node.owner), set())
         if added:
@@ -308,8 +373,10 @@ class Cluster:
         else:
             leaves.discard((worker, node))
 
-    def refresh_views(self, task: SimTask, now_s: float) -> None:
-        """The workflow's predictions changed: its evictable leaves get fresh keys."""
+    def _rekey(self, task: SimTask, now_s: float) -> None:
+        """The workflow's hint record changed: its evictable leaves get fresh keys."""
+        if not self._hints:
+            return
         for worker, node in list(self._leaves.get(id(task), ())):
             if node.owner is task:
                 worker.refresh_leaf(node, now_s)
@@ -323,8 +390,9 @@ class Cluster:
         task = call.host
         if isinstance(task, SimTask) and not call.is_rebuild:
             task.state = WorkflowState.RUNNING
-            task.view = None
-            task.queued_since_s = None
+            self.scheduler.handle(
+                CallAdmitted(call_id=call.call_id, workflow_id=task.wid, worker_id=WorkerId(worker.worker_id))
+            )
         self.recorder.on_admit(worker, call, now_s)
 
     def on_finish(self, worker: SimWorker, call: SimCall, now_s: float) -> list[tuple[float, Event]]:
@@ -334,37 +402,35 @@ class Cluster:
         task: SimTask = call.host
         spec = call.spec
         assert spec is not None
+        self.calls.pop(call.call_id, None)
         task.last_seq = (*call.prompt, Segment(spec.output_seg_id, spec.output_tokens))
         task.last_seq_tokens = call.prompt_tokens + spec.output_tokens
         task.current = None
         task.next_step += 1
+        out = self.apply(
+            self.scheduler.handle(
+                CallFinished(
+                    call_id=call.call_id,
+                    workflow_id=task.wid,
+                    worker_id=WorkerId(worker.worker_id),
+                    prompt_tokens=call.prompt_tokens,
+                    output_tokens=spec.output_tokens,
+                    cached_tokens=call.hit_tokens,
+                )
+            ),
+            now_s,
+        )
         if task.next_step >= len(task.spec.calls):
-            return self._finish_task(task, now_s)
+            return out + self._finish_task(task, now_s)
         task.state = WorkflowState.TOOL_GAP
-        task.view = None
-        task.tool_started_s = now_s
         task.tool_end_s = now_s + spec.tool_latency_s
         task.oracle_next_use_s = task.tool_end_s
-        self.bundle.on_tool_start(self, task, worker, now_s)
-        out: list[tuple[float, Event]] = [(task.tool_end_s, _CallRelease(self, task))]
-        if self.bundle.predictions:
-            self.refresh_views(task, now_s)
-            if task.next_use_s is not None and task.next_use_s < task.tool_end_s:
-                out.append((max(task.next_use_s, now_s), _NextUseRefresh(self, task, now_s)))
+        # The agent announces the tool it starts (client event), as a SAGA client does.
+        out.extend(
+            self.apply(self.scheduler.handle(ToolStarted(workflow_id=task.wid, tool=spec.tool or "")), now_s)
+        )
+        out.append((task.tool_end_s, _CallRelease(self, task)))
         return out
-
-    def refresh_next_use(self, task: SimTask, started_s: float, now_s: float) -> list[tuple[float, Event]]:
-        if task.state is not WorkflowState.TOOL_GAP or task.tool_started_s != started_s:
-            return []  # the tool already returned: nothing to re-predict
-        if task.next_use_refreshes >= self.settings.max_next_use_refreshes:
-            return []
-        if not self.bundle.refresh_next_use(self, task, now_s):
-            return []
-        self.refresh_views(task, now_s)
-        assert task.next_use_s is not None and task.tool_end_s is not None
-        if task.next_use_s < task.tool_end_s:
-            return [(task.next_use_s, _NextUseRefresh(self, task, started_s))]
-        return []
 
     def on_reject(self, worker: SimWorker, call: SimCall, now_s: float) -> list[tuple[float, Event]]:
         """The call can never fit the worker's KV pool: the task fails (not counted in TCT stats)."""
@@ -372,65 +438,30 @@ class Cluster:
         task = call.host
         if not isinstance(task, SimTask) or call.is_rebuild:
             return []
+        self.calls.pop(call.call_id, None)
         return self._finish_task(task, now_s, failed=True)
 
     def _finish_task(self, task: SimTask, now_s: float, failed: bool = False) -> list[tuple[float, Event]]:
         task.state = WorkflowState.FINISHED
-        task.view = None
         task.finished_s = now_s
         self.active.pop(task.wid, None)
         if not failed:
             self.recorder.on_task_finished(task, now_s)
-        self.bundle.on_task_finished(self, task, now_s)
-        if self.bundle.predictions:
-            self.refresh_views(task, now_s)
-            self._leaves.pop(id(task), None)
+        out = self.apply(self.scheduler.handle(WorkflowFinished(workflow_id=task.wid, failed=failed)), now_s)
+        self._rekey(task, now_s)
+        self._leaves.pop(id(task), None)
+        self.scheduler.forget(task.wid)
         queue = self._pending_closed.get(task.spec.tenant)
         if queue:
-            return [(now_s, _TaskArrival(self, queue.pop(0)))]
-        return []
+            out.append((now_s, _TaskArrival(self, queue.pop(0))))
+        return out
 
     # --- epochs ---------------------------------------------------------------------------------
     def epoch(self, now_s: float) -> list[tuple[float, Event]]:
-        out: list[tuple[float, Event]] = []
-        flows = self.views.workflows(now_s) if self.active else []
-        if self.bundle.fairness is not None and self.bundle.needs_epoch:
-            self.fair_epoch = self.bundle.fairness.epoch(flows, self.views.tenants(), now_s)
-        if self.bundle.stealing is not None and self.active:
-            steals = self.bundle.stealing.plan(self.views.workers(now_s), flows, now_s)
-            for steal in steals:
-                out.extend(self._apply_steal(steal, now_s))
+        out = self.apply(self.scheduler.epoch(), now_s) if self.active else []
         if self.active or len(self.engine) > 0:
-            out.append((now_s + self.settings.epoch_s, _Epoch(self)))
+            out.append((now_s + self.scheduler.settings.epoch_s, _Epoch(self)))
         return out
-
-    def _apply_steal(self, steal: Any, now_s: float) -> list[tuple[float, Event]]:
-        task = self.active.get(steal.workflow_id)
-        if task is None or task.worker_id != steal.victim:
-            return []  # stale (the paper's acceptance check): the workflow moved or finished
-        thief = self.by_id[steal.thief]
-        task.times_stolen += 1
-        task.view = None
-        task.worker_id = WorkerId(steal.thief)
-        self.recorder.on_steal(task, steal, now_s)
-        if task.state is WorkflowState.QUEUED and task.current is not None:
-            victim = self.by_id[steal.victim]
-            if victim.remove_waiting(task.current):
-                return list(thief.enqueue(task.current, now_s))
-            return []
-        if task.state is WorkflowState.TOOL_GAP and task.last_seq:
-            rebuild = SimCall(
-                call_id=f"{task.spec.task_id}:rebuild{task.times_stolen}",
-                prompt=task.last_seq,
-                output_tokens=0,
-                output_seg=None,
-                spec=None,
-                host=task,
-                released_s=now_s,
-                is_rebuild=True,
-            )
-            return list(thief.enqueue(rebuild, now_s))
-        return []
 
 
 def _asdict(settings: WorkerSettings) -> dict[str, Any]:

@@ -1,15 +1,27 @@
 """The benchmark's configuration rows, by policy-registry name (labels are table names only).
 
-Baselines use their policies' *default* settings: sglang-router ``cache_aware`` thresholds, vLLM's
-prefix-caching eviction order with 16-token blocks, consistent hashing on the workflow id (the
-paper's primary baseline, vLLM + APC with affinity routing). SAGA rows add workflow-atomic
-placement, predicted-reuse eviction with tool-aware TTLs, work stealing and Agent Fair Share.
+Baselines use their policies' *default* settings and follow their real rules:
+
+* ``round_robin``: sglang-router round_robin per call, SGLang radix LRU;
+* ``sglang_cache_aware``: sglang-router 0.3.2 cache_aware, SGLang radix LRU;
+* ``vllm_apc_prefix_affinity``: the paper's primary baseline, vLLM automatic prefix caching behind a
+  request-level prefix-affinity router (Ray Serve's PrefixCacheAffinityRouter); no session retention;
+* ``vllm_apc_affinity``: session affinity by consistent hash of the workflow id (load-blind);
+* ``vllm_bounded_hash``: consistent hashing with bounded loads (c = 1.25), load-aware session affinity;
+* ``vllm_sticky_least_loaded``: each session bound at its first call to the least-loaded worker.
+
+Every vLLM row evicts in vLLM's prefix-caching order with 16-token blocks. SAGA rows add
+workflow-atomic placement, predicted-reuse eviction with tool-aware TTLs, work stealing, Agent Fair
+Share (across and inside tenants, with preemption) and workflow-level admission control. SAGA rows
+see only what a live router sees (AEGs from pattern inference, learned footprints, predicted
+deadlines); the ``oracle_*`` rows are labelled oracles.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from saga_sgl.scheduler.settings import AdmissionControlSettings
 from saga_sgl.sim.policies import RowSpec
 
 ROUND_ROBIN = RowSpec(
@@ -24,7 +36,16 @@ CACHE_AWARE = RowSpec(
     placement="cache_aware",
     eviction="lru",
     fairness="fcfs",
-    description="sglang-router cache_aware (defaults; approximate tree blind to evictions) + radix LRU",
+    description="sglang-router 0.3.2 cache_aware (defaults; approximate tree blind to evictions) + radix LRU",
+)
+PREFIX_AFFINITY = RowSpec(
+    label="vllm_apc_prefix_affinity",
+    placement="prefix_affinity",
+    eviction="vllm_prefix",
+    fairness="fcfs",
+    page_size=16,
+    description="the paper's primary baseline: request-level prefix-cache affinity (Ray Serve "
+    "PrefixCacheAffinityRouter defaults) + vLLM prefix-caching eviction",
 )
 VLLM_AFFINITY = RowSpec(
     label="vllm_apc_affinity",
@@ -32,8 +53,26 @@ VLLM_AFFINITY = RowSpec(
     eviction="vllm_prefix",
     fairness="fcfs",
     page_size=16,
-    description="consistent hash on the workflow id (session affinity) + vLLM prefix-caching eviction",
+    description="consistent hash on the workflow id (session affinity, load-blind) + vLLM eviction",
 )
+BOUNDED_HASH = RowSpec(
+    label="vllm_bounded_hash",
+    placement="bounded_hash",
+    eviction="vllm_prefix",
+    fairness="fcfs",
+    page_size=16,
+    description="consistent hashing with bounded loads (c = 1.25) on the workflow id + vLLM eviction",
+)
+STICKY = RowSpec(
+    label="vllm_sticky_least_loaded",
+    placement="sticky_least_loaded",
+    eviction="vllm_prefix",
+    fairness="fcfs",
+    page_size=16,
+    description="session bound at its first call to the least-loaded worker + vLLM eviction",
+)
+ADMISSION_CONTROL = AdmissionControlSettings(enabled=True)
+"""SAGA's workflow-level admission control at its defaults (our rule; see ``saga_sgl.scheduler``)."""
 SAGA = RowSpec(
     label="saga",
     placement="saga",
@@ -42,8 +81,10 @@ SAGA = RowSpec(
     stealing="saga_steal",
     ttl=True,
     predictions=True,
-    description="SAGA: workflow-atomic placement (Eq. 7 + admission), reuse-time eviction + TTL, "
-    "work stealing with prefix rebuild, Agent Fair Share",
+    admission=ADMISSION_CONTROL,
+    preemption=True,
+    description="SAGA: workflow-level admission control + workflow-atomic placement (Eq. 7), reuse-time "
+    "eviction + TTL, work stealing with prefix rebuild, Agent Fair Share with preemption",
 )
 SAGA_WA_LRU = dataclasses.replace(
     SAGA, label="saga_wa_lru", eviction="wa_lru", description="SAGA with the paper's WA-LRU score (Eq. 1-3)"
@@ -53,16 +94,22 @@ ORACLE_BELADY = dataclasses.replace(
     label="oracle_belady",
     oracle_next_use=True,
     settings={"eviction": {"ttl_protection": False}},
-    description="SAGA routing + Belady eviction (clairvoyant next use of each workflow's KV)",
+    description="oracle: SAGA routing + Belady eviction (clairvoyant next use of each workflow's KV)",
 )
 INFINITE_KV = dataclasses.replace(
-    SAGA, label="oracle_infinite_kv", infinite_kv=True, description="SAGA routing + unbounded KV"
+    SAGA, label="oracle_infinite_kv", infinite_kv=True, description="oracle: SAGA routing + unbounded KV"
 )
 
-BASELINES = (ROUND_ROBIN, CACHE_AWARE, VLLM_AFFINITY)
+BASELINES = (ROUND_ROBIN, CACHE_AWARE, PREFIX_AFFINITY, VLLM_AFFINITY, BOUNDED_HASH, STICKY)
 MAIN_ROWS = (*BASELINES, SAGA, SAGA_WA_LRU, ORACLE_BELADY, INFINITE_KV)
 
 ABLATIONS = (
+    dataclasses.replace(
+        SAGA,
+        label="saga-no_admission_control",
+        admission=AdmissionControlSettings(),
+        description="every new workflow admitted at once (no workflow-level admission control; ours)",
+    ),
     dataclasses.replace(
         SAGA,
         label="saga-no_affinity",
@@ -84,11 +131,28 @@ ABLATIONS = (
         description="no tool-aware TTL protection",
     ),
     dataclasses.replace(SAGA, label="saga-no_stealing", stealing=None, description="no work stealing"),
-    dataclasses.replace(SAGA, label="saga-no_afs", fairness="fcfs", description="FCFS queues instead of AFS"),
+    dataclasses.replace(
+        SAGA, label="saga-no_afs", fairness="fcfs", preemption=False, description="FCFS queues instead of AFS"
+    ),
+    dataclasses.replace(
+        SAGA,
+        label="saga-afs_fcfs_within_tenant",
+        settings={"fairness": {"within_tenant": "fcfs"}},
+        description="AFS across tenants only (FCFS inside a tenant, the paper's rule)",
+    ),
+    dataclasses.replace(
+        SAGA, label="saga-no_preemption", preemption=False, description="AFS without preemption"
+    ),
     dataclasses.replace(
         SAGA,
         label="saga-no_locality",
         settings={"placement": {"locality_weight": 0.0, "load_weight": 0.7}},
         description="admission without the shared-prefix locality score (its weight moved to load)",
+    ),
+    dataclasses.replace(
+        SAGA,
+        label="saga-consistent_hash_placement",
+        placement="consistent_hash",
+        description="SAGA's eviction, TTL, stealing, AFS and admission control on consistent-hash placement",
     ),
 )

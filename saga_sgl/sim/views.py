@@ -1,23 +1,24 @@
 """Converts simulated entities into the policy core's read-only views (the simulator's adapter).
 
 Like the router and the plugin, the simulator decides nothing here: it reports what the real host
-could observe (``/v1/loads`` fields, the radix tree, workflow hints) so a policy can decide.
+could observe (``/v1/loads`` fields, a prefix index over the radix caches, the hint record the
+scheduler's kv_hints and control messages set on each workflow) so the scheduler can decide.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from saga_sgl.policy.views import (
     CacheEntryView,
-    CallView,
     PendingCallView,
     TenantId,
     TenantView,
     WorkerId,
     WorkerView,
+    WorkflowId,
     WorkflowState,
-    WorkflowView,
 )
 from saga_sgl.sim.radix import Node
 from saga_sgl.sim.worker import SimCall
@@ -57,32 +58,21 @@ class ViewBuilder:
             )
         return out
 
-    # --- calls ----------------------------------------------------------------------------------
-    def call(self, task: SimTask, call: SimCall) -> CallView:
-        cluster = self._cluster
-        affinity = task.worker_id
-        cached = False
-        if affinity is not None:
-            node, _ = cluster.by_id[affinity].cache.match(call.prompt)
-            # cached(w*, s) of Eq. 7: the worker still holds KV that only this workflow uses.
-            cached = node.owner is task and not node.shared
+    # --- PrefixLookup (the simulator's exact counterpart of a router's KV-event index) -----------
+    def prefix_match_tokens(self, call_id: str) -> Mapping[WorkerId, int]:
+        call = self._cluster.calls[call_id]
         matches: dict[WorkerId, int] = {}
-        bundle = cluster.bundle
-        if bundle.wants_prefix_matches and affinity is None:
-            for w in cluster.workers:
-                _, m = w.cache.match(call.prompt)
-                if m:
-                    matches[WorkerId(w.worker_id)] = m
-        return CallView(
-            workflow_id=task.wid,
-            prompt_tokens=call.prompt_tokens,
-            prefix=self.prefix_ids(call) if bundle.wants_prefix_ids else (),
-            tenant_id=TenantId(task.spec.tenant),
-            affinity_worker_id=affinity,
-            affinity_cached=cached,
-            predicted_kv_tokens=bundle.predicted_kv_tokens(task),
-            prefix_match_tokens=matches,
-        )
+        for w in self._cluster.workers:
+            _, m = w.cache.match(call.prompt)
+            if m:
+                matches[WorkerId(w.worker_id)] = m
+        return matches
+
+    def holds_workflow_kv(self, call_id: str, workflow_id: WorkflowId, worker_id: WorkerId) -> bool:
+        """cached(w*, s) of Eq. 7: the deepest match on ``worker_id`` is KV only this workflow uses."""
+        call = self._cluster.calls[call_id]
+        node, _ = self._cluster.by_id[worker_id].cache.match(call.prompt)
+        return node.owner is call.host and not node.shared
 
     def prefix_ids(self, call: SimCall) -> tuple[int, ...]:
         """One id per ``PREFIX_BLOCK_TOKENS`` of the prompt; equal ids <=> equal content there."""
@@ -97,7 +87,7 @@ class ViewBuilder:
         return tuple(ids)
 
     def pending(self, call: SimCall) -> PendingCallView:
-        task = call.host
+        task: SimTask = call.host
         return PendingCallView(
             call_id=call.call_id,
             workflow_id=task.wid,
@@ -108,7 +98,7 @@ class ViewBuilder:
     # --- cache entries --------------------------------------------------------------------------
     def entry(self, node: Node, now_s: float) -> CacheEntryView:
         owner = node.owner
-        bundle = self._cluster.bundle
+        cluster = self._cluster
         if owner is None or node.shared:
             return CacheEntryView(
                 entry_id=node.entry_id,
@@ -117,7 +107,8 @@ class ViewBuilder:
                 last_access_s=node.last_access_s,
             )
         task: SimTask = owner
-        if not bundle.predictions:
+        hints = cluster.scheduler.cache_hints(task.wid)
+        if hints is None:
             return CacheEntryView(
                 entry_id=node.entry_id,
                 num_tokens=node.num_tokens,
@@ -125,13 +116,8 @@ class ViewBuilder:
                 last_access_s=node.last_access_s,
                 workflow_id=task.wid,
             )
-        finished = task.is_finished
-        if bundle.oracle_next_use:
-            next_use = _oracle_next_use(task, node, now_s)
-        elif task.state is WorkflowState.TOOL_GAP:
-            next_use = task.next_use_s
-        else:
-            next_use = task.queued_since_s if task.state is WorkflowState.QUEUED else None
+        finished = hints.is_finished
+        next_use = _oracle_next_use(task, node, now_s) if cluster.oracle_next_use else hints.next_use_at_s
         return CacheEntryView(
             entry_id=node.entry_id,
             num_tokens=node.num_tokens,
@@ -140,36 +126,9 @@ class ViewBuilder:
             workflow_id=task.wid,
             is_finished=finished,
             is_terminal=finished,
-            reuse_prob=0.0 if finished else task.reuse_prob,
+            reuse_prob=hints.reuse_prob,
             next_use_at_s=next_use,
-            ttl_deadline_s=task.ttl_deadline_s,
-        )
-
-    # --- workflows and tenants ------------------------------------------------------------------
-    def workflows(self, now_s: float) -> list[WorkflowView]:
-        """Views of the active workflows; each is rebuilt only after its workflow changed."""
-        out = []
-        for task in self._cluster.active.values():
-            view = task.view
-            if view is None:
-                view = task.view = self._workflow(task)
-            out.append(view)
-        return out
-
-    def _workflow(self, task: SimTask) -> WorkflowView:
-        gap = task.state is WorkflowState.TOOL_GAP
-        return WorkflowView(
-            workflow_id=task.wid,
-            tenant_id=TenantId(task.spec.tenant),
-            worker_id=task.worker_id,
-            state=task.state,
-            admitted_at_s=task.admitted_s,
-            cached_prefix_tokens=task.last_seq_tokens if gap else 0,
-            remaining_work_s=task.remaining_work_s,
-            deadline_s=task.deadline_s,
-            queued_since_s=task.queued_since_s if task.state is WorkflowState.QUEUED else None,
-            tool_gap_ends_at_s=task.next_use_s if gap else None,
-            times_stolen=task.times_stolen,
+            ttl_deadline_s=hints.ttl_deadline_s,
         )
 
     def tenants(self) -> list[TenantView]:

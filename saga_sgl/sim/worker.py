@@ -67,6 +67,7 @@ class SimCall:
         "output_seg",
         "output_tokens",
         "prefilled",
+        "priority",
         "private_tokens",
         "prompt",
         "prompt_tokens",
@@ -107,6 +108,8 @@ class SimCall:
         self.private_tokens = 0
         self.lock_node: Node | None = None
         self.worker: SimWorker | None = None
+        self.priority = 0
+        """SGLang request priority the scheduler sent (carried, as a real request carries it)."""
 
 
 class WorkerHost(Protocol):
@@ -176,6 +179,8 @@ class SimWorker:
         # Current run: ("prefill", [(call, q)], start) or ("decode", k, start, n, sum_kv).
         self._run: tuple[Any, ...] | None = None
         self.idle_since_s: float | None = 0.0
+        self._retract: list[SimCall] = []
+        """Running calls to retract at the next iteration boundary (preemption)."""
         # Statistics (read by the metrics observer).
         self.busy_s = 0.0
         self.used_token_s = 0.0
@@ -256,6 +261,37 @@ class SimWorker:
             return True
         return False
 
+    def retract(self, call: SimCall, now_s: float) -> Iterable[tuple[float, Event]]:
+        """Preempt a running call as SGLang's retract does: at the next iteration boundary it leaves
+        the batch, its reservation is freed and it goes back to the head of the waiting queue; its
+        progress is lost (it is prefilled again, from whatever prefix is still cached)."""
+        if call not in self.prefilling and call not in self.decoding:
+            return ()
+        self._retract.append(call)
+        if self._run is not None and self._run[0] == "decode":
+            return self._interrupt_decode(now_s)
+        return ()
+
+    def _apply_retracts(self, now_s: float) -> None:
+        for call in self._retract:
+            if call in self.prefilling:
+                self.prefilling.remove(call)
+            elif call in self.decoding:
+                self.decoding.remove(call)
+            else:
+                continue  # it finished meanwhile
+            if call.lock_node is not None:
+                self.cache.unlock(call.lock_node, now_s)
+                call.lock_node = None
+            self.private_tokens -= call.private_tokens
+            call.private_tokens = 0
+            call.prefilled = call.generated = 0
+            call.first_token_s = -1.0
+            call.enqueued_s = now_s
+            self.waiting.insert(0, call)
+            self.blocked = False
+        self._retract.clear()
+
     def _wake(self, now_s: float) -> list[tuple[float, Event]]:
         self.version += 1
         self.busy = True
@@ -278,6 +314,8 @@ class SimWorker:
         self._account(now_s)
         out: list[tuple[float, Event]] = []
         self._apply_run(now_s, out)
+        if self._retract:
+            self._apply_retracts(now_s)
         if self.waiting:
             self._admit(now_s)
         batch = self._prefill_batch()

@@ -7,15 +7,17 @@ import dataclasses
 
 import pytest
 
+from saga_sgl.clock import ManualClock
 from saga_sgl.policy import registry
 from saga_sgl.policy.eviction.lru import LruEviction
 from saga_sgl.policy.eviction.vllm_prefix import VllmPrefixEviction
 from saga_sgl.policy.placement.cache_aware import CacheAwarePlacement, CacheAwareSettings
 from saga_sgl.policy.placement.consistent_hash import ConsistentHashPlacement
 from saga_sgl.policy.placement.round_robin import RoundRobinPlacement
+from saga_sgl.scheduler import WorkflowScheduler
 from saga_sgl.sim import rows
 from saga_sgl.sim.cluster import Cluster, ClusterSettings
-from saga_sgl.sim.policies import build_bundle
+from saga_sgl.sim.policies import build_row
 from saga_sgl.sim.worker import WorkerSettings
 from saga_sgl.sim.workloads.model import Segment
 from tests.sim._helpers import chain_task, workload
@@ -32,18 +34,21 @@ from tests.sim._helpers import chain_task, workload
 )
 def test_baseline_rows_use_registry_objects_with_default_settings(row, placement_cls, eviction_cls) -> None:  # type: ignore[no-untyped-def]
     assert not row.settings, "a baseline row must not override its policies' settings"
-    bundle = build_bundle(row, seed=0)
-    assert type(bundle.placement) is placement_cls
-    assert type(bundle.eviction) is eviction_cls
-    assert bundle.placement.settings == registry.load(row.placement)
-    assert bundle.eviction.settings == registry.load(row.eviction)
-    assert bundle.fairness is not None and bundle.fairness.name == "fcfs"
-    assert bundle.stealing is None and bundle.ttl is None and not row.predictions
+    built = build_row(row, seed=0)
+    sched = WorkflowScheduler(built.scheduler, clock=ManualClock())
+    assert type(sched.placement) is placement_cls
+    assert type(built.eviction) is eviction_cls
+    assert sched.placement.settings == registry.load(row.placement)  # type: ignore[attr-defined]
+    assert built.eviction.settings == registry.load(row.eviction)  # type: ignore[attr-defined]
+    assert sched.fairness is not None and sched.fairness.name == "fcfs"
+    assert sched.stealing is None and sched.ttl is None and not row.predictions
+    assert not sched.settings.admission.enabled
     assert registry.get(row.placement).is_baseline
 
 
 def test_cache_aware_defaults_are_sglang_routers() -> None:
-    s = build_bundle(rows.CACHE_AWARE, seed=0).placement.settings
+    sched = WorkflowScheduler(build_row(rows.CACHE_AWARE, seed=0).scheduler, clock=ManualClock())
+    s = sched.placement.settings  # type: ignore[attr-defined]
     assert s == CacheAwareSettings()
     assert (s.cache_threshold, s.balance_abs_threshold, s.balance_rel_threshold) == (0.3, 64, 1.5)
 
@@ -51,7 +56,7 @@ def test_cache_aware_defaults_are_sglang_routers() -> None:
 def _run(wl, row, num_workers=4, kv=0):  # type: ignore[no-untyped-def]
     cluster = Cluster(
         wl,
-        build_bundle(row, seed=0),
+        build_row(row, seed=0),
         ClusterSettings(num_workers=num_workers, worker=WorkerSettings(kv_capacity_tokens=kv)),
     )
     result = cluster.run()
@@ -94,11 +99,20 @@ def test_cache_aware_follows_a_shared_prefix_above_the_threshold() -> None:
     cluster, result = _run(workload(*shared), rows.CACHE_AWARE)
     assert {t.worker_id for t in cluster.tasks} == {cluster.tasks[0].worker_id}
     assert result.placements.get("cache_match") == 5
-    # Distinct prompts (match rate 0 < 0.3) go to the smallest tree instead: they spread out.
+    # Distinct prompts (match rate 0 <= 0.3) go to the first worker with the fewest requests in
+    # flight: one after another (each done before the next) they all land on w0, as measured on the
+    # sglang-router 0.3.2 binary; sent together, the in-flight counts spread them out.
     lone = [
         chain_task(f"u{i}", 1.0 + i, [Segment(3000 + i, 1000)], 1, first_id=100 * (i + 1)) for i in range(4)
     ]
     cluster, result = _run(workload(*lone), rows.CACHE_AWARE)
+    assert [t.worker_id for t in cluster.tasks] == ["w0"] * 4
+    assert result.placements == {"cache_min_load": 4}
+    burst = [
+        chain_task(f"v{i}", 1.0 + 1e-4 * i, [Segment(4000 + i, 1000)], 1, first_id=100 * (i + 1))
+        for i in range(4)
+    ]
+    cluster, result = _run(workload(*burst), rows.CACHE_AWARE)
     assert sorted(t.worker_id for t in cluster.tasks) == ["w0", "w1", "w2", "w3"]
 
 
@@ -112,7 +126,7 @@ def test_vllm_row_evicts_least_recently_released_tail_first() -> None:
     row = dataclasses.replace(rows.VLLM_AFFINITY)
     cluster = Cluster(
         wl,
-        build_bundle(row, seed=0),
+        build_row(row, seed=0),
         ClusterSettings(num_workers=1, worker=WorkerSettings(kv_capacity_tokens=7000, page_size=16)),
     )
     evicted: list[int] = []

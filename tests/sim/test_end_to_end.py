@@ -89,16 +89,19 @@ def test_same_seed_same_result_and_seeds_differ() -> None:
 
 
 def test_saga_row_uses_the_policy_core_objects(results: dict[str, SimResult]) -> None:
-    from saga_sgl.sim.policies import build_bundle
+    from saga_sgl.clock import ManualClock
+    from saga_sgl.scheduler import WorkflowScheduler
+    from saga_sgl.sim.policies import build_row
 
-    b = build_bundle(rows.SAGA, seed=0)
-    assert (b.placement.name, b.eviction.name, b.fairness.name, b.stealing.name) == (  # type: ignore[union-attr]
+    built = build_row(rows.SAGA, seed=0)
+    b = WorkflowScheduler(built.scheduler, clock=ManualClock())
+    assert (b.placement.name, built.eviction.name, b.fairness.name, b.stealing.name) == (  # type: ignore[union-attr]
         "saga",
         "reuse_time",
         "afs",
         "saga_steal",
     )
-    assert b.ttl is not None and b.next_use is not None
+    assert b.ttl is not None and b.settings.predictions
     assert results["saga"].placements.get("admission", 0) > 0
 
 

@@ -46,24 +46,46 @@ def test_imbalance_rule_is_an_and_of_abs_and_rel(load_a: int, load_b: int, imbal
         assert (p.worker_id, p.reason) == ("b", PlacementReason.CACHE_MATCH)
 
 
-def test_match_rate_threshold_then_smallest_tree() -> None:
+def test_match_rate_threshold_then_fewest_in_flight() -> None:
     ca = CacheAwarePlacement()
     ca.index.insert(_text("system prompt: you are an agent"), A)
     ca.index.insert(_text("xy"), B)
-    workers = [make_worker("a"), make_worker("b")]
+    workers = [make_worker("a", inflight=3), make_worker("b", inflight=5)]
     # 31 of 40 characters match on a: rate 0.775 > 0.3 -> a.
     p = ca.place(make_call(prefix=_text("system prompt: you are an agent. task 1")), workers, 0.0)
     assert (p.worker_id, p.reason) == ("a", PlacementReason.CACHE_MATCH)
-    # Nothing matches: the smallest tree (b, 2 chars) wins; the prompt is inserted there.
+    # Nothing matches: the worker with the fewest in-flight requests (a, 3 < 5), not the smallest
+    # tree (b); the prompt is inserted there.
     p = ca.place(make_call(prefix=_text("completely different")), workers, 0.0)
-    assert (p.worker_id, p.reason) == ("b", PlacementReason.CACHE_SMALLEST_TREE)
-    assert ca.index.match(_text("completely different"))[B] == len("completely different")
-    # Exactly 0.3 is not above the threshold.
+    assert (p.worker_id, p.reason) == ("a", PlacementReason.CACHE_MIN_LOAD)
+    assert ca.index.match(_text("completely different"))[A] == len("completely different")
+    # Exactly 0.3 is not above the threshold; equal loads go to the first worker in order.
     ca2 = CacheAwarePlacement()
     ca2.index.insert(_text("abc"), A)
-    ca2.index.insert(_text("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"), B)
     p = ca2.place(make_call(prefix=_text("abcdefghij")), [make_worker("b"), make_worker("a")], 0.0)
-    assert p.reason == PlacementReason.CACHE_SMALLEST_TREE and p.worker_id == "a"
+    assert p.reason == PlacementReason.CACHE_MIN_LOAD and p.worker_id == "b"
+
+
+def test_distinct_prompts_in_a_row_all_go_to_the_first_worker() -> None:
+    # Measured on the sglang-router 0.3.2 binary: six distinct prompts sent one after another (each
+    # finished before the next, so in-flight loads are all 0) all went to worker 1.
+    ca = CacheAwarePlacement()
+    workers = [make_worker("a", inflight=0), make_worker("b", inflight=0)]
+    chosen = [ca.place(make_call(prefix=_text(f"prompt number {i} " * 3)), workers, 0.0) for i in range(6)]
+    assert [p.worker_id for p in chosen] == ["a"] * 6
+    assert {p.reason for p in chosen} == {PlacementReason.CACHE_MIN_LOAD}
+
+
+def test_imbalance_counts_unhealthy_workers_but_never_picks_them() -> None:
+    ca = CacheAwarePlacement()
+    workers = [
+        make_worker("a", inflight=0, healthy=False),
+        make_worker("b", inflight=100),
+        make_worker("c", inflight=90),
+    ]
+    p = ca.place(make_call(prefix=_text("q")), workers, 0.0)
+    # max 100 - min 0 (the unhealthy a) > 64 and 100 > 0: imbalanced; c is the least-loaded healthy one.
+    assert (p.worker_id, p.reason) == ("c", PlacementReason.CACHE_IMBALANCED)
 
 
 def test_load_falls_back_to_running_plus_waiting() -> None:
@@ -78,8 +100,9 @@ def test_tree_does_not_see_worker_evictions_and_trims_on_interval() -> None:
     workers = [make_worker("a"), make_worker("b")]
     ca.place(make_call(prefix=_text("aaaaaaaaaaaaaaaaaaaa")), workers, 0.0)
     assert ca.index.tenant_size(A) + ca.index.tenant_size(B) == 20
-    ca.place(make_call(prefix=_text("bbbbbbbbbbbbbbbbbbbb")), workers, 30.0)  # before the interval: no trim
-    assert max(ca.index.tenant_size(A), ca.index.tenant_size(B)) == 20
+    # Equal loads: both prompts go to a (the first worker); before the interval nothing is trimmed.
+    ca.place(make_call(prefix=_text("bbbbbbbbbbbbbbbbbbbb")), workers, 30.0)
+    assert (ca.index.tenant_size(A), ca.index.tenant_size(B)) == (40, 0)
     ca.place(make_call(prefix=_text("c")), workers, 61.0)
     assert ca.index.tenant_size(A) <= 11 and ca.index.tenant_size(B) <= 11
 

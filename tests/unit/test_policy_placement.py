@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from saga_sgl.errors import InvalidSettings, NoEligibleWorker
-from saga_sgl.policy.decisions import PlacementReason
+from saga_sgl.policy.decisions import Placement, PlacementReason
 from saga_sgl.policy.placement.admission import AdmissionWeights, admission_scores
 from saga_sgl.policy.placement.consistent_hash import (
     ConsistentHashPlacement,
@@ -21,7 +22,7 @@ from saga_sgl.policy.placement.consistent_hash import (
 from saga_sgl.policy.placement.load import LoadSettings, worker_load
 from saga_sgl.policy.placement.round_robin import RoundRobinPlacement
 from saga_sgl.policy.placement.saga import SagaPlacement, SagaPlacementSettings
-from saga_sgl.policy.views import WorkerView
+from saga_sgl.policy.views import WorkerId, WorkerView
 
 
 @pytest.mark.parametrize(
@@ -221,3 +222,101 @@ def test_admission_balance_outweighs_a_cached_shared_prefix() -> None:
     # load: 1 vs 0 (x0.5); locality: 0 vs 1 (x0.2); footprint: 2K more free of a 100K pool (x0.3)
     assert scores["remote"] - scores["local"] == pytest.approx(0.5 - 0.2 + 0.3 * 0.02)
     assert SagaPlacement().place(call, [local_busier, remote_idler], 0.0).worker_id == "remote"
+
+
+# --- request-level and session-level baselines -------------------------------------------------
+
+
+def _ids(s: str) -> tuple[int, ...]:
+    return tuple(map(ord, s))
+
+
+def test_prefix_affinity_defaults_are_ray_serves() -> None:
+    from saga_sgl.policy.placement.prefix_affinity import PrefixAffinitySettings
+
+    s = PrefixAffinitySettings()
+    assert (s.imbalanced_threshold, s.match_rate_threshold) == (10, 0.1)
+
+
+def test_prefix_affinity_follows_the_longest_match_at_or_above_the_threshold() -> None:
+    from saga_sgl.policy.placement.prefix_affinity import PrefixAffinityPlacement
+
+    pa = PrefixAffinityPlacement(rng=random.Random(1))
+    pa.index.insert(_ids("a" * 10), WorkerId("w1"))
+    pa.index.insert(_ids("zzzz"), WorkerId("w0"))
+    workers = [make_worker("w0", inflight=5), make_worker("w1", inflight=9)]
+    # 10 of 100 match on w1: rate exactly 0.1 >= 0.1 -> w1, despite its higher load (within 10).
+    p = pa.place(make_call(prefix=_ids("a" * 10 + "b" * 90)), workers, 0.0)
+    assert (p.worker_id, p.reason) == ("w1", PlacementReason.PREFIX_MATCH)
+    # 9 of 100: below -> the replica with the least text in the tree (w0: 4 chars vs w1's 100 now).
+    p = pa.place(make_call(prefix=_ids("a" * 9 + "c" * 91)), workers, 0.0)
+    assert (p.worker_id, p.reason) == ("w0", PlacementReason.PREFIX_SMALLEST_TREE)
+    assert pa.index.match(_ids("a" * 9 + "c" * 91))[WorkerId("w0")] == 100
+
+
+def test_prefix_affinity_is_request_level_not_session_level() -> None:
+    from saga_sgl.policy.placement.prefix_affinity import PrefixAffinityPlacement
+
+    pa = PrefixAffinityPlacement()
+    pa.index.insert(_ids("other context"), WorkerId("w1"))
+    workers = [make_worker("w0"), make_worker("w1")]
+    # The workflow is bound to w0, but its prompt matches w1: routing is by prefix only.
+    p = pa.place(make_call(prefix=_ids("other context, next step"), affinity_worker_id="w0"), workers, 0.0)
+    assert p.worker_id == "w1"
+
+
+def test_prefix_affinity_imbalance_falls_back_to_power_of_two_choices() -> None:
+    from saga_sgl.policy.placement.prefix_affinity import PrefixAffinityPlacement
+
+    pa = PrefixAffinityPlacement(rng=random.Random(0))
+    pa.index.insert(_ids("hello world"), WorkerId("w0"))
+    # 11 > 10: imbalanced. With two workers, power of two choices always finds the lighter one.
+    workers = [make_worker("w0", inflight=11), make_worker("w1", inflight=0)]
+    for _ in range(5):
+        p = pa.place(make_call(prefix=_ids("hello world")), workers, 0.0)
+        assert (p.worker_id, p.reason) == ("w1", PlacementReason.PREFIX_IMBALANCED)
+    # A difference of exactly 10 is balanced: the cache wins.
+    workers = [make_worker("w0", inflight=10), make_worker("w1", inflight=0)]
+    assert (
+        pa.place(make_call(prefix=_ids("hello world")), workers, 0.0).reason == PlacementReason.PREFIX_MATCH
+    )
+
+
+def test_sticky_least_loaded_binds_once_and_stays() -> None:
+    from saga_sgl.policy.placement.sticky import StickyLeastLoadedPlacement
+
+    sticky = StickyLeastLoadedPlacement()
+    workers = [make_worker("w0", inflight=3), make_worker("w1", inflight=1), make_worker("w2", inflight=1)]
+    p = sticky.place(make_call(), workers, 0.0)
+    assert (p.worker_id, p.reason) == ("w1", PlacementReason.STICKY_LEAST_LOADED)  # first of the tie
+    busy = [make_worker("w0", inflight=0), make_worker("w1", inflight=50)]
+    p = sticky.place(make_call(affinity_worker_id="w1"), busy, 1.0)
+    assert (p.worker_id, p.reason) == ("w1", PlacementReason.STICKY)  # load-blind once bound
+    down = [make_worker("w0", inflight=4), make_worker("w1", healthy=False)]
+    p = sticky.place(make_call(affinity_worker_id="w1"), down, 2.0)
+    assert (p.worker_id, p.reason) == ("w0", PlacementReason.STICKY_LEAST_LOADED)
+
+
+def test_bounded_hash_is_consistent_hashing_until_the_owner_exceeds_the_bound() -> None:
+    from saga_sgl.policy.placement.bounded_hash import BoundedHashPlacement
+
+    bh, ch = BoundedHashPlacement(), ConsistentHashPlacement()
+    idle = [make_worker(f"w{i}", inflight=0) for i in range(4)]
+    for k in range(20):
+        call = make_call(f"wf{k}")
+        assert bh.place(call, idle, 0.0).worker_id == ch.place(call, idle, 0.0).worker_id
+    call = make_call("wf-x")
+    order = list(ch.ring_order("wf-x", idle))
+    owner, second = order[0], order[1]
+    # total in flight 12 over 4 workers: bound = ceil(1.25 x 13 / 4) = 5; the owner has 5 -> full.
+    loads = {owner: 5, second: 3}
+    workers = [
+        make_worker(w.worker_id, inflight=loads.get(w.worker_id, 2 if w.worker_id != owner else 5))
+        for w in idle
+    ]
+    total = sum(w.num_inflight_reqs or 0 for w in workers)
+    assert math.ceil(1.25 * (total + 1) / 4) == 5
+    p = bh.place(call, workers, 0.0)
+    assert (p.worker_id, p.reason) == (second, PlacementReason.BOUNDED_HASH_FORWARD)
+    workers = [make_worker(w.worker_id, inflight=4 if w.worker_id == owner else 3) for w in idle]
+    assert bh.place(call, workers, 0.0) == Placement(worker_id=owner, reason=PlacementReason.BOUNDED_HASH)

@@ -31,7 +31,15 @@ ALL = registry.names()
 
 def test_expected_names_are_registered() -> None:
     assert registry.names(PolicyKind.EVICTION) == ["lru", "vllm_prefix", "wa_lru", "reuse_time"]
-    assert registry.names("placement") == ["round_robin", "cache_aware", "consistent_hash", "saga"]
+    assert registry.names("placement") == [
+        "round_robin",
+        "cache_aware",
+        "consistent_hash",
+        "bounded_hash",
+        "prefix_affinity",
+        "sticky_least_loaded",
+        "saga",
+    ]
     assert registry.names("stealing") == ["saga_steal", "no_steal"]
     assert registry.names("fairness") == ["afs", "fcfs"]
     assert registry.names("cost_model") == ["linear"]

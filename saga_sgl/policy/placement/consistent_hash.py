@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -62,6 +62,20 @@ class ConsistentHashPlacement:
         self._points = [p for p, _ in pts]
         self._owners = [wid for _, wid in pts]
         self._ring_for = ids
+
+    def ring_order(self, key: str, workers: Sequence[WorkerView]) -> Iterator[WorkerId]:
+        """Every worker once, clockwise from ``key``'s point on the ring (healthy or not)."""
+        self._ring(tuple(sorted(w.worker_id for w in workers)))
+        n = len(self._points)
+        start = bisect.bisect_left(self._points, stable_hash64(key)) % n
+        seen: set[WorkerId] = set()
+        for k in range(n):
+            owner = self._owners[(start + k) % n]
+            if owner not in seen:
+                seen.add(owner)
+                yield owner
+                if len(seen) == len(self._ring_for):
+                    return
 
     def place(self, call: CallView, workers: Sequence[WorkerView], now_s: float) -> Placement:
         if not workers:

@@ -1,0 +1,100 @@
+"""Settings of the workflow scheduler (frozen; loaded strictly like every policy's settings)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from saga_sgl.policy.settings import require, require_non_negative, require_positive
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdmissionControlSettings:
+    """Workflow-level admission control (ours; the paper's "Hybrid" strategy, Table 8, is the closest).
+
+    A new workflow is admitted only to a worker where the predicted KV footprint of the live
+    workflows bound to it, plus the newcomer's, stays within ``kv_threshold_frac`` of its pool (and,
+    if set, where fewer than ``max_workflows_per_worker`` live workflows are bound). While no worker
+    qualifies, the workflow's first call is held in the scheduler; held workflows are released in
+    AFS order (most urgent tenant first, FCFS inside a tenant) as room appears.
+    """
+
+    enabled: bool = False
+    kv_threshold_frac: float = 1.0
+    """Sum of predicted peak footprints per worker, as a fraction of its KV pool [I]."""
+    max_workflows_per_worker: int = 0
+    """Live workflows bound to one worker at most; 0 = no cap [I]."""
+    default_footprint_tokens: int = 16384
+    """Predicted peak footprint of a workflow of an agent type with no finished workflow yet [I]."""
+    footprint_ema_alpha: float = 0.1
+    """EMA weight of one finished workflow's peak context in the per-agent-type footprint [I]."""
+
+    def __post_init__(self) -> None:
+        owner = "AdmissionControlSettings"
+        require_positive(owner, "kv_threshold_frac", self.kv_threshold_frac)
+        require(
+            self.max_workflows_per_worker >= 0,
+            owner,
+            "max_workflows_per_worker",
+            ">= 0",
+            self.max_workflows_per_worker,
+        )
+        require(
+            self.default_footprint_tokens >= 1,
+            owner,
+            "default_footprint_tokens",
+            ">= 1",
+            self.default_footprint_tokens,
+        )
+        require(
+            0 < self.footprint_ema_alpha <= 1,
+            owner,
+            "footprint_ema_alpha",
+            "in (0, 1]",
+            self.footprint_ema_alpha,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerSettings:
+    """What one scheduler runs: policies by registry name, and the scheduler's own constants."""
+
+    placement: str = "saga"
+    """Placement policy (``saga_sgl.policy.registry`` name)."""
+    fairness: str | None = "afs"
+    """Fairness policy name; None = SGLang's FCFS queue, no epochs for fairness."""
+    stealing: str | None = "saga_steal"
+    """Stealing policy name; None = no stealing."""
+    policy_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per kind (``placement``, ``fairness``, ``stealing``, ``ttl``, ``inference``) settings,
+    loaded strictly (an unknown key raises ``InvalidSettings``)."""
+    predictions: bool = True
+    """Build AEGs and feed predictions (reuse, next use, remaining work, footprint) into hints and
+    views; False = a request-level baseline (plain requests, no hints)."""
+    ttl: bool = True
+    """Tool-aware TTL (Algorithm 1) on a workflow's KV when its tool starts (needs predictions)."""
+    admission: AdmissionControlSettings = field(default_factory=AdmissionControlSettings)
+    preemption: bool = True
+    """Carry out AFS preemptions (needs ``CallAdmitted`` events to know who runs)."""
+    max_preemptions_per_epoch: int = 2
+    """Preemptions per epoch at most, so a loaded worker does not thrash [I]."""
+    epoch_s: float = 0.1
+    """Period the host calls ``epoch()`` at (paper: 100 ms)."""
+    slo_factor: float = 1.5
+    """SLO deadline = admission + slo_factor x expected completion time (paper: 1.5)."""
+    max_next_use_refreshes: int = 8
+    """Re-predictions of one tool gap's end after the previous prediction passed."""
+    seed: int = 0
+    """Seed of the policies' tie-breaking RNG."""
+
+    def __post_init__(self) -> None:
+        owner = "SchedulerSettings"
+        require_positive(owner, "epoch_s", self.epoch_s)
+        require_positive(owner, "slo_factor", self.slo_factor)
+        require_non_negative(owner, "max_next_use_refreshes", self.max_next_use_refreshes)
+        require_non_negative(owner, "max_preemptions_per_epoch", self.max_preemptions_per_epoch)
+        unknown = sorted(set(self.policy_config) - {"placement", "fairness", "stealing", "ttl", "inference"})
+        require(
+            not unknown, owner, "policy_config", "keys in placement/fairness/stealing/ttl/inference", unknown
+        )

@@ -1,0 +1,950 @@
+"""The workflow scheduler: events in, actions out (see the package docstring for the contract).
+
+One object per cluster. It keeps a record per workflow (state, binding, tool gap, predictions),
+feeds the models (tool-latency EMA, pattern inference, footprint EMA, service ledger), asks the
+policy core for every decision (placement, fairness, stealing, preemption, TTL) and turns each
+decision into actions. No I/O; time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from saga_sgl.aeg.build import from_tool_hints, step_id_of
+from saga_sgl.aeg.graph import AEG
+from saga_sgl.aeg.inference import InferenceSettings, ObservedStep, PatternInference
+from saga_sgl.aeg.predict import (
+    NextUsePredictor,
+    WorkSettings,
+    expected_completion_s,
+    expected_queue_delay_s,
+    remaining_work_s,
+    reuse_probability,
+)
+from saga_sgl.aeg.tool_latency import ToolLatencyModel, tool_type_of
+from saga_sgl.clock import Clock
+from saga_sgl.errors import UnknownWorkflow
+from saga_sgl.policy import registry
+from saga_sgl.policy.decisions import FairShareEpoch
+from saga_sgl.policy.interfaces import CostModel, FairnessPolicy, PlacementPolicy, StealPolicy
+from saga_sgl.policy.service_ledger import ServiceLedger
+from saga_sgl.policy.settings import load_settings
+from saga_sgl.policy.views import (
+    AgentType,
+    BlockingView,
+    CallView,
+    PendingCallView,
+    StepId,
+    TenantId,
+    TenantView,
+    ToolType,
+    WorkerId,
+    WorkerView,
+    WorkflowId,
+    WorkflowState,
+    WorkflowView,
+)
+from saga_sgl.protocol import ReuseHint
+from saga_sgl.protocol import ToolFinished as ToolFinishedMsg
+from saga_sgl.protocol import ToolStarted as ToolStartedMsg
+from saga_sgl.protocol import WorkflowFinished as WorkflowFinishedMsg
+from saga_sgl.scheduler.actions import (
+    Action,
+    Control,
+    Dispatch,
+    Hold,
+    Preempt,
+    Prefill,
+    Rebind,
+    Redirect,
+    Release,
+)
+from saga_sgl.scheduler.events import (
+    CallAdmitted,
+    CallArrived,
+    CallFailed,
+    CallFinished,
+    Event,
+    ToolFinished,
+    ToolStarted,
+    WorkerDown,
+    WorkerLoads,
+    WorkerUp,
+    WorkflowFinished,
+    WorkflowSubmitted,
+)
+from saga_sgl.scheduler.footprint import FootprintModel
+from saga_sgl.scheduler.ports import PrefixLookup, WorkerSource
+from saga_sgl.scheduler.settings import SchedulerSettings
+
+log = logging.getLogger(__name__)
+
+_WORK = WorkSettings(max_depth=16)
+"""Eq. 9 walk depth: 16 steps ahead is beyond any TTL or epoch horizon [I]."""
+_MEAN_CALL_OUTPUT_TOKENS = 200
+"""Output tokens of a typical call, for the expected queueing delay before the next use [I]."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheHints:
+    """What the scheduler has told the worker about one workflow's KV (the plugin's hint record):
+    the simulator's eviction views read it, as the plugin reads kv_hints and control messages."""
+
+    state: WorkflowState
+    is_finished: bool
+    reuse_prob: float | None
+    next_use_at_s: float | None
+    """Absolute predicted next use: tool gap end, or the queueing time of a waiting call."""
+    ttl_deadline_s: float | None
+
+
+class WorkflowRecord:
+    """The scheduler's state of one workflow (read-only for hosts)."""
+
+    __slots__ = (
+        "admitted_s",
+        "aeg",
+        "agent_type",
+        "call_id",
+        "call_worker",
+        "context_tokens",
+        "deadline_s",
+        "explicit_aeg",
+        "held_call",
+        "held_since_s",
+        "kv_worker",
+        "next_use_at_s",
+        "next_use_refreshes",
+        "observed",
+        "predicted_peak_tokens",
+        "queued_since_s",
+        "remaining_work_s",
+        "reuse_prob",
+        "running",
+        "state",
+        "steps_done",
+        "tenant_id",
+        "times_stolen",
+        "tool",
+        "tool_started_s",
+        "ttl_deadline_s",
+        "view",
+        "worker_id",
+        "workflow_id",
+    )
+
+    def __init__(self, workflow_id: WorkflowId, tenant_id: TenantId, agent_type: AgentType) -> None:
+        self.workflow_id = workflow_id
+        self.tenant_id = tenant_id
+        self.agent_type = agent_type
+        self.state = WorkflowState.QUEUED
+        self.admitted_s: float | None = None
+        """None until admitted (a held or not yet arrived workflow)."""
+        self.worker_id: WorkerId | None = None
+        """Binding (w*_s)."""
+        self.kv_worker: WorkerId | None = None
+        """Worker where its last call finished (where its KV is, as far as bookkeeping knows)."""
+        self.call_id: str | None = None
+        self.call_worker: WorkerId | None = None
+        self.running = False
+        self.held_call: CallArrived | None = None
+        self.held_since_s: float | None = None
+        self.queued_since_s: float | None = None
+        self.steps_done = 0
+        self.context_tokens = 0
+        self.observed: list[ObservedStep] = []
+        self.tool: ToolType | None = None
+        self.tool_started_s: float | None = None
+        self.reuse_prob: float | None = None
+        self.next_use_at_s: float | None = None
+        self.next_use_refreshes = 0
+        self.ttl_deadline_s: float | None = None
+        self.remaining_work_s = 0.0
+        self.deadline_s = math.inf
+        self.times_stolen = 0
+        self.explicit_aeg: AEG | None = None
+        self.aeg: AEG | None = None
+        self.predicted_peak_tokens = 0
+        self.view: WorkflowView | None = None
+
+    @property
+    def is_live(self) -> bool:
+        return self.admitted_s is not None and self.state is not WorkflowState.FINISHED
+
+    def footprint_tokens(self) -> int:
+        """Predicted peak KV of this workflow (admission control)."""
+        return max(self.context_tokens, self.predicted_peak_tokens)
+
+
+class WorkflowScheduler:
+    """Host-neutral workflow scheduler. ``handle(event)`` and ``epoch()`` return actions."""
+
+    def __init__(
+        self,
+        settings: SchedulerSettings | None = None,
+        *,
+        clock: Clock,
+        cost_model: CostModel | None = None,
+        worker_source: WorkerSource | None = None,
+        prefix_lookup: PrefixLookup | None = None,
+        tenants: Sequence[TenantView] = (),
+    ) -> None:
+        s = self.settings = settings or SchedulerSettings()
+        self.clock = clock
+        self.cost: CostModel = cost_model or registry.create_cost_model("linear")
+        self._worker_source = worker_source
+        self._prefix_lookup = prefix_lookup
+        rng = random.Random(s.seed)
+        cfg = s.policy_config
+        self.placement: PlacementPolicy = registry.create_placement(
+            s.placement, cfg.get("placement"), rng=rng
+        )
+        self.fairness: FairnessPolicy | None = (
+            registry.create_fairness(s.fairness, cfg.get("fairness")) if s.fairness else None
+        )
+        self.stealing: StealPolicy | None = (
+            registry.create_stealing(s.stealing, cfg.get("stealing"), rng=rng) if s.stealing else None
+        )
+        self.latency = ToolLatencyModel()
+        self.next_use = NextUsePredictor(self.latency)
+        self.ttl: Any = None
+        if s.predictions and s.ttl:
+            from saga_sgl.policy.eviction.ttl import ToolAwareTtl, TtlSettings
+
+            self.ttl = ToolAwareTtl(self.latency, load_settings(TtlSettings, cfg.get("ttl")))
+        self.inference = PatternInference(load_settings(InferenceSettings, cfg.get("inference")))
+        adm = s.admission
+        self.footprint = FootprintModel(
+            alpha=adm.footprint_ema_alpha, default_tokens=adm.default_footprint_tokens
+        )
+        self.ledger = ServiceLedger()
+        self._tenants: dict[TenantId, TenantView] = {t.tenant_id: t for t in tenants}
+        self._flows: dict[WorkflowId, WorkflowRecord] = {}
+        self._active: dict[WorkflowId, WorkflowRecord] = {}
+        self._held: dict[WorkflowId, WorkflowRecord] = {}
+        self._workers: dict[WorkerId, WorkerView] = {}
+        self._down: set[WorkerId] = set()
+        self._idle_since: dict[WorkerId, float | None] = {}
+        self._inflight: Counter[WorkerId] = Counter()
+        self._calls: dict[str, WorkflowRecord] = {}
+        self._waiting_since: dict[str, float] = {}
+        """Dispatched calls not yet seen running (needs CallAdmitted), by call id."""
+        self._refresh_heap: list[tuple[float, int, WorkflowId]] = []
+        self._refresh_seq = 0
+        self._epoch = FairShareEpoch(computed_at_s=clock.now_s())
+        self._views_at: float | None = None
+        self._views: list[WorkerView] = []
+        self.counters: Counter[str] = Counter()
+        """Decisions by kind and reason (``dispatch/<reason>``, ``hold/<reason>``, ``steal``, ...)."""
+        self._wants_matches = self.placement.name == "saga"
+
+    # --- public queries -------------------------------------------------------------------------
+    @property
+    def needs_epoch(self) -> bool:
+        """Whether ``epoch()`` can do anything (baselines without AFS/stealing/admission: no)."""
+        s = self.settings
+        has_afs = self.fairness is not None and self.fairness.name != "fcfs"
+        return has_afs or self.stealing is not None or s.admission.enabled or s.predictions
+
+    @property
+    def fair_share(self) -> FairShareEpoch:
+        """The latest AFS epoch."""
+        return self._epoch
+
+    @property
+    def held(self) -> tuple[WorkflowId, ...]:
+        """Workflows admission control holds, oldest first."""
+        return tuple(self._held)
+
+    def workflow(self, workflow_id: WorkflowId) -> WorkflowRecord:
+        """The record of a known workflow; ``UnknownWorkflow`` otherwise."""
+        try:
+            return self._flows[workflow_id]
+        except KeyError:
+            raise UnknownWorkflow(f"unknown workflow {workflow_id!r}") from None
+
+    def workflow_views(self) -> list[WorkflowView]:
+        """Views of the admitted, unfinished workflows (what AFS and the stealer see)."""
+        out = []
+        for rec in self._active.values():
+            v = rec.view
+            if v is None:
+                v = rec.view = self._view_of(rec)
+            out.append(v)
+        return out
+
+    def cache_hints(self, workflow_id: WorkflowId) -> CacheHints | None:
+        """The worker-side hint record of a workflow (None when predictions are off or unknown)."""
+        rec = self._flows.get(workflow_id)
+        if rec is None or not self.settings.predictions:
+            return None
+        finished = rec.state is WorkflowState.FINISHED
+        if rec.state is WorkflowState.TOOL_GAP:
+            next_use = rec.next_use_at_s
+        elif rec.state is WorkflowState.QUEUED:
+            next_use = rec.queued_since_s
+        else:
+            next_use = None
+        return CacheHints(
+            state=rec.state,
+            is_finished=finished,
+            reuse_prob=0.0 if finished else rec.reuse_prob,
+            next_use_at_s=next_use,
+            ttl_deadline_s=rec.ttl_deadline_s,
+        )
+
+    def order_waiting(self, pending: Sequence[PendingCallView]) -> list[PendingCallView]:
+        """A worker's waiting-queue order under the latest AFS epoch (the plugin's ``calc_priority``
+        side; the simulator's workers ask this). FCFS when the row has no fairness policy."""
+        if self.fairness is None or len(pending) < 2:
+            return list(pending)
+        return self.fairness.order(pending, self._epoch)
+
+    # --- events ---------------------------------------------------------------------------------
+    def handle(self, event: Event) -> list[Action]:
+        """Apply one observed event; return the actions it implies, in order."""
+        now = self.clock.now_s()
+        if isinstance(event, CallArrived):
+            return self._on_call(event, now)
+        if isinstance(event, CallFinished):
+            return self._on_call_finished(event, now)
+        if isinstance(event, ToolStarted):
+            return self._on_tool_started(event, now)
+        if isinstance(event, ToolFinished):
+            return self._on_tool_finished(event, now)
+        if isinstance(event, CallAdmitted):
+            self._on_admitted(event)
+            return []
+        if isinstance(event, WorkflowSubmitted):
+            self._submit(event)
+            return []
+        if isinstance(event, WorkflowFinished):
+            return self._on_workflow_finished(event, now)
+        if isinstance(event, CallFailed):
+            return self._on_call_failed(event, now)
+        if isinstance(event, WorkerLoads):
+            self._on_loads(event, now)
+            return []
+        if isinstance(event, WorkerUp):
+            self._down.discard(event.worker_id)
+            self._views_at = None
+            return self._release_held(now)
+        if isinstance(event, WorkerDown):
+            self._down.add(event.worker_id)
+            self._views_at = None
+            return []
+        raise TypeError(f"WorkflowScheduler.handle: not an event: {event!r}")
+
+    def _submit(self, ev: WorkflowSubmitted) -> WorkflowRecord:
+        if ev.workflow_id in self._flows:
+            raise ValueError(f"workflow {ev.workflow_id!r} submitted twice")
+        agent = ev.agent_type or AgentType(ev.tenant_id)
+        rec = WorkflowRecord(ev.workflow_id, ev.tenant_id, agent)
+        if ev.aeg is not None:
+            rec.explicit_aeg = ev.aeg
+        elif ev.tool_hints:
+            rec.explicit_aeg = from_tool_hints(list(ev.tool_hints), agent_type=agent)
+        if ev.predicted_kv_tokens is not None:
+            rec.predicted_peak_tokens = max(0, ev.predicted_kv_tokens)
+        self._flows[ev.workflow_id] = rec
+        self._tenants.setdefault(ev.tenant_id, TenantView(tenant_id=ev.tenant_id))
+        return rec
+
+    def _on_call(self, ev: CallArrived, now: float) -> list[Action]:
+        rec = self._flows.get(ev.workflow_id)
+        if rec is None:
+            rec = self._submit(
+                WorkflowSubmitted(
+                    workflow_id=ev.workflow_id,
+                    tenant_id=ev.tenant_id or TenantId("default"),
+                    agent_type=ev.agent_type,
+                )
+            )
+        if rec.state is WorkflowState.FINISHED:
+            raise ValueError(f"call {ev.call_id!r} of finished workflow {ev.workflow_id!r}")
+        if rec.admitted_s is None:
+            if ev.workflow_id in self._held:
+                raise ValueError(f"workflow {ev.workflow_id!r} already has a held call")
+            if self.settings.admission.enabled:
+                workers = self._worker_views(now)
+                reason = self._hold_reason(rec, workers) if not self._held else "queue"
+                if reason is not None:
+                    rec.held_call, rec.held_since_s = ev, now
+                    rec.queued_since_s = now
+                    self._held[rec.workflow_id] = rec
+                    self.counters[f"hold/{reason}"] += 1
+                    log.debug("hold %s: %s", rec.workflow_id, reason)
+                    return [Hold(workflow_id=rec.workflow_id, call_id=ev.call_id, reason=reason)]
+            self._admit(rec, now)
+        return self._dispatch(rec, ev, now)
+
+    def _admit(self, rec: WorkflowRecord, now: float) -> None:
+        rec.admitted_s = now
+        self._active[rec.workflow_id] = rec
+        if self.settings.predictions:
+            if rec.predicted_peak_tokens <= 0:
+                rec.predicted_peak_tokens = self.footprint.predict(rec.agent_type)
+            rec.aeg = rec.explicit_aeg or self.inference.infer(rec.agent_type)
+            if rec.aeg is not None:
+                expected = expected_completion_s(rec.aeg, None, 0, self.cost, self.latency, settings=_WORK)
+                rec.deadline_s = now + self.settings.slo_factor * expected
+                rec.remaining_work_s = remaining_work_s(rec.aeg, None, 0, self.cost, settings=_WORK)
+        self.ledger.admit(rec.workflow_id, rec.tenant_id, rec.remaining_work_s)
+
+    def _dispatch(self, rec: WorkflowRecord, ev: CallArrived, now: float) -> list[Action]:
+        out: list[Action] = []
+        if rec.state is WorkflowState.TOOL_GAP:
+            self._end_tool(rec, now)
+        rec.state = WorkflowState.QUEUED
+        rec.queued_since_s = now
+        rec.ttl_deadline_s = rec.next_use_at_s = None
+        rec.view = None
+        workers = self._worker_views(now)
+        if rec.worker_id is None and self.settings.admission.enabled:
+            workers = [w for w in workers if self._has_room(w, rec)] or workers
+        call = self._call_view(rec, ev)
+        placement = self.placement.place(call, workers, now)
+        wid = placement.worker_id
+        moved = rec.worker_id if rec.worker_id is not None and rec.worker_id != wid else None
+        rec.worker_id = wid
+        rec.call_id, rec.call_worker, rec.running = ev.call_id, wid, False
+        self._calls[ev.call_id] = rec
+        self._waiting_since[ev.call_id] = now
+        self._inflight[wid] += 1
+        self._views_at = None
+        self.counters[f"dispatch/{placement.reason}"] += 1
+        tid = rec.tenant_id
+        priority = self._epoch.priority_of(tid) if self.fairness is not None else 0
+        urgency = self._epoch.urgency.get(rec.workflow_id, 0.0)
+        hint = None
+        if self.settings.predictions:
+            hint = ReuseHint(
+                workflow_id=rec.workflow_id,
+                step=ev.step if ev.step is not None else rec.steps_done,
+                tenant_id=tid,
+                agent_type=rec.agent_type,
+                urgency=urgency,
+            )
+        out.append(
+            Dispatch(
+                call_id=ev.call_id,
+                workflow_id=rec.workflow_id,
+                worker_id=wid,
+                reason=placement.reason,
+                priority=priority,
+                urgency=urgency,
+                hint=hint,
+                routing_key=rec.workflow_id,
+                rebound_from=moved,
+            )
+        )
+        return out
+
+    def _call_view(self, rec: WorkflowRecord, ev: CallArrived) -> CallView:
+        affinity = rec.worker_id if rec.worker_id not in self._down else None
+        cached = False
+        if affinity is not None:
+            if self._prefix_lookup is not None:
+                cached = self._prefix_lookup.holds_workflow_kv(ev.call_id, rec.workflow_id, affinity)
+            else:
+                cached = rec.kv_worker == affinity
+        matches: Mapping[WorkerId, int] = {}
+        if self._wants_matches and affinity is None and self._prefix_lookup is not None:
+            matches = self._prefix_lookup.prefix_match_tokens(ev.call_id)
+        return CallView(
+            workflow_id=rec.workflow_id,
+            prompt_tokens=ev.prompt_tokens,
+            prefix=ev.prefix,
+            step_id=step_id_of(ev.step) if ev.step is not None else None,
+            tenant_id=rec.tenant_id,
+            affinity_worker_id=affinity,
+            affinity_cached=cached,
+            predicted_kv_tokens=rec.predicted_peak_tokens if self.settings.predictions else 0,
+            prefix_match_tokens=matches,
+        )
+
+    def _on_admitted(self, ev: CallAdmitted) -> None:
+        rec = self._calls.get(ev.call_id)
+        if rec is None:
+            return
+        self._waiting_since.pop(ev.call_id, None)
+        rec.running = True
+        rec.state = WorkflowState.RUNNING
+        rec.queued_since_s = None
+        rec.view = None
+
+    def _on_call_finished(self, ev: CallFinished, now: float) -> list[Action]:
+        rec = self._calls.pop(ev.call_id, None)
+        if rec is None:
+            raise UnknownWorkflow(f"finished call {ev.call_id!r} was never dispatched")
+        self._waiting_since.pop(ev.call_id, None)
+        self._inflight[ev.worker_id] -= 1
+        self._views_at = None
+        new_tokens = max(0, ev.prompt_tokens - rec.context_tokens)
+        cached = min(ev.cached_tokens, ev.prompt_tokens)
+        gpu_s = self.cost.prefill_time_s(max(ev.prompt_tokens - cached, 0), cached)
+        gpu_s += self.cost.decode_time_s(ev.output_tokens, ev.prompt_tokens)
+        self.ledger.observe_service(rec.workflow_id, gpu_s)
+        if rec.observed and rec.observed[-1].observation_tokens == 0 and rec.steps_done > 0:
+            last = rec.observed[-1]
+            rec.observed[-1] = ObservedStep(
+                tool=last.tool,
+                prompt_tokens=last.prompt_tokens,
+                output_tokens=last.output_tokens,
+                observation_tokens=max(0, new_tokens),
+            )
+        rec.observed.append(ObservedStep(tool=None, prompt_tokens=new_tokens, output_tokens=ev.output_tokens))
+        rec.context_tokens = ev.prompt_tokens + ev.output_tokens
+        rec.steps_done += 1
+        rec.kv_worker = ev.worker_id
+        rec.call_id = rec.call_worker = None
+        rec.running = False
+        rec.state = WorkflowState.TOOL_GAP
+        rec.tool, rec.tool_started_s = None, now
+        rec.reuse_prob = rec.next_use_at_s = rec.ttl_deadline_s = None
+        rec.queued_since_s = None
+        rec.view = None
+        return []
+
+    def _on_call_failed(self, ev: CallFailed, now: float) -> list[Action]:
+        rec = self._calls.pop(ev.call_id, None)
+        if rec is None:
+            return []
+        self._waiting_since.pop(ev.call_id, None)
+        self._inflight[ev.worker_id] -= 1
+        self._views_at = None
+        rec.call_id = rec.call_worker = None
+        rec.running = False
+        rec.state = WorkflowState.TOOL_GAP
+        rec.tool, rec.tool_started_s = None, now
+        rec.view = None
+        return []
+
+    def _on_tool_started(self, ev: ToolStarted, now: float) -> list[Action]:
+        rec = self.workflow(ev.workflow_id)
+        if rec.state is not WorkflowState.TOOL_GAP:
+            return []  # a late or duplicate event: the next call already arrived
+        tool = tool_type_of(ev.tool)
+        if rec.observed:
+            last = rec.observed[-1]
+            rec.observed[-1] = ObservedStep(
+                tool=tool,
+                prompt_tokens=last.prompt_tokens,
+                output_tokens=last.output_tokens,
+                observation_tokens=last.observation_tokens,
+            )
+        return self._predict_gap(rec, tool, now)
+
+    def _predict_gap(self, rec: WorkflowRecord, tool: ToolType, now: float) -> list[Action]:
+        """A tool gap began (or its tool became known): predictions and the worker's hint update."""
+        rec.tool = tool
+        rec.view = None
+        if not self.settings.predictions:
+            return []
+        worker = self._worker(rec.worker_id, now)
+        step = self._step(rec)
+        context = rec.context_tokens
+        rec.reuse_prob = reuse_probability(rec.aeg, step, context) if rec.aeg is not None and step else None
+        delay = 0.0
+        pressure = 0.0
+        if worker is not None:
+            mean_call = self.cost.decode_time_s(_MEAN_CALL_OUTPUT_TOKENS, context)
+            delay = expected_queue_delay_s(worker.num_waiting_reqs, worker.num_running_reqs, mean_call)
+            pressure = min(1.0, max(0, worker.kv_used_tokens) / worker.kv_capacity_tokens)
+        started = rec.tool_started_s if rec.tool_started_s is not None else now
+        rec.next_use_at_s = self.next_use.next_use_at_s(tool, started, now, delay)
+        rec.next_use_refreshes = 0
+        self._push_refresh(rec)
+        if self.ttl is not None:
+            rec.ttl_deadline_s = self.ttl.deadline_s(tool, now, pressure)
+        if rec.aeg is not None and step is not None and self.fairness is not None:
+            rec.remaining_work_s = remaining_work_s(rec.aeg, step, context, self.cost, settings=_WORK)
+            self.ledger.observe_expected(
+                rec.workflow_id, rec.remaining_work_s + self.ledger.consumed_s(rec.workflow_id)
+            )
+        return self._tool_started_control(rec, now)
+
+    def _tool_started_control(self, rec: WorkflowRecord, now: float) -> list[Action]:
+        wid = rec.kv_worker or rec.worker_id
+        if wid is None or rec.tool is None:
+            return []
+        ttl = max(0.0, rec.ttl_deadline_s - now) if rec.ttl_deadline_s is not None else 0.0
+        nxt = max(0.0, rec.next_use_at_s - now) if rec.next_use_at_s is not None else None
+        msg = ToolStartedMsg(workflow_id=rec.workflow_id, tool=rec.tool, ttl_s=ttl, next_use_in_s=nxt)
+        return [Control(worker_id=wid, message=msg)]
+
+    def _step(self, rec: WorkflowRecord) -> StepId | None:
+        """AEG step of the workflow's last finished call, if its AEG has that step."""
+        if rec.aeg is None or rec.steps_done == 0:
+            return None
+        sid = step_id_of(rec.steps_done - 1)
+        try:
+            rec.aeg.step(sid)
+        except KeyError:
+            return None
+        return sid
+
+    def _end_tool(self, rec: WorkflowRecord, now: float) -> None:
+        if rec.tool is not None and rec.tool_started_s is not None:
+            self.latency.observe(rec.tool, now - rec.tool_started_s)
+        rec.tool_started_s = None
+
+    def _on_tool_finished(self, ev: ToolFinished, now: float) -> list[Action]:
+        rec = self.workflow(ev.workflow_id)
+        if rec.state is not WorkflowState.TOOL_GAP:
+            return []
+        if rec.tool is None and ev.tool:
+            rec.tool = tool_type_of(ev.tool)
+        self._end_tool(rec, now)
+        rec.next_use_at_s = now
+        rec.ttl_deadline_s = None
+        rec.view = None
+        wid = rec.kv_worker or rec.worker_id
+        if not self.settings.predictions or wid is None:
+            return []
+        return [Control(worker_id=wid, message=ToolFinishedMsg(workflow_id=rec.workflow_id, tool=ev.tool))]
+
+    def _on_workflow_finished(self, ev: WorkflowFinished, now: float) -> list[Action]:
+        rec = self.workflow(ev.workflow_id)
+        if rec.state is WorkflowState.FINISHED:
+            return []
+        out: list[Action] = []
+        if rec.workflow_id in self._held:
+            del self._held[rec.workflow_id]
+        if rec.call_id is not None:
+            self._calls.pop(rec.call_id, None)
+            self._waiting_since.pop(rec.call_id, None)
+            if rec.call_worker is not None:
+                self._inflight[rec.call_worker] -= 1
+        rec.state = WorkflowState.FINISHED
+        rec.reuse_prob = 0.0
+        rec.next_use_at_s = rec.ttl_deadline_s = None
+        rec.view = None
+        self._active.pop(rec.workflow_id, None)
+        if rec.admitted_s is not None:
+            self.ledger.finish(rec.workflow_id)
+        if not ev.failed and rec.observed:
+            self.inference.observe_task(rec.agent_type, rec.observed)
+            self.footprint.observe(rec.agent_type, rec.context_tokens)
+        rec.observed = []
+        rec.aeg = rec.explicit_aeg = None
+        wid = rec.kv_worker or rec.worker_id
+        if self.settings.predictions and wid is not None:
+            out.append(Control(worker_id=wid, message=WorkflowFinishedMsg(workflow_id=rec.workflow_id)))
+        self._views_at = None
+        out.extend(self._release_held(now))
+        return out
+
+    def forget(self, workflow_id: WorkflowId) -> None:
+        """Drop a finished workflow's record (bounded memory for long-running hosts)."""
+        rec = self._flows.get(workflow_id)
+        if rec is not None and rec.state is WorkflowState.FINISHED:
+            del self._flows[workflow_id]
+
+    # --- workers --------------------------------------------------------------------------------
+    def _on_loads(self, ev: WorkerLoads, now: float) -> None:
+        fresh: dict[WorkerId, WorkerView] = {}
+        for w in ev.workers:
+            idle = w.idle_since_s
+            if idle is None and w.num_waiting_reqs == 0:
+                prev = self._idle_since.get(w.worker_id)
+                idle = prev if prev is not None else now
+            self._idle_since[w.worker_id] = idle if w.num_waiting_reqs == 0 else None
+            fresh[w.worker_id] = w
+        self._workers = fresh
+        self._views_at = None
+
+    def _worker_views(self, now: float) -> list[WorkerView]:
+        if self._views_at == now:
+            return self._views
+        raw = list(self._worker_source()) if self._worker_source is not None else list(self._workers.values())
+        views: list[WorkerView] = []
+        for w in raw:
+            healthy = w.is_healthy and w.worker_id not in self._down
+            inflight = w.num_inflight_reqs
+            idle = w.idle_since_s
+            if self._worker_source is None:
+                idle = self._idle_since.get(w.worker_id, idle)
+            if inflight is None or not healthy or idle != w.idle_since_s:
+                w = WorkerView(
+                    worker_id=w.worker_id,
+                    num_running_reqs=w.num_running_reqs,
+                    num_waiting_reqs=w.num_waiting_reqs,
+                    kv_used_tokens=w.kv_used_tokens,
+                    kv_capacity_tokens=w.kv_capacity_tokens,
+                    max_running_reqs=w.max_running_reqs,
+                    num_inflight_reqs=inflight
+                    if inflight is not None
+                    else max(0, self._inflight[w.worker_id]),
+                    idle_since_s=idle,
+                    is_healthy=healthy,
+                )
+            views.append(w)
+        self._views, self._views_at = views, now
+        return views
+
+    def _worker(self, worker_id: WorkerId | None, now: float) -> WorkerView | None:
+        if worker_id is None:
+            return None
+        for w in self._worker_views(now):
+            if w.worker_id == worker_id:
+                return w
+        return None
+
+    # --- admission control ----------------------------------------------------------------------
+    def _bound_footprint(self) -> tuple[Counter[WorkerId], Counter[WorkerId]]:
+        tokens: Counter[WorkerId] = Counter()
+        count: Counter[WorkerId] = Counter()
+        for rec in self._active.values():
+            if rec.worker_id is not None:
+                tokens[rec.worker_id] += rec.footprint_tokens()
+                count[rec.worker_id] += 1
+        return tokens, count
+
+    def _has_room(self, w: WorkerView, rec: WorkflowRecord, bound: Any = None) -> bool:
+        return self._room_reason(w, rec, bound) is None
+
+    def _room_reason(self, w: WorkerView, rec: WorkflowRecord, bound: Any = None) -> str | None:
+        if not w.is_healthy:
+            return "unhealthy"
+        adm = self.settings.admission
+        tokens, count = bound if bound is not None else self._bound_footprint()
+        if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
+            return "agents_per_worker"
+        need = rec.predicted_peak_tokens or self.footprint.predict(rec.agent_type)
+        if tokens[w.worker_id] + need > adm.kv_threshold_frac * w.kv_capacity_tokens:
+            return "kv_footprint"
+        return None
+
+    def _hold_reason(self, rec: WorkflowRecord, workers: Sequence[WorkerView]) -> str | None:
+        if rec.predicted_peak_tokens <= 0:
+            rec.predicted_peak_tokens = self.footprint.predict(rec.agent_type)
+        bound = self._bound_footprint()
+        reasons = [self._room_reason(w, rec, bound) for w in workers]
+        if not reasons or all(r == "unhealthy" for r in reasons):
+            return None  # no healthy worker: placement raises NoEligibleWorker, not a hold
+        if any(r is None for r in reasons):
+            return None
+        return "agents_per_worker" if "agents_per_worker" in reasons else "kv_footprint"
+
+    def _release_held(self, now: float) -> list[Action]:
+        if not self._held:
+            return []
+        out: list[Action] = []
+        pending = [
+            PendingCallView(
+                call_id=rec.held_call.call_id if rec.held_call else rec.workflow_id,
+                workflow_id=rec.workflow_id,
+                tenant_id=rec.tenant_id,
+                enqueued_at_s=rec.held_since_s if rec.held_since_s is not None else now,
+            )
+            for rec in self._held.values()
+        ]
+        order = self.order_waiting(pending) if self.fairness is not None else pending
+        for p in order:
+            rec = self._held[p.workflow_id]
+            workers = self._worker_views(now)
+            if self._hold_reason(rec, workers) is not None:
+                break  # head of the line does not fit yet: keep the order
+            del self._held[rec.workflow_id]
+            ev = rec.held_call
+            assert ev is not None
+            rec.held_call = None
+            held_s = now - rec.held_since_s if rec.held_since_s is not None else 0.0
+            self.counters["release"] += 1
+            out.append(Release(workflow_id=rec.workflow_id, held_s=held_s))
+            self._admit(rec, now)
+            out.extend(self._dispatch(rec, ev, now))
+        return out
+
+    # --- epoch ----------------------------------------------------------------------------------
+    def epoch(self) -> list[Action]:
+        """The 100 ms tick: AFS, next-use re-predictions, steals, preemptions, held releases."""
+        now = self.clock.now_s()
+        out: list[Action] = []
+        flows = self.workflow_views() if self._active else []
+        if self.fairness is not None and self.fairness.name != "fcfs":
+            self._epoch = self.fairness.epoch(flows, list(self._tenants.values()), now)
+        if self.settings.predictions:
+            out.extend(self._refresh_gaps(now))
+        if self.stealing is not None and self._active:
+            out.extend(self._steal(flows, now))
+        if self.settings.preemption and self.fairness is not None and self._waiting_since:
+            out.extend(self._preempt(now))
+        out.extend(self._release_held(now))
+        return out
+
+    def _push_refresh(self, rec: WorkflowRecord) -> None:
+        if rec.next_use_at_s is None:
+            return
+        self._refresh_seq += 1
+        heapq.heappush(self._refresh_heap, (rec.next_use_at_s, self._refresh_seq, rec.workflow_id))
+
+    def _refresh_gaps(self, now: float) -> list[Action]:
+        """Predicted gap ends that passed while the tool still runs: re-predict from the latency
+        conditional on the time elapsed (heavy tails); gaps with no announced tool: the AEG's."""
+        out: list[Action] = []
+        heap = self._refresh_heap
+        while heap and heap[0][0] <= now:
+            at, _, wid = heapq.heappop(heap)
+            rec = self._flows.get(wid)
+            if rec is None or rec.state is not WorkflowState.TOOL_GAP or rec.next_use_at_s != at:
+                continue
+            if rec.tool is None or rec.tool_started_s is None:
+                continue
+            if rec.next_use_refreshes >= self.settings.max_next_use_refreshes:
+                continue
+            worker = self._worker(rec.worker_id, now)
+            delay = 0.0
+            if worker is not None:
+                mean_call = self.cost.decode_time_s(_MEAN_CALL_OUTPUT_TOKENS, rec.context_tokens)
+                delay = expected_queue_delay_s(worker.num_waiting_reqs, worker.num_running_reqs, mean_call)
+            new = self.next_use.next_use_at_s(rec.tool, rec.tool_started_s, now, delay)
+            if new <= at:
+                continue
+            rec.next_use_at_s = new
+            rec.next_use_refreshes += 1
+            rec.view = None
+            self._push_refresh(rec)
+            out.extend(self._tool_started_control(rec, now))
+        # Gaps whose tool was never announced (no client events): the AEG's predicted tool.
+        for rec in self._active.values():
+            if rec.state is WorkflowState.TOOL_GAP and rec.tool is None and rec.aeg is not None:
+                step = self._step(rec)
+                predicted = rec.aeg.step(step).tool if step is not None else None
+                if predicted is not None and rec.tool_started_s is not None and rec.tool_started_s < now:
+                    out.extend(self._predict_gap(rec, predicted, now))
+        return out
+
+    def _steal(self, flows: list[WorkflowView], now: float) -> list[Action]:
+        assert self.stealing is not None
+        out: list[Action] = []
+        workers = self._worker_views(now)
+        revalidate = getattr(self.stealing, "revalidate", None)
+        for steal in self.stealing.plan(workers, flows, now):
+            rec = self._active.get(steal.workflow_id)
+            if rec is None or rec.worker_id != steal.victim:
+                continue
+            if revalidate is not None and not revalidate(steal, workers, flows, now):
+                self.counters["steal_rejected"] += 1
+                continue
+            rec.times_stolen += 1
+            rec.worker_id = steal.thief
+            rec.view = None
+            self.counters["steal"] += 1
+            out.append(Rebind(workflow_id=rec.workflow_id, steal=steal))
+            if (
+                rec.state is WorkflowState.QUEUED
+                and rec.call_id is not None
+                and rec.call_worker == steal.victim
+            ):
+                out.append(
+                    Redirect(
+                        call_id=rec.call_id,
+                        workflow_id=rec.workflow_id,
+                        from_worker=steal.victim,
+                        to_worker=steal.thief,
+                    )
+                )
+            elif rec.state is WorkflowState.TOOL_GAP and rec.context_tokens > 0:
+                out.append(
+                    Prefill(
+                        workflow_id=rec.workflow_id,
+                        worker_id=steal.thief,
+                        prefix_tokens=rec.context_tokens,
+                        reason="steal_rebuild",
+                    )
+                )
+        return out
+
+    def redirected(self, call_id: str, to_worker: WorkerId) -> None:
+        """The host moved a queued call (a ``Redirect`` it could carry out): bookkeeping follows."""
+        rec = self._calls.get(call_id)
+        if rec is None or rec.call_worker is None:
+            return
+        self._inflight[rec.call_worker] -= 1
+        self._inflight[to_worker] += 1
+        rec.call_worker = to_worker
+        self._views_at = None
+
+    def _preempt(self, now: float) -> list[Action]:
+        """AFS's 500 ms rule over who blocks whom, known only from ``CallAdmitted`` events."""
+        assert self.fairness is not None
+        after = float(getattr(getattr(self.fairness, "settings", None), "preempt_after_s", 0.5))
+        urg = self._epoch.urgency
+        running: dict[WorkerId, list[WorkflowRecord]] = {}
+        for rec in self._active.values():
+            if rec.running and rec.call_worker is not None:
+                running.setdefault(rec.call_worker, []).append(rec)
+        blocking: list[BlockingView] = []
+        waiter_of: dict[WorkerId, tuple[float, WorkflowRecord]] = {}
+        for call_id, since in self._waiting_since.items():
+            waiting = self._calls.get(call_id)
+            if waiting is None or waiting.call_worker is None or now - since <= after:
+                continue
+            key = -urg.get(waiting.workflow_id, 0.0)
+            cur = waiter_of.get(waiting.call_worker)
+            if cur is None or (key, since) < (-urg.get(cur[1].workflow_id, 0.0), cur[0]):
+                waiter_of[waiting.call_worker] = (since, waiting)
+        for wid, (since, waiter) in waiter_of.items():
+            holders = running.get(wid)
+            if not holders:
+                continue
+            holder = min(holders, key=lambda r: (urg.get(r.workflow_id, 0.0), r.workflow_id))
+            blocking.append(
+                BlockingView(
+                    holder=holder.workflow_id, waiter=waiter.workflow_id, worker_id=wid, blocked_since_s=since
+                )
+            )
+        out: list[Action] = []
+        for p in self.fairness.preemptions(blocking, self._epoch, now)[
+            : self.settings.max_preemptions_per_epoch
+        ]:
+            victim = self._active.get(p.preempted)
+            if (
+                victim is None
+                or not victim.running
+                or victim.call_id is None
+                or victim.call_worker != p.worker_id
+            ):
+                continue
+            victim.running = False
+            victim.state = WorkflowState.QUEUED
+            victim.queued_since_s = now
+            victim.view = None
+            self._waiting_since[victim.call_id] = now
+            self.counters["preempt"] += 1
+            out.append(
+                Preempt(
+                    call_id=victim.call_id,
+                    workflow_id=victim.workflow_id,
+                    worker_id=p.worker_id,
+                    beneficiary=p.beneficiary,
+                    reason=p.reason,
+                )
+            )
+        return out
+
+    # --- views ----------------------------------------------------------------------------------
+    def _view_of(self, rec: WorkflowRecord) -> WorkflowView:
+        gap = rec.state is WorkflowState.TOOL_GAP
+        return WorkflowView(
+            workflow_id=rec.workflow_id,
+            tenant_id=rec.tenant_id,
+            worker_id=rec.worker_id,
+            state=rec.state,
+            admitted_at_s=rec.admitted_s if rec.admitted_s is not None else 0.0,
+            cached_prefix_tokens=rec.context_tokens if gap else 0,
+            remaining_work_s=rec.remaining_work_s,
+            deadline_s=rec.deadline_s,
+            queued_since_s=rec.queued_since_s if rec.state is WorkflowState.QUEUED else None,
+            tool_gap_ends_at_s=rec.next_use_at_s if gap else None,
+            times_stolen=rec.times_stolen,
+        )
