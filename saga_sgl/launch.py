@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=240.0,
         help="seconds to wait for each worker's /health (default 240)",
     )
+    p.add_argument(
+        "--serve-text",
+        action="store_true",
+        help="CPU: load the tiny model's committed tokenizer so workers accept text prompts (SGLang DSL "
+        "programs, chat, grammars); without it CPU workers run --skip-tokenizer-init and take input_ids",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--serve", action="store_true", help="keep the workers serving until Ctrl-C")
     mode.add_argument(
@@ -212,6 +218,7 @@ def _specs(args: argparse.Namespace, policy: str) -> list[WorkerSpec]:
             device=args.device,
             max_total_tokens=args.max_total_tokens,
             eviction_policy=policy,
+            serve_text=args.serve_text,
         )
         for i in range(args.workers)
     ]

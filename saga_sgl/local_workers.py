@@ -3,6 +3,9 @@
 Each worker is a plain ``python -m sglang.launch_server`` on a loopback port, with our plugin active
 through its entry point. On CPU it serves the tiny Llama config shipped in ``saga_sgl/assets`` with
 dummy weights; the import-only CPU shims are put on ``PYTHONPATH`` only when ``device == "cpu"``.
+Two CPU modes: id-only (``--skip-tokenizer-init``; requests carry ``input_ids``; the default, lighter)
+and text-serving (``serve_text=True``; the byte-level tokenizer committed beside the tiny config is
+loaded, so text prompts, chat, grammars and SGLang DSL programs work).
 
 Processes are started in their own session (process group) so that stopping a worker also stops the
 scheduler and detokenizer children SGLang spawns: no orphans, even when a test fails.
@@ -32,6 +35,7 @@ TINY_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "tiny-llama"
 """A 2-layer, 64-wide Llama config (vocab 512) served with ``--load-format dummy``."""
 
 TINY_VOCAB_SIZE = 512
+"""Also the size of the committed tokenizer (``scripts/build_tiny_tokenizer.py``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +50,9 @@ class WorkerSpec:
     eviction_policy: str | None = None
     """``--radix-eviction-policy``; None keeps SGLang's default (lru)."""
     enable_metrics: bool = True
+    serve_text: bool = False
+    """CPU only: load the model directory's tokenizer so the worker accepts text (DSL programs);
+    False starts it with ``--skip-tokenizer-init`` (requests must carry ``input_ids``)."""
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
@@ -69,8 +76,10 @@ class WorkerSpec:
             self.device,
         ]
         if self.device == "cpu":
-            # Dummy weights and no tokenizer: requests carry input_ids below the vocabulary size.
-            cmd += ["--load-format", "dummy", "--skip-tokenizer-init"]
+            cmd += ["--load-format", "dummy"]
+            if not self.serve_text:
+                # No tokenizer: requests carry input_ids below the vocabulary size.
+                cmd.append("--skip-tokenizer-init")
         if self.max_total_tokens is not None:
             cmd += ["--max-total-tokens", str(self.max_total_tokens)]
         if self.eviction_policy is not None:

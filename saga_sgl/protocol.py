@@ -270,3 +270,306 @@ def decode_control(data: bytes) -> ControlMessage:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise MalformedMessage(f"bad control message: {exc}") from exc
     return message
+
+
+# --- client side (SGLang DSL programs via SagaEndpoint -> router) ---------------------------------
+#
+# Two carriers, both produced by ``saga_sgl.frontend``:
+#
+# * per call, a ``saga.aeg`` v1 action in the request's kv_hints (:class:`CallTag`): which workflow,
+#   which node of the program's graph, its parents and the tool gap before it. The request's ``rid``
+#   is ``request_id(workflow_id, step)`` and its ``routing_key`` the workflow id; the stock
+#   sglang-router drops kv_hints, so there only the rid survives.
+# * out of band, ``POST /saga/events`` (:data:`CLIENT_EVENTS_PATH`) with one JSON :data:`ClientEvent`
+#   per body: tool started / tool finished / workflow finished (the router maps them to the control
+#   messages above) and the AEG recorded so far (:class:`AegSubmission`). A server without the
+#   endpoint (plain worker, stock router) answers 404; the client then stops sending.
+
+CLIENT_EVENTS_PATH: Final = "/saga/events"
+"""Router endpoint that accepts one JSON-encoded :data:`ClientEvent` per POST."""
+
+AEG_ACTION_TYPE: Final = "saga.aeg"
+AEG_ACTION_VERSION: Final = "1"
+
+EDGE_KINDS: Final = ("next", "branch", "join", "retry")
+"""Edge kinds of a recorded program graph. ``next``: the program's following call (same context,
+grown); ``branch``: parent -> first call of a fork branch (shares the fork prefix); ``join``: last call
+of a branch -> the parent's first call after ``join()``; ``retry``: a repeated call after a failure."""
+
+CALL_KINDS: Final = ("gen", "select", "prefill", "cache_prefix")
+"""What a tagged request is: a ``gen``, a ``select`` (and its per-choice sub-requests), the prefill a
+fork sends on its parent before the branches start, or a ``run_batch`` prefix pre-cache."""
+
+MAX_GRAPH_NODES: Final = 4096
+"""Largest node (and edge) list one AEG submission may carry; bounds the router's memory per workflow."""
+
+MAX_PARENTS: Final = 256
+"""Most parents one call may name (a join of that many fork branches)."""
+
+
+def _check_ids(field: str, values: list[str], limit: int) -> None:
+    if len(values) > limit:
+        raise MalformedMessage(f"{field} has {len(values)} entries, more than {limit}")
+    for value in values:
+        _check_id(field, value, required=True)
+
+
+def _check_seconds(field: str, value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value >= 0.0):
+        raise MalformedMessage(f"{field} must be finite and >= 0, got {value}")
+
+
+class CallTag(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """Where one request sits in its workflow's program graph (action ``saga.aeg`` v1).
+
+    The client knows structure, not the future: it never claims reuse probabilities (those are the
+    router's :class:`ReuseHint`), only what happened: this call, its parents, the tool gap before it.
+    """
+
+    workflow_id: str
+    node_id: str
+    """Deterministic id of the call in the program, e.g. ``r0/1`` or ``r0.f0.1/0`` (branch 1 of fork 0)."""
+    step: int = 0
+    """Issue order of the call within the workflow (``request_id``'s step)."""
+    call: str = "gen"
+    """One of :data:`CALL_KINDS`."""
+    parents: list[str] = msgspec.field(default_factory=list)
+    """Node ids this call follows (several after a join)."""
+    edge_kinds: list[str] = msgspec.field(default_factory=list)
+    """Kind of the edge from each parent (same length as ``parents``), one of :data:`EDGE_KINDS`."""
+    tool_before: str = ""
+    """Tool the program ran between the parent and this call; empty when none."""
+    tool_latency_s: float | None = None
+    """Measured duration of ``tool_before``."""
+    agent_type: str = ""
+    tenant_id: str = ""
+    slo_class: str = ""
+
+    def __post_init__(self) -> None:
+        _check_id("workflow_id", self.workflow_id, required=True)
+        _check_id("node_id", self.node_id, required=True)
+        for name in ("tool_before", "agent_type", "tenant_id", "slo_class"):
+            _check_id(name, getattr(self, name), required=False)
+        if self.step < 0:
+            raise MalformedMessage(f"step must be >= 0, got {self.step}")
+        if self.call not in CALL_KINDS:
+            raise MalformedMessage(f"call must be one of {CALL_KINDS}, got {self.call!r}")
+        _check_ids("parents", self.parents, MAX_PARENTS)
+        if len(self.edge_kinds) != len(self.parents):
+            raise MalformedMessage(
+                f"edge_kinds has {len(self.edge_kinds)} entries for {len(self.parents)} parents"
+            )
+        for kind in self.edge_kinds:
+            if kind not in EDGE_KINDS:
+                raise MalformedMessage(f"edge kind must be one of {EDGE_KINDS}, got {kind!r}")
+        _check_seconds("tool_latency_s", self.tool_latency_s)
+
+
+def encode_call_tag(tag: CallTag, *, message_id: str) -> dict[str, Any]:
+    """The JSON-ready ``kv_hints`` value for a ``/generate`` body tagged with ``tag``."""
+    envelope = KvHintsEnvelope(
+        protocol_version=KV_HINTS_PROTOCOL_VERSION,
+        message_id=message_id,
+        actions=[
+            KvHintAction(
+                action_id=f"{message_id}/aeg",
+                action_type=AEG_ACTION_TYPE,
+                action_version=AEG_ACTION_VERSION,
+                payload=msgspec.to_builtins(tag),
+            )
+        ],
+    )
+    return msgspec.to_builtins(envelope)  # type: ignore[no-any-return]
+
+
+def find_call_tag(kv_hints: Any) -> CallTag | None:
+    """Extract the ``saga.aeg`` v1 action from a request's kv_hints (None when absent or another
+    version); raises :class:`MalformedMessage` when ours is malformed."""
+    if kv_hints is None:
+        return None
+    actions = _field(kv_hints, "actions")
+    if not isinstance(actions, list | tuple):
+        raise MalformedMessage("kv_hints.actions must be a list")
+    for action in actions:
+        if _field(action, "action_type") != AEG_ACTION_TYPE:
+            continue
+        if _field(action, "action_version") != AEG_ACTION_VERSION:
+            return None
+        try:
+            return msgspec.convert(_field(action, "payload"), CallTag)
+        except MalformedMessage:
+            raise
+        except msgspec.ValidationError as exc:
+            raise MalformedMessage(f"bad saga.aeg payload: {exc}") from exc
+    return None
+
+
+class ClientToolStarted(msgspec.Struct, frozen=True, kw_only=True, tag="tool_started"):
+    """The agent program started a tool (``saga.tool``) after call ``node_id``; its KV waits."""
+
+    workflow_id: str
+    tool: str
+    node_id: str = ""
+    """The call whose output the tool consumes (the workflow's last call); empty when none yet."""
+
+    def __post_init__(self) -> None:
+        _check_id("workflow_id", self.workflow_id, required=True)
+        _check_id("tool", self.tool, required=True)
+        _check_id("node_id", self.node_id, required=False)
+
+
+class ClientToolFinished(msgspec.Struct, frozen=True, kw_only=True, tag="tool_finished"):
+    """The tool returned after ``latency_s`` seconds (measured by the client); the next call is near."""
+
+    workflow_id: str
+    tool: str
+    node_id: str = ""
+    latency_s: float = 0.0
+    ok: bool = True
+    """False when the tool raised (the latency still counts)."""
+
+    def __post_init__(self) -> None:
+        _check_id("workflow_id", self.workflow_id, required=True)
+        _check_id("tool", self.tool, required=True)
+        _check_id("node_id", self.node_id, required=False)
+        _check_seconds("latency_s", self.latency_s)
+
+
+class ClientWorkflowFinished(msgspec.Struct, frozen=True, kw_only=True, tag="workflow_finished"):
+    """The agent program (all programs of a ``saga.workflow`` block) ended."""
+
+    workflow_id: str
+    calls: int = 0
+    """LLM calls the workflow made."""
+    duration_s: float | None = None
+    """Wall time from the first call to the end, measured by the client."""
+    ok: bool = True
+    """False when the program ended with an error."""
+
+    def __post_init__(self) -> None:
+        _check_id("workflow_id", self.workflow_id, required=True)
+        if self.calls < 0:
+            raise MalformedMessage(f"calls must be >= 0, got {self.calls}")
+        _check_seconds("duration_s", self.duration_s)
+
+
+class SubmittedNode(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """One call of a recorded program graph, with token counts from its response (estimates for the
+    AEG's next use: prompt = input tokens of the call, output = completion tokens)."""
+
+    node_id: str
+    call: str = "gen"
+    tool: str = ""
+    """Tool the program ran after this call; empty when none."""
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    observation_tokens: int = 0
+    """Tokens the program appended between this call and its successor (tool output, user text)."""
+    terminal: bool = False
+
+    def __post_init__(self) -> None:
+        _check_id("node_id", self.node_id, required=True)
+        _check_id("tool", self.tool, required=False)
+        if self.call not in CALL_KINDS:
+            raise MalformedMessage(f"call must be one of {CALL_KINDS}, got {self.call!r}")
+        for name in ("prompt_tokens", "output_tokens", "cached_tokens", "observation_tokens"):
+            if getattr(self, name) < 0:
+                raise MalformedMessage(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+class SubmittedEdge(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """One recorded edge. ``shared_prefix_tokens``: tokens of ``src``'s context that ``dst`` starts
+    with (the fork prefix for ``branch`` and ``join``); None when unknown."""
+
+    src: str
+    dst: str
+    kind: str = "next"
+    shared_prefix_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_id("src", self.src, required=True)
+        _check_id("dst", self.dst, required=True)
+        if self.kind not in EDGE_KINDS:
+            raise MalformedMessage(f"edge kind must be one of {EDGE_KINDS}, got {self.kind!r}")
+        if self.shared_prefix_tokens is not None and self.shared_prefix_tokens < 0:
+            raise MalformedMessage(f"shared_prefix_tokens must be >= 0, got {self.shared_prefix_tokens}")
+
+
+class AegSubmission(msgspec.Struct, frozen=True, kw_only=True, tag="aeg_submission"):
+    """The program graph a workflow has run so far (tier 1, explicit AEG). Sent again, with a higher
+    ``revision``, as the program grows; ``complete`` on the last one. ``saga_sgl.aeg.build.from_recorded``
+    turns it into an AEG (the rule for parallel fork branches lives there)."""
+
+    workflow_id: str
+    revision: int = 0
+    complete: bool = False
+    agent_type: str = ""
+    tenant_id: str = ""
+    slo_class: str = ""
+    nodes: list[SubmittedNode] = msgspec.field(default_factory=list)
+    edges: list[SubmittedEdge] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_id("workflow_id", self.workflow_id, required=True)
+        for name in ("agent_type", "tenant_id", "slo_class"):
+            _check_id(name, getattr(self, name), required=False)
+        if self.revision < 0:
+            raise MalformedMessage(f"revision must be >= 0, got {self.revision}")
+        for name, items in (("nodes", self.nodes), ("edges", self.edges)):
+            if len(items) > MAX_GRAPH_NODES:
+                raise MalformedMessage(f"{name} has {len(items)} entries, more than {MAX_GRAPH_NODES}")
+        known = {n.node_id for n in self.nodes}
+        if len(known) != len(self.nodes):
+            raise MalformedMessage("duplicate node_id in nodes")
+        for e in self.edges:
+            for end in (e.src, e.dst):
+                if end not in known:
+                    raise MalformedMessage(f"edge {e.src!r}->{e.dst!r} names unknown node {end!r}")
+
+
+def aeg_from_submission(submission: AegSubmission) -> Any:
+    """The :class:`saga_sgl.aeg.AEG` of a submission (``aeg.build.from_recorded``: the rule for
+    parallel fork branches). Raises ``InvalidGraph``/``ValueError`` when it is not a valid AEG."""
+    from saga_sgl.aeg.build import RecordedCall, RecordedLink, from_recorded
+    from saga_sgl.policy.views import AgentType
+
+    if not submission.nodes:
+        raise MalformedMessage("an AEG submission needs at least one node to build a graph")
+    calls = [
+        RecordedCall(
+            node_id=n.node_id,
+            tool=n.tool,
+            prompt_tokens=n.prompt_tokens,
+            output_tokens=n.output_tokens,
+            observation_tokens=n.observation_tokens,
+            terminal=n.terminal,
+        )
+        for n in submission.nodes
+    ]
+    links = [
+        RecordedLink(src=e.src, dst=e.dst, kind=e.kind, shared_prefix_tokens=e.shared_prefix_tokens)
+        for e in submission.edges
+    ]
+    return from_recorded(
+        calls, links, agent_type=AgentType(submission.agent_type) if submission.agent_type else None
+    )
+
+
+ClientEvent = ClientToolStarted | ClientToolFinished | ClientWorkflowFinished | AegSubmission
+
+_client_event_decoder = msgspec.json.Decoder(ClientEvent)
+
+
+def encode_client_event(event: ClientEvent) -> bytes:
+    """The JSON body of one ``POST /saga/events``."""
+    return msgspec.json.encode(event)
+
+
+def decode_client_event(data: bytes) -> ClientEvent:
+    """Decode one ``POST /saga/events`` body; raises :class:`MalformedMessage` on anything else."""
+    try:
+        event: ClientEvent = _client_event_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise MalformedMessage(f"bad client event: {exc}") from exc
+    return event

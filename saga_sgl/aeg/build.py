@@ -133,3 +133,117 @@ def paper_figure3(*, tokens_per_step: int = 3000) -> AEG:
         Edge(src=v[3], dst=v[2], prob=0.40, kind=EdgeKind.RETRY),
     ]
     return AEG.build(steps, edges, agent_type=AgentType("swe_bench_coder"), source="explicit")
+
+
+# -- recorded program graphs (saga_sgl.frontend) ---------------------------------------------------
+
+RECORDED_LINK_KINDS = ("next", "branch", "join", "retry")
+"""Edge kinds of a recorded program graph (``protocol.EDGE_KINDS``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordedCall:
+    """One call of a program graph recorded as the program ran (token counts from the responses)."""
+
+    node_id: str
+    tool: str = ""
+    """Tool run after the call; empty when none."""
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    observation_tokens: int = 0
+    terminal: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordedLink:
+    """One recorded edge: ``next``, ``branch`` (fork parent -> branch), ``join`` (branch end -> the
+    parent's call after ``join()``) or ``retry``; ``shared_prefix_tokens`` = the fork prefix."""
+
+    src: str
+    dst: str
+    kind: str = "next"
+    shared_prefix_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in RECORDED_LINK_KINDS:
+            raise ValueError(
+                f"link {self.src!r}->{self.dst!r}: kind {self.kind!r} not in {RECORDED_LINK_KINDS}"
+            )
+
+
+def from_recorded(
+    calls: Sequence[RecordedCall],
+    links: Iterable[RecordedLink],
+    *,
+    settings: HintBuildSettings | None = None,
+    agent_type: AgentType | None = None,
+) -> AEG:
+    """An AEG from a program graph recorded by the frontend (tier 1, explicit).
+
+    The rule for parallel branches. An AEG is a Markov model of one thread of control: a step's
+    out-probabilities sum to at most 1, but the n branches of a fork all run. So every successor of a
+    step (each branch of its forks, and any ``next`` or ``retry`` successor) gets an equal share of the
+    step's continuation probability, (1 - p_term) / (number of successors), with p_term from
+    ``settings.termination_prob`` as for hint chains. What this gives:
+
+    * Eq. 4 at a fork step is (1 - p_term) x the *mean* overlap of its branches, and every branch reads
+      the shared prefix: when each branch starts with the whole context, P_reuse = 1 - p_term, exactly
+      as for a chain step.
+    * The remaining-work walk (Eq. 9) follows one branch. Branches run concurrently, so one branch is
+      the latency critical path when branches are alike; the GPU work of the others is not counted
+      (an under-estimate of the fork's work, by design).
+
+    A ``join`` link (a branch's last call -> the parent's call after ``join()``) becomes a ``BRANCH``
+    edge carrying the fork prefix: the joined call shares only that prefix with the branch's context.
+    Missing prefixes count as 0 shared tokens. Prompt estimates are the *new* tokens of each call: its
+    prompt minus what it inherits (the predecessor's prompt and output for ``next``/``retry``, the
+    shared prefix for ``branch``/``join``). A recorded terminal call with successors is not terminal.
+    """
+    s = settings or HintBuildSettings()
+    if not calls:
+        raise ValueError("from_recorded needs at least one call")
+    by_id = {c.node_id: c for c in calls}
+    link_list = list(links)
+    out: dict[str, list[RecordedLink]] = {c.node_id: [] for c in calls}
+    inherited: dict[str, int] = {}
+    for link in link_list:
+        for end in (link.src, link.dst):
+            if end not in by_id:
+                raise ValueError(f"link {link.src!r}->{link.dst!r} names unknown call {end!r}")
+        out[link.src].append(link)
+        if link.kind in ("next", "retry"):
+            producer = by_id[link.src]
+            carried = producer.prompt_tokens + producer.output_tokens
+        else:
+            carried = link.shared_prefix_tokens or 0
+        inherited[link.dst] = max(inherited.get(link.dst, 0), carried)
+    steps = [
+        Step(
+            step_id=StepId(c.node_id),
+            tool=tool_type_of(c.tool) if c.tool else None,
+            prompt_tokens_est=max(0, c.prompt_tokens - inherited.get(c.node_id, 0)),
+            output_tokens_est=c.output_tokens,
+            observation_tokens_est=c.observation_tokens,
+            is_terminal=c.terminal and not out[c.node_id],
+        )
+        for c in calls
+    ]
+    edges: list[Edge] = []
+    for src, successors in out.items():
+        if not successors:
+            continue
+        prob = (1.0 - s.termination_prob) / len(successors)
+        for link in successors:
+            kind = {"next": EdgeKind.NEXT, "retry": EdgeKind.RETRY}.get(link.kind, EdgeKind.BRANCH)
+            edges.append(
+                Edge(
+                    src=StepId(src),
+                    dst=StepId(link.dst),
+                    prob=prob,
+                    kind=kind,
+                    shared_prefix_tokens=(link.shared_prefix_tokens or 0)
+                    if kind is EdgeKind.BRANCH
+                    else None,
+                )
+            )
+    return AEG.build(steps, edges, root=StepId(calls[0].node_id), agent_type=agent_type, source="explicit")
