@@ -1,0 +1,605 @@
+"""The router's state and its I/O: workers, their live state, forwarding, and the scheduling host.
+
+Decisions come from the :class:`~saga_router.scheduling.SchedulingHost`; this module only keeps
+the facts fresh (health, ``/v1/loads``, KV events, idle times), forwards calls where the host says,
+and carries out the host's actions (control messages, pre-fills).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from saga_sgl.clock import Clock, SystemClock
+from saga_sgl.policy.views import WorkerId, WorkerView, WorkflowId
+from saga_sgl.protocol import ControlMessage
+
+from . import kv_events
+from .health import HealthMonitor, HealthSettings
+from .identity import ROUTING_KEY_HEADER, identify
+from .idle import IdleTracker
+from .inbound import (
+    BadRequest,
+    decode_body,
+    prompt_of_chat,
+    prompt_of_completion,
+    prompt_of_generate,
+    vocab_size_of,
+)
+from .kv_index import PrefixCatalog
+from .plugin_channel import PluginChannels
+from .router_config import RouterConfig
+from .scheduling import Call, Dispatch, NoEligibleWorker, SchedulingHost
+from .telemetry import RouterMetrics
+from .text_tokens import TextTokens
+from .workers import WorkerLoad, WorkerRecord, WorkerRegistry, kv_event_endpoint_of
+
+log = logging.getLogger(__name__)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+RETRYABLE_STATUS = frozenset({502, 503, 504})
+"""Worker answers that mean "not this worker, not now": the call is retried elsewhere once."""
+WORKER_STARTUP_TIMEOUT_S = 600.0
+MAX_REMEMBERED_CONTEXTS = 10_000
+"""Workflows whose last context (prompt + output ids) the router keeps for steal pre-fills."""
+STREAM_TAIL_BYTES = 65536
+WORKER_HEADER = "X-Saga-Worker"
+"""Response header naming the worker that served the call (sglang-router sends none; clients ignore it)."""
+
+
+class UpstreamFailed(Exception):
+    """A worker could not serve the call and nothing had been sent to the client yet."""
+
+
+class RouterService:
+    def __init__(self, config: RouterConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.registry = WorkerRegistry()
+        self.metrics = RouterMetrics()
+        self.prefixes = PrefixCatalog()
+        self.idle = IdleTracker()
+        self.channels = PluginChannels()
+        self.tokens = TextTokens(config.model_path)
+        vocab = config.vocab_size
+        if vocab is None and config.model_path is not None:
+            vocab = vocab_size_of(config.model_path)
+        self.vocab_size = vocab
+        if vocab is None:
+            log.warning(
+                "vocabulary size unknown (no --model-path config.json, no --vocab-size): out-of-range "
+                "token ids are NOT refused here, and one such id kills an SGLang 0.5.23 worker"
+            )
+        self.contexts: OrderedDict[str, list[int]] = OrderedDict()
+        self.session: aiohttp.ClientSession | None = None
+        self.health: HealthMonitor | None = None
+        self.host: SchedulingHost = _make_host(self)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._kv_tasks: dict[str, asyncio.Task[Any]] = {}
+        self._admit_tasks: dict[str, asyncio.Task[Any]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._call_seq = itertools.count()
+        self._live_calls: set[str] = set()
+        self._gate: asyncio.Semaphore | None = None
+        self._waiting = 0
+        if config.max_concurrent_requests > 0:
+            self._gate = asyncio.Semaphore(config.max_concurrent_requests)
+        self._timeout = aiohttp.ClientTimeout(total=config.request_timeout_secs)
+        self._probe_timeout = aiohttp.ClientTimeout(total=config.health_check_timeout_secs)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        c = self.config
+        self.health = HealthMonitor(
+            self.registry,
+            self.session,
+            HealthSettings(
+                failure_threshold=c.health_failure_threshold,
+                success_threshold=c.health_success_threshold,
+                timeout_s=c.health_check_timeout_secs,
+                interval_s=c.health_check_interval_secs,
+                endpoint=c.health_check_endpoint,
+                disabled=c.disable_health_check,
+            ),
+            self.clock,
+            self._health_changed,
+        )
+        log.info("policy %s; %d worker url(s) given", self.host.name, len(c.worker_urls))
+        for url in c.worker_urls:
+            self.add_worker(url)
+        self._tasks = [
+            asyncio.ensure_future(self.health.run()),
+            asyncio.ensure_future(self._poll_loads()),
+            asyncio.ensure_future(self._epochs()),
+        ]
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self._kv_tasks.values(), *self._admit_tasks.values(), *self._background]:
+            await kv_events.cancel(task)
+        self.channels.close_all()
+        if self.session is not None:
+            await self.session.close()
+
+    # -- workers -----------------------------------------------------------------------------------
+
+    def add_worker(self, url: str, **fields: Any) -> WorkerRecord:
+        record = self.registry.add(url, **fields)
+        self._admit_tasks[record.id] = asyncio.ensure_future(self._admit(record))
+        return record
+
+    async def remove_worker(self, worker_id: str) -> WorkerRecord | None:
+        record = self.registry.remove(worker_id)
+        if record is None:
+            return None
+        await kv_events.cancel(self._admit_tasks.pop(record.id, None))
+        await kv_events.cancel(self._kv_tasks.pop(record.url, None))
+        self.channels.close(record.url)
+        self.prefixes.forget(record.worker_id)
+        self.idle.forget(record.worker_id)
+        self.metrics.worker_healthy.labels(record.url).set(0)
+        self.host.worker_down(record.worker_id, self.clock.now_s())
+        log.info("worker %s removed", record.url)
+        return record
+
+    async def _admit(self, record: WorkerRecord) -> None:
+        """Wait until the worker is healthy, discover its extras, then let it take traffic."""
+        assert self.health is not None
+        deadline = self.clock.now_s() + WORKER_STARTUP_TIMEOUT_S
+        while not await self.health.probe(record):
+            if self.clock.now_s() > deadline:
+                log.error("worker %s not healthy after %.0f s; left out", record.url,
+                          WORKER_STARTUP_TIMEOUT_S)
+                return
+            await asyncio.sleep(0.5)
+        info = await self._get_json(record.url + "/server_info") or {}
+        record.adopt_server_info(info)
+        model = await self._get_json(record.url + "/model_info") or {}
+        record.model_id = str(model.get("model_path") or info.get("model_path") or record.model_id)
+        if record.control_address is not None:
+            self.channels.open(record.url, record.control_address)
+        else:
+            log.info("worker %s: no saga plugin control channel (plain SGLang worker)", record.url)
+        self._subscribe_kv_events(record)
+        record.ready = True
+        record.healthy = True
+        record.next_check_s = self.clock.now_s() + self.config.health_check_interval_secs
+        self.metrics.worker_healthy.labels(record.url).set(1)
+        self.host.worker_up(record.worker_id, self.clock.now_s())
+        log.info("worker %s admitted (model %s)", record.url, record.model_id)
+
+    def _subscribe_kv_events(self, record: WorkerRecord) -> None:
+        found = kv_event_endpoint_of(record.server_info, record.url) if self.config.kv_events else None
+        if found is None:
+            self.prefixes.use_approximate(record.worker_id)
+            log.warning(
+                "worker %s publishes no KV events: its prefix index is approximate (what was routed "
+                "there, blind to its evictions)", record.url,
+            )
+            return
+        endpoint, topic, block_size, replay = found
+        index = self.prefixes.use_exact(record.worker_id, block_size)
+        record.kv_events_exact = True
+        subscriber = kv_events.KvEventSubscriber(
+            worker=record.url,
+            endpoint=endpoint,
+            topic=topic,
+            index=index,
+            replay_endpoint=replay,
+            on_gap=lambda w: self.metrics.kv_event_gaps.labels(w).inc(),
+        )
+        old = self._kv_tasks.pop(record.url, None)
+        if old is not None:
+            old.cancel()
+        self._kv_tasks[record.url] = asyncio.ensure_future(subscriber.run())
+
+    async def _health_changed(self, record: WorkerRecord, healthy: bool) -> None:
+        self.metrics.worker_healthy.labels(record.url).set(1 if healthy else 0)
+        now = self.clock.now_s()
+        if healthy:
+            # A restarted worker has a new cache, maybe new ports: discover again.
+            info = await self._get_json(record.url + "/server_info")
+            if info is not None:
+                record.adopt_server_info(info)
+                if record.control_address is not None:
+                    self.channels.open(record.url, record.control_address)
+                self._subscribe_kv_events(record)
+            self.host.worker_up(record.worker_id, now)
+        else:
+            self.host.worker_down(record.worker_id, now)
+
+    async def _get_json(self, url: str) -> dict[str, Any] | None:
+        assert self.session is not None
+        try:
+            async with self.session.get(url, timeout=self._probe_timeout) as resp:
+                if resp.status != 200:
+                    return None
+                data = _decoder.decode(await resp.read())
+                return data if isinstance(data, dict) else None
+        except (aiohttp.ClientError, TimeoutError, OSError, msgspec.DecodeError):
+            return None
+
+    async def _poll_loads(self) -> None:
+        interval = self.config.load_poll_interval_secs
+        while True:
+            records = [r for r in self.registry if r.takes_traffic]
+            if records:
+                await asyncio.gather(*(self._poll_one(r) for r in records))
+                self.host.observe_loads(self.worker_views(), self.clock.now_s())
+            await asyncio.sleep(interval)
+
+    async def _poll_one(self, record: WorkerRecord) -> None:
+        data = await self._get_json(record.url + "/v1/loads?include=core")
+        now = self.clock.now_s()
+        if data is None:
+            return
+        try:
+            record.load = WorkerLoad.from_loads(data, now)
+        except (ValueError, TypeError) as exc:
+            log.debug("worker %s: unusable /v1/loads answer: %s", record.url, exc)
+            return
+        record.idle_since_s = self.idle.observe(record.worker_id, record.load.num_waiting_reqs > 0, now)
+
+    async def _epochs(self) -> None:
+        interval = self.config.epoch_interval_secs
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.host.epoch(self.clock.now_s())
+            except Exception:  # an epoch bug must not stop the router; it is logged loudly
+                log.exception("scheduler epoch failed")
+            self.metrics.queue_depth.set(self.host.queue_depth())
+            self.metrics.admissions_held.set(self.host.held())
+
+    # -- Executor (what the scheduling host asks the router to do) --------------------------------
+
+    def worker_views(self) -> list[WorkerView]:
+        return self.registry.views()
+
+    def prefix_matches(self, tokens: Sequence[int]) -> dict[WorkerId, int]:
+        return self.prefixes.match(tokens)
+
+    def send_control(self, worker: WorkerId, message: ControlMessage) -> None:
+        if self.channels.send(worker, message):
+            self.metrics.control_messages.labels(type(message).__name__).inc()
+
+    def last_context(self, workflow_id: WorkflowId) -> list[int] | None:
+        return self.contexts.get(workflow_id)
+
+    def prefill(self, worker: WorkerId, workflow_id: WorkflowId, token_ids: Sequence[int]) -> None:
+        task = asyncio.ensure_future(self._prefill(worker, workflow_id, list(token_ids)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _prefill(self, worker: WorkerId, workflow_id: WorkflowId, token_ids: list[int]) -> None:
+        record = self.registry.by_url(worker)
+        if record is None or not record.takes_traffic or self.session is None or not token_ids:
+            self.metrics.prefills.labels("skipped").inc()
+            return
+        body = {
+            "input_ids": token_ids,
+            "sampling_params": {"max_new_tokens": 0, "temperature": 0},
+            "rid": f"{workflow_id}:prefill-{self.clock.now_s():.6f}",
+            "routing_key": workflow_id,
+        }
+        try:
+            async with self.session.post(record.url + "/generate", data=_encoder.encode(body),
+                                         headers=_JSON, timeout=self._timeout) as resp:
+                await resp.read()
+                ok = resp.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            ok = False
+        self.metrics.prefills.labels("ok" if ok else "failed").inc()
+        log.info("pre-fill of %s (%d tokens) on %s: %s", workflow_id, len(token_ids), worker,
+                 "done" if ok else "failed")
+
+    def count(self, what: str, label: str = "", amount: float = 1.0) -> None:
+        m = self.metrics
+        if what == "placement":
+            m.placements.labels(label).inc(amount)
+        elif what == "steal":
+            m.steals.inc(amount)
+        elif what == "preemption":
+            m.preemptions.inc(amount)
+        elif what == "afs":
+            m.afs.labels(label).set(amount)
+        elif what == "task_seconds":
+            m.task_seconds.labels(label).observe(amount)
+        elif what == "slo_met":
+            m.slo.labels(label, "true").inc()
+        elif what == "slo_missed":
+            m.slo.labels(label, "false").inc()
+
+    # -- forwarding ---------------------------------------------------------------------------------
+
+    def parse_call(self, route: str, raw: bytes, headers: Mapping[str, str]) -> tuple[Call, dict[str, Any]]:
+        """The call and the body to forward; raises BadRequest for anything a worker must not see."""
+        body = decode_body(raw)
+        if route == "/generate":
+            ids, text = prompt_of_generate(body, self.vocab_size)
+        elif route == "/v1/completions":
+            ids, text = prompt_of_completion(body, self.vocab_size)
+        else:
+            ids, text = None, prompt_of_chat(body)
+        if ids is not None:
+            routing, n_tokens = ids, len(ids)
+        elif text:
+            routing, n_tokens = self.tokens.routing_ids(text)
+        else:
+            routing, n_tokens = [], 1
+        ident = identify(body, headers)
+        rid = body.get("rid")
+        client_rid = rid if isinstance(rid, str) and rid else None
+        if ident.step is not None and not ident.is_own:
+            call_id = f"{ident.workflow_id}:{ident.step}"
+        else:
+            call_id = ident.workflow_id if ident.is_own else f"{ident.workflow_id}:r{next(self._call_seq)}"
+        if call_id in self._live_calls:
+            call_id = f"{call_id}~{next(self._call_seq)}"  # the same step sent twice at once
+        call = Call(
+            call_id=call_id,
+            rid=client_rid,
+            identity=ident,
+            prompt_ids=routing,
+            prompt_tokens=max(1, n_tokens),
+            arrived_s=self.clock.now_s(),
+            path=route,
+        )
+        return call, body
+
+    async def forward(self, request: web.Request, route: str) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            call, body = self.parse_call(route, raw, request.headers)
+        except BadRequest as exc:
+            self.metrics.bad_requests.labels(route).inc()
+            return _error(exc.status, str(exc))
+        if self._gate is None:
+            return await self._forward(request, route, call, body)
+        if self._gate.locked() and self._waiting >= self.config.queue_size:
+            return _error(429, "too many concurrent requests and the router queue is full")
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._gate.acquire(), self.config.queue_timeout_secs)
+        except TimeoutError:
+            return _error(408, f"queued longer than {self.config.queue_timeout_secs:.0f} s")
+        finally:
+            self._waiting -= 1
+        try:
+            return await self._forward(request, route, call, body)
+        finally:
+            self._gate.release()
+
+    async def _forward(
+        self, request: web.Request, route: str, call: Call, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        self._live_calls.add(call.call_id)
+        try:
+            return await self._forward_live(request, route, call, body)
+        finally:
+            self._live_calls.discard(call.call_id)
+
+    async def _forward_live(
+        self, request: web.Request, route: str, call: Call, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        stream = bool(body.get("stream"))
+        retries_left = self.config.retries
+        tenant = call.identity.tenant_id or "default"
+        while True:
+            try:
+                dispatch = await self.host.dispatch(call)
+            except NoEligibleWorker as exc:
+                return _error(503, f"no healthy worker: {exc}")
+            record = self.registry.by_url(dispatch.worker)
+            if record is None:
+                return _error(503, f"scheduler chose unknown worker {dispatch.worker}")
+            log.debug("call %s of %s -> %s (%s)", call.call_id, call.workflow_id, record.url, dispatch.reason)
+            self.metrics.placements.labels(dispatch.reason).inc()
+            if call.prompt_ids:
+                self.prefixes.routed(record.worker_id, call.prompt_ids)
+            try:
+                response = await self._send(request, route, call, body, dispatch, record, stream)
+            except UpstreamFailed as exc:
+                call.tried.add(record.worker_id)
+                if retries_left > 0:
+                    retries_left -= 1
+                    self.metrics.retries.inc()
+                    log.warning("call %s failed on %s before streaming (%s); retrying elsewhere",
+                                call.call_id, record.url, exc)
+                    continue
+                return _error(502, f"worker {record.url} failed: {exc}")
+            self.metrics.requests.labels(route, str(response.status)).inc()
+            self.metrics.request_seconds.labels(tenant).observe(self.clock.now_s() - call.arrived_s)
+            return response
+
+    async def _send(
+        self,
+        request: web.Request,
+        route: str,
+        call: Call,
+        body: dict[str, Any],
+        dispatch: Dispatch,
+        record: WorkerRecord,
+        stream: bool,
+    ) -> web.StreamResponse:
+        assert self.session is not None
+        headers = dict(_JSON)
+        out = body
+        if dispatch.fields:
+            out = _with_fields(body, dispatch.fields, route)
+            key = dispatch.fields.get("routing_key")
+            if key and route != "/generate":
+                headers[ROUTING_KEY_HEADER] = str(key)
+        record.inflight += 1
+        worker = record.worker_id
+        ok = False
+        meta: dict[str, Any] | None = None
+        try:
+            try:
+                upstream = await self.session.post(
+                    record.url + route, data=_encoder.encode(out), headers=headers, timeout=self._timeout
+                )
+            except (aiohttp.ClientConnectionError, OSError) as exc:
+                await self._suspect(record, exc)
+                raise UpstreamFailed(type(exc).__name__) from exc
+            except TimeoutError as exc:
+                raise UpstreamFailed(f"no answer in {self.config.request_timeout_secs:.0f} s") from exc
+            try:
+                if upstream.status in RETRYABLE_STATUS:
+                    await self._suspect(record, RuntimeError(f"HTTP {upstream.status}"))
+                    raise UpstreamFailed(f"HTTP {upstream.status}")
+                if not stream:
+                    try:
+                        data = await upstream.read()
+                    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                        await self._suspect(record, exc)
+                        raise UpstreamFailed(f"{type(exc).__name__} while reading the answer") from exc
+                    ok = upstream.status == 200
+                    if ok:
+                        meta = self._meta_of(call, data)
+                    return web.Response(body=data, status=upstream.status,
+                                        content_type=upstream.content_type,
+                                        headers={WORKER_HEADER: record.url})
+                response, ok, meta = await self._relay_stream(request, call, upstream, record)
+                return response
+            finally:
+                upstream.release()
+        finally:
+            record.inflight -= 1
+            self.host.finished(call, worker, meta, ok, self.clock.now_s())
+            if meta is not None:
+                self._account(meta)
+
+    async def _relay_stream(
+        self, request: web.Request, call: Call, upstream: aiohttp.ClientResponse, record: WorkerRecord
+    ) -> tuple[web.StreamResponse, bool, dict[str, Any] | None]:
+        """Pass SSE chunks through as they come; nothing is buffered beyond a small tail."""
+        content = upstream.content
+        try:
+            first = await content.readany()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            await self._suspect(record, exc)
+            raise UpstreamFailed(f"{type(exc).__name__} before the first chunk") from exc
+        if not first and upstream.status == 200:
+            raise UpstreamFailed("stream closed before the first chunk")
+        response = web.StreamResponse(status=upstream.status, headers={WORKER_HEADER: record.url})
+        response.content_type = upstream.content_type or "text/event-stream"
+        await response.prepare(request)
+        tail = first[-STREAM_TAIL_BYTES:]
+        await response.write(first)
+        try:
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                await response.write(chunk)
+                tail = (tail + chunk)[-STREAM_TAIL_BYTES:]
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # Streaming had started: no retry (the client has partial output); say so in-band.
+            await self._suspect(record, exc)
+            message = {"error": {"message": f"worker {record.url} failed mid-stream: {type(exc).__name__}",
+                                 "code": 502}}
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await response.write(b"data: " + _encoder.encode(message) + b"\n\n")
+                await response.write_eof()
+            return response, False, None
+        await response.write_eof()
+        ok = upstream.status == 200
+        return response, ok, self._meta_of_stream(call, tail) if ok else None
+
+    async def _suspect(self, record: WorkerRecord, exc: BaseException) -> None:
+        if self.health is not None:
+            await self.health.take_out(record, f"request failed: {type(exc).__name__}")
+
+    def _meta_of(self, call: Call, data: bytes) -> dict[str, Any] | None:
+        try:
+            answer = _decoder.decode(data)
+        except msgspec.DecodeError:
+            return None
+        if isinstance(answer, list):
+            answer = answer[0] if answer and isinstance(answer[0], dict) else {}
+        if not isinstance(answer, dict):
+            return None
+        self._remember_context(call, answer)
+        meta = answer.get("meta_info")
+        if isinstance(meta, dict):
+            return meta
+        usage = answer.get("usage")
+        if isinstance(usage, dict):  # OpenAI routes
+            details = usage.get("prompt_tokens_details") or {}
+            return {
+                "prompt_tokens": usage.get("prompt_tokens", 0),
+                "completion_tokens": usage.get("completion_tokens", 0),
+                "cached_tokens": details.get("cached_tokens", 0) if isinstance(details, dict) else 0,
+            }
+        return None
+
+    def _meta_of_stream(self, call: Call, tail: bytes) -> dict[str, Any] | None:
+        for line in reversed(tail.split(b"\n")):
+            if line.startswith(b"data: {"):
+                return self._meta_of(call, line[6:])
+        return None
+
+    def _remember_context(self, call: Call, answer: dict[str, Any]) -> None:
+        """Keep the workflow's last context (prompt + output ids): what a steal pre-fills."""
+        if call.identity.is_own or call.path != "/generate":
+            return
+        output = answer.get("output_ids")
+        if not isinstance(output, list):
+            return
+        # SGLang caches prompt + output[:-1]; the next call's prompt starts with the whole of it.
+        self.contexts[call.identity.workflow_id] = [*call.prompt_ids, *output[:-1]]
+        self.contexts.move_to_end(call.identity.workflow_id)
+        while len(self.contexts) > MAX_REMEMBERED_CONTEXTS:
+            self.contexts.popitem(last=False)
+
+    def _account(self, meta: Mapping[str, Any]) -> None:
+        with contextlib.suppress(TypeError, ValueError):
+            self.metrics.call_tokens(int(meta.get("prompt_tokens") or 0), int(meta.get("cached_tokens") or 0))
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+def _with_fields(body: dict[str, Any], fields: Mapping[str, Any], route: str) -> dict[str, Any]:
+    """The forwarded body: the client's, plus what the scheduler attaches.
+
+    Our ``saga.reuse`` action joins any actions the client sent in ``kv_hints`` (the frontend's
+    ``saga.aeg``), in the client's envelope. The OpenAI routes take ``rid`` and ``priority`` only
+    (their routing key travels as a header; SGLang's chat schema has no kv_hints).
+    """
+    out = dict(body)
+    for key, value in fields.items():
+        if route != "/generate" and key not in ("rid", "priority"):
+            continue
+        if key == "kv_hints" and isinstance(out.get("kv_hints"), dict):
+            mine = value
+            theirs = out["kv_hints"]
+            actions = list(theirs.get("actions") or []) + list(mine.get("actions") or [])
+            out["kv_hints"] = {**theirs, "actions": actions}
+        else:
+            out[key] = value
+    return out
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "code": status}}, status=status)
+
+
+def _make_host(service: RouterService) -> SchedulingHost:
+    from .hosts import make_host
+
+    return make_host(service)
