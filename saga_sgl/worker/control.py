@@ -91,10 +91,11 @@ class ControlChannel:
         self._auth = ThreadAuthenticator(self._context)
         self._auth.start()
         self._auth.configure_curve_callback("*", credentials_provider=_AllowList())
+        public_key = zmq.curve_public(secret_key.encode())
         self._socket.curve_secretkey = secret_key.encode()
-        self._socket.curve_publickey = zmq.curve_public(secret_key.encode())
+        self._socket.curve_publickey = public_key
         self._socket.curve_server = True
-        self.public_key: str = self._socket.curve_publickey.decode()
+        self.public_key: str = public_key.decode()
 
     def _run(self) -> None:
         import zmq

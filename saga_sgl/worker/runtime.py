@@ -93,7 +93,9 @@ class WorkerRuntime:
 
     # --- configuration ---------------------------------------------------------------------------
 
-    def configure(self, settings: WorkerSettings, *, bind: bool = True, bind_address: str | None = None) -> None:
+    def configure(
+        self, settings: WorkerSettings, *, bind: bool = True, bind_address: str | None = None
+    ) -> None:
         """Apply worker settings from a strategy's config; starts the control channel once.
 
         The channel binds ``bind_address`` (default ``settings.control_address``); ``bind=False``

@@ -53,7 +53,7 @@ class WorkerSettings:
     max_tracked_workflows: int = 100_000
     """Workflows the hint side table remembers; the least recently updated is forgotten beyond this
     (counted), and its nodes fall back to LRU order. Bounds memory. [I]"""
-    control_queue_max: int = 10_000
+    control_queue_max: int = 1024
     """Decoded control messages waiting for the scheduler thread. When full, the receiver stops
     reading the socket (ZMQ's high-water mark then pushes back on senders) instead of decoding
     and dropping. [I]"""

@@ -465,3 +465,62 @@ def test_failing_leaf_index_falls_back_to_sglangs_heap(
     }
     assert strategy.leaf_index is None and not strategy.use_leaf_index
     assert h.runtime.metrics.value("hook_failures", hook="leaf_index") == 1
+
+
+# --- forgetting is lazy; shared prefixes follow the core's one rule ---------------------------------
+
+
+def test_forgetting_a_workflow_rekeys_only_its_own_nodes(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the table is full, each new workflow used to re-key every indexed leaf (1.8 s per hint
+    with 20K leaves); now only the forgotten workflow's nodes are refreshed."""
+    h = make_harness("unified", "reuse_time", kv_size=1024, max_tracked_workflows=40)
+    for i in range(40):
+        h.run(ctx(1000 + 10 * i, 6), hint=hinted(f"wf{i}", next_use_in_s=float(i)))
+        h.clock.advance(0.1)
+    index = h.cache.tree_core.eviction_strategy.leaf_index
+    assert index is not None and len(index) >= 40
+    policy_type = type(h.cache.tree_core.eviction_strategy.policy)
+    original = policy_type.key
+    calls = [0]
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(policy_type, "key", counting)
+    h.run(ctx(2000, 6), hint=hinted("newcomer", next_use_in_s=1.0))  # the table forgets wf0
+    assert h.runtime.table.get("wf0") is None and h.runtime.metrics.value("forgotten_workflows") == 1
+    assert calls[0] <= 8, calls[0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_prefix_shared_by_workflows_is_keyed_by_the_cores_rule(make_harness: Any, kind: str) -> None:
+    from saga_sgl.policy.decisions import Tier
+    from saga_sgl.policy.victim_index import shared_entry_view
+
+    h = make_harness(kind, "reuse_time")
+    system = ctx(10, 8)
+    h.run(system + ctx(100, 4), hint=hinted("A", ttl_s=60.0))
+    h.run(system + ctx(200, 4), hint=hinted("B", ttl_s=60.0))
+    strategy = h.cache.tree_core.eviction_strategy if kind == "unified" else h.cache.eviction_strategy
+    shared = h.node(h.cache.match_prefix(_match(system)).last_device_node)
+    users = strategy.user_views(shared)
+    assert {u.workflow_id for u in users} == {"A", "B"}
+    view = strategy.entry_view(shared)
+    assert view == shared_entry_view(users) and view.workflow_id is None and view.ttl_deadline_s is None
+    # One user's TTL does not pin the shared prefix (it is ordered by last use, as in the simulator).
+    key = strategy.key_of(shared, h.clock.now_s(), 0.0)
+    assert key[0] == int(Tier.ORDINARY)
+    private = h.node(h.cache.match_prefix(_match(system + ctx(100, 4))).last_device_node)
+    assert strategy.key_of(private, h.clock.now_s(), 0.0)[0] == int(Tier.PROTECTED)
+
+
+def _match(tokens: list[int]) -> Any:
+    from array import array
+
+    from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
+    from sglang.srt.mem_cache.radix_cache import RadixKey
+
+    return MatchPrefixParams(key=RadixKey(array("q", tokens)))

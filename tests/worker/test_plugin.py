@@ -298,3 +298,64 @@ def test_strategy_config_reaches_the_runtime(sglang_cpu: None) -> None:
     for i in range(5):
         runtime.table.apply_hint(ReuseHint(workflow_id=f"w{i}"), received_at_s=float(i))
     assert len(runtime.table) == 3 and runtime.table.num_forgotten == 2
+
+
+# --- a version mismatch is said where the user sees it -----------------------------------------------
+
+
+@pytest.mark.sglang
+@pytest.mark.parametrize(("policy", "exits"), [("saga", True), ("lru", False)])
+def test_version_mismatch_stops_a_saga_server_with_our_message(policy: str, exits: bool) -> None:
+    """SGLang's load_plugins swallows plugin errors; argparse then said "invalid choice: 'saga'"."""
+    code = (
+        "import sys\n"
+        "from saga_sgl import _cpu_shims\n"
+        "_cpu_shims.activate()\n"
+        f"sys.argv = ['launch_server', '--model-path', 'x', '--radix-eviction-policy', {policy!r}]\n"
+        "from saga_sgl.errors import IncompatibleSGLang\n"
+        "from saga_sgl.worker import compat\n"
+        "def broken():\n"
+        "    raise IncompatibleSGLang('saga_sgl supports sglang==0.5.23, found sglang 9.9; x missing')\n"
+        "compat.check = broken\n"
+        "from sglang.srt.plugins import load_plugins\n"
+        "load_plugins()\n"
+        "print('server continues')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "saga-sgl worker plugin not loaded" in out.stderr and "sglang==0.5.23" in out.stderr
+    if exits:
+        assert out.returncode != 0 and "server continues" not in out.stdout
+    else:
+        assert out.returncode == 0 and "server continues" in out.stdout
+
+
+# --- waiting-queue order: urgent first, nobody waits unboundedly ------------------------------------
+
+
+@pytest.mark.sglang
+def test_an_old_low_urgency_request_is_not_starved_by_new_urgent_ones(make_harness: Any) -> None:
+    from sglang.srt.managers.schedule_policy import SchedulePolicy
+
+    h = make_harness("unified", "reuse_time", queue_ageing_s=5.0)
+    policy = SchedulePolicy("fcfs", h.cache, False, False, False)
+    old = _queued_req("old-low", 0.1)
+    waiting = [old]
+    policy.calc_priority(waiting)
+    h.clock.advance(2.0)
+    waiting += [_queued_req("new-high", 1.0)]
+    policy.calc_priority(waiting)
+    # 2 s of head start is less than the 4.5 s the urgency gap is worth: urgent first.
+    assert [r.rid for r in waiting] == ["new-high", "old-low"]
+    h.clock.advance(4.0)
+    waiting += [_queued_req(f"newer-high-{i}", 1.0) for i in range(5)]
+    policy.calc_priority(waiting)
+    # Queued 6 s ago it now beats every urgent request that arrived more than 4.5 s after it.
+    assert [r.rid for r in waiting][:2] == ["new-high", "old-low"]
+
+
+def test_the_ageing_order_bounds_the_head_start() -> None:
+    from saga_sgl.policy.queue_order import AgeingSettings, QueuedCall, ageing_order
+
+    calls = [QueuedCall(0.0, 0.0), QueuedCall(0.5, 2.0), QueuedCall(4.0, 2.0), QueuedCall(6.0, 2.0)]
+    assert ageing_order(calls, AgeingSettings(horizon_s=5.0)) == [1, 2, 0, 3]
+    assert ageing_order([QueuedCall(1.0, 0.0), QueuedCall(0.0, 0.0)]) == [1, 0]  # no urgency: FCFS
