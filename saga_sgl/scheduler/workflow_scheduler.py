@@ -30,7 +30,7 @@ from saga_sgl.aeg.predict import (
 )
 from saga_sgl.aeg.tool_latency import ToolLatencyModel, tool_type_of
 from saga_sgl.clock import Clock
-from saga_sgl.errors import UnknownWorkflow
+from saga_sgl.errors import InvalidGraph, UnknownWorkflow
 from saga_sgl.policy import registry
 from saga_sgl.policy.decisions import FairShareEpoch
 from saga_sgl.policy.interfaces import CostModel, FairnessPolicy, PlacementPolicy, StealPolicy
@@ -237,6 +237,8 @@ class WorkflowScheduler:
         self._waiting_since: dict[str, float] = {}
         """Dispatched calls not yet seen running (needs CallAdmitted), by call id."""
         self._refresh_heap: list[tuple[float, int, WorkflowId]] = []
+        self._unannounced: set[WorkflowId] = set()
+        """Workflows in a tool gap whose tool the client has not announced (yet)."""
         self._refresh_seq = 0
         self._epoch = FairShareEpoch(computed_at_s=clock.now_s())
         self._views_at: float | None = None
@@ -509,6 +511,8 @@ class WorkflowScheduler:
         rec.state = WorkflowState.TOOL_GAP
         rec.tool, rec.tool_started_s = None, now
         rec.reuse_prob = rec.next_use_at_s = rec.ttl_deadline_s = None
+        if self.settings.predictions:
+            self._unannounced.add(rec.workflow_id)
         rec.queued_since_s = None
         rec.view = None
         return []
@@ -587,8 +591,8 @@ class WorkflowScheduler:
         sid = step_id_of(rec.steps_done - 1)
         try:
             rec.aeg.step(sid)
-        except KeyError:
-            return None
+        except InvalidGraph:
+            return None  # the workflow outran its (inferred) chain: no prediction
         return sid
 
     def _end_tool(self, rec: WorkflowRecord, now: float) -> None:
@@ -814,12 +818,19 @@ class WorkflowScheduler:
             rec.view = None
             self._push_refresh(rec)
             out.extend(self._tool_started_control(rec, now))
-        # Gaps whose tool was never announced (no client events): the AEG's predicted tool.
-        for rec in self._active.values():
-            if rec.state is WorkflowState.TOOL_GAP and rec.tool is None and rec.aeg is not None:
+        # Gaps whose tool was never announced (no client events) by the next epoch: the AEG's tool.
+        if self._unannounced:
+            for wid in list(self._unannounced):
+                rec = self._flows.get(wid)
+                if rec is None or rec.state is not WorkflowState.TOOL_GAP or rec.tool is not None:
+                    self._unannounced.discard(wid)
+                    continue
+                if rec.tool_started_s is None or rec.tool_started_s >= now:
+                    continue
+                self._unannounced.discard(wid)
                 step = self._step(rec)
-                predicted = rec.aeg.step(step).tool if step is not None else None
-                if predicted is not None and rec.tool_started_s is not None and rec.tool_started_s < now:
+                predicted = rec.aeg.step(step).tool if rec.aeg is not None and step is not None else None
+                if predicted is not None:
                     out.extend(self._predict_gap(rec, predicted, now))
         return out
 

@@ -80,6 +80,9 @@ class ClusterSettings:
     slo_factor: float = 1.5
     """SLO attainment metric: TCT within slo_factor x the isolated TCT (paper: 1.5). The scheduler's
     own deadlines come from its predictions, never from this."""
+    closed_loop_until_s: float = float("inf")
+    """Closed loop: a finishing agent starts its next task only before this time; then the cluster
+    drains. Tasks of the workload never started are not counted as unfinished."""
     max_sim_s: float = 36000.0
     """Safety stop of simulated time; unfinished tasks are reported, never silently dropped."""
 
@@ -452,9 +455,12 @@ class Cluster:
         self._leaves.pop(id(task), None)
         self.scheduler.forget(task.wid)
         queue = self._pending_closed.get(task.spec.tenant)
-        if queue:
+        if queue and self._keep_loading(now_s):
             out.append((now_s, _TaskArrival(self, queue.pop(0))))
         return out
+
+    def _keep_loading(self, now_s: float) -> bool:
+        return now_s < self.settings.closed_loop_until_s
 
     # --- epochs ---------------------------------------------------------------------------------
     def epoch(self, now_s: float) -> list[tuple[float, Event]]:

@@ -47,7 +47,7 @@ class TaskRecord:
 
 @dataclass(slots=True)
 class SimResult:
-    """Everything one run produced. ``tasks`` holds finished tasks only; ``unfinished`` counts the rest
+    """Everything one run produced. ``tasks`` holds finished tasks only; ``unfinished`` counts started ones that did not finish
     (including ``rejected_tasks``: a call longer than the whole KV pool, which SGLang rejects)."""
 
     tasks: list[TaskRecord]
@@ -215,7 +215,7 @@ class Recorder:
             c.setdefault(key, 0)
         return SimResult(
             tasks=self.tasks,
-            unfinished=len(self._cluster.tasks) - len(self.tasks),
+            unfinished=len(self._cluster.active) + int(c.get("rejected_tasks", 0)),
             end_s=end_s,
             counters=dict(c),
             placements=dict(self.placements),
