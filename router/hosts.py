@@ -31,7 +31,7 @@ from saga_sgl.protocol import (
 )
 from saga_sgl.scheduler import actions as act
 from saga_sgl.scheduler import events as ev
-from saga_sgl.scheduler.settings import SchedulerSettings
+from saga_sgl.scheduler.settings import AdmissionControlSettings, SchedulerSettings
 from saga_sgl.scheduler.workflow_scheduler import WorkflowScheduler
 
 from .router_config import BASELINE_POLICIES, SAGA_POLICY, UNSUPPORTED_POLICIES
@@ -50,8 +50,11 @@ def scheduler_settings(policy: str, config: Mapping[str, Any]) -> SchedulerSetti
     """The scheduler settings of a ``--policy`` (plus ``--scheduler-config`` for saga)."""
     if policy in UNSUPPORTED_POLICIES:
         raise InvalidSettings(f"--policy {policy}: {UNSUPPORTED_POLICIES[policy]}")
+    config = dict(config)
+    if isinstance(config.get("admission"), Mapping):
+        config["admission"] = load_settings(AdmissionControlSettings, config["admission"])
     if policy == SAGA_POLICY:
-        return load_settings(SchedulerSettings, dict(config))
+        return load_settings(SchedulerSettings, config)
     if policy in BASELINE_POLICIES:
         base: dict[str, Any] = {
             "placement": policy,
@@ -97,16 +100,17 @@ class SchedulerHost:
         return found
 
     def holds_workflow_kv(self, call_id: str, workflow_id: WorkflowId, worker_id: WorkerId) -> bool:
-        """cached(w*, s): the worker's index holds the workflow's whole last context (exact index),
-        or, where the index is approximate, at least the prompt the router last sent there."""
+        """cached(w*, s): the worker's prefix index holds at least the workflow's last prompt.
+
+        Not its whole last context: the KV events of the output tokens are published as the call
+        finishes and may trail the answer by milliseconds, while the next call is often sent at
+        once. The prompt's events precede the answer. Evicted below that means "not cached".
+        """
         matched = self.prefix_match_tokens(call_id).get(worker_id, 0)
         if matched <= 0:
             return False
         last = self._service.contexts.get(workflow_id)
-        if last is None:
-            return True
-        need = len(last) if self._service.prefixes.is_exact(worker_id) else min(len(last), matched)
-        return matched >= need
+        return last is None or matched >= last.prompt_tokens
 
     # -- SchedulingHost ------------------------------------------------------------------------------
 
@@ -275,8 +279,8 @@ class SchedulerHost:
                          s.trigger, s.rebuild_tokens)
             elif isinstance(a, act.Prefill):
                 context = service.contexts.get(a.workflow_id)
-                if context:
-                    service.prefill(a.worker_id, a.workflow_id, context[: a.prefix_tokens])
+                if context is not None:
+                    service.prefill(a.worker_id, a.workflow_id, context.tokens[: a.prefix_tokens])
                 else:
                     log.info("pre-fill of %s skipped: the router holds no context for it", a.workflow_id)
             elif isinstance(a, act.Control):

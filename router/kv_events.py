@@ -61,6 +61,8 @@ class KvEventSubscriber:
         sock.setsockopt(zmq.SUBSCRIBE, self.topic.encode())
         sock.connect(self.endpoint)
         log.info("worker %s: subscribed to KV events at %s", self.worker, self.endpoint)
+        if self.replay_endpoint is not None:
+            await self._catch_up()
         try:
             while True:
                 frames = await sock.recv_multipart()
@@ -104,8 +106,17 @@ class KvEventSubscriber:
         )
         self.index.clear()
 
-    async def _replay(self, start: int, stop: int) -> bool:
-        """Apply batches start..stop-1 from the replay endpoint; False when it cannot supply them."""
+    async def _catch_up(self) -> None:
+        """A new subscriber learns the worker's history from its replay buffer at once, instead of
+        at the first live event (until then its index would be empty)."""
+        if await self._replay(1, None):
+            log.info("worker %s: KV event history replayed up to %s", self.worker, self.last_seq)
+        else:
+            log.warning("worker %s: KV event history not fully replayable; index starts partial", self.worker)
+
+    async def _replay(self, start: int, stop: int | None) -> bool:
+        """Apply batches start..stop-1 (stop None: all buffered) from the replay endpoint; False when
+        it cannot supply them from ``start`` on (batches it did supply stay applied)."""
         assert self.replay_endpoint is not None
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -119,13 +130,16 @@ class KvEventSubscriber:
                     return False
                 seq = int.from_bytes(frames[2], "big", signed=True)
                 if seq == END_SEQ:
-                    return next_seq >= stop
-                if seq != next_seq:
-                    # The replay buffer no longer reaches back to `start`.
-                    return False
-                if seq < stop:
+                    return stop is None or next_seq >= stop
+                if seq != next_seq and stop is not None:
+                    return False  # the replay buffer no longer reaches back to `start`
+                complete = seq == next_seq
+                if stop is None or seq < stop:
                     self._apply(frames[3])
                     self.last_seq = seq
+                if not complete:
+                    log.warning("worker %s: replay buffer starts at %d, not %d", self.worker, seq, start)
+                    start = seq  # history before it is gone; what follows is applied
                 next_seq = seq + 1
         except TimeoutError:
             return False

@@ -13,6 +13,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -58,6 +59,16 @@ WORKER_HEADER = "X-Saga-Worker"
 """Response header naming the worker that served the call (sglang-router sends none; clients ignore it)."""
 
 
+@dataclass(frozen=True, slots=True)
+class WorkflowContext:
+    """A workflow's last call as the worker cached it: what a steal pre-fills elsewhere."""
+
+    tokens: list[int]
+    """Prompt + output[:-1] (what SGLang inserts into its radix cache when the call finishes)."""
+    prompt_tokens: int
+    """The prompt part: in the worker's cache (and KV events) before the answer reaches the router."""
+
+
 class UpstreamFailed(Exception):
     """A worker could not serve the call and nothing had been sent to the client yet."""
 
@@ -81,7 +92,7 @@ class RouterService:
                 "vocabulary size unknown (no --model-path config.json, no --vocab-size): out-of-range "
                 "token ids are NOT refused here, and one such id kills an SGLang 0.5.23 worker"
             )
-        self.contexts: OrderedDict[str, list[int]] = OrderedDict()
+        self.contexts: OrderedDict[str, WorkflowContext] = OrderedDict()
         self.session: aiohttp.ClientSession | None = None
         self.health: HealthMonitor | None = None
         self.host: SchedulingHost = _make_host(self)
@@ -275,9 +286,6 @@ class RouterService:
     def send_control(self, worker: WorkerId, message: ControlMessage) -> None:
         if self.channels.send(worker, message):
             self.metrics.control_messages.labels(type(message).__name__).inc()
-
-    def last_context(self, workflow_id: WorkflowId) -> list[int] | None:
-        return self.contexts.get(workflow_id)
 
     def prefill(self, worker: WorkerId, workflow_id: WorkflowId, token_ids: Sequence[int]) -> None:
         task = asyncio.ensure_future(self._prefill(worker, workflow_id, list(token_ids)))
@@ -561,7 +569,9 @@ class RouterService:
         if not isinstance(output, list):
             return
         # SGLang caches prompt + output[:-1]; the next call's prompt starts with the whole of it.
-        self.contexts[call.identity.workflow_id] = [*call.prompt_ids, *output[:-1]]
+        self.contexts[call.identity.workflow_id] = WorkflowContext(
+            tokens=[*call.prompt_ids, *output[:-1]], prompt_tokens=len(call.prompt_ids)
+        )
         self.contexts.move_to_end(call.identity.workflow_id)
         while len(self.contexts) > MAX_REMEMBERED_CONTEXTS:
             self.contexts.popitem(last=False)
