@@ -1,40 +1,40 @@
-"""Side-by-side cluster benchmark: SAGA vs its baselines on identical agent workloads (simulated).
+"""Side-by-side cluster benchmark: SAGA vs the strongest baselines on identical agent workloads (simulated).
 
 Every configuration row replays the *identical* generated workload (common random numbers: same
-tasks, prompts, outputs and tool latencies) on a simulated cluster of SGLang-like workers; every
-decision comes from ``saga_sgl.policy`` by registry name (rows in ``saga_sgl.sim.rows``). Several
-workload seeds; paired per-task statistics (geomean of TCT ratios over the same task ids, bootstrap
-95% CI over tasks, Wilcoxon signed-rank p). Only tasks arriving in the middle 80% of the arrival
-window count (warm-up and cool-down dropped); every counted task runs to completion.
+tasks, prompts, outputs and tool latencies) on a simulated cluster of SGLang-like workers, each
+row's decisions made by one ``saga_sgl.scheduler.WorkflowScheduler`` (rows in ``saga_sgl.sim.rows``).
+Paired per-task statistics over the same task ids: geomean of TCT ratios with a bootstrap 95% CI and
+a Wilcoxon p, and the ratio of mean TCTs (the paper's metric).
 
-Modes:
+The replica is the paper's: Llama-3-70B, TP4 on A100-80GB, its KV pool from the memory arithmetic
+of the cost model (about 400K tokens). ``--quick`` (default) runs 8 replicas, ``--full`` 16.
 
-* ``--quick`` (default): 16 workers = 16 x Llama-3-8B TP1 on A100 profiles, 150 s arrival windows,
-  2 seeds (1 for the tenant mix), sections main, kv_pressure, cv_sweep, throughput. About 2-3
-  minutes on 2 otherwise idle CPU cores.
-* ``--full``: 64 GPUs = the paper's 16 x Llama-3-70B TP4 replicas (A100 profiles), 600 s arrival
-  windows, 5 seeds, every section and sweep point. Tens of minutes; run it manually or nightly.
+Load points, in agents per replica:
 
-Sections (``--sections``):
+* ``paper``: the paper's open-loop Poisson arrivals, 8 tasks/min on 16 replicas (scaled per replica);
+  about 2 concurrent agents per replica: the cluster is mostly idle.
+* ``production`` (the headline): closed loop, 12 agents per replica; the agents' predicted peak
+  contexts fill about 70% of the KV pool.
+* ``oversubscribed``: closed loop, 32 agents per replica; KV and compute saturated.
 
-* ``main``: every row (round_robin, sglang_cache_aware, vllm_apc_affinity, saga, saga_wa_lru,
-  oracle_belady, oracle_infinite_kv) on the SWE-bench-like (``swe``), WebArena-like (``web``) and
-  10-tenant (``tenants``) workloads at the cluster's derived KV capacity: TCT geomean/p50/p99, ratio
-  to each baseline, SLO attainment (TCT <= 1.5 x isolated TCT) per tenant class, Jain fairness over
-  per-tenant mean slowdown, KV hit rate, recomputed prefill tokens, KV utilisation, throughput and
-  eviction cost relative to Belady replayed on each row's own per-worker access sequence.
-* ``kv_pressure``: the same rows plus every ablation (each SAGA mechanism removed) on ``swe`` with a
-  KV budget of ``pressure_kv_tokens`` per replica, the regime where eviction and placement of KV
-  matter (at the derived ~400K tokens per replica the 8B cluster is compute-bound first).
-* ``ablations``: the ablation rows at the derived capacity (full mode default; quick: opt-in).
-* ``cv_sweep``: tool-latency CV 0.5-3 with the mean held at 1.2 s (paper Table 10), KV-pressure cluster.
-* ``throughput``: closed-loop saturated load; BFS (SAGA routing, FCFS across workflows), request-level
-  BFS (round robin per call), DFS (SAGA routing, at most 4 running requests per worker) and SAGA;
-  completed tasks per minute (paper Table 8).
+Windows: counted tasks start (closed loop) or arrive (open loop) in [W0, W0 + W) with W = 4 x and
+W0 = 1 x the median isolated task time of the scenario (warm-up excluded); closed-loop agents stop
+starting tasks at W0 + W and the cluster drains.
 
-Output (``--out DIR``): ``cluster.json`` (all numbers, the machine and every setting; per row
-``<row>.tct_ratio_vs_best_baseline`` = geomean over swe and web of the paired TCT ratio against the
-best baseline of each workload, > 1 = faster), ``cluster.md`` (tables) and PNG plots (Agg backend).
+Scenarios: ``swe`` (SWE-bench-like coding agent) and ``web-history`` (browser agent with a growing
+history, BrowserGym style) are the headline pair; the web agent without history (WebArena's own
+harness) re-sends only a system prompt and the current page, so its KV has almost no reuse across
+calls for any scheduler to exploit: it runs in ``--full`` as the low-reuse control.
+
+Reported per load point, scenario and row: mean / geomean / p99 TCT, paired geomean and ratio of
+means against every baseline, headroom (TCT / TCT alone, ratio of means), KV in use (time-averaged
+tokens pinned by running requests / pool), evicted tokens, recomputed prefill tokens split into
+eviction / routing (computed on another worker only) / steal rebuilds, completed tasks per minute
+in the window, workflows held by admission control, SLO attainment (TCT <= 1.5 x alone).
+
+Output (``--out DIR``): ``cluster.json`` with ``saga.tct_ratio_vs_best_baseline`` (production, paired
+geomean over the headline scenarios, against the baseline closest to SAGA) and
+``headline.<load point>.<baseline>.{geomean,ratio_of_means}``; ``cluster.md``; ``cluster_tct.png``.
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -54,22 +56,31 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._cluster_stats import (
-    config_metrics,
-    eviction_cost_vs_belady,
-    geomean,
-    paired_ratio,
-    window,
-)
+from benchmarks._cluster_stats import geomean, paired_ratio, slo_by_class
 from benchmarks._machine import cpu_model
 from saga_sgl.sim import rows as R
-from saga_sgl.sim.cluster import ClusterSettings
-from saga_sgl.sim.policies import RowSpec
+from saga_sgl.sim.cluster import Cluster, ClusterSettings
+from saga_sgl.sim.policies import RowSpec, build_row
 from saga_sgl.sim.run import simulate
 from saga_sgl.sim.workloads import Workload, WorkloadSpec, generate
 
-HEADLINE_SCENARIOS = ("swe", "web")
-"""The paper's 1.64x is the geomean over SWE-bench and WebArena."""
+HEADLINE_SCENARIOS = ("swe", "web-history")
+"""The paper's headline is the geomean over SWE-bench and WebArena; our web headline keeps history."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadPoint:
+    name: str
+    agents_per_replica: int = 0
+    """Closed loop: concurrent agents per replica (0 = open loop)."""
+    rate_per_replica_per_min: float = 0.0
+    """Open loop: Poisson task arrivals per replica per minute."""
+
+
+PAPER = LoadPoint("paper", rate_per_replica_per_min=8.0 / 16)
+PRODUCTION = LoadPoint("production", agents_per_replica=12)
+OVERSUBSCRIBED = LoadPoint("oversubscribed", agents_per_replica=32)
+LOAD_POINTS = (PAPER, PRODUCTION, OVERSUBSCRIBED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,72 +88,58 @@ class Mode:
     name: str
     cluster: ClusterSettings
     seeds: tuple[int, ...]
-    horizon_s: float
-    rates: dict[str, float]
-    """Arrival rate per scenario (tasks/min; for ``tenants`` a scale of the paper's 16/8/4)."""
-    cv_points: tuple[float, ...]
-    sweep_horizon_s: float
-    closed_loop_agents: int
-    closed_loop_tasks: int
-    pressure_kv_tokens: int
-    """KV budget per replica of the ``kv_pressure`` section (tokens)."""
-    pressure_rate: float
-    all_rows_everywhere: bool
-    tenant_seeds: int
-    """Seeds of the tenant mix (its 100-200-step heavy tasks make it the costliest workload)."""
-    """False (quick): the saga_wa_lru and Belady rows run on swe and kv_pressure only, and the
-    ablations of kv_pressure on the first seed only."""
+    scenarios: tuple[str, ...]
+    loads: tuple[LoadPoint, ...]
+    rows: tuple[RowSpec, ...]
+    ablations: tuple[RowSpec, ...]
+    """Run at the production point on the first scenario and seed (section ``ablations``)."""
+    window_factor: float = 4.0
+    warmup_factor: float = 1.0
 
 
+REPLICA = ClusterSettings(model="llama-3-70b", gpu="a100", tp=4)
 QUICK = Mode(
     name="quick",
-    cluster=ClusterSettings(num_workers=16, model="llama-3-8b", gpu="a100", tp=1),
-    seeds=(1, 2),
-    horizon_s=150.0,
-    rates={"swe": 48.0, "web": 160.0, "tenants": 0.5},
-    cv_points=(0.5, 1.5, 3.0),
-    sweep_horizon_s=120.0,
-    closed_loop_agents=5,
-    closed_loop_tasks=8,
-    pressure_kv_tokens=120_000,
-    pressure_rate=40.0,
-    all_rows_everywhere=False,
-    tenant_seeds=1,
+    cluster=dataclasses.replace(REPLICA, num_workers=8),
+    seeds=(1,),
+    scenarios=HEADLINE_SCENARIOS,
+    loads=LOAD_POINTS,
+    rows=(*R.BASELINES, R.SAGA, R.ABLATIONS[0]),
+    ablations=R.ABLATIONS[1:],
 )
 FULL = Mode(
     name="full",
-    cluster=ClusterSettings(num_workers=16, model="llama-3-70b", gpu="a100", tp=4),
-    seeds=(1, 2, 3, 4, 5),
-    horizon_s=600.0,
-    rates={"swe": 24.0, "web": 80.0, "tenants": 0.15},
-    cv_points=(0.5, 1.0, 1.5, 2.0, 3.0),
-    sweep_horizon_s=300.0,
-    closed_loop_agents=8,
-    closed_loop_tasks=16,
-    pressure_kv_tokens=120_000,
-    pressure_rate=20.0,
-    all_rows_everywhere=True,
-    tenant_seeds=5,
+    cluster=dataclasses.replace(REPLICA, num_workers=16),
+    seeds=(1, 2, 3),
+    scenarios=(*HEADLINE_SCENARIOS, "web"),
+    loads=LOAD_POINTS,
+    rows=(*R.MAIN_ROWS, R.ABLATIONS[0]),
+    ablations=R.ABLATIONS[1:],
 )
 
 
-def _workload_spec(mode: Mode, scenario: str, seed: int, **kw: Any) -> WorkloadSpec:
-    if scenario == "tenants":
-        return WorkloadSpec(
-            scenario="tenants", seed=seed, horizon_s=mode.horizon_s, rate_scale=mode.rates["tenants"], **kw
-        )
-    return WorkloadSpec(
-        scenario=scenario,
-        seed=seed,
-        horizon_s=mode.horizon_s,  # type: ignore[arg-type]
-        rate_per_min=mode.rates[scenario],
-        **kw,
-    )
+def median_task_s(mode: Mode, scenario: str, seed: int) -> float:
+    """Median isolated TCT (alone on an idle replica) of the scenario's tasks: the window unit."""
+    scen: Any = scenario  # validated by WorkloadSpec
+    wl = generate(WorkloadSpec(scenario=scen, seed=seed, horizon_s=3600.0, rate_per_min=2.0))
+    cluster = Cluster(wl, build_row(R.ROUND_ROBIN, seed), mode.cluster)
+    return float(statistics.median(t.isolated_s for t in cluster.tasks))
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    load: str
+    scenario: str
+    seed: int
+    wspec: WorkloadSpec
+    row: RowSpec
+    cluster: ClusterSettings
+    window: tuple[float, float]
+    section: str = "main"
 
 
 _WORKLOADS: dict[WorkloadSpec, Workload] = {}
-"""Each distinct workload, generated once in the parent before the (fork) pool starts: every row of a
-section replays the same one, and forked workers read it without pickling."""
+"""Each distinct workload, generated once in the parent before the (fork) pool starts."""
 
 
 def _workload(wspec: WorkloadSpec) -> Workload:
@@ -151,272 +148,203 @@ def _workload(wspec: WorkloadSpec) -> Workload:
     return _WORKLOADS[wspec]
 
 
-def _job(args: tuple[str, WorkloadSpec, RowSpec, ClusterSettings, bool, bool]) -> dict[str, Any]:
-    section, wspec, row, cluster, belady, closed = args
-    workload = _workload(wspec)
-    t0 = time.perf_counter()
-    result = simulate(workload, row, cluster, seed=wspec.seed)
-    wall = time.perf_counter() - t0
-    metrics = config_metrics(result, wspec.horizon_s, cluster.slo_factor, closed)
-    if belady:
-        metrics["eviction_cost_vs_belady"] = eviction_cost_vs_belady(result)
-    tasks = result.tasks if closed else window(result.tasks, wspec.horizon_s)
-    return {
-        "section": section,
-        "scenario": wspec.scenario,
-        "seed": wspec.seed,
-        "row": row.label,
-        "tool_cv": wspec.tool_cv,
-        "wall_s": wall,
-        "metrics": metrics,
-        "tct": {f"{wspec.seed}/{t.task_id}": t.tct_s for t in tasks},
-    }
+def _setup(
+    mode: Mode, load: LoadPoint, scenario: str, seed: int
+) -> tuple[WorkloadSpec, ClusterSettings, tuple[float, float]]:
+    median = median_task_s(mode, scenario, seed)
+    w0, w = mode.warmup_factor * median, mode.window_factor * median
+    n = mode.cluster.num_workers
+    scen: Any = scenario  # validated by WorkloadSpec
+    if load.agents_per_replica:
+        agents = load.agents_per_replica * n
+        # Enough tasks that no agent runs dry before W0 + W (tasks shorter than a third of the median
+        # are rare; the cluster only slows them down).
+        per_agent = math.ceil((w0 + w) / (median / 3)) + 1
+        spec = WorkloadSpec(scenario=scen, seed=seed, closed_loop_agents=agents, max_tasks=agents * per_agent)
+        return spec, dataclasses.replace(mode.cluster, closed_loop_until_s=w0 + w), (w0, w0 + w)
+    rate = load.rate_per_replica_per_min * n
+    spec = WorkloadSpec(scenario=scen, seed=seed, horizon_s=w0 + w, rate_per_min=rate)
+    return spec, mode.cluster, (w0, w0 + w)
 
 
-def build_jobs(mode: Mode, sections: set[str]) -> list[tuple[Any, ...]]:
-    jobs: list[tuple[Any, ...]] = []
-    c = mode.cluster
-    if "main" in sections:
-        for scenario in ("swe", "web", "tenants"):
-            seeds = mode.seeds[: mode.tenant_seeds] if scenario == "tenants" else mode.seeds
-            for seed in seeds:
-                for row in R.MAIN_ROWS:
-                    if scenario != "swe" and not mode.all_rows_everywhere and row in QUICK_SWE_ONLY:
-                        continue
-                    jobs.append(("main", _workload_spec(mode, scenario, seed), row, c, True, False))
-    if "kv_pressure" in sections:
-        pc = dataclasses.replace(
-            c, worker=dataclasses.replace(c.worker, kv_capacity_tokens=mode.pressure_kv_tokens)
-        )
-        for i, seed in enumerate(mode.seeds):
-            ablations = R.ABLATIONS if i == 0 or mode.all_rows_everywhere else ()
-            for row in (*R.MAIN_ROWS, *ablations):
-                spec = dataclasses.replace(_workload_spec(mode, "swe", seed), rate_per_min=mode.pressure_rate)
-                jobs.append(("kv_pressure", spec, row, pc, True, False))
-    if "ablations" in sections:
-        for seed in mode.seeds[:1]:
-            for row in (R.SAGA, R.VLLM_AFFINITY, *R.ABLATIONS):
-                jobs.append(("ablations", _workload_spec(mode, "swe", seed), row, c, False, False))
-    if "cv_sweep" in sections:
-        # On the KV-pressure cluster: tool-latency variance only matters when KV must be evicted.
-        pc = dataclasses.replace(
-            c, worker=dataclasses.replace(c.worker, kv_capacity_tokens=mode.pressure_kv_tokens)
-        )
-        for cv in mode.cv_points:
-            for row in (R.VLLM_AFFINITY, R.SAGA):
-                spec = dataclasses.replace(
-                    _workload_spec(mode, "swe", mode.seeds[0], tool_cv=cv),
-                    horizon_s=mode.sweep_horizon_s,
-                    rate_per_min=mode.pressure_rate,
-                )
-                jobs.append(("cv_sweep", spec, row, pc, False, False))
-    if "throughput" in sections:
-        for row in THROUGHPUT_ROWS:
-            spec = WorkloadSpec(
-                scenario="swe",
-                seed=mode.seeds[0],
-                closed_loop_agents=mode.closed_loop_agents * c.num_workers,
-                max_tasks=mode.closed_loop_tasks * c.num_workers,
-            )
-            jobs.append(("throughput", spec, row, c, False, True))
+def build_jobs(mode: Mode, sections: set[str]) -> list[Job]:
+    jobs: list[Job] = []
+    for scenario in mode.scenarios:
+        for seed in mode.seeds:
+            for load in mode.loads:
+                spec, cluster, window = _setup(mode, load, scenario, seed)
+                if "main" in sections:
+                    jobs += [Job(load.name, scenario, seed, spec, row, cluster, window) for row in mode.rows]
+                if (
+                    "ablations" in sections
+                    and load.name == PRODUCTION.name
+                    and scenario == mode.scenarios[0]
+                    and seed == mode.seeds[0]
+                ):
+                    jobs += [
+                        Job(load.name, scenario, seed, spec, row, cluster, window, "ablations")
+                        for row in mode.ablations
+                    ]
     return jobs
 
 
-QUICK_SWE_ONLY = (R.SAGA_WA_LRU, R.ORACLE_BELADY)
+def _job(job: Job) -> dict[str, Any]:
+    workload = _workload(job.wspec)
+    t0 = time.perf_counter()
+    result = simulate(workload, job.row, job.cluster, seed=job.seed)
+    wall = time.perf_counter() - t0
+    lo, hi = job.window
+    counted = [t for t in result.tasks if lo <= t.arrival_s < hi]
+    c = result.counters
+    s = result.summary()
+    tct = [t.tct_s for t in counted]
+    alone = [t.isolated_s for t in counted]
+    finished_in_window = sum(1 for t in result.tasks if lo <= t.finished_s < hi)
+    started_in_window = (
+        sum(1 for t in workload.tasks if lo <= t.arrival_s < hi) if not job.wspec.closed_loop_agents else None
+    )
+    metrics = {
+        "num_tasks": len(counted),
+        "unfinished": result.unfinished,
+        "tct_mean_s": float(np.mean(tct)) if tct else math.nan,
+        "tct_geomean_s": geomean(tct),
+        "tct_p50_s": float(np.percentile(tct, 50)) if tct else math.nan,
+        "tct_p99_s": float(np.percentile(tct, 99)) if tct else math.nan,
+        "tct_over_alone": float(np.mean(tct) / np.mean(alone)) if tct else math.nan,
+        "slo_attainment": slo_by_class(counted, job.cluster.slo_factor).get("overall", math.nan),
+        "kv_in_use": s["kv_util_active"],
+        "kv_occupied": s["kv_util_raw"],
+        "kv_hit_rate": s["kv_hit_rate"],
+        "evicted_tokens": s["evicted_tokens"],
+        "recomputed_eviction_tokens": s["recomputed_evicted_tokens"],
+        "recomputed_routing_tokens": s["recomputed_elsewhere_tokens"],
+        "recomputed_steal_tokens": s["rebuild_tokens"],
+        "tasks_per_min": finished_in_window / (hi - lo) * 60,
+        "arrivals_per_min": None if started_in_window is None else started_in_window / (hi - lo) * 60,
+        "held_workflows": c.get("held_workflows", 0),
+        "preemptions": c.get("preemptions", 0),
+        "steals": s["steals"],
+        "placements": s["placements"],
+        "gpu_busy": s["gpu_busy_frac"],
+    }
+    return {
+        "section": job.section,
+        "load": job.load,
+        "scenario": job.scenario,
+        "seed": job.seed,
+        "row": job.row.label,
+        "wall_s": wall,
+        "window_s": [lo, hi],
+        "metrics": metrics,
+        "tct": {f"{job.seed}/{t.task_id}": t.tct_s for t in counted},
+    }
 
-THROUGHPUT_ROWS = (
-    dataclasses.replace(
-        R.SAGA,
-        label="bfs",
-        fairness="fcfs",
-        description="breadth-first: SAGA routing, every pending call FCFS across workflows (no AFS)",
-    ),
-    dataclasses.replace(
-        R.ROUND_ROBIN,
-        label="bfs_request_level",
-        description="request-level breadth-first: every call to the next worker, FCFS, radix LRU",
-    ),
-    dataclasses.replace(
-        R.SAGA,
-        label="dfs",
-        max_running_requests=4,
-        description="depth-first: SAGA routing, at most 4 running requests per worker",
-    ),
-    dataclasses.replace(R.SAGA, label="saga", description="SAGA (hybrid: AFS order, affinity, stealing)"),
-)
+
+def _ratio_of_means(base: dict[str, float], ours: dict[str, float]) -> float:
+    ids = sorted(set(base) & set(ours))
+    if not ids:
+        return math.nan
+    return float(np.mean([base[i] for i in ids]) / np.mean([ours[i] for i in ids]))
 
 
 def aggregate(results: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
     rng = np.random.default_rng(0)
-    out: dict[str, Any] = {}
-    base_labels = [b.label for b in R.BASELINES]
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    base_labels = [b.label for b in R.BASELINES if b in mode.rows]
+    groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for r in results:
-        if r["section"] == "main":
-            name = r["scenario"]
-        elif r["section"] == "kv_pressure":
-            name = f"{r['scenario']}@kv_pressure"
-        else:
-            continue
-        groups.setdefault(name, {}).setdefault(r["row"], []).append(r)
-    scen_out: dict[str, Any] = {}
-    for name, by_row in groups.items():
-        rows_out: dict[str, Any] = {}
+        groups.setdefault((r["load"], r["scenario"]), {}).setdefault(r["row"], []).append(r)
+    points: dict[str, dict[str, Any]] = {}
+    for (load, scenario), by_row in groups.items():
         tct = {label: {k: v for r in runs for k, v in r["tct"].items()} for label, runs in by_row.items()}
-        best = min(base_labels, key=lambda b: geomean(list(tct[b].values())) if tct.get(b) else float("inf"))
+        rows_out: dict[str, Any] = {}
         for label, runs in by_row.items():
-            m = _mean_metrics([r["metrics"] for r in runs])
-            m["tct_geomean_s"] = geomean(list(tct[label].values()))
-            m["ratios"] = {b: paired_ratio(tct[b], tct[label], rng) for b in base_labels if b in tct}
-            if "saga" in tct and label != "saga":
-                # > 1: this row is faster than full SAGA on the same tasks (ablations: < 1 = the
-                # removed mechanism helped).
-                m["ratio_vs_saga"] = paired_ratio(tct["saga"], tct[label], rng)
-            m["tct_ratio_vs_best_baseline"] = m["ratios"][best]["ratio"]
-            m["best_baseline"] = best
+            m = {k: _mean([r["metrics"][k] for r in runs]) for k in runs[0]["metrics"] if k != "placements"}
+            m["placements"] = runs[0]["metrics"]["placements"]
+            m["vs"] = {
+                b: {
+                    **paired_ratio(tct[b], tct[label], rng),
+                    "ratio_of_means": _ratio_of_means(tct[b], tct[label]),
+                }
+                for b in base_labels
+                if b in tct and b != label
+            }
             rows_out[label] = m
-        order = [r.label for r in (*R.MAIN_ROWS, *R.ABLATIONS)]
-        scen_out[name] = {k: rows_out[k] for k in sorted(rows_out, key=order.index)}
-    out["scenarios"] = scen_out
-    # Headline: geomean over the two paper workloads of each row's ratio vs the best baseline there.
-    head = {}
-    for row in R.MAIN_ROWS:
-        have = [sc for sc in HEADLINE_SCENARIOS if row.label in scen_out.get(sc, {})]
-        if len(have) == len(HEADLINE_SCENARIOS):
-            head[row.label] = {
-                "tct_ratio_vs_best_baseline": geomean(
-                    [scen_out[sc][row.label]["tct_ratio_vs_best_baseline"] for sc in have]
-                ),
-                "tct_ratio_vs_vllm_apc_affinity": geomean(
-                    [scen_out[sc][row.label]["ratios"]["vllm_apc_affinity"]["ratio"] for sc in have]
-                ),
-            }
-    out["headline"] = head
-    for key in ("ablations", "cv_sweep", "throughput"):
-        sec = [r for r in results if r["section"] == key]
-        if not sec:
+        saga = rows_out.get("saga")
+        if saga and saga["vs"]:
+            best = min(saga["vs"], key=lambda b: saga["vs"][b]["ratio"])
+            for m in rows_out.values():
+                m["best_baseline"] = best
+        order = [r.label for r in (*mode.rows, *mode.ablations)]
+        points.setdefault(load, {})[scenario] = {k: rows_out[k] for k in sorted(rows_out, key=order.index)}
+    headline: dict[str, dict[str, dict[str, float]]] = {}
+    for load, by_scen in points.items():
+        have = [sc for sc in HEADLINE_SCENARIOS if "saga" in by_scen.get(sc, {})]
+        if not have:
             continue
-        table = {}
-        for r in sec:
-            name = r["row"] if key != "cv_sweep" else f"cv={r['tool_cv']}/{r['row']}"
-            table[name] = {
-                "tct_geomean_s": geomean(list(r["tct"].values())),
-                "kv_hit_rate": r["metrics"]["kv_hit_rate"],
-                "throughput_tasks_per_min": r["metrics"]["throughput_tasks_per_min"],
-                "evict_rate": r["metrics"]["recomputed_evicted_tokens"]
-                / max(1, r["metrics"]["recomputed_tokens"]),
-                "slo_overall": r["metrics"]["slo_attainment"].get("overall"),
+        headline[load] = {
+            b: {
+                "geomean": geomean([by_scen[sc]["saga"]["vs"][b]["ratio"] for sc in have]),
+                "ratio_of_means": geomean([by_scen[sc]["saga"]["vs"][b]["ratio_of_means"] for sc in have]),
             }
-        out[key] = table
-    return out
-
-
-def _mean_metrics(ms: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if "eviction_cost_vs_belady" in ms[0]:
-        pol = sum(m["eviction_cost_vs_belady"]["policy_evicted_recompute_tokens"] for m in ms)
-        bel = sum(m["eviction_cost_vs_belady"]["belady_evicted_recompute_tokens"] for m in ms)
-        full = sum(m["eviction_cost_vs_belady"]["belady_full_pool_evicted_recompute_tokens"] for m in ms)
-        out["eviction_cost_vs_belady"] = {
-            "policy_evicted_recompute_tokens": pol,
-            "belady_evicted_recompute_tokens": bel,
-            "belady_full_pool_evicted_recompute_tokens": full,
-            "ratio": pol / bel if bel > 0 else (1.0 if pol == 0 else None),
-            "ratio_full_pool": pol / full if full > 0 else (1.0 if pol == 0 else None),
+            for b in base_labels
+            if all(b in by_scen[sc]["saga"]["vs"] for sc in have)
         }
-    for k, v in ms[0].items():
-        if k == "eviction_cost_vs_belady":
-            continue
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[k] = float(np.mean([m[k] for m in ms]))
-        elif isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values()):
-            keys = set().union(*(m[k].keys() for m in ms))
-            out[k] = {kk: float(np.mean([m[k].get(kk, np.nan) for m in ms])) for kk in sorted(keys)}
-    return out
+    return {"points": points, "headline": headline}
+
+
+def _mean(xs: list[Any]) -> Any:
+    vals = [x for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    return float(np.mean(vals)) if vals else None
 
 
 def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
     lines = [
         f"# Cluster benchmark ({header['mode']})",
         "",
-        f"Machine: {header['machine']}",
+        f"Machine: {header['machine']}. Wall time {header['wall_s']:.0f} s with {header['jobs']} processes.",
         "",
-        f"Cluster: {header['cluster']}",
+        f"Cluster: {header['replicas']} x {header['replica']}; seeds {header['seeds']}.",
         "",
+        "## Headline: SAGA vs each baseline (geomean over swe + web-history; > 1 = SAGA faster)",
+        "",
+        "| load point | baseline | paired geomean | ratio of mean TCTs |",
+        "|---|---|---|---|",
     ]
-    lines += [
-        "## Headline (geomean over swe + web of the TCT ratio; > 1 = faster than the baseline)",
-        "",
-        "| row | vs best baseline | vs vllm_apc_affinity |",
-        "|---|---|---|",
-    ]
-    for label, h in agg["headline"].items():
-        lines.append(
-            f"| {label} | {h['tct_ratio_vs_best_baseline']:.3f} | {h['tct_ratio_vs_vllm_apc_affinity']:.3f} |"
-        )
+    for load, by_b in agg["headline"].items():
+        for b, h in sorted(by_b.items(), key=lambda kv: kv[1]["geomean"]):
+            lines.append(f"| {load} | {b} | {h['geomean']:.3f} | {h['ratio_of_means']:.3f} |")
     lines += [
         "",
-        "Ratios are geomeans of paired per-task TCT ratios (baseline / row; > 1 = the row is faster) with a "
-        "bootstrap 95% CI and a Wilcoxon p. Ablation rows (saga-no_*) run on the first seed only: compare "
-        "them through 'ratio vs saga (paired)'. evict/Belady: eviction-caused recompute over Belady's on "
-        "the row's own per-worker accesses at the pool the cache really had (nan: Belady needs none).",
+        "Per point: 'vs best' is the paired geomean of per-task TCT ratios (baseline / row) against the "
+        "baseline closest to SAGA there, with a bootstrap 95% CI; 'means' is the ratio of mean TCTs over "
+        "the same tasks. 'alone' = mean TCT / mean TCT of the same tasks alone on an idle replica. KV in "
+        "use: time-averaged tokens pinned by running requests / pool. Recomputed prefill (Mtok): evict = "
+        "computed on this worker before, route = computed only on another worker, steal = prefix rebuilds.",
     ]
-    for scenario, rows in agg["scenarios"].items():
-        lines += [
-            "",
-            f"## {scenario}",
-            "",
-            "| row | TCT geomean s | p50 | p99 | ratio vs best (CI) [p] | SLO overall | Jain | KV hit | "
-            "recomputed Mtok | evict/Belady | KV util | tasks/min | ratio vs saga (paired) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for label, m in rows.items():
-            best = m["ratios"][m["best_baseline"]]
-            eb = m.get("eviction_cost_vs_belady", {}).get("ratio")
-            eb = float("nan") if eb is None else eb
-            lines.append(
-                f"| {label} | {m['tct_geomean_s']:.1f} | {m['tct_p50_s']:.1f} | {m['tct_p99_s']:.1f} | "
-                f"{best['ratio']:.3f} ({best['ci_low']:.3f}-{best['ci_high']:.3f}) [{best['p_value']:.1e}] | "
-                f"{m['slo_attainment'].get('overall', float('nan')):.3f} | {m['jain_fairness']:.3f} | "
-                f"{m['kv_hit_rate']:.3f} | {m['recomputed_tokens'] / 1e6:.2f} | {eb:.2f} | "
-                f"{m['kv_util_raw']:.2f} | "
-                f"{m['throughput_tasks_per_min']:.1f} | {_fmt_ratio(m.get('ratio_vs_saga'))} |"
-            )
-        slo = {label: m["slo_attainment"] for label, m in rows.items()}
-        classes = sorted({c for v in slo.values() for c in v})
-        lines += [
-            "",
-            f"SLO attainment by tenant class ({scenario}):",
-            "",
-            "| row | " + " | ".join(classes) + " |",
-            "|---" * (len(classes) + 1) + "|",
-        ]
-        for label, v in slo.items():
-            lines.append(
-                f"| {label} | " + " | ".join(f"{v.get(c, float('nan')):.3f}" for c in classes) + " |"
-            )
-    for key in ("ablations", "cv_sweep", "throughput"):
-        if key not in agg:
-            continue
-        lines += [
-            "",
-            f"## {key}",
-            "",
-            "| row | TCT geomean s | KV hit | evict share | tasks/min | SLO |",
-            "|---|---|---|---|---|---|",
-        ]
-        for label, m in agg[key].items():
-            lines.append(
-                f"| {label} | {m['tct_geomean_s']:.1f} | {m['kv_hit_rate']:.3f} | {m['evict_rate']:.3f} | "
-                f"{m['throughput_tasks_per_min']:.2f} | {m['slo_overall']:.3f} |"
-            )
+    for load, by_scen in agg["points"].items():
+        for scenario, rows in by_scen.items():
+            lines += [
+                "",
+                f"## {load} / {scenario}",
+                "",
+                "| row | TCT mean s | geomean | p99 | vs best (CI) | means | alone | KV in use | "
+                "evicted Mtok | recompute evict/route/steal | tasks/min | held | SLO |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for label, m in rows.items():
+                best = m.get("best_baseline")
+                v = m["vs"].get(best) if best else None
+                vs = f"{v['ratio']:.3f} ({v['ci_low']:.3f}-{v['ci_high']:.3f})" if v else "-"
+                means = f"{v['ratio_of_means']:.3f}" if v else "-"
+                lines.append(
+                    f"| {label} | {m['tct_mean_s']:.1f} | {m['tct_geomean_s']:.1f} | {m['tct_p99_s']:.1f} | "
+                    f"{vs} | {means} | {m['tct_over_alone']:.2f} | {m['kv_in_use']:.2f} | "
+                    f"{m['evicted_tokens'] / 1e6:.1f} | "
+                    f"{m['recomputed_eviction_tokens'] / 1e6:.1f}/{m['recomputed_routing_tokens'] / 1e6:.1f}/"
+                    f"{m['recomputed_steal_tokens'] / 1e6:.1f} | {m['tasks_per_min']:.1f} | "
+                    f"{m['held_workflows']:.0f} | {m['slo_attainment']:.2f} |"
+                )
     return "\n".join(lines) + "\n"
-
-
-def _fmt_ratio(r: dict[str, float] | None) -> str:
-    if not r:
-        return "-"
-    return f"{r['ratio']:.3f} ({r['ci_low']:.3f}-{r['ci_high']:.3f})"
 
 
 def plots(agg: dict[str, Any], out: Path) -> list[str]:
@@ -425,114 +353,106 @@ def plots(agg: dict[str, Any], out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    files = []
-    fig, axes = plt.subplots(1, len(agg["scenarios"]), figsize=(5 * len(agg["scenarios"]), 4))
-    for ax, (scenario, rows) in zip(np.atleast_1d(axes), agg["scenarios"].items(), strict=False):
+    cells = [(load, sc, rows) for load, by_scen in agg["points"].items() for sc, rows in by_scen.items()]
+    fig, axes = plt.subplots(1, len(cells), figsize=(3.6 * len(cells), 4), squeeze=False)
+    for ax, (load, sc, rows) in zip(axes[0], cells, strict=True):
         labels = list(rows)
-        ax.bar(range(len(labels)), [rows[x]["tct_geomean_s"] for x in labels])
-        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_title(f"{scenario}: TCT geomean (s)")
+        ax.bar(range(len(labels)), [rows[x]["tct_mean_s"] for x in labels],
+               color=["tab:orange" if x.startswith("saga") else "tab:blue" for x in labels])  # fmt: skip
+        ax.set_xticks(range(len(labels)), labels, rotation=70, ha="right", fontsize=6)
+        ax.set_title(f"{load} / {sc}: mean TCT (s)", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "cluster_tct.png", dpi=110)
-    files.append("cluster_tct.png")
     plt.close(fig)
-    if "cv_sweep" in agg:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        for row in ("vllm_apc_affinity", "saga"):
-            pts = sorted(
-                (float(k.split("/")[0][3:]), v["tct_geomean_s"])
-                for k, v in agg["cv_sweep"].items()
-                if k.endswith("/" + row)
-            )
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=row)
-        ax.set_xlabel("tool latency CV (mean 1.2 s)")
-        ax.set_ylabel("TCT geomean (s)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "cluster_cv_sweep.png", dpi=110)
-        files.append("cluster_cv_sweep.png")
-        plt.close(fig)
-    return files
+    return ["cluster_tct.png"]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="8 replicas, 1 seed, swe + web-history (default)")
     g.add_argument(
-        "--quick",
-        action="store_true",
-        help="16 workers (Llama-3-8B TP1, A100 profiles), 150 s arrival windows, 2 seeds (default)",
+        "--full", action="store_true", help="16 replicas, 3 seeds, + web, oracle rows and ablations"
     )
-    g.add_argument("--full", action="store_true", help="64 GPUs (16 x Llama-3-70B TP4), 600 s, 5 seeds")
     p.add_argument(
         "--out", type=Path, default=Path("bench-out"), help="output directory (JSON, markdown, PNG)"
     )
     p.add_argument(
         "--sections",
         default=None,
-        help="comma-separated subset of main,kv_pressure,ablations,cv_sweep,throughput "
-        "(default: quick = all but ablations; full = all)",
+        help="comma-separated subset of main,ablations (default: quick = main; full = main,ablations)",
     )
+    p.add_argument(
+        "--loads", default=None, help="comma-separated load points (default: paper,production,oversubscribed)"
+    )
+    p.add_argument("--scenarios", default=None, help="comma-separated scenarios (default: the mode's)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     p.add_argument("--seeds", type=str, default=None, help="override workload seeds, e.g. 1,2,3")
     p.add_argument("--no-progress", action="store_true", help="disable the tqdm progress bar")
-    p.add_argument(
-        "--vidur-dir",
-        type=str,
-        default=None,
-        help="re-derive the GPU cost constants from this Vidur profile folder (default: the constants "
-        "shipped in saga_sgl/sim/cost_constants.json, derived from ../shared/data/vidur)",
-    )
     args = p.parse_args(argv)
     mode = FULL if args.full else QUICK
-    if args.vidur_dir:
-        mode = dataclasses.replace(mode, cluster=dataclasses.replace(mode.cluster, vidur_dir=args.vidur_dir))
     if args.seeds:
         mode = dataclasses.replace(mode, seeds=tuple(int(x) for x in args.seeds.split(",")))
-    default_sections = "main,kv_pressure,cv_sweep,throughput" + (",ablations" if args.full else "")
-    sections = set((args.sections or default_sections).split(","))
+    if args.loads:
+        by_name = {lp.name: lp for lp in LOAD_POINTS}
+        unknown = [x for x in args.loads.split(",") if x not in by_name]
+        if unknown:
+            p.error(f"unknown load point(s) {unknown}; known: {sorted(by_name)}")
+        mode = dataclasses.replace(mode, loads=tuple(by_name[x] for x in args.loads.split(",")))
+    if args.scenarios:
+        mode = dataclasses.replace(mode, scenarios=tuple(args.scenarios.split(",")))
+    sections = set((args.sections or ("main,ablations" if args.full else "main")).split(","))
+    bad = sections - {"main", "ablations"}
+    if bad:
+        p.error(f"unknown section(s) {sorted(bad)}; known: main, ablations")
     return run_benchmark(mode, sections, args.out, args.jobs, progress=not args.no_progress)
 
 
 def run_benchmark(mode: Mode, sections: set[str], out: Path, num_procs: int, progress: bool = True) -> int:
-    """Run ``sections`` of ``mode`` and write cluster.json, cluster.md and the plots into ``out``."""
+    """Run ``sections`` of ``mode``; write cluster.json, cluster.md and the plot into ``out``."""
+    t0 = time.perf_counter()
     jobs = build_jobs(mode, sections)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    # Longest first (by calls to simulate) so that two processes finish together instead of one
-    # running the biggest workloads alone at the end; results are sorted again below.
-    jobs.sort(key=lambda job: -_workload(job[1]).num_calls)
+    # Longest first, so that the processes finish together; results are sorted again below.
+    jobs.sort(key=lambda j: -(j.wspec.closed_loop_agents * 40 or _workload(j.wspec).num_calls / 10))
+    for j in jobs:
+        _workload(j.wspec)
     results: list[dict[str, Any]] = []
     from tqdm import tqdm
 
     with mp.get_context("fork").Pool(num_procs) if num_procs > 1 else _Serial() as pool:
-        it = pool.imap_unordered(_job, jobs)
-        for r in tqdm(it, total=len(jobs), disable=not progress, desc="sim runs"):
+        for r in tqdm(
+            pool.imap_unordered(_job, jobs), total=len(jobs), disable=not progress, desc="sim runs"
+        ):
             results.append(r)
-    results.sort(key=lambda r: (r["section"], r["scenario"], r["seed"], r["row"], str(r["tool_cv"])))
+    results.sort(key=lambda r: (r["section"], r["load"], r["scenario"], r["seed"], r["row"]))
     agg = aggregate(results, mode)
     header = {
         "mode": mode.name,
         "machine": _machine(),
+        "jobs": num_procs,
+        "replicas": mode.cluster.num_workers,
+        "replica": f"{mode.cluster.model} TP{mode.cluster.tp} on {mode.cluster.gpu}",
         "cluster": dataclasses.asdict(mode.cluster),
-        "seeds": mode.seeds,
-        "horizon_s": mode.horizon_s,
-        "rates": mode.rates,
+        "seeds": list(mode.seeds),
+        "scenarios": list(mode.scenarios),
+        "loads": [dataclasses.asdict(lp) for lp in mode.loads],
+        "window": {"warmup_x_median_task": mode.warmup_factor, "window_x_median_task": mode.window_factor},
         "wall_s": time.perf_counter() - t0,
-        "rows": {r.label: r.description for r in (*R.MAIN_ROWS, *R.ABLATIONS, *THROUGHPUT_ROWS)},
+        "rows": {r.label: r.description for r in (*mode.rows, *mode.ablations)},
         "command": " ".join(sys.argv),
     }
-    flat: dict[str, Any] = {
-        f"{label}.tct_ratio_vs_best_baseline": h["tct_ratio_vs_best_baseline"]
-        for label, h in agg["headline"].items()
-    }
-    for scenario, by_row in agg["scenarios"].items():
-        for label, m in by_row.items():
-            flat[f"{label}.tct_ratio_vs_best_baseline.{scenario}"] = m["tct_ratio_vs_best_baseline"]
+    flat: dict[str, Any] = {}
+    prod = agg["headline"].get("production")
+    if prod:
+        best = min(prod, key=lambda b: prod[b]["geomean"])
+        flat["saga.tct_ratio_vs_best_baseline"] = prod[best]["geomean"]
+        flat["saga.best_baseline"] = best
+    flat["headline"] = agg["headline"]
     doc = {
         "header": header,
         **flat,
-        "results": agg,
+        "results": agg["points"],
         "runs": [{k: v for k, v in r.items() if k != "tct"} for r in results],
     }
     (out / "cluster.json").write_text(json.dumps(doc, indent=1, default=str))

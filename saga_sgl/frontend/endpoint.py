@@ -165,6 +165,7 @@ class SagaEndpoint(RuntimeEndpoint):  # type: ignore[misc]
         chat_template_name: str | None = None,
         *,
         send_events: bool = True,
+        events_url: str | None = None,
         workflow_prefix: str = "wf",
         agent_type: str = "",
         tenant_id: str = "",
@@ -174,7 +175,8 @@ class SagaEndpoint(RuntimeEndpoint):  # type: ignore[misc]
     ) -> None:
         """``agent_type``/``tenant_id``/``slo_class``: defaults for workflows started outside a
         ``saga.workflow`` block. ``send_events=False`` keeps the tags and records but posts nothing
-        out of band. ``timeout_s``: per-request HTTP timeout (None waits as long as the server takes)."""
+        out of band; ``events_url`` sends the events to another server than ``base_url``.
+        ``timeout_s``: per-request HTTP timeout (None waits as long as the server takes)."""
         super().__init__(base_url, api_key=api_key, verify=verify, chat_template_name=chat_template_name)
         self.base_url = base_url.rstrip("/")
         self.support_concate_and_append = False
@@ -184,7 +186,9 @@ class SagaEndpoint(RuntimeEndpoint):  # type: ignore[misc]
         self.defaults = {"agent_type": agent_type, "tenant_id": tenant_id, "slo_class": slo_class}
         self.timeout_s = timeout_s
         self.recorder = Recorder(max_finished=max_finished_workflows)
-        self.events: EventSink | None = EventSink(self.base_url, api_key=api_key) if send_events else None
+        self.events: EventSink | None = (
+            EventSink(events_url or self.base_url, api_key=api_key) if send_events else None
+        )
         self.batched_text_ok: bool | None = None
         """None until a batched ``select`` was tried; False after the server refused one (stock router)."""
         self._usage_lock = threading.Lock()
@@ -630,8 +634,12 @@ class SagaEndpoint(RuntimeEndpoint):  # type: ignore[misc]
         headers_key = call.state.record.workflow_id
         shared = {k: v for k, v in call.extras.items() if k != "rid"}
         if self.batched_text_ok is not False or key != "text":
+            # One rid string: the server names item i "<rid>_<i>" (the stock router refuses rid lists).
             status, raw = self._request(
-                "POST", "/generate", {**body, **shared, key: items, "rid": rids}, routing_key=headers_key
+                "POST",
+                "/generate",
+                {**body, **shared, key: items, "rid": f"{call.rid}:{suffix}"},
+                routing_key=headers_key,
             )
             if status == 200 or key != "text" or status not in (400, 422):
                 result = self._json_or_raise(status, raw)

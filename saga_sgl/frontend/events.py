@@ -3,7 +3,9 @@
 Sent from one background thread so that a program never waits on them. Fire and forget: an event
 that cannot be delivered is dropped and counted, never retried (a retry storm against a struggling
 router is worse than a missing hint). A server without the endpoint (a plain SGLang worker, the
-stock sglang-router) answers 404/405: the sink logs that once and stops sending.
+stock sglang-router) answers 404/405: the sink logs that once and stops sending. The saga router
+answers 404 naming the workflow when it does not know the workflow yet: that event is dropped, the
+endpoint stays on.
 """
 
 from __future__ import annotations
@@ -122,6 +124,12 @@ class EventSink:
             self.supported = True
             self.stats.sent += 1
         except urllib.error.HTTPError as exc:
+            body = exc.read()
+            if exc.code in (404, 405) and b"workflow" in body:
+                # The saga router's own 404: the endpoint exists, this workflow is unknown to it.
+                self.supported = True
+                self._failed(f"HTTP {exc.code}: {body[:200]!r}")
+                return
             if exc.code in (404, 405) and self.supported is not True:
                 self.supported = False
                 self.stats.skipped += 1

@@ -1,11 +1,13 @@
-"""Discrete-event simulator of an SGLang-like cluster: the third host of the policy core.
+"""Discrete-event simulator of an SGLang-like cluster: a host of the workflow scheduler.
 
 It models mechanisms only: per-worker waiting queue, continuous batching with chunked prefill and
 a token budget, KV capacity with a page size, a radix cache at segment granularity, decode
 fast-forward between batch changes, and a Vidur-style per-iteration GPU cost model interpolated
 from profiles (``cost_model``; constants shipped in ``cost_constants.json``). Every decision
-(placement, eviction order, queue order, steals, TTLs; baselines included) is made by the objects
-of ``saga_sgl.policy`` / ``saga_sgl.aeg``, built by registry name (``rows``, ``policies``).
+(placement, admission, queue order, steals, preemption, TTLs and hints; baselines included) comes
+from one ``saga_sgl.scheduler.WorkflowScheduler`` per run, the same object the router hosts: the
+cluster feeds it events and carries out its actions. The workers' eviction order comes from the
+row's eviction policy, keyed on the hint record the scheduler's actions set (``rows``, ``policies``).
 
 Use::
 
@@ -22,7 +24,7 @@ Workloads can be written to and read from Mooncake-compatible JSONL (``workloads
 side-by-side benchmark is ``python benchmarks/cluster.py --quick`` (see its ``--help``).
 
 Modules: ``engine`` (event heap), ``worker`` (one replica), ``radix`` (segment prefix cache),
-``cluster`` (router host + workers), ``views`` (sim entities -> policy views), ``policies`` /
+``cluster`` (scheduler host + workers), ``views`` (sim entities -> policy views), ``policies`` /
 ``rows`` (configuration rows by registry name), ``metrics`` (observer, ``SimResult``),
 ``cost_model`` / ``derive_cost_constants``, ``rng`` (named seeded streams), ``workloads/``.
 """

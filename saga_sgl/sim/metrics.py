@@ -47,8 +47,9 @@ class TaskRecord:
 
 @dataclass(slots=True)
 class SimResult:
-    """Everything one run produced. ``tasks`` holds finished tasks only; ``unfinished`` counts started ones that did not finish
-    (including ``rejected_tasks``: a call longer than the whole KV pool, which SGLang rejects)."""
+    """Everything one run produced. ``tasks`` holds finished tasks only; ``unfinished`` counts tasks
+    that started and did not finish (including ``rejected_tasks``: a call longer than the whole KV
+    pool, which SGLang rejects)."""
 
     tasks: list[TaskRecord]
     unfinished: int

@@ -145,6 +145,13 @@ ABLATIONS = (
     ),
     dataclasses.replace(
         SAGA,
+        label="saga-paper_new_workflow",
+        settings={"placement": {"new_workflow": "least_loaded"}},
+        description="new workflows to the least-loaded worker (the paper's Eq. 7) instead of our "
+        "multi-criteria placement",
+    ),
+    dataclasses.replace(
+        SAGA,
         label="saga-no_locality",
         settings={"placement": {"locality_weight": 0.0, "load_weight": 0.7}},
         description="admission without the shared-prefix locality score (its weight moved to load)",

@@ -320,3 +320,19 @@ def test_bounded_hash_is_consistent_hashing_until_the_owner_exceeds_the_bound() 
     assert (p.worker_id, p.reason) == (second, PlacementReason.BOUNDED_HASH_FORWARD)
     workers = [make_worker(w.worker_id, inflight=4 if w.worker_id == owner else 3) for w in idle]
     assert bh.place(call, workers, 0.0) == Placement(worker_id=owner, reason=PlacementReason.BOUNDED_HASH)
+
+
+def test_saga_places_new_workflows_by_the_papers_rule_when_asked() -> None:
+    workers = [
+        make_worker("w0", running=10, kv_used_tokens=10_000),
+        make_worker("w1", running=12, kv_used_tokens=5_000),
+    ]
+    # w1 holds the whole prompt as a shared prefix: our admission weighs that; the paper's rule does not.
+    call = make_call(prompt_tokens=1000, prefix_match_tokens={"w1": 1000})
+    ours = SagaPlacement().place(call, workers, 0.0)
+    paper = SagaPlacement(SagaPlacementSettings(new_workflow="least_loaded")).place(call, workers, 0.0)
+    assert ours.reason == PlacementReason.ADMISSION
+    assert paper.reason == PlacementReason.LEAST_LOADED
+    assert paper.worker_id == min(workers, key=lambda w: worker_load(w, LoadSettings())).worker_id
+    with pytest.raises(InvalidSettings):
+        SagaPlacementSettings(new_workflow="random")

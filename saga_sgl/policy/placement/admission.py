@@ -1,5 +1,10 @@
 """Workflow-atomic admission: where a *new* workflow is placed, whole.
 
+This multi-criteria placement of new workflows is ours: the paper places a new session by Eq. 7's
+second branch (the least-loaded worker) and describes nothing more. The ``saga-paper_new_workflow``
+ablation row measures it against that rule. (Workflow-level admission *control*, holding new
+workflows while no worker has room, is a separate rule, also ours: ``saga_sgl.scheduler``.)
+
 A multi-criteria choice in the llm-d shape [I]: per-signal scores normalised to [0, 1], weights in
 settings, the combination in one place, ties broken by the injected RNG.
 

@@ -2,6 +2,7 @@
 
 * A call of a new workflow (no ``affinity_worker_id``) is admitted by ``admission.admit``: load,
   predicted KV footprint and shared-prefix locality; the host binds the workflow to the result.
+  This rule is ours; ``new_workflow="least_loaded"`` gives the paper's (Eq. 7's second branch).
 * A call of a bound workflow follows Eq. 7 (``affinity``): stay while the worker holds its KV and
   is below theta = 0.8, else the least-loaded worker (the host re-binds the workflow there).
 
@@ -19,7 +20,7 @@ from saga_sgl.policy.decisions import Placement, PlacementReason
 from saga_sgl.policy.placement.admission import AdmissionWeights, admit
 from saga_sgl.policy.placement.affinity import affinity_placement, least_loaded
 from saga_sgl.policy.placement.load import LoadSettings
-from saga_sgl.policy.settings import require_frac
+from saga_sgl.policy.settings import require, require_frac
 from saga_sgl.policy.views import CallView, WorkerView
 
 if TYPE_CHECKING:
@@ -42,9 +43,19 @@ class SagaPlacementSettings:
     """Admission: weight of the predicted KV footprint fit."""
     locality_weight: float = 0.2
     """Admission: weight of shared-prefix locality."""
+    new_workflow: str = "admission"
+    """Where a new workflow goes: ``admission`` (ours, multi-criteria) or ``least_loaded`` (the
+    paper: Eq. 7's second branch)."""
 
     def __post_init__(self) -> None:
         require_frac("SagaPlacementSettings", "theta", self.theta)
+        require(
+            self.new_workflow in ("admission", "least_loaded"),
+            "SagaPlacementSettings",
+            "new_workflow",
+            "'admission' or 'least_loaded'",
+            self.new_workflow,
+        )
         # Validate the composed parts now, so a bad value fails at load time naming the field.
         self.load_settings()
         self.admission_weights()
@@ -77,7 +88,7 @@ class SagaPlacement:
 
     def place(self, call: CallView, workers: Sequence[WorkerView], now_s: float) -> Placement:
         s = self.settings
-        if call.affinity_worker_id is None:
+        if call.affinity_worker_id is None and s.new_workflow == "admission":
             w = admit(call, workers, self._weights, self._load, s.theta, self._rng)
             return Placement(worker_id=w.worker_id, reason=PlacementReason.ADMISSION)
         stay = affinity_placement(call, workers, s.theta, self._load)

@@ -1,0 +1,304 @@
+"""The workflow scheduler's contract: events in, actions out, on an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from saga_sgl.clock import ManualClock
+from saga_sgl.errors import InvalidSettings, NoEligibleWorker, UnknownWorkflow
+from saga_sgl.policy.decisions import PlacementReason, PreemptionReason
+from saga_sgl.policy.settings import load_settings
+from saga_sgl.policy.views import (
+    AgentType,
+    PendingCallView,
+    TenantId,
+    WorkerId,
+    WorkerView,
+    WorkflowId,
+    WorkflowState,
+)
+from saga_sgl.protocol import ToolFinished as ToolFinishedMsg
+from saga_sgl.protocol import ToolStarted as ToolStartedMsg
+from saga_sgl.protocol import WorkflowFinished as WorkflowFinishedMsg
+from saga_sgl.scheduler import (
+    AdmissionControlSettings,
+    CallAdmitted,
+    CallArrived,
+    CallFinished,
+    Control,
+    Dispatch,
+    Hold,
+    Preempt,
+    Prefill,
+    Rebind,
+    Release,
+    SchedulerSettings,
+    ToolFinished,
+    ToolStarted,
+    WorkerDown,
+    WorkerLoads,
+    WorkflowFinished,
+    WorkflowScheduler,
+    WorkflowSubmitted,
+)
+
+W0, W1 = WorkerId("w0"), WorkerId("w1")
+
+
+def _worker(
+    wid: str,
+    *,
+    running: int = 0,
+    waiting: int = 0,
+    used: int = 0,
+    cap: int = 100_000,
+    idle: float | None = None,
+) -> WorkerView:
+    return WorkerView(
+        worker_id=WorkerId(wid),
+        num_running_reqs=running,
+        num_waiting_reqs=waiting,
+        kv_used_tokens=used,
+        kv_capacity_tokens=cap,
+        max_running_reqs=100,
+        idle_since_s=idle,
+    )
+
+
+def _sched(n: int = 2, cap: int = 100_000, **settings: object) -> tuple[WorkflowScheduler, ManualClock]:
+    clock = ManualClock()
+    s = WorkflowScheduler(SchedulerSettings(**settings), clock=clock)  # type: ignore[arg-type]
+    s.handle(WorkerLoads(workers=tuple(_worker(f"w{i}", cap=cap) for i in range(n))))
+    return s, clock
+
+
+def _call(wf: str, step: int = 0, tokens: int = 1000) -> CallArrived:
+    return CallArrived(call_id=f"{wf}:{step}", workflow_id=WorkflowId(wf), prompt_tokens=tokens, step=step)
+
+
+def _finish(wf: str, step: int, worker: WorkerId, prompt: int = 1000, out: int = 100) -> CallFinished:
+    return CallFinished(
+        call_id=f"{wf}:{step}",
+        workflow_id=WorkflowId(wf),
+        worker_id=worker,
+        prompt_tokens=prompt,
+        output_tokens=out,
+    )
+
+
+def test_a_new_workflow_is_placed_whole_with_hints_and_routing_key() -> None:
+    s, _ = _sched()
+    [d] = s.handle(_call("a"))
+    assert isinstance(d, Dispatch)
+    assert (d.call_id, d.workflow_id, d.reason, d.routing_key) == ("a:0", "a", PlacementReason.ADMISSION, "a")
+    assert d.hint is not None and d.hint.workflow_id == "a" and d.hint.step == 0
+    assert s.workflow(WorkflowId("a")).worker_id == d.worker_id
+    assert s.counters["dispatch/admission"] == 1
+
+
+def test_a_baseline_scheduler_sends_plain_requests_and_no_control_messages() -> None:
+    s, _ = _sched(placement="round_robin", fairness="fcfs", stealing=None, predictions=False)
+    [d] = s.handle(_call("a"))
+    assert isinstance(d, Dispatch) and d.hint is None and d.reason == PlacementReason.ROUND_ROBIN
+    assert s.handle(_finish("a", 0, d.worker_id)) == []
+    assert s.handle(ToolStarted(workflow_id=WorkflowId("a"), tool="bash")) == []
+    assert s.cache_hints(WorkflowId("a")) is None
+    assert not s.needs_epoch
+
+
+def test_tool_gap_life_cycle_emits_the_plugins_control_messages() -> None:
+    s, clock = _sched()
+    [d] = s.handle(_call("a"))
+    s.handle(_finish("a", 0, d.worker_id))
+    assert s.workflow(WorkflowId("a")).state is WorkflowState.TOOL_GAP
+    [c] = s.handle(ToolStarted(workflow_id=WorkflowId("a"), tool="bash"))
+    assert isinstance(c, Control) and c.worker_id == d.worker_id
+    assert isinstance(c.message, ToolStartedMsg) and c.message.tool == s.workflow(WorkflowId("a")).tool
+    assert c.message.ttl_s > 0 and c.message.next_use_in_s is not None and c.message.next_use_in_s > 0
+    hints = s.cache_hints(WorkflowId("a"))
+    assert hints is not None and hints.next_use_at_s == pytest.approx(c.message.next_use_in_s)
+    clock.advance(2.0)
+    [c] = s.handle(ToolFinished(workflow_id=WorkflowId("a"), tool="bash"))
+    assert isinstance(c.message, ToolFinishedMsg)
+    [d2] = s.handle(_call("a", 1, 1200))
+    assert isinstance(d2, Dispatch) and d2.worker_id == d.worker_id
+    assert d2.reason == PlacementReason.AFFINITY  # its last call finished there: the KV is there
+    s.handle(_finish("a", 1, d2.worker_id, 1200))
+    [c] = s.handle(WorkflowFinished(workflow_id=WorkflowId("a")))
+    assert isinstance(c.message, WorkflowFinishedMsg) and c.worker_id == d.worker_id
+    hints = s.cache_hints(WorkflowId("a"))
+    assert hints is not None and hints.is_finished and hints.reuse_prob == 0.0
+    assert s.workflow_views() == []
+
+
+def test_tool_latency_model_learns_from_the_gaps_it_sees() -> None:
+    s, clock = _sched()
+    [d] = s.handle(_call("a"))
+    s.handle(_finish("a", 0, d.worker_id))
+    s.handle(ToolStarted(workflow_id=WorkflowId("a"), tool="bash"))
+    before = s.latency.mean_s(s.workflow(WorkflowId("a")).tool)  # type: ignore[arg-type]
+    clock.advance(60.0)
+    s.handle(_call("a", 1))  # the next call ends the gap: a 60 s observation
+    assert s.latency.mean_s(s.workflow(WorkflowId("a")).tool) > before  # type: ignore[arg-type]
+
+
+def test_an_unannounced_tool_gap_gets_the_aegs_tool_at_the_next_epoch() -> None:
+    s, clock = _sched()
+    s.handle(WorkflowSubmitted(workflow_id=WorkflowId("a"), tool_hints=("file", "code", "finish")))
+    [d] = s.handle(_call("a"))
+    s.handle(_finish("a", 0, d.worker_id))
+    clock.advance(0.1)
+    controls = [a for a in s.epoch() if isinstance(a, Control)]
+    assert [type(c.message) for c in controls] == [ToolStartedMsg]
+    assert s.workflow(WorkflowId("a")).tool == "file"
+
+
+def test_admission_control_holds_and_releases_in_order() -> None:
+    adm = AdmissionControlSettings(enabled=True, default_footprint_tokens=600)
+    s, clock = _sched(n=2, cap=1000, admission=adm)
+    d0 = s.handle(_call("a0"))
+    d1 = s.handle(_call("a1"))
+    assert {a.worker_id for a in (*d0, *d1) if isinstance(a, Dispatch)} == {W0, W1}
+    [h2] = s.handle(_call("a2"))
+    [h3] = s.handle(_call("a3"))
+    assert isinstance(h2, Hold) and h2.reason == "kv_footprint" and isinstance(h3, Hold)
+    assert s.held == ("a2", "a3")
+    clock.advance(0.1)
+    assert [a for a in s.epoch() if isinstance(a, (Release, Dispatch))] == []  # still no room
+    w = d0[0].worker_id  # type: ignore[union-attr]
+    s.handle(_finish("a0", 0, w, prompt=500, out=100))  # peak 600: the model learns 600 again
+    clock.advance(1.0)
+    out = s.handle(WorkflowFinished(workflow_id=WorkflowId("a0")))
+    rel = [a for a in out if isinstance(a, (Release, Dispatch))]
+    assert [type(a) for a in rel] == [Release, Dispatch]  # oldest held first, only one fits
+    assert rel[0].workflow_id == "a2" and rel[0].held_s == pytest.approx(1.1)  # type: ignore[union-attr]
+    assert rel[1].worker_id == w and rel[1].call_id == "a2:0"  # type: ignore[union-attr]
+    assert s.held == ("a3",)
+    assert (s.counters["hold/kv_footprint"], s.counters["hold/queue"], s.counters["release"]) == (1, 1, 1)
+
+
+def test_admission_control_agents_per_worker_cap() -> None:
+    adm = AdmissionControlSettings(enabled=True, max_workflows_per_worker=1)
+    s, _ = _sched(n=2, admission=adm)
+    s.handle(_call("a"))
+    s.handle(_call("b"))
+    [h] = s.handle(_call("c"))
+    assert isinstance(h, Hold) and h.reason == "agents_per_worker"
+
+
+def test_the_footprint_model_learns_peak_contexts_per_agent_type() -> None:
+    adm = AdmissionControlSettings(enabled=True, default_footprint_tokens=50_000)
+    s, _ = _sched(n=1, admission=adm)
+    s.handle(WorkflowSubmitted(workflow_id=WorkflowId("a"), agent_type=AgentType("coder")))
+    s.handle(_call("a"))
+    s.handle(_finish("a", 0, W0, prompt=7000, out=1000))
+    s.handle(WorkflowFinished(workflow_id=WorkflowId("a")))
+    assert s.footprint.predict(AgentType("coder")) == 8000
+    s.handle(WorkflowSubmitted(workflow_id=WorkflowId("b"), agent_type=AgentType("coder")))
+    s.handle(_call("b"))
+    assert s.workflow(WorkflowId("b")).predicted_peak_tokens == 8000  # learned, not the final truth
+
+
+def test_a_worker_going_down_rebinds_its_workflows_at_their_next_call() -> None:
+    s, _ = _sched(n=2)
+    [d] = s.handle(_call("a"))
+    s.handle(_finish("a", 0, d.worker_id))
+    s.handle(WorkerDown(worker_id=d.worker_id))
+    [d2] = s.handle(_call("a", 1))
+    assert isinstance(d2, Dispatch) and d2.worker_id != d.worker_id
+    assert d2.reason == PlacementReason.ADMISSION and d2.rebound_from == d.worker_id  # placed anew
+    s.handle(WorkerDown(worker_id=d2.worker_id))
+    with pytest.raises(NoEligibleWorker):
+        s.handle(_call("b"))
+
+
+def test_epoch_steals_a_tool_gap_workflow_and_prefills_its_context_on_the_thief() -> None:
+    clock = ManualClock(10.0)
+    s = WorkflowScheduler(SchedulerSettings(placement="consistent_hash"), clock=clock)
+    loads = [_worker("w0", running=80, used=80_000), _worker("w1", idle=0.0)]
+    s.handle(WorkerLoads(workers=tuple(loads)))
+    for i in range(40):
+        s.handle(_call(f"a{i}"))
+    victims = [f"a{i}" for i in range(40) if s.workflow(WorkflowId(f"a{i}")).worker_id == W0]
+    assert victims
+    wf = victims[0]
+    s.handle(_finish(wf, 0, W0, prompt=2000, out=100))
+    s.handle(ToolStarted(workflow_id=WorkflowId(wf), tool="web"))
+    s.handle(WorkerLoads(workers=tuple(loads)))
+    clock.advance(0.1)
+    out = s.epoch()
+    rebinds = [a for a in out if isinstance(a, Rebind)]
+    prefills = [a for a in out if isinstance(a, Prefill)]
+    assert rebinds and rebinds[0].workflow_id == wf and rebinds[0].steal.thief == W1
+    assert prefills[0].workflow_id == wf and prefills[0].worker_id == W1 and prefills[0].prefix_tokens == 2100
+    assert s.workflow(WorkflowId(wf)).worker_id == W1 and s.workflow(WorkflowId(wf)).times_stolen == 1
+
+
+def test_afs_preempts_a_less_urgent_running_call_inside_a_tenant() -> None:
+    s, clock = _sched(n=1)
+    s.handle(WorkflowSubmitted(workflow_id=WorkflowId("x"), tool_hints=("finish",)))
+    s.handle(WorkflowSubmitted(workflow_id=WorkflowId("y"), tool_hints=("code",) * 30 + ("finish",)))
+    s.handle(_call("x"))
+    s.handle(_call("y"))
+    clock.advance(0.1)
+    assert [a for a in s.epoch() if isinstance(a, Preempt)] == []  # nobody is known to run
+    urgency = s.fair_share.urgency
+    lo, hi = sorted(("x", "y"), key=lambda w: urgency[WorkflowId(w)])
+    assert urgency[WorkflowId(hi)] > urgency[WorkflowId(lo)] > 0
+    s.handle(CallAdmitted(call_id=f"{lo}:0", workflow_id=WorkflowId(lo), worker_id=W0))
+    clock.advance(0.3)
+    assert [a for a in s.epoch() if isinstance(a, Preempt)] == []  # blocked 0.4 s <= 0.5 s
+    clock.advance(0.2)
+    [p] = [a for a in s.epoch() if isinstance(a, Preempt)]
+    assert (p.call_id, p.workflow_id, p.beneficiary, p.worker_id) == (f"{lo}:0", lo, hi, W0)
+    assert p.reason == PreemptionReason.BLOCKED_TOO_LONG
+    assert s.workflow(WorkflowId(lo)).state is WorkflowState.QUEUED
+    # AFS orders a worker's queue most urgent workflow first inside the tenant.
+    pending = [
+        PendingCallView(
+            call_id=f"{w}:0", workflow_id=WorkflowId(w), tenant_id=TenantId("default"), enqueued_at_s=t
+        )
+        for w, t in ((lo, 0.0), (hi, 0.1))
+    ]
+    assert [p.workflow_id for p in s.order_waiting(pending)] == [hi, lo]
+
+
+def test_no_preemption_without_call_admitted_events() -> None:
+    s, clock = _sched(n=1)
+    s.handle(WorkflowSubmitted(workflow_id=WorkflowId("short"), tool_hints=("finish",)))
+    s.handle(WorkflowSubmitted(workflow_id=WorkflowId("long"), tool_hints=("code",) * 30 + ("finish",)))
+    s.handle(_call("short"))
+    s.handle(_call("long"))
+    clock.advance(2.0)
+    assert [a for a in s.epoch() if isinstance(a, Preempt)] == []
+
+
+def test_dispatch_carries_the_tenants_afs_priority() -> None:
+    s, clock = _sched(n=1)
+    s.handle(
+        WorkflowSubmitted(workflow_id=WorkflowId("x"), tenant_id=TenantId("t1"), tool_hints=("code",) * 9)
+    )
+    s.handle(_call("x"))
+    clock.advance(0.1)
+    s.epoch()
+    assert s.fair_share.priority_of(TenantId("t1")) == 10
+    s.handle(_finish("x", 0, W0))
+    [d] = [a for a in s.handle(_call("x", 1)) if isinstance(a, Dispatch)]
+    assert d.priority == 10 and d.hint is not None and d.hint.urgency == d.urgency > 0
+
+
+def test_bad_input_is_refused_clearly() -> None:
+    s, _ = _sched()
+    with pytest.raises(TypeError):
+        s.handle("not an event")  # type: ignore[arg-type]
+    with pytest.raises(UnknownWorkflow):
+        s.handle(_finish("ghost", 0, W0))
+    s.handle(WorkflowSubmitted(workflow_id=WorkflowId("a")))
+    with pytest.raises(ValueError, match="submitted twice"):
+        s.handle(WorkflowSubmitted(workflow_id=WorkflowId("a")))
+    with pytest.raises(InvalidSettings):
+        load_settings(AdmissionControlSettings, {"kv_threshold": 1.0})
+    with pytest.raises(InvalidSettings):
+        SchedulerSettings(policy_config={"eviction": {}})
+    with pytest.raises(InvalidSettings):
+        WorkflowScheduler(SchedulerSettings(policy_config={"placement": {"nope": 1}}), clock=ManualClock())
