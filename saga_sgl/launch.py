@@ -17,6 +17,7 @@ Ctrl-C, SIGTERM or any failure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,14 +27,14 @@ import tempfile
 import threading
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from saga_sgl.cluster.processes import (
     ClusterDied,
-    LocalCluster,
+    RouterProcess,
     RouterSpec,
     free_port,
     local_cluster,
@@ -105,6 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         help="seconds to wait for each worker's /health (default 300; a CPU worker needs 20-60 "
         "s on an idle machine)",
+    )
+    g = p.add_argument_group("multi-node (Ray)")
+    g.add_argument(
+        "--ray-address",
+        default=None,
+        help="run the workers as Ray actors on this Ray cluster (e.g. auto, or HOST:6379 of the "
+        "head); the router runs here, on the head, and workers register through its /workers API; "
+        "a lost worker or node is removed from the router and restarted where resources allow",
+    )
+    g.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=1.0,
+        help="Ray: CPUs reserved in each worker's placement group (default 1); GPUs = --tp",
+    )
+    g.add_argument(
+        "--supervise-interval",
+        type=float,
+        default=2.0,
+        help="Ray: seconds between liveness checks of the worker actors (default 2)",
     )
     g = p.add_argument_group("model and devices")
     g.add_argument(
@@ -269,17 +290,29 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def serve(cluster: LocalCluster) -> int:
-    print(f"\nsaga router: {cluster.url}  (OpenAI /v1, /generate, /workers, /metrics)")
-    for w in cluster.workers:
-        print(f"  worker:    {w.url}")
+class RunningCluster(Protocol):
+    """What serving and the workload need of a cluster: local (``LocalCluster``) or on Ray."""
+
+    router: RouterProcess | None
+    log_dir: Path
+
+    def check(self) -> None: ...
+
+    def worker_urls(self) -> list[str]: ...
+
+
+def serve(cluster: RunningCluster) -> int:
+    assert cluster.router is not None
+    print(f"\nsaga router: {cluster.router.url}  (OpenAI /v1, /generate, /workers, /metrics)")
+    for url in cluster.worker_urls():
+        print(f"  worker:    {url}")
     print("serving; Ctrl-C to stop\n", flush=True)
     while True:
         cluster.check()
         time.sleep(1.0)
 
 
-def run_workload(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
+def run_workload(cluster: RunningCluster, args: argparse.Namespace) -> dict[str, Any]:
     from saga_sgl.agents.common import AgentScale
     from saga_sgl.agents.workload import run_agents
     from saga_sgl.cluster.report import RunSummary, metric_delta, placements_from_log, recomputed_tokens
@@ -287,7 +320,7 @@ def run_workload(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, A
 
     assert cluster.router is not None
     router = cluster.router
-    print(f"\nsaga router: {router.url}; workers: {', '.join(w.url for w in cluster.workers)}")
+    print(f"\nsaga router: {router.url}; workers: {', '.join(cluster.worker_urls())}")
     print(
         f"running {args.agents} agent(s), {args.concurrency} at a time (logs in {cluster.log_dir})\n",
         flush=True,
@@ -342,6 +375,39 @@ def run_workload(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, A
     return {"summary": summary.as_dict(), "agents": [dataclasses.asdict(r) for r in results]}
 
 
+@contextlib.contextmanager
+def _start(args: argparse.Namespace, log_dir: Path) -> Iterator[RunningCluster]:
+    if args.ray_address is None:
+        with local_cluster(
+            worker_specs(args), router_spec(args), log_dir, ready_timeout_s=args.ready_timeout
+        ) as cluster:
+            yield cluster
+        return
+    from saga_sgl.cluster.ray_pool import ray_cluster
+
+    worker_kwargs = {
+        "model_path": args.model_path or str(TINY_MODEL_DIR),
+        "device": args.device,
+        "max_total_tokens": args.max_total_tokens or None,
+        "eviction_policy": args.eviction_policy,
+        "tp": args.tp,
+        "extra_args": tuple(args.worker_arg),
+    }
+    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else args.tp
+    with ray_cluster(
+        args.ray_address,
+        router_spec(args),
+        num_workers=args.workers,
+        worker_kwargs=worker_kwargs,
+        log_dir=log_dir,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=gpus if args.device == "cuda" else 0,
+        ready_timeout_s=args.ready_timeout,
+        supervise_interval_s=args.supervise_interval,
+    ) as cluster:
+        yield cluster
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -364,9 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     t0 = time.monotonic()
     try:
-        with local_cluster(
-            worker_specs(args), router_spec(args), log_dir, ready_timeout_s=args.ready_timeout
-        ) as cluster:
+        with _start(args, log_dir) as cluster:
             log.info("cluster ready after %.1f s", time.monotonic() - t0)
             if args.serve:
                 return serve(cluster)

@@ -44,6 +44,8 @@ class WorkerSpec:
     """How to start one SGLang worker."""
 
     port: int
+    host: str = "127.0.0.1"
+    """Address the worker binds and is reached at (a node's IP for multi-node clusters)."""
     model_path: str = str(TINY_MODEL_DIR)
     device: str = "cpu"
     max_total_tokens: int | None = 4096
@@ -60,7 +62,7 @@ class WorkerSpec:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
         cmd = [
@@ -70,7 +72,7 @@ class WorkerSpec:
             "--model-path",
             self.model_path,
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(self.port),
             "--device",

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 def plugin_worker_spec(
     *,
     port: int | None = None,
+    host: str = "127.0.0.1",
     model_path: str = str(TINY_MODEL_DIR),
     device: str = "cpu",
     max_total_tokens: int | None = 4096,
@@ -67,20 +68,21 @@ def plugin_worker_spec(
     if kv_events:
         kv = {
             "publisher": "zmq",
-            "endpoint": f"tcp://127.0.0.1:{free_port()}",
-            "replay_endpoint": f"tcp://127.0.0.1:{free_port()}",
+            "endpoint": f"tcp://{host}:{free_port()}",
+            "replay_endpoint": f"tcp://{host}:{free_port()}",
             "topic": "kv",
             "bind": True,
         }
         args += ["--kv-events-config", json.dumps(kv)]
     if eviction_policy in ("saga", "reuse_time", "wa_lru"):
-        control = {"control_address": f"tcp://127.0.0.1:{free_port()}"}
+        control = {"control_address": f"tcp://{host}:{free_port()}"}
         args += ["--radix-eviction-policy-config", json.dumps(control)]
     if tp > 1:
         args += ["--tp-size", str(tp)]
     env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpu_ids)} if gpu_ids else {}
     return WorkerSpec(
         port=port or free_port(),
+        host=host,
         model_path=model_path,
         device=device,
         max_total_tokens=max_total_tokens,
@@ -269,6 +271,9 @@ class LocalCluster:
     def url(self) -> str:
         assert self.router is not None
         return self.router.url
+
+    def worker_urls(self) -> list[str]:
+        return [w.url for w in self.workers]
 
     def check(self) -> None:
         """Raise ``ClusterDied`` naming the first child that is no longer running."""
