@@ -336,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     seeds = list(range(args.seeds))
     records: list[dict[str, Any]] = []
+    failures: list[str] = []
     idle_s = math.nan
     by_eviction: dict[str, list[Row]] = defaultdict(list)
     for r in selected:
@@ -360,7 +361,12 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in seeds:
                     for row in group:
                         bar.set_postfix_str(f"{row.name} seed {seed}")
-                        records.extend(run_row(row, cluster, seed, args, scale, model, log_dir))
+                        try:
+                            records.extend(run_row(row, cluster, seed, args, scale, model, log_dir))
+                        except Exception as exc:  # a row that breaks is reported, the others still run
+                            log.error("row %s seed %d failed: %s", row.name, seed, exc)
+                            failures.append(f"{row.name} seed {seed}: {exc!r}")
+                        (args.out / "live.partial.json").write_text(json.dumps(records))
                         bar.update(1)
             finally:
                 cluster.stop()
@@ -380,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         "time_scale": args.time_scale,
         "idle_call_s": idle_s,
         "wall_s": time.monotonic() - t0,
+        "failed_runs": failures,
         "logs": str(log_dir),
     }
     (args.out / "live.json").write_text(
