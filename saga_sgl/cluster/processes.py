@@ -192,14 +192,25 @@ class RouterProcess:
         except (OSError, ValueError, urllib.error.URLError):
             return -1
 
+    def _alive(self) -> bool:
+        """The router answers (``/health``: up, with or without workers)."""
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
     def wait_ready(self, num_workers: int, timeout_s: float) -> None:
+        """Until the router answers and takes traffic on at least ``num_workers`` workers."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise WorkerStartError(
                     f"router exited with {self.process.returncode}:\n{self.log_text()[-3000:]}"
                 )
-            if self.ready_workers() >= num_workers:
+            if num_workers == 0 and self._alive():
+                return
+            if num_workers > 0 and self.ready_workers() >= num_workers:
                 return
             time.sleep(0.3)
         raise WorkerStartError(
