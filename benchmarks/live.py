@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def flush(urls: list[str]) -> None:
+    """Empty every worker's radix cache (SGLang answers in plain text) so rows start alike."""
     for url in urls:
-        http_json("POST", url + "/flush_cache", timeout_s=30)
+        req = urllib.request.Request(url + "/flush_cache", data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"{url}/flush_cache answered {resp.status}")
 
 
 def idle_call_s(url: str, scale: AgentScale) -> float:

@@ -59,11 +59,16 @@ def plugin_worker_spec(
     tp: int = 1,
     gpu_ids: Sequence[int] = (),
     kv_events: bool = True,
+    control_host: str | None = "127.0.0.1",
     extra_args: Sequence[str] = (),
 ) -> WorkerSpec:
     """A text-serving worker whose plugin listens on a control channel and that publishes KV events
     (with a replay endpoint), which is what the saga router subscribes to. ``eviction_policy`` other
-    than saga/reuse_time/wa_lru (e.g. ``lru``) gives a stock SGLang worker (no control channel)."""
+    than saga/reuse_time/wa_lru (e.g. ``lru``) gives a stock SGLang worker (no control channel).
+
+    The control channel binds ``control_host`` (loopback by default: the plugin refuses a reachable
+    control socket without CurveZMQ keys, and the router has no CurveZMQ client yet); None starts the
+    plugin without one (its hints then come only with the requests)."""
     args: list[str] = []
     if kv_events:
         kv = {
@@ -74,8 +79,8 @@ def plugin_worker_spec(
             "bind": True,
         }
         args += ["--kv-events-config", json.dumps(kv)]
-    if eviction_policy in ("saga", "reuse_time", "wa_lru"):
-        control = {"control_address": f"tcp://{host}:{free_port()}"}
+    if eviction_policy in ("saga", "reuse_time", "wa_lru") and control_host is not None:
+        control = {"control_address": f"tcp://{control_host}:{free_port()}"}
         args += ["--radix-eviction-policy-config", json.dumps(control)]
     if tp > 1:
         args += ["--tp-size", str(tp)]

@@ -2,7 +2,8 @@
 
 Each replica gets its own placement group (one bundle: ``cpus_per_worker`` CPUs and ``tp`` GPUs,
 STRICT_PACK: a TP group never spans nodes). Its actor starts ``sglang.launch_server`` as a child process
-on that node, bound to the node's IP, with the plugin's control channel and KV events, waits until it
+on that node, bound to the node's IP, with KV events (and the plugin's control channel on loopback
+when it shares the router's node; see ``SGLangWorkerActor``), waits until it
 is healthy and returns its URL; the pool then registers the URL with the router (which runs on the
 head, beside this process). The SGLang process gets PR_SET_PDEATHSIG, so it dies with its actor.
 
@@ -44,9 +45,19 @@ log = logging.getLogger(__name__)
 class SGLangWorkerActor:
     """One SGLang worker on the node Ray placed this actor on (wrapped by ``ray.remote`` below)."""
 
-    def __init__(self, worker_kwargs: dict[str, Any], log_dir: str) -> None:
+    def __init__(self, worker_kwargs: dict[str, Any], log_dir: str, router_ip: str) -> None:
         host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
-        spec = plugin_worker_spec(host=host, **worker_kwargs)
+        # The control socket stays on loopback (the plugin refuses an unauthenticated reachable one),
+        # so only a worker on the router's node gets it; elsewhere the plugin runs without it.
+        control_host = "127.0.0.1" if host == router_ip else None
+        if control_host is None:
+            logging.getLogger(__name__).warning(
+                "worker on %s: router on %s cannot reach a loopback control channel; plugin runs "
+                "without one (hints come with the requests)",
+                host,
+                router_ip,
+            )
+        spec = plugin_worker_spec(host=host, control_host=control_host, **worker_kwargs)
         self.node_id = ray.get_runtime_context().get_node_id()
         self.worker: WorkerProcess = start_worker(spec, Path(log_dir))
 
@@ -92,6 +103,8 @@ class RayWorkerPool:
     gpus_per_worker: int = 0
     ready_timeout_s: float = 600.0
     probe_timeout_s: float = 10.0
+    router_ip: str = field(default_factory=lambda: ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+    """IP of the router's node (the head; the driver's node by default)."""
     replicas: list[Replica] = field(default_factory=list)
     lost: int = 0
 
@@ -120,7 +133,7 @@ class RayWorkerPool:
         r.actor = RemoteWorker.options(
             num_cpus=0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=r.pg),
-        ).remote(self.worker_kwargs, self.log_dir)
+        ).remote(self.worker_kwargs, self.log_dir, self.router_ip)
 
     def _register(self, r: Replica, *, wait_s: float) -> bool:
         """Wait for the placement group and the worker, then ``POST /workers``; False if the cluster
