@@ -190,8 +190,12 @@ class RouterProcess:
         """Healthy workers behind the router (-1 while it does not answer)."""
         try:
             if self.spec.sglang_router:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
-                    return len(self.spec.worker_urls) if resp.status == 200 else -1
+                # sglang-router answers /health before its workers are admitted: ask for the
+                # workers it routes to, and for a proxied call that needs one.
+                listed = http_json("GET", self.url + "/workers", timeout_s=2)
+                http_json("GET", self.url + "/get_server_info", timeout_s=5)
+                workers = listed.get("workers", []) if isinstance(listed, dict) else []
+                return len(workers)
             info = http_json("GET", self.url + "/readiness", timeout_s=2)
             return int(info.get("healthy_workers", 0))
         except (OSError, ValueError, urllib.error.URLError):
