@@ -9,10 +9,12 @@ noticed and removed from the router; restarted on a node that joins afterwards."
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,10 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> None:
 
 
 def _healthy(router_url: str) -> int:
-    return int(http_json("GET", router_url + "/readiness")["healthy_workers"])
+    try:
+        return int(http_json("GET", router_url + "/readiness")["healthy_workers"])
+    except urllib.error.HTTPError as exc:  # 503 until a worker takes traffic
+        return int(json.loads(exc.read() or b"{}").get("healthy_workers", 0))
 
 
 def test_two_node_ray_cluster_survives_losing_a_node(ray_cluster: Cluster, tmp_path: Path) -> None:
