@@ -386,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         "--loads", default=None, help="comma-separated load points (default: paper,production,oversubscribed)"
     )
     p.add_argument("--scenarios", default=None, help="comma-separated scenarios (default: the mode's)")
+    p.add_argument(
+        "--rows", default=None, help="comma-separated row labels (default: the mode's; see saga_sgl.sim.rows)"
+    )
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     p.add_argument("--seeds", type=str, default=None, help="override workload seeds, e.g. 1,2,3")
     p.add_argument("--no-progress", action="store_true", help="disable the tqdm progress bar")
@@ -401,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
         mode = dataclasses.replace(mode, loads=tuple(by_name[x] for x in args.loads.split(",")))
     if args.scenarios:
         mode = dataclasses.replace(mode, scenarios=tuple(args.scenarios.split(",")))
+    if args.rows:
+        known = {r.label: r for r in (*R.MAIN_ROWS, *R.ABLATIONS)}
+        unknown = [x for x in args.rows.split(",") if x not in known]
+        if unknown:
+            p.error(f"unknown row(s) {unknown}; known: {sorted(known)}")
+        mode = dataclasses.replace(mode, rows=tuple(known[x] for x in args.rows.split(",")))
     sections = set((args.sections or ("main,ablations" if args.full else "main")).split(","))
     bad = sections - {"main", "ablations"}
     if bad:

@@ -90,3 +90,26 @@ def test_every_call_a_worker_receives_was_dispatched_by_the_scheduler() -> None:
         assert (c, w) in sent or (c, w) in moved, f"{c} reached {w} without a scheduler action"
     rebuilds = [(c.split(":")[0], w) for c, w, rebuild in received if rebuild]
     assert sorted(rebuilds) == sorted(prefills)
+
+
+def test_a_preempted_call_is_retracted_and_runs_again_from_its_cached_prefix() -> None:
+    task = chain_task("t", 0.0, [Segment(1, 3000)], 2, first_id=100, output_tokens=400)
+    cluster = Cluster(
+        workload(task),
+        build_row(rows.ROUND_ROBIN, seed=0),
+        ClusterSettings(num_workers=1, worker=WorkerSettings(kv_capacity_tokens=40_000)),
+    )
+    from saga_sgl.sim.cluster import _TaskArrival
+
+    cluster.engine.schedule(0.0, _TaskArrival(cluster, cluster.tasks[0]))
+    worker = cluster.workers[0]
+    cluster.engine.run(0.5)  # prefill done, decoding its 400 tokens
+    [call] = worker.decoding
+    assert 0 < call.generated < 400
+    for t, ev in worker.retract(call, cluster.engine.now_s):
+        cluster.engine.schedule(t, ev)
+    cluster.engine.run()
+    result = cluster.recorder.result(cluster.engine.now_s)
+    assert [t.task_id for t in result.tasks] == ["t"]
+    assert result.counters["calls"] == 3  # the retracted call was admitted twice
+    assert worker.private_tokens == 0 and not worker.decoding and not worker.waiting
