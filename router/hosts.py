@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from saga_sgl.errors import InvalidSettings, NoEligibleWorker, UnknownWorkflow
+from saga_sgl.errors import InvalidSettings, MalformedMessage, NoEligibleWorker, UnknownWorkflow
 from saga_sgl.policy.settings import load_settings
 from saga_sgl.policy.views import AgentType, TenantId, WorkerId, WorkerView, WorkflowId
 from saga_sgl.protocol import (
@@ -27,6 +27,7 @@ from saga_sgl.protocol import (
     ClientToolFinished,
     ClientToolStarted,
     ClientWorkflowFinished,
+    aeg_from_submission,
     encode_kv_hints,
 )
 from saga_sgl.scheduler import actions as act
@@ -115,8 +116,7 @@ class SchedulerHost:
     # -- SchedulingHost ------------------------------------------------------------------------------
 
     async def dispatch(self, call: Call) -> Dispatch:
-        views = self._service.worker_views()
-        if not any(v.is_healthy and v.worker_id not in call.tried for v in views):
+        if not any(r.worker_id not in call.tried for r in self._service.registry.routable()):
             raise NoEligibleWorker("no healthy worker left for this call")
         ident = call.identity
         self._calls[call.call_id] = call
@@ -183,16 +183,21 @@ class SchedulerHost:
     def client_event(self, event: ClientEvent, now_s: float) -> None:
         wf = WorkflowId(event.workflow_id)
         if isinstance(event, AegSubmission):
-            tools = tuple(n.tool for n in event.nodes if n.tool)
-            if event.complete:
-                tools = (*tools, "finish")
+            # The first submission registers the workflow with its graph (tier-1 AEG); later
+            # revisions of a known workflow are accepted but the scheduler keeps its first graph.
             if not self.knows(event.workflow_id):
+                try:
+                    aeg = aeg_from_submission(event) if event.nodes else None
+                except MalformedMessage:
+                    raise
+                except ValueError as exc:
+                    raise MalformedMessage(f"submitted graph is not a valid AEG: {exc}") from exc
                 self.scheduler.handle(
                     ev.WorkflowSubmitted(
                         workflow_id=wf,
                         tenant_id=TenantId(event.tenant_id or "default"),
                         agent_type=AgentType(event.agent_type) if event.agent_type else None,
-                        tool_hints=tools,
+                        aeg=aeg,
                     )
                 )
             return

@@ -1,11 +1,11 @@
 """Subscribe to one worker's KV events (SGLang 0.5.23 ZMQ publisher) and keep its exact index.
 
 Frames are ``[topic, seq (8-byte big-endian), msgpack [ts, [events], dp_rank]]`` with ``seq``
-1, 2, ... A subscriber that joins late, or loses messages to the PUB high-water mark, sees a gap in
-``seq``. Then the index is resynchronised: replayed from the worker's replay endpoint when it has
-one (ROUTER socket, request = start seq, answer ends with seq -1), else cleared, because an index
-that misses removals over-promises cache hits, while an empty one only under-promises until the
-next requests rebuild it.
+0, 1, 2, ... A new subscriber first replays the worker's history. One that loses messages (PUB
+high-water mark, slow joiner) sees a gap in ``seq``. Then the index is resynchronised: replayed
+from the worker's replay endpoint when it has one (ROUTER socket, request = start seq, answer ends
+with seq -1), else cleared, because an index that misses removals over-promises cache hits, while
+an empty one only under-promises until the next requests rebuild it.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class KvEventSubscriber:
             sock.close(linger=0)
 
     async def receive(self, seq: int, payload: bytes) -> None:
-        expected = 1 if self.last_seq is None else self.last_seq + 1
+        expected = 0 if self.last_seq is None else self.last_seq + 1
         if seq < expected:
             return  # already applied (replayed)
         if seq > expected:
@@ -109,7 +109,7 @@ class KvEventSubscriber:
     async def _catch_up(self) -> None:
         """A new subscriber learns the worker's history from its replay buffer at once, instead of
         at the first live event (until then its index would be empty)."""
-        if await self._replay(1, None):
+        if await self._replay(0, None):
             log.info("worker %s: KV event history replayed up to %s", self.worker, self.last_seq)
         else:
             log.warning("worker %s: KV event history not fully replayable; index starts partial", self.worker)

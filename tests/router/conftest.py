@@ -146,7 +146,8 @@ def saga_router_command(port: int, worker_urls: Sequence[str], *extra: str) -> l
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[WorkerProcess]]:
     """Two real SGLang CPU workers shared by a test module (about 2 GB and 20-60 s each)."""
     specs = [worker_spec(), worker_spec()]
-    with running_workers(specs, tmp_path_factory.mktemp("router-workers")) as workers:
+    # Generous: on the shared 2-core machine a worker has taken over 3 minutes to start.
+    with running_workers(specs, tmp_path_factory.mktemp("router-workers"), ready_timeout_s=480) as workers:
         yield workers
 
 

@@ -1,0 +1,500 @@
+"""Router overhead: our router (full SAGA scheduling, and a baseline policy) against sglang-router 0.3.2,
+in one run, over the same fast fake backend on loopback.
+
+The backend is a NAMED FAKE (``saga_router.fake_backend``): a tiny aiohttp server that answers
+``/generate`` at once with an SGLang-shaped one-token answer, so that what is measured is the
+router, not a model. Every router runs as its own process in front of two fake backends; the load
+generator is a separate process too. Rows:
+
+* ``direct``: the load generator straight to one backend (no router: the latency floor);
+* ``sglang-router 0.3.2 <policy>``: the stock Rust router (``python -m sglang_router.launch_router``);
+* ``saga-router <policy>``: ours (``python -m saga_router``), ``saga`` = the full workflow scheduler
+  (placement, AFS epochs, stealing plans, kv_hints, prefix index, metrics), plus a baseline policy.
+
+Figures per row:
+
+* **router CPU per request**: utime + stime of the router process (``/proc/<pid>/stat``, all its
+  threads) over a fixed-rate phase, divided by the requests; also net of the router's idle CPU rate
+  over the same time (ours polls ``/v1/loads`` every 50 ms and runs a 100 ms epoch even when idle).
+  This is the figure that survives a noisy shared machine.
+* **latency p50/p99** at a fixed moderate rate (open loop, ``--rate`` req/s), and the *added* latency:
+  the row's percentile minus the ``direct`` row's.
+* **max req/s**: closed loop, ``--concurrency`` requests in flight, for ``--seconds``.
+
+Requests: ``/generate`` with 200 token ids, ``rid = "<workflow>:<step>"`` and ``X-SMG-Routing-Key``,
+64 workflows in turn (what an agent client sends; every router gets the identical sequence).
+
+    python benchmarks/router_overhead.py             # about 2-3 minutes
+    python benchmarks/router_overhead.py --quick     # about 1 minute
+    python benchmarks/router_overhead.py --profile   # also a cProfile of our router's hot path
+
+Output: JSON, a markdown table and a PNG in ``--out`` (default benchmarks/results/), the table on
+stdout. Numbers are for the machine named in the output; compare rows of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model
+
+from saga_sgl.local_workers import TINY_MODEL_DIR, free_port
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PROFILED_ROUTER = """
+import cProfile, signal, sys, time
+out = sys.argv[1]
+sys.argv = ["saga_router", *sys.argv[2:]]
+prof = cProfile.Profile(time.process_time)
+def stop(*_):
+    prof.disable(); prof.dump_stats(out); sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+from saga_router.cli import main
+prof.enable()
+main()
+"""
+PROMPT_TOKENS = 200
+WORKFLOWS = 64
+
+
+@dataclass
+class Row:
+    name: str
+    requests: int
+    errors: int
+    cpu_us_per_request: float
+    idle_cpu_us_per_s: float
+    net_cpu_us_per_request: float
+    p50_ms: float
+    p99_ms: float
+    added_p50_ms: float
+    added_p99_ms: float
+    max_rps: float
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+
+def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as f:
+        return subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def _wait_http(url: str, timeout_s: float = 60.0, want: str | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
+            body = resp.read().decode()
+            if resp.status == 200 and (want is None or want in body):
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout_s} s")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of the process (all threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+# --- load generation (runs in a child process: python router_overhead.py --load ...) ------------
+
+
+def _bodies(n: int) -> list[tuple[bytes, str]]:
+    out = []
+    for i in range(n):
+        wf, step = f"wf{i % WORKFLOWS}", i // WORKFLOWS
+        ids = [(7 * (i % WORKFLOWS) + k) % 500 + 1 for k in range(PROMPT_TOKENS)]
+        body = {
+            "input_ids": ids,
+            "sampling_params": {"max_new_tokens": 1, "temperature": 0},
+            "rid": f"{wf}:{step}",
+        }
+        out.append((json.dumps(body).encode(), wf))
+    return out
+
+
+async def _load(
+    url: str, mode: str, rate: float, count: int, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    import aiohttp
+
+    bodies = _bodies(max(count, 1000))
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(i: int) -> None:
+            nonlocal errors
+            data, wf = bodies[i % len(bodies)]
+            t0 = time.perf_counter()
+            try:
+                async with session.post(
+                    url + "/generate",
+                    data=data,
+                    headers={"Content-Type": "application/json", "X-SMG-Routing-Key": wf},
+                ) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors += 1
+                        return
+            except aiohttp.ClientError:
+                errors += 1
+                return
+            latencies.append(time.perf_counter() - t0)
+
+        for i in range(20):  # warm the connections and the router's first-call paths
+            await one(i)
+        latencies.clear()
+        started = time.perf_counter()
+        if mode == "rate":
+            tasks = []
+            for i in range(count):
+                target = started + i / rate
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.ensure_future(one(i)))
+            await asyncio.gather(*tasks)
+        else:
+            done = 0
+            stop_at = started + seconds
+
+            async def worker(k: int) -> None:
+                nonlocal done
+                i = k
+                while time.perf_counter() < stop_at:
+                    await one(i)
+                    done += 1
+                    i += concurrency
+
+            await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"latencies": latencies, "errors": errors, "elapsed": elapsed}
+
+
+def _run_load(
+    url: str, mode: str, *, rate: float = 0, count: int = 0, concurrency: int = 0, seconds: float = 0
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--load",
+        url,
+        mode,
+        str(rate),
+        str(count),
+        str(concurrency),
+        str(seconds),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+# --- one row -----------------------------------------------------------------------------------------
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def _measure(name: str, url: str, pid: int | None, args: argparse.Namespace) -> dict[str, Any]:
+    idle_rate = 0.0
+    if pid is not None:
+        c0, t0 = _cpu_seconds(pid), time.monotonic()
+        time.sleep(args.idle_seconds)
+        idle_rate = (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+    c0 = _cpu_seconds(pid) if pid is not None else 0.0
+    t0 = time.monotonic()
+    fixed = _run_load(url, "rate", rate=args.rate, count=args.requests)
+    wall = time.monotonic() - t0
+    cpu = (_cpu_seconds(pid) - c0) if pid is not None else 0.0
+    # The idle rate is subtracted only over the load phase itself (the child's start-up is not load).
+    load_s = fixed["elapsed"]
+    n = len(fixed["latencies"]) + fixed["errors"]
+    peak = _run_load(url, "closed", concurrency=args.concurrency, seconds=args.seconds)
+    lat = fixed["latencies"]
+    return {
+        "name": name,
+        "requests": n,
+        "errors": fixed["errors"] + peak["errors"],
+        "cpu_us_per_request": 1e6 * cpu / n if pid is not None else 0.0,
+        "idle_cpu_us_per_s": 1e6 * idle_rate,
+        "net_cpu_us_per_request": 1e6 * (cpu - idle_rate * min(wall, load_s + 1.0)) / n
+        if pid is not None
+        else 0.0,
+        "p50_ms": 1e3 * _percentile(lat, 0.5),
+        "p99_ms": 1e3 * _percentile(lat, 0.99),
+        "max_rps": len(peak["latencies"]) / peak["elapsed"],
+    }
+
+
+def _ours(
+    policy: str, backends: list[str], log_dir: Path, profile: Path | None
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = [sys.executable]
+    if profile is not None:
+        # CPU time, not wall time: on a shared machine wall time charges preemption to whatever ran.
+        cmd += ["-c", _PROFILED_ROUTER, str(profile)]
+    else:
+        cmd += ["-m", "saga_router"]
+    cmd += [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--worker-urls",
+        *backends,
+        "--policy",
+        policy,
+        "--prometheus-port",
+        "0",
+        "--model-path",
+        str(TINY_MODEL_DIR),
+        "--log-level",
+        "warn",
+    ]
+    proc = _spawn(cmd, log_dir / f"saga-router-{policy}.log")
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url + "/readiness", want='"healthy_workers": 2')
+    return proc, url
+
+
+def _theirs(policy: str, backends: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "sglang_router.launch_router",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--worker-urls",
+        *backends,
+        "--policy",
+        policy,
+        "--prometheus-host",
+        "127.0.0.1",
+        "--prometheus-port",
+        str(free_port()),
+        "--log-level",
+        "warn",
+    ]
+    proc = _spawn(cmd, log_dir / f"sglang-router-{policy}.log")
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url + "/readiness", want='"healthy_workers":2')
+    return proc, url
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--rate", type=float, default=200.0, help="fixed request rate of the latency/CPU phase (req/s)"
+    )
+    p.add_argument("--requests", type=int, default=3000, help="requests in the fixed-rate phase")
+    p.add_argument(
+        "--concurrency", type=int, default=32, help="requests in flight in the max-throughput phase"
+    )
+    p.add_argument("--seconds", type=float, default=8.0, help="duration of the max-throughput phase")
+    p.add_argument("--idle-seconds", type=float, default=3.0, help="idle CPU measurement before each row")
+    p.add_argument("--quick", action="store_true", help="1000 requests, 4 s throughput phase")
+    p.add_argument("--profile", action="store_true", help="also profile our saga row with cProfile")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--load", nargs=6, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.load:
+        url, mode, rate, count, concurrency, seconds = args.load
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        result = asyncio.run(_load(url, mode, float(rate), int(count), int(concurrency), float(seconds)))
+        print(json.dumps(result))
+        return
+    if args.quick:
+        args.requests, args.seconds, args.idle_seconds = 1000, 4.0, 2.0
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(tempfile.mkdtemp(prefix="router_overhead_"))  # process logs, the profile
+    print(f"logs in {log_dir}")
+    backend_ports = [free_port(), free_port()]
+    backends_procs = [
+        _spawn(
+            [sys.executable, "-m", "saga_router.fake_backend", "--port", str(port)],
+            log_dir / f"fake-{port}.log",
+        )
+        for port in backend_ports
+    ]
+    backends = [f"http://127.0.0.1:{port}" for port in backend_ports]
+    rows: list[dict[str, Any]] = []
+    plan: list[tuple[str, Any]] = [
+        ("direct (no router)", None),
+        ("sglang-router 0.3.2 cache_aware", lambda: _theirs("cache_aware", backends, log_dir)),
+        ("sglang-router 0.3.2 round_robin", lambda: _theirs("round_robin", backends, log_dir)),
+        ("saga-router saga", lambda: _ours("saga", backends, log_dir, None)),
+        ("saga-router round_robin", lambda: _ours("round_robin", backends, log_dir, None)),
+    ]
+    try:
+        for url in backends:
+            _wait_http(url + "/health")
+        for name, start in tqdm(plan, desc="routers", unit="row"):
+            if start is None:
+                rows.append(_measure(name, backends[0], None, args))
+                continue
+            proc, url = start()
+            try:
+                rows.append(_measure(name, url, proc.pid, args))
+            finally:
+                _stop(proc)
+        profile_summary = None
+        if args.profile:
+            prof = log_dir / "saga-router.prof"
+            proc, url = _ours("saga", backends, log_dir, prof)
+            try:
+                _run_load(url, "rate", rate=args.rate, count=args.requests)
+            finally:
+                _stop(proc)
+            profile_summary = _profile_summary(prof)
+    finally:
+        for proc in backends_procs:
+            _stop(proc)
+    direct = rows[0]
+    out_rows = [
+        Row(
+            **{
+                **r,
+                "added_p50_ms": r["p50_ms"] - direct["p50_ms"],
+                "added_p99_ms": r["p99_ms"] - direct["p99_ms"],
+            }
+        )
+        for r in rows
+    ]
+    machine = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_at_end": os.getloadavg(),
+    }
+    settings = {k: getattr(args, k) for k in ("rate", "requests", "concurrency", "seconds", "idle_seconds")}
+    (args.out / "router_overhead.json").write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "settings": settings,
+                "rows": [asdict(r) for r in out_rows],
+                "profile_top": profile_summary,
+            },
+            indent=2,
+        )
+    )
+    table = _table(out_rows, machine, settings)
+    if profile_summary:
+        table += "\n\nTop of the cProfile of `saga-router saga` (own CPU time; profiler overhead included):"
+        table += "\n\n```\n"
+        table += "\n".join(profile_summary) + "\n```\n"
+    (args.out / "router_overhead.md").write_text(table)
+    _plot(out_rows, args.out / "router_overhead.png")
+    print(table)
+
+
+def _profile_summary(path: Path) -> list[str]:
+    import io
+    import pstats
+
+    buf = io.StringIO()
+    stats = pstats.Stats(str(path), stream=buf)
+    stats.sort_stats("tottime").print_stats(25)
+    return [line for line in buf.getvalue().splitlines() if line.strip()][:40]
+
+
+def _table(rows: list[Row], machine: dict[str, Any], settings: dict[str, Any]) -> str:
+    lines = [
+        f"Router overhead over a fake instant backend, loopback; {machine['cpu']}, {machine['cores']} cores "
+        f"(shared), Python {machine['python']}; "
+        f"fixed rate {settings['rate']:.0f} req/s x {settings['requests']}, "
+        f"closed loop {settings['concurrency']} in flight x {settings['seconds']:.0f} s.",
+        "",
+        "| row | router CPU us/req | net of idle | idle CPU us/s | p50 ms | p99 ms | added p50 ms "
+        "| added p99 ms | max req/s | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.name} | {r.cpu_us_per_request:.0f} | {r.net_cpu_us_per_request:.0f} "
+            f"| {r.idle_cpu_us_per_s:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.added_p50_ms:.2f} "
+            f"| {r.added_p99_ms:.2f} | {r.max_rps:.0f} | {r.errors} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    routed = [r for r in rows if r.cpu_us_per_request > 0]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    names = [r.name.replace(" 0.3.2", "\n0.3.2").replace("saga-router ", "saga-router\n") for r in routed]
+    axes[0].bar(names, [r.net_cpu_us_per_request for r in routed], color="tab:blue")
+    axes[0].axhline(100, color="red", linestyle="--", label="target 100 us")
+    axes[0].set_ylabel("router CPU per request (us, net of idle)")
+    axes[0].legend()
+    axes[1].bar(names, [r.added_p50_ms for r in routed], label="p50", color="tab:green")
+    axes[1].bar(
+        names,
+        [r.added_p99_ms - r.added_p50_ms for r in routed],
+        bottom=[r.added_p50_ms for r in routed],
+        label="p99",
+        color="tab:orange",
+    )
+    axes[1].set_ylabel("added latency (ms)")
+    axes[1].legend()
+    axes[2].bar(names, [r.max_rps for r in routed], color="tab:purple")
+    axes[2].set_ylabel("max requests/s")
+    for ax in axes:
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle("Router overhead over a fake instant backend (one run, same machine)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
