@@ -4,7 +4,9 @@ floods the control socket with valid, malformed and hostile messages.
 Setup: one real SGLang 0.5.23 CPU worker (tiny Llama, dummy weights) with ``--radix-eviction-policy
 saga``, a small KV pool (``--kv-tokens``, default 1024) and the control channel on loopback.
 
-Two phases of ``--duration`` seconds each on the same worker, same workload generator and seed:
+Two phases of ``--duration`` seconds each on the same worker, same workload generator and seed,
+run as ``--blocks`` alternating blocks (quiet, flood, quiet, flood, ...) so that a change in the
+machine's background load hits both phases alike:
 
 1. **quiet**: ``--workflows`` (16) concurrent multi-step agent workflows. Each step sends the
    workflow's growing context to ``/generate`` with a ``saga.reuse`` hint (rid ``<workflow>:<step>``),
@@ -72,6 +74,7 @@ class PhaseStats:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     latencies_s: list[float] = field(default_factory=list)
+    by_urgency: dict[float, list[float]] = field(default_factory=dict)
     workflows_finished: int = 0
     flood_sent: int = 0
     rss_mb: list[float] = field(default_factory=list)
@@ -89,6 +92,9 @@ class PhaseStats:
             "p50_s": round(_quantile(lat, 0.50), 4),
             "p99_s": round(_quantile(lat, 0.99), 4),
             "max_s": round(lat[-1], 4) if lat else math.nan,
+            "p99_s_by_urgency": {
+                str(u): round(_quantile(sorted(v), 0.99), 4) for u, v in sorted(self.by_urgency.items())
+            },
             "flood_messages_sent": self.flood_sent,
             "rss_start_mb": round(self.rss_mb[0], 1) if self.rss_mb else math.nan,
             "rss_max_mb": round(max(self.rss_mb), 1) if self.rss_mb else math.nan,
@@ -113,7 +119,7 @@ class ControlPusher:
         import zmq
 
         self._zmq = zmq
-        self.sock = zmq.Context.instance().socket(zmq.PUSH)
+        self.sock: Any = zmq.Context.instance().socket(zmq.PUSH)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 1000)
         self.sock.connect(address)
@@ -138,17 +144,23 @@ def _generate(url: str, body: dict[str, Any], timeout_s: float = 60.0) -> dict[s
 
 
 def workflow_client(
-    index: int, url: str, control_address: str, stop: threading.Event, stats: PhaseStats, seed: int
+    index: int,
+    url: str,
+    control_address: str,
+    stop: threading.Event,
+    stats: PhaseStats,
+    seed: int,
+    block: int,
 ) -> None:
     """Run workflows back to back until ``stop``; record each request's latency or error."""
-    rng = random.Random(seed * 1000 + index)
+    rng = random.Random(seed * 1000 + index + 100_000 * block)
     pusher = ControlPusher(control_address)
     lock = threading.Lock()
     serial = 0
     try:
         while not stop.is_set():
             serial += 1
-            workflow = f"{stats.name}-c{index}-w{serial}"
+            workflow = f"{stats.name}{block}-c{index}-w{serial}"
             context = [rng.randrange(1, TINY_VOCAB_SIZE) for _ in range(rng.randint(24, 48))]
             steps = rng.randint(3, 6)
             for step in range(steps):
@@ -189,6 +201,7 @@ def workflow_client(
                     stats.requests += 1
                     if error is None:
                         stats.latencies_s.append(elapsed)
+                        stats.by_urgency.setdefault(hint.urgency, []).append(elapsed)
                     else:
                         stats.errors += 1
                         stats.error_samples.append(error)
@@ -213,7 +226,7 @@ def flood_messages(rng: random.Random, live_prefix: str) -> list[bytes]:
     """One round of valid, malformed and hostile control messages (equal parts)."""
     enc = msgspec.msgpack.encode
     unknown = f"ghost-{rng.randrange(10**9)}"
-    live = f"{live_prefix}-c{rng.randrange(16)}-w{rng.randint(1, 3)}"
+    live = f"{live_prefix}-c{rng.randrange(16)}-w{rng.randint(1, 3)}"  # the flood phase's workflow ids
     return [
         # valid, for workflows this worker never served
         encode_control(ToolStarted(workflow_id=unknown, tool="web", ttl_s=300.0, next_use_in_s=1.0)),
@@ -236,12 +249,12 @@ def flood_messages(rng: random.Random, live_prefix: str) -> list[bytes]:
     ]
 
 
-def flooder(control_address: str, stop: threading.Event, stats: PhaseStats, seed: int) -> None:
-    rng = random.Random(seed)
+def flooder(control_address: str, stop: threading.Event, stats: PhaseStats, seed: int, block: int) -> None:
+    rng = random.Random(seed + 7919 * block)
     pusher = ControlPusher(control_address)
     try:
         while not stop.is_set():
-            for data in flood_messages(rng, "flood"):
+            for data in flood_messages(rng, f"flood{block}"):
                 if pusher.send(data):
                     stats.flood_sent += 1
                 else:
@@ -266,8 +279,8 @@ def scheduler_rss_mb(worker: WorkerProcess) -> float:
     return math.nan
 
 
-def run_phase(
-    name: str,
+def run_block(
+    stats: PhaseStats,
     worker: WorkerProcess,
     control_address: str,
     *,
@@ -275,19 +288,22 @@ def run_phase(
     num_workflows: int,
     flood: bool,
     seed: int,
+    block: int,
     progress: Callable[[float], None] | None = None,
 ) -> PhaseStats:
-    stats = PhaseStats(name=name, duration_s=duration_s)
+    """Run one block of a phase, adding to ``stats``."""
     stop = threading.Event()
     threads = [
         threading.Thread(
-            target=workflow_client, args=(i, worker.url, control_address, stop, stats, seed), daemon=True
+            target=workflow_client,
+            args=(i, worker.url, control_address, stop, stats, seed, block),
+            daemon=True,
         )
         for i in range(num_workflows)
     ]
     if flood:
         threads.append(
-            threading.Thread(target=flooder, args=(control_address, stop, stats, seed), daemon=True)
+            threading.Thread(target=flooder, args=(control_address, stop, stats, seed, block), daemon=True)
         )
     started = time.monotonic()
     for thread in threads:
@@ -338,8 +354,9 @@ def run_soak(
     seed: int = 0,
     log_dir: Path | None = None,
     show_progress: bool = True,
+    blocks: int = 4,
 ) -> dict[str, Any]:
-    """Start a worker, run the quiet and the flood phase, return the figures."""
+    """Start a worker, run the quiet and the flood phase in alternating blocks, return the figures."""
     control_address = f"tcp://127.0.0.1:{free_port()}"
     spec = WorkerSpec(
         port=free_port(),
@@ -349,33 +366,43 @@ def run_soak(
         env={CONTROL_ADDRESS_ENV: control_address},
     )
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="saga-soak-"))
-    phases = []
-    with running_workers([spec], log_dir) as (worker,):
-        for name, flood in (("quiet", False), ("flood", True)):
-            bar = None
-            if show_progress:
-                from tqdm import tqdm
+    phases = [
+        PhaseStats(name="quiet", duration_s=duration_s),
+        PhaseStats(name="flood", duration_s=duration_s),
+    ]
+    block_s = duration_s / blocks
+    with running_workers([spec], log_dir, ready_timeout_s=600) as (worker,):
+        bar = None
+        if show_progress:
+            from tqdm import tqdm
 
-                bar = tqdm(total=int(duration_s), desc=f"soak {name}", unit="s", leave=False)
+            bar = tqdm(total=int(2 * duration_s), desc="soak", unit="s")
+        for block in range(blocks):
+            for stats, flood in ((phases[0], False), (phases[1], True)):
+                done = bar.n if bar is not None else 0
 
-            def tick(elapsed: float, bar: Any = bar) -> None:
+                def tick(elapsed: float, bar: Any = bar, done: int = done) -> None:
+                    if bar is not None:
+                        bar.n = done + int(elapsed)
+                        bar.refresh()
+
+                run_block(
+                    stats,
+                    worker,
+                    control_address,
+                    duration_s=block_s,
+                    num_workflows=num_workflows,
+                    flood=flood,
+                    seed=seed,
+                    block=block,
+                    progress=tick,
+                )
                 if bar is not None:
-                    bar.n = int(elapsed)
-                    bar.refresh()
-
-            stats = run_phase(
-                name,
-                worker,
-                control_address,
-                duration_s=duration_s,
-                num_workflows=num_workflows,
-                flood=flood,
-                seed=seed,
-                progress=tick,
-            )
-            if bar is not None:
-                bar.close()
-            phases.append(stats)
+                    bar.n = done + int(block_s)
+                if not stats.worker_alive:
+                    break
+        if bar is not None:
+            bar.close()
         counters = plugin_counters(worker.url) if worker.process.poll() is None else {}
         log_tail = worker.log_tail(20)
     quiet, flood_phase = (p.summary() for p in phases)
@@ -384,6 +411,7 @@ def run_soak(
     return {
         "settings": {
             "duration_s_per_phase": duration_s,
+            "alternating_blocks": blocks,
             "workflows": num_workflows,
             "kv_tokens": kv_tokens,
             "seed": seed,
@@ -401,14 +429,15 @@ def run_soak(
 def markdown(result: dict[str, Any], machine: dict[str, Any]) -> str:
     rows = [
         "| phase | requests | errors | workflows done | p50 s | p99 s | max s | flood msgs sent "
-        "| RSS start/max/end MiB | worker up |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| RSS start/max/end MiB | worker up | p99 s by urgency |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for p in result["phases"]:
         rows.append(
             f"| {p['phase']} | {p['requests']} | {p['errors']} | {p['workflows_finished']} | {p['p50_s']} "
             f"| {p['p99_s']} | {p['max_s']} | {p['flood_messages_sent']} "
-            f"| {p['rss_start_mb']}/{p['rss_max_mb']}/{p['rss_end_mb']} | {p['worker_alive']} |"
+            f"| {p['rss_start_mb']}/{p['rss_max_mb']}/{p['rss_end_mb']} | {p['worker_alive']} "
+            f"| {p['p99_s_by_urgency']} |"
         )
     counters = result["plugin_counters"]
     keys = (
@@ -479,6 +508,12 @@ def main() -> None:
     parser.add_argument("--kv-tokens", type=int, default=1024, help="worker KV pool (--max-total-tokens)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the workload and flood generators")
     parser.add_argument(
+        "--blocks",
+        type=int,
+        default=4,
+        help="alternating quiet/flood blocks per phase (pairs background load)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path(__file__).parent / "results",
@@ -492,7 +527,11 @@ def main() -> None:
 
     machine = {"cpu": cpu_model(), "note": "shared 2-core VM; compare the ratio, not seconds"}
     result = run_soak(
-        duration_s=args.duration, num_workflows=args.workflows, kv_tokens=args.kv_tokens, seed=args.seed
+        duration_s=args.duration,
+        num_workflows=args.workflows,
+        kv_tokens=args.kv_tokens,
+        seed=args.seed,
+        blocks=args.blocks,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(result, machine)

@@ -75,7 +75,9 @@ class ReuseHint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     next_use_in_s: float | None = None
     """Predicted seconds from sending until the KV is read again; None when unknown."""
     ttl_s: float = 0.0
-    """Tool-aware TTL (paper Algorithm 1): protect the KV for this many seconds; 0 = no protection."""
+    """Tool-aware TTL (paper Algorithm 1): protect the KV for this many seconds after this call ends
+    (= when the tool starts; the worker starts the clock then, so a long decode does not use it up);
+    0 = no protection."""
     terminal: bool = False
     """True when this call is the workflow's last: its KV has no predicted reuse."""
     urgency: float = 0.0

@@ -244,6 +244,10 @@ def calc_priority(
 # --- one control step per scheduler step, identical on every rank ---------------------------------
 
 
+IDLE_STEP_INTERVAL_S = 0.05
+"""Without requests or control messages, the leader stamps a new step at most this often."""
+
+
 def _process_runtime() -> WorkerRuntime | None:
     from saga_sgl.worker.plugin import process_runtime
 
@@ -270,6 +274,11 @@ def pull_raw_reqs(original: Callable[..., Any], receiver: Any, *args: Any, **kwa
         step = runtime.collect_step()
     except Exception as exc:
         runtime.hook_failed("collect_step", exc)
+        return recv_reqs
+    last = runtime.step_now_s
+    if not recv_reqs and not step.messages and last is not None and step.now_s - last < IDLE_STEP_INTERVAL_S:
+        # Nothing to apply: skip (an idle loop would otherwise broadcast a step every spin and
+        # SGLang would count every poll as active). Time still advances every interval.
         return recv_reqs
     return [*recv_reqs, step]
 
@@ -336,7 +345,6 @@ def select_tree_core_backend(original: Callable[..., Any], params: Any) -> Any:
 
     if not is_saga_policy(params.eviction_policy):
         return backend
-    require_replica_steps()
     if backend != "python":
         log.info(
             "saga: eviction policy %r needs the Python TreeCore (requested %r); using 'python'",
@@ -345,29 +353,6 @@ def select_tree_core_backend(original: Callable[..., Any], params: Any) -> Any:
         )
         return "python"
     return backend
-
-
-def require_replica_steps() -> None:
-    """Refuse data-parallel attention, the one layout the control step cannot follow.
-
-    TP and PP ranks of a replica share one request leader, whose ``ControlStep`` reaches every
-    rank with the requests. With DP attention several leaders share one TP group and SGLang
-    re-broadcasts non-request objects from global rank 0 only, so groups would see another
-    group's step. Plain data parallelism (one scheduler per replica) is fine.
-    """
-    from sglang.srt.runtime_context import get_parallel
-
-    try:
-        attn_dp = bool(get_parallel().attn_dp_enabled)
-    except (RuntimeError, ValueError, AttributeError):
-        return
-    if attn_dp:
-        from saga_sgl.errors import InvalidSettings
-
-        raise InvalidSettings(
-            "saga eviction policies do not support --enable-dp-attention (several request leaders "
-            "per TP group); use tensor/pipeline parallelism or plain --dp replicas"
-        )
 
 
 HOOKS: tuple[tuple[str, Callable[..., Any]], ...] = (

@@ -57,6 +57,7 @@ class StrategyFactory:
         return f"StrategyFactory({self.policy_name!r})"
 
     def __call__(self, **config: Any) -> SagaEvictionStrategy:
+        require_replica_steps()
         worker_settings, policy_config = split_config(config)
         policy = build_eviction_policy(self.policy_name, policy_config)
         runtime = self._runtime_provider()
@@ -93,6 +94,29 @@ _STATE = _ProcessState()
 def process_runtime() -> WorkerRuntime | None:
     """This process's runtime, if a saga strategy was built here (else None)."""
     return _STATE.runtime
+
+
+def require_replica_steps() -> None:
+    """Refuse data-parallel attention, the one layout the control step cannot follow.
+
+    TP and PP ranks of a replica share one request leader, whose ``ControlStep`` reaches every
+    rank with the requests. With DP attention several leaders share one TP group and SGLang
+    re-broadcasts non-request objects from global rank 0 only, so groups would see another
+    group's step. Plain data parallelism (one scheduler per replica) is fine.
+    """
+    try:
+        from sglang.srt.runtime_context import get_parallel
+
+        attn_dp = bool(get_parallel().attn_dp_enabled)
+    except (ImportError, RuntimeError, ValueError, AttributeError):
+        return  # no parallel context (in-process use): one rank
+    if attn_dp:
+        from saga_sgl.errors import InvalidSettings
+
+        raise InvalidSettings(
+            "saga eviction policies do not support --enable-dp-attention (several request leaders "
+            "per TP group); use tensor/pipeline parallelism or plain --dp replicas"
+        )
 
 
 def control_bind_address(settings: WorkerSettings) -> str | None:

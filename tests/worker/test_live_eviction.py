@@ -112,7 +112,10 @@ def ab_workers(
     lru = WorkerSpec(
         port=free_port(), eviction_policy="lru", max_total_tokens=KV_TOKENS, extra_args=COMMON_ARGS
     )
-    with running_workers([saga, lru], tmp_path_factory.mktemp("live-eviction")) as (saga_worker, lru_worker):
+    with running_workers([saga, lru], tmp_path_factory.mktemp("live-eviction"), ready_timeout_s=600) as (
+        saga_worker,
+        lru_worker,
+    ):
         yield saga_worker, lru_worker, control_address
 
 

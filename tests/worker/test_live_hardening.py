@@ -47,7 +47,7 @@ def _body(ids: list[int], **extra: Any) -> dict[str, Any]:
 
 def test_out_of_vocabulary_ids_get_an_error_and_the_worker_keeps_serving(tmp_path: Path) -> None:
     spec = WorkerSpec(port=free_port(), eviction_policy=None, max_total_tokens=512)
-    with running_workers([spec], tmp_path) as (worker,):
+    with running_workers([spec], tmp_path, ready_timeout_s=600) as (worker,):
         for bad in (-1, TINY_VOCAB_SIZE, 2**40):
             status, reply = _post(worker.url, _body([5, 6, bad, 7]))
             assert status >= 400, (bad, status, reply)
@@ -63,7 +63,7 @@ def test_short_soak_under_a_control_flood(tmp_path: Path) -> None:
     from benchmarks.plugin_soak import run_soak
 
     result = run_soak(
-        duration_s=12.0, num_workflows=16, kv_tokens=1024, log_dir=tmp_path, show_progress=False
+        duration_s=12.0, num_workflows=16, kv_tokens=1024, log_dir=tmp_path, show_progress=False, blocks=2
     )
     quiet, flood = result["phases"]
     print(json.dumps({k: v for k, v in result.items() if k not in ("latencies_s", "rss_series_mb")}))

@@ -359,3 +359,48 @@ def test_the_ageing_order_bounds_the_head_start() -> None:
     calls = [QueuedCall(0.0, 0.0), QueuedCall(0.5, 2.0), QueuedCall(4.0, 2.0), QueuedCall(6.0, 2.0)]
     assert ageing_order(calls, AgeingSettings(horizon_s=5.0)) == [1, 2, 0, 3]
     assert ageing_order([QueuedCall(1.0, 0.0), QueuedCall(0.0, 0.0)]) == [1, 0]  # no urgency: FCFS
+
+
+# --- parallel layouts ---------------------------------------------------------------------------------
+
+
+@pytest.mark.sglang
+def test_only_the_request_leader_binds_and_each_dp_replica_has_its_own_address(
+    sglang_cpu: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from sglang.srt import runtime_context
+
+    from saga_sgl.worker.plugin import control_bind_address
+
+    settings = WorkerSettings(control_address="tcp://127.0.0.1:6000")
+
+    def ranks(pp: int, attn_tp: int, dp: int | None) -> None:
+        # A stand-in for SGLang's published ParallelContext: only the ranks the plugin reads.
+        parallel = SimpleNamespace(pp_rank=pp, attn_tp_rank=attn_tp, attn_cp_rank=0, dp_rank=dp)
+        monkeypatch.setattr(runtime_context, "get_parallel", lambda: parallel)
+
+    ranks(0, 0, None)
+    assert control_bind_address(settings) == "tcp://127.0.0.1:6000"
+    ranks(0, 1, None)
+    assert control_bind_address(settings) is None  # a TP follower gets steps, binds nothing
+    ranks(1, 0, None)
+    assert control_bind_address(settings) is None  # a later PP stage
+    ranks(0, 0, 2)
+    assert control_bind_address(settings) == "tcp://127.0.0.1:6002"
+
+
+@pytest.mark.sglang
+def test_dp_attention_is_refused_for_both_cache_kinds(saga_hooks: None) -> None:
+    from sglang.srt.runtime_context import get_parallel
+
+    from saga_sgl.clock import ManualClock
+    from saga_sgl.worker.plugin import StrategyFactory
+    from saga_sgl.worker.runtime import WorkerRuntime
+
+    runtime = WorkerRuntime(clock=ManualClock())
+    with get_parallel().override(attn_dp_enabled=True), pytest.raises(InvalidSettings, match="dp-attention"):
+        StrategyFactory("reuse_time", lambda: runtime)()
+    with get_parallel().override(attn_dp_enabled=False):
+        assert StrategyFactory("reuse_time", lambda: runtime)().policy.name == "reuse_time"

@@ -114,3 +114,33 @@ def test_without_steps_each_rank_would_use_its_own_clock(make_harness: Any) -> N
     a.run(list(range(10, 25)), hint=hint2)
     b.run(list(range(10, 25)), hint=hint2)
     assert a.runtime.table.get("w").next_use_at_s == b.runtime.table.get("w").next_use_at_s == 1005.0  # type: ignore[union-attr]
+
+
+def test_the_step_rides_the_pulled_requests_and_is_applied_before_them(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two hooks around SGLang's receive path, called as SGLang calls them (the receiver and
+    the scheduler are stand-ins here: their methods are SGLang's, passed in as ``original``)."""
+    from saga_sgl.worker import hooks, plugin
+    from saga_sgl.worker.runtime import ControlStep
+
+    h = make_harness("unified", "reuse_time", start_s=50.0)
+    monkeypatch.setattr(plugin._STATE, "runtime", h.runtime)
+    request = object()
+    pulled = hooks.pull_raw_reqs(lambda receiver: [request], None)
+    assert pulled[0] is request and isinstance(pulled[1], ControlStep) and pulled[1].now_s == 50.0
+    seen: list[Any] = []
+
+    class Scheduler:  # stand-in: only the attribute the hook reads
+        tree_cache = h.cache
+
+    hooks.process_input_requests(lambda scheduler, reqs: seen.extend(reqs), Scheduler(), pulled)
+    assert seen == [request] and h.runtime.step_now_s == 50.0
+    # An idle loop does not broadcast a step on every spin, but time still moves on.
+    h.clock.advance(0.01)
+    assert hooks.pull_raw_reqs(lambda receiver: [], None) == []
+    h.clock.advance(0.1)
+    idle = hooks.pull_raw_reqs(lambda receiver: [], None)
+    assert len(idle) == 1 and idle[0].now_s == pytest.approx(50.11)
+    # A follower rank (pull returns None) appends nothing: it gets the leader's list by broadcast.
+    assert hooks.pull_raw_reqs(lambda receiver: None, None) is None
