@@ -17,7 +17,10 @@ REQUEST_LOG_ARGS = ("--log-requests", "--log-requests-level", "1", "--log-reques
 def text_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     """A real SGLang CPU worker serving text with the committed tokenizer; shared by the module."""
     spec = WorkerSpec(port=free_port(), serve_text=True, max_total_tokens=8192, extra_args=REQUEST_LOG_ARGS)
-    with running_workers([spec], tmp_path_factory.mktemp("frontend-worker")) as (worker,):
+    # Generous readiness wait: on the shared 2-core machine a start can take minutes under load.
+    with running_workers([spec], tmp_path_factory.mktemp("frontend-worker"), ready_timeout_s=600) as (
+        worker,
+    ):
         yield worker
 
 
