@@ -68,7 +68,10 @@ def stop(*_):
 signal.signal(signal.SIGINT, stop)
 from saga_router.cli import main
 prof.enable()
-main()
+try:
+    main()
+finally:
+    prof.disable(); prof.dump_stats(out)
 """
 PROMPT_TOKENS = 200
 WORKFLOWS = 64
@@ -219,8 +222,9 @@ def _run_load(
         str(concurrency),
         str(seconds),
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    with tempfile.NamedTemporaryFile(suffix=".json") as result:
+        subprocess.run([*cmd, result.name], check=True, timeout=600, stdout=subprocess.DEVNULL)
+        return json.loads(Path(result.name).read_text())  # type: ignore[no-any-return]
 
 
 # --- one row -----------------------------------------------------------------------------------------
@@ -335,10 +339,10 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="1000 requests, 4 s throughput phase")
     p.add_argument("--profile", action="store_true", help="also profile our saga row with cProfile")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    p.add_argument("--load", nargs=6, help=argparse.SUPPRESS)
+    p.add_argument("--load", nargs=7, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.load:
-        url, mode, rate, count, concurrency, seconds = args.load
+        url, mode, rate, count, concurrency, seconds, result_path = args.load
         try:
             import uvloop
 
@@ -346,7 +350,7 @@ def main() -> None:
         except ImportError:
             pass
         result = asyncio.run(_load(url, mode, float(rate), int(count), int(concurrency), float(seconds)))
-        print(json.dumps(result))
+        Path(result_path).write_text(json.dumps(result))
         return
     if args.quick:
         args.requests, args.seconds, args.idle_seconds = 1000, 4.0, 2.0
@@ -390,7 +394,7 @@ def main() -> None:
                 _run_load(url, "rate", rate=args.rate, count=args.requests)
             finally:
                 _stop(proc)
-            profile_summary = _profile_summary(prof)
+            profile_summary = _profile_summary(prof) if prof.exists() else ["(no profile written)"]
     finally:
         for proc in backends_procs:
             _stop(proc)

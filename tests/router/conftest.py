@@ -111,7 +111,7 @@ class RouterProcess:
 
 
 def start_router(
-    command: Sequence[str], port: int, log_dir: Path, name: str, *, ready_workers: int, timeout_s: float = 90
+    command: Sequence[str], port: int, log_dir: Path, name: str, *, ready_workers: int, timeout_s: float = 300
 ) -> RouterProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{port}.log"

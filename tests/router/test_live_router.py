@@ -138,7 +138,7 @@ def test_steal_moves_a_workflow_in_its_tool_gap_and_prefills_it_on_the_thief(
     ]
     for t in threads:
         t.start()
-    wait_for(lambda: running_reqs(victim) >= 2, 30, "the victim to run the busy calls")
+    wait_for(lambda: running_reqs(victim) >= 2, 120, "the victim to run the busy calls")
     added = http("POST", router.url + "/workers", {"url": thief.url})
     assert added.status == 202 and added.json()["status"] == "accepted"
     wait_for(lambda: router.metric("saga_router_steals_total") >= 1, 30, "a steal")
@@ -325,7 +325,7 @@ def test_a_hung_worker_is_taken_out_and_re_admitted_when_it_answers_again(
         "--health-check-interval-secs",
         "0.5",
         "--health-check-timeout-secs",
-        "1",
+        "5",
         "--health-failure-threshold",
         "2",
         "--health-success-threshold",
@@ -384,7 +384,7 @@ def test_killing_a_worker_mid_workflow_loses_no_request_that_had_not_started_str
     ]
     for t in threads:
         t.start()
-    wait_for(lambda: running_reqs(victim) >= 2, 30, "calls running on the victim")
+    wait_for(lambda: running_reqs(victim) >= 2, 120, "calls running on the victim")
     victim.stop(timeout_s=1)
     for t in threads:
         t.join(timeout=300)
