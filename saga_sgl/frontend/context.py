@@ -92,7 +92,11 @@ def workflow(
         _WORKFLOW.reset(token)
         executors = list(scope.executors)
         for executor in executors:
-            executor.sync()
+            # Wait for the program's worker thread to finish, not executor.sync(): once a program has
+            # ended, a late ProgramState.__del__ can queue a second stop sentinel that no thread will
+            # ever take, and sync() (queue.join) would then block forever.
+            if executor.use_thread:
+                executor.worker.join()
         ok = ok and all(getattr(e, "error_", None) is None for e in executors)
         for backend, record in list(scope.records.values()):
             backend.finish_workflow(record, ok=ok)

@@ -316,16 +316,17 @@ def stock_router(text_worker: WorkerProcess, tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while True:
             assert proc.poll() is None, (tmp_path / "sglang-router.log").read_text()[-2000:]
             try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                # /get_model_info answers 200 only once the router has admitted the worker.
+                with urllib.request.urlopen(url + "/get_model_info", timeout=5) as resp:
                     if resp.status == 200:
                         break
-            except OSError:
+            except OSError:  # refused while starting, 503 "no_workers" until admitted
                 pass
-            assert time.monotonic() < deadline, "sglang-router did not become healthy"
+            assert time.monotonic() < deadline, "sglang-router did not admit the worker"
             time.sleep(0.5)
         yield url
     finally:
