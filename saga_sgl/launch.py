@@ -1,34 +1,46 @@
-"""``python -m saga_sgl.launch``: start a local SGLang cluster with the saga plugin, and optionally
-replay a small agent workload against it.
+"""``python -m saga_sgl.launch``: start a saga cluster on this machine and run agents through it.
 
-Today this starts N real SGLang workers (CPU by default: the tiny Llama config with dummy weights)
-with saga's predicted-reuse eviction, then either keeps them serving (``--serve``) or runs a short
-agent demo (the default): several multi-step workflows whose calls carry ``saga.reuse`` kv_hints,
-reporting per step how many prompt tokens the radix cache served. The multi-node router joins this
-command when it lands; until then workflows are pinned to workers by a stable hash of their id.
+It starts N SGLang workers with the saga plugin (control channel and KV events wired), the saga router
+(``python -m saga_router``) in front of them, and prints the URLs. Then either it serves until Ctrl-C
+(``--serve``), or it runs the bundled SGLang DSL agents (``saga_sgl.agents``: coding, browser,
+tree-of-thought; shapes and tool latencies from the workload model) through the router and prints a
+summary: task completion times, cached-token ratio, recomputed tokens, where each workflow ran,
+steals and admissions held.
+
+Without a visible GPU the workers serve a tiny 2-layer Llama with dummy weights on the CPU (the
+default); with one, ``--model-path``, ``--tp`` and ``--gpus-per-worker`` choose the model and GPUs.
+Every flag can also come from ``--config FILE`` (TOML or JSON; keys are the flag names, with dashes
+or underscores); flags given on the command line win. Every child process is stopped on exit,
+Ctrl-C, SIGTERM or any failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
-import random
 import signal
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from dataclasses import dataclass
+import tomllib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
 
-from tqdm import tqdm
-
-from saga_sgl.local_workers import TINY_MODEL_DIR, TINY_VOCAB_SIZE, WorkerProcess, WorkerSpec, running_workers
-from saga_sgl.protocol import ReuseHint, encode_kv_hints, request_id
+from saga_sgl.cluster.processes import (
+    ClusterDied,
+    RouterProcess,
+    RouterSpec,
+    free_port,
+    local_cluster,
+    plugin_worker_spec,
+)
+from saga_sgl.local_workers import TINY_MODEL_DIR, WorkerSpec, WorkerStartError
 
 log = logging.getLogger("saga_sgl.launch")
 
@@ -39,253 +51,406 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--workers", type=int, default=1, help="number of SGLang workers to start (default 1)")
     p.add_argument(
-        "--base-port",
-        type=int,
-        default=30000,
-        help="first worker port; worker i listens on base-port + i (default 30000)",
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML or JSON file whose keys are any of these flags (e.g. workers = 2); "
+        "command-line flags override it",
     )
-    p.add_argument(
-        "--device",
-        default="cpu",
-        help="SGLang --device; 'cpu' uses the tiny dummy-weight model and the CPU shims (default cpu)",
+    g = p.add_argument_group("cluster")
+    g.add_argument("--workers", type=int, default=2, help="SGLang workers to start (default 2)")
+    g.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the router binds (default 127.0.0.1; 0.0.0.0 to serve the network)",
     )
-    p.add_argument(
-        "--model-path",
-        default=str(TINY_MODEL_DIR),
-        help="model directory or hub id for the workers (default: the shipped tiny Llama config)",
+    g.add_argument(
+        "--port", type=int, default=0, help="router port (default 0: a free port, printed at start)"
     )
-    p.add_argument(
+    g.add_argument(
+        "--policy",
+        default="saga",
+        help="router policy: saga (workflow scheduler, default) or a baseline of "
+        "`python -m saga_router --help` (cache_aware, round_robin, ...)",
+    )
+    g.add_argument(
         "--eviction-policy",
         default="saga",
-        help="SGLang --radix-eviction-policy: 'saga' (our default), 'reuse_time', 'wa_lru', or a "
-        "stock SGLang policy such as 'lru' for comparison (default saga)",
+        help="workers' --radix-eviction-policy: saga (default), reuse_time, wa_lru, or a stock "
+        "SGLang policy such as lru (then the workers have no control channel)",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-total-tokens",
         type=int,
-        default=768,
-        help="KV capacity per worker in tokens; small on CPU so that the demo's workflows do not all fit "
-        "and eviction decides what is recomputed (default 768)",
+        default=1536,
+        help="KV capacity per worker in tokens (default 1536: on the tiny CPU model, small "
+        "enough that the agents' contexts do not all fit and eviction decides; 0 = SGLang's "
+        "own sizing from memory, what you want on a GPU)",
     )
-    p.add_argument(
-        "--compare-with",
-        default="lru",
-        help="demo: afterwards replay the same workload on fresh workers with this eviction policy and "
-        "compare recomputed prompt tokens; 'none' to skip (default lru, SGLang's stock policy)",
+    g.add_argument(
+        "--scheduler-config",
+        default=None,
+        help="JSON object of workflow-scheduler settings passed to the router, e.g. "
+        '\'{"admission": {"enabled": true}}\'',
     )
-    p.add_argument(
+    g.add_argument(
         "--log-dir",
         type=Path,
         default=None,
-        help="where worker logs go (default: a fresh temporary directory, printed at start)",
+        help="where worker and router logs go (default: a fresh temporary directory, printed)",
     )
-    p.add_argument(
+    g.add_argument(
         "--ready-timeout",
         type=float,
-        default=240.0,
-        help="seconds to wait for each worker's /health (default 240)",
+        default=300.0,
+        help="seconds to wait for each worker's /health (default 300; a CPU worker needs 20-60 "
+        "s on an idle machine)",
     )
-    p.add_argument(
-        "--serve-text",
-        action="store_true",
-        help="CPU: load the tiny model's committed tokenizer so workers accept text prompts (SGLang DSL "
-        "programs, chat, grammars); without it CPU workers run --skip-tokenizer-init and take input_ids",
+    g = p.add_argument_group("multi-node (Ray)")
+    g.add_argument(
+        "--ray-address",
+        default=None,
+        help="run the workers as Ray actors on this Ray cluster (e.g. auto, or HOST:6379 of the "
+        "head); the router runs here, on the head, and workers register through its /workers API; "
+        "a lost worker or node is removed from the router and restarted where resources allow",
     )
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--serve", action="store_true", help="keep the workers serving until Ctrl-C")
+    g.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=1.0,
+        help="Ray: CPUs reserved in each worker's placement group (default 1); GPUs = --tp",
+    )
+    g.add_argument(
+        "--supervise-interval",
+        type=float,
+        default=2.0,
+        help="Ray: seconds between liveness checks of the worker actors (default 2)",
+    )
+    g = p.add_argument_group("model and devices")
+    g.add_argument(
+        "--device",
+        default="auto",
+        help="SGLang --device: auto (cuda if torch sees a GPU, else cpu; default), cpu, cuda",
+    )
+    g.add_argument(
+        "--model-path",
+        default=None,
+        help="model directory or hub id (default: the shipped tiny Llama config with dummy "
+        "weights on CPU; required on GPU)",
+    )
+    g.add_argument("--tp", type=int, default=1, help="tensor-parallel size of each worker (default 1)")
+    g.add_argument(
+        "--gpus-per-worker",
+        type=int,
+        default=None,
+        help="GPUs given to each worker through CUDA_VISIBLE_DEVICES (default: --tp); worker i "
+        "gets GPUs i*g .. i*g+g-1",
+    )
+    g.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        help="extra argument for every `sglang.launch_server` (repeatable), e.g. "
+        "--worker-arg=--mem-fraction-static=0.8",
+    )
+    g = p.add_argument_group("what to do once the cluster is up")
+    mode = g.add_mutually_exclusive_group()
+    mode.add_argument("--serve", action="store_true", help="serve until Ctrl-C (or SIGTERM)")
     mode.add_argument(
-        "--demo",
-        action="store_true",
-        help="run the agent demo and exit (the default when --serve is not given)",
+        "--agents",
+        type=int,
+        default=8,
+        help="run this many DSL agents through the router, print the summary, stop (the default, 8)",
     )
-    p.add_argument("--workflows", type=int, default=6, help="demo: number of agent workflows (default 6)")
-    p.add_argument("--steps", type=int, default=5, help="demo: LLM calls per workflow (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="demo: seed of the synthetic prompts (default 0)")
-    p.add_argument("--json", type=Path, default=None, help="demo: also write the per-call results here")
+    g.add_argument("--seed", type=int, default=0, help="seed of the agents' shapes and arrivals (default 0)")
+    g.add_argument(
+        "--kinds", default="coding,browser,tot", help="agent kinds to draw from (default coding,browser,tot)"
+    )
+    g.add_argument("--tenants", type=int, default=2, help="tenants the agents belong to (default 2)")
+    g.add_argument("--concurrency", type=int, default=6, help="agents running at once (default 6)")
+    g.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="Poisson arrival rate in agents/s (default: all start at once, --concurrency at a time)",
+    )
+    g.add_argument(
+        "--token-scale",
+        type=float,
+        default=0.03,
+        help="multiplies the workload model's token counts (default 0.03: system prompt ~120 "
+        "tokens, contexts of a few hundred, for the tiny CPU model)",
+    )
+    g.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.25,
+        help="multiplies the workload model's tool latencies (default 0.25; 1 = the paper's "
+        "Table 1 latencies, 0 = no tool gaps)",
+    )
+    g.add_argument("--max-steps", type=int, default=6, help="cap on LLM calls per agent loop (default 6)")
+    g.add_argument("--max-new-tokens", type=int, default=16, help="cap on tokens per generation (default 16)")
+    g.add_argument(
+        "--json", type=Path, default=None, help="also write the summary and per-agent results here"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
-@dataclass(frozen=True, slots=True)
-class CallResult:
-    workflow_id: str
-    step: int
-    worker: str
-    prompt_tokens: int
-    cached_tokens: int
-    latency_s: float
+def _config_defaults(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
+    """The config file as parser defaults; unknown keys and unreadable files are errors, not ignored."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        parser.error(f"--config {path}: {exc}")
+    try:
+        data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        parser.error(f"--config {path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}")
+    if not isinstance(data, dict):
+        parser.error(f"--config {path}: must be a table/object of flag names")
+    known = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dest = str(key).replace("-", "_")
+        if dest not in known:
+            parser.error(f"--config {path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        action = known[dest]
+        if action.type is not None and value is not None and not isinstance(value, list):
+            try:
+                value = action.type(value)  # type: ignore[operator]
+            except (TypeError, ValueError) as exc:
+                parser.error(f"--config {path}: {key} = {value!r}: {exc}")
+        out[dest] = value
+    return out
 
 
-def _post(url: str, body: dict[str, object], timeout_s: float = 120.0) -> dict[str, object]:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-        return json.loads(resp.read())  # type: ignore[no-any-return]
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.config is not None:
+        parser.set_defaults(**_config_defaults(parser, first.config))
+    args = parser.parse_args(argv)
+    if args.workers < 1 or args.tp < 1 or args.agents < 1 or args.concurrency < 1 or args.tenants < 1:
+        parser.error("--workers, --tp, --agents, --concurrency and --tenants must be >= 1")
+    if args.device == "auto":
+        args.device = "cuda" if _cuda_available() else "cpu"
+    if args.device != "cpu" and args.model_path is None:
+        parser.error(f"--device {args.device}: give --model-path (the tiny dummy model is for CPU only)")
+    if args.scheduler_config is not None:
+        try:
+            if not isinstance(json.loads(args.scheduler_config), dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            parser.error(f"--scheduler-config must be a JSON object: {exc}")
+    return args
 
 
-def _stable_index(key: str, n: int) -> int:
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
-def run_demo(
-    workers: list[WorkerProcess], *, num_workflows: int, num_steps: int, seed: int
-) -> list[CallResult]:
-    """Interleave several agent workflows step by step (round robin, as an agent fleet whose tool
-    calls take similar time would): each call's prompt is the previous context plus the model output
-    and a tool observation, so a cache that keeps the workflow's KV across the tool gap serves it again.
-
-    Each call carries the hint a router would send: the workflow's next call comes after every other
-    workflow had its turn, so its predicted next use is ``(num_workflows - 1)`` mean call latencies
-    away; the last call of a workflow is terminal.
-    """
-    rng = random.Random(seed)
-    system_prompt = [rng.randrange(1, TINY_VOCAB_SIZE) for _ in range(48)]  # shared by all workflows
-    contexts = {
-        f"demo-wf{i}": list(system_prompt) + [rng.randrange(1, TINY_VOCAB_SIZE) for _ in range(32)]
-        for i in range(num_workflows)
-    }
-    tools = ["read_file", "edit_code", "run_test"]
-    results: list[CallResult] = []
-    mean_call_s = 0.05
-    with tqdm(total=num_workflows * num_steps, desc="agent calls", unit="call") as bar:
-        for step in range(num_steps):
-            for wf_id, context in contexts.items():
-                worker = workers[_stable_index(wf_id, len(workers))]
-                terminal = step == num_steps - 1
-                hint = ReuseHint(
-                    workflow_id=wf_id,
-                    step=step,
-                    tool="" if terminal else tools[step % len(tools)],
-                    reuse_prob=0.0 if terminal else 0.95,
-                    next_use_in_s=None if terminal else (num_workflows - 1) * mean_call_s,
-                    terminal=terminal,
-                )
-                t0 = time.monotonic()
-                out = _post(
-                    worker.url + "/generate",
-                    {
-                        "input_ids": context,
-                        "sampling_params": {"max_new_tokens": 8, "temperature": 0},
-                        "rid": request_id(wf_id, step),
-                        "routing_key": wf_id,
-                        "kv_hints": encode_kv_hints(hint),
-                    },
-                )
-                latency_s = time.monotonic() - t0
-                mean_call_s = 0.9 * mean_call_s + 0.1 * latency_s
-                meta = out["meta_info"]
-                assert isinstance(meta, dict)
-                results.append(
-                    CallResult(
-                        wf_id,
-                        step,
-                        worker.url,
-                        int(meta["prompt_tokens"]),
-                        int(meta["cached_tokens"]),
-                        latency_s,
-                    )
-                )
-                # Next prompt: context + model output + a tool observation.
-                output_ids = out.get("output_ids") or []
-                assert isinstance(output_ids, list)
-                context.extend(int(t) % TINY_VOCAB_SIZE for t in output_ids)
-                context.extend(rng.randrange(1, TINY_VOCAB_SIZE) for _ in range(rng.randint(16, 40)))
-                bar.update(1)
-    return results
-
-
-def summarize(results: list[CallResult]) -> str:
-    lines = ["| step | calls | prompt tokens | cached tokens | cache hit |", "|---:|---:|---:|---:|---:|"]
-    for step in sorted({r.step for r in results}):
-        rows = [r for r in results if r.step == step]
-        prompt = sum(r.prompt_tokens for r in rows)
-        cached = sum(r.cached_tokens for r in rows)
-        lines.append(f"| {step} | {len(rows)} | {prompt} | {cached} | {cached / max(prompt, 1):.1%} |")
-    prompt = sum(r.prompt_tokens for r in results)
-    cached = sum(r.cached_tokens for r in results)
-    lines.append(f"| all | {len(results)} | {prompt} | {cached} | {cached / max(prompt, 1):.1%} |")
-    return "\n".join(lines)
-
-
-def _specs(args: argparse.Namespace, policy: str) -> list[WorkerSpec]:
+def worker_specs(args: argparse.Namespace) -> list[WorkerSpec]:
+    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else args.tp
     return [
-        WorkerSpec(
-            port=args.base_port + i,
-            model_path=args.model_path,
+        plugin_worker_spec(
+            model_path=args.model_path or str(TINY_MODEL_DIR),
             device=args.device,
-            max_total_tokens=args.max_total_tokens,
-            eviction_policy=policy,
-            serve_text=args.serve_text,
+            max_total_tokens=args.max_total_tokens or None,
+            eviction_policy=args.eviction_policy,
+            tp=args.tp,
+            gpu_ids=tuple(range(i * gpus, (i + 1) * gpus)) if args.device == "cuda" else (),
+            extra_args=tuple(args.worker_arg),
         )
         for i in range(args.workers)
     ]
 
 
-def _serve(workers: list[WorkerProcess]) -> int:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    log.info("serving on %s; Ctrl-C to stop", ", ".join(w.url for w in workers))
+def router_spec(args: argparse.Namespace) -> RouterSpec:
+    extra = ("--scheduler-config", args.scheduler_config) if args.scheduler_config else ()
+    return RouterSpec(
+        port=args.port or free_port(),
+        host=args.host,
+        policy=args.policy,
+        model_path=args.model_path or str(TINY_MODEL_DIR),
+        extra_args=extra,
+    )
+
+
+class _Stop(Exception):
+    """SIGTERM/SIGHUP arrived: unwind so that every child is stopped."""
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+class RunningCluster(Protocol):
+    """What serving and the workload need of a cluster: local (``LocalCluster``) or on Ray."""
+
+    router: RouterProcess | None
+    log_dir: Path
+
+    def check(self) -> None: ...
+
+    def worker_urls(self) -> list[str]: ...
+
+
+def serve(cluster: RunningCluster) -> int:
+    assert cluster.router is not None
+    print(f"\nsaga router: {cluster.router.url}  (OpenAI /v1, /generate, /workers, /metrics)")
+    for url in cluster.worker_urls():
+        print(f"  worker:    {url}")
+    print("serving; Ctrl-C to stop\n", flush=True)
+    while True:
+        cluster.check()
+        time.sleep(1.0)
+
+
+def run_workload(cluster: RunningCluster, args: argparse.Namespace) -> dict[str, Any]:
+    from saga_sgl.agents.common import AgentScale
+    from saga_sgl.agents.workload import run_agents
+    from saga_sgl.cluster.report import RunSummary, metric_delta, placements_from_log, recomputed_tokens
+    from saga_sgl.frontend import SagaEndpoint
+
+    assert cluster.router is not None
+    router = cluster.router
+    print(f"\nsaga router: {router.url}; workers: {', '.join(cluster.worker_urls())}")
+    print(
+        f"running {args.agents} agent(s), {args.concurrency} at a time (logs in {cluster.log_dir})\n",
+        flush=True,
+    )
+    scale = AgentScale(
+        token_scale=args.token_scale,
+        time_scale=args.time_scale,
+        max_steps=args.max_steps,
+        max_new_tokens=args.max_new_tokens,
+    )
+    backend = SagaEndpoint(router.url)
+    before = router.metrics()
+    held_peak = 0
+    done = threading.Event()
+
+    def watch() -> None:  # admissions held is a gauge: sample it, and notice a dying child
+        nonlocal held_peak
+        while not done.wait(0.5):
+            held = router.metrics().get("saga_router_admissions_held", 0.0)
+            held_peak = max(held_peak, int(held))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    t0 = time.monotonic()
     try:
-        while not stop.wait(1.0):
-            if any(w.process.poll() is not None for w in workers):
-                log.error("a worker exited; shutting down")
-                return 1
-    except KeyboardInterrupt:
-        pass
-    return 0
+        results = run_agents(
+            router.url,
+            args.agents,
+            seed=args.seed,
+            kinds=[k for k in args.kinds.split(",") if k],
+            tenants=args.tenants,
+            concurrency=args.concurrency,
+            arrival_rate_per_s=args.rate,
+            scale=scale,
+            backend=backend,
+        )
+    finally:
+        done.set()
+        watcher.join()
+    wall = time.monotonic() - t0
+    cluster.check()
+    after = router.metrics()
+    summary = RunSummary(
+        results=results,
+        recomputed={r.workflow_id: recomputed_tokens(backend.recorded(r.workflow_id)) for r in results},
+        placements=placements_from_log(router.log_text()),
+        router_counters=metric_delta(before, after, "saga_router_"),
+        admissions_held_peak=held_peak,
+        wall_s=wall,
+    )
+    print("\n" + summary.render() + "\n", flush=True)
+    return {"summary": summary.as_dict(), "agents": [dataclasses.asdict(r) for r in results]}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@contextlib.contextmanager
+def _start(args: argparse.Namespace, log_dir: Path) -> Iterator[RunningCluster]:
+    if args.ray_address is None:
+        with local_cluster(
+            worker_specs(args), router_spec(args), log_dir, ready_timeout_s=args.ready_timeout
+        ) as cluster:
+            yield cluster
+        return
+    from saga_sgl.cluster.ray_pool import ray_cluster
+
+    worker_kwargs = {
+        "model_path": args.model_path or str(TINY_MODEL_DIR),
+        "device": args.device,
+        "max_total_tokens": args.max_total_tokens or None,
+        "eviction_policy": args.eviction_policy,
+        "tp": args.tp,
+        "extra_args": tuple(args.worker_arg),
+    }
+    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else args.tp
+    with ray_cluster(
+        args.ray_address,
+        router_spec(args),
+        num_workers=args.workers,
+        worker_kwargs=worker_kwargs,
+        log_dir=log_dir,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=gpus if args.device == "cuda" else 0,
+        ready_timeout_s=args.ready_timeout,
+        supervise_interval_s=args.supervise_interval,
+    ) as cluster:
+        yield cluster
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.workers < 1 or args.workflows < 1 or args.steps < 1:
-        print("--workers, --workflows and --steps must be >= 1", file=sys.stderr)
-        return 2
-    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="saga-workers-"))
-    policies = [args.eviction_policy]
-    if not args.serve and args.compare_with not in ("none", args.eviction_policy):
-        policies.append(args.compare_with)
-    all_results: dict[str, list[CallResult]] = {}
-    for policy in policies:
-        log.info(
-            "starting %d SGLang worker(s) with --radix-eviction-policy %s, %d KV tokens each; logs in %s",
-            args.workers,
-            policy,
-            args.max_total_tokens,
-            log_dir,
-        )
-        t0 = time.monotonic()
-        with running_workers(_specs(args, policy), log_dir, ready_timeout_s=args.ready_timeout) as workers:
-            log.info("%d worker(s) ready after %.1f s", len(workers), time.monotonic() - t0)
-            if args.serve:
-                return _serve(workers)
-            all_results[policy] = run_demo(
-                workers, num_workflows=args.workflows, num_steps=args.steps, seed=args.seed
-            )
-        print(f"\n### --radix-eviction-policy {policy}\n\n{summarize(all_results[policy])}\n")
-    if len(all_results) == 2:
-        print(compare(all_results))
-    if args.json:
-        payload = {p: [dataclasses.asdict(r) for r in rs] for p, rs in all_results.items()}
-        args.json.write_text(json.dumps(payload, indent=2))
-    return 0
-
-
-def compare(all_results: dict[str, list[CallResult]]) -> str:
-    """One line per policy: prompt tokens recomputed (not served from the radix cache)."""
-    recomputed = {p: sum(r.prompt_tokens - r.cached_tokens for r in rs) for p, rs in all_results.items()}
-    (ours, ours_n), (base, base_n) = recomputed.items()
-    ratio = base_n / ours_n if ours_n else float("inf")
-    return (
-        f"recomputed prompt tokens: {ours} {ours_n}, {base} {base_n} "
-        f"({ratio:.2f}x as many with {base}; same workload, seed and KV capacity)"
+    for name in ("urllib3", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="saga-cluster-"))
+    old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    log.info(
+        "starting %d %s worker(s) (eviction %s, KV %s tokens each) and the saga router (policy %s); "
+        "logs in %s",
+        args.workers,
+        args.device,
+        args.eviction_policy,
+        args.max_total_tokens or "auto",
+        args.policy,
+        log_dir,
     )
+    t0 = time.monotonic()
+    try:
+        with _start(args, log_dir) as cluster:
+            log.info("cluster ready after %.1f s", time.monotonic() - t0)
+            if args.serve:
+                return serve(cluster)
+            out = run_workload(cluster, args)
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2, default=str))
+        failed = int(out["summary"]["failed"])
+        return 1 if failed else 0
+    except (KeyboardInterrupt, _Stop) as exc:
+        log.info(
+            "stopping (%s); every worker and the router are stopped",
+            type(exc).__name__ if isinstance(exc, KeyboardInterrupt) else exc,
+        )
+        return 130
+    except (WorkerStartError, ClusterDied) as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

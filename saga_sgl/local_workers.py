@@ -14,6 +14,7 @@ scheduler and detokenizer children SGLang spawns: no orphans, even when a test f
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -43,6 +44,8 @@ class WorkerSpec:
     """How to start one SGLang worker."""
 
     port: int
+    host: str = "127.0.0.1"
+    """Address the worker binds and is reached at (a node's IP for multi-node clusters)."""
     model_path: str = str(TINY_MODEL_DIR)
     device: str = "cpu"
     max_total_tokens: int | None = 4096
@@ -59,7 +62,7 @@ class WorkerSpec:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
         cmd = [
@@ -69,7 +72,7 @@ class WorkerSpec:
             "--model-path",
             self.model_path,
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(self.port),
             "--device",
@@ -145,6 +148,15 @@ class WorkerProcess:
             self.process.wait(timeout=5)
 
 
+def child_preexec() -> None:
+    """In the child before exec (Linux): receive SIGTERM when the launching process dies, so that a
+    launcher killed with SIGKILL still takes its children with it. No-op elsewhere."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -179,6 +191,7 @@ def start_worker(spec: WorkerSpec, log_dir: Path) -> WorkerProcess:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
+            preexec_fn=child_preexec,
         )
     return WorkerProcess(spec=spec, process=process, log_path=log_path, started_at_s=time.monotonic())
 

@@ -1,0 +1,409 @@
+"""Live benchmark: the same SGLang DSL agent workload through real routers in front of real SGLang CPU
+workers, one run, several seeds.
+
+Rows (each a router + worker eviction policy; every row replays the identical agents per seed):
+
+* ``sglang-router cache_aware + LRU``: sglang-router 0.3.2 (pip) ``--policy cache_aware``, stock SGLang
+  workers (``--radix-eviction-policy lru``) -- the production baseline;
+* ``sglang-router round_robin + LRU``;
+* ``saga``: the saga router (``--policy saga``: workflow scheduler) + workers with the saga plugin;
+* ``saga-router <baseline> + LRU``: the saga router running each of its baseline policies.
+
+The workload is ``saga_sgl.agents.run_agents`` (coding, browser and tree-of-thought DSL agents, shapes
+and tool latencies drawn from the workload model, tool gaps really slept, scaled by --time-scale).
+
+Sizing, so that prefill cost and eviction pressure are real on a CPU: the workers serve a
+dummy-weight Llama that is wider and deeper than the launcher's tiny one (--hidden-size, --layers;
+the tiny model's 512-id tokenizer), so a prefill of a few hundred tokens costs tens of ms; the agents'
+token counts are scaled (--token-scale) so that one agent's context reaches several hundred to ~2000
+tokens; and each worker's KV pool (--kv-tokens) holds only a few agents' contexts while --concurrency
+agents run at once, so eviction decides what is recomputed.
+
+Worker sets are started once per eviction policy (LRU set, then saga set; each row flushes the
+workers' caches before it runs), so rows of different sets ran at different times on a shared
+machine: read ratios with that noise in mind. Writes JSON, markdown and a PNG to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._cluster_stats import geomean, paired_ratio
+from benchmarks._machine import cpu_model
+from saga_sgl.agents.common import AgentScale
+from saga_sgl.agents.workload import run_agents
+from saga_sgl.cluster.processes import (
+    LocalCluster,
+    RouterSpec,
+    free_port,
+    http_json,
+    plugin_worker_spec,
+    start_router,
+)
+from saga_sgl.cluster.report import recomputed_tokens
+from saga_sgl.frontend import SagaEndpoint
+from saga_sgl.local_workers import TINY_MODEL_DIR, start_worker
+
+log = logging.getLogger("live")
+
+OURS = "saga"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    name: str
+    router: str
+    """'sglang' (sglang-router 0.3.2) or 'saga'."""
+    policy: str
+    eviction: str
+
+
+def rows(quick: bool) -> list[Row]:
+    out = [
+        Row("sglang-router cache_aware + LRU", "sglang", "cache_aware", "lru"),
+        Row("sglang-router round_robin + LRU", "sglang", "round_robin", "lru"),
+        Row(OURS, "saga", "saga", "saga"),
+    ]
+    baselines = ["cache_aware"] if quick else ["cache_aware", "round_robin", "consistent_hash"]
+    out += [Row(f"saga-router {b} + LRU", "saga", b, "lru") for b in baselines]
+    return out
+
+
+def model_dir(out: Path, hidden: int, layers: int) -> Path:
+    """The tiny model's files (tokenizer included) with a wider/deeper config (dummy weights)."""
+    dst = out / f"llama-{layers}x{hidden}"
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(TINY_MODEL_DIR, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    heads = max(4, hidden // 64)
+    cfg.update(
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
+    )
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+    return dst
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few minutes: 1 seed, 8 agents, the saga router's cache_aware as its only baseline",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="workload seeds (default 3; --quick: 1)")
+    p.add_argument("--agents", type=int, default=16, help="agents per seed (default 16; --quick: 8)")
+    p.add_argument("--concurrency", type=int, default=8, help="agents running at once (default 8)")
+    p.add_argument("--workers", type=int, default=2, help="SGLang CPU workers per set (default 2)")
+    p.add_argument(
+        "--kv-tokens",
+        type=int,
+        default=3072,
+        help="KV pool of each worker in tokens (default 3072: a few agents' contexts)",
+    )
+    p.add_argument("--hidden-size", type=int, default=256, help="model width (default 256)")
+    p.add_argument("--layers", type=int, default=4, help="model depth (default 4)")
+    p.add_argument(
+        "--token-scale",
+        type=float,
+        default=0.08,
+        help="multiplies the workload model's token counts (default 0.08: contexts of "
+        "several hundred to ~2000 tokens)",
+    )
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.1,
+        help="multiplies the workload model's tool latencies (default 0.1)",
+    )
+    p.add_argument("--max-steps", type=int, default=8, help="cap on LLM calls per agent loop (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="cap on tokens per generation (default 16)")
+    p.add_argument("--tenants", type=int, default=2, help="tenants (default 2)")
+    p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
+    p.add_argument("--out", type=Path, default=Path("out/live"), help="output directory (default out/live)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def flush(urls: list[str]) -> None:
+    """Empty every worker's radix cache (SGLang answers in plain text) so rows start alike."""
+    for url in urls:
+        req = urllib.request.Request(url + "/flush_cache", data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"{url}/flush_cache answered {resp.status}")
+
+
+def idle_call_s(url: str, scale: AgentScale) -> float:
+    """Median latency of one uncached call of a typical prompt on an idle worker (for the SLO)."""
+    from saga_sgl.agents.common import text_of
+
+    lat = []
+    for i in range(3):
+        body = {
+            "text": text_of(f"idle-probe-{i}", scale.tokens(8000)),
+            "sampling_params": {"max_new_tokens": scale.max_new_tokens, "temperature": 0, "ignore_eos": True},
+        }
+        t0 = time.monotonic()
+        http_json("POST", url + "/generate", body, timeout_s=120)
+        lat.append(time.monotonic() - t0)
+    return statistics.median(lat)
+
+
+def run_row(
+    row: Row,
+    cluster: LocalCluster,
+    seed: int,
+    args: argparse.Namespace,
+    scale: AgentScale,
+    model: Path,
+    log_dir: Path,
+) -> list[dict[str, Any]]:
+    urls = [w.url for w in cluster.workers]
+    flush(urls)
+    spec = RouterSpec(
+        port=free_port(),
+        policy=row.policy,
+        worker_urls=tuple(urls),
+        model_path=str(model),
+        sglang_router=row.router == "sglang",
+        log_level="info",
+    )
+    router = start_router(spec, log_dir)
+    try:
+        router.wait_ready(len(urls), timeout_s=90)
+        backend = SagaEndpoint(router.url)
+        results = run_agents(
+            router.url,
+            args.agents,
+            seed=seed,
+            tenants=args.tenants,
+            concurrency=args.concurrency,
+            scale=scale,
+            backend=backend,
+            progress=False,
+        )
+        out = []
+        for r in results:
+            rec = backend.recorded(r.workflow_id)
+            tool_s = sum(n.tool_latency_s or 0.0 for n in rec.nodes.values()) if rec else 0.0
+            out.append(
+                {
+                    "row": row.name,
+                    "seed": seed,
+                    "workflow_id": r.workflow_id,
+                    "kind": r.kind,
+                    "tenant": r.tenant_id,
+                    "tct_s": r.duration_s,
+                    "calls": r.calls,
+                    "prompt_tokens": r.prompt_tokens,
+                    "cached_tokens": r.cached_tokens,
+                    "recomputed_tokens": recomputed_tokens(rec),
+                    "tool_s": tool_s,
+                    "error": r.error,
+                }
+            )
+        cluster.check()
+        return out
+    finally:
+        router.stop()
+
+
+def aggregate(records: list[dict[str, Any]], names: list[str], idle_s: float) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    by_row: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_row[r["row"]].append(r)
+    ours = {(r["seed"], r["workflow_id"]): r["tct_s"] for r in by_row.get(OURS, []) if not r["error"]}
+    table: dict[str, Any] = {}
+    for name in names:
+        rs = by_row.get(name, [])
+        ok = [r for r in rs if not r["error"]]
+        tct = {(r["seed"], r["workflow_id"]): r["tct_s"] for r in ok}
+        prompt = sum(r["prompt_tokens"] for r in rs)
+        slo: dict[str, list[bool]] = defaultdict(list)
+        for r in rs:  # deadline 1.5 x isolated TCT, isolated ~ tool time + calls x idle call latency
+            met = not r["error"] and r["tct_s"] <= 1.5 * (r["tool_s"] + r["calls"] * idle_s)
+            slo[r["tenant"]].append(met)
+        pr = paired_ratio({str(k): v for k, v in tct.items()}, {str(k): v for k, v in ours.items()}, rng)
+        common = sorted(set(tct) & set(ours))
+        table[name] = {
+            "agents": len(rs),
+            "failed": len(rs) - len(ok),
+            "tct_mean_s": statistics.fmean(tct.values()) if tct else math.nan,
+            "tct_geomean_s": geomean(list(tct.values())),
+            "tct_p90_s": float(np.percentile(list(tct.values()), 90)) if tct else math.nan,
+            "vs_saga_paired_geomean": pr["ratio"],
+            "vs_saga_ci": [pr["ci_low"], pr["ci_high"]],
+            "vs_saga_ratio_of_means": (sum(tct[k] for k in common) / sum(ours[k] for k in common))
+            if common
+            else math.nan,
+            "cached_token_ratio": sum(r["cached_tokens"] for r in rs) / prompt if prompt else math.nan,
+            "recomputed_tokens": sum(r["recomputed_tokens"] for r in rs),
+            "prompt_tokens": prompt,
+            "slo_by_tenant": {t: sum(v) / len(v) for t, v in sorted(slo.items())},
+        }
+    return table
+
+
+def markdown(table: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [
+        f"# Live benchmark ({meta['machine']}; {meta['command']})",
+        "",
+        f"{meta['workers']} SGLang CPU workers per row, dummy Llama {meta['layers']}x{meta['hidden_size']}, "
+        f"KV {meta['kv_tokens']} tokens each; {meta['agents']} agents x {len(meta['seeds'])} seed(s), "
+        f"{meta['concurrency']} at once; token scale {meta['token_scale']}, tool time scale "
+        f"{meta['time_scale']}; idle call {meta['idle_call_s']:.3f} s.",
+        "x saga = TCT(row) / TCT(saga) per agent: > 1 means saga was faster. SLO: TCT <= 1.5 x "
+        "(tool time + calls x idle call latency), per tenant.",
+        "",
+        "| row | agents (failed) | TCT mean s | TCT p90 s | x saga paired geomean [95% CI] | x saga ratio "
+        "of means | cached-token ratio | recomputed tokens | SLO met per tenant |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, t in table.items():
+        slo = ", ".join(f"{k} {v:.0%}" for k, v in t["slo_by_tenant"].items())
+        lines.append(
+            f"| {name} | {t['agents']} ({t['failed']}) | {t['tct_mean_s']:.2f} | {t['tct_p90_s']:.2f} | "
+            f"{t['vs_saga_paired_geomean']:.2f} [{t['vs_saga_ci'][0]:.2f}, {t['vs_saga_ci'][1]:.2f}] | "
+            f"{t['vs_saga_ratio_of_means']:.2f} | {t['cached_token_ratio']:.1%} | {t['recomputed_tokens']} | "
+            f"{slo} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(table)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    axes[0].barh(names, [table[n]["tct_mean_s"] for n in names], color="tab:blue")
+    axes[0].set_xlabel("mean task completion time (s)")
+    axes[1].barh(names, [table[n]["cached_token_ratio"] for n in names], color="tab:green")
+    axes[1].set_xlabel("cached-token ratio")
+    axes[1].set_yticklabels([])
+    for ax in axes:
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.quick:
+        args.seeds, args.agents = min(args.seeds, 1), min(args.agents, 8)
+    selected = rows(args.quick)
+    if args.rows:
+        wanted = [n.strip() for n in args.rows.split(",")]
+        unknown = set(wanted) - {r.name for r in selected}
+        if unknown:
+            raise SystemExit(f"--rows: unknown {sorted(unknown)}; known: {[r.name for r in selected]}")
+        selected = [r for r in selected if r.name in wanted]
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(tempfile.mkdtemp(prefix="saga-live-"))
+    model = model_dir(log_dir, args.hidden_size, args.layers)
+    scale = AgentScale(
+        token_scale=args.token_scale,
+        time_scale=args.time_scale,
+        max_steps=args.max_steps,
+        max_new_tokens=args.max_new_tokens,
+    )
+    seeds = list(range(args.seeds))
+    records: list[dict[str, Any]] = []
+    failures: list[str] = []
+    idle_s = math.nan
+    by_eviction: dict[str, list[Row]] = defaultdict(list)
+    for r in selected:
+        by_eviction[r.eviction].append(r)
+    t0 = time.monotonic()
+    with tqdm(total=len(selected) * len(seeds), desc="live rows x seeds", unit="run") as bar:
+        for eviction, group in by_eviction.items():
+            specs = [
+                plugin_worker_spec(
+                    model_path=str(model), max_total_tokens=args.kv_tokens, eviction_policy=eviction
+                )
+                for _ in range(args.workers)
+            ]
+            cluster = LocalCluster(log_dir=log_dir)
+            try:
+                for spec in specs:
+                    cluster.workers.append(start_worker(spec, log_dir))
+                for w in cluster.workers:
+                    w.wait_ready(600)
+                if math.isnan(idle_s):
+                    idle_s = idle_call_s(cluster.workers[0].url, scale)
+                for seed in seeds:
+                    for row in group:
+                        bar.set_postfix_str(f"{row.name} seed {seed}")
+                        try:
+                            records.extend(run_row(row, cluster, seed, args, scale, model, log_dir))
+                        except Exception as exc:  # a row that breaks is reported, the others still run
+                            log.error("row %s seed %d failed: %s", row.name, seed, exc)
+                            failures.append(f"{row.name} seed {seed}: {exc!r}")
+                        (args.out / "live.partial.json").write_text(json.dumps(records))
+                        bar.update(1)
+            finally:
+                cluster.stop()
+    names = [r.name for r in selected]
+    table = aggregate(records, names, idle_s)
+    meta = {
+        "machine": f"{cpu_model()}, {platform.node()}",
+        "command": "python benchmarks/live.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "workers": args.workers,
+        "layers": args.layers,
+        "hidden_size": args.hidden_size,
+        "kv_tokens": args.kv_tokens,
+        "agents": args.agents,
+        "seeds": seeds,
+        "concurrency": args.concurrency,
+        "token_scale": args.token_scale,
+        "time_scale": args.time_scale,
+        "idle_call_s": idle_s,
+        "wall_s": time.monotonic() - t0,
+        "failed_runs": failures,
+        "logs": str(log_dir),
+    }
+    (args.out / "live.json").write_text(
+        json.dumps({"meta": meta, "table": table, "agents": records}, indent=2)
+    )
+    md = markdown(table, meta)
+    (args.out / "live.md").write_text(md)
+    plot(table, args.out / "live.png")
+    print(md)
+    print(f"wrote {args.out}/live.json, live.md, live.png (logs {log_dir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
