@@ -194,11 +194,15 @@ def test_a_full_queue_pushes_back_instead_of_decoding_and_dropping() -> None:
                 sent += 1
             except zmq.Again:
                 break
-        sock.close(linger=0)
-        assert _wait(lambda: channel.pending() == 20)
-        time.sleep(0.2)
-        assert channel.pending() == 20 and not dropped
-        assert sent < 5000  # ZMQ's high-water marks stopped the sender
+        # The sender stays open while the channel fills: closing it with linger 0 right away would
+        # discard whatever ZMQ had not yet flushed over the (still connecting) TCP pipe.
+        try:
+            assert _wait(lambda: channel.pending() == 20)
+            time.sleep(0.2)
+            assert channel.pending() == 20 and not dropped
+            assert sent < 5000  # ZMQ's high-water marks stopped the sender
+        finally:
+            sock.close(linger=0)
     finally:
         channel.close()
 
