@@ -100,6 +100,8 @@ class RouterService:
         self._kv_tasks: dict[str, asyncio.Task[Any]] = {}
         self._admit_tasks: dict[str, asyncio.Task[Any]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._prefills: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        """Pre-fills in flight, by (workflow, worker): that workflow's next call there waits for it."""
         self._call_seq = itertools.count()
         self._live_calls: set[str] = set()
         self._gate: asyncio.Semaphore | None = None
@@ -291,6 +293,28 @@ class RouterService:
         task = asyncio.ensure_future(self._prefill(worker, workflow_id, list(token_ids)))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        key = (str(workflow_id), str(worker))
+        self._prefills[key] = task
+
+        def forget(done: asyncio.Task[Any]) -> None:
+            if self._prefills.get(key) is done:
+                del self._prefills[key]
+
+        task.add_done_callback(forget)
+
+    async def _await_prefill(self, workflow_id: str, worker: str) -> None:
+        """Hold a call bound for ``worker`` until its workflow's pre-fill there has finished.
+
+        A stolen workflow's next call can arrive (its tool gap ended) while the router's pre-fill
+        of its context on the thief is still running; sent at once, it would be scheduled beside the
+        pre-fill rather than after it and find nothing of its context in the thief's cache. The wait
+        is bounded by the request timeout; a failed pre-fill only costs the cache hit.
+        """
+        task = self._prefills.get((workflow_id, worker))
+        if task is None or task.done():
+            return
+        log.info("call of %s waits for its pre-fill on %s", workflow_id, worker)
+        await asyncio.wait({task}, timeout=self.config.request_timeout_secs)
 
     async def _prefill(self, worker: WorkerId, workflow_id: WorkflowId, token_ids: list[int]) -> None:
         record = self.registry.by_url(worker)
@@ -418,6 +442,7 @@ class RouterService:
             self.metrics.placements.labels(dispatch.reason).inc()
             if call.prompt_ids:
                 self.prefixes.routed(record.worker_id, call.prompt_ids)
+            await self._await_prefill(call.identity.workflow_id, str(dispatch.worker))
             try:
                 response = await self._send(request, route, call, body, dispatch, record, stream)
             except UpstreamFailed as exc:
