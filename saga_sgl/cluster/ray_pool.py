@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -107,6 +108,8 @@ class RayWorkerPool:
     """IP of the router's node (the head; the driver's node by default)."""
     replicas: list[Replica] = field(default_factory=list)
     lost: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Serialises ``supervise_once`` (a supervisor thread and a caller): each loss is handled once."""
 
     def start(self) -> None:
         """Start every replica (in parallel) and register each with the router once it is healthy."""
@@ -156,8 +159,8 @@ class RayWorkerPool:
         )
         return True
 
-    def _healthy(self, r: Replica) -> bool:
-        if r.actor is None:
+    def _healthy(self, r: Replica, dead_nodes: set[str]) -> bool:
+        if r.actor is None or r.node_id in dead_nodes:
             return False
         try:
             return bool(ray.get(r.actor.alive.remote(), timeout=self.probe_timeout_s))
@@ -165,10 +168,32 @@ class RayWorkerPool:
             return False
 
     def supervise_once(self, *, wait_s: float = 0.0) -> list[int]:
-        """Check every replica; replace the lost ones. Returns the indexes found lost this round."""
+        """Check every replica; replace the lost ones. Returns the indexes found lost this round.
+
+        A node killed without warning is seen lost only once Ray notices: its actor's worker process
+        can answer for a few seconds more, and the GCS marks the node dead after its health checks
+        fail. Callers that need the loss noticed poll (see ``wait_lost``)."""
+        with self._lock:
+            return self._supervise_once(wait_s)
+
+    def wait_lost(self, index: int, timeout_s: float, interval_s: float = 1.0) -> list[int]:
+        """Supervise until replica ``index`` is found lost (by this call or an earlier round, for
+        example a supervisor thread), at most ``timeout_s``; returns every index found lost meanwhile."""
+        deadline = time.monotonic() + timeout_s
+        lost: list[int] = []
+        while True:
+            lost += self.supervise_once()
+            if index in lost or not self.replicas[index].worker_id:
+                return lost
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"replica {index} not noticed lost after {timeout_s:.0f} s")
+            time.sleep(interval_s)
+
+    def _supervise_once(self, wait_s: float) -> list[int]:
         lost = []
+        dead_nodes = _dead_nodes()
         for r in self.replicas:
-            if r.worker_id and self._healthy(r):
+            if r.worker_id and self._healthy(r, dead_nodes):
                 continue
             if r.worker_id:  # was serving: take it out of the router, free its resources
                 lost.append(r.index)
@@ -217,6 +242,15 @@ class RayWorkerPool:
 
     def urls(self) -> list[str]:
         return [r.url for r in self.replicas if r.worker_id]
+
+
+def _dead_nodes() -> set[str]:
+    """Ids of the nodes the GCS has marked dead (empty if it cannot be asked)."""
+    try:
+        nodes = ray.nodes()  # type: ignore[no-untyped-call]
+        return {str(n["NodeID"]) for n in nodes if not n.get("Alive", True)}
+    except Exception:  # a failed query must not stop supervision
+        return set()
 
 
 @dataclass(slots=True)

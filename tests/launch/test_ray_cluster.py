@@ -117,9 +117,11 @@ def test_two_node_ray_cluster_survives_losing_a_node(ray_cluster: Cluster, tmp_p
         assert len(results) == 4
         assert [r.error for r in results] == [""] * 4, [r.error for r in results]
 
-        # Noticed: the replica is removed from the router; it cannot restart yet (no free CPU).
-        lost = pool.supervise_once()
+        # Noticed (once; Ray may take a few seconds to report the node dead, so supervise until it
+        # does): the replica is removed from the router; it cannot restart yet (no free CPU).
+        lost = pool.wait_lost(lost_replica.index, timeout_s=120)
         assert lost == [lost_replica.index]
+        assert not lost_replica.worker_id and pool.lost == 1
         assert [w["url"] for w in _workers(router.url)] == [r.url for r in pool.replicas if r.worker_id]
         assert len(_workers(router.url)) == 1
 
