@@ -430,7 +430,12 @@ def test_killing_a_worker_mid_workflow_loses_no_request_that_had_not_started_str
         back.wait_ready(480)
         wait_for(lambda: healthy(router)[victim_url], 60, "the restarted worker to be re-admitted")
         assert "re-admitted" in router.log()
-        assert router.log().count(f"worker {victim_url}: subscribed to KV events") >= 2
+        # Re-admission and the KV-event re-subscription are logged by different tasks: wait for both.
+        wait_for(
+            lambda: router.log().count(f"worker {victim_url}: subscribed to KV events") >= 2,
+            30,
+            "the router to subscribe to the restarted worker's KV events",
+        )
         # With the survivor busy (a long call of a workflow bound to it), new workflows go to the
         # worker that came back.
         busy = threading.Thread(
