@@ -53,26 +53,12 @@ from typing import Any
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cpu_breakdown import breakdown, py_spy, record
 from _machine import cpu_model
 
 from saga_sgl.local_workers import TINY_MODEL_DIR, free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PROFILED_ROUTER = """
-import cProfile, signal, sys, time
-out = sys.argv[1]
-sys.argv = ["saga_router", *sys.argv[2:]]
-prof = cProfile.Profile(time.process_time)
-def stop(*_):
-    prof.disable(); prof.dump_stats(out); sys.exit(0)
-signal.signal(signal.SIGINT, stop)
-from saga_router.cli import main
-prof.enable()
-try:
-    main()
-finally:
-    prof.disable(); prof.dump_stats(out)
-"""
 PROMPT_TOKENS = 200
 WORKFLOWS = 64
 
@@ -83,6 +69,8 @@ class Row:
     requests: int
     errors: int
     cpu_us_per_request: float
+    user_us_per_request: float
+    sys_us_per_request: float
     idle_cpu_us_per_s: float
     net_cpu_us_per_request: float
     p50_ms: float
@@ -125,10 +113,10 @@ def _wait_http(url: str, timeout_s: float = 60.0, want: str | None = None) -> No
     raise RuntimeError(f"{url} not ready after {timeout_s} s")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of the process (all threads), in seconds."""
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """(utime, stime) of the process (all threads), in seconds: user space and kernel."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 # --- load generation (runs in a child process: python router_overhead.py --load ...) ------------
@@ -238,14 +226,16 @@ def _percentile(values: list[float], q: float) -> float:
 def _measure(name: str, url: str, pid: int | None, args: argparse.Namespace) -> dict[str, Any]:
     idle_rate = 0.0
     if pid is not None:
-        c0, t0 = _cpu_seconds(pid), time.monotonic()
+        c0, t0 = sum(_cpu_seconds(pid)), time.monotonic()
         time.sleep(args.idle_seconds)
-        idle_rate = (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
-    c0 = _cpu_seconds(pid) if pid is not None else 0.0
+        idle_rate = (sum(_cpu_seconds(pid)) - c0) / (time.monotonic() - t0)
+    u0, s0 = _cpu_seconds(pid) if pid is not None else (0.0, 0.0)
     t0 = time.monotonic()
     fixed = _run_load(url, "rate", rate=args.rate, count=args.requests)
     wall = time.monotonic() - t0
-    cpu = (_cpu_seconds(pid) - c0) if pid is not None else 0.0
+    u1, s1 = _cpu_seconds(pid) if pid is not None else (0.0, 0.0)
+    user, kernel = u1 - u0, s1 - s0
+    cpu = user + kernel
     # The idle rate is subtracted only over the load phase itself (the child's start-up is not load).
     load_s = fixed["elapsed"]
     n = len(fixed["latencies"]) + fixed["errors"]
@@ -256,6 +246,8 @@ def _measure(name: str, url: str, pid: int | None, args: argparse.Namespace) -> 
         "requests": n,
         "errors": fixed["errors"] + peak["errors"],
         "cpu_us_per_request": 1e6 * cpu / n if pid is not None else 0.0,
+        "user_us_per_request": 1e6 * user / n if pid is not None else 0.0,
+        "sys_us_per_request": 1e6 * kernel / n if pid is not None else 0.0,
         "idle_cpu_us_per_s": 1e6 * idle_rate,
         "net_cpu_us_per_request": 1e6 * (cpu - idle_rate * min(wall, load_s + 1.0)) / n
         if pid is not None
@@ -266,36 +258,43 @@ def _measure(name: str, url: str, pid: int | None, args: argparse.Namespace) -> 
     }
 
 
-def _ours(
-    policy: str, backends: list[str], log_dir: Path, profile: Path | None
-) -> tuple[subprocess.Popen[bytes], str]:
+def _ours(policy: str, backends: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    cmd = [sys.executable]
-    if profile is not None:
-        # CPU time, not wall time: on a shared machine wall time charges preemption to whatever ran.
-        cmd += ["-c", _PROFILED_ROUTER, str(profile)]
-    else:
-        cmd += ["-m", "saga_router"]
-    cmd += [
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--worker-urls",
-        *backends,
-        "--policy",
-        policy,
-        "--prometheus-port",
-        "0",
-        "--model-path",
-        str(TINY_MODEL_DIR),
-        "--log-level",
-        "warn",
-    ]
+    cmd = [
+        sys.executable, "-m", "saga_router", "--host", "127.0.0.1", "--port", str(port),
+        "--worker-urls", *backends, "--policy", policy, "--prometheus-port", "0",
+        "--model-path", str(TINY_MODEL_DIR), "--log-level", "warn",
+    ]  # fmt: skip
     proc = _spawn(cmd, log_dir / f"saga-router-{policy}.log")
     url = f"http://127.0.0.1:{port}"
     _wait_http(url + "/readiness", want='"healthy_workers": 2')
     return proc, url
+
+
+def _floor(stack: str, backends: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    script = str(Path(__file__).resolve().parent / "_proxy_floor.py")
+    cmd = [sys.executable, script, "--stack", stack, "--port", str(port), "--backends", *backends]
+    proc = _spawn(cmd, log_dir / f"floor-{stack}.log")
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url + "/readiness", want='"healthy_workers": 2')
+    return proc, url
+
+
+def _profile(backends: list[str], log_dir: Path, args: argparse.Namespace) -> tuple[dict[str, float], int]:
+    """py-spy samples of ``saga-router saga`` over a fixed-rate phase: shares per component."""
+    proc, url = _ours("saga", backends, log_dir)
+    out = log_dir / "saga-router.pyspy.txt"
+    try:
+        _run_load(url, "rate", rate=args.rate, count=200)  # warm: first-call paths, connections
+        spy = record(proc.pid, args.requests / args.rate, out)
+        _run_load(url, "rate", rate=args.rate, count=args.requests)
+        _, err = spy.communicate(timeout=120)
+    finally:
+        _stop(proc)
+    if not out.exists():
+        raise RuntimeError(f"py-spy wrote no samples: {err.decode(errors='replace')[-500:]}")
+    return breakdown(out, Path(__file__).resolve().parents[1])
 
 
 def _theirs(policy: str, backends: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -337,7 +336,16 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=8.0, help="duration of the max-throughput phase")
     p.add_argument("--idle-seconds", type=float, default=3.0, help="idle CPU measurement before each row")
     p.add_argument("--quick", action="store_true", help="1000 requests, 4 s throughput phase")
-    p.add_argument("--profile", action="store_true", help="also profile our saga row with cProfile")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also sample our saga row with py-spy and break its CPU per request down by component",
+    )
+    p.add_argument(
+        "--no-floors",
+        action="store_true",
+        help="skip the reference rows (pass-through proxies on our HTTP stacks, no routing)",
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--load", nargs=7, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -371,9 +379,16 @@ def main() -> None:
         ("direct (no router)", None),
         ("sglang-router 0.3.2 cache_aware", lambda: _theirs("cache_aware", backends, log_dir)),
         ("sglang-router 0.3.2 round_robin", lambda: _theirs("round_robin", backends, log_dir)),
-        ("saga-router saga", lambda: _ours("saga", backends, log_dir, None)),
-        ("saga-router round_robin", lambda: _ours("round_robin", backends, log_dir, None)),
+        ("saga-router saga", lambda: _ours("saga", backends, log_dir)),
+        ("saga-router round_robin", lambda: _ours("round_robin", backends, log_dir)),
     ]
+    if not args.no_floors:
+        plan += [
+            (f"reference: {stack} pass-through proxy", lambda stack=stack: _floor(stack, backends, log_dir))
+            for stack in ("aiohttp", "aiohttp-server+upstream", "raw")
+        ]
+    if args.profile and py_spy() is None:
+        raise SystemExit("--profile needs py-spy (pinned in requirements/test.txt; run scripts/setup.sh)")
     try:
         for url in backends:
             _wait_http(url + "/health")
@@ -386,15 +401,7 @@ def main() -> None:
                 rows.append(_measure(name, url, proc.pid, args))
             finally:
                 _stop(proc)
-        profile_summary = None
-        if args.profile:
-            prof = log_dir / "saga-router.prof"
-            proc, url = _ours("saga", backends, log_dir, prof)
-            try:
-                _run_load(url, "rate", rate=args.rate, count=args.requests)
-            finally:
-                _stop(proc)
-            profile_summary = _profile_summary(prof) if prof.exists() else ["(no profile written)"]
+        shares, samples = _profile(backends, log_dir, args) if args.profile else ({}, 0)
     finally:
         for proc in backends_procs:
             _stop(proc)
@@ -422,29 +429,43 @@ def main() -> None:
                 "machine": machine,
                 "settings": settings,
                 "rows": [asdict(r) for r in out_rows],
-                "profile_top": profile_summary,
+                "breakdown": _breakdown_rows(out_rows, shares, samples),
+                "breakdown_samples": samples,
             },
             indent=2,
         )
     )
     table = _table(out_rows, machine, settings)
-    if profile_summary:
-        table += "\n\nTop of the cProfile of `saga-router saga` (own CPU time; profiler overhead included):"
-        table += "\n\n```\n"
-        table += "\n".join(profile_summary) + "\n```\n"
+    if shares:
+        table += _breakdown_table(_breakdown_rows(out_rows, shares, samples), samples)
     (args.out / "router_overhead.md").write_text(table)
     _plot(out_rows, args.out / "router_overhead.png")
     print(table)
 
 
-def _profile_summary(path: Path) -> list[str]:
-    import io
-    import pstats
+def _breakdown_rows(rows: list[Row], shares: dict[str, float], samples: int) -> list[dict[str, Any]]:
+    """Each component's share of the sampled CPU, applied to the unprofiled saga row's CPU/request."""
+    if not shares:
+        return []
+    saga = next(r for r in rows if r.name == "saga-router saga")
+    return [
+        {"component": c, "share": share, "us_per_request": share * saga.cpu_us_per_request}
+        for c, share in sorted(shares.items(), key=lambda kv: -kv[1])
+    ]
 
-    buf = io.StringIO()
-    stats = pstats.Stats(str(path), stream=buf)
-    stats.sort_stats("tottime").print_stats(25)
-    return [line for line in buf.getvalue().splitlines() if line.strip()][:40]
+
+def _breakdown_table(rows: list[dict[str, Any]], samples: int) -> str:
+    lines = [
+        "",
+        f"Where `saga-router saga` spends its CPU per request (py-spy, {samples} samples over a fixed-rate "
+        "phase like the table's; each share applied to the row's CPU us/req; C code, kernel time "
+        "included, counts for the Python code that called it):",
+        "",
+        "| component | share | us/req |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {r['component']} | {100 * r['share']:.1f}% | {r['us_per_request']:.0f} |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _table(rows: list[Row], machine: dict[str, Any], settings: dict[str, Any]) -> str:
@@ -454,13 +475,14 @@ def _table(rows: list[Row], machine: dict[str, Any], settings: dict[str, Any]) -
         f"fixed rate {settings['rate']:.0f} req/s x {settings['requests']}, "
         f"closed loop {settings['concurrency']} in flight x {settings['seconds']:.0f} s.",
         "",
-        "| row | router CPU us/req | net of idle | idle CPU us/s | p50 ms | p99 ms | added p50 ms "
-        "| added p99 ms | max req/s | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| row | router CPU us/req | user | kernel | net of idle | idle CPU us/s | p50 ms | p99 ms "
+        "| added p50 ms | added p99 ms | max req/s | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.name} | {r.cpu_us_per_request:.0f} | {r.net_cpu_us_per_request:.0f} "
+            f"| {r.name} | {r.cpu_us_per_request:.0f} | {r.user_us_per_request:.0f} "
+            f"| {r.sys_us_per_request:.0f} | {r.net_cpu_us_per_request:.0f} "
             f"| {r.idle_cpu_us_per_s:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.added_p50_ms:.2f} "
             f"| {r.added_p99_ms:.2f} | {r.max_rps:.0f} | {r.errors} |"
         )
