@@ -271,7 +271,8 @@ class _HostPool:
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()  # most recently used: the likeliest to be alive
-            if not conn.closed and now - conn.idle_since < IDLE_KEEP_S:
+            alive = not conn.closed and conn.transport is not None and not conn.transport.is_closing()
+            if alive and now - conn.idle_since < IDLE_KEEP_S:
                 return conn
             conn.close()
         return None
@@ -337,7 +338,9 @@ class UpstreamClient:
             b"\r\n",
         ]
         for name, value in headers.items():
-            lines += [name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n"]
+            # A value may come from a client (a routing key): never let it end the header block.
+            value_bytes = value.encode("utf-8", "surrogateescape").translate(None, b"\r\n\x00")
+            lines += [name.encode("latin-1"), b": ", value_bytes, b"\r\n"]
         lines.append(b"\r\n")
         return b"".join(lines)
 
