@@ -43,6 +43,7 @@ from .router_config import RouterConfig
 from .scheduling import Call, Dispatch, NoEligibleWorker, SchedulingHost
 from .telemetry import RouterMetrics
 from .text_tokens import TextTokens
+from .upstream import UpstreamClient, UpstreamResponse
 from .workers import WorkerLoad, WorkerRecord, WorkerRegistry, kv_event_endpoint_of
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ class RouterService:
             )
         self.contexts: OrderedDict[str, WorkflowContext] = OrderedDict()
         self.session: aiohttp.ClientSession | None = None
+        self.upstream = UpstreamClient()
+        """Forwarded calls go through this lean pooled client; probes and pre-fills use ``session``."""
         self.health: HealthMonitor | None = None
         self.host: SchedulingHost = _make_host(self)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -149,6 +152,7 @@ class RouterService:
         for task in [*self._tasks, *self._kv_tasks.values(), *self._admit_tasks.values(), *self._background]:
             await kv_events.cancel(task)
         self.channels.close_all()
+        await self.upstream.close()
         if self.session is not None:
             await self.session.close()
 
@@ -490,8 +494,8 @@ class RouterService:
         meta: dict[str, Any] | None = None
         try:
             try:
-                upstream = await self.session.post(
-                    record.url + route, data=_encoder.encode(out), headers=headers, timeout=self._timeout
+                upstream = await self.upstream.post(
+                    record.url, route, _encoder.encode(out), headers, self.config.request_timeout_secs
                 )
             except (aiohttp.ClientConnectionError, OSError) as exc:
                 await self._suspect(record, exc)
@@ -525,7 +529,7 @@ class RouterService:
                 self._account(meta)
 
     async def _relay_stream(
-        self, request: web.Request, call: Call, upstream: aiohttp.ClientResponse, record: WorkerRecord
+        self, request: web.Request, call: Call, upstream: UpstreamResponse, record: WorkerRecord
     ) -> tuple[web.StreamResponse, bool, dict[str, Any] | None]:
         """Pass SSE chunks through as they come; nothing is buffered beyond a small tail."""
         content = upstream.content
