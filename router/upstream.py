@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 import time
 from collections.abc import Mapping
 from typing import cast
@@ -255,10 +256,16 @@ class UpstreamResponse:
 
 
 class _HostPool:
-    def __init__(self, host: str, port: int, netloc: str) -> None:
-        self.host = host
-        self.port = port
-        self.netloc = netloc.encode("latin-1")
+    def __init__(self, base: str) -> None:
+        parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) worker URL: {base!r}")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self.netloc = parts.netloc.encode("latin-1")
+        self.prefix = parts.path.rstrip("/")
+        """A worker URL's own path (``http://host/prefix``) goes before every route."""
         self.idle: collections.deque[_Connection] = collections.deque()
 
     def put_back(self, conn: _Connection) -> None:
@@ -292,11 +299,7 @@ class UpstreamClient:
     def _pool(self, base: str) -> _HostPool:
         pool = self._pools.get(base)
         if pool is None:
-            parts = urlsplit(base)
-            if parts.scheme != "http" or not parts.hostname:
-                raise ValueError(f"the upstream client speaks plain http only, not {base!r}")
-            pool = _HostPool(parts.hostname, parts.port or 80, parts.netloc)
-            self._pools[base] = pool
+            pool = self._pools[base] = _HostPool(base)
         return pool
 
     async def post(
@@ -323,14 +326,16 @@ class UpstreamClient:
                 # A kept-alive connection the worker had just closed: nothing reached it. Once more
                 # on a fresh connection (what HTTP clients do for stale pooled connections).
         async with asyncio.timeout_at(deadline):
-            _, conn = await loop.create_connection(lambda: _Connection(pool), pool.host, pool.port)
+            _, conn = await loop.create_connection(
+                lambda: _Connection(pool), pool.host, pool.port, ssl=pool.ssl
+            )
         return await self._exchange(conn, head, body, deadline)
 
     @staticmethod
     def _head(pool: _HostPool, path: str, length: int, headers: Mapping[str, str]) -> bytes:
         lines = [
             b"POST ",
-            path.encode("latin-1"),
+            (pool.prefix + path).encode("latin-1"),
             b" HTTP/1.1\r\nHost: ",
             pool.netloc,
             b"\r\nContent-Length: ",
