@@ -117,13 +117,32 @@ def classify(stack: list[str], root: Path) -> str:
     return OTHER
 
 
-def breakdown(collapsed: Path, root: Path) -> tuple[dict[str, float], int]:
-    """(share of samples per component, number of samples) of a py-spy ``--format raw`` file."""
+def sample_counts(collapsed: Path, root: Path) -> Counter[str]:
+    """Samples per component in a py-spy ``--format raw`` file."""
     counts: Counter[str] = Counter()
     for raw in collapsed.read_text().splitlines():
         stack_text, _, n = raw.rpartition(" ")
-        if not stack_text or not n.isdigit():
-            continue
-        counts[classify(stack_text.split(";"), root)] += int(n)
-    total = sum(counts.values())
-    return ({c: counts[c] / total for c in COMPONENTS if counts[c]} if total else {}), total
+        if stack_text and n.isdigit():
+            counts[classify(stack_text.split(";"), root)] += int(n)
+    return counts
+
+
+def per_request_us(
+    counts: Counter[str], rate_hz: float, requests: int, cpu_us_per_request: float, background_us: float
+) -> dict[str, float]:
+    """CPU us per request of each component; sums to ``cpu_us_per_request``.
+
+    A sample with Python code on the stack is that code running: ``1 / rate_hz`` seconds of it. A
+    sample whose only frame is the loop is either uvloop working in C or the loop waiting in
+    ``epoll`` (py-spy cannot always tell the two apart without pausing the process), so the loop's
+    share is not counted but is what remains of the measured CPU per request. Background work is
+    not sampled per request either: it is the router's idle CPU rate over the request rate.
+    """
+    out = {
+        c: 1e6 * counts[c] / rate_hz / requests
+        for c in COMPONENTS
+        if counts[c] and c not in (LOOP, BACKGROUND)
+    }
+    out[BACKGROUND] = background_us
+    out[LOOP] = max(0.0, cpu_us_per_request - sum(out.values()))
+    return out

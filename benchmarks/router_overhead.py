@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,13 +54,16 @@ from typing import Any
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cpu_breakdown import breakdown, py_spy, record
+from _cpu_breakdown import per_request_us, py_spy, record, sample_counts
 from _machine import cpu_model
 
 from saga_sgl.local_workers import TINY_MODEL_DIR, free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROMPT_TOKENS = 200
+WARM_REQUESTS = 20
+"""Requests each load process sends before it measures (connections, first-call paths)."""
+SPY_RATE_HZ = 400
 WORKFLOWS = 64
 
 
@@ -166,7 +170,7 @@ async def _load(
                 return
             latencies.append(time.perf_counter() - t0)
 
-        for i in range(20):  # warm the connections and the router's first-call paths
+        for i in range(WARM_REQUESTS):  # warm the connections and the router's first-call paths
             await one(i)
         latencies.clear()
         started = time.perf_counter()
@@ -281,20 +285,21 @@ def _floor(stack: str, backends: list[str], log_dir: Path) -> tuple[subprocess.P
     return proc, url
 
 
-def _profile(backends: list[str], log_dir: Path, args: argparse.Namespace) -> tuple[dict[str, float], int]:
-    """py-spy samples of ``saga-router saga`` over a fixed-rate phase: shares per component."""
+def _profile(backends: list[str], log_dir: Path, args: argparse.Namespace) -> tuple[Counter[str], int]:
+    """py-spy samples of ``saga-router saga`` over a fixed-rate phase, per component; requests sent."""
     proc, url = _ours("saga", backends, log_dir)
     out = log_dir / "saga-router.pyspy.txt"
     try:
         _run_load(url, "rate", rate=args.rate, count=200)  # warm: first-call paths, connections
-        spy = record(proc.pid, args.requests / args.rate, out)
+        # Sample the whole load (its start-up and warm-up included: their requests are counted).
+        spy = record(proc.pid, args.requests / args.rate + 4.0, out, rate=SPY_RATE_HZ)
         _run_load(url, "rate", rate=args.rate, count=args.requests)
         _, err = spy.communicate(timeout=120)
     finally:
         _stop(proc)
     if not out.exists():
         raise RuntimeError(f"py-spy wrote no samples: {err.decode(errors='replace')[-500:]}")
-    return breakdown(out, Path(__file__).resolve().parents[1])
+    return sample_counts(out, Path(__file__).resolve().parents[1]), args.requests + WARM_REQUESTS
 
 
 def _theirs(policy: str, backends: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -401,7 +406,7 @@ def main() -> None:
                 rows.append(_measure(name, url, proc.pid, args))
             finally:
                 _stop(proc)
-        shares, samples = _profile(backends, log_dir, args) if args.profile else ({}, 0)
+        counts, profiled = _profile(backends, log_dir, args) if args.profile else (Counter(), 0)
     finally:
         for proc in backends_procs:
             _stop(proc)
@@ -429,42 +434,52 @@ def main() -> None:
                 "machine": machine,
                 "settings": settings,
                 "rows": [asdict(r) for r in out_rows],
-                "breakdown": _breakdown_rows(out_rows, shares, samples),
-                "breakdown_samples": samples,
+                "breakdown": _breakdown_rows(out_rows, counts, profiled, args.rate),
+                "breakdown_samples": sum(counts.values()),
             },
             indent=2,
         )
     )
     table = _table(out_rows, machine, settings)
-    if shares:
-        table += _breakdown_table(_breakdown_rows(out_rows, shares, samples), samples)
+    if counts:
+        table += _breakdown_table(
+            _breakdown_rows(out_rows, counts, profiled, args.rate), sum(counts.values())
+        )
     (args.out / "router_overhead.md").write_text(table)
     _plot(out_rows, args.out / "router_overhead.png")
     print(table)
 
 
-def _breakdown_rows(rows: list[Row], shares: dict[str, float], samples: int) -> list[dict[str, Any]]:
-    """Each component's share of the sampled CPU, applied to the unprofiled saga row's CPU/request."""
-    if not shares:
+def _breakdown_rows(
+    rows: list[Row], counts: Counter[str], requests: int, rate: float
+) -> list[dict[str, Any]]:
+    """CPU us per request of each component of ``saga-router saga`` (sums to the row's CPU us/req)."""
+    if not counts:
         return []
     saga = next(r for r in rows if r.name == "saga-router saga")
+    us = per_request_us(counts, SPY_RATE_HZ, requests, saga.cpu_us_per_request, saga.idle_cpu_us_per_s / rate)
     return [
-        {"component": c, "share": share, "us_per_request": share * saga.cpu_us_per_request}
-        for c, share in sorted(shares.items(), key=lambda kv: -kv[1])
+        {"component": c, "us_per_request": v, "share": v / saga.cpu_us_per_request, "samples": counts[c]}
+        for c, v in sorted(us.items(), key=lambda kv: -kv[1])
     ]
 
 
 def _breakdown_table(rows: list[dict[str, Any]], samples: int) -> str:
     lines = [
         "",
-        f"Where `saga-router saga` spends its CPU per request (py-spy, {samples} samples over a fixed-rate "
-        "phase like the table's; each share applied to the row's CPU us/req; C code, kernel time "
-        "included, counts for the Python code that called it):",
+        f"Where `saga-router saga` spends its CPU per request: py-spy ({SPY_RATE_HZ} Hz, {samples} samples) "
+        "over a second fixed-rate phase like the table's. A sample with Python code on the stack is that "
+        "code running (C code it calls, the kernel under its syscalls included); the event loop's own "
+        "work (uvloop in C, socket I/O) is what remains of the row's measured CPU; background is the "
+        "idle CPU rate over the request rate.",
         "",
-        "| component | share | us/req |",
-        "|---|---:|---:|",
+        "| component | us/req | share | samples |",
+        "|---|---:|---:|---:|",
     ]
-    lines += [f"| {r['component']} | {100 * r['share']:.1f}% | {r['us_per_request']:.0f} |" for r in rows]
+    lines += [
+        f"| {r['component']} | {r['us_per_request']:.0f} | {100 * r['share']:.1f}% | {r['samples']} |"
+        for r in rows
+    ]
     return "\n".join(lines) + "\n"
 
 

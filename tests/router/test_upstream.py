@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
-
 from saga_router.upstream import UpstreamClient, UpstreamDisconnected
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -49,7 +48,7 @@ async def echo(request: web.Request) -> web.Response:
 
 
 def run(coro: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(coro, 30))
 
 
 def test_answers_come_back_whole_and_connections_are_reused() -> None:
