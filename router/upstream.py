@@ -307,15 +307,24 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """POST ``body`` to ``base + path``; returns once the status line and headers are in.
 
-        The body is then read with ``read()`` or ``content.readany()``, inside the same deadline's
-        spirit: each wait for body bytes is bounded by what is left of ``timeout_s``.
+        The body is then read with ``read()`` or ``content.readany()``; the whole exchange, body
+        included, must be over within ``timeout_s`` (TimeoutError after).
         """
+        return await self.request(b"POST", base, path, body, headers, timeout_s)
+
+    async def get(self, base: str, path: str, timeout_s: float) -> UpstreamResponse:
+        """GET ``base + path`` (``path`` may carry a query), like :meth:`post`."""
+        return await self.request(b"GET", base, path, b"", {}, timeout_s)
+
+    async def request(
+        self, method: bytes, base: str, path: str, body: bytes, headers: Mapping[str, str], timeout_s: float
+    ) -> UpstreamResponse:
         if self._closed:
             raise ConnectionError("upstream client closed")
         pool = self._pool(base)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        head = self._head(pool, path, len(body), headers)
+        head = self._head(method, pool, path, len(body), headers)
         conn = pool.take()
         if conn is not None:
             try:
@@ -332,9 +341,10 @@ class UpstreamClient:
         return await self._exchange(conn, head, body, deadline)
 
     @staticmethod
-    def _head(pool: _HostPool, path: str, length: int, headers: Mapping[str, str]) -> bytes:
+    def _head(method: bytes, pool: _HostPool, path: str, length: int, headers: Mapping[str, str]) -> bytes:
         lines = [
-            b"POST ",
+            method,
+            b" ",
             (pool.prefix + path).encode("latin-1"),
             b" HTTP/1.1\r\nHost: ",
             pool.netloc,

@@ -65,6 +65,8 @@ def test_answers_come_back_whole_and_connections_are_reused() -> None:
                 assert f'"len": {len(body)}'.encode() in answer
                 resp.release()
             assert len(set(peers)) == 1, "a kept-alive connection serves every call"
+            got = await client.get(base, "/v1/loads?include=core", 10.0)
+            assert b'"path": "/v1/loads"' in await got.read() and got.status == 200
             prefixed = await client.post(base + "/w1/", "/generate", b"{}", JSON, 10.0)
             assert b'"path": "/w1/generate"' in await prefixed.read(), "a worker URL's path is kept"
             await client.close()
