@@ -54,7 +54,7 @@ from typing import Any
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cpu_breakdown import per_request_us, py_spy, record, sample_counts
+from _cpu_breakdown import BACKGROUND, py_spy, record, sample_counts
 from _machine import cpu_model
 
 from saga_sgl.local_workers import TINY_MODEL_DIR, free_port
@@ -63,7 +63,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROMPT_TOKENS = 200
 WARM_REQUESTS = 20
 """Requests each load process sends before it measures (connections, first-call paths)."""
-SPY_RATE_HZ = 400
+SPY_RATE_HZ = 500
 WORKFLOWS = 64
 
 
@@ -117,10 +117,19 @@ def _wait_http(url: str, timeout_s: float = 60.0, want: str | None = None) -> No
     raise RuntimeError(f"{url} not ready after {timeout_s} s")
 
 
-def _cpu_seconds(pid: int) -> tuple[float, float]:
-    """(utime, stime) of the process (all threads), in seconds: user space and kernel."""
+def _cpu_seconds(pid: int) -> tuple[float, int, int]:
+    """(CPU seconds, utime ticks, stime ticks) of the process, all threads.
+
+    The seconds are the scheduler's nanosecond count (``/proc/<pid>/task/*/schedstat``); utime and
+    stime (``/proc/<pid>/stat``) count 10 ms ticks, too coarse alone for a 2 s idle window, and
+    serve to split a window's CPU between user space and the kernel.
+    """
+    total_ns = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            total_ns += int((task / "schedstat").read_text().split()[0])
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    return total_ns / 1e9, int(fields[11]), int(fields[12])
 
 
 # --- load generation (runs in a child process: python router_overhead.py --load ...) ------------
@@ -230,16 +239,17 @@ def _percentile(values: list[float], q: float) -> float:
 def _measure(name: str, url: str, pid: int | None, args: argparse.Namespace) -> dict[str, Any]:
     idle_rate = 0.0
     if pid is not None:
-        c0, t0 = sum(_cpu_seconds(pid)), time.monotonic()
+        c0, t0 = _cpu_seconds(pid)[0], time.monotonic()
         time.sleep(args.idle_seconds)
-        idle_rate = (sum(_cpu_seconds(pid)) - c0) / (time.monotonic() - t0)
-    u0, s0 = _cpu_seconds(pid) if pid is not None else (0.0, 0.0)
+        idle_rate = (_cpu_seconds(pid)[0] - c0) / (time.monotonic() - t0)
+    c0, u0, s0 = _cpu_seconds(pid) if pid is not None else (0.0, 0, 0)
     t0 = time.monotonic()
     fixed = _run_load(url, "rate", rate=args.rate, count=args.requests)
     wall = time.monotonic() - t0
-    u1, s1 = _cpu_seconds(pid) if pid is not None else (0.0, 0.0)
-    user, kernel = u1 - u0, s1 - s0
-    cpu = user + kernel
+    c1, u1, s1 = _cpu_seconds(pid) if pid is not None else (0.0, 0, 0)
+    cpu = c1 - c0
+    user = cpu * (u1 - u0) / max(1, (u1 - u0) + (s1 - s0))
+    kernel = cpu - user
     # The idle rate is subtracted only over the load phase itself (the child's start-up is not load).
     load_s = fixed["elapsed"]
     n = len(fixed["latencies"]) + fixed["errors"]
@@ -286,20 +296,20 @@ def _floor(stack: str, backends: list[str], log_dir: Path) -> tuple[subprocess.P
 
 
 def _profile(backends: list[str], log_dir: Path, args: argparse.Namespace) -> tuple[Counter[str], int]:
-    """py-spy samples of ``saga-router saga`` over a fixed-rate phase, per component; requests sent."""
+    """py-spy samples of ``saga-router saga`` over a fixed-rate phase: (busy per component, idle)."""
     proc, url = _ours("saga", backends, log_dir)
     out = log_dir / "saga-router.pyspy.txt"
+    seconds = round(args.requests / args.rate) + 3
     try:
         _run_load(url, "rate", rate=args.rate, count=200)  # warm: first-call paths, connections
-        # Sample the whole load (its start-up and warm-up included: their requests are counted).
-        spy = record(proc.pid, args.requests / args.rate + 4.0, out, rate=SPY_RATE_HZ)
+        spy = record(proc.pid, seconds, out, rate=SPY_RATE_HZ)
         _run_load(url, "rate", rate=args.rate, count=args.requests)
         _, err = spy.communicate(timeout=120)
     finally:
         _stop(proc)
     if not out.exists():
         raise RuntimeError(f"py-spy wrote no samples: {err.decode(errors='replace')[-500:]}")
-    return sample_counts(out, Path(__file__).resolve().parents[1]), args.requests + WARM_REQUESTS
+    return sample_counts(out, Path(__file__).resolve().parents[1])
 
 
 def _theirs(policy: str, backends: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -406,7 +416,7 @@ def main() -> None:
                 rows.append(_measure(name, url, proc.pid, args))
             finally:
                 _stop(proc)
-        counts, profiled = _profile(backends, log_dir, args) if args.profile else (Counter(), 0)
+        counts, idle_samples = _profile(backends, log_dir, args) if args.profile else (Counter(), 0)
     finally:
         for proc in backends_procs:
             _stop(proc)
@@ -434,44 +444,62 @@ def main() -> None:
                 "machine": machine,
                 "settings": settings,
                 "rows": [asdict(r) for r in out_rows],
-                "breakdown": _breakdown_rows(out_rows, counts, profiled, args.rate),
-                "breakdown_samples": sum(counts.values()),
+                "breakdown": _breakdown_rows(out_rows, counts),
+                "breakdown_samples": {"busy": sum(counts.values()), "idle": idle_samples},
             },
             indent=2,
         )
     )
     table = _table(out_rows, machine, settings)
     if counts:
-        table += _breakdown_table(
-            _breakdown_rows(out_rows, counts, profiled, args.rate), sum(counts.values())
-        )
+        table += _breakdown_table(_breakdown_rows(out_rows, counts), sum(counts.values()))
     (args.out / "router_overhead.md").write_text(table)
     _plot(out_rows, args.out / "router_overhead.png")
     print(table)
 
 
-def _breakdown_rows(
-    rows: list[Row], counts: Counter[str], requests: int, rate: float
-) -> list[dict[str, Any]]:
-    """CPU us per request of each component of ``saga-router saga`` (sums to the row's CPU us/req)."""
-    if not counts:
+def _breakdown_rows(rows: list[Row], counts: Counter[str]) -> list[dict[str, Any]]:
+    """CPU us/req per component of ``saga-router saga``; the rows sum to its measured CPU us/req.
+
+    The per-request components share the row's CPU net of idle in proportion to their samples;
+    background work (load polling, health checks, epochs) is what the router spends when idle too,
+    so its row is the measured idle rate's part (CPU us/req minus the net figure), not its samples:
+    the sampling window also covers the load process's start-up, when nothing else runs.
+    """
+    per_request = Counter({c: n for c, n in counts.items() if c != BACKGROUND})
+    busy = sum(per_request.values())
+    if not busy:
         return []
     saga = next(r for r in rows if r.name == "saga-router saga")
-    us = per_request_us(counts, SPY_RATE_HZ, requests, saga.cpu_us_per_request, saga.idle_cpu_us_per_s / rate)
-    return [
-        {"component": c, "us_per_request": v, "share": v / saga.cpu_us_per_request, "samples": counts[c]}
-        for c, v in sorted(us.items(), key=lambda kv: -kv[1])
+    out = [
+        {
+            "component": c,
+            "share": saga.net_cpu_us_per_request * n / busy / saga.cpu_us_per_request,
+            "us_per_request": saga.net_cpu_us_per_request * n / busy,
+            "samples": n,
+        }
+        for c, n in per_request.most_common()
     ]
+    background = saga.cpu_us_per_request - saga.net_cpu_us_per_request
+    out.append(
+        {
+            "component": BACKGROUND,
+            "share": background / saga.cpu_us_per_request,
+            "us_per_request": background,
+            "samples": counts[BACKGROUND],
+        }
+    )
+    return sorted(out, key=lambda r: -float(r["us_per_request"]))
 
 
 def _breakdown_table(rows: list[dict[str, Any]], samples: int) -> str:
     lines = [
         "",
-        f"Where `saga-router saga` spends its CPU per request: py-spy ({SPY_RATE_HZ} Hz, {samples} samples) "
-        "over a second fixed-rate phase like the table's. A sample with Python code on the stack is that "
-        "code running (C code it calls, the kernel under its syscalls included); the event loop's own "
-        "work (uvloop in C, socket I/O) is what remains of the row's measured CPU; background is the "
-        "idle CPU rate over the request rate.",
+        f"Where `saga-router saga` spends its CPU per request: {samples} busy py-spy samples ({SPY_RATE_HZ} "
+        "Hz, Python and native stacks) over a second fixed-rate phase like the table's, each component's "
+        "share applied to the row's measured CPU us/req. C code counts for the Python code that calls it; "
+        "socket system calls, the garbage collector and uvloop's own loop work are their own rows; "
+        "background is the idle CPU's part (benchmarks/_cpu_breakdown.py).",
         "",
         "| component | us/req | share | samples |",
         "|---|---:|---:|---:|",
