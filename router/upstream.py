@@ -170,7 +170,8 @@ class _Content:
 class UpstreamResponse:
     """A worker's answer: status and content type at once, the body as it arrives."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self._loop = loop
         self.status = 0
         self.raw_content_type = ""
         self.headers_done = False
@@ -184,8 +185,8 @@ class UpstreamResponse:
         self._buffered = 0
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self.deadline = float("inf")
-        """Event-loop time by which the whole answer must be in (TimeoutError after)."""
+        # One timer for the whole exchange (headers and body): cheaper than a timeout per wait.
+        self._timer: asyncio.TimerHandle | None = loop.call_at(deadline, self._expire)
 
     @property
     def content_type(self) -> str:
@@ -203,14 +204,29 @@ class UpstreamResponse:
 
     def finish(self) -> None:
         self.complete = True
+        self._stop_timer()
         self._wake()
 
     def fail(self, exc: BaseException) -> None:
+        self._stop_timer()
         self._error = exc
         waiter = self.headers_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
         self._wake()
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.complete or self._error is not None:
+            return
+        self.fail(TimeoutError("the worker did not answer in time"))
+        if self.connection is not None:
+            self.connection.close()  # a late answer must not land in the next request's response
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -226,10 +242,9 @@ class UpstreamResponse:
                 raise self._error
             if self.complete:
                 return b""
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             try:
-                async with asyncio.timeout_at(self.deadline):
-                    await self._waiter
+                await self._waiter
             finally:
                 self._waiter = None
         if len(self._chunks) == 1:
@@ -250,6 +265,7 @@ class UpstreamResponse:
 
     def release(self) -> None:
         """Give up the rest of the body: an unfinished answer's connection is closed, not reused."""
+        self._stop_timer()
         if not self.complete and self.connection is not None:
             self.connection.close()
             self.connection = None
@@ -328,7 +344,7 @@ class UpstreamClient:
         conn = pool.take()
         if conn is not None:
             try:
-                return await self._exchange(conn, head, body, deadline)
+                return await self._exchange(loop, conn, head, body, deadline)
             except UpstreamDisconnected as exc:
                 if exc.after_bytes:
                     raise
@@ -338,7 +354,7 @@ class UpstreamClient:
             _, conn = await loop.create_connection(
                 lambda: _Connection(pool), pool.host, pool.port, ssl=pool.ssl
             )
-        return await self._exchange(conn, head, body, deadline)
+        return await self._exchange(loop, conn, head, body, deadline)
 
     @staticmethod
     def _head(method: bytes, pool: _HostPool, path: str, length: int, headers: Mapping[str, str]) -> bytes:
@@ -360,15 +376,16 @@ class UpstreamClient:
         return b"".join(lines)
 
     @staticmethod
-    async def _exchange(conn: _Connection, head: bytes, body: bytes, deadline: float) -> UpstreamResponse:
-        response = UpstreamResponse()
-        response.deadline = deadline
-        response.headers_waiter = asyncio.get_running_loop().create_future()
+    async def _exchange(
+        loop: asyncio.AbstractEventLoop, conn: _Connection, head: bytes, body: bytes, deadline: float
+    ) -> UpstreamResponse:
+        response = UpstreamResponse(loop, deadline)
+        response.headers_waiter = loop.create_future()
         conn.send(head, body, response)
         try:
-            async with asyncio.timeout_at(deadline):
-                await response.headers_waiter
+            await response.headers_waiter
         except BaseException:
+            response.release()
             conn.close()  # a late answer must not land in the next request's response
             raise
         response.headers_waiter = None

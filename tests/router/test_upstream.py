@@ -235,3 +235,27 @@ def test_a_kept_alive_connection_the_worker_closed_is_replaced() -> None:
             await client.close()
 
     run(main())
+
+
+def test_a_stream_that_stalls_past_the_deadline_is_a_timeout() -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def stalls(request: web.Request) -> web.StreamResponse:
+            await request.read()
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(b"data: one\n\n")
+            await release.wait()
+            return response
+
+        async with serve(stalls) as (base, _):
+            client = UpstreamClient()
+            resp = await client.post(base, "/generate", b"{}", JSON, 0.5)
+            assert await resp.content.readany() == b"data: one\n\n"
+            with pytest.raises(TimeoutError):
+                await resp.content.readany()
+            release.set()
+            await client.close()
+
+    run(main())
