@@ -338,19 +338,32 @@ class RouterService:
             "rid": f"{workflow_id}:prefill-{self.clock.now_s():.6f}",
             "routing_key": workflow_id,
         }
+        started = self.clock.now_s()
+        data = b""
         try:
             async with self.session.post(record.url + "/generate", data=_encoder.encode(body),
                                          headers=_JSON, timeout=self._timeout) as resp:
-                await resp.read()
+                data = await resp.read()
                 ok = resp.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError):
             ok = False
+        if ok:
+            # The steal guards' re-prefill time comes from these: a pure pre-fill's throughput.
+            answer: Any = None
+            with contextlib.suppress(msgspec.DecodeError):
+                answer = _decoder.decode(data)
+            meta = answer.get("meta_info") if isinstance(answer, dict) else None
+            meta = meta if isinstance(meta, dict) else {}
+            cached = int(meta.get("cached_tokens") or 0)
+            seconds = float(meta.get("e2e_latency") or (self.clock.now_s() - started))
+            record.observe_prefill(len(token_ids) - cached, seconds)
         self.metrics.prefills.labels("ok" if ok else "failed").inc()
         context = self.contexts.get(str(workflow_id))
         if ok and context is not None and context.tokens[: len(token_ids)] == token_ids:
             context.placed[str(worker)] = time.time()
-        log.info("pre-fill of %s (%d tokens) on %s: %s", workflow_id, len(token_ids), worker,
-                 "done" if ok else "failed")
+        log.info("pre-fill of %s (%d tokens) on %s: %s (throughput there now %s tokens/s)", workflow_id,
+                 len(token_ids), worker, "done" if ok else "failed",
+                 f"{record.prefill_tokens_per_s:.0f}" if record.prefill_tokens_per_s else "unmeasured")
 
     def count(self, what: str, label: str = "", amount: float = 1.0) -> None:
         m = self.metrics

@@ -19,6 +19,10 @@ from saga_sgl.policy.views import WorkerId, WorkerView
 log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY_TOKENS = 1
+PREFILL_SAMPLE_MIN_TOKENS = 32
+"""Pre-fills shorter than this are dominated by fixed overheads: not a throughput sample."""
+PREFILL_RATE_ALPHA = 0.5
+"""EMA weight of the newest pre-fill throughput sample (few samples: follow them quickly)."""
 """Stand-in KV capacity before the first /v1/loads answer (a WorkerView needs a positive one)."""
 
 
@@ -77,6 +81,8 @@ class WorkerRecord:
     server_info: dict[str, Any] = field(default_factory=dict)
     control_address: str | None = None
     kv_events_exact: bool = False
+    prefill_tokens_per_s: float | None = None
+    """Measured on the router's pre-fills here (EMA; see ``observe_prefill``); None until one ran."""
 
     @property
     def worker_id(self) -> WorkerId:
@@ -99,6 +105,7 @@ class WorkerRecord:
                 num_inflight_reqs=self.inflight,
                 idle_since_s=self.idle_since_s,
                 is_healthy=self.takes_traffic,
+                prefill_tokens_per_s=self.prefill_tokens_per_s,
             )
         return WorkerView(
             worker_id=self.worker_id,
@@ -110,7 +117,16 @@ class WorkerRecord:
             num_inflight_reqs=self.inflight,
             idle_since_s=self.idle_since_s,
             is_healthy=self.takes_traffic,
+            prefill_tokens_per_s=self.prefill_tokens_per_s,
         )
+
+    def observe_prefill(self, tokens: int, seconds: float) -> None:
+        """A pre-fill of ``tokens`` uncached tokens took ``seconds`` (the worker's e2e latency)."""
+        if tokens < PREFILL_SAMPLE_MIN_TOKENS or seconds <= 0:
+            return  # too short to say anything about throughput
+        rate = tokens / seconds
+        old = self.prefill_tokens_per_s
+        self.prefill_tokens_per_s = rate if old is None else old + PREFILL_RATE_ALPHA * (rate - old)
 
     def as_json(self) -> dict[str, Any]:
         """sglang-router 0.3.2's ``/workers`` entry."""

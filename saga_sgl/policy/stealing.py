@@ -24,7 +24,8 @@ Guards [I] (a steal that cannot pay for itself is refused, not merely ranked las
   runs on the victim while the binding would move to a thief that holds none of its context;
 * **short gap**: a workflow in a tool gap is stolen only if the predicted rest of the gap covers
   ``gap_margin`` x the time to re-prefill its context on the thief (unknown gap end: no steal),
-  so its next call does not wait for, or race, the pre-fill;
+  so its next call does not wait for, or race, the pre-fill. The re-prefill rate is the slowest
+  one the host measured (``WorkerView.prefill_tokens_per_s``), else ``rebuild_tokens_per_s``;
 * **gain**: the expected queueing delay the workflow escapes (the victim's waiting queue against the
   thief's, in ``mean_call_s`` units) must be at least ``min_gain_ratio`` x that re-prefill time.
   A victim whose waiting queue is empty would start the workflow's next call at once: nothing to
@@ -73,8 +74,9 @@ class StealSettings:
     """Loads are floored here in the ratio test, so an empty thief does not make every worker with
     one request "overloaded" [I]."""
     rebuild_tokens_per_s: float = 45000.0
-    """Prefill throughput on the thief (tokens/s) used to decide whether a tool gap hides the rebuild;
-    default 1 / 21.8 us per token (Llama-3-8B, H100, see ``policy.cost_model``) [I]."""
+    """Prefill throughput on the thief (tokens/s) used to decide whether a tool gap hides the rebuild,
+    where the host measured none (``WorkerView.prefill_tokens_per_s``: the slowest measured worker
+    is used then); default 1 / 21.8 us per token (Llama-3-8B, H100, see ``policy.cost_model``) [I]."""
     gap_margin: float = 1.5
     """A tool-gap workflow is stolen only if the predicted rest of its gap is at least this many
     times its re-prefill time on the thief (>= 1; above 1 absorbs prediction error) [I]."""
@@ -131,9 +133,14 @@ class WorkStealing:
         """The worker's queue has been empty for at least T_idle."""
         return w.idle_since_s is not None and now_s - w.idle_since_s >= self.settings.idle_threshold_s
 
-    def rebuild_s(self, wf: WorkflowView) -> float:
-        """Time to re-prefill the workflow's context on a thief."""
-        return wf.cached_prefix_tokens / self.settings.rebuild_tokens_per_s
+    def rebuild_rate(self, workers: Sequence[WorkerView]) -> float:
+        """Re-prefill throughput (tokens/s): the slowest measured worker's, else the setting."""
+        measured = [w.prefill_tokens_per_s for w in workers if w.prefill_tokens_per_s]
+        return min(measured) if measured else self.settings.rebuild_tokens_per_s
+
+    def rebuild_s(self, wf: WorkflowView, rate: float | None = None) -> float:
+        """Time to re-prefill the workflow's context on a thief (at ``rate`` tokens/s if given)."""
+        return wf.cached_prefix_tokens / (rate or self.settings.rebuild_tokens_per_s)
 
     def queue_delay_s(self, w: WorkerView) -> float:
         """Expected wait before a new call starts on ``w`` (``aeg.predict.expected_queue_delay_s``)."""
@@ -141,13 +148,16 @@ class WorkStealing:
             return 0.0
         return w.num_waiting_reqs / max(w.num_running_reqs, 1) * self.settings.mean_call_s
 
-    def refusal(self, wf: WorkflowView, gain_s: float, now_s: float) -> str | None:
-        """Why the guards refuse to steal ``wf`` for an expected gain of ``gain_s``; None: allowed."""
+    def refusal(
+        self, wf: WorkflowView, gain_s: float, now_s: float, rate: float | None = None
+    ) -> str | None:
+        """Why the guards refuse to steal ``wf`` for an expected gain of ``gain_s`` (re-prefill at
+        ``rate`` tokens/s, default the setting); None: allowed."""
         if wf.state not in _STEALABLE or wf.times_stolen > 0:
             return "not_stealable"
         if wf.call_at_worker:
             return "call_at_worker"
-        rebuild_s = self.rebuild_s(wf)
+        rebuild_s = self.rebuild_s(wf, rate)
         if wf.state is WorkflowState.TOOL_GAP:
             ends = wf.tool_gap_ends_at_s
             if ends is None or ends - now_s < self.settings.gap_margin * rebuild_s:
@@ -174,13 +184,14 @@ class WorkStealing:
         if len(healthy) < 2 or s.max_steals_per_epoch == 0:
             return []
         load = {w.worker_id: max(worker_load(w, self._load), s.load_floor) for w in healthy}
+        rate = self.rebuild_rate(healthy)
         # Candidates pass the guards that do not depend on the thief (call at a worker, short gap);
         # the gain guard is checked per (victim, thief) against the cheapest rebuild of the pool.
         candidates: dict[WorkerId, list[WorkflowView]] = {}
         for wf in workflows:
-            if wf.worker_id in load and self.refusal(wf, math.inf, now_s) is None:
+            if wf.worker_id in load and self.refusal(wf, math.inf, now_s, rate) is None:
                 candidates.setdefault(wf.worker_id, []).append(wf)
-        cheapest = {v: min(self.rebuild_s(f) for f in pool) for v, pool in candidates.items()}
+        cheapest = {v: min(self.rebuild_s(f, rate) for f in pool) for v, pool in candidates.items()}
         ratio_trigger = max(load.values()) > s.max_load_ratio * min(load.values())
         # Thieves from the lightest up, victims from the heaviest down: a thief's victims are a
         # prefix of ``with_work``.
@@ -221,12 +232,12 @@ class WorkStealing:
             pool = candidates[victim.worker_id]
             gain_s = self.queue_delay_s(victim) - thief_delay
             wf = min(
-                (f for f in pool if self.refusal(f, gain_s, now_s) is None),
+                (f for f in pool if self.refusal(f, gain_s, now_s, rate) is None),
                 key=lambda f: self.rank_session(f, now_s),
             )
             pool.remove(wf)  # each workflow is stolen at most once, in this epoch and (times_stolen) ever
             if pool:
-                cheapest[victim.worker_id] = min(self.rebuild_s(f) for f in pool)
+                cheapest[victim.worker_id] = min(self.rebuild_s(f, rate) for f in pool)
             steals.append(
                 Steal(
                     workflow_id=wf.workflow_id,
@@ -249,7 +260,9 @@ class WorkStealing:
         wf = next((f for f in workflows if f.workflow_id == steal.workflow_id), None)
         if wf is None or wf.worker_id != steal.victim:
             return False
-        if self.refusal(wf, self.queue_delay_s(victim) - self.queue_delay_s(thief), now_s) is not None:
+        gain_s = self.queue_delay_s(victim) - self.queue_delay_s(thief)
+        rate = self.rebuild_rate([w for w in workers if w.is_healthy])
+        if self.refusal(wf, gain_s, now_s, rate) is not None:
             return False
         floor = self.settings.load_floor
         lt = max(worker_load(thief, self._load), floor)

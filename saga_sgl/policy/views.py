@@ -87,6 +87,9 @@ class WorkerView:
     Drives the idle trigger of work stealing."""
     is_healthy: bool = True
     """Unhealthy workers are never chosen."""
+    prefill_tokens_per_s: float | None = None
+    """Pre-fill throughput the host measured on this worker (tokens/s); None until measured. The
+    steal guards use it for the re-prefill time of a stolen context, instead of their setting."""
 
     def __post_init__(self) -> None:
         if self.kv_capacity_tokens <= 0:

@@ -689,6 +689,7 @@ class WorkflowScheduler:
                     else max(0, self._inflight[w.worker_id]),
                     idle_since_s=idle,
                     is_healthy=healthy,
+                    prefill_tokens_per_s=w.prefill_tokens_per_s,
                 )
             views.append(w)
         self._views, self._views_at = views, now

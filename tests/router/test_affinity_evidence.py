@@ -70,3 +70,16 @@ def test_a_worker_that_never_served_the_workflow_does_not_hold_it() -> None:
         tokens=list(PROMPT), prompt_tokens=4, placed={"http://elsewhere": time.time()}
     )
     assert not _holds(service, "wf:1")
+
+
+def test_prefill_throughput_is_measured_per_worker_and_reaches_its_view() -> None:
+    from saga_router.workers import WorkerRecord
+
+    record = WorkerRecord(url="http://w0")
+    assert record.view().prefill_tokens_per_s is None
+    record.observe_prefill(8, 0.001)  # too short to be a sample
+    assert record.prefill_tokens_per_s is None
+    record.observe_prefill(480, 0.2)
+    assert record.view().prefill_tokens_per_s == 2400.0
+    record.observe_prefill(960, 0.2)  # EMA, alpha 0.5
+    assert record.prefill_tokens_per_s == 3600.0

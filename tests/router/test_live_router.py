@@ -3,8 +3,8 @@ loopback, the router as its own process (``python -m saga_router``), plain HTTP 
 
 One module-scoped cluster of two workers serves every test (each worker ~2 GB, 20-60 s to start);
 each test starts its own router (a second, cheap) with the flags it needs, and uses its own token
-sequences so that the workers' caches do not leak between tests. The worker-killing test runs last
-(the worker it kills stays down; re-admission is shown by the hang test before it).
+sequences so that the workers' caches do not leak between tests. The worker-killing test runs last:
+it restarts the worker it killed (re-admission of a new process), and stops it again itself.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ import signal
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from saga_sgl.local_workers import TINY_VOCAB_SIZE, WorkerProcess, free_port
+from saga_sgl.local_workers import TINY_VOCAB_SIZE, WorkerProcess, free_port, start_worker
 from saga_sgl.protocol import (
     AegSubmission,
     ClientToolFinished,
@@ -71,6 +73,11 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 def running_reqs(worker: WorkerProcess) -> int:
     loads = http("GET", worker.url + "/v1/loads?include=core").json()["loads"]
     return sum(int(r["num_running_reqs"]) + int(r["num_waiting_reqs"]) for r in loads)
+
+
+def waiting_reqs(worker: WorkerProcess) -> int:
+    loads = http("GET", worker.url + "/v1/loads?include=core").json()["loads"]
+    return sum(int(r["num_waiting_reqs"]) for r in loads)
 
 
 def test_workflow_stays_on_one_worker_and_later_steps_hit_its_cache(
@@ -126,19 +133,21 @@ def test_steal_moves_a_workflow_in_its_tool_gap_and_prefills_it_on_the_thief(
         assert reply.status == 200 and reply.worker == victim.url
         contexts[name] = tokens(3000 + i, 60) + reply.json()["output_ids"]
         assert event(router, ClientToolStarted(workflow_id=name, tool="run_test")).status == 202
-    # Keep the victim busy with two long calls of other workflows.
+    # Overload the victim: three calls of other workflows whose prompts alone (3 x 700 tokens) exceed
+    # its 2048-token pool, so one waits in its queue. That queue is what a stolen workflow escapes
+    # (the steal guards refuse a steal from a victim whose waiting queue is empty: nothing to gain).
     busy: list[Reply] = []
     threads = [
         threading.Thread(
             target=lambda i=i: busy.append(
-                generate(router, tokens(3100 + i, 200), 250, saga={"workflow_id": f"busy-{i}", "step": 0})
+                generate(router, tokens(3100 + i, 700), 120, saga={"workflow_id": f"busy-{i}", "step": 0})
             )
         )
-        for i in range(2)
+        for i in range(3)
     ]
     for t in threads:
         t.start()
-    wait_for(lambda: running_reqs(victim) >= 2, 120, "the victim to run the busy calls")
+    wait_for(lambda: waiting_reqs(victim) >= 1, 120, "calls waiting in the victim's queue")
     added = http("POST", router.url + "/workers", {"url": thief.url})
     assert added.status == 202 and added.json()["status"] == "accepted"
     wait_for(lambda: router.metric("saga_router_steals_total") >= 1, 30, "a steal")
@@ -159,7 +168,7 @@ def test_steal_moves_a_workflow_in_its_tool_gap_and_prefills_it_on_the_thief(
     assert moved, "no stolen workflow's next call went to the thief"
     for t in threads:
         t.join(timeout=300)
-    assert [r.status for r in busy] == [200, 200]
+    assert [r.status for r in busy] == [200] * 3
 
 
 def test_admission_holds_a_new_workflow_while_the_workers_are_full(
@@ -350,38 +359,50 @@ def healthy(router: RouterProcess) -> dict[str, bool]:
 
 
 def test_killing_a_worker_mid_workflow_loses_no_request_that_had_not_started_streaming(
-    cluster: list[WorkerProcess], router_factory: RouterFactory
+    cluster: list[WorkerProcess], router_factory: RouterFactory, tmp_path: Path
 ) -> None:
     router = router_factory([w.url for w in cluster], "--health-check-interval-secs", "0.5")
-    # One streaming call first: the worker it streams from is the one we kill.
-    import urllib.request
-
+    # Step 0 of six workflows, one after another: each is bound to the worker that served it. The
+    # victim is a worker holding at least two of them (six workflows, two workers), so the calls on
+    # it do not depend on how placement spreads simultaneous arrivals.
+    contexts: dict[str, list[int]] = {}
+    bound: dict[str, str] = {}
+    for i in range(6):
+        name = f"kill-{i}"
+        prompt = tokens(7100 + i, 40)
+        reply = generate(router, prompt, 2, saga={"workflow_id": name, "step": 0})
+        assert reply.status == 200 and reply.worker is not None
+        contexts[name] = prompt + reply.json()["output_ids"]
+        bound[name] = reply.worker
+    victim_url = max((w.url for w in cluster), key=lambda u: (list(bound.values()).count(u), u))
+    victim = next(w for w in cluster if w.url == victim_url)
+    survivor = next(w for w in cluster if w.url != victim_url)
+    on_victim = [n for n, u in bound.items() if u == victim_url]
+    assert len(on_victim) >= 2, bound
+    # Step 1 of one of the victim's workflows streams (it stays with its cache: affinity).
+    streamer = on_victim[0]
     body = {
-        "input_ids": tokens(7000, 30),
+        "input_ids": contexts[streamer] + tokens(7200, 8),
         "stream": True,
         "sampling_params": {"max_new_tokens": 400, "temperature": 0, "ignore_eos": True},
-        "saga": {"workflow_id": "kill-stream", "step": 0},
+        "saga": {"workflow_id": streamer, "step": 1},
     }
     req = urllib.request.Request(
         router.url + "/generate", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
     stream = urllib.request.urlopen(req, timeout=120)
-    victim_url = stream.headers["X-Saga-Worker"]
-    victim = next(w for w in cluster if w.url == victim_url)
-    survivor = next(w for w in cluster if w.url != victim_url)
+    assert stream.headers["X-Saga-Worker"] == victim_url
     first = stream.readline()
     assert first.startswith(b"data: ")
-    # Non-streaming calls of other workflows, spread over both workers, still running.
+    # Step 1 of the other workflows, not streamed, on both workers, still running at the kill.
     replies: dict[str, Reply] = {}
-    threads = [
-        threading.Thread(
-            target=lambda i=i: replies.__setitem__(
-                f"kill-{i}",
-                generate(router, tokens(7100 + i, 40), 150, saga={"workflow_id": f"kill-{i}", "step": 0}),
-            )
-        )
-        for i in range(6)
-    ]
+    others = [n for n in contexts if n != streamer]
+
+    def step_1(name: str, k: int) -> None:
+        prompt = contexts[name] + tokens(7300 + k, 8)
+        replies[name] = generate(router, prompt, 150, saga={"workflow_id": name, "step": 1})
+
+    threads = [threading.Thread(target=step_1, args=(n, k)) for k, n in enumerate(others)]
     for t in threads:
         t.start()
     wait_for(lambda: running_reqs(victim) >= 2, 120, "calls running on the victim")
@@ -389,7 +410,7 @@ def test_killing_a_worker_mid_workflow_loses_no_request_that_had_not_started_str
     for t in threads:
         t.join(timeout=300)
     # Every non-streaming call completed (those on the victim were retried on the survivor).
-    assert sorted(replies) == [f"kill-{i}" for i in range(6)]
+    assert sorted(replies) == sorted(others)
     statuses = {k: (r.status, r.body[:200]) for k, r in replies.items()}
     assert all(r.status == 200 for r in replies.values()), statuses
     assert all(r.worker == survivor.url for r in replies.values())
@@ -400,5 +421,28 @@ def test_killing_a_worker_mid_workflow_loses_no_request_that_had_not_started_str
     workers = http("GET", router.url + "/workers").json()["workers"]
     assert {w["url"]: w["is_healthy"] for w in workers}[victim_url] is False
     # A later call of the workflow whose worker died is placed on the survivor.
-    again = generate(router, tokens(7000, 30), 2, saga={"workflow_id": "kill-stream", "step": 1})
+    again = generate(router, tokens(7000, 30), 2, saga={"workflow_id": streamer, "step": 2})
     assert again.status == 200 and again.worker == survivor.url
+    # The worker comes back (same address and ports, a new process with an empty cache): the router
+    # re-admits it, subscribes to its KV events again, and new workflows are placed there again.
+    back = start_worker(victim.spec, tmp_path)
+    try:
+        back.wait_ready(480)
+        wait_for(lambda: healthy(router)[victim_url], 60, "the restarted worker to be re-admitted")
+        assert "re-admitted" in router.log()
+        assert router.log().count(f"worker {victim_url}: subscribed to KV events") >= 2
+        # With the survivor busy (a long call of a workflow bound to it), new workflows go to the
+        # worker that came back.
+        busy = threading.Thread(
+            target=generate, args=(router, tokens(7000, 30), 300), kwargs={"saga": {"workflow_id": streamer}}
+        )
+        busy.start()
+        wait_for(lambda: running_reqs(survivor) >= 1, 60, "the survivor to run the long call")
+        served = {
+            generate(router, tokens(7400 + i, 30), 2, saga={"workflow_id": f"back-{i}", "step": 0}).worker
+            for i in range(4)
+        }
+        busy.join(timeout=300)
+        assert victim_url in served, served
+    finally:
+        back.stop()

@@ -5,6 +5,8 @@ router hosts it (SGLang cannot take a forwarded request back)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from saga_sgl.clock import ManualClock
@@ -225,3 +227,36 @@ def test_no_tool_gap_steal_while_the_victims_queue_is_empty() -> None:
         clock.advance(0.1)
         _loads(s, NO_QUEUE, COLD_IDLE)
         assert [a for a in s.epoch() if isinstance(a, Rebind)] == []
+
+
+def test_the_gap_guard_uses_the_measured_prefill_rate_not_the_gpu_default() -> None:
+    """Live run.sh: a CPU worker pre-filled ~2,400 tokens/s, not the H100 default's 45,000; with the
+    default, two of three steals left a call waiting for its pre-fill. A measured rate decides."""
+    wf = gap_workflow("wf", tokens=900, gap_left_s=0.4)  # 20 ms at 45,000/s; 0.375 s at 2,400/s
+    ws = WorkStealing()
+    assert [s.workflow_id for s in ws.plan([COLD_IDLE, QUEUE], [wf], NOW)] == ["wf"]
+    slow_thief = dataclasses.replace(COLD_IDLE, prefill_tokens_per_s=2_400.0)
+    assert ws.plan([slow_thief, QUEUE], [wf], NOW) == []  # 0.4 s < 1.5 x 0.375 s
+    assert ws.rebuild_rate([slow_thief, dataclasses.replace(QUEUE, prefill_tokens_per_s=9_000.0)]) == 2_400.0
+    # The scheduler passes the host's measurement through to the policy.
+    s, clock = _scheduler()
+    _loads(s, QUEUE, slow_thief)
+    [name] = _dispatch_to_hot(s, 1)
+    s.handle(
+        CallFinished(
+            call_id=f"{name}:0",
+            workflow_id=WorkflowId(name),
+            worker_id=HOT,
+            prompt_tokens=800,
+            output_tokens=100,
+            cached_tokens=0,
+        )
+    )
+    s.handle(ToolStarted(workflow_id=WorkflowId(name), tool="web"))
+    rec = s.workflow(WorkflowId(name))
+    assert rec.next_use_at_s is not None
+    rec.next_use_at_s = clock.now_s() + 0.4  # the gap's predicted end, pinned for the test
+    rec.view = None
+    clock.advance(0.1)
+    _loads(s, QUEUE, slow_thief)
+    assert [a for a in s.epoch() if isinstance(a, Rebind)] == []
