@@ -87,10 +87,18 @@ class Row:
 # --- processes -------------------------------------------------------------------------------------
 
 
-def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     with open(log, "wb") as f:
         return subprocess.Popen(
-            cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            cwd=cwd,
         )
 
 
@@ -272,17 +280,35 @@ def _measure(name: str, url: str, pid: int | None, args: argparse.Namespace) -> 
     }
 
 
-def _ours(policy: str, backends: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _ours(
+    policy: str, backends: list[str], log_dir: Path, source: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Our router; ``source``: run the ``saga_router``/``saga_sgl`` found there instead (a baseline)."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "saga_router", "--host", "127.0.0.1", "--port", str(port),
         "--worker-urls", *backends, "--policy", policy, "--prometheus-port", "0",
         "--model-path", str(TINY_MODEL_DIR), "--log-level", "warn",
     ]  # fmt: skip
-    proc = _spawn(cmd, log_dir / f"saga-router-{policy}.log")
+    env = None
+    if source is not None:  # run there (the working directory comes first on sys.path), not here
+        env = {**os.environ, "PYTHONPATH": str(source)}
+    proc = _spawn(cmd, log_dir / f"saga-router-{policy}{'-baseline' if source else ''}.log", env, source)
     url = f"http://127.0.0.1:{port}"
     _wait_http(url + "/readiness", want='"healthy_workers": 2')
     return proc, url
+
+
+def _export(commit: str, into: Path) -> Path:
+    """The router and policy sources of ``commit`` in ``into``, importable as saga_router/saga_sgl."""
+    root = Path(__file__).resolve().parents[1]
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", commit, "router", "saga_sgl"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    (into / "saga_router").symlink_to("router")
+    return into
 
 
 def _floor(stack: str, backends: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -361,6 +387,12 @@ def main() -> None:
         action="store_true",
         help="skip the reference rows (pass-through proxies on our HTTP stacks, no routing)",
     )
+    p.add_argument(
+        "--baseline-commit",
+        default=None,
+        help="also measure `saga-router saga` as of this git commit (e.g. 899c086, before this work), "
+        "in the same run",
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--load", nargs=7, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -397,6 +429,12 @@ def main() -> None:
         ("saga-router saga", lambda: _ours("saga", backends, log_dir)),
         ("saga-router round_robin", lambda: _ours("round_robin", backends, log_dir)),
     ]
+    if args.baseline_commit:
+        source = _export(args.baseline_commit, log_dir / "baseline-src")
+        plan.insert(
+            3,
+            (f"saga-router saga @ {args.baseline_commit}", lambda: _ours("saga", backends, log_dir, source)),
+        )
     if not args.no_floors:
         plan += [
             (f"reference: {stack} pass-through proxy", lambda stack=stack: _floor(stack, backends, log_dir))
