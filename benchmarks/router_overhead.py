@@ -9,24 +9,34 @@ generator is a separate process too. Rows:
 * ``direct``: the load generator straight to one backend (no router: the latency floor);
 * ``sglang-router 0.3.2 <policy>``: the stock Rust router (``python -m sglang_router.launch_router``);
 * ``saga-router <policy>``: ours (``python -m saga_router``), ``saga`` = the full workflow scheduler
-  (placement, AFS epochs, stealing plans, kv_hints, prefix index, metrics), plus a baseline policy.
+  (placement, AFS epochs, stealing plans, kv_hints, prefix index, metrics), plus a baseline policy;
+  ``saga-router saga @ <commit>`` (``--baseline-commit``): ours as of an earlier commit, same run;
+* ``reference: <stack> pass-through proxy`` (``benchmarks/_proxy_floor.py``, NAMED REFERENCES, not
+  routers): forward-only proxies that show what a stack costs before any routing work: aiohttp's
+  server and client; aiohttp's server and ``saga_router.upstream``; an httptools server and
+  ``saga_router.upstream`` (about the least Python can do per proxied request).
 
 Figures per row:
 
-* **router CPU per request**: utime + stime of the router process (``/proc/<pid>/stat``, all its
-  threads) over a fixed-rate phase, divided by the requests; also net of the router's idle CPU rate
+* **router CPU per request**: on-CPU time of the router process (all threads, from
+  ``/proc/<pid>/task/*/schedstat``) over a fixed-rate phase, divided by the requests, split into
+  user and kernel time as ``/proc/<pid>/stat`` splits it; also net of the router's idle CPU rate
   over the same time (ours polls ``/v1/loads`` every 50 ms and runs a 100 ms epoch even when idle).
   This is the figure that survives a noisy shared machine.
 * **latency p50/p99** at a fixed moderate rate (open loop, ``--rate`` req/s), and the *added* latency:
   the row's percentile minus the ``direct`` row's.
 * **max req/s**: closed loop, ``--concurrency`` requests in flight, for ``--seconds``.
+* with ``--profile``, **CPU per request by component** of ``saga-router saga``: py-spy samples of a
+  second fixed-rate phase, grouped by ``benchmarks/_cpu_breakdown.py`` (HTTP server, upstream
+  client, JSON, request checks, identity, scheduler, telemetry, logging, router glue, kernel socket
+  I/O, event loop, garbage collector, background), scaled to the row's measured CPU per request.
 
 Requests: ``/generate`` with 200 token ids, ``rid = "<workflow>:<step>"`` and ``X-SMG-Routing-Key``,
 64 workflows in turn (what an agent client sends; every router gets the identical sequence).
 
-    python benchmarks/router_overhead.py             # about 2-3 minutes
-    python benchmarks/router_overhead.py --quick     # about 1 minute
-    python benchmarks/router_overhead.py --profile   # also a cProfile of our router's hot path
+    python benchmarks/router_overhead.py             # about 5 minutes (more on a loaded machine)
+    python benchmarks/router_overhead.py --quick --no-floors     # about 1.5 minutes
+    python benchmarks/router_overhead.py --profile --baseline-commit 899c086   # what results/ holds
 
 Output: JSON, a markdown table and a PNG in ``--out`` (default benchmarks/results/), the table on
 stdout. Numbers are for the machine named in the output; compare rows of one run.
