@@ -502,7 +502,7 @@ def main() -> None:
     if counts:
         table += _breakdown_table(_breakdown_rows(out_rows, counts), sum(counts.values()))
     (args.out / "router_overhead.md").write_text(table)
-    _plot(out_rows, args.out / "router_overhead.png")
+    _plot(out_rows, _breakdown_rows(out_rows, counts), args.out / "router_overhead.png")
     print(table)
 
 
@@ -580,33 +580,44 @@ def _table(rows: list[Row], machine: dict[str, Any], settings: dict[str, Any]) -
     return "\n".join(lines) + "\n"
 
 
-def _plot(rows: list[Row], path: Path) -> None:
+def _plot(rows: list[Row], breakdown: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     routed = [r for r in rows if r.cpu_us_per_request > 0]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    names = [r.name.replace(" 0.3.2", "\n0.3.2").replace("saga-router ", "saga-router\n") for r in routed]
-    axes[0].bar(names, [r.net_cpu_us_per_request for r in routed], color="tab:blue")
-    axes[0].axhline(100, color="red", linestyle="--", label="target 100 us")
-    axes[0].set_ylabel("router CPU per request (us, net of idle)")
-    axes[0].legend()
-    axes[1].bar(names, [r.added_p50_ms for r in routed], label="p50", color="tab:green")
-    axes[1].bar(
-        names,
-        [r.added_p99_ms - r.added_p50_ms for r in routed],
-        bottom=[r.added_p50_ms for r in routed],
-        label="p99",
-        color="tab:orange",
+    names = [r.name for r in routed]
+    panels = 4 if breakdown else 3
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5), sharey=False)
+    y = list(range(len(routed)))
+    axes[0].barh(y, [r.net_cpu_us_per_request for r in routed], color="tab:blue", label="net of idle")
+    axes[0].barh(
+        y,
+        [r.cpu_us_per_request - r.net_cpu_us_per_request for r in routed],
+        left=[r.net_cpu_us_per_request for r in routed],
+        color="lightsteelblue",
+        label="idle work",
     )
-    axes[1].set_ylabel("added latency (ms)")
-    axes[1].legend()
-    axes[2].bar(names, [r.max_rps for r in routed], color="tab:purple")
-    axes[2].set_ylabel("max requests/s")
-    for ax in axes:
-        ax.tick_params(axis="x", labelsize=7)
+    axes[0].axvline(100, color="red", linestyle="--", label="target 100 us")
+    axes[0].set_xlabel("router CPU per request (us)")
+    axes[0].set_yticks(y, names, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].legend(fontsize=8)
+    axes[1].barh(y, [r.added_p50_ms for r in routed], color="tab:green")
+    axes[1].set_xlabel("added latency p50 (ms)")
+    axes[2].barh(y, [r.max_rps for r in routed], color="tab:purple")
+    axes[2].set_xlabel("max requests/s")
+    for ax in axes[1:3]:
+        ax.set_yticks(y, [""] * len(y))
+        ax.invert_yaxis()
+    if breakdown:
+        comp = [str(b["component"]) for b in breakdown]
+        axes[3].barh(range(len(comp)), [float(b["us_per_request"]) for b in breakdown], color="tab:gray")
+        axes[3].set_yticks(range(len(comp)), comp, fontsize=7)
+        axes[3].invert_yaxis()
+        axes[3].set_xlabel("us per request")
+        axes[3].set_title("saga-router saga by component (py-spy)", fontsize=9)
     fig.suptitle("Router overhead over a fake instant backend (one run, same machine)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
