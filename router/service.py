@@ -43,6 +43,7 @@ from .router_config import RouterConfig
 from .scheduling import Call, Dispatch, NoEligibleWorker, SchedulingHost
 from .telemetry import RouterMetrics
 from .text_tokens import TextTokens
+from .upstream import UpstreamClient, UpstreamResponse
 from .workers import WorkerLoad, WorkerRecord, WorkerRegistry, kv_event_endpoint_of
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ class RouterService:
             )
         self.contexts: OrderedDict[str, WorkflowContext] = OrderedDict()
         self.session: aiohttp.ClientSession | None = None
+        self.upstream = UpstreamClient()
+        """Forwarded calls go through this lean pooled client; probes and pre-fills use ``session``."""
         self.health: HealthMonitor | None = None
         self.host: SchedulingHost = _make_host(self)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -149,6 +152,7 @@ class RouterService:
         for task in [*self._tasks, *self._kv_tasks.values(), *self._admit_tasks.values(), *self._background]:
             await kv_events.cancel(task)
         self.channels.close_all()
+        await self.upstream.close()
         if self.session is not None:
             await self.session.close()
 
@@ -183,9 +187,9 @@ class RouterService:
                           WORKER_STARTUP_TIMEOUT_S)
                 return
             await asyncio.sleep(0.5)
-        info = await self._get_json(record.url + "/server_info") or {}
+        info = await self._get_json(record.url, "/server_info") or {}
         record.adopt_server_info(info)
-        model = await self._get_json(record.url + "/model_info") or {}
+        model = await self._get_json(record.url, "/model_info") or {}
         record.model_id = str(model.get("model_path") or info.get("model_path") or record.model_id)
         if record.control_address is not None:
             self.channels.open(record.url, record.control_address)
@@ -229,7 +233,7 @@ class RouterService:
         now = self.clock.now_s()
         if healthy:
             # A restarted worker has a new cache, maybe new ports: discover again.
-            info = await self._get_json(record.url + "/server_info")
+            info = await self._get_json(record.url, "/server_info")
             if info is not None:
                 record.adopt_server_info(info)
                 if record.control_address is not None:
@@ -239,15 +243,17 @@ class RouterService:
         else:
             self.host.worker_down(record.worker_id, now)
 
-    async def _get_json(self, url: str) -> dict[str, Any] | None:
-        assert self.session is not None
+    async def _get_json(self, base: str, path: str) -> dict[str, Any] | None:
+        # Through the lean client: /v1/loads is polled every 50 ms per worker, even when idle.
         try:
-            async with self.session.get(url, timeout=self._probe_timeout) as resp:
-                if resp.status != 200:
-                    return None
-                data = _decoder.decode(await resp.read())
-                return data if isinstance(data, dict) else None
-        except (aiohttp.ClientError, TimeoutError, OSError, msgspec.DecodeError):
+            resp = await self.upstream.get(base, path, self.config.health_check_timeout_secs)
+            try:
+                raw = await resp.read()
+            finally:
+                resp.release()
+            data = _decoder.decode(raw) if resp.status == 200 else None
+            return data if isinstance(data, dict) else None
+        except (TimeoutError, OSError, ValueError, msgspec.DecodeError):
             return None
 
     async def _poll_loads(self) -> None:
@@ -260,7 +266,7 @@ class RouterService:
             await asyncio.sleep(interval)
 
     async def _poll_one(self, record: WorkerRecord) -> None:
-        data = await self._get_json(record.url + "/v1/loads?include=core")
+        data = await self._get_json(record.url, "/v1/loads?include=core")
         now = self.clock.now_s()
         if data is None:
             return
@@ -460,7 +466,7 @@ class RouterService:
             if record is None:
                 return _error(503, f"scheduler chose unknown worker {dispatch.worker}")
             log.debug("call %s of %s -> %s (%s)", call.call_id, call.workflow_id, record.url, dispatch.reason)
-            self.metrics.placements.labels(dispatch.reason).inc()
+            self.metrics.child(self.metrics.placements, dispatch.reason).inc()
             if call.prompt_ids:
                 self.prefixes.routed(record.worker_id, call.prompt_ids)
             await self._await_prefill(call.identity.workflow_id, str(dispatch.worker))
@@ -475,8 +481,9 @@ class RouterService:
                                 call.call_id, record.url, exc)
                     continue
                 return _error(502, f"worker {record.url} failed: {exc}")
-            self.metrics.requests.labels(route, str(response.status)).inc()
-            self.metrics.request_seconds.labels(tenant).observe(self.clock.now_s() - call.arrived_s)
+            m = self.metrics
+            m.child(m.requests, route, str(response.status)).inc()
+            m.child(m.request_seconds, tenant).observe(self.clock.now_s() - call.arrived_s)
             return response
 
     async def _send(
@@ -503,8 +510,8 @@ class RouterService:
         meta: dict[str, Any] | None = None
         try:
             try:
-                upstream = await self.session.post(
-                    record.url + route, data=_encoder.encode(out), headers=headers, timeout=self._timeout
+                upstream = await self.upstream.post(
+                    record.url, route, _encoder.encode(out), headers, self.config.request_timeout_secs
                 )
             except (aiohttp.ClientConnectionError, OSError) as exc:
                 await self._suspect(record, exc)
@@ -538,7 +545,7 @@ class RouterService:
                 self._account(meta)
 
     async def _relay_stream(
-        self, request: web.Request, call: Call, upstream: aiohttp.ClientResponse, record: WorkerRecord
+        self, request: web.Request, call: Call, upstream: UpstreamResponse, record: WorkerRecord
     ) -> tuple[web.StreamResponse, bool, dict[str, Any] | None]:
         """Pass SSE chunks through as they come; nothing is buffered beyond a small tail."""
         content = upstream.content

@@ -7,6 +7,8 @@ promtool is on PATH). The Grafana dashboard in ``router/grafana_dashboard.json``
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -101,6 +103,15 @@ class RouterMetrics:
         )
         self._prompt = 0.0
         self._cached = 0.0
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, cached: the per-request paths skip prometheus-client's lookup."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def call_tokens(self, prompt: int, cached: int) -> None:
         self.prompt_tokens.inc(prompt)
