@@ -91,9 +91,9 @@ class SimTask:
     """Host-side state of one simulated agent (its spec and where it truly is; no decisions)."""
 
     __slots__ = (
+        "_isolated",
         "admitted_s",
         "current",
-        "_isolated",
         "finished_s",
         "last_seq",
         "last_seq_tokens",
