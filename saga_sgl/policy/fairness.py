@@ -15,8 +15,9 @@ Tenant weights default to 1 (the paper has none; the repo uses 3/2/1 classes [R]
   over any window tenant i gets about share_i of the dispatch slots.
 * Inside a tenant [I]: the paper orders only across tenants, so a single-tenant run would be FCFS.
   With ``within_tenant="urgency"`` a tenant's own pending calls go most urgent workflow first (its
-  Eq. 8 term, ``FairShareEpoch.urgency``), FCFS among equals; ``"fcfs"`` keeps arrival order.
-  Preemption between two workflows of one tenant compares their own terms the same way.
+  Eq. 8 term, ``FairShareEpoch.urgency``), FCFS among equals; ``"srpt"`` (ours) ranks them by
+  1 / (1 + predicted remaining work) instead, least work first; ``"fcfs"`` keeps arrival order.
+  Preemption between two workflows of one tenant compares these per-workflow ranks the same way.
 * Request priority: round(max_priority * AFS_i / max_j AFS_j), an int for SGLang's ``priority``
   field (larger runs first with SGLang's default ``--schedule-low-priority-values-first`` off).
 * Preemption [P]: when a workflow of a tenant with a lower AFS has blocked one of a tenant with a
