@@ -30,11 +30,15 @@ Reported per load point, scenario and row: mean / geomean / p99 TCT, paired geom
 means against every baseline, headroom (TCT / TCT alone, ratio of means), KV in use (time-averaged
 tokens pinned by running requests / pool), evicted tokens, recomputed prefill tokens split into
 eviction / routing (computed on another worker only) / steal rebuilds, completed tasks per minute
-in the window, workflows held by admission control, SLO attainment (TCT <= 1.5 x alone).
+in the window, workflows held by admission control, SLO attainment (TCT <= 1.5 x alone). Closed-loop
+throughput per load point: SAGA's completed tasks/min (sum over the headline scenarios) against the
+baseline that completed the most. Each run's CPU seconds are recorded (``runs[].cpu_s``, total in
+``header.sim_cpu_s``): on a shared machine they, not the wall time, say what the run costs.
 
 Output (``--out DIR``): ``cluster.json`` with ``saga.tct_ratio_vs_best_baseline`` (production, paired
 geomean over the headline scenarios, against the baseline closest to SAGA) and
-``headline.<load point>.<baseline>.{geomean,ratio_of_means}``; ``cluster.md``; ``cluster_tct.png``.
+``headline.<load point>.<baseline>.{geomean,ratio_of_means}``; ``throughput.<load point>``;
+``cluster.md``; ``cluster_tct.png``.
 """
 
 from __future__ import annotations
