@@ -28,9 +28,6 @@ class AdmissionControlSettings:
     bound_footprint_frac: float = 1.0
     """A bound live workflow counts max(its current context, this x its predicted peak): 1.0 counts
     every workflow at its peak; less admits more while contexts are still short [I]."""
-    observed_kv_floor_frac: float = 0.0
-    """A worker whose reported KV in use (running requests and locked prefixes) is below this
-    fraction of its pool admits regardless of the footprint sum; 0 = off [I]."""
     default_footprint_tokens: int = 16384
     """Predicted peak footprint of a workflow of an agent type with no finished workflow yet [I]."""
     footprint_ema_alpha: float = 0.1

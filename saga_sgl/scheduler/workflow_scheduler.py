@@ -736,8 +736,6 @@ class WorkflowScheduler:
         tokens, count = bound if bound is not None else self._bound_footprint()
         if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
             return "agents_per_worker"
-        if w.kv_used_tokens < adm.observed_kv_floor_frac * w.kv_capacity_tokens:
-            return None  # the worker's KV is mostly free right now: the footprint sum overestimates
         need = rec.predicted_peak_tokens or self.footprint.predict(rec.agent_type)
         if tokens[w.worker_id] + need > adm.kv_threshold_frac * w.kv_capacity_tokens:
             return "kv_footprint"
@@ -773,8 +771,6 @@ class WorkflowScheduler:
             if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
                 continue
             if tokens[w.worker_id] + need <= adm.kv_threshold_frac * w.kv_capacity_tokens:
-                return True
-            if w.kv_used_tokens < adm.observed_kv_floor_frac * w.kv_capacity_tokens:
                 return True
         return False
 
