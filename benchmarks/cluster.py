@@ -30,11 +30,15 @@ Reported per load point, scenario and row: mean / geomean / p99 TCT, paired geom
 means against every baseline, headroom (TCT / TCT alone, ratio of means), KV in use (time-averaged
 tokens pinned by running requests / pool), evicted tokens, recomputed prefill tokens split into
 eviction / routing (computed on another worker only) / steal rebuilds, completed tasks per minute
-in the window, workflows held by admission control, SLO attainment (TCT <= 1.5 x alone).
+in the window, workflows held by admission control, SLO attainment (TCT <= 1.5 x alone). Closed-loop
+throughput per load point: SAGA's completed tasks/min (sum over the headline scenarios) against the
+baseline that completed the most. Each run's CPU seconds are recorded (``runs[].cpu_s``, total in
+``header.sim_cpu_s``): on a shared machine they, not the wall time, say what the run costs.
 
 Output (``--out DIR``): ``cluster.json`` with ``saga.tct_ratio_vs_best_baseline`` (production, paired
 geomean over the headline scenarios, against the baseline closest to SAGA) and
-``headline.<load point>.<baseline>.{geomean,ratio_of_means}``; ``cluster.md``; ``cluster_tct.png``.
+``headline.<load point>.<baseline>.{geomean,ratio_of_means}``; ``throughput.<load point>``;
+``cluster.md``; ``cluster_tct.png``.
 """
 
 from __future__ import annotations
@@ -190,9 +194,9 @@ def build_jobs(mode: Mode, sections: set[str]) -> list[Job]:
 
 def _job(job: Job) -> dict[str, Any]:
     workload = _workload(job.wspec)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = simulate(workload, job.row, job.cluster, seed=job.seed)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     lo, hi = job.window
     counted = [t for t in result.tasks if lo <= t.arrival_s < hi]
     c = result.counters
@@ -234,6 +238,7 @@ def _job(job: Job) -> dict[str, Any]:
         "seed": job.seed,
         "row": job.row.label,
         "wall_s": wall,
+        "cpu_s": cpu,
         "window_s": [lo, hi],
         "metrics": metrics,
         "tct": {f"{job.seed}/{t.task_id}": t.tct_s for t in counted},
@@ -289,7 +294,33 @@ def aggregate(results: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
             for b in base_labels
             if all(b in by_scen[sc]["saga"]["vs"] for sc in have)
         }
-    return {"points": points, "headline": headline}
+    return {"points": points, "headline": headline, "throughput": throughput(points, base_labels)}
+
+
+def throughput(points: dict[str, Any], base_labels: list[str]) -> dict[str, dict[str, Any]]:
+    """Completed tasks per minute in the window, summed over the headline scenarios: SAGA against the
+    baseline with the highest throughput at each load point (closed loop: the agents' pace)."""
+    out: dict[str, dict[str, Any]] = {}
+    for load, by_scen in points.items():
+        have = [sc for sc in HEADLINE_SCENARIOS if "saga" in by_scen.get(sc, {})]
+        if not have:
+            continue
+        per_row = {
+            label: sum(by_scen[sc][label]["tasks_per_min"] for sc in have)
+            for label in [*base_labels, "saga"]
+            if all(label in by_scen[sc] for sc in have)
+        }
+        bases = {b: v for b, v in per_row.items() if b != "saga"}
+        if not bases:
+            continue
+        best = max(bases, key=lambda b: bases[b])
+        out[load] = {
+            "saga_tasks_per_min": per_row["saga"],
+            "best_baseline": best,
+            "best_baseline_tasks_per_min": bases[best],
+            "ratio": per_row["saga"] / bases[best] if bases[best] > 0 else math.nan,
+        }
+    return out
 
 
 def _mean(xs: list[Any]) -> Any:
@@ -301,7 +332,8 @@ def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
     lines = [
         f"# Cluster benchmark ({header['mode']})",
         "",
-        f"Machine: {header['machine']}. Wall time {header['wall_s']:.0f} s with {header['jobs']} processes.",
+        f"Machine: {header['machine']}. Wall time {header['wall_s']:.0f} s with {header['jobs']} processes "
+        f"({header['sim_cpu_s']:.0f} s of CPU in the simulations).",
         "",
         f"Cluster: {header['replicas']} x {header['replica']}; seeds {header['seeds']}.",
         "",
@@ -313,6 +345,18 @@ def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
     for load, by_b in agg["headline"].items():
         for b, h in sorted(by_b.items(), key=lambda kv: kv[1]["geomean"]):
             lines.append(f"| {load} | {b} | {h['geomean']:.3f} | {h['ratio_of_means']:.3f} |")
+    lines += [
+        "",
+        "## Throughput: completed tasks/min in the window (sum over swe + web-history)",
+        "",
+        "| load point | SAGA | best baseline (by throughput) | its tasks/min | SAGA / it |",
+        "|---|---|---|---|---|",
+    ]
+    for load, t in agg.get("throughput", {}).items():
+        lines.append(
+            f"| {load} | {t['saga_tasks_per_min']:.1f} | {t['best_baseline']} | "
+            f"{t['best_baseline_tasks_per_min']:.1f} | {t['ratio']:.3f} |"
+        )
     lines += [
         "",
         "Per point: 'vs best' is the paired geomean of per-task TCT ratios (baseline / row) against the "
@@ -448,6 +492,7 @@ def run_benchmark(mode: Mode, sections: set[str], out: Path, num_procs: int, pro
         "loads": [dataclasses.asdict(lp) for lp in mode.loads],
         "window": {"warmup_x_median_task": mode.warmup_factor, "window_x_median_task": mode.window_factor},
         "wall_s": time.perf_counter() - t0,
+        "sim_cpu_s": sum(r["cpu_s"] for r in results),
         "rows": {r.label: r.description for r in (*mode.rows, *mode.ablations)},
         "command": " ".join(sys.argv),
     }
@@ -458,6 +503,7 @@ def run_benchmark(mode: Mode, sections: set[str], out: Path, num_procs: int, pro
         flat["saga.tct_ratio_vs_best_baseline"] = prod[best]["geomean"]
         flat["saga.best_baseline"] = best
     flat["headline"] = agg["headline"]
+    flat["throughput"] = agg["throughput"]
     doc = {
         "header": header,
         **flat,

@@ -159,8 +159,9 @@ class FairShareEpoch:
     tenant_of: Mapping[WorkflowId, TenantId] = field(default_factory=dict)
     """Tenant of each active workflow seen this epoch (preemption compares tenants' AFS)."""
     urgency: Mapping[WorkflowId, float] = field(default_factory=dict)
-    """Per-workflow term of Eq. 8, work_remain / max(deadline - now, min_slack) (unweighted): the
-    order inside a tenant, and the ``urgency`` hint a worker orders its queue by."""
+    """Per-workflow term of Eq. 8, work_remain / max(deadline - now, min_slack) (unweighted), or with
+    ``within_tenant="srpt"`` 1 / (1 + work_remain): the order inside a tenant (larger first), and the
+    ``urgency`` hint a worker orders its queue by."""
 
     def priority_of(self, tenant_id: TenantId, default: int = 0) -> int:
         """Priority for a tenant, ``default`` if it had no active work this epoch."""

@@ -15,8 +15,9 @@ Tenant weights default to 1 (the paper has none; the repo uses 3/2/1 classes [R]
   over any window tenant i gets about share_i of the dispatch slots.
 * Inside a tenant [I]: the paper orders only across tenants, so a single-tenant run would be FCFS.
   With ``within_tenant="urgency"`` a tenant's own pending calls go most urgent workflow first (its
-  Eq. 8 term, ``FairShareEpoch.urgency``), FCFS among equals; ``"fcfs"`` keeps arrival order.
-  Preemption between two workflows of one tenant compares their own terms the same way.
+  Eq. 8 term, ``FairShareEpoch.urgency``), FCFS among equals; ``"srpt"`` (ours) ranks them by
+  1 / (1 + predicted remaining work) instead, least work first; ``"fcfs"`` keeps arrival order.
+  Preemption between two workflows of one tenant compares these per-workflow ranks the same way.
 * Request priority: round(max_priority * AFS_i / max_j AFS_j), an int for SGLang's ``priority``
   field (larger runs first with SGLang's default ``--schedule-low-priority-values-first`` off).
 * Preemption [P]: when a workflow of a tenant with a lower AFS has blocked one of a tenant with a
@@ -72,7 +73,9 @@ class AfsSettings:
     max_priority: int = 10
     """Largest SGLang ``priority`` handed out (most urgent tenant); least urgent gets 0 [I]."""
     within_tenant: str = "urgency"
-    """Order inside a tenant: ``urgency`` (per-workflow Eq. 8 term, most urgent first) or ``fcfs`` [I]."""
+    """Order inside a tenant: ``urgency`` (per-workflow Eq. 8 term, most urgent first), ``srpt``
+    (least predicted remaining work first: shortest-remaining-processing-time, which minimises mean
+    completion time on a saturated worker; ours, not the paper's) or ``fcfs`` [I]."""
 
     def __post_init__(self) -> None:
         owner = "AfsSettings"
@@ -89,10 +92,10 @@ class AfsSettings:
         require_positive(owner, "min_slack_s", self.min_slack_s)
         require(self.max_priority >= 0, owner, "max_priority", ">= 0", self.max_priority)
         require(
-            self.within_tenant in ("urgency", "fcfs"),
+            self.within_tenant in ("urgency", "srpt", "fcfs"),
             owner,
             "within_tenant",
-            "'urgency' or 'fcfs'",
+            "'urgency', 'srpt' or 'fcfs'",
             self.within_tenant,
         )
 
@@ -129,6 +132,7 @@ class AgentFairShare:
         urgency: dict[WorkflowId, float] = {}
         floor = s.min_slack_s
         finished = WorkflowState.FINISHED
+        srpt = s.within_tenant == "srpt"
         for wf in workflows:
             if wf.state is finished:
                 continue
@@ -138,7 +142,8 @@ class AgentFairShare:
             work, slack = wf.remaining_work_s, wf.deadline_s - now_s
             term = work / (slack if slack > floor else floor) if work > 0 and slack != math.inf else 0.0
             afs[tid] = afs.get(tid, 0.0) + term
-            urgency[wf.workflow_id] = term
+            # srpt: the within-tenant rank is 1 / (1 + remaining work); no prediction ranks last.
+            urgency[wf.workflow_id] = (1.0 / (1.0 + work) if work > 0 else 0.0) if srpt else term
         for tid in afs:
             afs[tid] *= weight.get(tid, 1.0)
         total = sum(afs.values())
@@ -162,7 +167,7 @@ class AgentFairShare:
         for call in pending:
             by_tenant.setdefault(call.tenant_id, []).append(call)
         keyed: list[tuple[float, float, str, PendingCallView]] = []
-        by_urgency = self.settings.within_tenant == "urgency" and bool(epoch.urgency)
+        by_urgency = self.settings.within_tenant != "fcfs" and bool(epoch.urgency)
         urg = epoch.urgency
         for tid, calls in by_tenant.items():
             if by_urgency:
@@ -191,7 +196,7 @@ class AgentFairShare:
                 continue
             t_hi = epoch.tenant_of.get(b.waiter, TenantId(""))
             t_lo = epoch.tenant_of.get(b.holder, TenantId(""))
-            if t_hi == t_lo and s.within_tenant == "urgency":
+            if t_hi == t_lo and s.within_tenant != "fcfs":
                 hi, lo = epoch.urgency.get(b.waiter, 0.0), epoch.urgency.get(b.holder, 0.0)
             else:
                 hi, lo = epoch.afs.get(t_hi, 0.0), epoch.afs.get(t_lo, 0.0)

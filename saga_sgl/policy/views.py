@@ -125,6 +125,9 @@ class CallView:
     """Predicted peak KV footprint of the whole workflow (admission of a new workflow)."""
     prefix_match_tokens: Mapping[WorkerId, int] = field(default_factory=dict)
     """Tokens of this prompt already cached per worker (router's prefix index). Missing = 0."""
+    bound_work_s: Mapping[WorkerId, float] = field(default_factory=dict)
+    """Predicted remaining work (seconds) of the live workflows bound to each worker, from the
+    workflow scheduler (new workflows only; empty when unknown). Missing = 0."""
 
 
 class WorkflowState(StrEnum):

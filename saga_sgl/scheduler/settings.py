@@ -25,6 +25,9 @@ class AdmissionControlSettings:
     """Sum of predicted peak footprints per worker, as a fraction of its KV pool [I]."""
     max_workflows_per_worker: int = 0
     """Live workflows bound to one worker at most; 0 = no cap [I]."""
+    bound_footprint_frac: float = 1.0
+    """A bound live workflow counts max(its current context, this x its predicted peak): 1.0 counts
+    every workflow at its peak; less admits more while contexts are still short [I]."""
     default_footprint_tokens: int = 16384
     """Predicted peak footprint of a workflow of an agent type with no finished workflow yet [I]."""
     footprint_ema_alpha: float = 0.1
@@ -33,6 +36,13 @@ class AdmissionControlSettings:
     def __post_init__(self) -> None:
         owner = "AdmissionControlSettings"
         require_positive(owner, "kv_threshold_frac", self.kv_threshold_frac)
+        require(
+            0 <= self.bound_footprint_frac <= 1,
+            owner,
+            "bound_footprint_frac",
+            "in [0, 1]",
+            self.bound_footprint_frac,
+        )
         require(
             self.max_workflows_per_worker >= 0,
             owner,

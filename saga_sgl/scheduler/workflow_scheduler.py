@@ -470,7 +470,17 @@ class WorkflowScheduler:
             affinity_cached=cached,
             predicted_kv_tokens=rec.predicted_peak_tokens if self.settings.predictions else 0,
             prefix_match_tokens=matches,
+            bound_work_s=self._bound_work() if self._wants_matches and affinity is None else {},
         )
+
+    def _bound_work(self) -> dict[WorkerId, float]:
+        """Predicted remaining work of the live workflows bound to each worker (1 s for one with no
+        prediction yet, so that the count still shows)."""
+        out: dict[WorkerId, float] = {}
+        for rec in self._active.values():
+            if rec.worker_id is not None:
+                out[rec.worker_id] = out.get(rec.worker_id, 0.0) + (rec.remaining_work_s or 1.0)
+        return out
 
     def _on_admitted(self, ev: CallAdmitted) -> None:
         rec = self._calls.get(ev.call_id)
@@ -707,9 +717,13 @@ class WorkflowScheduler:
     def _bound_footprint(self) -> tuple[Counter[WorkerId], Counter[WorkerId]]:
         tokens: Counter[WorkerId] = Counter()
         count: Counter[WorkerId] = Counter()
+        frac = self.settings.admission.bound_footprint_frac
         for rec in self._active.values():
             if rec.worker_id is not None:
-                tokens[rec.worker_id] += rec.footprint_tokens()
+                if frac >= 1.0:
+                    tokens[rec.worker_id] += rec.footprint_tokens()
+                else:
+                    tokens[rec.worker_id] += max(rec.context_tokens, round(frac * rec.predicted_peak_tokens))
                 count[rec.worker_id] += 1
         return tokens, count
 
@@ -739,9 +753,33 @@ class WorkflowScheduler:
             return None
         return "agents_per_worker" if "agents_per_worker" in reasons else "kv_footprint"
 
+    def _any_room(self, now: float) -> bool:
+        """Whether some held workflow could be admitted now (the smallest predicted footprint
+        fits a healthy worker), or no worker is healthy (then release and let placement raise).
+        A necessary condition of ``_hold_reason(head) is None``, cheap to check each epoch."""
+        healthy = [w for w in self._worker_views(now) if w.is_healthy and w.worker_id not in self._down]
+        if not healthy:
+            return True
+        adm = self.settings.admission
+        agents = {rec.agent_type for rec in self._held.values() if rec.predicted_peak_tokens <= 0}
+        need = min(
+            (rec.predicted_peak_tokens for rec in self._held.values() if rec.predicted_peak_tokens > 0),
+            default=1 << 62,
+        )
+        need = min(need, *(self.footprint.predict(a) for a in agents)) if agents else need
+        tokens, count = self._bound_footprint()
+        for w in healthy:
+            if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
+                continue
+            if tokens[w.worker_id] + need <= adm.kv_threshold_frac * w.kv_capacity_tokens:
+                return True
+        return False
+
     def _release_held(self, now: float) -> list[Action]:
         if not self._held:
             return []
+        if not self._any_room(now):
+            return []  # nothing held fits anywhere: skip ordering the (long) held queue
         out: list[Action] = []
         pending = [
             PendingCallView(

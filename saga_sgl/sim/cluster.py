@@ -21,7 +21,7 @@ The host makes no decision of its own. Metrics are an observer (``saga_sgl.sim.m
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,10 +91,10 @@ class SimTask:
     """Host-side state of one simulated agent (its spec and where it truly is; no decisions)."""
 
     __slots__ = (
+        "_isolated",
         "admitted_s",
         "current",
         "finished_s",
-        "isolated_s",
         "last_seq",
         "last_seq_tokens",
         "next_step",
@@ -107,7 +107,7 @@ class SimTask:
         "worker_id",
     )
 
-    def __init__(self, spec: TaskSpec, isolated_s: float) -> None:
+    def __init__(self, spec: TaskSpec, isolated: Callable[[TaskSpec], float] | float) -> None:
         self.spec = spec
         self.wid = WorkflowId(spec.task_id)
         self.next_step = 0
@@ -116,7 +116,9 @@ class SimTask:
         self.admitted_s = spec.arrival_s
         """Arrival time (TCT counts from here, admission-control holds included)."""
         self.finished_s = -1.0
-        self.isolated_s = isolated_s
+        self._isolated = isolated
+        """The isolated TCT, or how to compute it (on first use: most tasks of a closed-loop workload
+        are never started, and the reference time is the largest cost of setting up a run)."""
         self.current: SimCall | None = None
         self.last_seq: tuple[Segment, ...] = ()
         self.last_seq_tokens = 0
@@ -127,6 +129,13 @@ class SimTask:
     @property
     def is_finished(self) -> bool:
         return self.state is WorkflowState.FINISHED
+
+    @property
+    def isolated_s(self) -> float:
+        """TCT of the task alone on an idle replica (``Cluster.isolated_tct_s``)."""
+        if not isinstance(self._isolated, float):
+            self._isolated = float(self._isolated(self.spec))
+        return self._isolated
 
 
 class _TaskArrival:
@@ -220,7 +229,7 @@ class Cluster:
         )
         self._hints = row.scheduler.predictions
         self._wants_prefix = bool(getattr(self.scheduler.placement, "uses_prefix", False))
-        self.tasks = [SimTask(t, self.isolated_tct_s(t)) for t in workload.tasks]
+        self.tasks = [SimTask(t, self.isolated_tct_s) for t in workload.tasks]
         self.active: dict[WorkflowId, SimTask] = {}
         self._pending_closed: dict[str, list[SimTask]] = {}
 

@@ -159,6 +159,19 @@ ABLATIONS = (
     ),
     dataclasses.replace(
         SAGA,
+        label="saga-bound_work_placement",
+        settings={"placement": {"load_signal": "bound_work"}},
+        description="new workflows placed by the predicted remaining work of the live workflows bound to "
+        "each worker instead of the reported load (ours)",
+    ),
+    dataclasses.replace(
+        SAGA,
+        label="saga-srpt_within_tenant",
+        settings={"fairness": {"within_tenant": "srpt"}},
+        description="least predicted remaining work first inside a tenant instead of Eq. 8 urgency (ours)",
+    ),
+    dataclasses.replace(
+        SAGA,
         label="saga-consistent_hash_placement",
         placement="consistent_hash",
         description="SAGA's eviction, TTL, stealing, AFS and admission control on consistent-hash placement",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from saga_sgl.clock import ManualClock
 from saga_sgl.errors import InvalidSettings, NoEligibleWorker, UnknownWorkflow
-from saga_sgl.policy.decisions import PlacementReason, PreemptionReason
+from saga_sgl.policy.decisions import Placement, PlacementReason, PreemptionReason
 from saga_sgl.policy.settings import load_settings
 from saga_sgl.policy.views import (
     AgentType,
+    CallView,
     PendingCallView,
     TenantId,
     WorkerId,
@@ -303,3 +306,42 @@ def test_bad_input_is_refused_clearly() -> None:
         SchedulerSettings(policy_config={"eviction": {}})
     with pytest.raises(InvalidSettings):
         WorkflowScheduler(SchedulerSettings(policy_config={"placement": {"nope": 1}}), clock=ManualClock())
+
+
+def test_a_new_workflow_sees_the_predicted_work_bound_to_each_worker() -> None:
+    s, _ = _sched(policy_config={"placement": {"load_signal": "bound_work"}})
+    seen: list[CallView] = []
+    place = s.placement.place
+
+    def spy(call: CallView, workers: Sequence[WorkerView], now_s: float) -> Placement:
+        seen.append(call)
+        return place(call, workers, now_s)
+
+    s.placement.place = spy  # type: ignore[method-assign]
+    [d] = s.handle(_call("a"))
+    assert isinstance(d, Dispatch) and seen[0].bound_work_s == {}
+    s.workflow(WorkflowId("a")).remaining_work_s = 42.0  # what its AEG would predict
+    [d2] = s.handle(_call("b"))
+    # b sees a's 42 s on a's worker, so it goes to the other one.
+    assert seen[1].bound_work_s == {d.worker_id: 42.0}
+    assert isinstance(d2, Dispatch) and d2.worker_id != d.worker_id
+    s.handle(_finish("a", 0, d.worker_id))
+    s.handle(_call("a", step=1))
+    assert seen[2].affinity_worker_id == d.worker_id and seen[2].bound_work_s == {}  # bound: not asked
+
+
+def test_admission_control_can_count_bound_workflows_below_their_peak() -> None:
+    # Peak 600 per workflow, pools of 1000: at their peak, one workflow per worker fits (see above).
+    # Counted at half their peak until their context grows, two fit per worker.
+    adm = AdmissionControlSettings(enabled=True, default_footprint_tokens=600, bound_footprint_frac=0.5)
+    s, _ = _sched(n=2, cap=1000, admission=adm)
+    placed = [a for wf in ("a0", "a1", "a2") for a in s.handle(_call(wf))]
+    assert all(isinstance(a, Dispatch) for a in placed)
+    [h] = [a for wf in ("a3", "a4") for a in s.handle(_call(wf))][1:]
+    assert isinstance(h, Hold)  # a3 still fits (300 + 600 on one worker); a4 does not
+    # A bound workflow whose context outgrew the fraction counts at its context.
+    w = placed[0].worker_id  # type: ignore[union-attr]
+    s.handle(_finish("a0", 0, w, prompt=800, out=150))
+    assert s.workflow(WorkflowId("a0")).context_tokens == 950
+    with pytest.raises(InvalidSettings):
+        AdmissionControlSettings(enabled=True, bound_footprint_frac=1.5)

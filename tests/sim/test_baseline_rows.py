@@ -136,3 +136,15 @@ def test_vllm_row_evicts_least_recently_released_tail_first() -> None:
     # A's output block (the tail, seg 110) goes before A's prompt (seg 11); B is untouched.
     assert evicted[:2] == [110, 11]
     assert 12 not in evicted and 120 not in evicted
+
+
+def test_every_ablation_row_builds_and_the_new_options_reach_the_policies() -> None:
+    built = {
+        row.label: WorkflowScheduler(build_row(row, seed=0).scheduler, clock=ManualClock())
+        for row in rows.ABLATIONS
+    }
+    assert built["saga-bound_work_placement"].placement.settings.load_signal == "bound_work"  # type: ignore[attr-defined]
+    assert built["saga-srpt_within_tenant"].fairness.settings.within_tenant == "srpt"  # type: ignore[union-attr]
+    default = WorkflowScheduler(build_row(rows.SAGA, seed=0).scheduler, clock=ManualClock())
+    assert default.placement.settings.load_signal == "instant"  # type: ignore[attr-defined]
+    assert default.fairness.settings.within_tenant == "urgency"  # type: ignore[union-attr]

@@ -41,8 +41,17 @@ def test_tiny_benchmark_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     assert saga["num_tasks"] > 0 and 0.0 <= saga["slo_attainment"] <= 1.0
     assert saga["tasks_per_min"] > 0 and saga["tct_over_alone"] >= 1.0 - 1e-9
     assert "saga-no_admission_control" in doc["results"]["production"]["web-history"]
+    # Closed-loop throughput: SAGA against the baseline that completed the most tasks per minute.
+    thr = doc["throughput"]["production"]
+    rows = doc["results"]["production"]["web-history"]
+    best = max(("round_robin", "vllm_apc_prefix_affinity"), key=lambda b: rows[b]["tasks_per_min"])
+    assert thr["best_baseline"] == best
+    assert thr["saga_tasks_per_min"] == pytest.approx(saga["tasks_per_min"])
+    assert thr["ratio"] == pytest.approx(saga["tasks_per_min"] / rows[best]["tasks_per_min"])
+    assert all(r["cpu_s"] > 0 for r in doc["runs"]) and doc["header"]["sim_cpu_s"] > 0
     assert doc["header"]["replicas"] == 2 and doc["header"]["machine"]
     md = (tmp_path / "cluster.md").read_text()
     assert "## production / web-history" in md and "evict/route/steal" in md
+    assert "## Throughput" in md
     assert "Belady" not in md  # the per-row eviction-vs-Belady column is gone (issue 10 replays it)
     assert (tmp_path / "cluster_tct.png").stat().st_size > 0

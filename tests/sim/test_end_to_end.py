@@ -127,3 +127,24 @@ def test_belady_eviction_cost_is_a_lower_bound_for_every_row_in_situ(results: di
         assert (
             q["belady_full_pool_evicted_recompute_tokens"] <= q["policy_evicted_recompute_tokens"] + 1e-9
         ), (label, q)
+
+
+def test_isolated_tct_is_computed_on_first_use_and_equals_the_reference() -> None:
+    from saga_sgl.sim.cluster import Cluster
+    from saga_sgl.sim.policies import build_row
+
+    wl = generate(WorkloadSpec(scenario="swe", seed=2, closed_loop_agents=2, max_tasks=6))
+    cluster = Cluster(wl, build_row(rows.SAGA, seed=0), SETTINGS)
+    calls: list[str] = []
+    reference = cluster.isolated_tct_s
+
+    def counting(spec):  # type: ignore[no-untyped-def]
+        calls.append(spec.task_id)
+        return reference(spec)
+
+    for t in cluster.tasks:
+        t._isolated = counting  # the per-task reference, wrapped to count its uses
+    first = cluster.tasks[0]
+    assert calls == []  # nothing computed up front
+    assert first.isolated_s == pytest.approx(reference(first.spec)) and first.isolated_s > 0
+    assert calls == [first.spec.task_id]  # computed once, then cached

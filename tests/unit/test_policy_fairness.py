@@ -179,3 +179,29 @@ def test_epoch_afs_is_the_sum_of_task_urgencies(work: list[tuple[int, float, flo
         assert value == pytest.approx(expected)
     if ep.share:
         assert sum(ep.share.values()) == pytest.approx(1.0)
+
+
+def test_srpt_inside_a_tenant_orders_least_remaining_work_first_and_preempts_the_longest() -> None:
+    afs = AgentFairShare(AfsSettings(within_tenant="srpt"))
+    flows = [
+        # Urgency (Eq. 8) would put "long" first (500 / 100 = 5 vs 10 / 100 = 0.1); srpt puts "short".
+        make_workflow("long", remaining_work_s=500.0, deadline_s=NOW + 100.0),
+        make_workflow("short", remaining_work_s=10.0, deadline_s=NOW + 100.0),
+        make_workflow("unknown", remaining_work_s=0.0, deadline_s=NOW + 100.0),  # no prediction yet
+    ]
+    ep = afs.epoch(flows, [make_tenant()], NOW)
+    assert ep.afs[TenantId("t0")] == pytest.approx(5.1)  # the tenants' AFS is still Eq. 8
+    pending = [
+        make_pending("c-unknown", workflow_id="unknown", enqueued_at_s=0.0),
+        make_pending("c-long", workflow_id="long", enqueued_at_s=1.0),
+        make_pending("c-short", workflow_id="short", enqueued_at_s=2.0),
+    ]
+    assert [p.call_id for p in afs.order(pending, ep)] == ["c-short", "c-long", "c-unknown"]
+    urgent = AgentFairShare().order(pending, AgentFairShare().epoch(flows, [make_tenant()], NOW))
+    assert [p.call_id for p in urgent] == ["c-long", "c-short", "c-unknown"]
+    # A long running call blocking a short one is preempted; never the other way round.
+    [p] = afs.preemptions([make_blocking("long", "short", blocked_since_s=NOW - 1.0)], ep, NOW)
+    assert (p.preempted, p.beneficiary) == ("long", "short")
+    assert afs.preemptions([make_blocking("short", "long", blocked_since_s=NOW - 1.0)], ep, NOW) == []
+    with pytest.raises(InvalidSettings):
+        AfsSettings(within_tenant="lifo")

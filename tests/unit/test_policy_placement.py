@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import random
@@ -336,3 +337,18 @@ def test_saga_places_new_workflows_by_the_papers_rule_when_asked() -> None:
     assert paper.worker_id == min(workers, key=lambda w: worker_load(w, LoadSettings())).worker_id
     with pytest.raises(InvalidSettings):
         SagaPlacementSettings(new_workflow="random")
+
+
+def test_admission_can_weigh_the_predicted_work_of_bound_workflows() -> None:
+    # w0 looks idle now (its agents are in tool gaps) but 300 s of predicted work is bound to it;
+    # w1 is busier this instant with 20 s bound. load(w) picks w0; the bound-work signal picks w1.
+    w0 = make_worker("w0", running=0, kv_used_tokens=0)
+    w1 = make_worker("w1", running=20, kv_used_tokens=20_000)
+    call = dataclasses.replace(make_call(), bound_work_s={WorkerId("w0"): 300.0, WorkerId("w1"): 20.0})
+    assert SagaPlacement().place(call, [w0, w1], 0.0).worker_id == "w0"
+    bound = SagaPlacement(SagaPlacementSettings(load_signal="bound_work"))
+    assert bound.place(call, [w0, w1], 0.0).worker_id == "w1"
+    # No bound work known (the scheduler sent none): the instantaneous load decides.
+    assert bound.place(make_call(), [w0, w1], 0.0).worker_id == "w0"
+    with pytest.raises(InvalidSettings):
+        SagaPlacementSettings(load_signal="psychic")

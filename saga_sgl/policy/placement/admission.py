@@ -11,7 +11,9 @@ settings, the combination in one place, ties broken by the injected RNG.
 Signals for worker w and new workflow s:
 
 * ``load``:      (max_c load(c) - load(w)) / (max_c load(c) - min_c load(c))  over the candidates c
-                 (least loaded = 1, most loaded = 0; 1 for all when loads are equal)
+                 (least loaded = 1, most loaded = 0; 1 for all when loads are equal); with
+                 ``load_signal="bound_work"`` load(w) is replaced by the predicted remaining work of
+                 the live workflows bound to w (the scheduler's AEG predictions)
 * ``footprint``: min(1, free_kv_tokens(w) / predicted_kv_tokens(s))       (the workflow fits = 1);
                  free fraction of the pool when no footprint is predicted
 * ``locality``:  min(1, prefix_match_tokens(w) / prompt_tokens(s))        (shared prefix cached = 1)
@@ -67,10 +69,17 @@ def admission_scores(
     weights: AdmissionWeights,
     load_settings: LoadSettings,
     loads: Mapping[WorkerId, float] | None = None,
+    bound_work: bool = False,
 ) -> dict[WorkerId, float]:
-    """The combined admission score of each healthy worker (``loads``: precomputed load(w))."""
+    """The combined admission score of each healthy worker (``loads``: precomputed load(w)).
+
+    ``bound_work``: the load signal is the predicted remaining work of the live workflows bound to
+    each worker (``call.bound_work_s``) instead of load(w): a worker whose agents are all in tool
+    gaps looks idle to load(w) but will be busy when they return."""
     healthy = [w for w in workers if w.is_healthy]
-    if loads is None:
+    if bound_work and call.bound_work_s:
+        loads = {w.worker_id: call.bound_work_s.get(w.worker_id, 0.0) for w in healthy}
+    elif loads is None:
         loads = {w.worker_id: worker_load(w, load_settings) for w in healthy}
     lo = min((loads[w.worker_id] for w in healthy), default=0.0)
     spread = max((loads[w.worker_id] for w in healthy), default=0.0) - lo
@@ -100,15 +109,16 @@ def admit(
     load_settings: LoadSettings,
     theta: float,
     rng: random.Random,
+    bound_work: bool = False,
 ) -> WorkerView:
-    """The worker a new workflow is bound to."""
+    """The worker a new workflow is bound to (``bound_work``: see ``admission_scores``)."""
     healthy = [w for w in workers if w.is_healthy]
     if not healthy:
         raise NoEligibleWorker("admission: no healthy worker")
     loads = {w.worker_id: worker_load(w, load_settings) for w in healthy}
     headroom = [w for w in healthy if loads[w.worker_id] < theta]
     candidates = headroom or healthy
-    scores = admission_scores(call, candidates, weights, load_settings, loads)
+    scores = admission_scores(call, candidates, weights, load_settings, loads, bound_work)
     best = max(scores.values())
     tied = sorted(
         (w for w in candidates if scores[w.worker_id] >= best - weights.tie_epsilon),

@@ -43,6 +43,9 @@ class SagaPlacementSettings:
     """Admission: weight of the predicted KV footprint fit."""
     locality_weight: float = 0.2
     """Admission: weight of shared-prefix locality."""
+    load_signal: str = "instant"
+    """Admission's load signal: ``instant`` (load(w) from the worker's reported state) or
+    ``bound_work`` (predicted remaining work of the live workflows bound to w; ours)."""
     new_workflow: str = "admission"
     """Where a new workflow goes: ``admission`` (ours, multi-criteria) or ``least_loaded`` (the
     paper: Eq. 7's second branch)."""
@@ -55,6 +58,13 @@ class SagaPlacementSettings:
             "new_workflow",
             "'admission' or 'least_loaded'",
             self.new_workflow,
+        )
+        require(
+            self.load_signal in ("instant", "bound_work"),
+            "SagaPlacementSettings",
+            "load_signal",
+            "'instant' or 'bound_work'",
+            self.load_signal,
         )
         # Validate the composed parts now, so a bad value fails at load time naming the field.
         self.load_settings()
@@ -89,7 +99,9 @@ class SagaPlacement:
     def place(self, call: CallView, workers: Sequence[WorkerView], now_s: float) -> Placement:
         s = self.settings
         if call.affinity_worker_id is None and s.new_workflow == "admission":
-            w = admit(call, workers, self._weights, self._load, s.theta, self._rng)
+            w = admit(
+                call, workers, self._weights, self._load, s.theta, self._rng, s.load_signal == "bound_work"
+            )
             return Placement(worker_id=w.worker_id, reason=PlacementReason.ADMISSION)
         stay = affinity_placement(call, workers, s.theta, self._load)
         if stay is not None:
