@@ -10,7 +10,8 @@ scheduler is being built in parallel (issue 8). Nothing a live router could not 
 Traces: ``--mooncake`` (default: the FAST'25 synthetic trace in ../shared/data), ``--swe-agent``
 (the SWE-agent trajectories in ../shared/data, converted at run time: see saga_sgl/replay/traces.py),
 and any number of ``--trace FILE`` (your own Mooncake JSONL, with optional task_id/agent_type/step/
-tool fields). Capacities are fractions of the trace's distinct block tokens.
+tool fields). Capacities are fractions of the trace's distinct block tokens. Two ablation rows run
+the default key with the hint path's TTLs or its prefix-reuse learning switched off.
 
 Outputs (``--out-dir``): eviction_replay.json, eviction_replay.md (tables: recomputed tokens, ratio
 to Belady and to LRU, token hit ratio, recompute seconds under the linear cost model), and
@@ -40,7 +41,7 @@ from _machine import cpu_model
 
 from saga_sgl.policy import registry
 from saga_sgl.policy.eviction.reuse_time import ReuseTimeEviction, ReuseTimeSettings
-from saga_sgl.replay.driver import HintDriver
+from saga_sgl.replay.driver import DriverSettings, HintDriver
 from saga_sgl.replay.prefix_replay import Mode, ReplayStats, distinct_tokens, replay
 from saga_sgl.replay.traces import (
     SweAgentSettings,
@@ -64,6 +65,8 @@ class Row:
     mode: Mode
     oracle: bool = False
     baseline: bool = False
+    driver: DriverSettings | None = None
+    """Hint-path settings of an ablation row (None: the defaults)."""
 
 
 ROWS = (
@@ -74,6 +77,13 @@ ROWS = (
     Row("wa_lru", "wa_lru", Mode.HINTS),
     Row("reuse_time", "reuse_time", Mode.HINTS),
     Row("reuse_density", "reuse_density", Mode.HINTS),
+    Row("reuse_density no TTL", "reuse_density", Mode.HINTS, driver=DriverSettings(ttl=False)),
+    Row(
+        "reuse_density no prefix-reuse",
+        "reuse_density",
+        Mode.HINTS,
+        driver=DriverSettings(prefix_reuse=False),
+    ),
 )
 CHOICES = ("wa_lru", "reuse_time", "reuse_density")
 
@@ -83,7 +93,7 @@ def run_row(row: Row, requests: list[TraceRequest], capacity: int) -> ReplayStat
         policy: Any = ReuseTimeEviction(ReuseTimeSettings(ttl_protection=False))
     else:
         policy = registry.create_eviction(row.policy)
-    driver = HintDriver() if row.mode is Mode.HINTS else None
+    driver = HintDriver(row.driver) if row.mode is Mode.HINTS else None
     return replay(requests, capacity, policy, row.mode, driver=driver)
 
 
@@ -115,7 +125,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Same access sequence for every row; capacity = share of the trace's distinct block tokens. "
         "Project policies are fed by the router-like hint path (saga_sgl/replay/driver.py); "
         "`belady (oracle)` is clairvoyant. `vs LRU` < 1 means fewer recomputed tokens than LRU. "
-        "`recompute s`: seconds of prefill under the linear cost model (deeper tokens cost more).",
+        "`recompute s`: seconds of prefill under the linear cost model (deeper tokens cost more). "
+        "`reuse_density no TTL` / `no prefix-reuse`: the default key with the hint path's tool-aware "
+        "TTLs, or its learned share of the last prompt that the next call reads "
+        "(saga_sgl/aeg/prefix_reuse.py), switched off.",
         "",
     ]
     for trace, t in report["traces"].items():
@@ -188,7 +201,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
             ys = [
                 next(r["ratio_to_belady"] for r in c["rows"] if r["label"] == label) for c in t["capacities"]
             ]
-            style = "--" if label in ("lru", "fifo", "saga no hints") else "-"
+            style = "--" if label in ("lru", "fifo", "saga no hints") else ":" if " no " in label else "-"
             ax.plot(xs, ys, style, marker="o", label=label)
         ax.set_xscale("log")
         ax.set_xticks(xs, [f"{x:g}%" for x in xs])
