@@ -10,7 +10,10 @@ pressure (``policy.pressure``). What a live router could not know is never used:
 from the trace's ``task_id`` or, for a plain Mooncake trace, from prefix chains (a request that
 continues at least half of a session's previous prompt belongs to that session); an idle period is
 credited to the gap model as it ages (at the re-key times), so sessions that never come back teach
-the model only as time passes.
+the model only as time passes. Per block, the session's P_reuse is scaled by the learned share of
+blocks at that offset from the tail of its last prompt that its next call reads
+(``aeg.prefix_reuse``: with 512-token block hashes the partial last block never is), and a block
+the session's current prompt no longer holds gets P_reuse 0 and no TTL (``block_hints``).
 
 Events, and when predictions are refreshed (the keys' re-key rule): a request arrives (the gap is
 observed), a request ends (the workflow goes idle: prediction at age 0, TTL set), when a predicted
