@@ -127,8 +127,7 @@ def test_benchmark_choice_puts_never_worse_than_lru_first() -> None:
 
     def report(ratios: dict[str, list[float]]) -> dict[str, object]:
         caps = [
-            {"rows": [{"label": name, "ratio_to_lru": v[k]} for name, v in ratios.items()]}
-            for k in range(2)
+            {"rows": [{"label": name, "ratio_to_lru": v[k]} for name, v in ratios.items()]} for k in range(2)
         ]
         return {"traces": {"t": {"capacities": caps}}}
 
