@@ -10,7 +10,10 @@ pressure (``policy.pressure``). What a live router could not know is never used:
 from the trace's ``task_id`` or, for a plain Mooncake trace, from prefix chains (a request that
 continues at least half of a session's previous prompt belongs to that session); an idle period is
 credited to the gap model as it ages (at the re-key times), so sessions that never come back teach
-the model only as time passes.
+the model only as time passes. Per block, the session's P_reuse is scaled by the learned share of
+blocks at that offset from the tail of its last prompt that its next call reads
+(``aeg.prefix_reuse``: with 512-token block hashes the partial last block never is), and a block
+the session's current prompt no longer holds gets P_reuse 0 and no TTL (``block_hints``).
 
 Events, and when predictions are refreshed (the keys' re-key rule): a request arrives (the gap is
 observed), a request ends (the workflow goes idle: prediction at age 0, TTL set), when a predicted
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 
 from saga_sgl.aeg.gaps import GapModel, GapSettings
 from saga_sgl.aeg.predict import ReusePredictor, ReusePredictorSettings
+from saga_sgl.aeg.prefix_reuse import PrefixReuse, PrefixReuseSettings, on_path
 from saga_sgl.aeg.tool_latency import ToolLatencyModel
 from saga_sgl.policy.eviction.ttl import ToolAwareTtl
 from saga_sgl.policy.pressure import PressureSettings, ResidenceTracker, kv_pressure
@@ -49,7 +53,15 @@ class DriverSettings:
     """Re-predictions per idle period when a predicted next use passes without the call [I]."""
     ttl: bool = True
     """Set tool-aware TTLs (Algorithm 1) on idle workflows whose request names its tool."""
+    prefix_reuse: bool = True
+    """Scale a block's P_reuse by the learned share of blocks at its offset from the tail of the
+    workflow's last prompt that the next call reads (``aeg.prefix_reuse``); blocks off the workflow's
+    current prompt get P_reuse 0 and no TTL [I]."""
+    ttl_min_share: float = 0.5
+    """A TTL protects a block only if the next call reads at least this share of blocks at its
+    offset: protection is for the context the tool's return will read [I]."""
     gaps: GapSettings = field(default_factory=GapSettings)
+    prefix: PrefixReuseSettings = field(default_factory=PrefixReuseSettings)
     predictor: ReusePredictorSettings = field(default_factory=ReusePredictorSettings)
     pressure: PressureSettings = field(default_factory=PressureSettings)
 
@@ -94,6 +106,7 @@ class HintDriver:
         self.gaps = GapModel(self.latency, s.gaps)
         self.predictor = ReusePredictor(self.gaps, s.predictor)
         self.ttl = ToolAwareTtl(self.latency)
+        self.prefix_reuse = PrefixReuse(s.prefix)
         self.residence = ResidenceTracker(s.pressure)
         self.sessions: dict[str, Session] = {}
         self._block_owner: dict[int, tuple[str, int]] = {}
@@ -134,6 +147,8 @@ class HintDriver:
 
     def on_arrival(self, sess: Session, req: TraceRequest, now_s: float) -> None:
         """A request of ``sess`` arrives: the idle period ends (its gap is a sample)."""
+        if sess.last_blocks:
+            self.prefix_reuse.observe(sess.last_blocks, req.hash_ids, agent_type=sess.agent_type)
         if sess.idle_since_s is not None:
             gap = max(0.0, now_s - sess.idle_since_s)
             self._credit(sess, gap, returned=True)
@@ -159,6 +174,17 @@ class HintDriver:
         horizon = self.predictor.horizon_s(self.residence_s)
         for age in self.settings.rekey_ages:
             self._push(now_s + age * horizon, sess)
+
+    def block_hints(self, sess: Session, position: int, block: int) -> tuple[float | None, float | None]:
+        """(reuse_prob, ttl_deadline_s) of the block ``block`` at ``position`` of a chain ``sess`` owns."""
+        prob, ttl = sess.reuse_prob, sess.ttl_deadline_s
+        if not self.settings.prefix_reuse or prob is None or sess.idle_since_s is None:
+            return prob, ttl
+        last = sess.last_blocks
+        if not on_path(last, position, block):
+            return 0.0, None  # a branch the workflow left: its own calls will not read it again
+        share = self.prefix_reuse.share(len(last) - 1 - position, agent_type=sess.agent_type)
+        return prob * share, ttl if share >= self.settings.ttl_min_share else None
 
     def refresh(self, sess: Session, now_s: float) -> None:
         """Re-predict an idle session at ``now_s``."""

@@ -62,6 +62,7 @@ class ReplayStats:
 
 class _Seg:
     __slots__ = (
+        "block",
         "cached",
         "depth",
         "eid",
@@ -70,12 +71,17 @@ class _Seg:
         "last_s",
         "owner",
         "parent",
+        "position",
         "shared",
         "tokens",
     )
 
-    def __init__(self, eid: int, tokens: int, depth: int, parent: _Seg | None) -> None:
+    def __init__(
+        self, eid: int, tokens: int, depth: int, parent: _Seg | None, block: int, position: int
+    ) -> None:
         self.eid = eid
+        self.block = block
+        self.position = position
         self.tokens = tokens
         self.depth = depth
         self.parent = parent
@@ -126,7 +132,7 @@ def replay(
             seg = segs.get(key)
             if seg is None:
                 tokens = r.block_tokens(j)
-                seg = _Seg(len(segs), tokens, (parent.depth if parent else 0) + tokens, parent)
+                seg = _Seg(len(segs), tokens, (parent.depth if parent else 0) + tokens, parent, block, j)
                 segs[key] = seg
             chain.append(seg)
             lst = uses.setdefault(seg.eid, [])
@@ -155,19 +161,20 @@ def replay(
                 next_use_at_s=next_use(seg, now_s),
             )
         sess = seg.owner
-        if sess is None or seg.shared:
+        if sess is None or seg.shared or driver is None:
             return CacheEntryView(
                 entry_id=seg.eid, num_tokens=seg.tokens, depth_tokens=seg.depth, last_access_s=seg.last_s
             )
+        reuse_prob, ttl_deadline_s = driver.block_hints(sess, seg.position, seg.block)
         return CacheEntryView(
             entry_id=seg.eid,
             num_tokens=seg.tokens,
             depth_tokens=seg.depth,
             last_access_s=seg.last_s,
             workflow_id=WorkflowId(sess.sid),
-            reuse_prob=sess.reuse_prob,
+            reuse_prob=reuse_prob,
             next_use_at_s=sess.next_use_at_s,
-            ttl_deadline_s=sess.ttl_deadline_s,
+            ttl_deadline_s=ttl_deadline_s,
         )
 
     index = VictimIndex(policy)

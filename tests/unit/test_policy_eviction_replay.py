@@ -120,3 +120,21 @@ def test_swe_agent_conversion_keeps_mooncake_invariants_and_shares_only_system_p
     assert a[-1].hash_ids[-1] != b[-1].hash_ids[-1]
     # Within a session, each call extends the previous prompt (all but its partial last block).
     assert a[1].hash_ids[: len(a[0].hash_ids) - 1] == a[0].hash_ids[:-1]
+
+
+def test_benchmark_choice_puts_never_worse_than_lru_first() -> None:
+    from benchmarks.eviction_replay import choose
+
+    def report(ratios: dict[str, list[float]]) -> dict[str, object]:
+        caps = [
+            {"rows": [{"label": name, "ratio_to_lru": v[k]} for name, v in ratios.items()]} for k in range(2)
+        ]
+        return {"traces": {"t": {"capacities": caps}}}
+
+    # A safe policy wins over a lower mean that loses somewhere.
+    assert choose(report({"wa_lru": [0.80, 1.01], "reuse_density": [0.95, 1.0]}))["pick"] == "reuse_density"
+    # None safe: the smallest worst-case loss, even against a (slightly) lower mean.
+    pick = choose(report({"wa_lru": [0.88, 1.006], "reuse_density": [0.90, 1.001]}))["pick"]
+    assert pick == "reuse_density"
+    # Worst cases within 0.1%: the mean decides.
+    assert choose(report({"wa_lru": [0.80, 1.0015], "reuse_density": [0.90, 1.001]}))["pick"] == "wa_lru"

@@ -93,6 +93,14 @@ def test_deeper_tokens_cost_more_to_recompute() -> None:
     assert policy.key(deep, 0.0, 0.0) > policy.key(shallow, 0.0, 0.0)
     flat = ReuseDensityEviction(ReuseDensitySettings(attention_tokens=1e30))
     assert flat.key(deep, 0.0, 0.0).primary == flat.key(shallow, 0.0, 0.0).primary
+    tokens_only = ReuseDensityEviction(ReuseDensitySettings(cost_weight=0.0))
+    assert tokens_only.key(deep, 0.0, 0.0).primary == tokens_only.key(shallow, 0.0, 0.0).primary
+    # A smaller weight keeps the order but narrows the gap (in seconds of recency).
+    half = ReuseDensityEviction(ReuseDensitySettings(cost_weight=0.5))
+    gap_half = half.key(deep, 0.0, 0.0).primary - half.key(shallow, 0.0, 0.0).primary
+    full = ReuseDensityEviction(ReuseDensitySettings(cost_weight=1.0))
+    gap_full = full.key(deep, 0.0, 0.0).primary - full.key(shallow, 0.0, 0.0).primary
+    assert 0.0 < gap_half < gap_full
 
 
 def test_keys_do_not_drift_with_the_clock_and_a_live_ttl_protects_below_threshold_high() -> None:

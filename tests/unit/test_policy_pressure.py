@@ -17,7 +17,8 @@ from saga_sgl.policy.views import CacheEntryView, ToolType
 def test_definition() -> None:
     assert kv_pressure(1000, 0, 0) == 0.0
     assert kv_pressure(1000, 500, 0) == 0.5
-    assert kv_pressure(1000, 0, 125) == 0.5  # half of the 25 % protection budget
+    assert kv_pressure(1000, 0, 25) == 0.5  # half of the 5 % protection budget
+    assert kv_pressure(1000, 0, 125, max_protected_frac=0.25) == 0.5
     assert kv_pressure(1000, 100, 250) == 1.0
     assert kv_pressure(0, 10, 10) == 0.0
     with pytest.raises(ValueError):
@@ -38,13 +39,13 @@ def test_protection_switches_off_under_sustained_pressure() -> None:
         protected.track(i, tokens, ttl, now)
         index.add(e, now, kv_pressure(capacity, 0, protected.tokens(now)))
 
-    add(1, 1000, 10.0, now + 50)  # oldest, protected by a live TTL
+    add(1, 200, 10.0, now + 50)  # oldest, protected by a live TTL
     add(2, 3000, 50.0, None)
     level = kv_pressure(capacity, 0, protected.tokens(now))
     assert level == pytest.approx(0.4) and policy.protects(level)
     assert index.peek(now, level).entry_id == 2  # type: ignore[union-attr]
-    # More tool calls in flight: 2,500 protected tokens, the whole budget.
-    add(3, 1500, 60.0, now + 50)
+    # More tool calls in flight: 500 protected tokens, the whole budget (5 % of the pool).
+    add(3, 300, 60.0, now + 50)
     level = kv_pressure(capacity, 0, protected.tokens(now))
     assert level == 1.0 and not policy.protects(level)
     assert index.peek(now, level).entry_id == 1  # type: ignore[union-attr]

@@ -40,7 +40,7 @@ def _tokens(i: int) -> list[int]:
 def _plugin_order(make_harness: Any, kind: str, policy: str) -> list[str]:
     from sglang.srt.mem_cache.base_prefix_cache import EvictParams
 
-    h = make_harness(kind, policy, kv_size=128)
+    h = make_harness(kind, policy, kv_size=1024)
     for i, (name, hint) in enumerate(SCRIPT):
         h.clock.advance(1.0)
         h.run(_tokens(i), hint=None if hint is None else ReuseHint(workflow_id=name, **hint))
@@ -101,7 +101,7 @@ def _simulator_order(policy: str) -> list[str]:
     from saga_sgl.sim.workloads.model import Segment
 
     host = _Host(policy)
-    worker = SimWorker("w0", ProfileCostModel(), WorkerSettings(kv_capacity_tokens=128), host)  # type: ignore[arg-type]
+    worker = SimWorker("w0", ProfileCostModel(), WorkerSettings(kv_capacity_tokens=1024), host)  # type: ignore[arg-type]
     now = 1000.0
     for i, (name, hint) in enumerate(SCRIPT):
         now += 1.0
