@@ -53,7 +53,7 @@ def default_backend() -> str:
         return "python"
     if NativeKeyHeap is None:
         if wanted == "native":
-            raise ImportError(f"SAGA_KERNELS=native but the native kernels are not built ({NATIVE_IMPORT_ERROR})")
+            raise ImportError(f"SAGA_KERNELS=native but no native build: {NATIVE_IMPORT_ERROR}")
         return "python"
     return "native"
 

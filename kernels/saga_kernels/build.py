@@ -70,7 +70,7 @@ def build(force: bool = False) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--force", action="store_true", help="rebuild even if the build is newer than the sources")
+    ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
     ap.add_argument("--check", action="store_true", help="exit 1 unless the native build imports afterwards")
     args = ap.parse_args(argv)
     ok = build(force=args.force)

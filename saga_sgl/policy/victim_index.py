@@ -40,6 +40,9 @@ from saga_sgl.policy.decisions import EvictionKey, Tier
 from saga_sgl.policy.interfaces import EvictionPolicy
 from saga_sgl.policy.views import CacheEntryView
 
+_PROTECTED = int(Tier.PROTECTED)
+
+
 def clean_key(key: EvictionKey) -> EvictionKey:
     """``key`` with NaN ordering quantities replaced by +inf (see the module doc: one equality rule)."""
     primary, tiebreak = key[1], key[2]
@@ -121,7 +124,10 @@ class VictimIndex:
 
     def add(self, entry: CacheEntryView, now_s: float, pressure: float) -> None:
         """Index ``entry`` (or replace the indexed view with the same ``entry_id``)."""
-        self._push(entry, entry_key(self._policy, entry, now_s, pressure))
+        key = self._policy.key(entry, now_s, pressure)
+        if key[1] != key[1] or key[2] != key[2]:  # NaN: the one cleaning rule (clean_key)
+            key = clean_key(key)
+        self._push(entry, key)
 
     update = add
 
@@ -131,7 +137,7 @@ class VictimIndex:
         if item is None:
             return False
         self._heap.remove(entry_id)
-        if item[1][0] == Tier.PROTECTED:
+        if item[1][0] == _PROTECTED:
             self._protected_tokens -= item[0].num_tokens
             self._deadlines.remove(entry_id)
         return True
@@ -181,15 +187,15 @@ class VictimIndex:
     def _push(self, entry: CacheEntryView, key: EvictionKey) -> None:
         entry_id = entry.entry_id
         old = self._entries.get(entry_id)
-        if old is not None and old[1][0] == Tier.PROTECTED:
+        if old is not None and old[1][0] == _PROTECTED:
             self._protected_tokens -= old[0].num_tokens
         self._entries[entry_id] = (entry, key)
         self._heap.push(key)
-        if key[0] == Tier.PROTECTED:
+        if key[0] == _PROTECTED:
             self._protected_tokens += entry.num_tokens
             deadline = entry.ttl_deadline_s
             self._deadlines.push((0, math.inf if deadline is None else deadline, 0.0, entry_id))
-        elif old is not None and old[1][0] == Tier.PROTECTED:
+        elif old is not None and old[1][0] == _PROTECTED:
             self._deadlines.remove(entry_id)
 
     def _rekey(self, entry_id: int, now_s: float, pressure: float) -> None:
@@ -218,10 +224,12 @@ class VictimIndex:
 
     def _select(self, now_s: float, pressure: float) -> int | None:
         self._release_protections(now_s, pressure)
-        heap, entries, policy = self._heap, self._entries, self._policy
+        heap, entries, key_fn = self._heap, self._entries, self._policy.key
         while (entry_id := heap.top()) is not None:
             view, key = entries[entry_id]
-            fresh = entry_key(policy, view, now_s, pressure)
+            fresh = key_fn(view, now_s, pressure)
+            if fresh[1] != fresh[1] or fresh[2] != fresh[2]:  # NaN: the one cleaning rule
+                fresh = clean_key(fresh)
             if fresh == key:
                 return entry_id
             self._push(view, fresh)  # lazy re-validation: the key moved; try the next smallest
