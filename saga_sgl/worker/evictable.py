@@ -65,7 +65,7 @@ class EvictableLeaves:
         """Mirror ``node``'s membership in SGLang's leaf set (and refresh its view if it stays)."""
         if node in self.leaf_set:
             self.add(node)
-        else:
+        elif node.id in self._nodes:  # most calls concern inner nodes that were never indexed
             self.remove(node.id)
 
     def add(self, node: Any) -> None:
