@@ -211,7 +211,8 @@ class _Cache:
         from sglang.srt.mem_cache.base_prefix_cache import MatchPrefixParams
         from sglang.srt.mem_cache.radix_cache import RadixKey
 
-        return int(self.cache.match_prefix(MatchPrefixParams(key=RadixKey(array("q", tokens)))).device_prefix_len)
+        match = self.cache.match_prefix(MatchPrefixParams(key=RadixKey(array("q", tokens))))
+        return int(match.device_prefix_len)
 
 
 def hint_change_probe() -> dict[str, Any]:
@@ -266,8 +267,9 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
         HookRegistry.apply_hooks()
         # Time the plugin's own code (checkpoint marking, keys, the leaf index, hint decoding).
         for owner, name in [
-            (WorkerRuntime, "on_checkpoint"), (WorkerRuntime, "begin_round"), (WorkerRuntime, "end_round"),
-            (WorkerRuntime, "hint_of"), (SagaEvictionStrategy, "get_priority"), (SagaEvictionStrategy, "sync_leaf"),
+            (WorkerRuntime, "on_checkpoint"), (WorkerRuntime, "begin_round"),
+            (WorkerRuntime, "end_round"), (WorkerRuntime, "hint_of"),
+            (SagaEvictionStrategy, "get_priority"), (SagaEvictionStrategy, "sync_leaf"),
             (EvictableLeaves, "pop"), (EvictableLeaves, "sync"),
         ]:  # fmt: skip
             timer.wrap(owner, name)
@@ -412,8 +414,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
         leaves = r["mean_evictable_leaves"] or None
         lines.append(
             f"| {n} | {r['row']} | {r['us_per_request']:.0f} | {opt(ratio, '{:.2f}x')} | "
-            f"{r['cpu_us_per_request']:.0f} | {r['match_us_per_request']:.0f} | {r['evict_us_per_request']:.0f} | "
-            f"{r['checkpoint_us_per_request']:.0f} | {opt(r['plugin_us_per_request'])} | {r['hit_rate']:.3f} | "
+            f"{r['cpu_us_per_request']:.0f} | {r['match_us_per_request']:.0f} | "
+            f"{r['evict_us_per_request']:.0f} | {r['checkpoint_us_per_request']:.0f} | "
+            f"{opt(r['plugin_us_per_request'])} | {r['hit_rate']:.3f} | "
             f"{opt(recomputed, '{:.3f}')} | {r['us_per_evict_call']:.0f} | {opt(leaves)} |"
         )
     return "\n".join(lines)
@@ -464,7 +467,8 @@ def main() -> None:
     )
     parser.add_argument("--nodes", type=int, nargs="+", default=[10_000, 50_000],
                         help="tree sizes (radix nodes once warm); one run per size and row")
-    parser.add_argument("--requests", type=int, default=3000, help="measured requests per row (after warm-up)")
+    parser.add_argument("--requests", type=int, default=3000,
+                        help="measured requests per row (after warm-up)")
     parser.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), choices=ROWS,
                         help="rows to run (policy/core; see above)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the workload and hints")
