@@ -1,7 +1,9 @@
 """Micro-benchmark of the policy core's hot decisions (not a test: no pass/fail thresholds).
 
 * Victim selection: a ``VictimIndex`` over 16,384 cached entries, per eviction policy; one decision
-  = pop the victim and index a replacement entry (steady state). For comparison, the paper's
+  = pop the victim and index a replacement entry (steady state). The index's KeyHeap is the native
+  saga_kernels build when present (``keyheap_backend`` in the output); the default policy runs once
+  more on the pure-Python fallback (``victim-pyheap/...``). For comparison, the paper's
   literal WA-LRU selection: Eq. 1 scored over every entry and the argmax taken (O(N)).
 * Placement: one ``place`` call over 1,024 workers, per placement policy.
 * Stealing: one epoch's ``plan`` over 1,024 workers and 16,384 workflows.
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import saga_kernels
 from tqdm import tqdm
 
 from saga_sgl.policy import registry
@@ -90,10 +93,12 @@ def timed(fn: Callable[[], None], calls: int, repeats: int) -> dict[str, float]:
     }
 
 
-def bench_eviction(name: str, n: int, repeats: int, rng: random.Random) -> dict[str, float]:
+def bench_eviction(
+    name: str, n: int, repeats: int, rng: random.Random, backend: str | None = None
+) -> dict[str, float]:
     policy = registry.create_eviction(name)
     now = 1000.0
-    index = VictimIndex(policy)
+    index = VictimIndex(policy, backend)
     for i in range(n):
         index.add(make_entry(rng, i, now), now, 0.8)
     calls = 2000
@@ -175,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--only", choices=["victim", "all"], default="all", help="victim: only the victim rows")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     results: dict[str, dict[str, float]] = {}
@@ -186,6 +192,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 lambda name=name: bench_eviction(name, args.entries, args.repeats, rng),
             )
         )
+    # The default policy once more on the other KeyHeap backend (saga_kernels: native vs fallback).
+    other = "python" if saga_kernels.default_backend() == "native" else None
+    if other is not None:
+        tasks.append(
+            (
+                f"victim-pyheap/{registry.DEFAULT_EVICTION}@{args.entries}",
+                lambda: bench_eviction(registry.DEFAULT_EVICTION, args.entries, args.repeats, rng, other),
+            )
+        )
     tasks.append(
         (
             f"victim/wa_lru_linear_scan@{args.entries}",
@@ -193,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     )
     workers = make_workers(rng, args.workers)
-    for name in registry.names("placement"):
+    for name in registry.names("placement") if args.only == "all" else ():
         tasks.append(
             (
                 f"place/{name}@{args.workers}",
@@ -202,17 +217,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     workflows = make_workflows(rng, args.entries, workers, 32)
     stealer = registry.create_stealing("saga_steal", rng=random.Random(0))
-    tasks.append(
-        (
-            f"steal_plan/saga_steal@{args.workers}w",
-            lambda: timed(lambda: stealer.plan(workers, workflows, 100.0), 5, args.repeats),
-        )
-    )
     afs = registry.create_fairness("afs")
     tenants = [TenantView(tenant_id=TenantId(f"t{i}")) for i in range(32)]
-    tasks.append(
-        ("afs_epoch/afs@32t", lambda: timed(lambda: afs.epoch(workflows, tenants, 100.0), 10, args.repeats))
-    )
+    if args.only == "all":
+        tasks.append(
+            (
+                f"steal_plan/saga_steal@{args.workers}w",
+                lambda: timed(lambda: stealer.plan(workers, workflows, 100.0), 5, args.repeats),
+            )
+        )
+        tasks.append(
+            (
+                "afs_epoch/afs@32t",
+                lambda: timed(lambda: afs.epoch(workflows, tenants, 100.0), 10, args.repeats),
+            )
+        )
     for label, run in tqdm(tasks, desc="policy_micro", file=sys.stderr):
         results[label] = run()
     report = {
@@ -222,6 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "python": platform.python_version(),
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
+            "keyheap_backend": saga_kernels.default_backend(),
         },
         "settings": {
             "entries": args.entries,
