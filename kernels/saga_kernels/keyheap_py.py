@@ -15,6 +15,9 @@ from collections.abc import Sequence
 
 Key = tuple[int, float, float, int]
 
+_MIN_ID = -(2**63)
+_MAX_ID = 2**63 - 1
+
 COMPACT_SLACK = 64
 """Stale heap items tolerated beyond the live ones before a compaction (memory bound only)."""
 
@@ -60,7 +63,24 @@ class KeyHeap:
 
     def push(self, key: Sequence[object]) -> None:
         """Index ``key[3]`` with ``key`` (replaces its old key)."""
-        k = as_key(key)
+        # Fast path for the common, already well-typed key (a policy's EvictionKey); as_key otherwise.
+        if isinstance(key, tuple) and len(key) == 4:
+            tier, primary, tiebreak, entry_id = key
+            if (
+                type(primary) is float
+                and type(tiebreak) is float
+                and type(entry_id) is int
+                and primary == primary
+                and tiebreak == tiebreak
+                and _MIN_ID <= entry_id <= _MAX_ID
+            ):
+                k: Key = (operator.index(tier), primary, tiebreak, entry_id)  # type: ignore[arg-type]
+                if not _MIN_ID <= k[0] <= _MAX_ID:
+                    k = as_key(key)
+            else:
+                k = as_key(key)
+        else:
+            k = as_key(key)
         self._keys[k[3]] = k
         heapq.heappush(self._heap, k)
         if len(self._heap) > 2 * len(self._keys) + COMPACT_SLACK:
