@@ -210,3 +210,32 @@ def test_victim_index_pops_the_exact_policys_victims_with_either_backend(
     python = _run_index("python", policy, script)
     if saga_kernels.NativeKeyHeap is not None:
         assert _run_index("native", policy, script) == python
+
+
+# --- the build detects a missing toolchain and falls back ---------------------------------------
+
+
+def test_build_without_a_compiler_says_so_and_keeps_the_fallback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from saga_kernels import build
+
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    monkeypatch.setattr(build.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(build, "TARGET", tmp_path / "_keyheap.so")  # never touch the real build
+    assert build.find_compiler() is None
+    assert build.build(force=True) is False
+    assert "no C compiler" in capsys.readouterr().out
+    assert not (tmp_path / "_keyheap.so").exists()
+    assert len(PyKeyHeap()) == 0  # the fallback needs nothing built
+
+
+def test_build_compiles_the_extension_from_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from saga_kernels import build
+
+    if build.find_compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    target = tmp_path / build.TARGET.name
+    monkeypatch.setattr(build, "TARGET", target)
+    assert build.build(force=True) is True and target.exists()
