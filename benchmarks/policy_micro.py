@@ -1,7 +1,9 @@
 """Micro-benchmark of the policy core's hot decisions (not a test: no pass/fail thresholds).
 
 * Victim selection: a ``VictimIndex`` over 16,384 cached entries, per eviction policy; one decision
-  = pop the victim and index a replacement entry (steady state). For comparison, the paper's
+  = pop the victim and index a replacement entry (steady state). The index's KeyHeap is the native
+  saga_kernels build when present (``keyheap_backend`` in the output); the default policy runs once
+  more on the pure-Python fallback (``victim-pyheap/...``). For comparison, the paper's
   literal WA-LRU selection: Eq. 1 scored over every entry and the argmax taken (O(N)).
 * Placement: one ``place`` call over 1,024 workers, per placement policy.
 * Stealing: one epoch's ``plan`` over 1,024 workers and 16,384 workflows.
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import saga_kernels
 from tqdm import tqdm
 
 from saga_sgl.policy import registry
@@ -76,13 +79,16 @@ def make_workers(rng: random.Random, n: int) -> list[WorkerView]:
 def timed(fn: Callable[[], None], calls: int, repeats: int) -> dict[str, float]:
     """Median (and min/max) seconds per call over ``repeats`` batches of ``calls`` calls."""
     per_call = []
+    cpu_per_call = []  # CPU time of this process: far less sensitive to a loaded, shared machine
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(calls):
             fn()
         per_call.append((time.perf_counter() - t0) / calls)
+        cpu_per_call.append((time.process_time() - c0) / calls)
     return {
         "median_us": statistics.median(per_call) * 1e6,
+        "median_cpu_us": statistics.median(cpu_per_call) * 1e6,
         "min_us": min(per_call) * 1e6,
         "max_us": max(per_call) * 1e6,
         "calls_per_repeat": calls,
@@ -90,10 +96,12 @@ def timed(fn: Callable[[], None], calls: int, repeats: int) -> dict[str, float]:
     }
 
 
-def bench_eviction(name: str, n: int, repeats: int, rng: random.Random) -> dict[str, float]:
+def bench_eviction(
+    name: str, n: int, repeats: int, rng: random.Random, backend: str | None = None
+) -> dict[str, float]:
     policy = registry.create_eviction(name)
     now = 1000.0
-    index = VictimIndex(policy)
+    index = VictimIndex(policy, backend)
     for i in range(n):
         index.add(make_entry(rng, i, now), now, 0.8)
     calls = 2000
@@ -175,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--only", choices=["victim", "all"], default="all", help="victim: only the victim rows")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     results: dict[str, dict[str, float]] = {}
@@ -186,6 +195,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 lambda name=name: bench_eviction(name, args.entries, args.repeats, rng),
             )
         )
+    # The default policy once more on the other KeyHeap backend (saga_kernels: native vs fallback).
+    other = "python" if saga_kernels.default_backend() == "native" else None
+    if other is not None:
+        tasks.append(
+            (
+                f"victim-pyheap/{registry.DEFAULT_EVICTION}@{args.entries}",
+                lambda: bench_eviction(registry.DEFAULT_EVICTION, args.entries, args.repeats, rng, other),
+            )
+        )
     tasks.append(
         (
             f"victim/wa_lru_linear_scan@{args.entries}",
@@ -193,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     )
     workers = make_workers(rng, args.workers)
-    for name in registry.names("placement"):
+    for name in registry.names("placement") if args.only == "all" else ():
         tasks.append(
             (
                 f"place/{name}@{args.workers}",
@@ -202,17 +220,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     workflows = make_workflows(rng, args.entries, workers, 32)
     stealer = registry.create_stealing("saga_steal", rng=random.Random(0))
-    tasks.append(
-        (
-            f"steal_plan/saga_steal@{args.workers}w",
-            lambda: timed(lambda: stealer.plan(workers, workflows, 100.0), 5, args.repeats),
-        )
-    )
     afs = registry.create_fairness("afs")
     tenants = [TenantView(tenant_id=TenantId(f"t{i}")) for i in range(32)]
-    tasks.append(
-        ("afs_epoch/afs@32t", lambda: timed(lambda: afs.epoch(workflows, tenants, 100.0), 10, args.repeats))
-    )
+    if args.only == "all":
+        tasks.append(
+            (
+                f"steal_plan/saga_steal@{args.workers}w",
+                lambda: timed(lambda: stealer.plan(workers, workflows, 100.0), 5, args.repeats),
+            )
+        )
+        tasks.append(
+            (
+                "afs_epoch/afs@32t",
+                lambda: timed(lambda: afs.epoch(workflows, tenants, 100.0), 10, args.repeats),
+            )
+        )
     for label, run in tqdm(tasks, desc="policy_micro", file=sys.stderr):
         results[label] = run()
     report = {
@@ -222,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "python": platform.python_version(),
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
+            "keyheap_backend": saga_kernels.default_backend(),
         },
         "settings": {
             "entries": args.entries,
@@ -241,10 +264,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{args.entries} entries, {args.workers} workers, median of {args.repeats} repeats"
     )
     print()
-    print("| decision | median us/decision | min | max |")
-    print("|---|---:|---:|---:|")
+    print("| decision | median us/decision | min | max | median CPU us/decision |")
+    print("|---|---:|---:|---:|---:|")
     for label, r in results.items():
-        print(f"| {label} | {r['median_us']:.1f} | {r['min_us']:.1f} | {r['max_us']:.1f} |")
+        print(
+            f"| {label} | {r['median_us']:.1f} | {r['min_us']:.1f} | {r['max_us']:.1f} | "
+            f"{r['median_cpu_us']:.1f} |"
+        )
     return report
 
 

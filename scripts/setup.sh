@@ -12,7 +12,13 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 stamp_inputs() { cat requirements/cpu-worker.txt requirements/test.txt pyproject.toml | sha256sum | cut -c1-16; }
 STAMP="$VENV/.saga-setup-$(stamp_inputs)"
 
-if [ -f "$STAMP" ] && "$VENV/bin/python" -c "import sglang.version, saga_sgl" 2>/dev/null; then
+# The native kernels (kernels/saga_kernels): compiled in place from source when a C compiler is
+# found, else saga_kernels uses its pure-Python twin (same decisions). Cheap when up to date.
+build_kernels() { (cd kernels && "$VENV_ABS/bin/python" -m saga_kernels.build) || echo "setup: native kernels not built; the pure-Python fallback is used"; }
+VENV_ABS=$(cd "$(dirname "$VENV")" 2>/dev/null && pwd)/$(basename "$VENV")
+
+if [ -f "$STAMP" ] && "$VENV/bin/python" -c "import sglang.version, saga_sgl, saga_kernels" 2>/dev/null; then
+  build_kernels
   echo "setup: $VENV is up to date"
   exit 0
 fi
@@ -53,6 +59,8 @@ if [ -n "$broken" ]; then
   echo "$broken" >&2
   exit 1
 fi
+
+build_kernels
 
 rm -f "$VENV"/.saga-setup-*
 touch "$STAMP"

@@ -20,24 +20,27 @@ tier). Without this a NaN key never equals its own recomputation and ``pop`` wou
 NaN breaks the heap order. Wire input is validated long before (``saga_sgl.protocol``); this guards
 the index against a policy bug or an unvalidated host.
 
-Costs: add/update/remove O(log n) amortised; selection O(log n) amortised plus O(k log n) for the
-k TTLs that expired since the previous selection. Hosts call ``add`` (or ``update``) when an entry
-becomes evictable or its view changes, ``remove`` when it is locked or deleted, and ``pop`` to evict.
+Costs: add/update/remove O(log n); selection O(log n) amortised plus O(k log n) for the k TTLs that
+expired since the previous selection. Hosts call ``add`` (or ``update``) when an entry becomes
+evictable or its view changes, ``remove`` when it is locked or deleted, and ``pop`` to evict.
+
+Backend seam: the ordered part (one key per entry id, smallest first) is a ``saga_kernels.KeyHeap``,
+native when built, else its pure-Python twin; both order the same key tuples the same way, so the
+victims are the exact policy's either way. The policy's keys are always computed here, in Python.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Iterator, Sequence
+
+from saga_kernels import KeyHeapLike, default_backend, new_key_heap
 
 from saga_sgl.policy.decisions import EvictionKey, Tier
 from saga_sgl.policy.interfaces import EvictionPolicy
 from saga_sgl.policy.views import CacheEntryView
 
-COMPACT_SLACK = 64
-"""Stale heap items tolerated beyond twice the live entries before a compaction (memory bound only;
-it never changes which victim is chosen)."""
+_PROTECTED = int(Tier.PROTECTED)
 
 
 def clean_key(key: EvictionKey) -> EvictionKey:
@@ -81,16 +84,18 @@ def shared_entry_view(users: Sequence[CacheEntryView]) -> CacheEntryView:
 class VictimIndex:
     """The evictable entries of one cache, ordered by one policy's keys."""
 
-    __slots__ = ("_deadlines", "_entries", "_heap", "_next_version", "_policy", "_protected_tokens")
+    __slots__ = ("_deadlines", "_entries", "_heap", "_policy", "_protected_tokens", "backend")
 
-    def __init__(self, policy: EvictionPolicy) -> None:
+    def __init__(self, policy: EvictionPolicy, backend: str | None = None) -> None:
+        """``backend``: ``native`` or ``python`` KeyHeap (default: ``saga_kernels.default_backend``)."""
         self._policy = policy
-        # entry id -> (view, stored key, version); the heap may hold stale versions.
-        self._entries: dict[int, tuple[CacheEntryView, EvictionKey, int]] = {}
-        self._heap: list[tuple[EvictionKey, int, int]] = []
-        # (ttl deadline, version, entry id) of entries stored in the PROTECTED tier.
-        self._deadlines: list[tuple[float, int, int]] = []
-        self._next_version = 0
+        # entry id -> (view, stored key); the heap holds exactly one key per entry.
+        self._entries: dict[int, tuple[CacheEntryView, EvictionKey]] = {}
+        self.backend = backend or default_backend()
+        """Which KeyHeap orders this index: ``native`` or ``python`` (logs, metrics, tests)."""
+        self._heap: KeyHeapLike = new_key_heap(self.backend)
+        # (0, ttl deadline, 0.0, entry id) of the entries stored in the PROTECTED tier.
+        self._deadlines: KeyHeapLike = new_key_heap(self.backend)
         self._protected_tokens = 0
 
     @property
@@ -110,7 +115,7 @@ class VictimIndex:
         return entry_id in self._entries
 
     def __iter__(self) -> Iterator[CacheEntryView]:
-        return (view for view, _, _ in self._entries.values())
+        return (view for view, _ in self._entries.values())
 
     def get(self, entry_id: int) -> CacheEntryView | None:
         """The current view of ``entry_id``, if indexed."""
@@ -119,7 +124,10 @@ class VictimIndex:
 
     def add(self, entry: CacheEntryView, now_s: float, pressure: float) -> None:
         """Index ``entry`` (or replace the indexed view with the same ``entry_id``)."""
-        self._push(entry, entry_key(self._policy, entry, now_s, pressure))
+        key = self._policy.key(entry, now_s, pressure)
+        if key[1] != key[1] or key[2] != key[2]:  # NaN: the one cleaning rule (clean_key)
+            key = clean_key(key)
+        self._push(entry, key)
 
     update = add
 
@@ -128,8 +136,10 @@ class VictimIndex:
         item = self._entries.pop(entry_id, None)
         if item is None:
             return False
-        if item[1][0] == Tier.PROTECTED:
+        self._heap.remove(entry_id)
+        if item[1][0] == _PROTECTED:
             self._protected_tokens -= item[0].num_tokens
+            self._deadlines.remove(entry_id)
         return True
 
     def peek(self, now_s: float, pressure: float) -> CacheEntryView | None:
@@ -147,9 +157,9 @@ class VictimIndex:
         top = self._select(now_s, pressure)
         if top is None:
             return None
-        view, key, _ = self._entries[top]
+        item = self._entries[top]
         self.remove(top)
-        return view, key
+        return item
 
     def pop_tokens(self, num_tokens: int, now_s: float, pressure: float) -> list[CacheEntryView]:
         """Pop victims in order until they hold at least ``num_tokens`` (or the index is empty).
@@ -175,59 +185,52 @@ class VictimIndex:
     # -- internals -------------------------------------------------------------------------------
 
     def _push(self, entry: CacheEntryView, key: EvictionKey) -> None:
-        version = self._next_version
-        self._next_version += 1
-        self.remove(entry.entry_id)
-        self._entries[entry.entry_id] = (entry, key, version)
-        heapq.heappush(self._heap, (key, version, entry.entry_id))
-        if key.tier == Tier.PROTECTED:
+        entry_id = entry.entry_id
+        old = self._entries.get(entry_id)
+        if old is not None and old[1][0] == _PROTECTED:
+            self._protected_tokens -= old[0].num_tokens
+        self._entries[entry_id] = (entry, key)
+        self._heap.push(key)
+        if key[0] == _PROTECTED:
             self._protected_tokens += entry.num_tokens
-            deadline = entry.ttl_deadline_s if entry.ttl_deadline_s is not None else float("inf")
-            heapq.heappush(self._deadlines, (deadline, version, entry.entry_id))
-        if len(self._heap) > 2 * len(self._entries) + COMPACT_SLACK:
-            self._compact()
-
-    def _is_current(self, entry_id: int, version: int) -> bool:
-        item = self._entries.get(entry_id)
-        return item is not None and item[2] == version
+            deadline = entry.ttl_deadline_s
+            self._deadlines.push((0, math.inf if deadline is None else deadline, 0.0, entry_id))
+        elif old is not None and old[1][0] == _PROTECTED:
+            self._deadlines.remove(entry_id)
 
     def _rekey(self, entry_id: int, now_s: float, pressure: float) -> None:
         view = self._entries[entry_id][0]
         self._push(view, entry_key(self._policy, view, now_s, pressure))
 
     def _release_protections(self, now_s: float, pressure: float) -> None:
+        deadlines = self._deadlines
+        if not len(deadlines):
+            return
         if not self._policy.protects(pressure):
             # At this usage no TTL protects: every key stored in the PROTECTED tier is too high.
-            # Each deadline-heap item is drained once, so this stays amortised O(log n).
-            pending, self._deadlines = self._deadlines, []
-            for _, version, entry_id in pending:
-                if self._is_current(entry_id, version):
-                    self._rekey(entry_id, now_s, pressure)
-            return
-        while self._deadlines and self._deadlines[0][0] <= now_s:
-            _, version, entry_id = heapq.heappop(self._deadlines)
-            if self._is_current(entry_id, version):
-                self._rekey(entry_id, now_s, pressure)
+            # Each protected entry is re-keyed once (out of the tier), so this stays amortised.
+            expired = []
+            while (entry_id := deadlines.pop()) is not None:
+                expired.append(entry_id)
+        else:
+            expired = []
+            while (first := deadlines.min_key()) is not None and first[1] <= now_s:
+                deadlines.remove(first[3])
+                expired.append(first[3])
+        # Collected first: a re-key never re-enters this loop, even for a policy that breaks the
+        # contract and keeps an expired entry PROTECTED.
+        for entry_id in expired:
+            self._rekey(entry_id, now_s, pressure)
 
     def _select(self, now_s: float, pressure: float) -> int | None:
         self._release_protections(now_s, pressure)
-        # self._heap is re-read each turn: _push may compact it into a new list.
-        while self._heap:
-            key, version, entry_id = self._heap[0]
-            if not self._is_current(entry_id, version):
-                heapq.heappop(self._heap)
-                continue
-            view = self._entries[entry_id][0]
-            fresh = entry_key(self._policy, view, now_s, pressure)
+        heap, entries, key_fn = self._heap, self._entries, self._policy.key
+        while (entry_id := heap.top()) is not None:
+            view, key = entries[entry_id]
+            fresh = key_fn(view, now_s, pressure)
+            if fresh[1] != fresh[1] or fresh[2] != fresh[2]:  # NaN: the one cleaning rule
+                fresh = clean_key(fresh)
             if fresh == key:
                 return entry_id
-            heapq.heappop(self._heap)
-            self._push(view, fresh)
+            self._push(view, fresh)  # lazy re-validation: the key moved; try the next smallest
         return None
-
-    def _compact(self) -> None:
-        """Drop stale heap items once they outnumber live ones (bounds memory; O(n))."""
-        self._heap = [(k, v, i) for (k, v, i) in self._heap if self._is_current(i, v)]
-        heapq.heapify(self._heap)
-        self._deadlines = [(d, v, i) for (d, v, i) in self._deadlines if self._is_current(i, v)]
-        heapq.heapify(self._deadlines)

@@ -37,6 +37,7 @@ class EvictableLeaves:
         self.leaf_set = leaf_set
         """SGLang's ``evictable_device_leaves`` this index mirrors (``reset()`` replaces the set)."""
         self.victims = VictimIndex(strategy.policy)
+        strategy.runtime.metrics.set_gauge("victim_index_native", float(self.victims.backend == "native"))
         self._nodes: dict[int, Any] = {}
         self._workflows_of: dict[int, frozenset[str]] = {}
         self._by_workflow: defaultdict[str, set[int]] = defaultdict(set)
@@ -64,7 +65,7 @@ class EvictableLeaves:
         """Mirror ``node``'s membership in SGLang's leaf set (and refresh its view if it stays)."""
         if node in self.leaf_set:
             self.add(node)
-        else:
+        elif node.id in self._nodes:  # most calls concern inner nodes that were never indexed
             self.remove(node.id)
 
     def add(self, node: Any) -> None:
@@ -118,4 +119,5 @@ class EvictableLeaves:
             self.remove(view.entry_id)
             if node is not None and node in self.leaf_set:  # else SGLang dropped it silently
                 node.__dict__[VICTIM_KEY_ATTR] = key
+                self.strategy.runtime.metrics.inc("index_victims", backend=self.victims.backend)
                 return node

@@ -30,10 +30,12 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "evictions": ("Radix nodes evicted, by protection tier of their key", ("tier",)),
     "evicted_tokens": ("KV tokens evicted, by protection tier of their key", ("tier",)),
     "forgotten_workflows": ("Workflows dropped from the bounded hint table", ()),
+    "index_victims": ("Victims popped from the persistent leaf index, by KeyHeap backend", ("backend",)),
 }
 _GAUGES: dict[str, str] = {
     "protected_tokens": "Tokens in TTL-protected evictable leaves at the last eviction round",
     "tracked_workflows": "Workflows in the hint table",
+    "victim_index_native": "1 if the leaf index orders victims with the native saga_kernels KeyHeap, else 0",
 }
 
 PREFIX = "saga_worker_"

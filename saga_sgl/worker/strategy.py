@@ -25,6 +25,7 @@ sglang; SGLang only calls ``get_priority``.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,9 @@ from saga_sgl.worker.hints import MARK_ATTR, NodeMark
 if TYPE_CHECKING:
     from saga_sgl.policy.interfaces import EvictionPolicy
     from saga_sgl.worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+_logged_backend: set[str] = set()
 
 KEY_ATTR = "_saga_key"
 """Node attribute: the :class:`_Memo` of the last key computed for the node."""
@@ -145,6 +149,14 @@ class SagaEvictionStrategy:
             # First use, or SGLang's reset() replaced the leaf set: build from the current one.
             self.leaf_index = index = EvictableLeaves(self, tree_core.evictable_device_leaves)
             self.runtime.leaf_indices.append(index)
+            if not _logged_backend:
+                _logged_backend.add(index.victims.backend)
+                log.info(
+                    "saga: victims of %s come from a persistent leaf index ordered by the %s KeyHeap%s",
+                    self.policy.name,
+                    index.victims.backend,
+                    "" if index.victims.backend == "native" else f" ({_native_absent_reason()})",
+                )
             return
         index.sync(node)
 
@@ -233,6 +245,14 @@ def victim_tier(node: Any) -> int | None:
         return int(chosen[0])
     memo = node.__dict__.get(KEY_ATTR)
     return None if memo is None else int(memo.key[0])
+
+
+def _native_absent_reason() -> str:
+    import saga_kernels
+
+    if saga_kernels.NativeKeyHeap is None:
+        return f"native kernels not built: {saga_kernels.NATIVE_IMPORT_ERROR}; run scripts/setup.sh"
+    return "SAGA_KERNELS=python"
 
 
 def _depth_tokens(node: Any) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import saga_kernels
 
 from saga_sgl.local_workers import WorkerProcess, WorkerSpec, free_port, running_workers
 from saga_sgl.protocol import ReuseHint, WorkflowFinished, encode_control, encode_kv_hints, request_id
@@ -137,6 +138,11 @@ def test_hinted_contexts_survive_where_lru_loses_them(
     assert metrics.get('saga_worker_hint_updates_total{source="control"}', 0) == 1
     assert metrics.get('saga_worker_hint_updates_total{source="kv_hints"}', 0) == 2 * NUM_CONTEXTS
     assert sum(v for k, v in metrics.items() if k.startswith("saga_worker_hook_failures_total")) == 0
+    # The fast path ran here: victims came from the leaf index over the native saga_kernels KeyHeap
+    # (its pure-Python twin where the native build is absent).
+    backend = "python" if saga_kernels.NativeKeyHeap is None else "native"
+    assert metrics.get("saga_worker_victim_index_native") == (1.0 if backend == "native" else 0.0)
+    assert metrics.get(f'saga_worker_index_victims_total{{backend="{backend}"}}', 0) >= 1
 
 
 def test_only_the_saga_worker_runs_the_python_tree_core(
@@ -147,5 +153,7 @@ def test_only_the_saga_worker_runs_the_python_tree_core(
     lru_log = Path(lru_worker.log_path).read_text(errors="replace")
     assert "Tree Core: UnifiedTreeCore" in saga_log
     assert "saga control channel listening on tcp://127.0.0.1:" in saga_log
+    backend = "python" if saga_kernels.NativeKeyHeap is None else "native"
+    assert f"persistent leaf index ordered by the {backend} KeyHeap" in saga_log
     assert "Tree Core: RustUnifiedTreeCore" in lru_log
     assert not _metrics(lru_worker.url)  # the plugin is loaded there too, but idle
