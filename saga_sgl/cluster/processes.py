@@ -11,8 +11,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,9 +26,10 @@ from saga_sgl.local_workers import (
     WorkerProcess,
     WorkerSpec,
     WorkerStartError,
-    child_preexec,
     free_port,
+    spawn_in_group,
     start_worker,
+    stop_group,
 )
 
 __all__ = [
@@ -243,19 +242,7 @@ class RouterProcess:
         return out
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        _stop_group(self.process, timeout_s)
-
-
-def _stop_group(process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=timeout_s)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
+        stop_group(self.process, timeout_s, name=f"router {self.url}")
 
 
 def start_router(spec: RouterSpec, log_dir: Path) -> RouterProcess:
@@ -263,15 +250,7 @@ def start_router(spec: RouterSpec, log_dir: Path) -> RouterProcess:
     name = "sglang-router" if spec.sglang_router else "saga-router"
     log_path = log_dir / f"{name}-{spec.port}.log"
     log.info("starting router: %s", " ".join(spec.command()))
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            spec.command(),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=child_preexec,
-        )
+    process = spawn_in_group(spec.command(), log_path)
     return RouterProcess(spec=spec, process=process, log_path=log_path)
 
 
