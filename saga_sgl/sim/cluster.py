@@ -177,20 +177,30 @@ class _EngineClock:
 class Cluster:
     """Scheduler host + workers for one configuration row on one workload."""
 
-    def __init__(self, workload: Workload, row: RowPolicies, settings: ClusterSettings) -> None:
+    def __init__(
+        self,
+        workload: Workload,
+        row: RowPolicies,
+        settings: ClusterSettings,
+        cost_model: ProfileCostModel | None = None,
+    ) -> None:
+        """``cost_model``: replaces the GPU profile that ``settings`` names (e.g. a CPU-calibrated one,
+        ``benchmarks/sim_fidelity.py``)."""
         self.workload = workload
         self.row = row
         self.settings = settings
         self.engine = Engine()
-        constants = derive(Path(settings.vidur_dir)) if settings.vidur_dir else None
-        self.cost = ProfileCostModel(
-            constants=constants,
-            model=settings.model,
-            gpu=settings.gpu,
-            tp=settings.tp,
-            settings=settings.cost,
-            chunk_size_tokens=settings.worker.chunked_prefill_size,
-        )
+        if cost_model is None:
+            constants = derive(Path(settings.vidur_dir)) if settings.vidur_dir else None
+            cost_model = ProfileCostModel(
+                constants=constants,
+                model=settings.model,
+                gpu=settings.gpu,
+                tp=settings.tp,
+                settings=settings.cost,
+                chunk_size_tokens=settings.worker.chunked_prefill_size,
+            )
+        self.cost = cost_model
         spec = row.spec
         wsettings = settings.worker
         if spec.infinite_kv:
