@@ -101,17 +101,30 @@ class SchedulerHost:
         return found
 
     def holds_workflow_kv(self, call_id: str, workflow_id: WorkflowId, worker_id: WorkerId) -> bool:
-        """cached(w*, s): the worker's prefix index holds at least the workflow's last prompt.
+        """cached(w*, s): the worker holds the workflow's last prompt.
 
-        Not its whole last context: the KV events of the output tokens are published as the call
-        finishes and may trail the answer by milliseconds, while the next call is often sent at
-        once. The prompt's events precede the answer. Evicted below that means "not cached".
+        Evidence, in order: the worker's prefix index matches at least the last prompt (not the
+        whole last context: the output's KV events trail the answer); else, the router's own
+        bookkeeping (the last answer came from there, or a pre-fill there finished) as long as the
+        worker has published no KV events since. SGLang 0.5.23 publishes them only when its
+        scheduler goes idle, so a busy worker's index lags by seconds; only events stamped after
+        the KV was placed can show that it was evicted.
         """
         matched = self.prefix_match_tokens(call_id).get(worker_id, 0)
-        if matched <= 0:
-            return False
         last = self._service.contexts.get(workflow_id)
-        return last is None or matched >= last.prompt_tokens
+        if last is None:
+            return matched > 0
+        if matched >= last.prompt_tokens:
+            return True
+        placed = last.placed.get(str(worker_id))
+        if placed is None:
+            return False
+        published = self._service.prefixes.published_at(worker_id)
+        if published is None or published < placed:
+            return True
+        log.info("workflow %s: %s holds %d of its last %d prompt tokens (KV events published since): "
+                 "evicted, not cached there", workflow_id, worker_id, matched, last.prompt_tokens)
+        return False
 
     # -- SchedulingHost ------------------------------------------------------------------------------
 

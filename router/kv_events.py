@@ -89,6 +89,9 @@ class KvEventSubscriber:
         for event in events:
             if isinstance(event, dict):
                 self.index.apply(event)
+        stamp = batch[0] if isinstance(batch, list) and batch else None
+        if isinstance(stamp, (int, float)):
+            self.index.published_at_s = max(float(stamp), self.index.published_at_s or 0.0)
         self.batches += 1
 
     async def _resync(self, expected: int, got: int) -> None:

@@ -43,6 +43,9 @@ class ExactPrefixIndex:
         self._by_hash: dict[int, _Block] = {}
         self.orphan_blocks = 0
         """Stored blocks whose parent was unknown (missed events); they cannot be placed."""
+        self.published_at_s: float | None = None
+        """Worker wall-clock stamp of the newest event batch applied. SGLang 0.5.23 publishes its
+        KV events only when its scheduler goes idle, so a busy worker's index lags its cache."""
 
     def __len__(self) -> int:
         """Blocks held."""
@@ -156,6 +159,11 @@ class PrefixCatalog:
 
     def is_exact(self, worker: WorkerId) -> bool:
         return worker in self._exact
+
+    def published_at(self, worker: WorkerId) -> float | None:
+        """Stamp of the newest KV-event batch applied for ``worker`` (None: none, or no events)."""
+        index = self._exact.get(worker)
+        return None if index is None else index.published_at_s
 
     def forget(self, worker: WorkerId) -> None:
         self._exact.pop(worker, None)

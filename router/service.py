@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -67,6 +68,10 @@ class WorkflowContext:
     """Prompt + output[:-1] (what SGLang inserts into its radix cache when the call finishes)."""
     prompt_tokens: int
     """The prompt part: in the worker's cache (and KV events) before the answer reaches the router."""
+    placed: dict[str, float] = field(default_factory=dict)
+    """Workers known to hold ``tokens`` -> wall-clock time (``time.time()``) they got it: the answer
+    came from there, or a steal's pre-fill there finished. Compared with the worker's KV-event
+    stamps to tell "not yet published" from "evicted" (see ``SchedulerHost.holds_workflow_kv``)."""
 
 
 class UpstreamFailed(Exception):
@@ -335,6 +340,9 @@ class RouterService:
         except (aiohttp.ClientError, TimeoutError, OSError):
             ok = False
         self.metrics.prefills.labels("ok" if ok else "failed").inc()
+        context = self.contexts.get(str(workflow_id))
+        if ok and context is not None and context.tokens[: len(token_ids)] == token_ids:
+            context.placed[str(worker)] = time.time()
         log.info("pre-fill of %s (%d tokens) on %s: %s", workflow_id, len(token_ids), worker,
                  "done" if ok else "failed")
 
@@ -502,7 +510,7 @@ class RouterService:
                         raise UpstreamFailed(f"{type(exc).__name__} while reading the answer") from exc
                     ok = upstream.status == 200
                     if ok:
-                        meta = self._meta_of(call, data)
+                        meta = self._meta_of(call, data, worker)
                     return web.Response(body=data, status=upstream.status,
                                         content_type=upstream.content_type,
                                         headers={WORKER_HEADER: record.url})
@@ -551,13 +559,13 @@ class RouterService:
             return response, False, None
         await response.write_eof()
         ok = upstream.status == 200
-        return response, ok, self._meta_of_stream(call, tail) if ok else None
+        return response, ok, self._meta_of_stream(call, tail, record.worker_id) if ok else None
 
     async def _suspect(self, record: WorkerRecord, exc: BaseException) -> None:
         if self.health is not None:
             await self.health.take_out(record, f"request failed: {type(exc).__name__}")
 
-    def _meta_of(self, call: Call, data: bytes) -> dict[str, Any] | None:
+    def _meta_of(self, call: Call, data: bytes, worker: WorkerId) -> dict[str, Any] | None:
         try:
             answer = _decoder.decode(data)
         except msgspec.DecodeError:
@@ -566,7 +574,7 @@ class RouterService:
             answer = answer[0] if answer and isinstance(answer[0], dict) else {}
         if not isinstance(answer, dict):
             return None
-        self._remember_context(call, answer)
+        self._remember_context(call, answer, worker)
         meta = answer.get("meta_info")
         if isinstance(meta, dict):
             return meta
@@ -580,13 +588,13 @@ class RouterService:
             }
         return None
 
-    def _meta_of_stream(self, call: Call, tail: bytes) -> dict[str, Any] | None:
+    def _meta_of_stream(self, call: Call, tail: bytes, worker: WorkerId) -> dict[str, Any] | None:
         for line in reversed(tail.split(b"\n")):
             if line.startswith(b"data: {"):
-                return self._meta_of(call, line[6:])
+                return self._meta_of(call, line[6:], worker)
         return None
 
-    def _remember_context(self, call: Call, answer: dict[str, Any]) -> None:
+    def _remember_context(self, call: Call, answer: dict[str, Any], worker: WorkerId) -> None:
         """Keep the workflow's last context (prompt + output ids): what a steal pre-fills."""
         if call.identity.is_own or call.path != "/generate":
             return
@@ -595,7 +603,9 @@ class RouterService:
             return
         # SGLang caches prompt + output[:-1]; the next call's prompt starts with the whole of it.
         self.contexts[call.identity.workflow_id] = WorkflowContext(
-            tokens=[*call.prompt_ids, *output[:-1]], prompt_tokens=len(call.prompt_ids)
+            tokens=[*call.prompt_ids, *output[:-1]],
+            prompt_tokens=len(call.prompt_ids),
+            placed={str(worker): time.time()},
         )
         self.contexts.move_to_end(call.identity.workflow_id)
         while len(self.contexts) > MAX_REMEMBERED_CONTEXTS:

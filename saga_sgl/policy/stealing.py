@@ -1,4 +1,4 @@
-"""Work stealing: triggers, victim choice, cost-aware session choice, per-epoch limits.
+"""Work stealing: triggers, victim choice, cost-aware session choice, per-epoch limits, guards.
 
 Triggers [P]: a worker's queue has been empty for T_idle = 100 ms, or the most- to least-loaded
 ratio exceeds R_max = 2.0. The paper's thrashing guard requires the thief to be idle *and* the
@@ -17,12 +17,27 @@ Per epoch (``plan`` is called once per 100 ms epoch):
   (the paper's "oldest pending session"); then workflow id;
 * at most ``max_steals_per_epoch`` (4, reference repo [R]) steals.
 
+Guards [I] (a steal that cannot pay for itself is refused, not merely ranked last):
+
+* **call at a worker**: a workflow whose current call has been sent to a worker
+  (``WorkflowView.call_at_worker``) is never stolen. SGLang cannot take a request back, so the call
+  runs on the victim while the binding would move to a thief that holds none of its context;
+* **short gap**: a workflow in a tool gap is stolen only if the predicted rest of the gap covers
+  ``gap_margin`` x the time to re-prefill its context on the thief (unknown gap end: no steal),
+  so its next call does not wait for, or race, the pre-fill;
+* **gain**: the expected queueing delay the workflow escapes (the victim's waiting queue against the
+  thief's, in ``mean_call_s`` units) must be at least ``min_gain_ratio`` x that re-prefill time.
+  A victim whose waiting queue is empty would start the workflow's next call at once: nothing to
+  gain. The margin above 1 is the hysteresis: a borderline imbalance, which flips with every load
+  sample, does not move workflows back and forth.
+
 ``revalidate`` implements the paper's guard (c): a steal that is stale when it is applied (victim no
 longer overloaded, workflow moved on) is rejected. O(W log W + F) per epoch.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +75,16 @@ class StealSettings:
     rebuild_tokens_per_s: float = 45000.0
     """Prefill throughput on the thief (tokens/s) used to decide whether a tool gap hides the rebuild;
     default 1 / 21.8 us per token (Llama-3-8B, H100, see ``policy.cost_model``) [I]."""
+    gap_margin: float = 1.5
+    """A tool-gap workflow is stolen only if the predicted rest of its gap is at least this many
+    times its re-prefill time on the thief (>= 1; above 1 absorbs prediction error) [I]."""
+    min_gain_ratio: float = 2.0
+    """The expected wait escaped on the victim must be at least this many times the re-prefill
+    time (>= 1; the hysteresis against steals that flip with each load sample) [I]."""
+    mean_call_s: float = 2.0
+    """Duration of a typical LLM call (seconds): the victim's waiting queue drains about
+    waiting / running of them before a new call starts (``aeg.predict.expected_queue_delay_s``).
+    Default: ~200 output tokens of Llama-3-8B on an H100 [I]."""
     request_weight: float = 0.5
     """load(w): weight of (running + waiting) / max_running_reqs (see ``placement.load``)."""
     token_weight: float = 0.5
@@ -82,6 +107,9 @@ class StealSettings:
         )
         require_frac(owner, "load_floor", self.load_floor)
         require_positive(owner, "rebuild_tokens_per_s", self.rebuild_tokens_per_s)
+        require(self.gap_margin >= 1.0, owner, "gap_margin", ">= 1", self.gap_margin)
+        require(self.min_gain_ratio >= 1.0, owner, "min_gain_ratio", ">= 1", self.min_gain_ratio)
+        require_positive(owner, "mean_call_s", self.mean_call_s)
         self.load_settings()
 
     def load_settings(self) -> LoadSettings:
@@ -103,9 +131,34 @@ class WorkStealing:
         """The worker's queue has been empty for at least T_idle."""
         return w.idle_since_s is not None and now_s - w.idle_since_s >= self.settings.idle_threshold_s
 
+    def rebuild_s(self, wf: WorkflowView) -> float:
+        """Time to re-prefill the workflow's context on a thief."""
+        return wf.cached_prefix_tokens / self.settings.rebuild_tokens_per_s
+
+    def queue_delay_s(self, w: WorkerView) -> float:
+        """Expected wait before a new call starts on ``w`` (``aeg.predict.expected_queue_delay_s``)."""
+        if w.num_waiting_reqs <= 0:
+            return 0.0
+        return w.num_waiting_reqs / max(w.num_running_reqs, 1) * self.settings.mean_call_s
+
+    def refusal(self, wf: WorkflowView, gain_s: float, now_s: float) -> str | None:
+        """Why the guards refuse to steal ``wf`` for an expected gain of ``gain_s``; None: allowed."""
+        if wf.state not in _STEALABLE or wf.times_stolen > 0:
+            return "not_stealable"
+        if wf.call_at_worker:
+            return "call_at_worker"
+        rebuild_s = self.rebuild_s(wf)
+        if wf.state is WorkflowState.TOOL_GAP:
+            ends = wf.tool_gap_ends_at_s
+            if ends is None or ends - now_s < self.settings.gap_margin * rebuild_s:
+                return "gap_too_short"
+        if gain_s <= 0.0 or gain_s < self.settings.min_gain_ratio * rebuild_s:
+            return "no_gain"
+        return None
+
     def rank_session(self, wf: WorkflowView, now_s: float) -> tuple[int, int, float, str]:
         """Cost-aware order of stealable workflows (smaller = steal first)."""
-        rebuild_s = wf.cached_prefix_tokens / self.settings.rebuild_tokens_per_s
+        rebuild_s = self.rebuild_s(wf)
         if wf.state is WorkflowState.TOOL_GAP:
             hides = wf.tool_gap_ends_at_s is not None and wf.tool_gap_ends_at_s - now_s >= rebuild_s
             cls = 0 if hides else 2
@@ -121,13 +174,16 @@ class WorkStealing:
         if len(healthy) < 2 or s.max_steals_per_epoch == 0:
             return []
         load = {w.worker_id: max(worker_load(w, self._load), s.load_floor) for w in healthy}
+        # Candidates pass the guards that do not depend on the thief (call at a worker, short gap);
+        # the gain guard is checked per (victim, thief) against the cheapest rebuild of the pool.
         candidates: dict[WorkerId, list[WorkflowView]] = {}
         for wf in workflows:
-            if wf.state in _STEALABLE and wf.times_stolen == 0 and wf.worker_id in load:
+            if wf.worker_id in load and self.refusal(wf, math.inf, now_s) is None:
                 candidates.setdefault(wf.worker_id, []).append(wf)
+        cheapest = {v: min(self.rebuild_s(f) for f in pool) for v, pool in candidates.items()}
         ratio_trigger = max(load.values()) > s.max_load_ratio * min(load.values())
         # Thieves from the lightest up, victims from the heaviest down: a thief's victims are a
-        # prefix of ``with_work``, and a heavier thief never has more victims than a lighter one.
+        # prefix of ``with_work``.
         thieves = sorted(healthy, key=lambda w: (load[w.worker_id], w.worker_id))
         with_work = sorted(
             (v for v in healthy if v.worker_id in candidates), key=lambda v: (-load[v.worker_id], v.worker_id)
@@ -148,18 +204,29 @@ class WorkStealing:
             else:
                 continue
             threshold = s.max_load_ratio * load[thief.worker_id]
-            victims = []
+            thief_delay = self.queue_delay_s(thief)
+            victims: list[WorkerView] = []
             for v in with_work:
                 if load[v.worker_id] <= threshold:
                     break
-                if v.worker_id != thief.worker_id and candidates[v.worker_id]:
-                    victims.append(v)
+                vid = v.worker_id
+                if vid == thief.worker_id or not candidates[vid]:
+                    continue
+                gain_s = self.queue_delay_s(v) - thief_delay
+                if gain_s > 0.0 and gain_s >= s.min_gain_ratio * cheapest[vid]:
+                    victims.append(v)  # at least its cheapest workflow pays for the move
             if not victims:
-                break
+                continue
             victim = self._choose_victim(victims, load)
             pool = candidates[victim.worker_id]
-            wf = min(pool, key=lambda f: self.rank_session(f, now_s))
+            gain_s = self.queue_delay_s(victim) - thief_delay
+            wf = min(
+                (f for f in pool if self.refusal(f, gain_s, now_s) is None),
+                key=lambda f: self.rank_session(f, now_s),
+            )
             pool.remove(wf)  # each workflow is stolen at most once, in this epoch and (times_stolen) ever
+            if pool:
+                cheapest[victim.worker_id] = min(self.rebuild_s(f) for f in pool)
             steals.append(
                 Steal(
                     workflow_id=wf.workflow_id,
@@ -180,7 +247,9 @@ class WorkStealing:
         if thief is None or victim is None:
             return False
         wf = next((f for f in workflows if f.workflow_id == steal.workflow_id), None)
-        if wf is None or wf.worker_id != steal.victim or wf.state not in _STEALABLE or wf.times_stolen > 0:
+        if wf is None or wf.worker_id != steal.victim:
+            return False
+        if self.refusal(wf, self.queue_delay_s(victim) - self.queue_delay_s(thief), now_s) is not None:
             return False
         floor = self.settings.load_floor
         lt = max(worker_load(thief, self._load), floor)

@@ -163,6 +163,10 @@ class WorkflowView:
     """Predicted absolute end of its current tool call; None unless in a TOOL_GAP."""
     times_stolen: int = 0
     """How many times it has already been stolen; a stolen workflow is never stolen again."""
+    call_at_worker: bool = False
+    """Its current call has been sent to its worker and cannot be taken back (SGLang has no way to
+    move a forwarded request); such a workflow is never stolen. False while the call waits in a
+    queue the host can still redirect from, or while no call is out."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -77,6 +77,11 @@ class SchedulerSettings:
     admission: AdmissionControlSettings = field(default_factory=AdmissionControlSettings)
     preemption: bool = True
     """Carry out AFS preemptions (needs ``CallAdmitted`` events to know who runs)."""
+    redirect_waiting_calls: bool = False
+    """The host can take a dispatched call back out of its worker's waiting queue (``Redirect``):
+    then a workflow whose call still waits there may be stolen. The simulator can; the router
+    cannot (SGLang 0.5.23 has no way to move a forwarded request), so a workflow with a call out
+    is never stolen there."""
     max_preemptions_per_epoch: int = 2
     """Preemptions per epoch at most, so a loaded worker does not thrash [I]."""
     epoch_s: float = 0.1

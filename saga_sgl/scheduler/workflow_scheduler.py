@@ -952,10 +952,13 @@ class WorkflowScheduler:
             worker_id=rec.worker_id,
             state=rec.state,
             admitted_at_s=rec.admitted_s if rec.admitted_s is not None else 0.0,
-            cached_prefix_tokens=rec.context_tokens if gap else 0,
+            # What a move costs: its context is cached on its worker only (a queued call too).
+            cached_prefix_tokens=rec.context_tokens if gap or rec.state is WorkflowState.QUEUED else 0,
             remaining_work_s=rec.remaining_work_s,
             deadline_s=rec.deadline_s,
             queued_since_s=rec.queued_since_s if rec.state is WorkflowState.QUEUED else None,
             tool_gap_ends_at_s=rec.next_use_at_s if gap else None,
             times_stolen=rec.times_stolen,
+            call_at_worker=rec.call_worker is not None
+            and (rec.running or not self.settings.redirect_waiting_calls),
         )

@@ -82,6 +82,7 @@ def scheduler_settings(spec: RowSpec, seed: int) -> SchedulerSettings:
         ttl=spec.ttl,
         admission=spec.admission,
         preemption=spec.preemption,
+        redirect_waiting_calls=True,  # the simulated worker can hand back a call still waiting
         seed=seed,
     )
 

@@ -215,7 +215,8 @@ def test_a_worker_going_down_rebinds_its_workflows_at_their_next_call() -> None:
 def test_epoch_steals_a_tool_gap_workflow_and_prefills_its_context_on_the_thief() -> None:
     clock = ManualClock(10.0)
     s = WorkflowScheduler(SchedulerSettings(placement="consistent_hash"), clock=clock)
-    loads = [_worker("w0", running=80, used=80_000), _worker("w1", idle=0.0)]
+    # w0 has a waiting queue: the stolen workflow escapes it (the steal guards' gain).
+    loads = [_worker("w0", running=80, waiting=20, used=80_000), _worker("w1", idle=0.0)]
     s.handle(WorkerLoads(workers=tuple(loads)))
     for i in range(40):
         s.handle(_call(f"a{i}"))

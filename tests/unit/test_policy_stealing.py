@@ -97,8 +97,12 @@ def test_cost_aware_session_choice() -> None:
         "queued-big",
         "gap-short",
     ]
-    steals = ws.plan([_idle("cold"), _busy("hot")], order[::-1], NOW)
+    # A long queue on the victim (2.4 s expected wait) pays for the 1 s rebuild of the long gap...
+    steals = ws.plan([_idle("cold"), _busy("hot", running=50, waiting=60)], order[::-1], NOW)
     assert steals[0].workflow_id == "gap-long"
+    # ...a short one (0.22 s) only for a cheap move; the short gap is never stolen.
+    steals = ws.plan([_idle("cold"), _busy("hot")], order[::-1], NOW)
+    assert steals[0].workflow_id == "queued-small-old"
 
 
 def test_at_most_k_steals_per_epoch_and_one_per_thief() -> None:
