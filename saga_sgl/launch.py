@@ -32,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+from saga_sgl.cluster.curve import ControlKeys
 from saga_sgl.cluster.processes import (
     ClusterDied,
     RouterProcess,
@@ -385,7 +386,14 @@ def _start(args: argparse.Namespace, log_dir: Path) -> Iterator[RunningCluster]:
         return
     from saga_sgl.cluster.ray_pool import ray_cluster
 
-    worker_kwargs = {
+    # Workers on other nodes bind their control socket on the node's address: CurveZMQ, with keys
+    # made for this cluster (secrets go through the environment only).
+    keys = ControlKeys.generate()
+    log.info(
+        "control channels: CurveZMQ (router key %s, workers' key %s)", keys.router_public, keys.worker_public
+    )
+    worker_kwargs: dict[str, Any] = {
+        "control_keys": keys,
         "model_path": args.model_path or str(TINY_MODEL_DIR),
         "device": args.device,
         "max_total_tokens": args.max_total_tokens or None,
@@ -396,7 +404,7 @@ def _start(args: argparse.Namespace, log_dir: Path) -> Iterator[RunningCluster]:
     gpus = args.gpus_per_worker if args.gpus_per_worker is not None else args.tp
     with ray_cluster(
         args.ray_address,
-        router_spec(args),
+        dataclasses.replace(router_spec(args), env=keys.router_env()),
         num_workers=args.workers,
         worker_kwargs=worker_kwargs,
         log_dir=log_dir,

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from saga_sgl.cluster.curve import ControlKeys
 from saga_sgl.local_workers import (
     TINY_MODEL_DIR,
     WorkerProcess,
@@ -60,6 +62,7 @@ def plugin_worker_spec(
     kv_events: bool = True,
     control_host: str | None = "127.0.0.1",
     extra_args: Sequence[str] = (),
+    control_keys: ControlKeys | None = None,
 ) -> WorkerSpec:
     """A text-serving worker whose plugin listens on a control channel and that publishes KV events
     (with a replay endpoint), which is what the saga router subscribes to. ``eviction_policy`` other
@@ -67,7 +70,9 @@ def plugin_worker_spec(
 
     The control channel binds ``control_host`` (loopback by default: the plugin refuses a reachable
     control socket without CurveZMQ keys, and the router has no CurveZMQ client yet); None starts the
-    plugin without one (its hints then come only with the requests)."""
+    plugin without one (its hints then come only with the requests). ``control_keys`` (CurveZMQ)
+    lets the plugin bind a reachable ``control_host``: the worker gets the cluster's secret in its
+    environment and accepts only the router's public key."""
     args: list[str] = []
     if kv_events:
         kv = {
@@ -79,11 +84,15 @@ def plugin_worker_spec(
         }
         args += ["--kv-events-config", json.dumps(kv)]
     if eviction_policy in ("saga", "reuse_time", "wa_lru") and control_host is not None:
-        control = {"control_address": f"tcp://{control_host}:{free_port()}"}
+        control: dict[str, Any] = {"control_address": f"tcp://{control_host}:{free_port()}"}
+        if control_keys is not None:
+            control["control_client_keys"] = [control_keys.router_public]
         args += ["--radix-eviction-policy-config", json.dumps(control)]
     if tp > 1:
         args += ["--tp-size", str(tp)]
     env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpu_ids)} if gpu_ids else {}
+    if control_keys is not None:
+        env.update(control_keys.worker_env())
     return WorkerSpec(
         port=port or free_port(),
         host=host,
@@ -117,6 +126,8 @@ class RouterSpec:
     """debug: the router logs every dispatch (call -> worker, reason), which the summary reads."""
     sglang_router: bool = False
     extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    """Added to the router's environment (e.g. its CurveZMQ keys, ``ControlKeys.router_env``)."""
 
     @property
     def url(self) -> str:
@@ -250,7 +261,7 @@ def start_router(spec: RouterSpec, log_dir: Path) -> RouterProcess:
     name = "sglang-router" if spec.sglang_router else "saga-router"
     log_path = log_dir / f"{name}-{spec.port}.log"
     log.info("starting router: %s", " ".join(spec.command()))
-    process = spawn_in_group(spec.command(), log_path)
+    process = spawn_in_group(spec.command(), log_path, {**os.environ, **spec.env} if spec.env else None)
     return RouterProcess(spec=spec, process=process, log_path=log_path)
 
 
