@@ -35,6 +35,7 @@ model is a chain of calls, so ``benchmarks/sim_fidelity.py`` could not replay it
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -149,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-steps", type=int, default=8, help="cap on LLM calls per agent loop (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="cap on tokens per generation (default 16)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OMP_NUM_THREADS of each worker (default 1: both worker sets stay up, the active one's "
+        "two workers get a core each; more threads than cores make torch's spinning threads stall "
+        "each other under load)",
+    )
     p.add_argument("--tenants", type=int, default=2, help="tenants (default 2)")
     p.add_argument(
         "--kinds",
@@ -375,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                 spec = plugin_worker_spec(
                     model_path=str(model), max_total_tokens=args.kv_tokens, eviction_policy=e
                 )
+                spec = dataclasses.replace(spec, env={**spec.env, "OMP_NUM_THREADS": str(args.threads)})
                 cluster.workers.append(start_worker(spec, log_dir))
         for cluster in clusters.values():
             for w in cluster.workers:
@@ -414,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "token_scale": args.token_scale,
         "time_scale": args.time_scale,
+        "threads_per_worker": args.threads,
         "kinds": args.kinds,
         "tenants": args.tenants,
         "max_steps": args.max_steps,
