@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -443,3 +444,189 @@ def test_each_agent_kind_runs_as_a_workflow(text_worker: WorkerProcess) -> None:
     for record in by_kind.get("tot", []):
         assert any(kind == "branch" for n in record.nodes.values() for _, kind in n.parents)
         assert any(kind == "join" for n in record.nodes.values() for _, kind in n.parents)
+
+
+# --- through the saga router (issue 12's router items; issue 9's chat pass-through) ---------------
+
+ROUTER_TTL_S = 0.5
+"""The router's TTL cap in these tests: short, so the worker can be seen to count its expiry."""
+
+
+def _metrics(url: str) -> dict[str, float]:
+    """Samples of a Prometheus text page, by name with labels as printed."""
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+def _wait(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _post(url: str, body: dict[str, Any], timeout: float = 120) -> tuple[int, dict[str, str], bytes]:
+    data = json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+@pytest.fixture(scope="module")
+def saga_router(text_worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Our router (``python -m saga_router``, policy saga) in front of the module's worker."""
+    from saga_sgl.local_workers import TINY_MODEL_DIR
+
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("saga-router") / "saga-router.log"
+    config = {"policy_config": {"ttl": {"ttl_max_s": ROUTER_TTL_S}}}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "saga_router", "--host", "127.0.0.1", "--port", str(port),
+                "--worker-urls", text_worker.url, "--prometheus-port", "0",
+                "--model-path", str(TINY_MODEL_DIR), "--scheduler-config", json.dumps(config),
+                "--log-level", "info",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(url + "/readiness", timeout=5) as resp:
+                    if json.load(resp).get("healthy_workers", 0) >= 1:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the saga router did not admit the worker"
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def test_dsl_program_through_the_saga_router_sets_a_ttl_on_the_worker(
+    text_worker: WorkerProcess, saga_router: str, default_backend: None
+) -> None:
+    """Issue 12 through the saga router: saga.tool's events become control messages that set a TTL
+    on the worker's plugin (its own counters say so), and the forked program's workflow metadata
+    reaches the worker, joined by the router's saga.reuse hint."""
+    import sglang as sgl
+
+    from saga_sgl import frontend as saga
+
+    control = 'saga_worker_hint_updates_total{source="control"}'
+    expiries = "saga_worker_ttl_expiries_total"
+    before = _metrics(text_worker.url)
+    seen: list[str] = []
+
+    def nudge() -> None:
+        # The plugin applies control messages at the worker's next scheduler step: give it one.
+        body = {"text": "x", "sampling_params": {"max_new_tokens": 1}}
+        status, _, _ = _post(text_worker.url + "/generate", body)
+        assert status == 200
+
+    def during_the_tool() -> None:
+        sent = 'saga_router_control_messages_total{type="ToolStarted"}'
+        _wait(lambda: _metrics(saga_router).get(sent, 0) >= 1, 60, "the router to send ToolStarted")
+        nudge()
+        _wait(lambda: _metrics(text_worker.url).get(control, 0) > before.get(control, 0), 60,
+              "the worker to apply the control message")
+        seen.append("applied")
+        time.sleep(ROUTER_TTL_S + 0.2)  # outlive the TTL the router set...
+        nudge()  # ...and let the worker notice at a step that it expired
+        _wait(lambda: _metrics(text_worker.url).get(expiries, 0) > before.get(expiries, 0), 60,
+              "the worker to count the TTL's expiry")
+        seen.append("expired")
+
+    @saga.function
+    def program(s: Any) -> None:
+        s += "Task: fix the failing test\nPlan:" + sgl.gen("plan", max_tokens=4)
+        with saga.tool("run_tests"):
+            during_the_tool()
+        s += "\nObservation: 2 failed\n"
+        branches = s.fork(2)
+        branches += lambda i: f"Fix {i}:" + sgl.gen("fix", max_tokens=3)
+        branches.join()
+        s += "Pick: " + sgl.select("pick", choices=["first", "second"])
+        s += sgl.gen("answer", max_tokens=3)
+
+    backend = saga.SagaEndpoint(saga_router)
+    with saga.workflow("routed-1", agent_type="coding", tenant_id="acme"):
+        state = program.run(backend=backend)
+    assert state.error() is None, state.error()
+    assert seen == ["applied", "expired"]
+    assert backend.events is not None and backend.events.flush(10)
+    assert backend.events.supported is not False and backend.events.stats.failed == 0
+    after = _metrics(text_worker.url)
+    assert after.get("saga_worker_unknown_workflow_messages_total", 0) == before.get(
+        "saga_worker_unknown_workflow_messages_total", 0
+    )
+    routed = _metrics(saga_router)
+    assert routed.get('saga_router_control_messages_total{type="ToolFinished"}', 0) >= 1
+    assert routed.get('saga_router_control_messages_total{type="WorkflowFinished"}', 0) >= 1
+
+    # The forked program's metadata, as the worker received it through the router.
+    record = backend.recorded("routed-1")
+    assert record is not None and record.finished and record.ok
+    nodes = list(record.nodes.values())
+    branches = [n for n in nodes if ".f0." in n.node_id]
+    assert len(branches) == 2 and all(b.parents[0][1] == "branch" for b in branches)
+    received = [r for r in received_requests(text_worker.log_path) if _first_rid(r).startswith("routed-1:")]
+    by_rid = {r["rid"]: r for r in received if isinstance(r["rid"], str)}
+    for n in nodes:
+        got = by_rid[f"routed-1:{n.step}"]
+        assert got["routing_key"] == "routed-1"
+        assert got["aeg"]["node_id"] == n.node_id and got["aeg"]["tenant_id"] == "acme"
+        assert list(zip(got["aeg"]["parents"], got["aeg"]["edge_kinds"], strict=True)) == n.parents
+        assert "saga.reuse" in got["actions"], got  # the router's hint joined the program's envelope
+
+
+def _chat_body(stream: bool) -> dict[str, Any]:
+    return {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "Say hi"}],
+        "max_tokens": 5,
+        "temperature": 0,
+        "stream": stream,
+    }
+
+
+def test_chat_completions_pass_through_the_saga_router(text_worker: WorkerProcess, saga_router: str) -> None:
+    """Issue 9: /v1/chat/completions through our router to a text-serving worker, whole and streamed;
+    the same answers as the worker gives directly."""
+    direct_status, _, direct = _post(text_worker.url + "/v1/chat/completions", _chat_body(False))
+    status, headers, body = _post(saga_router + "/v1/chat/completions", _chat_body(False))
+    assert (status, direct_status) == (200, 200), body
+    answer, expected = json.loads(body), json.loads(direct)
+    assert answer["object"] == "chat.completion" and answer["usage"]["completion_tokens"] == 5
+    assert answer["choices"][0]["message"]["content"] == expected["choices"][0]["message"]["content"]
+    assert headers.get("X-Saga-Worker") == text_worker.url
+
+    status, headers, body = _post(saga_router + "/v1/chat/completions", _chat_body(True))
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+    events = [e[len("data: "):] for e in body.decode().split("\n\n") if e.startswith("data: ")]
+    assert events[-1] == "[DONE]" and len(events) >= 3
+    chunks = [json.loads(e) for e in events[:-1]]
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert streamed == expected["choices"][0]["message"]["content"]
+    ok = 'saga_router_requests_total{route="/v1/chat/completions",status="200"}'
+    assert _metrics(saga_router).get(ok, 0) >= 2

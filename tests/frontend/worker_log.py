@@ -8,11 +8,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-_PAYLOAD = re.compile(r"payload=(\{.*?\})\)\]\)")
+_PAYLOAD = re.compile(
+    r"action_type='saga\.aeg', action_version='[^']*', payload=(\{.*?\})\)(?:, KvHintAction|\]\))"
+)
+_ACTION_TYPE = re.compile(r"action_type='([\w.]+)'")
 
 
 def received_requests(log_path: Path) -> list[dict[str, Any]]:
-    """Every ``request.received`` record of the worker's log: rid, routing_key, headers and the
+    """Every ``request.received`` record of the worker's log: rid, routing_key, headers, the kv_hints
+    action types (``saga.aeg`` from the frontend, ``saga.reuse`` from the saga router) and the
     ``saga.aeg`` payload (SGLang logs the decoded envelope as a repr; we read its payload dict)."""
     out = []
     for line in log_path.read_text(errors="replace").splitlines():
@@ -29,6 +33,7 @@ def received_requests(log_path: Path) -> list[dict[str, Any]]:
             payload = ast.literal_eval(match.group(1)) if match else None
         out.append(
             {
+                "actions": _ACTION_TYPE.findall(hints) if isinstance(hints, str) else [],
                 "rid": obj.get("rid"),
                 "routing_key": obj.get("routing_key"),
                 "header": (record.get("headers") or {}).get("x-smg-routing-key"),
