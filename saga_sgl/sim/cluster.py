@@ -83,6 +83,10 @@ class ClusterSettings:
     closed_loop_until_s: float = float("inf")
     """Closed loop: a finishing agent starts its next task only before this time; then the cluster
     drains. Tasks of the workload never started are not counted as unfinished."""
+    closed_loop_shared: bool = False
+    """Closed loop: one pool of ``closed_loop_agents`` for all tenants, tasks taken in workload order
+    (a client with that many threads, like ``benchmarks/live.py``'s agent pool) instead of one pool
+    per tenant."""
     max_sim_s: float = 36000.0
     """Safety stop of simulated time; unfinished tasks are reported, never silently dropped."""
 
@@ -263,7 +267,7 @@ class Cluster:
         closed = self.workload.closed_loop_agents
         if closed > 0:
             for t in self.tasks:
-                self._pending_closed.setdefault(t.spec.tenant, []).append(t)
+                self._pending_closed.setdefault(self._loop_of(t), []).append(t)
             for queue in self._pending_closed.values():
                 for _ in range(min(closed, len(queue))):
                     self.engine.schedule(0.0, _TaskArrival(self, queue.pop(0)))
@@ -464,10 +468,14 @@ class Cluster:
         self._rekey(task, now_s)
         self._leaves.pop(id(task), None)
         self.scheduler.forget(task.wid)
-        queue = self._pending_closed.get(task.spec.tenant)
+        queue = self._pending_closed.get(self._loop_of(task))
         if queue and self._keep_loading(now_s):
             out.append((now_s, _TaskArrival(self, queue.pop(0))))
         return out
+
+    def _loop_of(self, task: SimTask) -> str:
+        """The closed-loop pool a task waits in (its tenant's, or the one shared pool)."""
+        return "" if self.settings.closed_loop_shared else task.spec.tenant
 
     def _keep_loading(self, now_s: float) -> bool:
         return now_s < self.settings.closed_loop_until_s
