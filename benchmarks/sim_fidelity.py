@@ -11,8 +11,8 @@ Inputs: a live run (``benchmarks/live.py``'s ``live.json``) and a CPU profile
   ``max_new_tokens`` tokens, and each tool gap is the slept latency plus the measured per-request
   overhead (HTTP, tokenizer and detokenizer processes: time a call takes that no engine iteration
   accounts for);
-* the load: closed loop, ``concurrency / tenants`` agents per tenant at once (the live pool runs
-  ``concurrency`` agents in index order whatever their tenant: a small difference at the tail);
+* the load: closed loop, ``concurrency`` agents at once in index order whatever their tenant, as the
+  live agent pool runs them (``ClusterSettings.closed_loop_shared``);
 * the hardware: ``--workers`` replicas whose iteration cost is the calibrated CPU profile (a
   ``ProfileCostModel`` whose linear-op table, attention and KV terms are the CPU measurements), the
   workers' KV pool, and SGLang's CPU defaults (chunked prefill 4096);
@@ -258,8 +258,9 @@ def live_workload(meta: dict[str, Any], seed: int, tokens: Tokens, overhead_s: f
                 wid, f"tenant-{int(tenant_ids[i])}", seed * 1_000_003 + i, scale, ids, tokens, overhead_s
             )
         )
-    per_tenant = max(1, meta["concurrency"] // meta["tenants"])
-    return Workload(tasks=tuple(tasks), name=f"live-seed{seed}", closed_loop_agents=per_tenant)
+    # run_agents' pool: `concurrency` agents at once, in index order, whatever their tenant
+    # (ClusterSettings.closed_loop_shared).
+    return Workload(tasks=tuple(tasks), name=f"live-seed{seed}", closed_loop_agents=meta["concurrency"])
 
 
 def simulate(
@@ -268,7 +269,7 @@ def simulate(
     worker = WorkerSettings(
         chunked_prefill_size=SGLANG_CPU_CHUNKED_PREFILL, kv_capacity_tokens=meta["kv_tokens"]
     )
-    settings = ClusterSettings(num_workers=meta["workers"], worker=worker)
+    settings = ClusterSettings(num_workers=meta["workers"], worker=worker, closed_loop_shared=True)
     cost = CpuProfileCostModel(profile, chunk_size_tokens=SGLANG_CPU_CHUNKED_PREFILL)
     return Cluster(workload, build_row(row, seed), settings, cost_model=cost).run()
 

@@ -46,7 +46,7 @@ def test_cpu_cost_model_prices_iterations_from_the_profile() -> None:
 
 def test_live_agents_become_chains_sharing_their_system_prompt() -> None:
     wl = live_workload(META, seed=1, tokens=Tokens(), overhead_s=0.02)
-    assert len(wl.tasks) == 6 and wl.closed_loop_agents == 2
+    assert len(wl.tasks) == 6 and wl.closed_loop_agents == 4
     assert {t.agent_type for t in wl.tasks} <= {"coding", "browser"}
     assert [t.task_id.split("-")[1:] for t in wl.tasks] == [["s1", str(i)] for i in range(6)]
     heads: dict[str, set[int]] = {}
@@ -67,3 +67,15 @@ def test_a_simulated_row_runs_every_task() -> None:
         res = simulate(wl, sim_row_for(name), PROFILE, META, seed=0)
         assert res.unfinished == 0 and len(res.tasks) == 6
         assert all(math.isfinite(r.tct_s) and r.tct_s > 0 for r in res.tasks)
+
+
+def test_shared_closed_loop_runs_that_many_agents_whatever_their_tenant() -> None:
+    wl = live_workload({**META, "agents": 10}, seed=2, tokens=Tokens(), overhead_s=0.02)
+    res = simulate(wl, sim_row_for("saga-router round_robin + LRU"), PROFILE, META, seed=0)
+    assert len(res.tasks) == 10
+    events = sorted([(r.arrival_s, 1) for r in res.tasks] + [(r.finished_s, -1) for r in res.tasks])
+    running, peak = 0, 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert peak == META["concurrency"]  # 4 at once in all, not 4 per tenant
