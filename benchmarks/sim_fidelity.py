@@ -63,7 +63,9 @@ class CpuProfileCostModel(ProfileCostModel):
     (it already contains the per-iteration CPU overhead), the prefill attention per new x attended
     token, and the decode cost per attended KV token."""
 
-    def __init__(self, profile: dict[str, Any], *, chunk_size_tokens: int) -> None:
+    def __init__(self, profile: dict[str, Any], *, chunk_size_tokens: int, speed: float = 1.0) -> None:
+        """``speed``: multiplies every term (the machine is ``speed`` times slower than when it was
+        profiled; see ``speed_factor``)."""
         hidden, layers = int(profile["meta"]["hidden_size"]), int(profile["meta"]["layers"])
         # Not calling super().__init__: there is no GPU here, every term it derives is set below.
         self.model = ModelSpec(
@@ -77,12 +79,12 @@ class CpuProfileCostModel(ProfileCostModel):
         self.tp = 1
         self.settings = CostSettings(cpu_overhead_s=0.0)
         self.chunk_size_tokens = chunk_size_tokens
-        self._lin_ms = _Piecewise(profile["linear_ms"]["points"])
+        self._lin_ms = _Piecewise([[n, ms * speed] for n, ms in profile["linear_ms"]["points"]])
         self._ar_ms = None
         self._const_cache: dict[int, float] = {}
         # prefill_attention_s = 4 L d q (P + q/2) * s_per_flop  ==  c_attn q (P + q/2)
-        self._pf_attn_s_per_flop = profile["prefill_attn_s_per_token2"] / (4 * layers * hidden)
-        self.decode_attn_s_per_kv_token = profile["decode_attn_s_per_kv_token"]
+        self._pf_attn_s_per_flop = speed * profile["prefill_attn_s_per_token2"] / (4 * layers * hidden)
+        self.decode_attn_s_per_kv_token = speed * profile["decode_attn_s_per_kv_token"]
 
     def kv_capacity_tokens(self) -> int:
         raise ValueError(
@@ -263,31 +265,60 @@ def live_workload(meta: dict[str, Any], seed: int, tokens: Tokens, overhead_s: f
     return Workload(tasks=tuple(tasks), name=f"live-seed{seed}", closed_loop_agents=meta["concurrency"])
 
 
+def speed_factor(profile: dict[str, Any], meta: dict[str, Any], tokens: Tokens) -> float:
+    """How much slower the machine ran during the live run than during profiling, from the one probe
+    the live run makes before any row (``live.py``'s idle call: an uncached typical prompt on an idle
+    worker): measured latency / the profile's prediction of that same call. 1.0 without the probe.
+    On a shared VM the load changes between profiling and the run; this is the only correction, and
+    it uses nothing a row measured."""
+    measured = meta.get("idle_call_s")
+    if not measured or not math.isfinite(measured):
+        return 1.0
+    scale = AgentScale(
+        token_scale=meta["token_scale"], time_scale=meta["time_scale"], max_new_tokens=meta["max_new_tokens"]
+    )
+    n = int(statistics.median(tokens(text_of(f"idle-probe-{i}", scale.tokens(8000))) + 1 for i in range(3)))
+    cost = CpuProfileCostModel(profile, chunk_size_tokens=SGLANG_CPU_CHUNKED_PREFILL)
+    predicted = (
+        profile["request_overhead_s"]
+        + cost.prefill_time_s(n, 0)
+        + cost.decode_time_s(meta["max_new_tokens"] - 1, n)
+    )
+    return float(measured / predicted)
+
+
 def simulate(
-    workload: Workload, row: RowSpec, profile: dict[str, Any], meta: dict[str, Any], seed: int
+    workload: Workload,
+    row: RowSpec,
+    profile: dict[str, Any],
+    meta: dict[str, Any],
+    seed: int,
+    speed: float = 1.0,
 ) -> SimResult:
     worker = WorkerSettings(
         chunked_prefill_size=SGLANG_CPU_CHUNKED_PREFILL, kv_capacity_tokens=meta["kv_tokens"]
     )
     settings = ClusterSettings(num_workers=meta["workers"], worker=worker, closed_loop_shared=True)
-    cost = CpuProfileCostModel(profile, chunk_size_tokens=SGLANG_CPU_CHUNKED_PREFILL)
+    cost = CpuProfileCostModel(profile, chunk_size_tokens=SGLANG_CPU_CHUNKED_PREFILL, speed=speed)
     return Cluster(workload, build_row(row, seed), settings, cost_model=cost).run()
 
 
-def compare(live: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+def compare(live: dict[str, Any], profile: dict[str, Any], *, correct_speed: bool = True) -> dict[str, Any]:
     meta = live["meta"]
-    overhead = profile["request_overhead_s"]
     tokens = Tokens()
-    names = list(live["table"])
+    speed = speed_factor(profile, meta, tokens) if correct_speed else 1.0
+    overhead = profile["request_overhead_s"] * speed
+    names = list(dict.fromkeys(a["row"] for a in live["agents"]))
     sim_tct: dict[str, dict[str, float]] = {n: {} for n in names}
     sim_cached: dict[str, list[float]] = {n: [0.0, 0.0] for n in names}
     sim_prompt_by_task: dict[str, int] = {}
-    for seed in tqdm(meta["seeds"], desc="simulating seeds"):
+    seeds = sorted({a["seed"] for a in live["agents"]})
+    for seed in tqdm(seeds, desc="simulating seeds"):
         wl = live_workload(meta, seed, tokens, overhead)
         for t in wl.tasks:
             sim_prompt_by_task[t.task_id] = sum(c.prompt_tokens for c in t.calls)
         for name in names:
-            res = simulate(wl, sim_row_for(name), profile, meta, seed)
+            res = simulate(wl, sim_row_for(name), profile, meta, seed, speed)
             # Each call also pays the request overhead once outside the engine: the tool gaps carry it
             # between calls; add the last call's here.
             for rec in res.tasks:
@@ -310,7 +341,8 @@ def compare(live: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
             "live_tct_mean_s": lm,
             "sim_tct_mean_s": sm,
             "tct_ratio_error": sm / lm - 1 if lm else math.nan,
-            "live_cached_token_ratio": live["table"][name]["cached_token_ratio"],
+            "live_cached_token_ratio": sum(a["cached_tokens"] for a in live["agents"] if a["row"] == name)
+            / max(1, sum(a["prompt_tokens"] for a in live["agents"] if a["row"] == name)),
             "sim_cached_token_ratio": sim_cached[name][0] / sim_cached[name][1]
             if sim_cached[name][1]
             else math.nan,
@@ -331,6 +363,7 @@ def compare(live: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
         else math.nan
     )
     out["request_overhead_s"] = overhead
+    out["speed_factor"] = speed
     return out
 
 
@@ -340,7 +373,8 @@ def markdown(res: dict[str, Any], live_path: Path, profile_path: Path) -> str:
         "",
         "Workload bridge check: simulated prompt tokens / live prompt tokens = "
         f"{res['prompt_tokens_sim_over_live']:.3f}; per-request overhead "
-        f"{res['request_overhead_s'] * 1e3:.0f} ms.",
+        f"{res['request_overhead_s'] * 1e3:.0f} ms; speed factor {res['speed_factor']:.2f} (the live run's "
+        "idle probe / the profile's prediction of it; 1.00 = uncorrected).",
         f"Ranking by mean TCT: live {res['ranking']['live']}; sim {res['ranking']['sim']}; "
         f"same: {res['ranking']['same']}.",
         "",
@@ -369,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU profile of benchmarks/calibrate_cpu.py (default benchmarks/results/cpu_profile.json)",
     )
     p.add_argument("--out", type=Path, default=Path("out/sim_fidelity"), help="output directory")
+    p.add_argument(
+        "--no-speed-correction",
+        action="store_true",
+        help="use the profile as measured (default: scale it by the live run's idle probe, see speed_factor)",
+    )
     return p
 
 
@@ -379,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("hidden_size", "layers"):
         if live["meta"][key] != profile["meta"][key]:
             raise SystemExit(f"{key}: live run {live['meta'][key]} but profile {profile['meta'][key]}")
-    res = compare(live, profile)
+    res = compare(live, profile, correct_speed=not args.no_speed_correction)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sim_fidelity.json").write_text(json.dumps(res, indent=2))
     md = markdown(res, args.live, args.profile)
