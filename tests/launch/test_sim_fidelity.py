@@ -42,7 +42,8 @@ def test_cpu_cost_model_prices_iterations_from_the_profile() -> None:
     assert cost.decode_run_s(8, 4000, 1) == pytest.approx(0.012 + 3e-6 * 4000)
     # The run's speed factor scales every term.
     slow = CpuProfileCostModel(PROFILE, chunk_size_tokens=4096, speed=2.0)
-    assert slow.prefill_iteration_s([(256, 1000)]) == pytest.approx(2 * cost.prefill_iteration_s([(256, 1000)]))
+    chunk = [(256, 1000)]
+    assert slow.prefill_iteration_s(chunk) == pytest.approx(2 * cost.prefill_iteration_s(chunk))
     assert slow.decode_run_s(8, 4000, 3) == pytest.approx(2 * cost.decode_run_s(8, 4000, 3))
     with pytest.raises(ValueError, match="kv_capacity_tokens"):
         cost.kv_capacity_tokens()
