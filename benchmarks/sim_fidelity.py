@@ -311,6 +311,7 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, correct_speed: boo
     names = list(dict.fromkeys(a["row"] for a in live["agents"]))
     sim_tct: dict[str, dict[str, float]] = {n: {} for n in names}
     sim_cached: dict[str, list[float]] = {n: [0.0, 0.0] for n in names}
+    sim_steals: dict[str, float] = {n: 0.0 for n in names}
     sim_prompt_by_task: dict[str, int] = {}
     seeds = sorted({a["seed"] for a in live["agents"]})
     for seed in tqdm(seeds, desc="simulating seeds"):
@@ -325,6 +326,7 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, correct_speed: boo
                 sim_tct[name][rec.task_id] = rec.tct_s + overhead
             sim_cached[name][0] += res.counters["hit_tokens"]
             sim_cached[name][1] += res.counters["prompt_tokens"]
+            sim_steals[name] += res.counters.get("steals", 0.0)
     live_tct: dict[str, dict[str, float]] = {n: {} for n in names}
     live_prompt_by_task: dict[str, int] = {}
     for a in live["agents"]:
@@ -346,6 +348,7 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, correct_speed: boo
             "sim_cached_token_ratio": sim_cached[name][0] / sim_cached[name][1]
             if sim_cached[name][1]
             else math.nan,
+            "sim_steals": sim_steals[name],
         }
     ref = out["rows"].get("saga")
     for r in out["rows"].values():
