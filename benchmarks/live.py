@@ -19,14 +19,23 @@ token counts are scaled (--token-scale) so that one agent's context reaches seve
 tokens; and each worker's KV pool (--kv-tokens) holds only a few agents' contexts while --concurrency
 agents run at once, so eviction decides what is recomputed.
 
-Worker sets are started once per eviction policy (LRU set, then saga set; each row flushes the
-workers' caches before it runs), so rows of different sets ran at different times on a shared
-machine: read ratios with that noise in mind. Writes JSON, markdown and a PNG to --out.
+Comparable rows: one worker set per eviction policy (stock SGLang LRU workers; plugin workers) is
+started once and both sets stay up for the whole run, so every row sees the same machine. Rows are
+interleaved: for each seed every row runs once, in an order rotated by the seed (no row always goes
+first), and each row starts with every worker's radix cache flushed (``/flush_cache``) and a fresh
+router. The control row ``saga-router cache_aware + LRU`` is our router running sglang-router's
+policy on the same LRU workers: it separates what the router implementation costs from what the
+policy and the plugin buy.
+
+Agent kinds default to coding and browser (the tree-of-thought agent forks, and the simulator's task
+model is a chain of calls, so ``benchmarks/sim_fidelity.py`` could not replay it). Writes JSON
+(with every call's token counts, for the fidelity check), markdown and a PNG to --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -141,7 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-steps", type=int, default=8, help="cap on LLM calls per agent loop (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="cap on tokens per generation (default 16)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OMP_NUM_THREADS of each worker (default 1: both worker sets stay up, the active one's "
+        "two workers get a core each; more threads than cores make torch's spinning threads stall "
+        "each other under load)",
+    )
     p.add_argument("--tenants", type=int, default=2, help="tenants (default 2)")
+    p.add_argument(
+        "--kinds",
+        default="coding,browser",
+        help="agent kinds, comma-separated, of coding/browser/tot (default coding,browser: the chains "
+        "the simulator can replay)",
+    )
     p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
     p.add_argument("--out", type=Path, default=Path("out/live"), help="output directory (default out/live)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -200,6 +223,7 @@ def run_row(
             router.url,
             args.agents,
             seed=seed,
+            kinds=args.kinds,
             tenants=args.tenants,
             concurrency=args.concurrency,
             scale=scale,
@@ -224,6 +248,12 @@ def run_row(
                     "recomputed_tokens": recomputed_tokens(rec),
                     "tool_s": tool_s,
                     "error": r.error,
+                    # per call, in call order: (prompt, output, cached) tokens as the worker counted them
+                    "call_tokens": [
+                        [n.prompt_tokens, n.output_tokens, n.cached_tokens] for n in rec.nodes.values()
+                    ]
+                    if rec
+                    else [],
                 }
             )
         cluster.check()
@@ -317,6 +347,7 @@ def plot(table: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -342,39 +373,43 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(args.seeds))
     records: list[dict[str, Any]] = []
     failures: list[str] = []
-    idle_s = math.nan
-    by_eviction: dict[str, list[Row]] = defaultdict(list)
-    for r in selected:
-        by_eviction[r.eviction].append(r)
+    row_order: list[list[str]] = []
+    evictions = sorted({r.eviction for r in selected})
+    clusters = {e: LocalCluster(log_dir=log_dir) for e in evictions}
     t0 = time.monotonic()
-    with tqdm(total=len(selected) * len(seeds), desc="live rows x seeds", unit="run") as bar:
-        for eviction, group in by_eviction.items():
-            specs = [
-                plugin_worker_spec(
-                    model_path=str(model), max_total_tokens=args.kv_tokens, eviction_policy=eviction
+    try:
+        # Both sets up at once (started in parallel, then awaited): every row runs on the same machine.
+        for e, cluster in clusters.items():
+            for _ in range(args.workers):
+                spec = plugin_worker_spec(
+                    model_path=str(model), max_total_tokens=args.kv_tokens, eviction_policy=e
                 )
-                for _ in range(args.workers)
-            ]
-            cluster = LocalCluster(log_dir=log_dir)
-            try:
-                for spec in specs:
-                    cluster.workers.append(start_worker(spec, log_dir))
-                for w in cluster.workers:
-                    w.wait_ready(600)
-                if math.isnan(idle_s):
-                    idle_s = idle_call_s(cluster.workers[0].url, scale)
-                for seed in seeds:
-                    for row in group:
-                        bar.set_postfix_str(f"{row.name} seed {seed}")
-                        try:
-                            records.extend(run_row(row, cluster, seed, args, scale, model, log_dir))
-                        except Exception as exc:  # a row that breaks is reported, the others still run
-                            log.error("row %s seed %d failed: %s", row.name, seed, exc)
-                            failures.append(f"{row.name} seed {seed}: {exc!r}")
-                        (args.out / "live.partial.json").write_text(json.dumps(records))
-                        bar.update(1)
-            finally:
-                cluster.stop()
+                spec = dataclasses.replace(spec, env={**spec.env, "OMP_NUM_THREADS": str(args.threads)})
+                cluster.workers.append(start_worker(spec, log_dir))
+        for cluster in clusters.values():
+            for w in cluster.workers:
+                w.wait_ready(900)
+        log.warning("worker sets %s ready after %.0f s", evictions, time.monotonic() - t0)
+        idle_s = idle_call_s(clusters[evictions[0]].workers[0].url, scale)
+        with tqdm(total=len(selected) * len(seeds), desc="live rows x seeds", unit="run") as bar:
+            for seed in seeds:
+                k = seed % len(selected)
+                order = selected[k:] + selected[:k]
+                row_order.append([r.name for r in order])
+                for row in order:
+                    bar.set_postfix_str(f"{row.name} seed {seed}")
+                    try:
+                        records.extend(
+                            run_row(row, clusters[row.eviction], seed, args, scale, model, log_dir)
+                        )
+                    except Exception as exc:  # a row that breaks is reported, the others still run
+                        log.error("row %s seed %d failed: %s", row.name, seed, exc)
+                        failures.append(f"{row.name} seed {seed}: {exc!r}")
+                    (args.out / "live.partial.json").write_text(json.dumps(records))
+                    bar.update(1)
+    finally:
+        for cluster in clusters.values():
+            cluster.stop()
     names = [r.name for r in selected]
     table = aggregate(records, names, idle_s)
     meta = {
@@ -389,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "token_scale": args.token_scale,
         "time_scale": args.time_scale,
+        "threads_per_worker": args.threads,
+        "kinds": args.kinds,
+        "tenants": args.tenants,
+        "max_steps": args.max_steps,
+        "max_new_tokens": args.max_new_tokens,
+        "row_order_per_seed": row_order,
         "idle_call_s": idle_s,
         "wall_s": time.monotonic() - t0,
         "failed_runs": failures,

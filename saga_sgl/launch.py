@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+from saga_sgl.cluster.curve import ControlKeys
 from saga_sgl.cluster.processes import (
     ClusterDied,
     RouterProcess,
@@ -132,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         default="auto",
         help="SGLang --device: auto (cuda if torch sees a GPU, else cpu; default), cpu, cuda",
+    )
+    g.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=0,
+        help="CPU workers: torch threads of each (OMP_NUM_THREADS; default 0 = this machine's cores / "
+        "--workers, at least 1: more threads than cores make torch's spinning threads stall each other)",
     )
     g.add_argument(
         "--model-path",
@@ -255,9 +264,18 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def cpu_threads(args: argparse.Namespace) -> dict[str, str]:
+    """OMP_NUM_THREADS for CPU workers (empty on GPU, or when the user's environment sets it)."""
+    if args.device != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return {}
+    threads = args.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, args.workers))
+    return {"OMP_NUM_THREADS": str(threads)}
+
+
 def worker_specs(args: argparse.Namespace) -> list[WorkerSpec]:
     gpus = args.gpus_per_worker if args.gpus_per_worker is not None else args.tp
-    return [
+    threads = cpu_threads(args)
+    specs = [
         plugin_worker_spec(
             model_path=args.model_path or str(TINY_MODEL_DIR),
             device=args.device,
@@ -269,6 +287,7 @@ def worker_specs(args: argparse.Namespace) -> list[WorkerSpec]:
         )
         for i in range(args.workers)
     ]
+    return [dataclasses.replace(s, env={**s.env, **threads}) for s in specs]
 
 
 def router_spec(args: argparse.Namespace) -> RouterSpec:
@@ -385,7 +404,14 @@ def _start(args: argparse.Namespace, log_dir: Path) -> Iterator[RunningCluster]:
         return
     from saga_sgl.cluster.ray_pool import ray_cluster
 
-    worker_kwargs = {
+    # Workers on other nodes bind their control socket on the node's address: CurveZMQ, with keys
+    # made for this cluster (secrets go through the environment only).
+    keys = ControlKeys.generate()
+    log.info(
+        "control channels: CurveZMQ (router key %s, workers' key %s)", keys.router_public, keys.worker_public
+    )
+    worker_kwargs: dict[str, Any] = {
+        "control_keys": keys,
         "model_path": args.model_path or str(TINY_MODEL_DIR),
         "device": args.device,
         "max_total_tokens": args.max_total_tokens or None,
@@ -396,7 +422,7 @@ def _start(args: argparse.Namespace, log_dir: Path) -> Iterator[RunningCluster]:
     gpus = args.gpus_per_worker if args.gpus_per_worker is not None else args.tp
     with ray_cluster(
         args.ray_address,
-        router_spec(args),
+        dataclasses.replace(router_spec(args), env=keys.router_env()),
         num_workers=args.workers,
         worker_kwargs=worker_kwargs,
         log_dir=log_dir,

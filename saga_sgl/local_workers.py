@@ -136,16 +136,7 @@ class WorkerProcess:
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM the whole process group, then SIGKILL what is left."""
-        if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("worker %s ignored SIGTERM; killing its process group", self.url)
-        # The launcher may be gone while its children linger: always sweep the group.
-        _signal_group(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
+        stop_group(self.process, timeout_s, name=f"worker {self.url}")
 
 
 def child_preexec() -> None:
@@ -160,6 +151,38 @@ def child_preexec() -> None:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def spawn_in_group(
+    command: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in a session (process group) of its own, output to ``log_path``, stdin
+    closed, with ``PR_SET_PDEATHSIG`` (see ``child_preexec``): ``stop_group`` then stops it and every
+    child it spawned."""
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen(
+            list(command),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=child_preexec,
+        )
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout_s: float, *, name: str = "child") -> None:
+    """SIGTERM the process group of a ``spawn_in_group`` child, wait up to ``timeout_s``, then
+    SIGKILL the group whatever happened: the leader may be gone while its children linger."""
+    if process.poll() is None:
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("%s ignored SIGTERM; killing its process group", name)
+    _signal_group(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
 
 
 def _healthy(url: str) -> bool:
@@ -183,16 +206,7 @@ def start_worker(spec: WorkerSpec, log_dir: Path) -> WorkerProcess:
     env = _cpu_shims.worker_env() if spec.device == "cpu" else dict(os.environ)
     env.update(spec.env)
     log.info("starting SGLang worker: %s", " ".join(spec.command()))
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            spec.command(),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            preexec_fn=child_preexec,
-        )
+    process = spawn_in_group(spec.command(), log_path, env)
     return WorkerProcess(spec=spec, process=process, log_path=log_path, started_at_s=time.monotonic())
 
 

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,14 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from saga_sgl.cluster.curve import ControlKeys
 from saga_sgl.local_workers import (
     TINY_MODEL_DIR,
     WorkerProcess,
     WorkerSpec,
     WorkerStartError,
-    child_preexec,
     free_port,
+    spawn_in_group,
     start_worker,
+    stop_group,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ def plugin_worker_spec(
     kv_events: bool = True,
     control_host: str | None = "127.0.0.1",
     extra_args: Sequence[str] = (),
+    control_keys: ControlKeys | None = None,
 ) -> WorkerSpec:
     """A text-serving worker whose plugin listens on a control channel and that publishes KV events
     (with a replay endpoint), which is what the saga router subscribes to. ``eviction_policy`` other
@@ -68,7 +70,9 @@ def plugin_worker_spec(
 
     The control channel binds ``control_host`` (loopback by default: the plugin refuses a reachable
     control socket without CurveZMQ keys, and the router has no CurveZMQ client yet); None starts the
-    plugin without one (its hints then come only with the requests)."""
+    plugin without one (its hints then come only with the requests). ``control_keys`` (CurveZMQ)
+    lets the plugin bind a reachable ``control_host``: the worker gets the cluster's secret in its
+    environment and accepts only the router's public key."""
     args: list[str] = []
     if kv_events:
         kv = {
@@ -80,11 +84,15 @@ def plugin_worker_spec(
         }
         args += ["--kv-events-config", json.dumps(kv)]
     if eviction_policy in ("saga", "reuse_time", "wa_lru") and control_host is not None:
-        control = {"control_address": f"tcp://{control_host}:{free_port()}"}
+        control: dict[str, Any] = {"control_address": f"tcp://{control_host}:{free_port()}"}
+        if control_keys is not None:
+            control["control_client_keys"] = [control_keys.router_public]
         args += ["--radix-eviction-policy-config", json.dumps(control)]
     if tp > 1:
         args += ["--tp-size", str(tp)]
     env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpu_ids)} if gpu_ids else {}
+    if control_keys is not None:
+        env.update(control_keys.worker_env())
     return WorkerSpec(
         port=port or free_port(),
         host=host,
@@ -118,6 +126,8 @@ class RouterSpec:
     """debug: the router logs every dispatch (call -> worker, reason), which the summary reads."""
     sglang_router: bool = False
     extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    """Added to the router's environment (e.g. its CurveZMQ keys, ``ControlKeys.router_env``)."""
 
     @property
     def url(self) -> str:
@@ -243,19 +253,7 @@ class RouterProcess:
         return out
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        _stop_group(self.process, timeout_s)
-
-
-def _stop_group(process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=timeout_s)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
+        stop_group(self.process, timeout_s, name=f"router {self.url}")
 
 
 def start_router(spec: RouterSpec, log_dir: Path) -> RouterProcess:
@@ -263,15 +261,7 @@ def start_router(spec: RouterSpec, log_dir: Path) -> RouterProcess:
     name = "sglang-router" if spec.sglang_router else "saga-router"
     log_path = log_dir / f"{name}-{spec.port}.log"
     log.info("starting router: %s", " ".join(spec.command()))
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            spec.command(),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=child_preexec,
-        )
+    process = spawn_in_group(spec.command(), log_path, {**os.environ, **spec.env} if spec.env else None)
     return RouterProcess(spec=spec, process=process, log_path=log_path)
 
 

@@ -48,9 +48,13 @@ class SGLangWorkerActor:
 
     def __init__(self, worker_kwargs: dict[str, Any], log_dir: str, router_ip: str) -> None:
         host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
-        # The control socket stays on loopback (the plugin refuses an unauthenticated reachable one),
-        # so only a worker on the router's node gets it; elsewhere the plugin runs without it.
-        control_host = "127.0.0.1" if host == router_ip else None
+        # With the cluster's CurveZMQ keys the control socket binds the node's address (the router
+        # connects with its key pair). Without them it stays on loopback (the plugin refuses an
+        # unauthenticated reachable one), so only a worker on the router's node gets one.
+        if worker_kwargs.get("control_keys") is not None:
+            control_host: str | None = host
+        else:
+            control_host = "127.0.0.1" if host == router_ip else None
         if control_host is None:
             logging.getLogger(__name__).warning(
                 "worker on %s: router on %s cannot reach a loopback control channel; plugin runs "

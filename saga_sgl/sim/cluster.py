@@ -83,6 +83,10 @@ class ClusterSettings:
     closed_loop_until_s: float = float("inf")
     """Closed loop: a finishing agent starts its next task only before this time; then the cluster
     drains. Tasks of the workload never started are not counted as unfinished."""
+    closed_loop_shared: bool = False
+    """Closed loop: one pool of ``closed_loop_agents`` for all tenants, tasks taken in workload order
+    (a client with that many threads, like ``benchmarks/live.py``'s agent pool) instead of one pool
+    per tenant."""
     max_sim_s: float = 36000.0
     """Safety stop of simulated time; unfinished tasks are reported, never silently dropped."""
 
@@ -186,20 +190,30 @@ class _EngineClock:
 class Cluster:
     """Scheduler host + workers for one configuration row on one workload."""
 
-    def __init__(self, workload: Workload, row: RowPolicies, settings: ClusterSettings) -> None:
+    def __init__(
+        self,
+        workload: Workload,
+        row: RowPolicies,
+        settings: ClusterSettings,
+        cost_model: ProfileCostModel | None = None,
+    ) -> None:
+        """``cost_model``: replaces the GPU profile that ``settings`` names (e.g. a CPU-calibrated one,
+        ``benchmarks/sim_fidelity.py``)."""
         self.workload = workload
         self.row = row
         self.settings = settings
         self.engine = Engine()
-        constants = derive(Path(settings.vidur_dir)) if settings.vidur_dir else None
-        self.cost = ProfileCostModel(
-            constants=constants,
-            model=settings.model,
-            gpu=settings.gpu,
-            tp=settings.tp,
-            settings=settings.cost,
-            chunk_size_tokens=settings.worker.chunked_prefill_size,
-        )
+        if cost_model is None:
+            constants = derive(Path(settings.vidur_dir)) if settings.vidur_dir else None
+            cost_model = ProfileCostModel(
+                constants=constants,
+                model=settings.model,
+                gpu=settings.gpu,
+                tp=settings.tp,
+                settings=settings.cost,
+                chunk_size_tokens=settings.worker.chunked_prefill_size,
+            )
+        self.cost = cost_model
         spec = row.spec
         wsettings = settings.worker
         if spec.infinite_kv:
@@ -262,7 +276,7 @@ class Cluster:
         closed = self.workload.closed_loop_agents
         if closed > 0:
             for t in self.tasks:
-                self._pending_closed.setdefault(t.spec.tenant, []).append(t)
+                self._pending_closed.setdefault(self._loop_of(t), []).append(t)
             for queue in self._pending_closed.values():
                 for _ in range(min(closed, len(queue))):
                     self.engine.schedule(0.0, _TaskArrival(self, queue.pop(0)))
@@ -463,10 +477,14 @@ class Cluster:
         self._rekey(task, now_s)
         self._leaves.pop(id(task), None)
         self.scheduler.forget(task.wid)
-        queue = self._pending_closed.get(task.spec.tenant)
+        queue = self._pending_closed.get(self._loop_of(task))
         if queue and self._keep_loading(now_s):
             out.append((now_s, _TaskArrival(self, queue.pop(0))))
         return out
+
+    def _loop_of(self, task: SimTask) -> str:
+        """The closed-loop pool a task waits in (its tenant's, or the one shared pool)."""
+        return "" if self.settings.closed_loop_shared else task.spec.tenant
 
     def _keep_loading(self, now_s: float) -> bool:
         return now_s < self.settings.closed_loop_until_s

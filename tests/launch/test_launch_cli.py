@@ -76,6 +76,23 @@ def test_gpu_workers_get_disjoint_gpus_and_tp() -> None:
     assert all("CUDA_VISIBLE_DEVICES" not in s.env and "--kv-events-config" in s.command() for s in cpu)
 
 
+def test_cpu_workers_share_the_cores_instead_of_oversubscribing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 8)
+    specs = launch.worker_specs(launch.parse_args(["--device", "cpu", "--workers", "2"]))
+    assert [s.env["OMP_NUM_THREADS"] for s in specs] == ["4", "4"]
+    specs = launch.worker_specs(launch.parse_args(["--device", "cpu", "--workers", "16"]))
+    assert {s.env["OMP_NUM_THREADS"] for s in specs} == {"1"}
+    specs = launch.worker_specs(launch.parse_args(["--device", "cpu", "--threads-per-worker", "3"]))
+    assert {s.env["OMP_NUM_THREADS"] for s in specs} == {"3"}
+    gpu = launch.worker_specs(launch.parse_args(["--device", "cuda", "--model-path", "m"]))
+    assert all("OMP_NUM_THREADS" not in s.env for s in gpu)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own setting is left alone
+    assert all(
+        "OMP_NUM_THREADS" not in s.env for s in launch.worker_specs(launch.parse_args(["--device", "cpu"]))
+    )
+
+
 def _node(node_id: str, prompt: int, output: int, cached: int, parents: list[tuple[str, str]]) -> NodeRecord:
     return NodeRecord(
         node_id=node_id,

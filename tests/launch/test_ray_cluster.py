@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from saga_sgl.agents.common import AgentScale  # noqa: E402
 from saga_sgl.agents.workload import run_agents  # noqa: E402
+from saga_sgl.cluster.curve import ControlKeys  # noqa: E402
 from saga_sgl.cluster.processes import RouterSpec, free_port, http_json, start_router  # noqa: E402
 from saga_sgl.cluster.ray_pool import RayWorkerPool  # noqa: E402
 
@@ -59,6 +61,24 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout_s} s: {what}")
 
 
+def _control_applied(worker_urls: list[str]) -> float:
+    """Control messages the workers' plugins took off their (CurveZMQ) channels, from their counters."""
+    total = 0.0
+    counters = (
+        'saga_worker_hint_updates_total{source="control"}',
+        "saga_worker_unknown_workflow_messages_total",
+    )
+    for url in worker_urls:
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(url + "/metrics", timeout=5) as resp,
+        ):
+            for line in resp.read().decode().splitlines():
+                if line.startswith(counters):
+                    total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def _healthy(router_url: str) -> int:
     try:
         return int(http_json("GET", router_url + "/readiness")["healthy_workers"])
@@ -69,11 +89,13 @@ def _healthy(router_url: str) -> int:
 def test_two_node_ray_cluster_survives_losing_a_node(ray_cluster: Cluster, tmp_path: Path) -> None:
     node2 = ray_cluster.add_node(**NODE)
     ray_cluster.wait_for_nodes()
-    router = start_router(RouterSpec(port=free_port(), log_level="info"), tmp_path)
+    # The control channels run CurveZMQ, as the launcher sets them up for workers on other nodes.
+    keys = ControlKeys.generate()
+    router = start_router(RouterSpec(port=free_port(), log_level="info", env=keys.router_env()), tmp_path)
     pool = RayWorkerPool(
         router_url=router.url,
         num_workers=2,
-        worker_kwargs={"max_total_tokens": 2048},
+        worker_kwargs={"max_total_tokens": 2048, "control_keys": keys},
         log_dir=str(tmp_path),
         cpus_per_worker=1.0,
         ready_timeout_s=540,
@@ -93,6 +115,9 @@ def test_two_node_ray_cluster_survives_losing_a_node(ray_cluster: Cluster, tmp_p
             router.url, 2, seed=1, kinds=["coding"], concurrency=2, scale=scale, progress=False
         )
         assert [r.error for r in first] == ["", ""] and all(r.calls >= 1 for r in first)
+        # The router's control messages (tool started/finished) reached the plugins over CurveZMQ.
+        assert "control channels use CurveZMQ" in router.log_text()
+        _wait(lambda: _control_applied([r.url for r in pool.replicas]) >= 1, 60, "control messages applied")
 
         # Lose node 2 while agents are running (tool gaps keep them in flight across the loss).
         lost_replica = next(r for r in pool.replicas if r.node_id == node2.node_id)

@@ -1,0 +1,434 @@
+"""Simulator fidelity: replay the live benchmark's workload in the simulator, calibrated to the CPU
+workers, and compare row by row with the live run.
+
+Inputs: a live run (``benchmarks/live.py``'s ``live.json``) and a CPU profile
+(``benchmarks/calibrate_cpu.py``'s ``cpu_profile.json``). What is simulated:
+
+* the workload: for each seed, the same agents ``saga_sgl.agents.run_agents`` ran (same kinds,
+  tenants, plans, drawn with the same seeds), turned into the simulator's task model. Each prompt
+  piece the SGLang program appends is tokenized with the tiny model's tokenizer, shared pieces
+  (system prompts, repository contexts) get a shared segment id, each generation is one segment of
+  ``max_new_tokens`` tokens, and each tool gap is the slept latency plus the measured per-request
+  overhead (HTTP, tokenizer and detokenizer processes: time a call takes that no engine iteration
+  accounts for);
+* the load: closed loop, ``concurrency`` agents at once in index order whatever their tenant, as the
+  live agent pool runs them (``ClusterSettings.closed_loop_shared``);
+* the hardware: ``--workers`` replicas whose iteration cost is the calibrated CPU profile (a
+  ``ProfileCostModel`` whose linear-op table, attention and KV terms are the CPU measurements), the
+  workers' KV pool, and SGLang's CPU defaults (chunked prefill 4096);
+* the rows: each live row mapped to the simulator's row with the same placement and eviction
+  (sglang-router's cache_aware and our router's cache_aware are the same policy to the simulator).
+
+Reported per row: live and simulated mean TCT, their ratio error, both "x saga" ratios and the ratio
+error between them, cached-token ratios, and whether the ranking of rows by mean TCT agrees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from saga_sgl.agents.browser import plan_browser_task
+from saga_sgl.agents.coding import plan_coding_task
+from saga_sgl.agents.common import AgentScale, text_of
+from saga_sgl.local_workers import TINY_MODEL_DIR
+from saga_sgl.scheduler.settings import AdmissionControlSettings
+from saga_sgl.sim import rows as sim_rows
+from saga_sgl.sim.cluster import Cluster, ClusterSettings
+from saga_sgl.sim.cost_model import CostSettings, ModelSpec, ProfileCostModel, _Piecewise
+from saga_sgl.sim.metrics import SimResult
+from saga_sgl.sim.policies import RowSpec, build_row
+from saga_sgl.sim.worker import WorkerSettings
+from saga_sgl.sim.workloads.model import CallSpec, Segment, SegmentIds, TaskSpec, Workload
+
+SGLANG_CPU_CHUNKED_PREFILL = 4096
+"""``chunked_prefill_size`` SGLang 0.5.23 picks on this CPU box (the workers' server_args log)."""
+
+
+class CpuProfileCostModel(ProfileCostModel):
+    """``ProfileCostModel`` with the terms measured on a CPU worker instead of Vidur's GPU profiles.
+
+    Same iteration formula; only the numbers differ: ``c(n)`` from the profile's ``linear_ms`` table
+    (it already contains the per-iteration CPU overhead), the prefill attention per new x attended
+    token, and the decode cost per attended KV token."""
+
+    def __init__(self, profile: dict[str, Any], *, chunk_size_tokens: int, speed: float = 1.0) -> None:
+        """``speed``: multiplies every term (the machine is ``speed`` times slower than when it was
+        profiled; see ``speed_factor``)."""
+        hidden, layers = int(profile["meta"]["hidden_size"]), int(profile["meta"]["layers"])
+        # Not calling super().__init__: there is no GPU here, every term it derives is set below.
+        self.model = ModelSpec(
+            name=f"cpu-llama-{layers}x{hidden}",
+            num_layers=layers,
+            d_model=hidden,
+            num_kv_heads=max(1, max(4, hidden // 64) // 2),
+            head_dim=64,
+            weight_bytes=0.0,
+        )
+        self.tp = 1
+        self.settings = CostSettings(cpu_overhead_s=0.0)
+        self.chunk_size_tokens = chunk_size_tokens
+        self._lin_ms = _Piecewise([[n, ms * speed] for n, ms in profile["linear_ms"]["points"]])
+        self._ar_ms = None
+        self._const_cache: dict[int, float] = {}
+        # prefill_attention_s = 4 L d q (P + q/2) * s_per_flop  ==  c_attn q (P + q/2)
+        self._pf_attn_s_per_flop = speed * profile["prefill_attn_s_per_token2"] / (4 * layers * hidden)
+        self.decode_attn_s_per_kv_token = speed * profile["decode_attn_s_per_kv_token"]
+
+    def kv_capacity_tokens(self) -> int:
+        raise ValueError(
+            "CPU profile: set WorkerSettings.kv_capacity_tokens (the workers' --max-total-tokens)"
+        )
+
+
+# live row name -> simulator row
+def live_saga_row() -> RowSpec:
+    """The saga router's default ``--policy saga``: SAGA without workflow admission control."""
+    return dataclasses.replace(sim_rows.SAGA, label="saga", admission=AdmissionControlSettings())
+
+
+def sim_row_for(name: str) -> RowSpec:
+    if name == "saga":
+        return live_saga_row()
+    placement = name.split()[1]
+    label = name
+    return RowSpec(label=label, placement=placement, eviction="lru", fairness="fcfs")
+
+
+class Tokens:
+    """Token counts of prompt pieces with the tiny model's tokenizer (what the workers count)."""
+
+    def __init__(self) -> None:
+        from transformers import AutoTokenizer
+
+        self._tok = AutoTokenizer.from_pretrained(str(TINY_MODEL_DIR))
+        self._cache: dict[str, int] = {}
+
+    def __call__(self, text: str) -> int:
+        n = self._cache.get(text)
+        if n is None:
+            n = self._cache[text] = len(self._tok(text, add_special_tokens=False).input_ids)
+        return n
+
+
+def _chain(
+    task_id: str,
+    tenant: str,
+    kind: str,
+    head: list[tuple[str | None, str]],
+    steps: list[tuple[str, str | None, float]],
+    ids: SegmentIds,
+    tokens: Tokens,
+    scale: AgentScale,
+    overhead_s: float,
+) -> TaskSpec:
+    """``head``: (shared name or None, text) pieces before the first call; ``steps``: per call the
+    text appended right before it (ending in the gen's prefix), its tool and the tool's latency."""
+    prompt: list[Segment] = []
+    for k, (name, text) in enumerate(head):
+        n = tokens(text) + (1 if k == 0 else 0)  # BOS
+        prompt.append(Segment(ids.named(name) if name else ids.new(), n))
+    calls = []
+    pending = ""
+    for k, (before, tool, latency) in enumerate(steps):
+        text = pending + before
+        if text:
+            prompt.append(Segment(ids.new(), tokens(text)))
+        out = ids.new()
+        last = k == len(steps) - 1
+        calls.append(
+            CallSpec(
+                step=k,
+                prompt=tuple(prompt),
+                output_tokens=scale.max_new_tokens,
+                output_seg_id=out,
+                tool=tool,
+                tool_latency_s=0.0 if last else latency * scale.time_scale + overhead_s,
+            )
+        )
+        prompt.append(Segment(out, scale.max_new_tokens))
+        pending = ""
+    return TaskSpec(
+        task_id=task_id, tenant=tenant, tenant_class=kind, agent_type=kind, arrival_s=0.0, calls=tuple(calls)
+    )
+
+
+def coding_task(
+    task_id: str,
+    tenant: str,
+    seed: int,
+    scale: AgentScale,
+    ids: SegmentIds,
+    tokens: Tokens,
+    overhead_s: float,
+) -> TaskSpec:
+    """The text ``saga_sgl.agents.coding`` appends, piece by piece."""
+    plan = plan_coding_task(seed, scale)
+    head: list[tuple[str | None, str]] = [
+        (
+            "swe:system",
+            "You are a software engineering agent. Tools: read_file(path), edit_code(patch), run_test(), "
+            "fetch_url(url), sql(query).\n" + text_of("swe:system", plan["system_tokens"]) + "\n",
+        ),
+        (
+            f"swe:repo{plan['repo']}",
+            "Repository:\n" + text_of(f"swe:repo{plan['repo']}", plan["repo_tokens"]) + "\n",
+        ),
+        (None, "Task: " + text_of(f"swe:task:{task_id}", plan["task_tokens"]) + "\n"),
+    ]
+    steps = []
+    after = ""
+    for k, step in enumerate(plan["steps"]):
+        if step.tool is None:
+            steps.append((after + "Final answer:", None, 0.0))
+            break
+        steps.append((after + f"Thought {k}:", step.tool, step.latency_s))
+        obs = text_of(f"swe:obs:{task_id}:{k}", step.observation_tokens)
+        after = f"\nAction {k}: {step.tool}\n" + f"Observation {k}: " + obs + "\n"
+    return _chain(task_id, tenant, "coding", head, steps, ids, tokens, scale, overhead_s)
+
+
+def browser_task(
+    task_id: str,
+    tenant: str,
+    seed: int,
+    scale: AgentScale,
+    ids: SegmentIds,
+    tokens: Tokens,
+    overhead_s: float,
+) -> TaskSpec:
+    """The text ``saga_sgl.agents.browser`` appends, piece by piece."""
+    plan = plan_browser_task(seed, scale)
+    head: list[tuple[str | None, str]] = [
+        (
+            "web:system",
+            "You are a web agent. Actions: click [id], type [id] [text], scroll, goto [url], stop [answer].\n"
+            + text_of("web:system", plan["system_tokens"])
+            + "\n",
+        ),
+    ]
+    steps = []
+    after = "Objective: " + text_of(f"web:intent:{task_id}", plan["intent_tokens"]) + "\n"
+    for k, step in enumerate(plan["steps"]):
+        page = f"Page {k}: " + text_of(f"web:page:{task_id}:{k}", step.observation_tokens) + "\n"
+        if step.tool is None:
+            steps.append((after + page + "Action: stop [", None, 0.0))
+            break
+        steps.append((after + page + f"Action {k}:", step.tool, step.latency_s))
+        after = "\n"
+    return _chain(task_id, tenant, "browser", head, steps, ids, tokens, scale, overhead_s)
+
+
+BUILDERS = {"coding": coding_task, "browser": browser_task}
+
+
+def live_workload(meta: dict[str, Any], seed: int, tokens: Tokens, overhead_s: float) -> Workload:
+    """The agents ``run_agents(seed=seed, ...)`` runs, as the simulator's task model (same draws)."""
+    kinds = list(meta["kinds"])
+    unknown = [k for k in kinds if k not in BUILDERS]
+    if unknown:
+        raise SystemExit(
+            f"the simulator replays chains only; live run used {unknown} (run live.py --kinds coding,browser)"
+        )
+    scale = AgentScale(
+        token_scale=meta["token_scale"],
+        time_scale=meta["time_scale"],
+        max_steps=meta["max_steps"],
+        max_new_tokens=meta["max_new_tokens"],
+    )
+    rng = np.random.default_rng(seed)  # the same draws, in the same order, as run_agents
+    picks = rng.integers(len(kinds), size=meta["agents"])
+    tenant_ids = rng.integers(meta["tenants"], size=meta["agents"])
+    ids = SegmentIds()
+    tasks = []
+    for i in range(meta["agents"]):
+        kind = kinds[int(picks[i])]
+        wid = f"{kind}-s{seed}-{i}"
+        tasks.append(
+            BUILDERS[kind](
+                wid, f"tenant-{int(tenant_ids[i])}", seed * 1_000_003 + i, scale, ids, tokens, overhead_s
+            )
+        )
+    # run_agents' pool: `concurrency` agents at once, in index order, whatever their tenant
+    # (ClusterSettings.closed_loop_shared).
+    return Workload(tasks=tuple(tasks), name=f"live-seed{seed}", closed_loop_agents=meta["concurrency"])
+
+
+def speed_factor(profile: dict[str, Any], meta: dict[str, Any], tokens: Tokens) -> float:
+    """How much slower the machine ran during the live run than during profiling, from the one probe
+    the live run makes before any row (``live.py``'s idle call: an uncached typical prompt on an idle
+    worker): measured latency / the profile's prediction of that same call. 1.0 without the probe.
+    On a shared VM the load changes between profiling and the run; this is the only correction, and
+    it uses nothing a row measured."""
+    measured = meta.get("idle_call_s")
+    if not measured or not math.isfinite(measured):
+        return 1.0
+    scale = AgentScale(
+        token_scale=meta["token_scale"], time_scale=meta["time_scale"], max_new_tokens=meta["max_new_tokens"]
+    )
+    n = int(statistics.median(tokens(text_of(f"idle-probe-{i}", scale.tokens(8000))) + 1 for i in range(3)))
+    cost = CpuProfileCostModel(profile, chunk_size_tokens=SGLANG_CPU_CHUNKED_PREFILL)
+    predicted = (
+        profile["request_overhead_s"]
+        + cost.prefill_time_s(n, 0)
+        + cost.decode_time_s(meta["max_new_tokens"] - 1, n)
+    )
+    return float(measured / predicted)
+
+
+def simulate(
+    workload: Workload,
+    row: RowSpec,
+    profile: dict[str, Any],
+    meta: dict[str, Any],
+    seed: int,
+    speed: float = 1.0,
+) -> SimResult:
+    worker = WorkerSettings(
+        chunked_prefill_size=SGLANG_CPU_CHUNKED_PREFILL, kv_capacity_tokens=meta["kv_tokens"]
+    )
+    settings = ClusterSettings(num_workers=meta["workers"], worker=worker, closed_loop_shared=True)
+    cost = CpuProfileCostModel(profile, chunk_size_tokens=SGLANG_CPU_CHUNKED_PREFILL, speed=speed)
+    return Cluster(workload, build_row(row, seed), settings, cost_model=cost).run()
+
+
+def compare(live: dict[str, Any], profile: dict[str, Any], *, correct_speed: bool = True) -> dict[str, Any]:
+    meta = live["meta"]
+    tokens = Tokens()
+    speed = speed_factor(profile, meta, tokens) if correct_speed else 1.0
+    overhead = profile["request_overhead_s"] * speed
+    names = list(dict.fromkeys(a["row"] for a in live["agents"]))
+    sim_tct: dict[str, dict[str, float]] = {n: {} for n in names}
+    sim_cached: dict[str, list[float]] = {n: [0.0, 0.0] for n in names}
+    sim_steals: dict[str, float] = {n: 0.0 for n in names}
+    sim_prompt_by_task: dict[str, int] = {}
+    seeds = sorted({a["seed"] for a in live["agents"]})
+    for seed in tqdm(seeds, desc="simulating seeds"):
+        wl = live_workload(meta, seed, tokens, overhead)
+        for t in wl.tasks:
+            sim_prompt_by_task[t.task_id] = sum(c.prompt_tokens for c in t.calls)
+        for name in names:
+            res = simulate(wl, sim_row_for(name), profile, meta, seed, speed)
+            # Each call also pays the request overhead once outside the engine: the tool gaps carry it
+            # between calls; add the last call's here.
+            for rec in res.tasks:
+                sim_tct[name][rec.task_id] = rec.tct_s + overhead
+            sim_cached[name][0] += res.counters["hit_tokens"]
+            sim_cached[name][1] += res.counters["prompt_tokens"]
+            sim_steals[name] += res.counters.get("steals", 0.0)
+    live_tct: dict[str, dict[str, float]] = {n: {} for n in names}
+    live_prompt_by_task: dict[str, int] = {}
+    for a in live["agents"]:
+        if not a["error"]:
+            live_tct[a["row"]][a["workflow_id"]] = a["tct_s"]
+            live_prompt_by_task.setdefault(a["workflow_id"], a["prompt_tokens"])
+    out: dict[str, Any] = {"rows": {}}
+    for name in names:
+        common = sorted(set(live_tct[name]) & set(sim_tct[name]))
+        lm = statistics.fmean(live_tct[name][k] for k in common) if common else math.nan
+        sm = statistics.fmean(sim_tct[name][k] for k in common) if common else math.nan
+        out["rows"][name] = {
+            "tasks": len(common),
+            "live_tct_mean_s": lm,
+            "sim_tct_mean_s": sm,
+            "tct_ratio_error": sm / lm - 1 if lm else math.nan,
+            "live_cached_token_ratio": sum(a["cached_tokens"] for a in live["agents"] if a["row"] == name)
+            / max(1, sum(a["prompt_tokens"] for a in live["agents"] if a["row"] == name)),
+            "sim_cached_token_ratio": sim_cached[name][0] / sim_cached[name][1]
+            if sim_cached[name][1]
+            else math.nan,
+            "sim_steals": sim_steals[name],
+        }
+    ref = out["rows"].get("saga")
+    for r in out["rows"].values():
+        if ref:
+            r["live_x_saga"] = r["live_tct_mean_s"] / ref["live_tct_mean_s"]
+            r["sim_x_saga"] = r["sim_tct_mean_s"] / ref["sim_tct_mean_s"]
+            r["x_saga_ratio_error"] = r["sim_x_saga"] / r["live_x_saga"] - 1
+    live_rank = sorted(names, key=lambda n: out["rows"][n]["live_tct_mean_s"])
+    sim_rank = sorted(names, key=lambda n: out["rows"][n]["sim_tct_mean_s"])
+    both = sorted(set(live_prompt_by_task) & set(sim_prompt_by_task))
+    out["ranking"] = {"live": live_rank, "sim": sim_rank, "same": live_rank == sim_rank}
+    out["prompt_tokens_sim_over_live"] = (
+        sum(sim_prompt_by_task[k] for k in both) / sum(live_prompt_by_task[k] for k in both)
+        if both
+        else math.nan
+    )
+    out["request_overhead_s"] = overhead
+    out["speed_factor"] = speed
+    return out
+
+
+def markdown(res: dict[str, Any], live_path: Path, profile_path: Path) -> str:
+    lines = [
+        f"# Simulator fidelity ({live_path} vs the simulator calibrated with {profile_path})",
+        "",
+        "Workload bridge check: simulated prompt tokens / live prompt tokens = "
+        f"{res['prompt_tokens_sim_over_live']:.3f}; per-request overhead "
+        f"{res['request_overhead_s'] * 1e3:.0f} ms; speed factor {res['speed_factor']:.2f} (the live run's "
+        "idle probe / the profile's prediction of it; 1.00 = uncorrected).",
+        f"Ranking by mean TCT: live {res['ranking']['live']}; sim {res['ranking']['sim']}; "
+        f"same: {res['ranking']['same']}.",
+        "",
+        "| row | tasks | live TCT mean s | sim TCT mean s | ratio error | live x saga | sim x saga | "
+        "x-saga ratio error | live cached | sim cached |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in res["rows"].items():
+        lines.append(
+            f"| {name} | {r['tasks']} | {r['live_tct_mean_s']:.2f} | {r['sim_tct_mean_s']:.2f} | "
+            f"{r['tct_ratio_error']:+.1%} | {r.get('live_x_saga', math.nan):.2f} | "
+            f"{r.get('sim_x_saga', math.nan):.2f} | "
+            f"{r.get('x_saga_ratio_error', math.nan):+.1%} | {r['live_cached_token_ratio']:.1%} | "
+            f"{r['sim_cached_token_ratio']:.1%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--live", type=Path, required=True, help="live.json of benchmarks/live.py")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=Path("benchmarks/results/cpu_profile.json"),
+        help="CPU profile of benchmarks/calibrate_cpu.py (default benchmarks/results/cpu_profile.json)",
+    )
+    p.add_argument("--out", type=Path, default=Path("out/sim_fidelity"), help="output directory")
+    p.add_argument(
+        "--no-speed-correction",
+        action="store_true",
+        help="use the profile as measured (default: scale it by the live run's idle probe, see speed_factor)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    live = json.loads(args.live.read_text())
+    profile = json.loads(args.profile.read_text())
+    for key in ("hidden_size", "layers"):
+        if live["meta"][key] != profile["meta"][key]:
+            raise SystemExit(f"{key}: live run {live['meta'][key]} but profile {profile['meta'][key]}")
+    res = compare(live, profile, correct_speed=not args.no_speed_correction)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "sim_fidelity.json").write_text(json.dumps(res, indent=2))
+    md = markdown(res, args.live, args.profile)
+    (args.out / "sim_fidelity.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

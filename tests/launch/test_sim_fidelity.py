@@ -1,0 +1,86 @@
+"""The fidelity check's two bridges: the CPU-calibrated cost model prices iterations exactly as its
+profile says, and the live benchmark's agents become the simulator's chains with the right sharing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks.sim_fidelity import CpuProfileCostModel, Tokens, live_workload, sim_row_for, simulate
+
+PROFILE = {
+    "meta": {"hidden_size": 256, "layers": 4},
+    "request_overhead_s": 0.02,
+    "linear_ms": {"points": [[1, 10.0], [8, 12.0], [256, 40.0], [1024, 130.0], [4096, 520.0]]},
+    "prefill_attn_s_per_token2": 2e-8,
+    "decode_attn_s_per_kv_token": 3e-6,
+}
+META = {
+    "kinds": ["coding", "browser"],
+    "token_scale": 0.05,
+    "time_scale": 0.1,
+    "max_steps": 4,
+    "max_new_tokens": 8,
+    "agents": 6,
+    "tenants": 2,
+    "concurrency": 4,
+    "workers": 2,
+    "kv_tokens": 2048,
+}
+
+
+def test_cpu_cost_model_prices_iterations_from_the_profile() -> None:
+    cost = CpuProfileCostModel(PROFILE, chunk_size_tokens=4096)
+    # One uncached prefill chunk of q tokens: c(q) + c_attn q (0 + q/2).
+    assert cost.prefill_iteration_s([(256, 0)]) == pytest.approx(0.040 + 2e-8 * 256 * 128)
+    # Behind a cached prefix the attention term grows with P.
+    assert cost.prefill_iteration_s([(256, 1000)]) == pytest.approx(0.040 + 2e-8 * 256 * 1128)
+    # Interpolated between profile points.
+    assert cost.linear_s(640) == pytest.approx(0.085)
+    # One decode iteration of 8 sequences attending to 4000 KV tokens in all: c(8) + a S.
+    assert cost.decode_run_s(8, 4000, 1) == pytest.approx(0.012 + 3e-6 * 4000)
+    # The run's speed factor scales every term.
+    slow = CpuProfileCostModel(PROFILE, chunk_size_tokens=4096, speed=2.0)
+    chunk = [(256, 1000)]
+    assert slow.prefill_iteration_s(chunk) == pytest.approx(2 * cost.prefill_iteration_s(chunk))
+    assert slow.decode_run_s(8, 4000, 3) == pytest.approx(2 * cost.decode_run_s(8, 4000, 3))
+    with pytest.raises(ValueError, match="kv_capacity_tokens"):
+        cost.kv_capacity_tokens()
+
+
+def test_live_agents_become_chains_sharing_their_system_prompt() -> None:
+    wl = live_workload(META, seed=1, tokens=Tokens(), overhead_s=0.02)
+    assert len(wl.tasks) == 6 and wl.closed_loop_agents == 4
+    assert {t.agent_type for t in wl.tasks} <= {"coding", "browser"}
+    assert [t.task_id.split("-")[1:] for t in wl.tasks] == [["s1", str(i)] for i in range(6)]
+    heads: dict[str, set[int]] = {}
+    for t in wl.tasks:
+        heads.setdefault(t.agent_type, set()).add(t.calls[0].prompt[0].seg_id)
+        for a, b in zip(t.calls, t.calls[1:], strict=False):
+            # Each call's prompt extends the previous one by its output and the new text.
+            assert b.prompt[: len(a.prompt)] == a.prompt
+            assert b.prompt[len(a.prompt)].num_tokens == META["max_new_tokens"]
+            assert a.tool_latency_s >= 0.02
+        assert t.calls[-1].tool is None and t.calls[-1].tool_latency_s == 0.0
+    assert all(len(ids) == 1 for ids in heads.values())  # one system-prompt segment per kind
+
+
+def test_a_simulated_row_runs_every_task() -> None:
+    wl = live_workload(META, seed=0, tokens=Tokens(), overhead_s=0.02)
+    for name in ("saga", "sglang-router cache_aware + LRU", "saga-router round_robin + LRU"):
+        res = simulate(wl, sim_row_for(name), PROFILE, META, seed=0)
+        assert res.unfinished == 0 and len(res.tasks) == 6
+        assert all(math.isfinite(r.tct_s) and r.tct_s > 0 for r in res.tasks)
+
+
+def test_shared_closed_loop_runs_that_many_agents_whatever_their_tenant() -> None:
+    wl = live_workload({**META, "agents": 10}, seed=2, tokens=Tokens(), overhead_s=0.02)
+    res = simulate(wl, sim_row_for("saga-router round_robin + LRU"), PROFILE, META, seed=0)
+    assert len(res.tasks) == 10
+    events = sorted([(r.arrival_s, 1) for r in res.tasks] + [(r.finished_s, -1) for r in res.tasks])
+    running, peak = 0, 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert peak == META["concurrency"]  # 4 at once in all, not 4 per tenant
