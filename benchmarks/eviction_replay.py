@@ -223,6 +223,17 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+
+def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Choose the default policy, then write the JSON, the markdown table and the plot."""
+    report["choice"] = choose(report)
+    (out_dir / "eviction_replay.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = render_markdown(report)
+    (out_dir / "eviction_replay.md").write_text(md)
+    plot(report, out_dir / "eviction_replay.png")
+    print(md)
+    return report
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -273,13 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             report = json.loads((out_dir / "eviction_replay.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
             ap.error(f"--render-only needs a readable {out_dir / 'eviction_replay.json'} ({exc})")
-        report["choice"] = choose(report)
-        (out_dir / "eviction_replay.json").write_text(json.dumps(report, indent=2) + "\n")
-        md = render_markdown(report)
-        (out_dir / "eviction_replay.md").write_text(md)
-        plot(report, out_dir / "eviction_replay.png")
-        print(md)
-        return report
+        return write_report(report, out_dir)
     if not all(0 < c <= 1 for c in args.capacities):
         ap.error("--capacities must be fractions in (0, 1]")
     try:
@@ -338,13 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "capacities": caps,
         }
     report["wall_s"] = time.perf_counter() - t0
-    report["choice"] = choose(report)
-    (out_dir / "eviction_replay.json").write_text(json.dumps(report, indent=2) + "\n")
-    md = render_markdown(report)
-    (out_dir / "eviction_replay.md").write_text(md)
-    plot(report, out_dir / "eviction_replay.png")
-    print(md)
-    return report
+    return write_report(report, out_dir)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "kernels")]
 
+from _machine import cpu_model  # noqa: E402  (benchmarks/ is the script's own folder)
 
 # --- part 1: the GPU forward step -------------------------------------------------------------------
 
@@ -246,7 +247,7 @@ def policy_part(args: argparse.Namespace) -> dict[str, Any]:
     backends = ["python"] if saga_kernels.NativeKeyHeap is None else ["native", "python"]
     out: dict[str, Any] = {
         "native_build": built,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "policy": registry.DEFAULT_EVICTION,
         "victim_us": {},
     }
@@ -270,16 +271,6 @@ def policy_part(args: argparse.Namespace) -> dict[str, Any]:
             out["victim_us"][f"{backend}@{n}"] = statistics.median(per_call)
             print(f"victim decision {backend} @ {n}: {statistics.median(per_call):.1f} us", file=sys.stderr)
     return out
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # --- part 3 and the shares ----------------------------------------------------------------------------
