@@ -226,23 +226,10 @@ def policy_part(args: argparse.Namespace) -> dict[str, Any]:
             import importlib
 
             importlib.reload(saga_kernels)
+    from policy_micro import make_entry as entry  # the same random entries as policy_micro.py
+
     from saga_sgl.policy import registry
     from saga_sgl.policy.victim_index import VictimIndex
-    from saga_sgl.policy.views import CacheEntryView, WorkflowId
-
-    def entry(rng: random.Random, entry_id: int, now: float) -> CacheEntryView:
-        size = rng.randint(16, 8192)
-        return CacheEntryView(
-            entry_id=entry_id,
-            num_tokens=size,
-            depth_tokens=size + rng.randint(0, 32768),
-            last_access_s=now - rng.uniform(0, 600),
-            workflow_id=WorkflowId(f"wf{rng.randrange(4096)}"),
-            is_finished=rng.random() < 0.1,
-            reuse_prob=rng.random(),
-            next_use_at_s=now + rng.expovariate(0.2),
-            ttl_deadline_s=now + rng.uniform(-5, 5) if rng.random() < 0.2 else None,
-        )
 
     backends = ["python"] if saga_kernels.NativeKeyHeap is None else ["native", "python"]
     out: dict[str, Any] = {
