@@ -275,7 +275,8 @@ class RouterService:
         except (ValueError, TypeError) as exc:
             log.debug("worker %s: unusable /v1/loads answer: %s", record.url, exc)
             return
-        record.idle_since_s = self.idle.observe(record.worker_id, record.load.num_waiting_reqs > 0, now)
+        busy = record.load.num_waiting_reqs > 0 or record.prefilling > 0
+        record.idle_since_s = self.idle.observe(record.worker_id, busy, now)
 
     async def _epochs(self) -> None:
         interval = self.config.epoch_interval_secs
@@ -306,10 +307,18 @@ class RouterService:
         task.add_done_callback(self._background.discard)
         key = (str(workflow_id), str(worker))
         self._prefills[key] = task
+        record = self.registry.by_url(worker)
+        if record is not None:
+            # Busy from now on (not from the next /v1/loads sample): the next epoch must not see
+            # this thief idle and steal onto it again while it re-builds this context.
+            record.prefilling += 1
+            record.idle_since_s = self.idle.observe(record.worker_id, True, self.clock.now_s())
 
         def forget(done: asyncio.Task[Any]) -> None:
             if self._prefills.get(key) is done:
                 del self._prefills[key]
+            if record is not None:
+                record.prefilling -= 1
 
         task.add_done_callback(forget)
 

@@ -83,6 +83,9 @@ class WorkerRecord:
     kv_events_exact: bool = False
     prefill_tokens_per_s: float | None = None
     """Measured on the router's pre-fills here (EMA; see ``observe_prefill``); None until one ran."""
+    prefilling: int = 0
+    """The router's own pre-fills running here. A thief busy re-building a stolen context is not
+    idle: counting it keeps the next epoch from stealing onto it again before that one is done."""
 
     @property
     def worker_id(self) -> WorkerId:

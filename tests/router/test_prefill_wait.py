@@ -38,3 +38,37 @@ def test_a_call_waits_for_its_workflows_prefill_on_that_worker_only() -> None:
         return order
 
     assert asyncio.run(scenario()) == ["call on victim", "prefill done", "call on thief"]
+
+
+def test_a_thief_is_not_idle_while_the_router_prefills_on_it() -> None:
+    """Live run: three steals landed on one thief within 5 s, each while it still re-built the last
+    (10 s at 353 tokens/s), because a pre-fill with no waiting queue looked idle."""
+
+    async def scenario() -> None:
+        service = RouterService(RouterConfig())
+        record = service.registry.add("http://thief")
+        record.idle_since_s = service.idle.observe(record.worker_id, False, service.clock.now_s())
+        assert record.idle_since_s is not None
+        release = asyncio.Event()
+
+        async def slow_prefill(worker: WorkerId, workflow_id: WorkflowId, token_ids: list[int]) -> None:
+            await release.wait()
+
+        service._prefill = slow_prefill  # type: ignore[method-assign]
+        service.prefill(WorkerId("http://thief"), WorkflowId("wf"), [1, 2, 3])
+        assert record.prefilling == 1 and record.view().idle_since_s is None  # busy at once
+
+        async def loads(base: str, path: str) -> dict[str, object]:  # an empty queue, as SGLang reports
+            return {"loads": [{"num_running_reqs": 1, "num_waiting_reqs": 0, "max_total_num_tokens": 100}]}
+
+        service._get_json = loads  # type: ignore[method-assign,assignment]
+        await service._poll_one(record)
+        assert record.idle_since_s is None  # the pre-fill still runs: not idle
+        release.set()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert record.prefilling == 0
+        await service._poll_one(record)
+        assert record.idle_since_s is not None  # done: idle again
+
+    asyncio.run(scenario())
