@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         help="multiplies the workload model's tool latencies (default 0.1)",
     )
+    p.add_argument(
+        "--unscaled-priors",
+        action="store_true",
+        help="give the saga router paper Table 1's tool-latency priors even though the tools sleep "
+        "only --time-scale of their drawn latency (default: the router's priors are scaled by "
+        "--time-scale too, as a deployment's router knows its own tools' latencies)",
+    )
     p.add_argument("--max-steps", type=int, default=8, help="cap on LLM calls per agent loop (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="cap on tokens per generation (default 16)")
     p.add_argument(
@@ -213,6 +220,9 @@ def run_row(
         worker_urls=tuple(urls),
         model_path=str(model),
         sglang_router=row.router == "sglang",
+        extra_args=()
+        if row.router == "sglang" or args.unscaled_priors
+        else ("--scheduler-config", json.dumps({"tool_latency": {"prior_scale": args.time_scale}})),
         log_level="info",
     )
     router = start_router(spec, log_dir)
@@ -424,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "token_scale": args.token_scale,
         "time_scale": args.time_scale,
+        "router_prior_scale": 1.0 if args.unscaled_priors else args.time_scale,
         "threads_per_worker": args.threads,
         "kinds": args.kinds,
         "tenants": args.tenants,

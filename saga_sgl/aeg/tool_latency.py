@@ -100,6 +100,9 @@ class ToolLatencySettings:
     default_prior_s: tuple[float, float, float] = (1.2, 4.5, 45.0)
     """Cold-start (P50, P95, P99) of a tool type with no prior: the paper's "median 1.2 s, P99 45 s",
     with web's P95 [P]/[I]."""
+    prior_scale: float = 1.0
+    """Multiplies every prior quantile: a deployment whose tools run faster or slower than Table 1's
+    (the live benchmark compresses tool time by its --time-scale). Observations are never scaled."""
 
     def __post_init__(self) -> None:
         owner = "ToolLatencySettings"
@@ -122,6 +125,7 @@ class ToolLatencySettings:
         )
         require_positive(owner, "max_latency_s", self.max_latency_s)
         require_positive(owner, "min_latency_s", self.min_latency_s)
+        require_positive(owner, "prior_scale", self.prior_scale)
         priors = {str(k): _as_triple(owner, f"priors_s[{k!r}]", v) for k, v in dict(self.priors_s).items()}
         object.__setattr__(self, "priors_s", MappingProxyType(priors))
         object.__setattr__(
@@ -290,7 +294,8 @@ class ToolLatencyModel:
     def _state(self, tool: ToolType) -> _ToolState:
         st = self._tools.get(tool)
         if st is None:
-            p50, p95, p99 = self.settings.priors_s.get(tool, self.settings.default_prior_s)
+            k = self.settings.prior_scale
+            p50, p95, p99 = (k * q for q in self.settings.priors_s.get(tool, self.settings.default_prior_s))
             # Priors are (P50, P95, P99) by definition: the body goes through P50 and P95 [R], the
             # tail slope through P95 and P99; a prior lighter than log-normal is lifted to it.
             sigma_body = math.log(p95 / p50) / _Z95

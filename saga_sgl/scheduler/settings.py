@@ -98,6 +98,8 @@ class SchedulerSettings:
     """Period the host calls ``epoch()`` at (paper: 100 ms)."""
     slo_factor: float = 1.5
     """SLO deadline = admission + slo_factor x expected completion time (paper: 1.5)."""
+    tool_latency: Mapping[str, Any] = field(default_factory=dict)
+    """``aeg.tool_latency.ToolLatencySettings`` fields (strict), e.g. ``{"prior_scale": 0.1}``."""
     max_next_use_refreshes: int = 8
     """Re-predictions of one tool gap's end after the previous prediction passed."""
     seed: int = 0

@@ -28,7 +28,7 @@ from saga_sgl.aeg.predict import (
     remaining_work_s,
     reuse_probability,
 )
-from saga_sgl.aeg.tool_latency import ToolLatencyModel, tool_type_of
+from saga_sgl.aeg.tool_latency import ToolLatencyModel, ToolLatencySettings, tool_type_of
 from saga_sgl.clock import Clock
 from saga_sgl.errors import InvalidGraph, UnknownWorkflow
 from saga_sgl.policy import registry
@@ -212,7 +212,7 @@ class WorkflowScheduler:
         self.stealing: StealPolicy | None = (
             registry.create_stealing(s.stealing, cfg.get("stealing"), rng=rng) if s.stealing else None
         )
-        self.latency = ToolLatencyModel()
+        self.latency = ToolLatencyModel(load_settings(ToolLatencySettings, s.tool_latency))
         self.next_use = NextUsePredictor(self.latency)
         self.ttl: Any = None
         if s.predictions and s.ttl:

@@ -158,3 +158,16 @@ def test_settings_load_from_json_lists() -> None:
     m = ToolLatencyModel(s)
     assert m.quantile_s(ToolType("code"), 0.95) == pytest.approx(1.0)
     assert m.quantile_s(ToolType("file"), 0.5) == pytest.approx(1.0)  # no prior for file any more
+
+
+def test_prior_scale_scales_the_cold_start_quantiles_not_the_observations() -> None:
+    plain = ToolLatencyModel()
+    fast = ToolLatencyModel(ToolLatencySettings(prior_scale=0.1))
+    for t in map(ToolType, TABLE1_PRIORS_S):
+        for q in (0.5, 0.95, 0.99):
+            assert fast.quantile_s(t, q) == pytest.approx(0.1 * plain.quantile_s(t, q), rel=1e-9)
+    fast.observe(ToolType("code"), 7.0)
+    plain.observe(ToolType("code"), 7.0)  # an observation counts as itself in both
+    assert fast.quantile_s(ToolType("code"), 0.5) < plain.quantile_s(ToolType("code"), 0.5)
+    with pytest.raises(InvalidSettings):
+        ToolLatencySettings(prior_scale=0.0)
