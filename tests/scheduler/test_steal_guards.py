@@ -132,6 +132,23 @@ def _loads(s: WorkflowScheduler, hot: WorkerView, cold: WorkerView) -> None:
     s.handle(WorkerLoads(workers=(hot, cold)))
 
 
+def _first_call_done_tool_started(
+    s: WorkflowScheduler, wf: str, prompt_tokens: int, output_tokens: int
+) -> None:
+    """The workflow's first call finished on HOT (nothing cached) and its web tool started."""
+    s.handle(
+        CallFinished(
+            call_id=f"{wf}:0",
+            workflow_id=WorkflowId(wf),
+            worker_id=HOT,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=0,
+        )
+    )
+    s.handle(ToolStarted(workflow_id=WorkflowId(wf), tool="web"))
+
+
 def _dispatch_to_hot(s: WorkflowScheduler, n: int) -> list[str]:
     """Calls of new workflows until ``n`` of them are bound to ``hot`` (consistent hash)."""
     on_hot: list[str] = []
@@ -182,17 +199,7 @@ def test_tool_gap_steal_through_the_scheduler_and_no_steal_back() -> None:
     s, clock = _scheduler()
     _loads(s, QUEUE, COLD_IDLE)
     [wf] = _dispatch_to_hot(s, 1)
-    s.handle(
-        CallFinished(
-            call_id=f"{wf}:0",
-            workflow_id=WorkflowId(wf),
-            worker_id=HOT,
-            prompt_tokens=500,
-            output_tokens=50,
-            cached_tokens=0,
-        )
-    )
-    s.handle(ToolStarted(workflow_id=WorkflowId(wf), tool="web"))  # seconds-long predicted gap
+    _first_call_done_tool_started(s, wf, prompt_tokens=500, output_tokens=50)  # seconds-long predicted gap
     clock.advance(0.1)
     _loads(s, QUEUE, COLD_IDLE)
     out = s.epoch()
@@ -212,17 +219,7 @@ def test_no_tool_gap_steal_while_the_victims_queue_is_empty() -> None:
     s, clock = _scheduler()
     _loads(s, NO_QUEUE, COLD_IDLE)
     [wf] = _dispatch_to_hot(s, 1)
-    s.handle(
-        CallFinished(
-            call_id=f"{wf}:0",
-            workflow_id=WorkflowId(wf),
-            worker_id=HOT,
-            prompt_tokens=500,
-            output_tokens=50,
-            cached_tokens=0,
-        )
-    )
-    s.handle(ToolStarted(workflow_id=WorkflowId(wf), tool="web"))
+    _first_call_done_tool_started(s, wf, prompt_tokens=500, output_tokens=50)
     for _ in range(5):
         clock.advance(0.1)
         _loads(s, NO_QUEUE, COLD_IDLE)
@@ -242,17 +239,7 @@ def test_the_gap_guard_uses_the_measured_prefill_rate_not_the_gpu_default() -> N
     s, clock = _scheduler()
     _loads(s, QUEUE, slow_thief)
     [name] = _dispatch_to_hot(s, 1)
-    s.handle(
-        CallFinished(
-            call_id=f"{name}:0",
-            workflow_id=WorkflowId(name),
-            worker_id=HOT,
-            prompt_tokens=800,
-            output_tokens=100,
-            cached_tokens=0,
-        )
-    )
-    s.handle(ToolStarted(workflow_id=WorkflowId(name), tool="web"))
+    _first_call_done_tool_started(s, name, prompt_tokens=800, output_tokens=100)
     rec = s.workflow(WorkflowId(name))
     assert rec.next_use_at_s is not None
     rec.next_use_at_s = clock.now_s() + 0.4  # the gap's predicted end, pinned for the test
