@@ -24,6 +24,14 @@ Costs: add/update/remove O(log n); selection O(log n) amortised plus O(k log n) 
 expired since the previous selection. Hosts call ``add`` (or ``update``) when an entry becomes
 evictable or its view changes, ``remove`` when it is locked or deleted, and ``pop`` to evict.
 
+Recency guard (``policy.eviction.guard``): when the policy carries ``recency_guard`` settings
+(``reuse_density`` does by default), the index also keeps every entry's LRU key in a second KeyHeap
+of the same backend. At each selection the policy's victim and LRU's are compared; where they
+differ the guard says which to evict and remembers the pair, and the host's reads
+(``note_use``, by a content identity that survives eviction: ``content_of``) settle the pairs. So
+the index follows the predicted key only while it has recently chosen better than LRU, and is LRU
+itself where predictions do not help. Selection stays O(log n): two heap tops, O(1) guard work.
+
 Backend seam: the ordered part (one key per entry id, smallest first) is a ``saga_kernels.KeyHeap``,
 native when built, else its pure-Python twin; both order the same key tuples the same way, so the
 victims are the exact policy's either way. The policy's keys are always computed here, in Python.
@@ -32,15 +40,23 @@ victims are the exact policy's either way. The policy's keys are always computed
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 
 from saga_kernels import KeyHeapLike, default_backend, new_key_heap
 
 from saga_sgl.policy.decisions import EvictionKey, Tier
+from saga_sgl.policy.eviction.guard import RecencyGuard, RecencyGuardSettings
 from saga_sgl.policy.interfaces import EvictionPolicy
 from saga_sgl.policy.views import CacheEntryView
 
 _PROTECTED = int(Tier.PROTECTED)
+_ORDINARY = int(Tier.ORDINARY)
+
+
+def recency_guard_settings(policy: EvictionPolicy) -> RecencyGuardSettings | None:
+    """The policy's recency-guard settings, if it asks for the guard (``recency_guard`` attribute)."""
+    settings = getattr(policy, "recency_guard", None)
+    return settings if isinstance(settings, RecencyGuardSettings) else None
 
 
 def clean_key(key: EvictionKey) -> EvictionKey:
@@ -84,10 +100,30 @@ def shared_entry_view(users: Sequence[CacheEntryView]) -> CacheEntryView:
 class VictimIndex:
     """The evictable entries of one cache, ordered by one policy's keys."""
 
-    __slots__ = ("_deadlines", "_entries", "_heap", "_policy", "_protected_tokens", "backend")
+    __slots__ = (
+        "_content_of",
+        "_deadlines",
+        "_entries",
+        "_heap",
+        "_policy",
+        "_protected_tokens",
+        "_recency",
+        "backend",
+        "guard",
+    )
 
-    def __init__(self, policy: EvictionPolicy, backend: str | None = None) -> None:
-        """``backend``: ``native`` or ``python`` KeyHeap (default: ``saga_kernels.default_backend``)."""
+    def __init__(
+        self,
+        policy: EvictionPolicy,
+        backend: str | None = None,
+        *,
+        content_of: Callable[[CacheEntryView], Hashable] | None = None,
+    ) -> None:
+        """``backend``: ``native`` or ``python`` KeyHeap (default: ``saga_kernels.default_backend``).
+
+        ``content_of``: the identity of an entry's content that survives its eviction (what the host
+        passes to ``note_use``); default the entry id (hosts whose ids are stable across re-insertion).
+        """
         self._policy = policy
         # entry id -> (view, stored key); the heap holds exactly one key per entry.
         self._entries: dict[int, tuple[CacheEntryView, EvictionKey]] = {}
@@ -97,6 +133,21 @@ class VictimIndex:
         # (0, ttl deadline, 0.0, entry id) of the entries stored in the PROTECTED tier.
         self._deadlines: KeyHeapLike = new_key_heap(self.backend)
         self._protected_tokens = 0
+        guard_settings = recency_guard_settings(policy)
+        self.guard: RecencyGuard | None = None if guard_settings is None else RecencyGuard(guard_settings)
+        """The recency guard (None when the policy does not ask for one)."""
+        # (ORDINARY, last access, 0.0, entry id): LruEviction's key, the guard's second expert.
+        self._recency: KeyHeapLike | None = None if self.guard is None else new_key_heap(self.backend)
+        self._content_of = content_of
+
+    def content(self, view: CacheEntryView) -> Hashable:
+        """The content identity of ``view`` the guard remembers (``content_of``, default its entry id)."""
+        return view.entry_id if self._content_of is None else self._content_of(view)
+
+    def note_use(self, content: Hashable) -> None:
+        """The host read ``content`` (a hit or a miss): settles the guard's pairs (no-op unguarded)."""
+        if self.guard is not None:
+            self.guard.on_use(content)
 
     @property
     def policy(self) -> EvictionPolicy:
@@ -137,6 +188,8 @@ class VictimIndex:
         if item is None:
             return False
         self._heap.remove(entry_id)
+        if self._recency is not None:
+            self._recency.remove(entry_id)
         if item[1][0] == _PROTECTED:
             self._protected_tokens -= item[0].num_tokens
             self._deadlines.remove(entry_id)
@@ -145,7 +198,9 @@ class VictimIndex:
     def peek(self, now_s: float, pressure: float) -> CacheEntryView | None:
         """The entry the policy would evict now, without removing it; None if the index is empty."""
         top = self._select(now_s, pressure)
-        return None if top is None else self._entries[top][0]
+        if top is None:
+            return None
+        return self._entries[self._guarded(top, record=False)][0]
 
     def pop(self, now_s: float, pressure: float) -> CacheEntryView | None:
         """Remove and return the entry to evict now; None if the index is empty."""
@@ -157,8 +212,11 @@ class VictimIndex:
         top = self._select(now_s, pressure)
         if top is None:
             return None
+        top = self._guarded(top, record=True)
         item = self._entries[top]
         self.remove(top)
+        if self.guard is not None:
+            self.guard.on_evict(self.content(item[0]))
         return item
 
     def pop_tokens(self, num_tokens: int, now_s: float, pressure: float) -> list[CacheEntryView]:
@@ -191,12 +249,32 @@ class VictimIndex:
             self._protected_tokens -= old[0].num_tokens
         self._entries[entry_id] = (entry, key)
         self._heap.push(key)
+        if self._recency is not None and (old is None or old[0].last_access_s != entry.last_access_s):
+            last = entry.last_access_s
+            self._recency.push((_ORDINARY, last if last == last else math.inf, 0.0, entry_id))
         if key[0] == _PROTECTED:
             self._protected_tokens += entry.num_tokens
             deadline = entry.ttl_deadline_s
             self._deadlines.push((0, math.inf if deadline is None else deadline, 0.0, entry_id))
         elif old is not None and old[1][0] == _PROTECTED:
             self._deadlines.remove(entry_id)
+
+    def _guarded(self, predicted: int, *, record: bool) -> int:
+        """The victim to take given the policy's ``predicted`` one: the guard's choice vs LRU's."""
+        guard, recency = self.guard, self._recency
+        if guard is None or recency is None:
+            return predicted
+        lru = recency.top()
+        if lru is None or lru == predicted:
+            return predicted
+        follow = guard.follows_prediction()
+        if record:
+            victim, spared = (predicted, lru) if follow else (lru, predicted)
+            v, s = self._entries[victim][0], self._entries[spared][0]
+            guard.on_disagreement(
+                self.content(v), v.num_tokens, self.content(s), s.num_tokens, predicted_chose=follow
+            )
+        return predicted if follow else lru
 
     def _rekey(self, entry_id: int, now_s: float, pressure: float) -> None:
         view = self._entries[entry_id][0]
