@@ -13,7 +13,7 @@ from saga_sgl.policy.views import CacheEntryView, WorkflowId
 
 def test_a_pair_is_settled_by_the_first_read_of_its_victim_or_of_its_spared_entry() -> None:
     g = RecencyGuard()
-    assert not g.follows_prediction()  # no evidence: LRU
+    assert g.follows_prediction()  # no evidence: the prediction is trusted
     # The guard followed LRU: evicted "old", spared "dead-looking". "old" is read first: LRU was wrong.
     g.on_disagreement("old", 10, "dead-looking", 10, predicted_chose=False)
     g.on_use("old")

@@ -18,10 +18,13 @@ later read of either settles the pair:
 * s is read first after it was evicted too: both would have missed; no vote.
 
 ``score`` is the exponentially decayed sum of the votes (tokens, + for the predicted key), decayed
-by 1/``window`` per vote. The index follows the predicted key iff ``score > 0``: it starts on LRU and
-the prediction must earn every step away from it, and it returns to LRU as soon as recent
-disagreements favour recency. Without information the predicted key *is* LRU's (no disagreement
-ever), so the guarded index is LRU to the victim. Pairs never settled are dropped oldest first
+by 1/``window`` per vote. The index follows the predicted key iff ``score >= 0``: the prediction is
+trusted until settled disagreements show it choosing worse than LRU, and from then on LRU decides
+until recent disagreements favour the prediction again. Starting on the prediction keeps every host
+that cannot report reads (SGLang's stock per-call heap, the legacy tree, the simulator) on the same
+order as the key alone; starting on LRU was measured too (benchmarks/results/eviction_replay.md:
+equal or worse on every SWE-agent capacity). Without information the predicted key *is* LRU's (no
+disagreement ever), so the guarded index is LRU to the victim. Pairs never settled are dropped oldest first
 beyond ``max_pending`` (a pair's memory is bounded, like a ghost list of cache size).
 
 Costs: O(1) dict operations per disagreement, per read (``on_use``) and per eviction. The guard
@@ -90,7 +93,7 @@ class RecencyGuard:
         self.settings = s = settings or RecencyGuardSettings()
         self._decay = 1.0 - 1.0 / max(1.0, s.window)
         self.score = 0.0
-        """Decayed sum of settled votes in tokens; > 0: the predicted key has chosen better lately."""
+        """Decayed sum of settled votes in tokens; < 0: LRU has chosen better lately."""
         self._pairs: OrderedDict[int, _Pair] = OrderedDict()
         self._by_victim: dict[Hashable, int] = {}
         self._by_spared: dict[Hashable, dict[int, None]] = {}
@@ -104,7 +107,7 @@ class RecencyGuard:
 
     def follows_prediction(self) -> bool:
         """Follow the predicted key's victim at the next disagreement (else LRU's)."""
-        return self.score > 0.0
+        return self.score >= 0.0
 
     def on_disagreement(
         self,
