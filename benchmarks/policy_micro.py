@@ -1,7 +1,8 @@
 """Micro-benchmark of the policy core's hot decisions (not a test: no pass/fail thresholds).
 
 * Victim selection: a ``VictimIndex`` over 16,384 cached entries, per eviction policy; one decision
-  = pop the victim and index a replacement entry (steady state). The index's KeyHeap is the native
+  = pop the victim, report one read (the default's recency guard settles its pairs on reads) and
+  index a replacement entry (steady state). The index's KeyHeap is the native
   saga_kernels build when present (``keyheap_backend`` in the output); the default policy runs once
   more on the pure-Python fallback (``victim-pyheap/...``). For comparison, the paper's
   literal WA-LRU selection: Eq. 1 scored over every entry and the argmax taken (O(N)).
@@ -113,6 +114,7 @@ def bench_eviction(
         clock[0] += 1e-3
         victim = index.pop(clock[0], 0.8)
         assert victim is not None
+        index.note_use(victim.entry_id)  # one read per decision: the recency guard's bookkeeping
         index.add(next(fresh), clock[0], 0.8)
 
     return timed(decide, calls, repeats)
