@@ -215,8 +215,6 @@ class VictimIndex:
         top = self._guarded(top, record=True)
         item = self._entries[top]
         self.remove(top)
-        if self.guard is not None:
-            self.guard.on_evict(self.content(item[0]))
         return item
 
     def pop_tokens(self, num_tokens: int, now_s: float, pressure: float) -> list[CacheEntryView]:

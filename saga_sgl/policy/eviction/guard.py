@@ -9,13 +9,17 @@ Mechanism (one comparison per *disagreement*): when the index must evict, the pr
 victim p and LRU's victim r (the least recently used entry) are both known. If p == r there is
 nothing to learn. Otherwise the index evicts the victim of the expert it currently follows and
 records the pair (victim v, spared s): the other expert would have evicted s and kept v. The first
-later read of either settles the pair:
+later read of either settles the pair by Belady's pairwise rule (of two entries, evict the one read
+later):
 
-* v is read first (it is a miss now; the other expert would have hit it): a vote of v's tokens
-  against the expert that chose;
-* s is read first while still cached (a hit the choice preserved; the other would have missed it):
-  a vote of s's tokens for the expert that chose;
-* s is read first after it was evicted too: both would have missed; no vote.
+* v is read first: the choice was wrong; a vote of v's tokens against the expert that chose;
+* s is read first: the choice was right; a vote of s's tokens for the expert that chose (also when
+  s has been evicted since: at the decision, keeping s was still the better of the two).
+
+An earlier version settled a read of an already-evicted s without a vote; that biased the score
+against whichever expert spares the oldest entries (LRU's victim is soon evicted anyway, so the
+prediction's right calls rarely counted) and cost up to 2 points of recomputation on the SWE-agent
+trace at 1% (benchmarks/results/eviction_reading.md).
 
 ``score`` is the exponentially decayed sum of the votes (tokens, + for the predicted key), decayed
 by 1/``window`` per vote. The index follows the predicted key iff ``score >= 0``: the prediction is
@@ -59,7 +63,7 @@ class RecencyGuardSettings:
 
 
 class _Pair:
-    __slots__ = ("sign", "spared", "spared_cached", "spared_tokens", "victim", "victim_tokens")
+    __slots__ = ("sign", "spared", "spared_tokens", "victim", "victim_tokens")
 
     def __init__(
         self, victim: Hashable, victim_tokens: int, spared: Hashable, spared_tokens: int, sign: float
@@ -70,7 +74,6 @@ class _Pair:
         self.spared_tokens = spared_tokens
         self.sign = sign
         """+1 when the predicted key chose the victim, -1 when LRU did."""
-        self.spared_cached = True
 
 
 class RecencyGuard:
@@ -97,7 +100,7 @@ class RecencyGuard:
         self._pairs: OrderedDict[int, _Pair] = OrderedDict()
         self._by_victim: dict[Hashable, int] = {}
         self._by_spared: dict[Hashable, dict[int, None]] = {}
-        """Pairs whose spared entry is still cached, by that entry (an ordered set of pair ids)."""
+        """Pairs by their spared entry (an ordered set of pair ids)."""
         self._seq = 0
         self.votes = 0
         """Settled disagreements (for logs and tests)."""
@@ -135,11 +138,6 @@ class RecencyGuard:
         if len(self._pairs) > self.settings.max_pending:
             self._drop(next(iter(self._pairs)))
 
-    def on_evict(self, content: Hashable) -> None:
-        """``content`` left the cache (any victim): pairs that spared it can no longer vote for it."""
-        for pid in self._by_spared.pop(content, ()):
-            self._pairs[pid].spared_cached = False
-
     def on_use(self, content: Hashable) -> None:
         """``content`` was read (a hit or a miss): settle the pairs it belongs to."""
         pid = self._by_victim.get(content)
@@ -162,8 +160,7 @@ class RecencyGuard:
             return
         if self._by_victim.get(pair.victim) == pid:
             del self._by_victim[pair.victim]
-        if pair.spared_cached:
-            pids = self._by_spared[pair.spared]
-            del pids[pid]
-            if not pids:
-                del self._by_spared[pair.spared]
+        pids = self._by_spared[pair.spared]
+        del pids[pid]
+        if not pids:
+            del self._by_spared[pair.spared]
