@@ -25,8 +25,10 @@ expired since the previous selection. Hosts call ``add`` (or ``update``) when an
 evictable or its view changes, ``remove`` when it is locked or deleted, and ``pop`` to evict.
 
 Recency guard (``policy.eviction.guard``): when the policy carries ``recency_guard`` settings
-(``reuse_density`` does by default), the index also keeps every entry's LRU key in a second KeyHeap
-of the same backend. At each selection the policy's victim and LRU's are compared; where they
+(``reuse_density`` does by default), the index also keeps every entry's recency key (the policy's
+tier, then LRU's order: finished workflows first and live TTLs last stay rules; the guard arbitrates
+the order within a tier) in a second KeyHeap of the same backend. At each selection the policy's
+victim and the recency victim are compared; where they
 differ the guard says which to evict and remembers the pair, and the host's reads
 (``note_use``, by a content identity that survives eviction: ``content_of``) settle the pairs. So
 the index follows the predicted key only while it has recently chosen better than LRU, and is LRU
@@ -50,7 +52,6 @@ from saga_sgl.policy.interfaces import EvictionPolicy
 from saga_sgl.policy.views import CacheEntryView
 
 _PROTECTED = int(Tier.PROTECTED)
-_ORDINARY = int(Tier.ORDINARY)
 
 
 def recency_guard_settings(policy: EvictionPolicy) -> RecencyGuardSettings | None:
@@ -136,7 +137,8 @@ class VictimIndex:
         guard_settings = recency_guard_settings(policy)
         self.guard: RecencyGuard | None = None if guard_settings is None else RecencyGuard(guard_settings)
         """The recency guard (None when the policy does not ask for one)."""
-        # (ORDINARY, last access, 0.0, entry id): LruEviction's key, the guard's second expert.
+        # (tier, last access, 0.0, entry id): LRU within the policy's tier, the guard's second expert
+        # (without information every tier is ORDINARY: LruEviction's key).
         self._recency: KeyHeapLike | None = None if self.guard is None else new_key_heap(self.backend)
         self._content_of = content_of
 
@@ -197,10 +199,8 @@ class VictimIndex:
 
     def peek(self, now_s: float, pressure: float) -> CacheEntryView | None:
         """The entry the policy would evict now, without removing it; None if the index is empty."""
-        top = self._select(now_s, pressure)
-        if top is None:
-            return None
-        return self._entries[self._guarded(top, record=False)][0]
+        top = self._choose(now_s, pressure, record=False)
+        return None if top is None else self._entries[top][0]
 
     def pop(self, now_s: float, pressure: float) -> CacheEntryView | None:
         """Remove and return the entry to evict now; None if the index is empty."""
@@ -209,10 +209,9 @@ class VictimIndex:
 
     def pop_keyed(self, now_s: float, pressure: float) -> tuple[CacheEntryView, EvictionKey] | None:
         """Like ``pop``, with the key the victim was chosen by (hosts count victims by its tier)."""
-        top = self._select(now_s, pressure)
+        top = self._choose(now_s, pressure, record=True)
         if top is None:
             return None
-        top = self._guarded(top, record=True)
         item = self._entries[top]
         self.remove(top)
         return item
@@ -247,9 +246,11 @@ class VictimIndex:
             self._protected_tokens -= old[0].num_tokens
         self._entries[entry_id] = (entry, key)
         self._heap.push(key)
-        if self._recency is not None and (old is None or old[0].last_access_s != entry.last_access_s):
+        if self._recency is not None and (
+            old is None or old[1][0] != key[0] or old[0].last_access_s != entry.last_access_s
+        ):
             last = entry.last_access_s
-            self._recency.push((_ORDINARY, last if last == last else math.inf, 0.0, entry_id))
+            self._recency.push((key[0], last if last == last else math.inf, 0.0, entry_id))
         if key[0] == _PROTECTED:
             self._protected_tokens += entry.num_tokens
             deadline = entry.ttl_deadline_s
@@ -257,22 +258,31 @@ class VictimIndex:
         elif old is not None and old[1][0] == _PROTECTED:
             self._deadlines.remove(entry_id)
 
-    def _guarded(self, predicted: int, *, record: bool) -> int:
-        """The victim to take given the policy's ``predicted`` one: the guard's choice vs LRU's."""
+    def _choose(self, now_s: float, pressure: float, *, record: bool) -> int | None:
+        """The victim: the policy's, or (guarded, where they differ) the guard's pick of it vs the
+        recency victim. A recency key whose tier went stale is re-keyed first (lazily, as ``_select``
+        does for the policy's keys), which can move the policy's victim too: then both are re-read."""
         guard, recency = self.guard, self._recency
-        if guard is None or recency is None:
-            return predicted
-        lru = recency.top()
-        if lru is None or lru == predicted:
-            return predicted
-        follow = guard.follows_prediction()
-        if record:
-            victim, spared = (predicted, lru) if follow else (lru, predicted)
-            v, s = self._entries[victim][0], self._entries[spared][0]
-            guard.on_disagreement(
-                self.content(v), v.num_tokens, self.content(s), s.num_tokens, predicted_chose=follow
-            )
-        return predicted if follow else lru
+        while True:
+            predicted = self._select(now_s, pressure)
+            if predicted is None or guard is None or recency is None:
+                return predicted
+            lru = recency.top()
+            if lru is None or lru == predicted:
+                return predicted
+            l_view, l_key = self._entries[lru]
+            fresh = entry_key(self._policy, l_view, now_s, pressure)
+            if fresh[0] != l_key[0]:
+                self._push(l_view, fresh)
+                continue
+            follow = guard.follows_prediction()
+            if record:
+                p_view = self._entries[predicted][0]
+                v, sp = (p_view, l_view) if follow else (l_view, p_view)
+                guard.on_disagreement(
+                    self.content(v), v.num_tokens, self.content(sp), sp.num_tokens, predicted_chose=follow
+                )
+            return predicted if follow else lru
 
     def _rekey(self, entry_id: int, now_s: float, pressure: float) -> None:
         view = self._entries[entry_id][0]

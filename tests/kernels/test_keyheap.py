@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import saga_kernels
@@ -175,6 +176,11 @@ def index_scripts(draw: st.DrawFn) -> tuple[str, list[tuple[str, object, float, 
 Script = list[tuple[str, object, float, float]]
 
 
+def _recency(policy: Any, v: CacheEntryView, now: float, pressure: float) -> tuple[int, float, int]:
+    """The guard's second expert: LRU within the policy's tier."""
+    return (entry_key(policy, v, now, pressure)[0], v.last_access_s, v.entry_id)
+
+
 def _run_index(backend: str, policy_name: str, script: Script) -> list[object]:
     guarded = policy_name.endswith(" guarded")
     config = None if guarded or policy_name != "reuse_density" else {"recency_guard": False}
@@ -200,10 +206,10 @@ def _run_index(backend: str, policy_name: str, script: Script) -> list[object]:
                 item = index.pop_keyed(now, pressure)
                 if item is not None:
                     # The exact policy's choice: the smallest fresh key among the indexed entries
-                    # (guarded: that or LRU's, the least recently used entry).
+                    # (guarded: that or the recency victim, the least recently used of the lowest tier).
                     best = min(reference.values(), key=lambda v: entry_key(policy, v, now, pressure))
                     if guarded and item[0].entry_id != best.entry_id:
-                        best = min(reference.values(), key=lambda v: (v.last_access_s, v.entry_id))
+                        best = min(reference.values(), key=lambda v: _recency(policy, v, now, pressure))
                     assert item[0].entry_id == best.entry_id
                     assert item[1] == entry_key(policy, best, now, pressure)
                     del reference[best.entry_id]
