@@ -138,3 +138,46 @@ def test_the_guard_follows_the_prediction_when_it_is_right_and_lru_when_it_is_no
     assert wrong.guard is not None and not wrong.guard.follows_prediction()
     v = wrong.peek(1000.0, 0.0)
     assert v is not None and v.entry_id >= 50  # LRU's victim: the least recently used
+
+
+def test_on_lru_the_guard_keeps_the_tiers_a_due_tool_outlives_an_older_idle_one_until_pressure() -> None:
+    """The guard arbitrates the order inside a tier: even when it follows LRU, a finished workflow's
+    KV goes first and a context whose tool is due back (live TTL) last, until sustained pressure
+    switches protection off and the order is LRU's."""
+    now = 1000.0
+    tool_ctx = CacheEntryView(
+        entry_id=1,
+        num_tokens=64,
+        depth_tokens=64,
+        last_access_s=now - 50.0,
+        workflow_id=WorkflowId("agent"),
+        reuse_prob=0.95,
+        next_use_at_s=now + 1.0,
+        ttl_deadline_s=now + 30.0,
+    )
+    older_idle = CacheEntryView(entry_id=2, num_tokens=64, depth_tokens=64, last_access_s=now - 40.0)
+    fresh_idle = CacheEntryView(entry_id=3, num_tokens=64, depth_tokens=64, last_access_s=now - 1.0)
+    finished = CacheEntryView(
+        entry_id=4,
+        num_tokens=64,
+        depth_tokens=64,
+        last_access_s=now,
+        workflow_id=WorkflowId("done"),
+        is_finished=True,
+    )
+
+    def order(pressure: float) -> list[int]:
+        index = VictimIndex(registry.create_eviction("saga"))
+        assert index.guard is not None
+        index.guard.on_disagreement("x", 1, "y", 1, predicted_chose=True)
+        index.guard.on_use("x")  # the prediction chose wrong once: the guard follows LRU
+        assert not index.guard.follows_prediction()
+        for v in (tool_ctx, older_idle, fresh_idle, finished):
+            index.add(v, now, pressure)
+        out = []
+        while (v := index.pop(now, pressure)) is not None:
+            out.append(v.entry_id)
+        return out
+
+    assert order(0.5) == [4, 2, 3, 1]
+    assert order(0.95) == [4, 1, 2, 3]  # protection off: LRU inside the ordinary tier
