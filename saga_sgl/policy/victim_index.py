@@ -28,11 +28,11 @@ Recency guard (``policy.eviction.guard``): when the policy carries ``recency_gua
 (``reuse_density`` does by default), the index also keeps every entry's recency key (the policy's
 tier, then LRU's order: finished workflows first and live TTLs last stay rules; the guard arbitrates
 the order within a tier) in a second KeyHeap of the same backend. At each selection the policy's
-victim and the recency victim are compared; where they
-differ the guard says which to evict and remembers the pair, and the host's reads
-(``note_use``, by a content identity that survives eviction: ``content_of``) settle the pairs. So
-the index follows the predicted key only while it has recently chosen better than LRU, and is LRU
-itself where predictions do not help. Selection stays O(log n): two heap tops, O(1) guard work.
+victim and the recency victim are compared; where they differ the guard says which to evict and
+remembers the pair, and the host's reads (``note_use``, by a content identity that survives
+eviction: ``content_of``) settle the pairs. So the index follows the predicted key only while it
+has not recently chosen worse than LRU, and is LRU itself where predictions do not help. Selection
+stays O(log n): two heap tops, O(1) guard work.
 
 Backend seam: the ordered part (one key per entry id, smallest first) is a ``saga_kernels.KeyHeap``,
 native when built, else its pure-Python twin; both order the same key tuples the same way, so the
