@@ -66,8 +66,10 @@ class EvictableLeaves:
         """A request read (hit or inserted) the nodes of ``path``: the recency guard's evidence."""
         if self.victims.guard is None:
             return
-        for node in path:
-            self.victims.note_use(node_content(node))
+        depth = 0
+        for node in reversed(path):  # root side first: each node's start depth in one pass
+            self.victims.note_use(node_content(node, depth))
+            depth += len(node.key)
 
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._nodes
@@ -143,18 +145,22 @@ class EvictableLeaves:
                 return node
 
 
-def node_content(node: Any) -> Hashable:
+def node_content(node: Any, start_depth: int | None = None) -> Hashable:
     """What a radix node holds, as an identity that outlives the node: (start depth, the last
     ``CONTENT_TOKENS`` tokens before it, its first ``CONTENT_TOKENS`` tokens, its namespace). A split
-    keeps it for the upper half; a re-inserted evicted prefix gets it back."""
+    keeps it for the upper half; a re-inserted evicted prefix gets it back. ``start_depth``: the
+    tokens above the node when the caller knows them (else counted up to the root)."""
     key = node.key
-    depth = 0
     parent = node.parent
     before: tuple[int, ...] = ()
     if parent is not None and parent.parent is not None:
         pkey = parent.key
         n = len(pkey)
         before = tuple(pkey.token_ids[max(0, n - CONTENT_TOKENS) : n])
+    depth = 0
+    if start_depth is not None:
+        depth = start_depth
+    else:
         up = parent
         while up is not None and up.parent is not None:
             depth += len(up.key)

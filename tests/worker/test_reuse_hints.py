@@ -195,7 +195,9 @@ def test_the_plugins_recency_guard_sends_the_next_disagreement_to_lru(make_harne
     from sglang.srt.mem_cache.base_prefix_cache import EvictParams
 
     h = make_harness("unified", "saga", kv_size=64)
-    old, dead, dead2 = list(range(100, 110)), list(range(200, 210)), list(range(300, 310))
+    # Below a shared system prompt: the guard must recognise a re-inserted node at depth > 0.
+    system = [7, 8, 9, 10]
+    old, dead, dead2 = (system + list(range(b, b + CTX)) for b in (100, 200, 300))
     hopeless = {"reuse_prob": 0.01, "next_use_in_s": 600.0}
     h.clock.advance(1.0)
     h.run(old)
@@ -206,7 +208,7 @@ def test_the_plugins_recency_guard_sends_the_next_disagreement_to_lru(make_harne
     guard = index.victims.guard
     assert guard is not None and guard.follows_prediction()
     h.cache.evict(EvictParams(num_tokens=1))  # the key's victim (the hopeless one), not LRU's (old)
-    assert h.resident_tokens(dead) == 0 and h.resident_tokens(old) == CTX
+    assert h.resident_tokens(dead) == len(system) and h.resident_tokens(old) == len(old)
     h.clock.advance(1.0)
     h.run(dead)  # ...is read again: the key chose worse than LRU would have
     assert guard.votes == 1 and not guard.follows_prediction()
@@ -214,4 +216,4 @@ def test_the_plugins_recency_guard_sends_the_next_disagreement_to_lru(make_harne
     h.run(dead2, hint=ReuseHint(workflow_id="d2", **hopeless))
     h.clock.advance(1.0)
     h.cache.evict(EvictParams(num_tokens=1))  # now LRU's victim: the least recently used context
-    assert h.resident_tokens(old) == 0 and h.resident_tokens(dead2) == CTX
+    assert h.resident_tokens(old) == len(system) and h.resident_tokens(dead2) == len(dead2)
