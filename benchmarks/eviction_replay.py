@@ -10,8 +10,9 @@ scheduler is being built in parallel (issue 8). Nothing a live router could not 
 Traces: ``--mooncake`` (default: the FAST'25 synthetic trace in ../shared/data), ``--swe-agent``
 (the SWE-agent trajectories in ../shared/data, converted at run time: see saga_sgl/replay/traces.py),
 and any number of ``--trace FILE`` (your own Mooncake JSONL, with optional task_id/agent_type/step/
-tool fields). Capacities are fractions of the trace's distinct block tokens. Two ablation rows run
-the default key with the hint path's TTLs or its prefix-reuse learning switched off.
+tool fields). Capacities are fractions of the trace's distinct block tokens. Three ablation rows run
+the default key with the hint path's TTLs, its prefix-reuse learning or the recency guard (the
+index follows the key only while it chooses better than LRU: ``policy.eviction.guard``) off.
 
 Outputs (``--out-dir``): eviction_replay.json, eviction_replay.md (tables: recomputed tokens, ratio
 to Belady and to LRU, token hit ratio, recompute seconds under the linear cost model), and
@@ -68,6 +69,8 @@ class Row:
     baseline: bool = False
     driver: DriverSettings | None = None
     """Hint-path settings of an ablation row (None: the defaults)."""
+    config: dict[str, Any] | None = None
+    """Policy settings of an ablation row (None: the defaults)."""
 
 
 ROWS = (
@@ -78,6 +81,7 @@ ROWS = (
     Row("wa_lru", "wa_lru", Mode.HINTS),
     Row("reuse_time", "reuse_time", Mode.HINTS),
     Row("reuse_density", "reuse_density", Mode.HINTS),
+    Row("reuse_density no guard", "reuse_density", Mode.HINTS, config={"recency_guard": False}),
     Row("reuse_density no TTL", "reuse_density", Mode.HINTS, driver=DriverSettings(ttl=False)),
     Row(
         "reuse_density no prefix-reuse",
@@ -93,7 +97,7 @@ def run_row(row: Row, requests: list[TraceRequest], capacity: int) -> ReplayStat
     if row.oracle:
         policy: Any = ReuseTimeEviction(ReuseTimeSettings(ttl_protection=False))
     else:
-        policy = registry.create_eviction(row.policy)
+        policy = registry.create_eviction(row.policy, row.config)
     driver = HintDriver(row.driver) if row.mode is Mode.HINTS else None
     return replay(requests, capacity, policy, row.mode, driver=driver)
 
@@ -129,7 +133,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "`recompute s`: seconds of prefill under the linear cost model (deeper tokens cost more). "
         "`reuse_density no TTL` / `no prefix-reuse`: the default key with the hint path's tool-aware "
         "TTLs, or its learned share of the last prompt that the next call reads "
-        "(saga_sgl/aeg/prefix_reuse.py), switched off.",
+        "(saga_sgl/aeg/prefix_reuse.py), switched off. `reuse_density` is the default (`saga`): the "
+        "key behind the recency guard (saga_sgl/policy/eviction/guard.py: victims follow the key only "
+        "while its disagreements with LRU settle in its favour); `reuse_density no guard`: the key alone.",
         "",
     ]
     for trace, t in report["traces"].items():

@@ -1,7 +1,9 @@
 """Micro-benchmark of the policy core's hot decisions (not a test: no pass/fail thresholds).
 
 * Victim selection: a ``VictimIndex`` over 16,384 cached entries, per eviction policy; one decision
-  = pop the victim and index a replacement entry (steady state). The index's KeyHeap is the native
+  = pop the victim, report one read (the default's recency guard settles its pairs on reads) and
+  index a replacement entry (steady state). ``victim-noguard/...``: the default key without its
+  recency guard (the guard's own cost is the difference). The index's KeyHeap is the native
   saga_kernels build when present (``keyheap_backend`` in the output); the default policy runs once
   more on the pure-Python fallback (``victim-pyheap/...``). For comparison, the paper's
   literal WA-LRU selection: Eq. 1 scored over every entry and the argmax taken (O(N)).
@@ -97,9 +99,14 @@ def timed(fn: Callable[[], None], calls: int, repeats: int) -> dict[str, float]:
 
 
 def bench_eviction(
-    name: str, n: int, repeats: int, rng: random.Random, backend: str | None = None
+    name: str,
+    n: int,
+    repeats: int,
+    rng: random.Random,
+    backend: str | None = None,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    policy = registry.create_eviction(name)
+    policy = registry.create_eviction(name, config)
     now = 1000.0
     index = VictimIndex(policy, backend)
     for i in range(n):
@@ -113,6 +120,7 @@ def bench_eviction(
         clock[0] += 1e-3
         victim = index.pop(clock[0], 0.8)
         assert victim is not None
+        index.note_use(victim.entry_id)  # one read per decision: the recency guard's bookkeeping
         index.add(next(fresh), clock[0], 0.8)
 
     return timed(decide, calls, repeats)
@@ -195,6 +203,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 lambda name=name: bench_eviction(name, args.entries, args.repeats, rng),
             )
         )
+    # The default policy without its recency guard: the guard's own cost is the difference.
+    tasks.append(
+        (
+            f"victim-noguard/{registry.DEFAULT_EVICTION}@{args.entries}",
+            lambda: bench_eviction(
+                registry.DEFAULT_EVICTION, args.entries, args.repeats, rng, config={"recency_guard": False}
+            ),
+        )
+    )
     # The default policy once more on the other KeyHeap backend (saga_kernels: native vs fallback).
     other = "python" if saga_kernels.default_backend() == "native" else None
     if other is not None:

@@ -208,12 +208,23 @@ class ToolStarted(msgspec.Struct, frozen=True, kw_only=True, tag="tool_started")
     ttl_s: float = 0.0
     """Tool-aware TTL computed by the router (Algorithm 1), counted from the tool start; 0 = none."""
     next_use_in_s: float | None = None
+    """Expected seconds until the workflow reads its KV again, given that it does
+    (``aeg.predict.ReusePredictor``); None when unknown."""
+    reuse_prob: float | None = None
+    """P(the workflow reads its KV again within the cache's horizon), in [0, 1]
+    (``aeg.predict.ReusePredictor``, times the AEG's overlap when known); None keeps the hint's."""
 
     def __post_init__(self) -> None:
         _check_id("workflow_id", self.workflow_id, required=True)
         _check_id("tool", self.tool, required=False)
         _check_duration("ttl_s", self.ttl_s)
         _check_duration("next_use_in_s", self.next_use_in_s)
+        if self.reuse_prob is not None and not (
+            isinstance(self.reuse_prob, int | float)
+            and not isinstance(self.reuse_prob, bool)
+            and 0.0 <= self.reuse_prob <= 1.0
+        ):
+            raise MalformedMessage(f"reuse_prob must be in [0, 1], got {self.reuse_prob!r}")
 
 
 class ToolFinished(msgspec.Struct, frozen=True, kw_only=True, tag="tool_finished"):

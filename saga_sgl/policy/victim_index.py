@@ -24,6 +24,16 @@ Costs: add/update/remove O(log n); selection O(log n) amortised plus O(k log n) 
 expired since the previous selection. Hosts call ``add`` (or ``update``) when an entry becomes
 evictable or its view changes, ``remove`` when it is locked or deleted, and ``pop`` to evict.
 
+Recency guard (``policy.eviction.guard``): when the policy carries ``recency_guard`` settings
+(``reuse_density`` does by default), the index also keeps every entry's recency key (the policy's
+tier, then LRU's order: finished workflows first and live TTLs last stay rules; the guard arbitrates
+the order within a tier) in a second KeyHeap of the same backend. At each selection the policy's
+victim and the recency victim are compared; where they differ the guard says which to evict and
+remembers the pair, and the host's reads (``note_use``, by a content identity that survives
+eviction: ``content_of``) settle the pairs. So the index follows the predicted key only while it
+has not recently chosen worse than LRU, and is LRU itself where predictions do not help. Selection
+stays O(log n): two heap tops, O(1) guard work.
+
 Backend seam: the ordered part (one key per entry id, smallest first) is a ``saga_kernels.KeyHeap``,
 native when built, else its pure-Python twin; both order the same key tuples the same way, so the
 victims are the exact policy's either way. The policy's keys are always computed here, in Python.
@@ -32,15 +42,22 @@ victims are the exact policy's either way. The policy's keys are always computed
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 
 from saga_kernels import KeyHeapLike, default_backend, new_key_heap
 
 from saga_sgl.policy.decisions import EvictionKey, Tier
+from saga_sgl.policy.eviction.guard import RecencyGuard, RecencyGuardSettings
 from saga_sgl.policy.interfaces import EvictionPolicy
 from saga_sgl.policy.views import CacheEntryView
 
 _PROTECTED = int(Tier.PROTECTED)
+
+
+def recency_guard_settings(policy: EvictionPolicy) -> RecencyGuardSettings | None:
+    """The policy's recency-guard settings, if it asks for the guard (``recency_guard`` attribute)."""
+    settings = getattr(policy, "recency_guard", None)
+    return settings if isinstance(settings, RecencyGuardSettings) else None
 
 
 def clean_key(key: EvictionKey) -> EvictionKey:
@@ -84,10 +101,30 @@ def shared_entry_view(users: Sequence[CacheEntryView]) -> CacheEntryView:
 class VictimIndex:
     """The evictable entries of one cache, ordered by one policy's keys."""
 
-    __slots__ = ("_deadlines", "_entries", "_heap", "_policy", "_protected_tokens", "backend")
+    __slots__ = (
+        "_content_of",
+        "_deadlines",
+        "_entries",
+        "_heap",
+        "_policy",
+        "_protected_tokens",
+        "_recency",
+        "backend",
+        "guard",
+    )
 
-    def __init__(self, policy: EvictionPolicy, backend: str | None = None) -> None:
-        """``backend``: ``native`` or ``python`` KeyHeap (default: ``saga_kernels.default_backend``)."""
+    def __init__(
+        self,
+        policy: EvictionPolicy,
+        backend: str | None = None,
+        *,
+        content_of: Callable[[CacheEntryView], Hashable] | None = None,
+    ) -> None:
+        """``backend``: ``native`` or ``python`` KeyHeap (default: ``saga_kernels.default_backend``).
+
+        ``content_of``: the identity of an entry's content that survives its eviction (what the host
+        passes to ``note_use``); default the entry id (hosts whose ids are stable across re-insertion).
+        """
         self._policy = policy
         # entry id -> (view, stored key); the heap holds exactly one key per entry.
         self._entries: dict[int, tuple[CacheEntryView, EvictionKey]] = {}
@@ -97,6 +134,22 @@ class VictimIndex:
         # (0, ttl deadline, 0.0, entry id) of the entries stored in the PROTECTED tier.
         self._deadlines: KeyHeapLike = new_key_heap(self.backend)
         self._protected_tokens = 0
+        guard_settings = recency_guard_settings(policy)
+        self.guard: RecencyGuard | None = None if guard_settings is None else RecencyGuard(guard_settings)
+        """The recency guard (None when the policy does not ask for one)."""
+        # (tier, last access, 0.0, entry id): LRU within the policy's tier, the guard's second expert
+        # (without information every tier is ORDINARY: LruEviction's key).
+        self._recency: KeyHeapLike | None = None if self.guard is None else new_key_heap(self.backend)
+        self._content_of = content_of
+
+    def content(self, view: CacheEntryView) -> Hashable:
+        """The content identity of ``view`` the guard remembers (``content_of``, default its entry id)."""
+        return view.entry_id if self._content_of is None else self._content_of(view)
+
+    def note_use(self, content: Hashable) -> None:
+        """The host read ``content`` (a hit or a miss): settles the guard's pairs (no-op unguarded)."""
+        if self.guard is not None:
+            self.guard.on_use(content)
 
     @property
     def policy(self) -> EvictionPolicy:
@@ -137,6 +190,8 @@ class VictimIndex:
         if item is None:
             return False
         self._heap.remove(entry_id)
+        if self._recency is not None:
+            self._recency.remove(entry_id)
         if item[1][0] == _PROTECTED:
             self._protected_tokens -= item[0].num_tokens
             self._deadlines.remove(entry_id)
@@ -144,7 +199,7 @@ class VictimIndex:
 
     def peek(self, now_s: float, pressure: float) -> CacheEntryView | None:
         """The entry the policy would evict now, without removing it; None if the index is empty."""
-        top = self._select(now_s, pressure)
+        top = self._choose(now_s, pressure, record=False)
         return None if top is None else self._entries[top][0]
 
     def pop(self, now_s: float, pressure: float) -> CacheEntryView | None:
@@ -154,7 +209,7 @@ class VictimIndex:
 
     def pop_keyed(self, now_s: float, pressure: float) -> tuple[CacheEntryView, EvictionKey] | None:
         """Like ``pop``, with the key the victim was chosen by (hosts count victims by its tier)."""
-        top = self._select(now_s, pressure)
+        top = self._choose(now_s, pressure, record=True)
         if top is None:
             return None
         item = self._entries[top]
@@ -191,12 +246,43 @@ class VictimIndex:
             self._protected_tokens -= old[0].num_tokens
         self._entries[entry_id] = (entry, key)
         self._heap.push(key)
+        if self._recency is not None and (
+            old is None or old[1][0] != key[0] or old[0].last_access_s != entry.last_access_s
+        ):
+            last = entry.last_access_s
+            self._recency.push((key[0], last if last == last else math.inf, 0.0, entry_id))
         if key[0] == _PROTECTED:
             self._protected_tokens += entry.num_tokens
             deadline = entry.ttl_deadline_s
             self._deadlines.push((0, math.inf if deadline is None else deadline, 0.0, entry_id))
         elif old is not None and old[1][0] == _PROTECTED:
             self._deadlines.remove(entry_id)
+
+    def _choose(self, now_s: float, pressure: float, *, record: bool) -> int | None:
+        """The victim: the policy's, or (guarded, where they differ) the guard's pick of it vs the
+        recency victim. A recency key whose tier went stale is re-keyed first (lazily, as ``_select``
+        does for the policy's keys), which can move the policy's victim too: then both are re-read."""
+        guard, recency = self.guard, self._recency
+        while True:
+            predicted = self._select(now_s, pressure)
+            if predicted is None or guard is None or recency is None:
+                return predicted
+            lru = recency.top()
+            if lru is None or lru == predicted:
+                return predicted
+            l_view, l_key = self._entries[lru]
+            fresh = entry_key(self._policy, l_view, now_s, pressure)
+            if fresh[0] != l_key[0]:
+                self._push(l_view, fresh)
+                continue
+            follow = guard.follows_prediction()
+            if record:
+                p_view = self._entries[predicted][0]
+                v, sp = (p_view, l_view) if follow else (l_view, p_view)
+                guard.on_disagreement(
+                    self.content(v), v.num_tokens, self.content(sp), sp.num_tokens, predicted_chose=follow
+                )
+            return predicted if follow else lru
 
     def _rekey(self, entry_id: int, now_s: float, pressure: float) -> None:
         view = self._entries[entry_id][0]

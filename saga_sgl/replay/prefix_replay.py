@@ -221,6 +221,7 @@ def replay(
         for seg in chain:
             total += seg.tokens
             pinned.add(seg.eid)
+            index.note_use(seg.eid)  # the recency guard's evidence (hit or miss; ids are stable)
             if seg.cached:
                 index_remove(seg)
         k = 0

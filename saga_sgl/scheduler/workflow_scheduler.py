@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from saga_sgl.aeg.build import from_tool_hints, step_id_of
+from saga_sgl.aeg.gaps import GapModel
 from saga_sgl.aeg.graph import AEG
 from saga_sgl.aeg.inference import InferenceSettings, ObservedStep, PatternInference
 from saga_sgl.aeg.predict import (
     NextUsePredictor,
+    ReusePredictor,
     WorkSettings,
     expected_completion_s,
     expected_queue_delay_s,
@@ -126,6 +128,7 @@ class WorkflowRecord:
         "predicted_peak_tokens",
         "queued_since_s",
         "remaining_work_s",
+        "reuse_next_use_at_s",
         "reuse_prob",
         "running",
         "state",
@@ -165,6 +168,8 @@ class WorkflowRecord:
         self.reuse_prob: float | None = None
         self.next_use_at_s: float | None = None
         self.next_use_refreshes = 0
+        self.reuse_next_use_at_s: float | None = None
+        """Expected next read of the KV given it comes (``ReusePredictor``): the eviction hint."""
         self.ttl_deadline_s: float | None = None
         self.remaining_work_s = 0.0
         self.deadline_s = math.inf
@@ -214,6 +219,10 @@ class WorkflowScheduler:
         )
         self.latency = ToolLatencyModel(load_settings(ToolLatencySettings, s.tool_latency))
         self.next_use = NextUsePredictor(self.latency)
+        # The eviction hints: the same gap model and predictor as the trace-replay hint path
+        # (saga_sgl/replay/driver.py), learned from this scheduler's own tool gaps.
+        self.gaps = GapModel(self.latency)
+        self.reuse = ReusePredictor(self.gaps)
         self.ttl: Any = None
         if s.predictions and s.ttl:
             from saga_sgl.policy.eviction.ttl import ToolAwareTtl, TtlSettings
@@ -289,7 +298,7 @@ class WorkflowScheduler:
             return None
         finished = rec.state is WorkflowState.FINISHED
         if rec.state is WorkflowState.TOOL_GAP:
-            next_use = rec.next_use_at_s
+            next_use = rec.reuse_next_use_at_s if rec.reuse_next_use_at_s is not None else rec.next_use_at_s
         elif rec.state is WorkflowState.QUEUED:
             next_use = rec.queued_since_s
         else:
@@ -403,10 +412,11 @@ class WorkflowScheduler:
     def _dispatch(self, rec: WorkflowRecord, ev: CallArrived, now: float) -> list[Action]:
         out: list[Action] = []
         if rec.state is WorkflowState.TOOL_GAP:
+            self._observe_gap(rec, now)
             self._end_tool(rec, now)
         rec.state = WorkflowState.QUEUED
         rec.queued_since_s = now
-        rec.ttl_deadline_s = rec.next_use_at_s = None
+        rec.ttl_deadline_s = rec.next_use_at_s = rec.reuse_next_use_at_s = None
         rec.view = None
         workers = self._worker_views(now)
         if rec.worker_id is None and self.settings.admission.enabled:
@@ -520,7 +530,7 @@ class WorkflowScheduler:
         rec.running = False
         rec.state = WorkflowState.TOOL_GAP
         rec.tool, rec.tool_started_s = None, now
-        rec.reuse_prob = rec.next_use_at_s = rec.ttl_deadline_s = None
+        rec.reuse_prob = rec.next_use_at_s = rec.ttl_deadline_s = rec.reuse_next_use_at_s = None
         if self.settings.predictions:
             self._unannounced.add(rec.workflow_id)
         rec.queued_since_s = None
@@ -565,7 +575,7 @@ class WorkflowScheduler:
         worker = self._worker(rec.worker_id, now)
         step = self._step(rec)
         context = rec.context_tokens
-        rec.reuse_prob = reuse_probability(rec.aeg, step, context) if rec.aeg is not None and step else None
+        self._predict_reuse(rec, now)
         delay = 0.0
         pressure = 0.0
         if worker is not None:
@@ -590,9 +600,56 @@ class WorkflowScheduler:
         if wid is None or rec.tool is None:
             return []
         ttl = max(0.0, rec.ttl_deadline_s - now) if rec.ttl_deadline_s is not None else 0.0
-        nxt = max(0.0, rec.next_use_at_s - now) if rec.next_use_at_s is not None else None
-        msg = ToolStartedMsg(workflow_id=rec.workflow_id, tool=rec.tool, ttl_s=ttl, next_use_in_s=nxt)
+        at = rec.reuse_next_use_at_s if rec.reuse_next_use_at_s is not None else rec.next_use_at_s
+        nxt = max(0.0, at - now) if at is not None else None
+        msg = ToolStartedMsg(
+            workflow_id=rec.workflow_id,
+            tool=rec.tool,
+            ttl_s=ttl,
+            next_use_in_s=nxt,
+            reuse_prob=rec.reuse_prob,
+        )
         return [Control(worker_id=wid, message=msg)]
+
+    def _gap_class(self, rec: WorkflowRecord) -> tuple[str, str, int]:
+        """(agent type, tool, step) of the current tool gap: the gap model's class keys."""
+        return rec.agent_type or "", rec.tool or "", max(0, rec.steps_done - 1)
+
+    def _observe_gap(self, rec: WorkflowRecord, now: float) -> None:
+        """The workflow's next call arrived: its tool gap (since its last call ended) is a sample."""
+        if not self.settings.predictions or rec.tool_started_s is None:
+            return
+        agent_type, tool, step = self._gap_class(rec)
+        self.gaps.observe_idle(
+            0.0,
+            max(0.0, now - rec.tool_started_s),
+            True,
+            agent_type=agent_type,
+            tool=tool,
+            step=step,
+            workflow_id=rec.workflow_id,
+        )
+
+    def _predict_reuse(self, rec: WorkflowRecord, now: float) -> None:
+        """Eviction hints of a workflow in a tool gap: P(reuse within the horizon) and the expected
+        next read (``ReusePredictor``, as the trace-replay hint path), times the AEG's overlap of the
+        next call with the cached context when the workflow's AEG is known."""
+        started = rec.tool_started_s if rec.tool_started_s is not None else now
+        agent_type, tool, step_index = self._gap_class(rec)
+        pred = self.reuse.predict(
+            idle_since_s=started,
+            now_s=now,
+            agent_type=agent_type,
+            tool=tool,
+            step=step_index,
+            workflow_id=rec.workflow_id,
+        )
+        step = self._step(rec)
+        overlap = 1.0
+        if rec.aeg is not None and step is not None:
+            overlap = reuse_probability(rec.aeg, step, rec.context_tokens)
+        rec.reuse_prob = pred.reuse_prob * overlap
+        rec.reuse_next_use_at_s = pred.next_use_at_s
 
     def _step(self, rec: WorkflowRecord) -> StepId | None:
         """AEG step of the workflow's last finished call, if its AEG has that step."""
@@ -617,7 +674,7 @@ class WorkflowScheduler:
         if rec.tool is None and ev.tool:
             rec.tool = tool_type_of(ev.tool)
         self._end_tool(rec, now)
-        rec.next_use_at_s = now
+        rec.next_use_at_s = rec.reuse_next_use_at_s = now
         rec.ttl_deadline_s = None
         rec.view = None
         wid = rec.kv_worker or rec.worker_id
@@ -639,7 +696,7 @@ class WorkflowScheduler:
                 self._inflight[rec.call_worker] -= 1
         rec.state = WorkflowState.FINISHED
         rec.reuse_prob = 0.0
-        rec.next_use_at_s = rec.ttl_deadline_s = None
+        rec.next_use_at_s = rec.ttl_deadline_s = rec.reuse_next_use_at_s = None
         rec.view = None
         self._active.pop(rec.workflow_id, None)
         if rec.admitted_s is not None:
@@ -854,6 +911,7 @@ class WorkflowScheduler:
                 continue
             rec.next_use_at_s = new
             rec.next_use_refreshes += 1
+            self._predict_reuse(rec, now)  # the gap has aged: P and the expected read move too
             rec.view = None
             self._push_refresh(rec)
             out.extend(self._tool_started_control(rec, now))

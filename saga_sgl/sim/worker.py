@@ -19,7 +19,7 @@ only models the mechanism and its cost.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -165,7 +165,7 @@ class SimWorker:
         cap = settings.kv_capacity_tokens or cost.kv_capacity_tokens()
         self.capacity_tokens = 1 << 62 if settings.infinite_kv else cap
         self.nominal_capacity_tokens = cap
-        self.victims = VictimIndex(host.eviction)
+        self.victims = VictimIndex(host.eviction, content_of=self._content_of)
         """Evictable leaves in the eviction policy's key order (the policy core's index)."""
         self.protected = ProtectedTokens()
         """Evictable tokens under a live TTL (the pressure's protected term)."""
@@ -192,6 +192,20 @@ class SimWorker:
         """Integral of tokens reserved by admitted requests outside the tree (new prompt + output)."""
         self._last_stat_s = 0.0
         self.num_iterations = 0
+
+    def _content_of(self, view: CacheEntryView) -> Hashable:
+        """A node's content for the recency guard: its segment at its depth (survives eviction)."""
+        node = self.cache.by_id[view.entry_id]
+        return (node.depth_tokens, node.seg_id)
+
+    def _note_reads(self, call: SimCall) -> None:
+        """The call reads its prompt's segments (hits and misses): the recency guard's evidence."""
+        if self.victims.guard is None:
+            return
+        depth = 0
+        for seg in call.prompt:
+            depth += seg.num_tokens
+            self.victims.note_use((depth, seg.seg_id))
 
     # --- state ----------------------------------------------------------------------------------
     @property
@@ -409,6 +423,7 @@ class SimWorker:
             if budget <= 0 or self.num_running + len(admitted) >= self.settings.max_running_requests:
                 break
             node, matched = self.cache.match(call.prompt)
+            self._note_reads(call)
             self.cache.lock(node, now_s, call.host)
             new = call.prompt_tokens - matched
             need = self.cache.pages(new) + call.output_tokens

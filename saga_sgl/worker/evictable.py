@@ -6,6 +6,12 @@ set (``UnifiedTreeCore._update_evictable_leaf_sets``, the one place that adds to
 ``saga_sgl.policy.victim_index.VictimIndex`` (the same index the simulator uses, with the same key
 and key-equality rule), and the eviction walk pops from it.
 
+Recency guard (``policy.eviction.guard``): the index compares the policy's victim with LRU's and
+learns from later reads which chose better. A radix node's id does not survive its eviction (a
+re-inserted prefix is a new node), so the guard remembers a node by its *content* (``node_content``:
+where it starts and the tokens around its start, which a split keeps), and ``note_reads`` reports
+each checkpointed request's path.
+
 This module only maps radix nodes to the index's entry ids and views: the view of a node is the
 strategy's (``SagaEvictionStrategy.entry_view``, one rule for shared prefixes), so the keys are
 exactly those SGLang's stock heap would see through ``get_priority``. A stored view goes stale
@@ -17,10 +23,14 @@ changes (TTL deadlines, pressure) are the index's own business.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from saga_sgl.policy.victim_index import VictimIndex
 from saga_sgl.worker.hints import MARK_ATTR, NodeMark
+
+CONTENT_TOKENS = 16
+"""Tokens on each side of a node's start that identify its content for the recency guard."""
 
 VICTIM_KEY_ATTR = "_saga_victim_key"
 """Node attribute: the key the index chose the node by (``strategy.victim_tier`` counts its tier)."""
@@ -36,7 +46,7 @@ class EvictableLeaves:
         self.strategy = strategy
         self.leaf_set = leaf_set
         """SGLang's ``evictable_device_leaves`` this index mirrors (``reset()`` replaces the set)."""
-        self.victims = VictimIndex(strategy.policy)
+        self.victims = VictimIndex(strategy.policy, content_of=self._content_of)
         strategy.runtime.metrics.set_gauge("victim_index_native", float(self.victims.backend == "native"))
         self._nodes: dict[int, Any] = {}
         self._workflows_of: dict[int, frozenset[str]] = {}
@@ -48,6 +58,18 @@ class EvictableLeaves:
 
     def __len__(self) -> int:
         return len(self._nodes)
+
+    def _content_of(self, view: Any) -> Hashable:
+        return node_content(self._nodes[view.entry_id])
+
+    def note_reads(self, path: list[Any]) -> None:
+        """A request read (hit or inserted) the nodes of ``path``: the recency guard's evidence."""
+        if self.victims.guard is None:
+            return
+        depth = 0
+        for node in reversed(path):  # root side first: each node's start depth in one pass
+            self.victims.note_use(node_content(node, depth))
+            depth += len(node.key)
 
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._nodes
@@ -121,3 +143,26 @@ class EvictableLeaves:
                 node.__dict__[VICTIM_KEY_ATTR] = key
                 self.strategy.runtime.metrics.inc("index_victims", backend=self.victims.backend)
                 return node
+
+
+def node_content(node: Any, start_depth: int | None = None) -> Hashable:
+    """What a radix node holds, as an identity that outlives the node: (start depth, the last
+    ``CONTENT_TOKENS`` tokens before it, its first ``CONTENT_TOKENS`` tokens, its namespace). A split
+    keeps it for the upper half; a re-inserted evicted prefix gets it back. ``start_depth``: the
+    tokens above the node when the caller knows them (else counted up to the root)."""
+    key = node.key
+    parent = node.parent
+    before: tuple[int, ...] = ()
+    if parent is not None and parent.parent is not None:
+        pkey = parent.key
+        n = len(pkey)
+        before = tuple(pkey.token_ids[max(0, n - CONTENT_TOKENS) : n])
+    depth = 0
+    if start_depth is not None:
+        depth = start_depth
+    else:
+        up = parent
+        while up is not None and up.parent is not None:
+            depth += len(up.key)
+            up = up.parent
+    return (depth, before, tuple(key.token_ids[:CONTENT_TOKENS]), getattr(key, "extra_key", None))

@@ -212,12 +212,14 @@ class HintTable:
             return False
         record = self._touch(message.workflow_id, now_s)
         match message:
-            case ToolStarted(tool=tool, ttl_s=ttl_s, next_use_in_s=next_use_in_s):
+            case ToolStarted(tool=tool, ttl_s=ttl_s, next_use_in_s=next_use_in_s, reuse_prob=reuse_prob):
                 record.tool = tool
                 record.call_ttl_s = 0.0
                 self._set_ttl(record, ttl_s, now_s)
                 if next_use_in_s is not None:
                     record.next_use_at_s = now_s + next_use_in_s
+                if reuse_prob is not None:  # the router's ReusePredictor, refreshed as the gap ages
+                    record.reuse_prob = reuse_prob
             case ToolFinished():
                 # The tool returned: the next call is imminent, and the TTL has done its job
                 # (the paper's repository clears the deadline when the tool returns).

@@ -240,6 +240,7 @@ class WorkerRuntime:
         )
         for index in list(self.leaf_indices):
             try:
+                index.note_reads(path)
                 for node in path:
                     index.resync(node)
             except Exception as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import saga_kernels
@@ -128,7 +129,9 @@ def test_the_package_is_listed_in_pyproject() -> None:
 
 # --- VictimIndex over random entries and hints --------------------------------------------------
 
-POLICIES = ["reuse_density", "reuse_time", "wa_lru", "lru", "vllm_prefix"]
+POLICIES = ["reuse_density", "reuse_density guarded", "reuse_time", "wa_lru", "lru", "vllm_prefix"]
+"""``reuse_density`` is its key alone; ``reuse_density guarded`` the default (``saga``) with the
+recency guard, whose reads (``use``) decide between the key's victim and LRU's."""
 
 
 @st.composite
@@ -157,8 +160,10 @@ def index_scripts(draw: st.DrawFn) -> tuple[str, list[tuple[str, object, float, 
     for _ in range(draw(st.integers(1, 60))):
         now += draw(st.sampled_from([0.0, 0.25, 1.0, 4.0]))
         pressure = draw(st.sampled_from([0.3, 0.85, 0.95]))
-        kind = draw(st.sampled_from(["add", "add", "add", "pop", "remove"]))
-        if kind == "add":
+        kind = draw(st.sampled_from(["add", "add", "add", "pop", "remove", "use"]))
+        if kind == "use":
+            script.append(("use", draw(st.integers(0, 25)), now, pressure))
+        elif kind == "add":
             script.append(("add", draw(entry_views(draw(st.integers(0, 25)), now)), now, pressure))
         elif kind == "remove":
             script.append(("remove", draw(st.integers(0, 25)), now, pressure))
@@ -171,13 +176,24 @@ def index_scripts(draw: st.DrawFn) -> tuple[str, list[tuple[str, object, float, 
 Script = list[tuple[str, object, float, float]]
 
 
+def _recency(policy: Any, v: CacheEntryView, now: float, pressure: float) -> tuple[int, float, int]:
+    """The guard's second expert: LRU within the policy's tier."""
+    return (entry_key(policy, v, now, pressure)[0], v.last_access_s, v.entry_id)
+
+
 def _run_index(backend: str, policy_name: str, script: Script) -> list[object]:
-    index = VictimIndex(registry.create_eviction(policy_name), backend)
+    guarded = policy_name.endswith(" guarded")
+    config = None if guarded or policy_name != "reuse_density" else {"recency_guard": False}
+    index = VictimIndex(registry.create_eviction(policy_name.split()[0], config), backend)
+    assert (index.guard is not None) is guarded
     reference: dict[int, CacheEntryView] = {}
     out: list[object] = []
     policy = index.policy
     for kind, arg, now, pressure in script:
-        if kind == "add":
+        if kind == "use":
+            assert isinstance(arg, int)
+            index.note_use(arg)
+        elif kind == "add":
             assert isinstance(arg, CacheEntryView)
             index.add(arg, now, pressure)
             reference[arg.entry_id] = arg
@@ -189,8 +205,11 @@ def _run_index(backend: str, policy_name: str, script: Script) -> list[object]:
             while True:
                 item = index.pop_keyed(now, pressure)
                 if item is not None:
-                    # The exact policy's choice: the smallest fresh key among the indexed entries.
+                    # The exact policy's choice: the smallest fresh key among the indexed entries
+                    # (guarded: that or the recency victim, the least recently used of the lowest tier).
                     best = min(reference.values(), key=lambda v: entry_key(policy, v, now, pressure))
+                    if guarded and item[0].entry_id != best.entry_id:
+                        best = min(reference.values(), key=lambda v: _recency(policy, v, now, pressure))
                     assert item[0].entry_id == best.entry_id
                     assert item[1] == entry_key(policy, best, now, pressure)
                     del reference[best.entry_id]
@@ -198,6 +217,8 @@ def _run_index(backend: str, policy_name: str, script: Script) -> list[object]:
                 if kind == "pop" or item is None:
                     break
         out.append(index.protected_tokens)
+    if index.guard is not None:
+        out.append((index.guard.score, index.guard.votes, index.guard.chose_prediction))
     return out
 
 

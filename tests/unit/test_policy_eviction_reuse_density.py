@@ -15,6 +15,11 @@ from saga_sgl.policy.victim_index import VictimIndex
 from saga_sgl.policy.views import CacheEntryView, WorkflowId
 
 
+def _key_only() -> ReuseDensityEviction:
+    """The key's own order (no recency guard: tests/unit/test_policy_eviction_guard.py covers it)."""
+    return ReuseDensityEviction(ReuseDensitySettings(recency_guard=False))
+
+
 def _drain(policy: object, entries: list[CacheEntryView], now_s: float) -> list[int]:
     index = VictimIndex(policy)  # type: ignore[arg-type]
     for e in entries:
@@ -37,7 +42,9 @@ def test_without_information_the_order_is_lrus() -> None:
         )
         for i in range(500)
     ]
-    assert _drain(ReuseDensityEviction(), entries, 1000.0) == _drain(LruEviction(), entries, 1000.0)
+    lru = _drain(LruEviction(), entries, 1000.0)
+    assert _drain(_key_only(), entries, 1000.0) == lru
+    assert _drain(ReuseDensityEviction(), entries, 1000.0) == lru  # guarded (the default) too
 
 
 def test_saga_names_reuse_density_in_the_registry() -> None:
@@ -63,7 +70,7 @@ def test_a_context_whose_tool_is_due_outlives_an_older_and_a_fresher_idle_one() 
     )
     older_idle = CacheEntryView(entry_id=2, num_tokens=512, depth_tokens=4096, last_access_s=now - 30.0)
     fresher_idle = CacheEntryView(entry_id=3, num_tokens=512, depth_tokens=4096, last_access_s=now)
-    order = _drain(ReuseDensityEviction(), [tool_ctx, older_idle, fresher_idle], now)
+    order = _drain(_key_only(), [tool_ctx, older_idle, fresher_idle], now)
     assert order == [2, 3, 1]
     # LRU would evict the tool context before the fresher idle one.
     assert _drain(LruEviction(), [tool_ctx, older_idle, fresher_idle], now) == [2, 1, 3]
@@ -79,7 +86,7 @@ def test_unlikely_reuse_goes_before_recent_and_dead_before_all() -> None:
     never = CacheEntryView(
         entry_id=4, num_tokens=8, depth_tokens=8, last_access_s=now, reuse_prob=0.5, next_use_at_s=math.inf
     )
-    assert _drain(ReuseDensityEviction(), [hopeless, plain, dead, never], now) == [3, 4, 1, 2]
+    assert _drain(_key_only(), [hopeless, plain, dead, never], now) == [3, 4, 1, 2]
 
 
 def test_deeper_tokens_cost_more_to_recompute() -> None:

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from saga_sgl.protocol import ReuseHint, ToolFinished, ToolStarted, TtlChanged, WorkflowFinished
+from saga_sgl.errors import MalformedMessage
+from saga_sgl.protocol import (
+    ReuseHint,
+    ToolFinished,
+    ToolStarted,
+    TtlChanged,
+    WorkflowFinished,
+    decode_control,
+    encode_control,
+)
 from saga_sgl.worker.hints import HintTable, NodeMark, mark_path
 
 
@@ -28,6 +38,27 @@ def test_relative_wire_times_become_absolute_and_the_ttl_starts_with_the_tool() 
     # A new call shows the workflow is alive again.
     table.apply_hint(ReuseHint(workflow_id="w", step=7), received_at_s=112.0)
     assert not record.is_finished and record.step == 7
+
+
+def test_tool_started_carries_the_routers_reuse_prediction() -> None:
+    """The scheduler's ReusePredictor travels in ToolStarted (refreshed as the gap ages); a message
+    without it keeps the hint's P; an out-of-range P is refused at decode with a clear error."""
+    table = HintTable(10)
+    record = table.apply_hint(ReuseHint(workflow_id="w", reuse_prob=0.9), received_at_s=0.0)
+    started = ToolStarted(workflow_id="w", tool="web", next_use_in_s=5.0, reuse_prob=0.25)
+    assert table.apply_control(started, 1.0)
+    assert (record.reuse_prob, record.next_use_at_s) == (0.25, 6.0)
+    assert table.apply_control(ToolStarted(workflow_id="w", tool="web", ttl_s=1.0), 2.0)
+    assert record.reuse_prob == 0.25
+    assert decode_control(encode_control(ToolStarted(workflow_id="w", tool="web", reuse_prob=0.5))) == (
+        ToolStarted(workflow_id="w", tool="web", reuse_prob=0.5)
+    )
+    bad = {"type": "tool_started", "workflow_id": "w", "tool": "web", "reuse_prob": 1.5}
+    wire = msgspec.msgpack.encode(bad)
+    with pytest.raises(MalformedMessage, match="reuse_prob"):
+        decode_control(wire)
+    with pytest.raises(MalformedMessage, match="reuse_prob"):
+        ToolStarted(workflow_id="w", tool="web", reuse_prob=-0.1)
 
 
 def test_control_for_unknown_workflows_creates_no_record() -> None:

@@ -28,6 +28,11 @@ no information at all the key *is* LRU's (tie-break 0, then entry id). A workflo
 back has P near 1 and a short wait W, so it is kept well past an older idle entry; a finished or
 terminal workflow's KV goes first (DEAD tier, LRU among them); a live tool-aware TTL puts an entry
 in the PROTECTED tier while ``protects(pressure)`` (see ``policy.pressure``). O(1) per key.
+
+By default the policy asks ``VictimIndex`` for the recency guard (``policy.eviction.guard``): the
+index evicts by this key only while it has recently chosen better than LRU, so where the
+predictions do not help, the victims are LRU's. ``key()`` alone (SGLang's stock per-call heap, the
+legacy tree) is the unguarded order.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from saga_sgl.policy.cost_model import LinearCostSettings
 from saga_sgl.policy.decisions import EvictionKey, Tier
+from saga_sgl.policy.eviction.guard import RecencyGuardSettings
 from saga_sgl.policy.eviction.ttl import is_ttl_live, ttl_protects
 from saga_sgl.policy.settings import require, require_frac, require_non_negative, require_positive
 from saga_sgl.policy.views import CacheEntryView
@@ -77,6 +83,11 @@ class ReuseDensitySettings:
     """A live tool-aware TTL puts the entry in the PROTECTED tier [I]."""
     threshold_high: float = 0.9
     """Pressure at and above which TTLs stop protecting (``policy.pressure``) [P]."""
+    recency_guard: bool = True
+    """Victim selection follows this key only while it has recently chosen better than LRU
+    (``policy.eviction.guard``, applied by ``VictimIndex``); off: the key alone [I]."""
+    guard_window: float = 256.0
+    """The guard's memory in settled disagreements (``RecencyGuardSettings.window``) [I]."""
 
     def __post_init__(self) -> None:
         owner = "ReuseDensitySettings"
@@ -87,6 +98,7 @@ class ReuseDensitySettings:
         require_positive(owner, "attention_tokens", self.attention_tokens)
         require_non_negative(owner, "cost_weight", self.cost_weight)
         require_frac(owner, "threshold_high", self.threshold_high)
+        require_positive(owner, "guard_window", self.guard_window)
 
 
 class ReuseDensityEviction:
@@ -101,6 +113,10 @@ class ReuseDensityEviction:
         self._offset = s.decay_s * math.log(s.decay_s / s.p_ref)
         self._inv_attention = 1.0 / s.attention_tokens
         self._cost_decay = s.decay_s * s.cost_weight
+        self.recency_guard: RecencyGuardSettings | None = (
+            RecencyGuardSettings(window=s.guard_window) if s.recency_guard else None
+        )
+        """Asks ``VictimIndex`` for the recency guard (None: victims by this key alone)."""
 
     def key(self, entry: CacheEntryView, now_s: float, pressure: float) -> EvictionKey:
         if entry.is_finished or entry.is_terminal:

@@ -1,0 +1,166 @@
+"""Recency guard: learn online whether the predicted eviction key beats LRU, and follow the better one.
+
+Why: a predicted key (``reuse_density``) wins where its predictions are right and loses to LRU
+where they are not (a session predicted dead that comes back). Tuning the key per trace does not
+make it safe; a mechanism that measures, on the live stream, which of the two orders chooses
+better does (the ARC / LeCaR / Cacheus family: experts, ghosts of recent victims, regret) [I].
+
+Mechanism (one comparison per *disagreement*): when the index must evict, the predicted key's
+victim p and LRU's victim r (the least recently used entry) are both known. If p == r there is
+nothing to learn. Otherwise the index evicts the victim of the expert it currently follows and
+records the pair (victim v, spared s): the other expert would have evicted s and kept v. The first
+later read of either settles the pair by Belady's pairwise rule (of two entries, evict the one read
+later):
+
+* v is read first: the choice was wrong; a vote of v's tokens against the expert that chose;
+* s is read first: the choice was right; a vote of s's tokens for the expert that chose (also when
+  s has been evicted since: at the decision, keeping s was still the better of the two).
+
+An earlier version settled a read of an already-evicted s without a vote; that biased the score
+against whichever expert spares the oldest entries (LRU's victim is soon evicted anyway, so the
+prediction's right calls rarely counted) and cost up to 2 points of recomputation on the SWE-agent
+trace at 1% (benchmarks/results/eviction_reading.md).
+
+``score`` is the exponentially decayed sum of the votes (tokens, + for the predicted key), decayed
+by 1/``window`` per vote. The index follows the predicted key iff ``score >= 0``: the prediction is
+trusted until settled disagreements show it choosing worse than LRU, and from then on LRU decides
+until recent disagreements favour the prediction again. Starting on the prediction keeps every host
+that cannot report reads (SGLang's stock per-call heap, the legacy tree, the simulator) on the same
+order as the key alone; starting on LRU was measured too (benchmarks/results/eviction_replay.md:
+equal or worse on every SWE-agent capacity). Without information the predicted key *is* LRU's (no
+disagreement ever), so the guarded index is LRU to the victim. Pairs never settled are dropped oldest first
+beyond ``max_pending`` (a pair's memory is bounded, like a ghost list of cache size).
+
+Costs: O(1) dict operations per disagreement, per read (``on_use``) and per eviction. The guard
+never looks at keys; ``VictimIndex`` asks it which expert to follow and tells it what happened.
+Hosts must report every read of a cached or evicted entry (``VictimIndex.note_use``), by a content
+identity that survives eviction (a block hash, a radix path), or the guard learns nothing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from saga_sgl.policy.settings import require, require_positive
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecencyGuardSettings:
+    """Settings of ``RecencyGuard``."""
+
+    window: float = 256.0
+    """Votes over which a vote's weight decays by a factor e: the guard's memory, in settled
+    disagreements (not seconds, so it adapts at the pace of the eviction stream) [I]."""
+    max_pending: int = 65_536
+    """Unsettled pairs kept (oldest dropped): a bounded ghost memory [I]."""
+
+    def __post_init__(self) -> None:
+        owner = "RecencyGuardSettings"
+        require_positive(owner, "window", self.window)
+        require(self.max_pending >= 1, owner, "max_pending", ">= 1", self.max_pending)
+
+
+class _Pair:
+    __slots__ = ("sign", "spared", "spared_tokens", "victim", "victim_tokens")
+
+    def __init__(
+        self, victim: Hashable, victim_tokens: int, spared: Hashable, spared_tokens: int, sign: float
+    ) -> None:
+        self.victim = victim
+        self.victim_tokens = victim_tokens
+        self.spared = spared
+        self.spared_tokens = spared_tokens
+        self.sign = sign
+        """+1 when the predicted key chose the victim, -1 when LRU did."""
+
+
+class RecencyGuard:
+    """Which expert (predicted key or LRU) to follow, learned from settled disagreements."""
+
+    __slots__ = (
+        "_by_spared",
+        "_by_victim",
+        "_decay",
+        "_pairs",
+        "_seq",
+        "chose_lru",
+        "chose_prediction",
+        "score",
+        "settings",
+        "votes",
+    )
+
+    def __init__(self, settings: RecencyGuardSettings | None = None) -> None:
+        self.settings = s = settings or RecencyGuardSettings()
+        self._decay = 1.0 - 1.0 / max(1.0, s.window)
+        self.score = 0.0
+        """Decayed sum of settled votes in tokens; < 0: LRU has chosen better lately."""
+        self._pairs: OrderedDict[int, _Pair] = OrderedDict()
+        self._by_victim: dict[Hashable, int] = {}
+        self._by_spared: dict[Hashable, dict[int, None]] = {}
+        """Pairs by their spared entry (an ordered set of pair ids)."""
+        self._seq = 0
+        self.votes = 0
+        """Settled disagreements (for logs and tests)."""
+        self.chose_prediction = 0
+        self.chose_lru = 0
+        """Disagreements decided for each expert."""
+
+    def follows_prediction(self) -> bool:
+        """Follow the predicted key's victim at the next disagreement (else LRU's)."""
+        return self.score >= 0.0
+
+    def on_disagreement(
+        self,
+        victim: Hashable,
+        victim_tokens: int,
+        spared: Hashable,
+        spared_tokens: int,
+        *,
+        predicted_chose: bool,
+    ) -> None:
+        """The index evicted ``victim`` where the other expert would have evicted ``spared``."""
+        if predicted_chose:
+            self.chose_prediction += 1
+        else:
+            self.chose_lru += 1
+        self._seq += 1
+        pid = self._seq
+        pair = _Pair(victim, victim_tokens, spared, spared_tokens, 1.0 if predicted_chose else -1.0)
+        old = self._by_victim.get(victim)
+        if old is not None:
+            self._drop(old)
+        self._pairs[pid] = pair
+        self._by_victim[victim] = pid
+        self._by_spared.setdefault(spared, {})[pid] = None
+        if len(self._pairs) > self.settings.max_pending:
+            self._drop(next(iter(self._pairs)))
+
+    def on_use(self, content: Hashable) -> None:
+        """``content`` was read (a hit or a miss): settle the pairs it belongs to."""
+        pid = self._by_victim.get(content)
+        if pid is not None:
+            pair = self._pairs[pid]
+            self._vote(-pair.sign * pair.victim_tokens)
+            self._drop(pid)
+        for pid in list(self._by_spared.get(content, ())):
+            pair = self._pairs[pid]
+            self._vote(pair.sign * pair.spared_tokens)
+            self._drop(pid)
+
+    def _vote(self, tokens: float) -> None:
+        self.votes += 1
+        self.score = self.score * self._decay + tokens
+
+    def _drop(self, pid: int) -> None:
+        pair = self._pairs.pop(pid, None)
+        if pair is None:
+            return
+        if self._by_victim.get(pair.victim) == pid:
+            del self._by_victim[pair.victim]
+        pids = self._by_spared[pair.spared]
+        del pids[pid]
+        if not pids:
+            del self._by_spared[pair.spared]
