@@ -249,6 +249,13 @@ class SchedulerHost:
     def worker_down(self, worker: WorkerId, now_s: float) -> None:
         self._apply(self.scheduler.handle(ev.WorkerDown(worker_id=worker)))
 
+    def call_admitted(
+        self, call_id: str, workflow_id: WorkflowId, worker: WorkerId, preemptible: bool
+    ) -> None:
+        if call_id in self._calls:
+            self.scheduler.handle(ev.CallAdmitted(call_id=call_id, workflow_id=workflow_id, worker_id=worker,
+                                                  preemptible=preemptible))
+
     def observe_loads(self, workers: Sequence[WorkerView], now_s: float) -> None:
         self._apply(self.scheduler.handle(ev.WorkerLoads(workers=tuple(workers))))
 
@@ -307,9 +314,8 @@ class SchedulerHost:
                 # Calls are forwarded the moment they are dispatched: SGLang cannot move a waiting one.
                 log.debug("redirect of %s not possible: already forwarded to %s", a.call_id, a.from_worker)
             elif isinstance(a, act.Preempt):
-                service.count("preemption")
-                log.info("preemption of %s for %s on %s not applied: SGLang 0.5.23 has no external retract",
-                         a.workflow_id, a.beneficiary, a.worker_id)
+                # AFS: the beneficiary waited behind this call longer than the preemption delay.
+                service.preempt(a.call_id, a.worker_id, a.beneficiary, str(a.reason))
         return mine
 
 
