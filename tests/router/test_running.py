@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from router.running import RunningCalls
-from router.service import _was_aborted
+from saga_router.running import RunningCalls
+from saga_router.service import _was_aborted
 from saga_sgl.policy.views import WorkerId, WorkflowId
 
 W = WorkerId("http://w")
