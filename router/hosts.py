@@ -252,7 +252,8 @@ class SchedulerHost:
     def call_admitted(
         self, call_id: str, workflow_id: WorkflowId, worker: WorkerId, preemptible: bool
     ) -> None:
-        if call_id in self._calls:
+        # Only preemption reads who runs; the baselines have none.
+        if not self._is_baseline and call_id in self._calls:
             self.scheduler.handle(ev.CallAdmitted(call_id=call_id, workflow_id=workflow_id, worker_id=worker,
                                                   preemptible=preemptible))
 
@@ -314,9 +315,21 @@ class SchedulerHost:
                 # Calls are forwarded the moment they are dispatched: SGLang cannot move a waiting one.
                 log.debug("redirect of %s not possible: already forwarded to %s", a.call_id, a.from_worker)
             elif isinstance(a, act.Preempt):
-                # AFS: the beneficiary waited behind this call longer than the preemption delay.
-                service.preempt(a.call_id, a.worker_id, a.beneficiary, str(a.reason))
+                service.preempt(a.call_id, a.worker_id, a.beneficiary, self._why_preempt(a))
         return mine
+
+
+    def _why_preempt(self, a: act.Preempt) -> str:
+        """AFS's reason in numbers, for the log: who waited behind whom, at which urgency."""
+        epoch = self.scheduler.fair_share
+
+        def urgency(wf: WorkflowId) -> str:
+            tenant = epoch.tenant_of.get(wf)
+            return (f"tenant {tenant} AFS {epoch.afs.get(tenant, 0.0):.3g}, "
+                    f"workflow urgency {epoch.urgency.get(wf, 0.0):.3g}") if tenant is not None else "unknown"
+
+        return (f"{a.reason}: {a.beneficiary} ({urgency(a.beneficiary)}) waited behind {a.workflow_id} "
+                f"({urgency(a.workflow_id)}) past the preemption delay")
 
 
 def make_host(service: RouterService) -> SchedulerHost:

@@ -425,7 +425,7 @@ class RouterService:
         re-sent, see ``_forward_live``). Returns the outcome (a metric label)."""
         attempt = self._attempts.get(call_id)
         if attempt is None or attempt.worker != worker:
-            outcome = "finished"  # answered (or moved) before the decision could be carried out
+            outcome = "gone"  # answered (or failed over) before the decision could be carried out
         elif attempt.stream:
             outcome = "refused_streaming"
         elif attempt.rid is None:
@@ -442,8 +442,8 @@ class RouterService:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         self.metrics.preemptions.labels(outcome).inc()
-        log.info("preemption of call %s on %s for workflow %s (%s): %s", call_id, worker, beneficiary, why,
-                 outcome)
+        log.info("preemption of call %s on %s for workflow %s: %s; %s", call_id, worker, beneficiary, outcome,
+                 why)
         return outcome
 
     async def _abort(self, worker: WorkerId, rid: str) -> None:

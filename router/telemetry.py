@@ -68,7 +68,7 @@ class RouterMetrics:
         self.preemptions = Counter(
             "saga_router_preemptions",
             "Preemptions decided by Agent Fair Share, by outcome (applied: aborted and re-sent; "
-            "finished: answered first; refused_*: streamed, no rid, pending, per-call bound).",
+            "gone: answered first; refused_*: streamed, no rid, pending, per-call bound).",
             ["outcome"], registry=r,
         )
         self.retries = Counter(

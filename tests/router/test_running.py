@@ -6,6 +6,7 @@ import json
 
 from saga_router.running import RunningCalls
 from saga_router.service import _was_aborted
+
 from saga_sgl.policy.views import WorkerId, WorkflowId
 
 W = WorkerId("http://w")

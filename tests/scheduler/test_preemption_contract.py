@@ -47,13 +47,18 @@ def _urgency_order(s: WorkflowScheduler) -> tuple[WorkflowId, WorkflowId]:
     return lo, hi
 
 
+def _finished(wf: WorkflowId, output_tokens: int) -> CallFinished:
+    return CallFinished(call_id=f"{wf}:0", workflow_id=wf, worker_id=W0, prompt_tokens=500,
+                        output_tokens=output_tokens)
+
+
 def _preempts(s: WorkflowScheduler) -> list[Preempt]:
     return [a for a in s.epoch() if isinstance(a, Preempt)]
 
 
 def test_a_running_streamed_call_is_never_preempted() -> None:
     s, clock = _scheduler()
-    lo, hi = _urgency_order(s)
+    lo, _ = _urgency_order(s)
     s.handle(CallAdmitted(call_id=f"{lo}:0", workflow_id=lo, worker_id=W0, preemptible=False))
     for _ in range(10):
         clock.advance(0.5)
@@ -76,16 +81,16 @@ def test_a_preempted_call_waits_at_its_worker_under_its_own_id_and_its_answer_fi
     )
     # The beneficiary runs and finishes; the re-sent call runs and its answer finishes the step.
     s.handle(CallAdmitted(call_id=f"{hi}:0", workflow_id=hi, worker_id=W0))
-    s.handle(CallFinished(call_id=f"{hi}:0", workflow_id=hi, worker_id=W0, prompt_tokens=500, output_tokens=5))
+    s.handle(_finished(hi, 5))
     s.handle(CallAdmitted(call_id=f"{lo}:0", workflow_id=lo, worker_id=W0))
-    s.handle(CallFinished(call_id=f"{lo}:0", workflow_id=lo, worker_id=W0, prompt_tokens=500, output_tokens=50))
+    s.handle(_finished(lo, 50))
     assert rec.state is WorkflowState.TOOL_GAP and rec.steps_done == 1 and rec.call_id is None
 
 
 def test_a_call_is_preempted_at_most_max_preemptions_per_call_times() -> None:
     for cap in (1, 2):
         s, clock = _scheduler(max_preemptions_per_call=cap)
-        lo, hi = _urgency_order(s)
+        lo, _ = _urgency_order(s)
         applied = 0
         for _ in range(6):
             # The victim is seen running again (re-sent); the beneficiary keeps waiting behind it.
@@ -98,11 +103,11 @@ def test_a_call_is_preempted_at_most_max_preemptions_per_call_times() -> None:
 
 def test_a_new_call_of_the_workflow_starts_with_a_fresh_bound() -> None:
     s, clock = _scheduler()
-    lo, hi = _urgency_order(s)
+    lo, _ = _urgency_order(s)
     s.handle(CallAdmitted(call_id=f"{lo}:0", workflow_id=lo, worker_id=W0))
     clock.advance(0.6)
     assert len(_preempts(s)) == 1
-    s.handle(CallFinished(call_id=f"{lo}:0", workflow_id=lo, worker_id=W0, prompt_tokens=500, output_tokens=5))
+    s.handle(_finished(lo, 5))
     s.handle(CallArrived(call_id=f"{lo}:1", workflow_id=lo, prompt_tokens=600, step=1))
     assert s.workflow(lo).call_preemptions == 0
 
