@@ -55,6 +55,11 @@ def scheduler_settings(policy: str, config: Mapping[str, Any]) -> SchedulerSetti
     if isinstance(config.get("admission"), Mapping):
         config["admission"] = load_settings(AdmissionControlSettings, config["admission"])
     if policy == SAGA_POLICY:
+        # Live workers may be CPUs: no steal until a pre-fill rate is measured (not the GPU default).
+        given = config.get("policy_config") or {}
+        if isinstance(given, Mapping) and isinstance(given.get("stealing", {}), Mapping):
+            stealing = {"require_measured_rate": True, **given.get("stealing", {})}
+            config["policy_config"] = {**given, "stealing": stealing}
         return load_settings(SchedulerSettings, config)
     if policy in BASELINE_POLICIES:
         base: dict[str, Any] = {

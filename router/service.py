@@ -299,14 +299,18 @@ class RouterService:
         if data is None:
             return
         try:
-            record.load = WorkerLoad.from_loads(data, now)
+            load = WorkerLoad.from_loads(data, now)
         except (ValueError, TypeError) as exc:
             log.debug("worker %s: unusable /v1/loads answer: %s", record.url, exc)
             return
-        busy = record.load.num_waiting_reqs > 0 or record.prefilling > 0
+        first_rate = record.prefill_tokens_per_s is None
+        if record.observe_load(load) and first_rate:
+            # The steal guards take no steal until a worker's pre-fill rate is measured.
+            log.info("worker %s: pre-fill throughput measured from its /v1/loads counters: %.0f tokens/s",
+                     record.url, record.prefill_tokens_per_s or 0.0)
+        busy = load.num_waiting_reqs > 0 or record.prefilling > 0
         record.idle_since_s = self.idle.observe(record.worker_id, busy, now)
-        for call in self.running.observe(record.worker_id, record.load.num_running_reqs,
-                                         record.load.num_waiting_reqs):
+        for call in self.running.observe(record.worker_id, load.num_running_reqs, load.num_waiting_reqs):
             self.host.call_admitted(call.call_id, call.workflow_id, record.worker_id, call.preemptible)
 
     async def _epochs(self) -> None:
