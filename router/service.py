@@ -572,7 +572,11 @@ class RouterService:
                 response = await self._send(request, route, call, body, dispatch, record, stream)
             except Preempted as exc:
                 call.preemptions += 1
-                await self._await_beneficiary(record.worker_id, exc.args[0] if exc.args else None)
+                try:
+                    await self._await_beneficiary(record.worker_id, exc.args[0] if exc.args else None)
+                except asyncio.CancelledError:  # the client left while its call waited to be re-sent
+                    self.host.finished(call, record.worker_id, None, False, self.clock.now_s())
+                    raise
                 log.info("call %s re-sent to %s after its preemption (%d so far)", call.call_id, record.url,
                          call.preemptions)
                 resend = dispatch
