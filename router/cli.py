@@ -14,9 +14,6 @@ from aiohttp import web
 
 from .router_config import BASELINE_POLICIES, SAGA_POLICY, UNSUPPORTED_POLICIES, RouterConfig
 
-GC_YOUNG_THRESHOLD = 20_000
-"""Allocations between young-generation collections (CPython's default is 700)."""
-
 log = logging.getLogger("saga_router")
 
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
@@ -165,10 +162,6 @@ async def serve(config: RouterConfig) -> None:
     # benchmarks/router_overhead.py: about a seventh of the router's CPU per request).
     gc.collect()
     gc.freeze()
-    # Each request allocates a few hundred short-lived objects (request, JSON, views), nearly all
-    # freed by reference counting: at the default threshold (700) a young-generation pass ran every
-    # couple of requests and promoted survivors into older passes. Fewer, larger young passes.
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
     log.info("saga router on http://%s:%d (policy %s)", config.host, config.port, config.policy)
     metrics_runner = None
     if config.prometheus_port:
