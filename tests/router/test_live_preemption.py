@@ -116,3 +116,52 @@ def test_a_long_call_is_preempted_for_an_urgent_one_and_its_client_gets_the_full
         assert answer["meta_info"]["cached_tokens"] >= len(long_ids) - 1
     finally:
         router.stop()
+
+
+def _stream(url: str, body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """POST a streamed /generate; (status, the JSON events in order)."""
+    req = urllib.request.Request(url + "/generate", data=json.dumps({**body, "stream": True}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    events: list[dict[str, Any]] = []
+    with urllib.request.urlopen(req, timeout=400) as resp:
+        status = resp.status
+        for line in resp:
+            if line.startswith(b"data: {"):
+                events.append(json.loads(line[6:]))
+    return status, events
+
+
+def test_a_streamed_call_is_never_preempted(one_slot_worker: WorkerProcess, tmp_path: Path) -> None:
+    worker = one_slot_worker.url
+    port = free_port()
+    router = start_router(saga_router_command(port, [worker]), port, tmp_path, "saga-router", ready_workers=1)
+    try:
+        nodes = [SubmittedNode(node_id=f"n{i}", tool="search", prompt_tokens=2000, output_tokens=400)
+                 for i in range(6)]
+        graph = AegSubmission(workflow_id="urgent-2", tenant_id="urgent", nodes=nodes,
+                              edges=[SubmittedEdge(src=f"n{i}", dst=f"n{i + 1}") for i in range(5)])
+        assert http("POST", router.url + "/saga/events", raw=encode_client_event(graph)).status == 202
+        streamed: dict[str, Any] = {}
+
+        def stream_long() -> None:
+            body = _body(_ids(93, 64), LONG_TOKENS, saga={"workflow_id": "batch-2", "tenant_id": "batch"})
+            streamed["status"], streamed["events"] = _stream(router.url, body)
+
+        long_thread = threading.Thread(target=stream_long)
+        long_thread.start()
+        _wait_for(lambda: _worker_loads(worker)[0] == 1, 120, "the streamed call running at the worker")
+        urgent = _body(_ids(94, 24), 4, saga={"workflow_id": "urgent-2", "tenant_id": "urgent", "step": 0})
+        urgent_reply = http("POST", router.url + "/generate", urgent, timeout=400)
+        long_thread.join(400)
+        assert urgent_reply.status == 200
+        assert streamed["status"] == 200
+        last = streamed["events"][-1]
+        assert last["meta_info"]["finish_reason"]["type"] == "length"
+        assert last["meta_info"]["completion_tokens"] == LONG_TOKENS
+        # The urgent call waited behind the stream past AFS's 500 ms (the worker's own queue time),
+        # yet nothing was aborted.
+        assert urgent_reply.json()["meta_info"]["queue_time"] > 0.6
+        assert router.metric("saga_router_preemptions_total") == 0
+        assert "preemption of call batch-2" not in router.log()
+    finally:
+        router.stop()
