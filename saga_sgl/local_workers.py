@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -193,10 +194,49 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def free_port() -> int:
+# Listening ports are drawn below the kernel's ephemeral range: a port the kernel hands out with
+# bind(0) is also handed to outgoing connections (Ray opens hundreds), so a port picked that way can
+# be taken by the time the worker binds it (seen in CI: "Address already in use" on a worker's
+# control socket). 20000 keeps clear of Ray's worker ports (10002-19999 by default).
+_PORT_FLOOR = 20000
+_ports_given: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now, outside the ephemeral range, never given twice by this process.
+
+    Pass the address the port will be bound on (a node's IP in a multi-node cluster): a port free on
+    loopback may be taken on another address."""
+    ceiling = _ephemeral_floor()
+    rng = random.Random()
+    if ceiling - _PORT_FLOOR >= 1000:
+        for _ in range(200):
+            port = rng.randrange(_PORT_FLOOR, ceiling)
+            if port not in _ports_given and _bindable(host, port):
+                _ports_given.add(port)
+                return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # odd port ranges: the kernel picks
+        sock.bind((host, 0))
+        port = int(sock.getsockname()[1])
+    _ports_given.add(port)
+    return port
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def start_worker(spec: WorkerSpec, log_dir: Path) -> WorkerProcess:

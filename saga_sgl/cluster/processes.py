@@ -77,14 +77,14 @@ def plugin_worker_spec(
     if kv_events:
         kv = {
             "publisher": "zmq",
-            "endpoint": f"tcp://{host}:{free_port()}",
-            "replay_endpoint": f"tcp://{host}:{free_port()}",
+            "endpoint": f"tcp://{host}:{free_port(host)}",
+            "replay_endpoint": f"tcp://{host}:{free_port(host)}",
             "topic": "kv",
             "bind": True,
         }
         args += ["--kv-events-config", json.dumps(kv)]
     if eviction_policy in ("saga", "reuse_time", "wa_lru") and control_host is not None:
-        control: dict[str, Any] = {"control_address": f"tcp://{control_host}:{free_port()}"}
+        control: dict[str, Any] = {"control_address": f"tcp://{control_host}:{free_port(control_host)}"}
         if control_keys is not None:
             control["control_client_keys"] = [control_keys.router_public]
         args += ["--radix-eviction-policy-config", json.dumps(control)]
@@ -94,7 +94,7 @@ def plugin_worker_spec(
     if control_keys is not None:
         env.update(control_keys.worker_env())
     return WorkerSpec(
-        port=port or free_port(),
+        port=port or free_port(host),
         host=host,
         model_path=model_path,
         device=device,
