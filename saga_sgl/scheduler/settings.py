@@ -94,6 +94,9 @@ class SchedulerSettings:
     is never stolen there."""
     max_preemptions_per_epoch: int = 2
     """Preemptions per epoch at most, so a loaded worker does not thrash [I]."""
+    max_preemptions_per_call: int = 1
+    """Times one call may be preempted at most: a preempted call cannot be preempted again and
+    again (it would never finish, and each time its decode so far is lost on a live worker) [I]."""
     epoch_s: float = 0.1
     """Period the host calls ``epoch()`` at (paper: 100 ms)."""
     slo_factor: float = 1.5
@@ -111,6 +114,7 @@ class SchedulerSettings:
         require_positive(owner, "slo_factor", self.slo_factor)
         require_non_negative(owner, "max_next_use_refreshes", self.max_next_use_refreshes)
         require_non_negative(owner, "max_preemptions_per_epoch", self.max_preemptions_per_epoch)
+        require_non_negative(owner, "max_preemptions_per_call", self.max_preemptions_per_call)
         unknown = sorted(set(self.policy_config) - {"placement", "fairness", "stealing", "ttl", "inference"})
         require(
             not unknown, owner, "policy_config", "keys in placement/fairness/stealing/ttl/inference", unknown
