@@ -27,6 +27,7 @@ _PREFILL_DONE = re.compile(r"pre-fill of (\S+) \((\d+) tokens\) on (\S+): (done|
 _MOVE = re.compile(r"workflow (\S+) moves from (\S+) to (\S+) \(([^)]*)\)")
 _HOLD = re.compile(r"workflow (\S+) held by admission control")
 _WAIT_PREFILL = re.compile(r"call of (\S+) waits for its pre-fill")
+_PREEMPT = re.compile(r"preemption of call (\S+) on (\S+) for workflow (\S+): (\w+);")
 _RECEIVED = re.compile(r'"event": "request.received", "rid": "([^"]+)"')
 
 
@@ -127,6 +128,9 @@ class RouterActions:
     """Re-placements of a workflow on another worker than its last one, by the router's reason."""
     admission_holds: int = 0
     calls_waiting_for_prefill: int = 0
+    preemptions: dict[str, int] = field(default_factory=dict)
+    """Scheduler preemptions by outcome (``applied``: the call was aborted at its worker and re-sent,
+    its work so far lost)."""
 
 
 def router_actions(log_text: str) -> RouterActions:
@@ -150,6 +154,8 @@ def router_actions(log_text: str) -> RouterActions:
                 out.prefills_failed += 1
         elif (m := _MOVE.search(line)) is not None:
             out.moves[m.group(4)] = out.moves.get(m.group(4), 0) + 1
+        elif (m := _PREEMPT.search(line)) is not None:
+            out.preemptions[m.group(4)] = out.preemptions.get(m.group(4), 0) + 1
         elif _HOLD.search(line) is not None:
             out.admission_holds += 1
         elif _WAIT_PREFILL.search(line) is not None:

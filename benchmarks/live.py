@@ -421,6 +421,7 @@ def summarize_attribution(
             "steal_rebuild_tokens": sum(s["rebuild_tokens"] for s in steals),
             "prefills_done": sum(a["router_actions"]["prefills_done"] for a in rows),
             "admission_holds": sum(a["router_actions"]["admission_holds"] for a in rows),
+            "preemptions_applied": sum(a["router_actions"]["preemptions"].get("applied", 0) for a in rows),
         }
     return out
 
@@ -437,8 +438,8 @@ def attribution_markdown(att: dict[str, Any]) -> str:
         "",
         "| row | wall s | router CPU s | worker CPU s | /generate | /v1/loads | /health | other requests | "
         "prefilled tokens | outside worker median / mean ms | worker queue mean s | worker e2e mean s | "
-        "moved (switches) | steals (rebuilt tokens) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "moved (switches) | steals (rebuilt tokens) | preemptions applied |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, a in att.items():
         req = dict(a["worker_requests"])
@@ -453,7 +454,8 @@ def attribution_markdown(att: dict[str, Any]) -> str:
             f"{a['worker_prefilled_tokens']} | {a['outside_worker_median_ms']:.1f} / "
             f"{a['outside_worker_mean_ms']:.1f} | {a['worker_queue_mean_s']:.2f} | "
             f"{a['worker_e2e_mean_s']:.2f} | {a['workflows_moved']}/{a['workflows']} "
-            f"({a['worker_switches']}) | {a['steals']} ({a['steal_rebuild_tokens']}) |"
+            f"({a['worker_switches']}) | {a['steals']} ({a['steal_rebuild_tokens']}) | "
+            f"{a['preemptions_applied']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -39,6 +39,8 @@ ROUTER_LOG = """\
 2026-12-05 20:10:05,000 INFO router.hosts: workflow wf-c moves from http://127.0.0.1:1 to http://127.0.0.1:2 \
 (least_loaded)
 2026-12-05 20:10:06,000 INFO router.hosts: workflow wf-d held by admission control (call wf-d:0)
+2026-12-05 20:10:07,000 INFO router.service: preemption of call wf-e:2 on http://127.0.0.1:1 \
+for workflow wf-f: applied; AFS 0.1 < 0.9
 """
 
 
@@ -63,6 +65,7 @@ def test_router_actions_reads_steals_prefills_moves_and_holds() -> None:
     assert (r.prefills_done, r.prefill_tokens, r.prefills_failed) == (1, 1234, 0)
     assert r.moves == {"least_loaded": 1}
     assert (r.admission_holds, r.calls_waiting_for_prefill) == (1, 1)
+    assert r.preemptions == {"applied": 1}
     assert router_actions("sglang-router logs nothing of this\n").steals == []
 
 
