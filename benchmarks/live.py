@@ -181,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
     p.add_argument("--out", type=Path, default=Path("out/live"), help="output directory (default out/live)")
+    p.add_argument(
+        "--report-only",
+        type=Path,
+        default=None,
+        metavar="LIVE_JSON",
+        help="run nothing: rebuild live.md and live.png in --out from an earlier run's live.json",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -378,6 +385,20 @@ def aggregate(records: list[dict[str, Any]], names: list[str], idle_s: float) ->
     return table
 
 
+def own_context_missed(call_tokens: list[list[int]]) -> tuple[int, int]:
+    """(tokens, calls): of each call's previous context (prompt + output - 1, what SGLang cached),
+    what the next call of the same workflow did not find cached, summed over calls missing > 50 (the
+    few tokens at the boundary, re-tokenized text, always miss). Eviction during the tool gap and a
+    move to another worker show here; the first call's misses (shared prefixes) do not."""
+    tokens = calls = 0
+    for (p0, o0, _), (_, _, c1) in itertools.pairwise(call_tokens):
+        missed = max(0, p0 + o0 - 1 - c1)
+        if missed > 50:
+            tokens += missed
+            calls += 1
+    return tokens, calls
+
+
 def summarize_attribution(
     attributions: list[dict[str, Any]], records: list[dict[str, Any]], names: list[str]
 ) -> dict[str, Any]:
@@ -401,6 +422,7 @@ def summarize_attribution(
         outside = [c - e for c, e, _ in times]
         queue = [q for _, _, q in times if q is not None]
         steals = [s for a in rows for s in a["router_actions"]["steals"]]
+        missed = [own_context_missed(r.get("call_tokens", [])) for r in records if r["row"] == name]
         out[name] = {
             "runs": len(rows),
             "wall_s": sum(a["wall_s"] for a in rows),
@@ -409,6 +431,8 @@ def summarize_attribution(
             "other_worker_cpu_s": other_cpu,
             "worker_requests": dict(requests.most_common()),
             "worker_prefilled_tokens": prefilled,
+            "own_context_missed_tokens": sum(t for t, _ in missed),
+            "own_context_missed_calls": sum(c for _, c in missed),
             "calls_timed": len(times),
             "outside_worker_median_ms": 1e3 * statistics.median(outside) if outside else math.nan,
             "outside_worker_mean_ms": 1e3 * statistics.fmean(outside) if outside else math.nan,
@@ -433,13 +457,16 @@ def attribution_markdown(att: dict[str, Any]) -> str:
         "routers): router CPU = its process group's CPU seconds while the agents ran; worker CPU = the "
         "row's two workers (the other, idle set in brackets); requests = HTTP requests the row's workers "
         "logged; prefilled = tokens the workers computed in prefill (calls, steal pre-fills, health-check "
-        "generations); outside worker = client latency - the worker's own e2e latency per call (router "
-        "and transit); moved = workflows whose calls ran on more than one worker (switches).",
+        "generations); own context missed = tokens of a workflow's previous context that its next call "
+        "did not find cached (calls missing > 50 tokens; evicted in the tool gap, or moved); outside "
+        "worker = client latency - the worker's own e2e latency per call (router and transit); "
+        "moved = workflows whose calls ran on more than one worker (switches).",
         "",
         "| row | wall s | router CPU s | worker CPU s | /generate | /v1/loads | /health | other requests | "
-        "prefilled tokens | outside worker median / mean ms | worker queue mean s | worker e2e mean s | "
+        "prefilled tokens | own context missed tokens (calls) | outside worker median / mean ms | "
+        "worker queue mean s | worker e2e mean s | "
         "moved (switches) | steals (rebuilt tokens) | preemptions applied |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, a in att.items():
         req = dict(a["worker_requests"])
@@ -451,7 +478,8 @@ def attribution_markdown(att: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {a['wall_s']:.0f} | {a['router_cpu_s']:.1f} | {a['row_worker_cpu_s']:.0f} "
             f"({a['other_worker_cpu_s']:.0f}) | {gen} | {loads} | {health} | {other} | "
-            f"{a['worker_prefilled_tokens']} | {a['outside_worker_median_ms']:.1f} / "
+            f"{a['worker_prefilled_tokens']} | {a['own_context_missed_tokens']} "
+            f"({a['own_context_missed_calls']}) | {a['outside_worker_median_ms']:.1f} / "
             f"{a['outside_worker_mean_ms']:.1f} | {a['worker_queue_mean_s']:.2f} | "
             f"{a['worker_e2e_mean_s']:.2f} | {a['workflows_moved']}/{a['workflows']} "
             f"({a['worker_switches']}) | {a['steals']} ({a['steal_rebuild_tokens']}) | "
@@ -506,6 +534,21 @@ def plot(table: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def report_only(path: Path, out: Path) -> int:
+    """Re-render an earlier run (its measurements unchanged) with this version's tables."""
+    data = json.loads(path.read_text())
+    meta, records, runs = data["meta"], data["agents"], data.get("runs", [])
+    names = list(data["table"])
+    table = aggregate(records, names, meta["idle_call_s"])
+    attribution = summarize_attribution(runs, records, names)
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(table, meta) + (attribution_markdown(attribution) if attribution else "")
+    (out / "live.md").write_text(md)
+    plot(table, out / "live.png")
+    print(md)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
@@ -513,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.report_only is not None:
+        return report_only(args.report_only, args.out)
     if args.quick:
         args.seeds, args.agents = min(args.seeds, 1), min(args.agents, 8)
     selected = rows(args.quick)

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from benchmarks._live_meters import LogCursor, group_cpu_s, router_actions, worker_activity
-from benchmarks.live import worker_switches
+from benchmarks.live import own_context_missed, worker_switches
 from saga_sgl.cluster.processes import http_json
 from saga_sgl.local_workers import WorkerSpec, free_port, start_worker
 
@@ -141,3 +141,11 @@ def test_an_idle_worker_started_by_us_does_not_spin(tmp_path: Path) -> None:
         assert len(answer["output_ids"]) == 2
     finally:
         worker.stop()
+
+
+def test_own_context_missed_counts_only_real_misses_of_the_previous_context() -> None:
+    # call 1: 600 prompt + 8 out -> 607 cached by SGLang; call 2 finds 600 (7 missed: boundary, not
+    # counted); call 3 finds 100 of call 2's 700 + 8 - 1 = 707 (607 missed: evicted in the gap).
+    calls = [[600, 8, 0], [700, 8, 600], [800, 8, 100]]
+    assert own_context_missed(calls) == (607, 1)
+    assert own_context_missed([[600, 8, 0]]) == (0, 0)
