@@ -319,11 +319,17 @@ def run_row(
                 for url, a in activity.items()
             },
             "worker_switches": worker_switches({url: a.rids for url, a in activity.items()}, out),
+            "first_worker": first_workers({url: a.rids for url, a in activity.items()}),
             "router_actions": dataclasses.asdict(router_actions(router_log.read_new())),
         }
         return out, attribution
     finally:
         router.stop()
+
+
+def first_workers(rids_by_worker: dict[str, list[str]]) -> dict[str, str]:
+    """workflow -> the worker its first call (step 0) went to: which agents shared a worker."""
+    return {rid[:-2]: url for url, rids in rids_by_worker.items() for rid in rids if rid.endswith(":0")}
 
 
 def worker_switches(rids_by_worker: dict[str, list[str]], agents: list[dict[str, Any]]) -> dict[str, Any]:
