@@ -29,6 +29,14 @@ router. The control row ``saga-router cache_aware + LRU`` is our router running 
 policy on the same LRU workers: it separates what the router implementation costs from what the
 policy and the plugin buy.
 
+Attribution (second table): what each row's router cost and made the workers do, measured from
+outside the processes the same way for sglang-router and ours (``benchmarks/_live_meters.py``):
+router CPU seconds, worker CPU seconds (the row's set and the idle set), the HTTP requests each worker
+logged per endpoint, the tokens it prefilled, per call the time spent outside the worker (client
+latency - SGLang's ``meta_info.e2e_latency``) and the worker's queue time, workflows that changed
+worker (from the rids in the workers' request logs), own-context misses, steals with their rebuilt
+tokens and preemptions (from the saga router's log).
+
 Agent kinds default to coding and browser (the tree-of-thought agent forks, and the simulator's task
 model is a chain of calls, so ``benchmarks/sim_fidelity.py`` could not replay it). Writes JSON
 (with every call's token counts, for the fidelity check), markdown and a PNG to --out.
