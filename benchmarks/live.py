@@ -170,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
         "only --time-scale of their drawn latency (default: the router's priors are scaled by "
         "--time-scale too, as a deployment's router knows its own tools' latencies)",
     )
+    p.add_argument(
+        "--saga-scheduler-config",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="extra workflow-scheduler settings for the rows running the saga policy (an ablation), "
+        'e.g. \'{"policy_config": {"placement": {"locality_weight": 0.8}}}\'; said in the title',
+    )
     p.add_argument("--max-steps", type=int, default=8, help="cap on LLM calls per agent loop (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="cap on tokens per generation (default 16)")
     p.add_argument(
@@ -225,6 +233,19 @@ def idle_call_s(url: str, scale: AgentScale) -> float:
     return statistics.median(lat)
 
 
+def saga_router_args(row: Row, args: argparse.Namespace) -> tuple[str, ...]:
+    """``--scheduler-config`` of a saga-router row: the scaled tool-latency priors, and for the
+    ``saga`` policy rows whatever --saga-scheduler-config adds."""
+    if row.router == "sglang":
+        return ()
+    config: dict[str, Any] = {}
+    if not args.unscaled_priors:
+        config["tool_latency"] = {"prior_scale": args.time_scale}
+    if row.policy == "saga":
+        config.update(args.saga_scheduler_config)
+    return ("--scheduler-config", json.dumps(config)) if config else ()
+
+
 def run_row(
     row: Row,
     cluster: LocalCluster,
@@ -245,9 +266,7 @@ def run_row(
         worker_urls=tuple(urls),
         model_path=str(model),
         sglang_router=row.router == "sglang",
-        extra_args=()
-        if row.router == "sglang" or args.unscaled_priors
-        else ("--scheduler-config", json.dumps({"tool_latency": {"prior_scale": args.time_scale}})),
+        extra_args=saga_router_args(row, args),
         log_level="info",
     )
     router = start_router(spec, log_dir)
