@@ -708,6 +708,10 @@ class RouterService:
             await self.health.take_out(record, f"request failed: {type(exc).__name__}")
 
     def _meta_of(self, call: Call, data: bytes, worker: WorkerId) -> dict[str, Any] | None:
+        """The ``meta_info`` of a worker's 200 answer (and its proof of life for health checks)."""
+        record = self.registry.by_url(worker)
+        if record is not None:
+            record.last_answer_s = self.clock.now_s()
         try:
             answer = _decoder.decode(data)
         except msgspec.DecodeError:

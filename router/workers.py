@@ -83,6 +83,8 @@ class WorkerRecord:
     backoff_s: float = 0.0
     inflight: int = 0
     """Requests forwarded and not finished (sglang-router's ``load``)."""
+    last_answer_s: float | None = None
+    """When a forwarded call last came back with an answer: the worker serves (health checks)."""
     load: WorkerLoad | None = None
     idle_since_s: float | None = None
     server_info: dict[str, Any] = field(default_factory=dict)
