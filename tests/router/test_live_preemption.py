@@ -2,7 +2,7 @@
 (``--max-running-requests 1``), our router in front.
 
 A long call of a tenant with no predicted work runs; a call of a tenant with urgent predicted work
-(a submitted graph) arrives and waits behind it. After AFS's 500 ms the scheduler preempts the long
+(a submitted graph) arrives and waits behind it. After AFS's delay the scheduler preempts the long
 call: the router aborts it at the worker (``/abort_request`` with the rid it set), lets the urgent
 call run, and re-sends the long call to the same worker. Its client gets one normal answer, the
 same the worker gives for that request undisturbed (greedy decoding).
@@ -28,8 +28,14 @@ from .conftest import Reply, http, saga_router_command, start_router
 
 pytestmark = [pytest.mark.live, pytest.mark.sglang]
 
-LONG_TOKENS = 48
-"""Output tokens of the long call: seconds of decode on the tiny CPU model, well past 500 ms."""
+LONG_CALL_S = 3.0
+"""How long the long call should decode undisturbed: its token count is sized to the worker's
+measured decode speed, so that it is still running when the preemption delay passes (many times
+over) on a fast idle machine as on the loaded shared one."""
+PREEMPT_AFTER_S = 0.2
+"""AFS's preemption delay for these tests (the paper's 500 ms, shortened so that the long call is
+still running when it passes, whatever the machine's speed)."""
+CONFIG = json.dumps({"policy_config": {"fairness": {"preempt_after_s": PREEMPT_AFTER_S}}})
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +54,16 @@ def _body(ids: list[int], max_new_tokens: int, **extra: Any) -> dict[str, Any]:
     return {"input_ids": ids,
             "sampling_params": {"max_new_tokens": max_new_tokens, "temperature": 0, "ignore_eos": True},
             **extra}
+
+
+def _long_tokens(worker: str) -> int:
+    """Output tokens that take the worker about ``LONG_CALL_S`` (fastest of two timed calls)."""
+    per_token = min(
+        float(http("POST", worker + "/generate", _body(_ids(90 + i, 16), 32), timeout=400).json()[
+            "meta_info"]["e2e_latency"]) / 32
+        for i in range(2)
+    )
+    return max(32, min(1500, round(LONG_CALL_S / per_token)))
 
 
 def _worker_loads(url: str) -> tuple[int, int]:
@@ -70,7 +86,8 @@ def test_a_long_call_is_preempted_for_an_urgent_one_and_its_client_gets_the_full
 ) -> None:
     worker = one_slot_worker.url
     port = free_port()
-    router = start_router(saga_router_command(port, [worker]), port, tmp_path, "saga-router", ready_workers=1)
+    command = saga_router_command(port, [worker], "--scheduler-config", CONFIG)
+    router = start_router(command, port, tmp_path, "saga-router", ready_workers=1)
     try:
         long_ids, urgent_ids = _ids(91, 64), _ids(92, 24)
         # The urgent tenant's workflow has predicted work left (a submitted graph); the batch tenant's
@@ -87,7 +104,8 @@ def test_a_long_call_is_preempted_for_an_urgent_one_and_its_client_gets_the_full
             reply = http("POST", router.url + "/generate", body, timeout=400)
             replies[name] = (reply, time.monotonic())
 
-        long_body = _body(long_ids, LONG_TOKENS, saga={"workflow_id": "batch-1", "tenant_id": "batch"})
+        long_tokens = _long_tokens(worker)
+        long_body = _body(long_ids, long_tokens, saga={"workflow_id": "batch-1", "tenant_id": "batch"})
         long_thread = threading.Thread(target=send, args=("long", long_body))
         long_thread.start()
         _wait_for(lambda: _worker_loads(worker)[0] == 1, 120, "the long call running at the worker")
@@ -109,8 +127,8 @@ def test_a_long_call_is_preempted_for_an_urgent_one_and_its_client_gets_the_full
         # One normal answer: all its tokens, a normal finish, the answer the worker gives undisturbed.
         answer = long_reply.json()
         assert answer["meta_info"]["finish_reason"]["type"] == "length"
-        assert answer["meta_info"]["completion_tokens"] == LONG_TOKENS
-        reference = http("POST", worker + "/generate", _body(long_ids, LONG_TOKENS), timeout=400).json()
+        assert answer["meta_info"]["completion_tokens"] == long_tokens
+        reference = http("POST", worker + "/generate", _body(long_ids, long_tokens), timeout=400).json()
         assert answer["output_ids"] == reference["output_ids"]
         # Its prompt was still in the worker's cache when it was re-sent.
         assert answer["meta_info"]["cached_tokens"] >= len(long_ids) - 1
@@ -134,7 +152,8 @@ def _stream(url: str, body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
 def test_a_streamed_call_is_never_preempted(one_slot_worker: WorkerProcess, tmp_path: Path) -> None:
     worker = one_slot_worker.url
     port = free_port()
-    router = start_router(saga_router_command(port, [worker]), port, tmp_path, "saga-router", ready_workers=1)
+    command = saga_router_command(port, [worker], "--scheduler-config", CONFIG)
+    router = start_router(command, port, tmp_path, "saga-router", ready_workers=1)
     try:
         nodes = [SubmittedNode(node_id=f"n{i}", tool="search", prompt_tokens=2000, output_tokens=400)
                  for i in range(6)]
@@ -142,9 +161,10 @@ def test_a_streamed_call_is_never_preempted(one_slot_worker: WorkerProcess, tmp_
                               edges=[SubmittedEdge(src=f"n{i}", dst=f"n{i + 1}") for i in range(5)])
         assert http("POST", router.url + "/saga/events", raw=encode_client_event(graph)).status == 202
         streamed: dict[str, Any] = {}
+        long_tokens = _long_tokens(worker)
 
         def stream_long() -> None:
-            body = _body(_ids(93, 64), LONG_TOKENS, saga={"workflow_id": "batch-2", "tenant_id": "batch"})
+            body = _body(_ids(93, 64), long_tokens, saga={"workflow_id": "batch-2", "tenant_id": "batch"})
             streamed["status"], streamed["events"] = _stream(router.url, body)
 
         long_thread = threading.Thread(target=stream_long)
@@ -157,10 +177,10 @@ def test_a_streamed_call_is_never_preempted(one_slot_worker: WorkerProcess, tmp_
         assert streamed["status"] == 200
         last = streamed["events"][-1]
         assert last["meta_info"]["finish_reason"]["type"] == "length"
-        assert last["meta_info"]["completion_tokens"] == LONG_TOKENS
-        # The urgent call waited behind the stream past AFS's 500 ms (the worker's own queue time),
-        # yet nothing was aborted.
-        assert urgent_reply.json()["meta_info"]["queue_time"] > 0.6
+        assert last["meta_info"]["completion_tokens"] == long_tokens
+        # The urgent call waited behind the stream well past the preemption delay (the worker's own
+        # queue time), yet nothing was aborted.
+        assert urgent_reply.json()["meta_info"]["queue_time"] > 3 * PREEMPT_AFTER_S
         assert router.metric("saga_router_preemptions_total") == 0
         assert "preemption of call batch-2" not in router.log()
     finally:
