@@ -323,7 +323,6 @@ class SchedulerHost:
                 service.preempt(a.call_id, a.worker_id, a.beneficiary, self._why_preempt(a))
         return mine
 
-
     def _why_preempt(self, a: act.Preempt) -> str:
         """AFS's reason in numbers, for the log: who waited behind whom, at which urgency."""
         epoch = self.scheduler.fair_share
