@@ -47,6 +47,10 @@ MAX_FINISHED_KEPT = 10_000
 """Finished workflows remembered (then forgotten by the scheduler too): bounded memory."""
 
 
+LIVE_MAX_PREEMPTIONS_PER_CALL = 1
+"""The scheduler's per-call preemption bound in the router (``SchedulerSettings``)."""
+
+
 def scheduler_settings(policy: str, config: Mapping[str, Any]) -> SchedulerSettings:
     """The scheduler settings of a ``--policy`` (plus ``--scheduler-config`` for saga)."""
     if policy in UNSUPPORTED_POLICIES:
@@ -55,6 +59,8 @@ def scheduler_settings(policy: str, config: Mapping[str, Any]) -> SchedulerSetti
     if isinstance(config.get("admission"), Mapping):
         config["admission"] = load_settings(AdmissionControlSettings, config["admission"])
     if policy == SAGA_POLICY:
+        # An abort loses a call's decode so far: preempt each call once at most (unless configured).
+        config.setdefault("max_preemptions_per_call", LIVE_MAX_PREEMPTIONS_PER_CALL)
         # Live workers may be CPUs: no steal until a pre-fill rate is measured (not the GPU default).
         given = config.get("policy_config") or {}
         if isinstance(given, Mapping) and isinstance(given.get("stealing", {}), Mapping):

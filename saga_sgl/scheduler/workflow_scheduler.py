@@ -942,7 +942,8 @@ class WorkflowScheduler:
         assert self.fairness is not None
         after = float(getattr(getattr(self.fairness, "settings", None), "preempt_after_s", 0.5))
         urg = self._epoch.urgency
-        cap = self.settings.max_preemptions_per_call
+        bound = self.settings.max_preemptions_per_call
+        cap = math.inf if bound is None else bound
         running: dict[WorkerId, list[WorkflowRecord]] = {}
         for rec in self._active.values():
             # Only calls the host can retract, and each at most ``cap`` times (no preemption loop).

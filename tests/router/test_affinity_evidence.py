@@ -112,6 +112,8 @@ def test_the_saga_policy_requires_a_measured_rate_unless_configured_otherwise() 
     from saga_router.hosts import scheduler_settings
 
     assert scheduler_settings("saga", {}).policy_config["stealing"]["require_measured_rate"] is True
+    assert scheduler_settings("saga", {}).max_preemptions_per_call == 1
+    assert scheduler_settings("saga", {"max_preemptions_per_call": 2}).max_preemptions_per_call == 2
     mine = {"policy_config": {"stealing": {"require_measured_rate": False, "load_floor": 0.01}}}
     stealing = scheduler_settings("saga", mine).policy_config["stealing"]
     assert stealing["require_measured_rate"] is False and stealing["load_floor"] == 0.01
