@@ -68,6 +68,8 @@ class Dispatch:
 
 class SchedulingHost(Protocol):
     name: str
+    needs_worker_loads: bool
+    """Whether the policy reads the workers' ``/v1/loads`` (the router polls them only then)."""
 
     async def dispatch(self, call: Call) -> Dispatch: ...
 

@@ -172,9 +172,12 @@ class RouterService:
             self.add_worker(url)
         self._tasks = [
             asyncio.ensure_future(self.health.run()),
-            asyncio.ensure_future(self._poll_loads()),
             asyncio.ensure_future(self._epochs()),
         ]
+        if self.host.needs_worker_loads:
+            self._tasks.append(asyncio.ensure_future(self._poll_loads()))
+        else:
+            log.info("policy %s does not read worker loads: /v1/loads is not polled", self.host.name)
 
     async def stop(self) -> None:
         for task in [*self._tasks, *self._kv_tasks.values(), *self._admit_tasks.values(), *self._background]:
