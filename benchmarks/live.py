@@ -7,6 +7,8 @@ Rows (each a router + worker eviction policy; every row replays the identical ag
   workers (``--radix-eviction-policy lru``) -- the production baseline;
 * ``sglang-router round_robin + LRU``;
 * ``saga``: the saga router (``--policy saga``: workflow scheduler) + workers with the saga plugin;
+* ``saga-router saga + LRU``: the saga router's full scheduling on stock LRU workers (what the plugin's
+  eviction adds is the difference to ``saga``);
 * ``saga-router <baseline> + LRU``: the saga router running each of its baseline policies.
 
 The workload is ``saga_sgl.agents.run_agents`` (coding, browser and tree-of-thought DSL agents, shapes
@@ -27,6 +29,14 @@ router. The control row ``saga-router cache_aware + LRU`` is our router running 
 policy on the same LRU workers: it separates what the router implementation costs from what the
 policy and the plugin buy.
 
+Attribution (second table): what each row's router cost and made the workers do, measured from
+outside the processes the same way for sglang-router and ours (``benchmarks/_live_meters.py``):
+router CPU seconds, worker CPU seconds (the row's set and the idle set), the HTTP requests each worker
+logged per endpoint, the tokens it prefilled, per call the time spent outside the worker (client
+latency - SGLang's ``meta_info.e2e_latency``) and the worker's queue time, workflows that changed
+worker (from the rids in the workers' request logs), own-context misses, steals with their rebuilt
+tokens and preemptions (from the saga router's log).
+
 Agent kinds default to coding and browser (the tree-of-thought agent forks, and the simulator's task
 model is a chain of calls, so ``benchmarks/sim_fidelity.py`` could not replay it). Writes JSON
 (with every call's token counts, for the fidelity check), markdown and a PNG to --out.
@@ -36,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -46,7 +57,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +68,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._cluster_stats import geomean, paired_ratio
+from benchmarks._live_meters import LogCursor, group_cpu_s, router_actions, worker_activity
 from benchmarks._machine import cpu_model
 from saga_sgl.agents.common import AgentScale
 from saga_sgl.agents.workload import run_agents
@@ -75,6 +87,7 @@ from saga_sgl.local_workers import TINY_MODEL_DIR, start_worker
 log = logging.getLogger("live")
 
 OURS = "saga"
+REQUEST_LOG_ARGS = ("--log-requests", "--log-requests-level", "0", "--log-requests-format", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +104,8 @@ def rows(quick: bool) -> list[Row]:
         Row("sglang-router cache_aware + LRU", "sglang", "cache_aware", "lru"),
         Row("sglang-router round_robin + LRU", "sglang", "round_robin", "lru"),
         Row(OURS, "saga", "saga", "saga"),
+        # Ablation: the saga router's scheduling on stock LRU workers (no plugin eviction).
+        Row("saga-router saga + LRU", "saga", "saga", "lru"),
     ]
     baselines = ["cache_aware"] if quick else ["cache_aware", "round_robin", "consistent_hash"]
     out += [Row(f"saga-router {b} + LRU", "saga", b, "lru") for b in baselines]
@@ -155,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
         "only --time-scale of their drawn latency (default: the router's priors are scaled by "
         "--time-scale too, as a deployment's router knows its own tools' latencies)",
     )
+    p.add_argument(
+        "--saga-scheduler-config",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="extra workflow-scheduler settings for the rows running the saga policy (an ablation), "
+        'e.g. \'{"policy_config": {"placement": {"locality_weight": 0.8}}}\'; said in the title',
+    )
     p.add_argument("--max-steps", type=int, default=8, help="cap on LLM calls per agent loop (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="cap on tokens per generation (default 16)")
     p.add_argument(
@@ -174,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
     p.add_argument("--out", type=Path, default=Path("out/live"), help="output directory (default out/live)")
+    p.add_argument(
+        "--report-only",
+        type=Path,
+        default=None,
+        metavar="LIVE_JSON",
+        help="run nothing: rebuild live.md and live.png in --out from an earlier run's live.json",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -203,6 +233,19 @@ def idle_call_s(url: str, scale: AgentScale) -> float:
     return statistics.median(lat)
 
 
+def saga_router_args(row: Row, args: argparse.Namespace) -> tuple[str, ...]:
+    """``--scheduler-config`` of a saga-router row: the scaled tool-latency priors, and for the
+    ``saga`` policy rows whatever --saga-scheduler-config adds."""
+    if row.router == "sglang":
+        return ()
+    config: dict[str, Any] = {}
+    if not args.unscaled_priors:
+        config["tool_latency"] = {"prior_scale": args.time_scale}
+    if row.policy == "saga":
+        config.update(args.saga_scheduler_config)
+    return ("--scheduler-config", json.dumps(config)) if config else ()
+
+
 def run_row(
     row: Row,
     cluster: LocalCluster,
@@ -211,23 +254,29 @@ def run_row(
     scale: AgentScale,
     model: Path,
     log_dir: Path,
-) -> list[dict[str, Any]]:
+    every_worker: dict[str, Any],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One row: its agents' records and the row's attribution (see ``attribution``)."""
     urls = [w.url for w in cluster.workers]
     flush(urls)
+    cursors = {url: LogCursor(w.log_path) for url, w in every_worker.items()}
     spec = RouterSpec(
         port=free_port(),
         policy=row.policy,
         worker_urls=tuple(urls),
         model_path=str(model),
         sglang_router=row.router == "sglang",
-        extra_args=()
-        if row.router == "sglang" or args.unscaled_priors
-        else ("--scheduler-config", json.dumps({"tool_latency": {"prior_scale": args.time_scale}})),
+        extra_args=saga_router_args(row, args),
         log_level="info",
     )
     router = start_router(spec, log_dir)
+    router_log = LogCursor(router.log_path)
+    router_log.offset = 0
     try:
         router.wait_ready(len(urls), timeout_s=90)
+        cpu0 = {url: group_cpu_s(w.process.pid) for url, w in every_worker.items()}
+        router_cpu0 = group_cpu_s(router.process.pid)
+        t0 = time.monotonic()
         backend = SagaEndpoint(router.url)
         results = run_agents(
             router.url,
@@ -240,6 +289,9 @@ def run_row(
             backend=backend,
             progress=False,
         )
+        wall = time.monotonic() - t0
+        router_cpu = group_cpu_s(router.process.pid) - router_cpu0
+        worker_cpu = {url: group_cpu_s(w.process.pid) - cpu0[url] for url, w in every_worker.items()}
         out = []
         for r in results:
             rec = backend.recorded(r.workflow_id)
@@ -264,12 +316,69 @@ def run_row(
                     ]
                     if rec
                     else [],
+                    # per call: (client latency, worker e2e latency, worker queue time) in seconds
+                    "call_times": [
+                        [
+                            (n.finished_at_s or n.started_at_s) - n.started_at_s,
+                            n.worker_e2e_s,
+                            n.worker_queue_s,
+                        ]
+                        for n in rec.nodes.values()
+                    ]
+                    if rec
+                    else [],
                 }
             )
         cluster.check()
-        return out
+        activity = {url: worker_activity(c.read_new()) for url, c in cursors.items()}
+        attribution = {
+            "wall_s": wall,
+            "router_cpu_s": router_cpu,
+            "worker_cpu_s": worker_cpu,
+            "row_workers": urls,
+            "worker_requests": {url: dict(a.requests) for url, a in activity.items()},
+            "worker_prefill": {
+                url: {
+                    "batches": a.prefill_batches,
+                    "new_tokens": a.prefill_new_tokens,
+                    "cached_tokens": a.prefill_cached_tokens,
+                }
+                for url, a in activity.items()
+            },
+            "worker_switches": worker_switches({url: a.rids for url, a in activity.items()}, out),
+            "first_worker": first_workers({url: a.rids for url, a in activity.items()}),
+            "router_actions": dataclasses.asdict(router_actions(router_log.read_new())),
+        }
+        return out, attribution
     finally:
         router.stop()
+
+
+def first_workers(rids_by_worker: dict[str, list[str]]) -> dict[str, str]:
+    """workflow -> the worker its first call (step 0) went to: which agents shared a worker."""
+    return {rid[:-2]: url for url, rids in rids_by_worker.items() for rid in rids if rid.endswith(":0")}
+
+
+def worker_switches(rids_by_worker: dict[str, list[str]], agents: list[dict[str, Any]]) -> dict[str, Any]:
+    """How often a workflow's call went to another worker than its previous call (from the rids each
+    worker logged: the same count for every router). Pre-fills and health checks are not calls."""
+    where: dict[str, dict[int, str]] = defaultdict(dict)
+    for url, rids in rids_by_worker.items():
+        for rid in rids:
+            wf, _, step = rid.rpartition(":")
+            if wf and step.isdigit():
+                where[wf][int(step)] = url
+    switches = 0
+    calls = 0
+    moved = 0
+    for a in agents:
+        steps = where.get(a["workflow_id"], {})
+        seq = [steps[k] for k in sorted(steps)]
+        calls += len(seq)
+        n = sum(1 for x, y in itertools.pairwise(seq) if x != y)
+        switches += n
+        moved += n > 0
+    return {"calls_seen": calls, "switches": switches, "workflows_moved": moved, "workflows": len(agents)}
 
 
 def aggregate(records: list[dict[str, Any]], names: list[str], idle_s: float) -> dict[str, Any]:
@@ -307,6 +416,109 @@ def aggregate(records: list[dict[str, Any]], names: list[str], idle_s: float) ->
             "slo_by_tenant": {t: sum(v) / len(v) for t, v in sorted(slo.items())},
         }
     return table
+
+
+def own_context_missed(call_tokens: list[list[int]]) -> tuple[int, int]:
+    """(tokens, calls): of each call's previous context (prompt + output - 1, what SGLang cached),
+    what the next call of the same workflow did not find cached, summed over calls missing > 50 (the
+    few tokens at the boundary, re-tokenized text, always miss). Eviction during the tool gap and a
+    move to another worker show here; the first call's misses (shared prefixes) do not."""
+    tokens = calls = 0
+    for (p0, o0, _), (_, _, c1) in itertools.pairwise(call_tokens):
+        missed = max(0, p0 + o0 - 1 - c1)
+        if missed > 50:
+            tokens += missed
+            calls += 1
+    return tokens, calls
+
+
+def summarize_attribution(
+    attributions: list[dict[str, Any]], records: list[dict[str, Any]], names: list[str]
+) -> dict[str, Any]:
+    """Per row, summed over seeds: what the router cost and made the workers do, and per call how
+    long the call spent outside the worker (client latency - the worker's e2e latency)."""
+    out: dict[str, Any] = {}
+    for name in names:
+        rows = [a for a in attributions if a["row"] == name]
+        if not rows:
+            continue
+        requests: Counter[str] = Counter()
+        prefilled = 0
+        row_cpu = other_cpu = 0.0
+        for a in rows:
+            for url in a["row_workers"]:
+                requests.update(a["worker_requests"].get(url, {}))
+                prefilled += a["worker_prefill"].get(url, {}).get("new_tokens", 0)
+            row_cpu += sum(v for u, v in a["worker_cpu_s"].items() if u in a["row_workers"])
+            other_cpu += sum(v for u, v in a["worker_cpu_s"].items() if u not in a["row_workers"])
+        times = [t for r in records if r["row"] == name for t in r.get("call_times", []) if t[1] is not None]
+        outside = [c - e for c, e, _ in times]
+        queue = [q for _, _, q in times if q is not None]
+        steals = [s for a in rows for s in a["router_actions"]["steals"]]
+        missed = [own_context_missed(r.get("call_tokens", [])) for r in records if r["row"] == name]
+        out[name] = {
+            "runs": len(rows),
+            "wall_s": sum(a["wall_s"] for a in rows),
+            "router_cpu_s": sum(a["router_cpu_s"] for a in rows),
+            "row_worker_cpu_s": row_cpu,
+            "other_worker_cpu_s": other_cpu,
+            "worker_requests": dict(requests.most_common()),
+            "worker_prefilled_tokens": prefilled,
+            "own_context_missed_tokens": sum(t for t, _ in missed),
+            "own_context_missed_calls": sum(c for _, c in missed),
+            "calls_timed": len(times),
+            "outside_worker_median_ms": 1e3 * statistics.median(outside) if outside else math.nan,
+            "outside_worker_mean_ms": 1e3 * statistics.fmean(outside) if outside else math.nan,
+            "worker_e2e_mean_s": statistics.fmean(e for _, e, _ in times) if times else math.nan,
+            "worker_queue_mean_s": statistics.fmean(queue) if queue else math.nan,
+            "workflows_moved": sum(a["worker_switches"]["workflows_moved"] for a in rows),
+            "worker_switches": sum(a["worker_switches"]["switches"] for a in rows),
+            "workflows": sum(a["worker_switches"]["workflows"] for a in rows),
+            "steals": len(steals),
+            "steal_rebuild_tokens": sum(s["rebuild_tokens"] for s in steals),
+            "prefills_done": sum(a["router_actions"]["prefills_done"] for a in rows),
+            "admission_holds": sum(a["router_actions"]["admission_holds"] for a in rows),
+            "preemptions_applied": sum(a["router_actions"]["preemptions"].get("applied", 0) for a in rows),
+        }
+    return out
+
+
+def attribution_markdown(att: dict[str, Any]) -> str:
+    lines = [
+        "",
+        "Attribution, summed over the seeds (measured from outside every process, the same way for both "
+        "routers): router CPU = its process group's CPU seconds while the agents ran; worker CPU = the "
+        "row's two workers (the other, idle set in brackets); requests = HTTP requests the row's workers "
+        "logged; prefilled = tokens the workers computed in prefill (calls, steal pre-fills, health-check "
+        "generations); own context missed = tokens of a workflow's previous context that its next call "
+        "did not find cached (calls missing > 50 tokens; evicted in the tool gap, or moved); outside "
+        "worker = client latency - the worker's own e2e latency per call (router and transit); "
+        "moved = workflows whose calls ran on more than one worker (switches).",
+        "",
+        "| row | wall s | router CPU s | worker CPU s | /generate | /v1/loads | /health | other requests | "
+        "prefilled tokens | own context missed tokens (calls) | outside worker median / mean ms | "
+        "worker queue mean s | worker e2e mean s | "
+        "moved (switches) | steals (rebuilt tokens) | preemptions applied |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, a in att.items():
+        req = dict(a["worker_requests"])
+        gen = req.pop("POST /generate", 0)
+        loads = req.pop("GET /v1/loads", 0)
+        health = req.pop("GET /health", 0)
+        req.pop("POST /flush_cache", None)
+        other = ", ".join(f"{k} {v}" for k, v in req.items()) or "-"
+        lines.append(
+            f"| {name} | {a['wall_s']:.0f} | {a['router_cpu_s']:.1f} | {a['row_worker_cpu_s']:.0f} "
+            f"({a['other_worker_cpu_s']:.0f}) | {gen} | {loads} | {health} | {other} | "
+            f"{a['worker_prefilled_tokens']} | {a['own_context_missed_tokens']} "
+            f"({a['own_context_missed_calls']}) | {a['outside_worker_median_ms']:.1f} / "
+            f"{a['outside_worker_mean_ms']:.1f} | {a['worker_queue_mean_s']:.2f} | "
+            f"{a['worker_e2e_mean_s']:.2f} | {a['workflows_moved']}/{a['workflows']} "
+            f"({a['worker_switches']}) | {a['steals']} ({a['steal_rebuild_tokens']}) | "
+            f"{a['preemptions_applied']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def markdown(table: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -355,6 +567,21 @@ def plot(table: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def report_only(path: Path, out: Path) -> int:
+    """Re-render an earlier run (its measurements unchanged) with this version's tables."""
+    data = json.loads(path.read_text())
+    meta, records, runs = data["meta"], data["agents"], data.get("runs", [])
+    names = list(data["table"])
+    table = aggregate(records, names, meta["idle_call_s"])
+    attribution = summarize_attribution(runs, records, names)
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(table, meta) + (attribution_markdown(attribution) if attribution else "")
+    (out / "live.md").write_text(md)
+    plot(table, out / "live.png")
+    print(md)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
@@ -362,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.report_only is not None:
+        return report_only(args.report_only, args.out)
     if args.quick:
         args.seeds, args.agents = min(args.seeds, 1), min(args.agents, 8)
     selected = rows(args.quick)
@@ -382,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     seeds = list(range(args.seeds))
     records: list[dict[str, Any]] = []
+    attributions: list[dict[str, Any]] = []
     failures: list[str] = []
     row_order: list[list[str]] = []
     evictions = sorted({r.eviction for r in selected})
@@ -394,13 +624,19 @@ def main(argv: list[str] | None = None) -> int:
                 spec = plugin_worker_spec(
                     model_path=str(model), max_total_tokens=args.kv_tokens, eviction_policy=e
                 )
-                spec = dataclasses.replace(spec, env={**spec.env, "OMP_NUM_THREADS": str(args.threads)})
+                spec = dataclasses.replace(
+                    spec,
+                    env={**spec.env, "OMP_NUM_THREADS": str(args.threads)},
+                    # The rid of every request in the worker's log: which worker served each call.
+                    extra_args=(*spec.extra_args, *REQUEST_LOG_ARGS),
+                )
                 cluster.workers.append(start_worker(spec, log_dir))
         for cluster in clusters.values():
             for w in cluster.workers:
                 w.wait_ready(900)
         log.warning("worker sets %s ready after %.0f s", evictions, time.monotonic() - t0)
         idle_s = idle_call_s(clusters[evictions[0]].workers[0].url, scale)
+        every_worker = {w.url: w for c in clusters.values() for w in c.workers}
         with tqdm(total=len(selected) * len(seeds), desc="live rows x seeds", unit="run") as bar:
             for seed in seeds:
                 k = seed % len(selected)
@@ -409,19 +645,24 @@ def main(argv: list[str] | None = None) -> int:
                 for row in order:
                     bar.set_postfix_str(f"{row.name} seed {seed}")
                     try:
-                        records.extend(
-                            run_row(row, clusters[row.eviction], seed, args, scale, model, log_dir)
+                        agents, attribution = run_row(
+                            row, clusters[row.eviction], seed, args, scale, model, log_dir, every_worker
                         )
+                        records.extend(agents)
+                        attributions.append({"row": row.name, "seed": seed, **attribution})
                     except Exception as exc:  # a row that breaks is reported, the others still run
                         log.error("row %s seed %d failed: %s", row.name, seed, exc)
                         failures.append(f"{row.name} seed {seed}: {exc!r}")
-                    (args.out / "live.partial.json").write_text(json.dumps(records))
+                    (args.out / "live.partial.json").write_text(
+                        json.dumps({"agents": records, "attribution": attributions})
+                    )
                     bar.update(1)
     finally:
         for cluster in clusters.values():
             cluster.stop()
     names = [r.name for r in selected]
     table = aggregate(records, names, idle_s)
+    attribution = summarize_attribution(attributions, records, names)
     meta = {
         "machine": f"{cpu_model()}, {platform.node()}",
         "command": "python benchmarks/live.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -447,9 +688,18 @@ def main(argv: list[str] | None = None) -> int:
         "logs": str(log_dir),
     }
     (args.out / "live.json").write_text(
-        json.dumps({"meta": meta, "table": table, "agents": records}, indent=2)
+        json.dumps(
+            {
+                "meta": meta,
+                "table": table,
+                "attribution": attribution,
+                "runs": attributions,
+                "agents": records,
+            },
+            indent=2,
+        )
     )
-    md = markdown(table, meta)
+    md = markdown(table, meta) + attribution_markdown(attribution)
     (args.out / "live.md").write_text(md)
     plot(table, args.out / "live.png")
     print(md)

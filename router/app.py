@@ -145,6 +145,11 @@ async def get_loads(request: web.Request) -> web.Response:
     return web.json_response({"workers": [{"worker": r.url, "load": r.inflight} for r in service.registry]})
 
 
+FLUSH_TRIES = 5
+FLUSH_RETRY_S = 0.1
+"""A worker that refused a flush (requests pending) is asked again this often, this far apart."""
+
+
 async def flush_cache(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     workers = service.registry.routable()
@@ -152,12 +157,18 @@ async def flush_cache(request: web.Request) -> web.Response:
 
     async def flush(url: str) -> bool:
         assert service.session is not None
-        try:
-            async with service.session.post(url + "/flush_cache", timeout=PROXY_TIMEOUT) as resp:
-                await resp.read()
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return False
+        # SGLang refuses (400) while any request is pending, the router's own health-check
+        # generations and pre-fills included: those end within a forward pass, so try again briefly.
+        for attempt in range(FLUSH_TRIES):
+            try:
+                async with service.session.post(url + "/flush_cache", timeout=PROXY_TIMEOUT) as resp:
+                    await resp.read()
+                    if resp.status != 400 or attempt == FLUSH_TRIES - 1:
+                        return resp.status == 200
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                return False
+            await asyncio.sleep(FLUSH_RETRY_S)
+        return False
 
     results = await asyncio.gather(*(flush(w.url) for w in workers))
     flushed = sum(results)

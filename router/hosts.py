@@ -47,6 +47,10 @@ MAX_FINISHED_KEPT = 10_000
 """Finished workflows remembered (then forgotten by the scheduler too): bounded memory."""
 
 
+LIVE_MAX_PREEMPTIONS_PER_CALL = 1
+"""The scheduler's per-call preemption bound in the router (``SchedulerSettings``)."""
+
+
 def scheduler_settings(policy: str, config: Mapping[str, Any]) -> SchedulerSettings:
     """The scheduler settings of a ``--policy`` (plus ``--scheduler-config`` for saga)."""
     if policy in UNSUPPORTED_POLICIES:
@@ -55,6 +59,13 @@ def scheduler_settings(policy: str, config: Mapping[str, Any]) -> SchedulerSetti
     if isinstance(config.get("admission"), Mapping):
         config["admission"] = load_settings(AdmissionControlSettings, config["admission"])
     if policy == SAGA_POLICY:
+        # An abort loses a call's decode so far: preempt each call once at most (unless configured).
+        config.setdefault("max_preemptions_per_call", LIVE_MAX_PREEMPTIONS_PER_CALL)
+        # Live workers may be CPUs: no steal until a pre-fill rate is measured (not the GPU default).
+        given = config.get("policy_config") or {}
+        if isinstance(given, Mapping) and isinstance(given.get("stealing", {}), Mapping):
+            stealing = {"require_measured_rate": True, **given.get("stealing", {})}
+            config["policy_config"] = {**given, "stealing": stealing}
         return load_settings(SchedulerSettings, config)
     if policy in BASELINE_POLICIES:
         base: dict[str, Any] = {
@@ -78,6 +89,9 @@ class SchedulerHost:
         self.name = name
         self._service = service
         self._is_baseline = name != SAGA_POLICY
+        # The baselines place on the router's own in-flight counts, as sglang-router does: polling
+        # /v1/loads for them costs each worker ~1.6 ms of CPU per poll, 3% of a core at 20 Hz.
+        self.needs_worker_loads = not self._is_baseline
         self.scheduler = WorkflowScheduler(
             settings,
             clock=service.clock,
@@ -249,6 +263,14 @@ class SchedulerHost:
     def worker_down(self, worker: WorkerId, now_s: float) -> None:
         self._apply(self.scheduler.handle(ev.WorkerDown(worker_id=worker)))
 
+    def call_admitted(
+        self, call_id: str, workflow_id: WorkflowId, worker: WorkerId, preemptible: bool
+    ) -> None:
+        # Only preemption reads who runs; the baselines have none.
+        if not self._is_baseline and call_id in self._calls:
+            self.scheduler.handle(ev.CallAdmitted(call_id=call_id, workflow_id=workflow_id, worker_id=worker,
+                                                  preemptible=preemptible))
+
     def observe_loads(self, workers: Sequence[WorkerView], now_s: float) -> None:
         self._apply(self.scheduler.handle(ev.WorkerLoads(workers=tuple(workers))))
 
@@ -307,10 +329,20 @@ class SchedulerHost:
                 # Calls are forwarded the moment they are dispatched: SGLang cannot move a waiting one.
                 log.debug("redirect of %s not possible: already forwarded to %s", a.call_id, a.from_worker)
             elif isinstance(a, act.Preempt):
-                service.count("preemption")
-                log.info("preemption of %s for %s on %s not applied: SGLang 0.5.23 has no external retract",
-                         a.workflow_id, a.beneficiary, a.worker_id)
+                service.preempt(a.call_id, a.worker_id, a.beneficiary, self._why_preempt(a))
         return mine
+
+    def _why_preempt(self, a: act.Preempt) -> str:
+        """AFS's reason in numbers, for the log: who waited behind whom, at which urgency."""
+        epoch = self.scheduler.fair_share
+
+        def urgency(wf: WorkflowId) -> str:
+            tenant = epoch.tenant_of.get(wf)
+            return (f"tenant {tenant} AFS {epoch.afs.get(tenant, 0.0):.3g}, "
+                    f"workflow urgency {epoch.urgency.get(wf, 0.0):.3g}") if tenant is not None else "unknown"
+
+        return (f"{a.reason}: {a.beneficiary} ({urgency(a.beneficiary)}) waited behind {a.workflow_id} "
+                f"({urgency(a.workflow_id)}) past the preemption delay")
 
 
 def make_host(service: RouterService) -> SchedulerHost:

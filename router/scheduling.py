@@ -50,6 +50,8 @@ class Call:
     path: str = "/generate"
     tried: set[WorkerId] = field(default_factory=set)
     """Workers this call already failed on (a retry goes elsewhere)."""
+    preemptions: int = 0
+    """Times the router aborted and re-sent this call for a preemption."""
 
     @property
     def workflow_id(self) -> WorkflowId:
@@ -66,6 +68,8 @@ class Dispatch:
 
 class SchedulingHost(Protocol):
     name: str
+    needs_worker_loads: bool
+    """Whether the policy reads the workers' ``/v1/loads`` (the router polls them only then)."""
 
     async def dispatch(self, call: Call) -> Dispatch: ...
 
@@ -78,6 +82,12 @@ class SchedulingHost(Protocol):
     def worker_up(self, worker: WorkerId, now_s: float) -> None: ...
 
     def worker_down(self, worker: WorkerId, now_s: float) -> None: ...
+
+    def call_admitted(
+        self, call_id: str, workflow_id: WorkflowId, worker: WorkerId, preemptible: bool
+    ) -> None:
+        """The call is (inferred to be) running at ``worker`` now (``saga_router.running``)."""
+        ...
 
     def observe_loads(self, workers: Sequence[WorkerView], now_s: float) -> None: ...
 

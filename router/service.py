@@ -40,6 +40,7 @@ from .inbound import (
 from .kv_index import PrefixCatalog
 from .plugin_channel import PluginChannels
 from .router_config import RouterConfig
+from .running import RunningCalls
 from .scheduling import Call, Dispatch, NoEligibleWorker, SchedulingHost
 from .telemetry import RouterMetrics
 from .text_tokens import TextTokens
@@ -79,6 +80,30 @@ class UpstreamFailed(Exception):
     """A worker could not serve the call and nothing had been sent to the client yet."""
 
 
+class Preempted(Exception):
+    """The router aborted the call at its worker for a preemption; nothing was sent to the client."""
+
+
+MAX_PREEMPTIONS_PER_CALL = 3
+"""The router's own bound on aborts of one call, whatever the scheduler asks (no preemption loop)."""
+PREEMPT_RESEND_WAIT_S = 2.0
+"""A preempted call is re-sent once its beneficiary runs, or after this long at most (then it queues
+behind it at the worker anyway, on SGLang's FCFS schedule)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Attempt:
+    """One forward of a call to a worker, as preemption needs to know it."""
+
+    call: Call
+    worker: WorkerId
+    rid: str | None
+    """The rid the router set (None: SGLang picks one, and the call cannot be aborted)."""
+    stream: bool
+    preempting: bool = False
+    beneficiary: WorkflowId | None = None
+
+
 class RouterService:
     def __init__(self, config: RouterConfig, clock: Clock | None = None) -> None:
         self.config = config
@@ -111,6 +136,9 @@ class RouterService:
         self._prefills: dict[tuple[str, str], asyncio.Task[Any]] = {}
         """Pre-fills in flight, by (workflow, worker): that workflow's next call there waits for it."""
         self._call_seq = itertools.count()
+        self.running = RunningCalls()
+        self._attempts: dict[str, Attempt] = {}
+        """Calls forwarded and not yet answered, by call id (what a preemption aborts)."""
         self._live_calls: set[str] = set()
         self._gate: asyncio.Semaphore | None = None
         self._waiting = 0
@@ -144,9 +172,12 @@ class RouterService:
             self.add_worker(url)
         self._tasks = [
             asyncio.ensure_future(self.health.run()),
-            asyncio.ensure_future(self._poll_loads()),
             asyncio.ensure_future(self._epochs()),
         ]
+        if self.host.needs_worker_loads:
+            self._tasks.append(asyncio.ensure_future(self._poll_loads()))
+        else:
+            log.info("policy %s does not read worker loads: /v1/loads is not polled", self.host.name)
 
     async def stop(self) -> None:
         for task in [*self._tasks, *self._kv_tasks.values(), *self._admit_tasks.values(), *self._background]:
@@ -271,12 +302,19 @@ class RouterService:
         if data is None:
             return
         try:
-            record.load = WorkerLoad.from_loads(data, now)
+            load = WorkerLoad.from_loads(data, now)
         except (ValueError, TypeError) as exc:
             log.debug("worker %s: unusable /v1/loads answer: %s", record.url, exc)
             return
-        busy = record.load.num_waiting_reqs > 0 or record.prefilling > 0
+        first_rate = record.prefill_tokens_per_s is None
+        if record.observe_load(load) and first_rate:
+            # The steal guards take no steal until a worker's pre-fill rate is measured.
+            log.info("worker %s: pre-fill throughput measured from its /v1/loads counters: %.0f tokens/s",
+                     record.url, record.prefill_tokens_per_s or 0.0)
+        busy = load.num_waiting_reqs > 0 or record.prefilling > 0
         record.idle_since_s = self.idle.observe(record.worker_id, busy, now)
+        for call in self.running.observe(record.worker_id, load.num_running_reqs, load.num_waiting_reqs):
+            self.host.call_admitted(call.call_id, call.workflow_id, record.worker_id, call.preemptible)
 
     async def _epochs(self) -> None:
         interval = self.config.epoch_interval_secs
@@ -380,8 +418,6 @@ class RouterService:
             m.placements.labels(label).inc(amount)
         elif what == "steal":
             m.steals.inc(amount)
-        elif what == "preemption":
-            m.preemptions.inc(amount)
         elif what == "afs":
             m.afs.labels(label).set(amount)
         elif what == "task_seconds":
@@ -390,6 +426,58 @@ class RouterService:
             m.slo.labels(label, "true").inc()
         elif what == "slo_missed":
             m.slo.labels(label, "false").inc()
+
+    def preempt(self, call_id: str, worker: WorkerId, beneficiary: WorkflowId, why: str) -> str:
+        """Carry out a scheduler ``Preempt``: abort the call at ``worker`` (its answer is then
+        re-sent, see ``_forward_live``). Returns the outcome (a metric label)."""
+        attempt = self._attempts.get(call_id)
+        if attempt is None or attempt.worker != worker:
+            outcome = "gone"  # answered (or failed over) before the decision could be carried out
+        elif attempt.stream:
+            outcome = "refused_streaming"
+        elif attempt.rid is None:
+            outcome = "refused_no_rid"
+        elif attempt.preempting:
+            outcome = "refused_pending"
+        elif attempt.call.preemptions >= MAX_PREEMPTIONS_PER_CALL:
+            outcome = "refused_bound"
+        else:
+            outcome = "applied"
+            attempt.preempting = True
+            attempt.beneficiary = beneficiary
+            task = asyncio.ensure_future(self._abort(worker, attempt.rid))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        self.metrics.preemptions.labels(outcome).inc()
+        log.info("preemption of call %s on %s for workflow %s: %s; %s", call_id, worker, beneficiary, outcome,
+                 why)
+        return outcome
+
+    async def _abort(self, worker: WorkerId, rid: str) -> None:
+        try:
+            body = _encoder.encode({"rid": rid})
+            resp = await self.upstream.post(str(worker), "/abort_request", body, _JSON,
+                                            self.config.health_check_timeout_secs)
+            try:
+                await resp.read()
+            finally:
+                resp.release()
+            if resp.status != 200:
+                log.warning("abort of %s on %s answered HTTP %d", rid, worker, resp.status)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("abort of %s on %s failed (%s): the call runs on", rid, worker, type(exc).__name__)
+
+    async def _await_beneficiary(self, worker: WorkerId, beneficiary: WorkflowId | None) -> None:
+        """Wait (bounded) until the preemption's beneficiary runs on ``worker`` or has no call there."""
+        if beneficiary is None:
+            return
+        deadline = self.clock.now_s() + PREEMPT_RESEND_WAIT_S
+        while self.clock.now_s() < deadline:
+            if self.running.is_running(worker, beneficiary) or not self.running.has_call(worker, beneficiary):
+                return
+            await asyncio.sleep(self.config.load_poll_interval_secs)
+        log.info("beneficiary %s not seen running on %s after %.1f s: re-sending the preempted call anyway",
+                 beneficiary, worker, PREEMPT_RESEND_WAIT_S)
 
     # -- forwarding ---------------------------------------------------------------------------------
 
@@ -466,11 +554,15 @@ class RouterService:
         stream = bool(body.get("stream"))
         retries_left = self.config.retries
         tenant = call.identity.tenant_id or "default"
+        resend: Dispatch | None = None
         while True:
             try:
-                dispatch = await self.host.dispatch(call)
+                # A preempted call goes back to the same worker: the scheduler's bookkeeping has it
+                # waiting there since the preemption (no new placement).
+                dispatch = resend if resend is not None else await self.host.dispatch(call)
             except NoEligibleWorker as exc:
                 return _error(503, f"no healthy worker: {exc}")
+            resend = None
             record = self.registry.by_url(dispatch.worker)
             if record is None:
                 return _error(503, f"scheduler chose unknown worker {dispatch.worker}")
@@ -481,6 +573,17 @@ class RouterService:
             await self._await_prefill(call.identity.workflow_id, str(dispatch.worker))
             try:
                 response = await self._send(request, route, call, body, dispatch, record, stream)
+            except Preempted as exc:
+                call.preemptions += 1
+                try:
+                    await self._await_beneficiary(record.worker_id, exc.args[0] if exc.args else None)
+                except asyncio.CancelledError:  # the client left while its call waited to be re-sent
+                    self.host.finished(call, record.worker_id, None, False, self.clock.now_s())
+                    raise
+                log.info("call %s re-sent to %s after its preemption (%d so far)", call.call_id, record.url,
+                         call.preemptions)
+                resend = dispatch
+                continue
             except UpstreamFailed as exc:
                 call.tried.add(record.worker_id)
                 if retries_left > 0:
@@ -516,7 +619,13 @@ class RouterService:
         record.inflight += 1
         worker = record.worker_id
         ok = False
+        preempted = False
         meta: dict[str, Any] | None = None
+        rid = out.get("rid") if isinstance(out.get("rid"), str) else None
+        attempt = Attempt(call=call, worker=worker, rid=rid, stream=stream)
+        self._attempts[call.call_id] = attempt
+        self.running.forwarded(worker, call.call_id, call.workflow_id,
+                               preemptible=not stream and rid is not None)
         try:
             try:
                 upstream = await self.upstream.post(
@@ -537,6 +646,9 @@ class RouterService:
                     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                         await self._suspect(record, exc)
                         raise UpstreamFailed(f"{type(exc).__name__} while reading the answer") from exc
+                    if attempt.preempting and _was_aborted(data):
+                        preempted = True
+                        raise Preempted(attempt.beneficiary)
                     ok = upstream.status == 200
                     if ok:
                         meta = self._meta_of(call, data, worker)
@@ -549,7 +661,11 @@ class RouterService:
                 upstream.release()
         finally:
             record.inflight -= 1
-            self.host.finished(call, worker, meta, ok, self.clock.now_s())
+            self.running.ended(worker, call.call_id)
+            if self._attempts.get(call.call_id) is attempt:
+                del self._attempts[call.call_id]
+            if not preempted:  # a preempted call is still the scheduler's, waiting at this worker
+                self.host.finished(call, worker, meta, ok, self.clock.now_s())
             if meta is not None:
                 self._account(meta)
 
@@ -595,6 +711,10 @@ class RouterService:
             await self.health.take_out(record, f"request failed: {type(exc).__name__}")
 
     def _meta_of(self, call: Call, data: bytes, worker: WorkerId) -> dict[str, Any] | None:
+        """The ``meta_info`` of a worker's 200 answer (and its proof of life for health checks)."""
+        record = self.registry.by_url(worker)
+        if record is not None:
+            record.last_answer_s = self.clock.now_s()
         try:
             answer = _decoder.decode(data)
         except msgspec.DecodeError:
@@ -646,6 +766,25 @@ class RouterService:
 
 
 _JSON = {"Content-Type": "application/json"}
+
+
+def _was_aborted(data: bytes) -> bool:
+    """The worker's answer says the request was aborted (SGLang 0.5.23: HTTP 200 with the output so
+    far and ``meta_info.finish_reason.type == "abort"``; an error body naming an abort)."""
+    try:
+        answer = _decoder.decode(data)
+    except msgspec.DecodeError:
+        return False
+    if isinstance(answer, list):
+        answer = answer[0] if answer and isinstance(answer[0], dict) else {}
+    if not isinstance(answer, dict):
+        return False
+    meta = answer.get("meta_info")
+    if isinstance(meta, dict):
+        reason = meta.get("finish_reason")
+        return isinstance(reason, dict) and reason.get("type") == "abort"
+    error = answer.get("error") or answer.get("detail")
+    return "abort" in str(error).lower() if error else False
 
 
 def _with_fields(body: dict[str, Any], fields: Mapping[str, Any], route: str) -> dict[str, Any]:

@@ -66,7 +66,10 @@ class RouterMetrics:
             registry=r,
         )
         self.preemptions = Counter(
-            "saga_router_preemptions", "Preemptions decided by Agent Fair Share.", registry=r,
+            "saga_router_preemptions",
+            "Preemptions decided by Agent Fair Share, by outcome (applied: aborted and re-sent; "
+            "gone: answered first; refused_*: streamed, no rid, pending, per-call bound).",
+            ["outcome"], registry=r,
         )
         self.retries = Counter(
             "saga_router_retries", "Requests retried on another worker before streaming started.",

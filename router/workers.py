@@ -36,6 +36,11 @@ class WorkerLoad:
     max_total_num_tokens: int
     max_running_requests: int
     at_s: float
+    prefill_tokens_total: int = 0
+    """``total_prefill_uncached_tokens``: tokens the worker has pre-filled since it started."""
+    prefill_busy_us_total: int = 0
+    """``total_prefill_busy_us``: time its pre-fill steps took, in microseconds (SGLang measures both
+    on every pre-fill batch: every call's, not only the router's own pre-fills)."""
 
     @classmethod
     def from_loads(cls, payload: dict[str, Any], now_s: float) -> WorkerLoad:
@@ -54,6 +59,8 @@ class WorkerLoad:
             max_total_num_tokens=max(1, total("max_total_num_tokens")),
             max_running_requests=max(1, total("max_running_requests")),
             at_s=now_s,
+            prefill_tokens_total=total("total_prefill_uncached_tokens"),
+            prefill_busy_us_total=total("total_prefill_busy_us"),
         )
 
 
@@ -76,13 +83,18 @@ class WorkerRecord:
     backoff_s: float = 0.0
     inflight: int = 0
     """Requests forwarded and not finished (sglang-router's ``load``)."""
+    last_answer_s: float | None = None
+    """When a forwarded call last came back with an answer: the worker serves (health checks)."""
     load: WorkerLoad | None = None
     idle_since_s: float | None = None
     server_info: dict[str, Any] = field(default_factory=dict)
     control_address: str | None = None
     kv_events_exact: bool = False
     prefill_tokens_per_s: float | None = None
-    """Measured on the router's pre-fills here (EMA; see ``observe_prefill``); None until one ran."""
+    """Pre-fill throughput here (EMA; see ``observe_prefill``): from the worker's own /v1/loads counters
+    (every call's pre-fill) and the router's pre-fills; None until a sample of 32+ tokens."""
+    _prefill_base: tuple[int, int] | None = None
+    """The pre-fill counters (tokens, busy us) where the next throughput sample starts."""
     prefilling: int = 0
     """The router's own pre-fills running here. A thief busy re-building a stolen context is not
     idle: counting it keeps the next epoch from stealing onto it again before that one is done."""
@@ -123,13 +135,34 @@ class WorkerRecord:
             prefill_tokens_per_s=self.prefill_tokens_per_s,
         )
 
-    def observe_prefill(self, tokens: int, seconds: float) -> None:
-        """A pre-fill of ``tokens`` uncached tokens took ``seconds`` (the worker's e2e latency)."""
+    def observe_prefill(self, tokens: int, seconds: float) -> bool:
+        """A pre-fill of ``tokens`` uncached tokens took ``seconds``; False: too short a sample."""
         if tokens < PREFILL_SAMPLE_MIN_TOKENS or seconds <= 0:
-            return  # too short to say anything about throughput
+            return False  # too short to say anything about throughput
         rate = tokens / seconds
         old = self.prefill_tokens_per_s
         self.prefill_tokens_per_s = rate if old is None else old + PREFILL_RATE_ALPHA * (rate - old)
+        return True
+
+    def observe_load(self, load: WorkerLoad) -> bool:
+        """A new ``/v1/loads`` sample: its pre-fill counters since the last sample are a throughput
+        sample (the calls of every client, counted by the worker itself). True: a rate was learned.
+
+        Samples accumulate until they hold ``PREFILL_SAMPLE_MIN_TOKENS``; counters that go backwards
+        (a restarted worker) start a new baseline.
+        """
+        old, self.load = self.load, load
+        base = self._prefill_base
+        if base is None or old is None or load.prefill_tokens_total < base[0] \
+                or load.prefill_busy_us_total < base[1]:
+            self._prefill_base = (load.prefill_tokens_total, load.prefill_busy_us_total)
+            return False
+        tokens = load.prefill_tokens_total - base[0]
+        busy_s = (load.prefill_busy_us_total - base[1]) / 1e6
+        if tokens < PREFILL_SAMPLE_MIN_TOKENS or busy_s <= 0:
+            return False
+        self._prefill_base = (load.prefill_tokens_total, load.prefill_busy_us_total)
+        return self.observe_prefill(tokens, busy_s)
 
     def as_json(self) -> dict[str, Any]:
         """sglang-router 0.3.2's ``/workers`` entry."""

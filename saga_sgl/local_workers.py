@@ -54,6 +54,11 @@ class WorkerSpec:
     eviction_policy: str | None = None
     """``--radix-eviction-policy``; None keeps SGLang's default (lru)."""
     enable_metrics: bool = True
+    sleep_on_idle: bool = True
+    """``--sleep-on-idle``: an idle scheduler blocks on its sockets (woken at once by a request)
+    instead of spinning. SGLang's default spins, which costs a core per idle worker: measured on the
+    2-core live benchmark, two idle workers burned 40 CPU-seconds in a 55 s row that their two busy
+    neighbours needed (benchmarks/results/live_s3.md)."""
     serve_text: bool = False
     """CPU only: load the model directory's tokenizer so the worker accepts text (DSL programs);
     False starts it with ``--skip-tokenizer-init`` (requests must carry ``input_ids``)."""
@@ -90,6 +95,8 @@ class WorkerSpec:
             cmd += ["--radix-eviction-policy", self.eviction_policy]
         if self.enable_metrics:
             cmd.append("--enable-metrics")
+        if self.sleep_on_idle:
+            cmd.append("--sleep-on-idle")
         cmd += list(self.extra_args)
         return cmd
 

@@ -170,10 +170,10 @@ class RouterSpec:
             self.model_path,
             "--log-level",
             self.log_level,
-            "--health-check-interval-secs",
-            "1",
-            "--health-failure-threshold",
-            "2",
+            # Health checks at the router's (and sglang-router's) default interval, 60 s: SGLang's
+            # /health runs a generation, so checking every second cost each worker a forward pass
+            # per second (47-69 per live-benchmark row). A dead worker is still taken out at once by
+            # the first call that cannot reach it (the call is retried on another worker).
         ]
         if self.worker_urls:
             cmd += ["--worker-urls", *self.worker_urls]

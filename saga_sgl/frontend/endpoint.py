@@ -320,6 +320,8 @@ class SagaEndpoint(RuntimeEndpoint):  # type: ignore[misc]
             call.node.output_tokens = completion
             call.node.cached_tokens = int(meta.get("cached_tokens") or 0)
             call.node.finished_at_s = time.monotonic()
+            call.node.worker_e2e_s = _seconds(meta.get("e2e_latency"))
+            call.node.worker_queue_s = _seconds(meta.get("queue_time"))
             call.state.context_tokens = prompt + completion
         with self._usage_lock:
             self.token_usage.prompt_tokens += prompt
@@ -664,3 +666,11 @@ class SagaEndpoint(RuntimeEndpoint):  # type: ignore[misc]
 
 def _drop_leading_none(entries: list[list[Any]]) -> list[list[Any]]:
     return entries[1:] if entries and entries[0][0] is None else entries
+
+
+def _seconds(value: Any) -> float | None:
+    """A latency field of ``meta_info`` as seconds, or None when the worker did not report it."""
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None

@@ -54,6 +54,12 @@ class NodeRecord:
     cached_tokens: int = 0
     started_at_s: float = 0.0
     finished_at_s: float | None = None
+    worker_e2e_s: float | None = None
+    """The worker's own latency of the call (SGLang ``meta_info.e2e_latency``: from its HTTP server's
+    receipt to the answer); the client's latency minus this is what the router and transit added."""
+    worker_queue_s: float | None = None
+    """Time the call waited in the worker's scheduler queue (``meta_info.queue_time``; needs
+    ``--enable-metrics``)."""
     error: str = ""
 
 

@@ -30,7 +30,14 @@ Guards [I] (a steal that cannot pay for itself is refused, not merely ranked las
   thief's, in ``mean_call_s`` units) must be at least ``min_gain_ratio`` x that re-prefill time.
   A victim whose waiting queue is empty would start the workflow's next call at once: nothing to
   gain. The margin above 1 is the hysteresis: a borderline imbalance, which flips with every load
-  sample, does not move workflows back and forth.
+  sample, does not move workflows back and forth;
+* **thief keeps it**: the thief's KV in use plus the context it pre-fills must stay within
+  ``max_thief_kv_frac`` of its pool, so that the context is still there when the workflow comes
+  back (above the tool-aware TTL's soft-pressure threshold TTLs shrink and the pre-fill can be
+  evicted before the return: wasted work on both workers);
+* **measured rate**: with ``require_measured_rate`` (the live router), no steal at all until some
+  worker's pre-fill throughput has been measured; the GPU default would judge a CPU worker's
+  re-prefill about 100x too cheap.
 
 ``revalidate`` implements the paper's guard (c): a steal that is stale when it is applied (victim no
 longer overloaded, workflow moved on) is rejected. O(W log W + F) per epoch.
@@ -83,6 +90,17 @@ class StealSettings:
     min_gain_ratio: float = 2.0
     """The expected wait escaped on the victim must be at least this many times the re-prefill
     time (>= 1; the hysteresis against steals that flip with each load sample) [I]."""
+    max_thief_kv_frac: float = 0.7
+    """The thief's KV in use plus the pre-filled context must stay within this fraction of its pool.
+    Default: the soft-pressure threshold of the tool-aware TTL (Eq. 6's 0.7), below which a TTL
+    protects a context for its whole predicted gap; above it TTLs shrink and the pre-fill may be
+    evicted before the workflow returns. A snapshot of the thief now, not a forecast of its use
+    until the return [I]."""
+    require_measured_rate: bool = False
+    """True: no steal while no worker's pre-fill throughput is measured (``WorkerView.
+    prefill_tokens_per_s``), instead of falling back to ``rebuild_tokens_per_s``. The live router
+    sets it (its workers may be CPUs, ~100x slower than the GPU default); the simulator's workers
+    follow the cost model the default comes from [I]."""
     mean_call_s: float = 2.0
     """Duration of a typical LLM call (seconds): the victim's waiting queue drains about
     waiting / running of them before a new call starts (``aeg.predict.expected_queue_delay_s``).
@@ -111,6 +129,8 @@ class StealSettings:
         require_positive(owner, "rebuild_tokens_per_s", self.rebuild_tokens_per_s)
         require(self.gap_margin >= 1.0, owner, "gap_margin", ">= 1", self.gap_margin)
         require(self.min_gain_ratio >= 1.0, owner, "min_gain_ratio", ">= 1", self.min_gain_ratio)
+        require(0.0 < self.max_thief_kv_frac <= 1.0, owner, "max_thief_kv_frac", "in (0, 1]",
+                self.max_thief_kv_frac)
         require_positive(owner, "mean_call_s", self.mean_call_s)
         self.load_settings()
 
@@ -133,10 +153,20 @@ class WorkStealing:
         """The worker's queue has been empty for at least T_idle."""
         return w.idle_since_s is not None and now_s - w.idle_since_s >= self.settings.idle_threshold_s
 
-    def rebuild_rate(self, workers: Sequence[WorkerView]) -> float:
-        """Re-prefill throughput (tokens/s): the slowest measured worker's, else the setting."""
+    def rebuild_rate(self, workers: Sequence[WorkerView]) -> float | None:
+        """Re-prefill throughput (tokens/s): the slowest measured worker's, else the setting (None
+        with ``require_measured_rate``: no steal)."""
         measured = [w.prefill_tokens_per_s for w in workers if w.prefill_tokens_per_s]
-        return min(measured) if measured else self.settings.rebuild_tokens_per_s
+        if measured:
+            return min(measured)
+        return None if self.settings.require_measured_rate else self.settings.rebuild_tokens_per_s
+
+    def thief_refusal(self, wf: WorkflowView, thief: WorkerView) -> str | None:
+        """Why ``thief`` cannot keep ``wf``'s context until it comes back; None: it can."""
+        need = max(0, thief.kv_used_tokens) + wf.cached_prefix_tokens
+        if need > self.settings.max_thief_kv_frac * thief.kv_capacity_tokens:
+            return "thief_kv_full"
+        return None
 
     def rebuild_s(self, wf: WorkflowView, rate: float | None = None) -> float:
         """Time to re-prefill the workflow's context on a thief (at ``rate`` tokens/s if given)."""
@@ -185,6 +215,8 @@ class WorkStealing:
             return []
         load = {w.worker_id: max(worker_load(w, self._load), s.load_floor) for w in healthy}
         rate = self.rebuild_rate(healthy)
+        if rate is None:
+            return []  # no measured re-prefill rate yet: a steal's cost is unknown
         # Candidates pass the guards that do not depend on the thief (call at a worker, short gap);
         # the gain guard is checked per (victim, thief) against the cheapest rebuild of the pool.
         candidates: dict[WorkerId, list[WorkflowView]] = {}
@@ -224,17 +256,24 @@ class WorkStealing:
                 if vid == thief.worker_id or not candidates[vid]:
                     continue
                 gain_s = self.queue_delay_s(v) - thief_delay
-                if gain_s > 0.0 and gain_s >= s.min_gain_ratio * cheapest[vid]:
-                    victims.append(v)  # at least its cheapest workflow pays for the move
+                if (
+                    gain_s > 0.0
+                    and gain_s >= s.min_gain_ratio * cheapest[vid]
+                    and any(self.thief_refusal(f, thief) is None for f in candidates[vid])
+                ):
+                    victims.append(v)  # its cheapest workflow pays for the move; one fits the thief
             if not victims:
                 continue
             victim = self._choose_victim(victims, load)
             pool = candidates[victim.worker_id]
             gain_s = self.queue_delay_s(victim) - thief_delay
-            wf = min(
-                (f for f in pool if self.refusal(f, gain_s, now_s, rate) is None),
-                key=lambda f: self.rank_session(f, now_s),
-            )
+            allowed = [
+                f for f in pool
+                if self.refusal(f, gain_s, now_s, rate) is None and self.thief_refusal(f, thief) is None
+            ]
+            if not allowed:
+                continue  # the workflows that pay for the move do not fit the thief, and vice versa
+            wf = min(allowed, key=lambda f: self.rank_session(f, now_s))
             pool.remove(wf)  # each workflow is stolen at most once, in this epoch and (times_stolen) ever
             if pool:
                 cheapest[victim.worker_id] = min(self.rebuild_s(f, rate) for f in pool)
@@ -262,7 +301,9 @@ class WorkStealing:
             return False
         gain_s = self.queue_delay_s(victim) - self.queue_delay_s(thief)
         rate = self.rebuild_rate([w for w in workers if w.is_healthy])
-        if self.refusal(wf, gain_s, now_s, rate) is not None:
+        if rate is None or self.refusal(wf, gain_s, now_s, rate) is not None:
+            return False
+        if self.thief_refusal(wf, thief) is not None:
             return False
         floor = self.settings.load_floor
         lt = max(worker_load(thief, self._load), floor)

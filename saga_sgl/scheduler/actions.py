@@ -21,8 +21,10 @@ Prefill       ``/generate`` with the workflow's last context  prefill-only call 
               and ``max_new_tokens=0``
 Control       PUSH ``encode_control(message)`` to the         apply to the worker's hint table (what
               worker plugin's control channel                 the plugin does); re-key the entries
-Preempt       best effort (SGLang has no external retract):   retract the running call back to the
-              may be ignored                                  waiting queue, as SGLang's retract does
+Preempt       ``POST /abort_request`` with the call's rid     retract the running call back to the
+              (not a streamed call), then re-send the same    waiting queue, as SGLang's retract does
+              body to the same worker once the beneficiary
+              runs; the client sees one response
 ============  ==============================================  =========================================
 """
 

@@ -60,13 +60,17 @@ class CallArrived:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallAdmitted:
-    """Optional, simulator only: the worker moved the call from its waiting queue into the running
-    batch. A live router cannot see this (``/v1/loads`` gives counts only); without it the scheduler
-    treats a dispatched call as queued until it finishes, and plans no preemption."""
+    """Optional: the worker moved the call from its waiting queue into the running batch. The
+    simulator knows it; the router infers it from ``/v1/loads`` counts (``saga_router.running``).
+    Without it the scheduler treats a dispatched call as queued until it finishes, and plans no
+    preemption."""
 
     call_id: str
     workflow_id: WorkflowId
     worker_id: WorkerId
+    preemptible: bool = True
+    """False: the host cannot retract this call (the router: a streamed response, whose output
+    already reaches the client); it is never chosen for preemption."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -115,6 +115,8 @@ class WorkflowRecord:
         "aeg",
         "agent_type",
         "call_id",
+        "call_preemptible",
+        "call_preemptions",
         "call_worker",
         "context_tokens",
         "deadline_s",
@@ -156,6 +158,10 @@ class WorkflowRecord:
         """Worker where its last call finished (where its KV is, as far as bookkeeping knows)."""
         self.call_id: str | None = None
         self.call_worker: WorkerId | None = None
+        self.call_preemptible = True
+        """The host can retract the current call (see ``CallAdmitted.preemptible``)."""
+        self.call_preemptions = 0
+        """Times the current call was preempted (bounded by ``max_preemptions_per_call``)."""
         self.running = False
         self.held_call: CallArrived | None = None
         self.held_since_s: float | None = None
@@ -427,6 +433,7 @@ class WorkflowScheduler:
         moved = rec.worker_id if rec.worker_id is not None and rec.worker_id != wid else None
         rec.worker_id = wid
         rec.call_id, rec.call_worker, rec.running = ev.call_id, wid, False
+        rec.call_preemptible, rec.call_preemptions = True, 0
         self._calls[ev.call_id] = rec
         self._waiting_since[ev.call_id] = now
         self._inflight[wid] += 1
@@ -498,6 +505,7 @@ class WorkflowScheduler:
             return
         self._waiting_since.pop(ev.call_id, None)
         rec.running = True
+        rec.call_preemptible = ev.preemptible
         rec.state = WorkflowState.RUNNING
         rec.queued_since_s = None
         rec.view = None
@@ -983,13 +991,22 @@ class WorkflowScheduler:
         self._views_at = None
 
     def _preempt(self, now: float) -> list[Action]:
-        """AFS's 500 ms rule over who blocks whom, known only from ``CallAdmitted`` events."""
+        """AFS's 500 ms rule over who blocks whom, known only from ``CallAdmitted`` events.
+
+        The preempted call goes back to its worker's waiting queue in the bookkeeping (same call id,
+        same worker, waiting since now): the host retracts it there and it runs again later; if it
+        finished before the host could retract it, the host reports ``CallFinished`` as usual.
+        """
         assert self.fairness is not None
         after = float(getattr(getattr(self.fairness, "settings", None), "preempt_after_s", 0.5))
         urg = self._epoch.urgency
+        bound = self.settings.max_preemptions_per_call
+        cap = math.inf if bound is None else bound
         running: dict[WorkerId, list[WorkflowRecord]] = {}
         for rec in self._active.values():
-            if rec.running and rec.call_worker is not None:
+            # Only calls the host can retract, and each at most ``cap`` times (no preemption loop).
+            preemptible = rec.call_preemptible and rec.call_preemptions < cap
+            if rec.running and rec.call_worker is not None and preemptible:
                 running.setdefault(rec.call_worker, []).append(rec)
         blocking: list[BlockingView] = []
         waiter_of: dict[WorkerId, tuple[float, WorkflowRecord]] = {}
@@ -1024,6 +1041,7 @@ class WorkflowScheduler:
             ):
                 continue
             victim.running = False
+            victim.call_preemptions += 1
             victim.state = WorkflowState.QUEUED
             victim.queued_since_s = now
             victim.view = None

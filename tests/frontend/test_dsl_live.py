@@ -439,6 +439,12 @@ def test_each_agent_kind_runs_as_a_workflow(text_worker: WorkerProcess) -> None:
         gens = [n for n in record.nodes.values() if n.call == "gen" and "." not in n.node_id]
         assert all(b.prompt_tokens > a.prompt_tokens for a, b in itertools.pairwise(gens))
         assert r.cached_tokens > 0
+        # The worker's own latency and queue time of every call (what the live benchmark's per-call
+        # router delay is computed from), within the client's latency of that call.
+        for n in gens:
+            assert n.worker_e2e_s is not None and n.worker_queue_s is not None and n.finished_at_s
+            assert 0 < n.worker_e2e_s <= n.finished_at_s - n.started_at_s
+            assert 0 <= n.worker_queue_s <= n.worker_e2e_s
         tools = [n.tool_after for n in record.nodes.values() if n.tool_after]
         assert tools and all(n.tool_latency_s is not None for n in record.nodes.values() if n.tool_before)
     for record in by_kind.get("tot", []):

@@ -83,3 +83,37 @@ def test_prefill_throughput_is_measured_per_worker_and_reaches_its_view() -> Non
     assert record.view().prefill_tokens_per_s == 2400.0
     record.observe_prefill(960, 0.2)  # EMA, alpha 0.5
     assert record.prefill_tokens_per_s == 3600.0
+
+
+def test_prefill_throughput_is_learned_from_the_workers_load_counters() -> None:
+    """SGLang 0.5.23's /v1/loads counts every pre-fill batch (tokens, busy microseconds): the rate is
+    known from the first calls, before the router ran any pre-fill of its own."""
+    from saga_router.workers import WorkerLoad, WorkerRecord
+
+    def sample(tokens: int, busy_us: int) -> WorkerLoad:
+        loads = {"loads": [{"num_running_reqs": 0, "num_waiting_reqs": 0, "num_used_tokens": 0,
+                            "max_total_num_tokens": 2048, "max_running_requests": 8,
+                            "total_prefill_uncached_tokens": tokens, "total_prefill_busy_us": busy_us}]}
+        return WorkerLoad.from_loads(loads, 0.0)
+
+    record = WorkerRecord(url="http://w0")
+    assert not record.observe_load(sample(5_000, 9_000_000))  # the baseline (warm-up included)
+    assert not record.observe_load(sample(5_010, 9_010_000))  # 10 tokens: too short, accumulates
+    assert record.observe_load(sample(5_300, 9_100_000))  # 300 tokens in 0.1 s since the baseline
+    assert record.prefill_tokens_per_s == 3_000.0
+    assert record.load is not None and record.load.prefill_tokens_total == 5_300
+    # A restarted worker's counters start again: a new baseline, not a negative sample.
+    assert not record.observe_load(sample(100, 50_000))
+    assert record.observe_load(sample(400, 150_000))  # 300 tokens in 0.1 s
+    assert record.prefill_tokens_per_s == 3_000.0
+
+
+def test_the_saga_policy_requires_a_measured_rate_unless_configured_otherwise() -> None:
+    from saga_router.hosts import scheduler_settings
+
+    assert scheduler_settings("saga", {}).policy_config["stealing"]["require_measured_rate"] is True
+    assert scheduler_settings("saga", {}).max_preemptions_per_call == 1
+    assert scheduler_settings("saga", {"max_preemptions_per_call": 2}).max_preemptions_per_call == 2
+    mine = {"policy_config": {"stealing": {"require_measured_rate": False, "load_floor": 0.01}}}
+    stealing = scheduler_settings("saga", mine).policy_config["stealing"]
+    assert stealing["require_measured_rate"] is False and stealing["load_floor"] == 0.01

@@ -247,3 +247,39 @@ def test_the_gap_guard_uses_the_measured_prefill_rate_not_the_gpu_default() -> N
     clock.advance(0.1)
     _loads(s, QUEUE, slow_thief)
     assert [a for a in s.epoch() if isinstance(a, Rebind)] == []
+
+
+def test_a_thief_that_cannot_keep_the_context_until_the_return_is_not_used() -> None:
+    """The pre-filled context must fit the thief under the TTL's soft-pressure threshold (0.7 of its
+    pool by default), or it is evicted before the workflow comes back: the pre-fill is wasted."""
+    ws = WorkStealing()
+    wf = gap_workflow("wf", tokens=10_000, gap_left_s=60.0)
+    roomy = dataclasses.replace(COLD_IDLE, kv_used_tokens=50_000)  # 60,000 of 100,000 with the context
+    full = dataclasses.replace(COLD_IDLE, kv_used_tokens=65_000)  # 75,000 > 70,000
+    assert ws.thief_refusal(wf, roomy) is None and ws.thief_refusal(wf, full) == "thief_kv_full"
+    assert [s.workflow_id for s in ws.plan([roomy, QUEUE], [wf], NOW)] == ["wf"]
+    assert ws.plan([full, QUEUE], [wf], NOW) == []
+    # A smaller context of the same victim still fits the nearly full thief.
+    small = gap_workflow("small", tokens=1_000, gap_left_s=60.0)
+    assert [s.workflow_id for s in ws.plan([full, QUEUE], [wf, small], NOW)] == ["small"]
+    # Revalidation sees a thief that filled up since the plan.
+    [steal] = ws.plan([roomy, QUEUE], [wf], NOW)
+    assert ws.revalidate(steal, [roomy, QUEUE], [wf], NOW)
+    assert not ws.revalidate(steal, [full, QUEUE], [wf], NOW)
+    # A stricter setting refuses the roomy thief too.
+    assert WorkStealing(StealSettings(max_thief_kv_frac=0.5)).plan([roomy, QUEUE], [wf], NOW) == []
+    with pytest.raises(InvalidSettings):
+        StealSettings(max_thief_kv_frac=0.0)
+
+
+def test_no_steal_until_a_prefill_rate_is_measured_when_the_host_requires_one() -> None:
+    """The live router: the 45,000 tokens/s GPU default would judge a CPU worker's re-prefill ~100x
+    too cheap, so it takes no steal before some worker's pre-fill rate is measured."""
+    ws = WorkStealing(StealSettings(require_measured_rate=True))
+    wf = gap_workflow("wf", tokens=900, gap_left_s=5.0)
+    assert ws.rebuild_rate([COLD_IDLE, QUEUE]) is None
+    assert ws.plan([COLD_IDLE, QUEUE], [wf], NOW) == []
+    measured = dataclasses.replace(QUEUE, prefill_tokens_per_s=2_400.0)
+    assert [s.workflow_id for s in ws.plan([COLD_IDLE, measured], [wf], NOW)] == ["wf"]
+    # The simulator's default keeps the cost model's rate.
+    assert [s.workflow_id for s in WorkStealing().plan([COLD_IDLE, QUEUE], [wf], NOW)] == ["wf"]

@@ -37,11 +37,16 @@ class LoadSettings:
 
 def worker_load(w: WorkerView, settings: LoadSettings) -> float:
     """load(w) in [0, 1]."""
-    request_load = min(1.0, (w.num_running_reqs + w.num_waiting_reqs) / w.max_running_reqs)
+    request_load = min(1.0, queue_depth(w) / w.max_running_reqs)
     token_load = min(1.0, max(0, w.kv_used_tokens) / w.kv_capacity_tokens)
     return settings.request_weight * request_load + settings.token_weight * token_load
 
 
 def queue_depth(w: WorkerView) -> int:
-    """Requests running or waiting on ``w`` (tie-break between equally loaded workers)."""
-    return w.num_running_reqs + w.num_waiting_reqs
+    """Requests running or waiting on ``w`` (tie-break between equally loaded workers).
+
+    At least the host's in-flight count: a call forwarded a moment ago is not in the worker's
+    reported running/waiting counts until its next load report. Live, five agents starting within
+    milliseconds all saw both workers empty and six of ten workflows were admitted to one worker
+    (then stolen back at 650-1,600 re-built tokens each). In the simulator the two are equal."""
+    return max(w.num_running_reqs + w.num_waiting_reqs, w.num_inflight_reqs or 0)
