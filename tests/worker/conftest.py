@@ -163,6 +163,21 @@ class CacheHarness:
             node = child
         return matched
 
+    def eviction_order(self, contexts: dict[str, list[int]]) -> list[str]:
+        """Evict one token at a time until every context is gone; the names in the order they went
+        (each eviction must take exactly one whole context: they share no prefix)."""
+        from sglang.srt.mem_cache.base_prefix_cache import EvictParams
+
+        order: list[str] = []
+        alive = dict(contexts)
+        while alive:
+            self.cache.evict(EvictParams(num_tokens=1))
+            gone = [name for name, tokens in alive.items() if self.resident_tokens(tokens) == 0]
+            assert len(gone) == 1, gone
+            order.append(gone[0])
+            del alive[gone[0]]
+        return order
+
     def evictable_tokens(self) -> int:
         return int(self.cache.evictable_size())
 

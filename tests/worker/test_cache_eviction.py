@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from control_push import push_control
 
 from saga_sgl.protocol import ReuseHint, ToolStarted, TtlChanged, WorkflowFinished, encode_control
 
@@ -126,17 +127,6 @@ def test_ttl_is_ignored_at_threshold_high(
 # --- control channel: a finished workflow is evicted first ----------------------------------------
 
 
-def _push(address: str, *messages: bytes) -> None:
-    import zmq
-
-    sock = zmq.Context.instance().socket(zmq.PUSH)
-    sock.setsockopt(zmq.LINGER, 1000)
-    sock.connect(address)
-    for message in messages:
-        sock.send(message)
-    sock.close()
-
-
 def _wait_drained(runtime: Any, source_count: int, timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -164,7 +154,7 @@ def test_finished_workflow_is_evicted_first(make_harness: Any, kind: str) -> Non
     h.run(b, hint=hinted("B", next_use_in_s=1.0))  # B is predicted back first...
     h.clock.advance(1.0)
     h.run(ctx(300, 20), hint=hinted("C", next_use_in_s=1.0))
-    _push(h.runtime.control.endpoint, encode_control(WorkflowFinished(workflow_id="B")))
+    push_control(h.runtime.control.endpoint, encode_control(WorkflowFinished(workflow_id="B")))
     _wait_drained(h.runtime, 1)
     h.clock.advance(1.0)
     h.run(ctx(400, 20))  # needs 16 tokens: ...but finished, B goes before A (farthest next use)
@@ -185,7 +175,7 @@ def test_control_tool_started_ttl_and_ttl_change(make_harness: Any, kind: str) -
     h.run(ctx(200, 20), hint=hinted("B", next_use_in_s=10.0))
     h.clock.advance(1.0)
     h.run(ctx(300, 20), hint=hinted("C", next_use_in_s=5.0))
-    _push(
+    push_control(
         h.runtime.control.endpoint,
         encode_control(ToolStarted(workflow_id="A", tool="code", ttl_s=30.0)),
         encode_control(TtlChanged(workflow_id="A", ttl_s=20.0)),

@@ -38,22 +38,12 @@ def _tokens(i: int) -> list[int]:
 
 
 def _plugin_order(make_harness: Any, kind: str, policy: str) -> list[str]:
-    from sglang.srt.mem_cache.base_prefix_cache import EvictParams
-
     h = make_harness(kind, policy, kv_size=1024)
     for i, (name, hint) in enumerate(SCRIPT):
         h.clock.advance(1.0)
         h.run(_tokens(i), hint=None if hint is None else ReuseHint(workflow_id=name, **hint))
     h.clock.advance(1.0)
-    order: list[str] = []
-    alive = {name: _tokens(i) for i, (name, _) in enumerate(SCRIPT)}
-    while alive:
-        h.cache.evict(EvictParams(num_tokens=1))
-        gone = [n for n, toks in alive.items() if h.resident_tokens(toks) == 0]
-        assert len(gone) == 1, gone
-        order.append(gone[0])
-        del alive[gone[0]]
-    return order
+    return list(h.eviction_order({name: _tokens(i) for i, (name, _) in enumerate(SCRIPT)}))
 
 
 class _Host:

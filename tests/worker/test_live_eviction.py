@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import saga_kernels
+from control_push import push_control
 
 from saga_sgl.local_workers import WorkerProcess, WorkerSpec, free_port, running_workers
 from saga_sgl.protocol import ReuseHint, WorkflowFinished, encode_control, encode_kv_hints, request_id
@@ -58,16 +59,6 @@ def _generate(url: str, input_ids: list[int], rid: str, hint: ReuseHint | None) 
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-def _push_control(address: str, data: bytes) -> None:
-    import zmq
-
-    sock = zmq.Context.instance().socket(zmq.PUSH)
-    sock.setsockopt(zmq.LINGER, 2000)
-    sock.connect(address)
-    sock.send(data)
-    sock.close()
-
-
 def _run_script(worker: WorkerProcess, control_address: str | None, tag: str) -> dict[str, int]:
     """The A/B script; returns cached tokens of each context's re-send."""
     url = worker.url
@@ -75,7 +66,7 @@ def _run_script(worker: WorkerProcess, control_address: str | None, tag: str) ->
         hint = ReuseHint(workflow_id=name, step=0, reuse_prob=0.9, next_use_in_s=5.0)
         _generate(url, tokens, f"{tag}-{request_id(name, 0)}", hint)
     if control_address is not None:
-        _push_control(control_address, encode_control(WorkflowFinished(workflow_id=FINISHED)))
+        push_control(control_address, encode_control(WorkflowFinished(workflow_id=FINISHED)))
         time.sleep(0.5)  # the scheduler drains the queue at its next hook point
     for i, tokens in enumerate(_fillers()):
         _generate(url, tokens, f"{tag}-filler-{i}", None)

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pytest
+from control_push import push_control
 
 from saga_sgl.protocol import ReuseHint, ToolFinished, ToolStarted, WorkflowFinished, encode_control
 from saga_sgl.worker.settings import WorkerSettings
@@ -46,16 +47,6 @@ def _script() -> list[tuple[str, Any]]:
     return steps
 
 
-def _push(address: str, message: Any) -> None:
-    import zmq
-
-    sock = zmq.Context.instance().socket(zmq.PUSH)
-    sock.setsockopt(zmq.LINGER, 2000)
-    sock.connect(address)
-    sock.send(encode_control(message))
-    sock.close()
-
-
 def _victims(h: Any) -> list[int]:
     """Resident token count of every node, in a canonical order (the tree's exact state)."""
     out = []
@@ -78,7 +69,7 @@ def test_tp_ranks_driven_by_the_leaders_steps_evict_identically(make_harness: An
     history: list[tuple[list[int], list[int]]] = []
     for kind, item in _script():
         if kind == "control":
-            _push(leader.runtime.control.endpoint, item)
+            push_control(leader.runtime.control.endpoint, encode_control(item))
             deadline = time.monotonic() + 5
             while leader.runtime.control.pending() == 0 and time.monotonic() < deadline:
                 time.sleep(0.01)

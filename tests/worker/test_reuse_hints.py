@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import pytest
+from control_push import push_control
 
 from saga_sgl.aeg.tool_latency import tool_type_of
 from saga_sgl.clock import ManualClock
@@ -114,17 +115,6 @@ def test_the_schedulers_cache_hints_are_the_replay_hint_paths_predictions() -> N
     assert len(waits) > 1  # the histories differ, and so do the predicted waits
 
 
-def _push(address: str, *messages: bytes) -> None:
-    import zmq
-
-    sock = zmq.Context.instance().socket(zmq.PUSH)
-    sock.setsockopt(zmq.LINGER, 1000)
-    sock.connect(address)
-    for message in messages:
-        sock.send(message)
-    sock.close()
-
-
 def _wait_applied(runtime: Any, count: int, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -133,20 +123,6 @@ def _wait_applied(runtime: Any, count: int, timeout_s: float = 10.0) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"control messages not applied: {runtime.metrics.snapshot()}")
-
-
-def _evict_all(h: Any) -> list[str]:
-    from sglang.srt.mem_cache.base_prefix_cache import EvictParams
-
-    order: list[str] = []
-    alive = {name: _tokens(name) for name in NAMES}
-    while alive:
-        h.cache.evict(EvictParams(num_tokens=1))
-        gone = [n for n, toks in alive.items() if h.resident_tokens(toks) == 0]
-        assert len(gone) == 1, gone
-        order.append(gone[0])
-        del alive[gone[0]]
-    return order
 
 
 @pytest.mark.parametrize("kind", ["unified", "legacy"])
@@ -160,11 +136,11 @@ def test_plugin_fed_by_the_scheduler_evicts_in_the_replay_drivers_order(make_har
         t, hint, control = last[name]
         h.clock.advance(t - h.clock.now_s())
         h.run(_tokens(name), hint=hint)
-        _push(h.runtime.control.endpoint, control)
+        push_control(h.runtime.control.endpoint, control)
         _wait_applied(h.runtime, served)
     end = max(t for t, _ in CALLS) + 400.0  # every TTL has expired: the keys alone decide
     h.clock.advance(end - h.clock.now_s())
-    plugin = _evict_all(h)
+    plugin = h.eviction_order({name: _tokens(name) for name in NAMES})
 
     index = VictimIndex(registry.create_eviction("saga"))
     for i, name in enumerate(NAMES):

@@ -1,0 +1,17 @@
+"""Send control messages to a worker plugin's PULL socket, as the router's channel does (plain ZMQ).
+
+Import as ``from control_push import push_control`` (``tests/`` is on sys.path via its conftest)."""
+
+from __future__ import annotations
+
+
+def push_control(address: str, *messages: bytes, linger_ms: int = 2000) -> None:
+    """Connect a PUSH socket, send ``messages`` in order, and close once they are flushed."""
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    sock.connect(address)
+    for message in messages:
+        sock.send(message)
+    sock.close()
