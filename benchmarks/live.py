@@ -178,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra workflow-scheduler settings for the rows running the saga policy (an ablation), "
         'e.g. \'{"policy_config": {"placement": {"locality_weight": 0.8}}}\'; said in the title',
     )
+    p.add_argument(
+        "--plugin-config",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="settings of the plugin workers' eviction policy (an ablation), e.g. "
+        '\'{"decay_s": 6.0}\'; said in the title',
+    )
     p.add_argument("--max-steps", type=int, default=8, help="cap on LLM calls per agent loop (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="cap on tokens per generation (default 16)")
     p.add_argument(
@@ -622,7 +630,10 @@ def main(argv: list[str] | None = None) -> int:
         for e, cluster in clusters.items():
             for _ in range(args.workers):
                 spec = plugin_worker_spec(
-                    model_path=str(model), max_total_tokens=args.kv_tokens, eviction_policy=e
+                    model_path=str(model),
+                    max_total_tokens=args.kv_tokens,
+                    eviction_policy=e,
+                    policy_config=args.plugin_config,
                 )
                 spec = dataclasses.replace(
                     spec,

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ def plugin_worker_spec(
     control_host: str | None = "127.0.0.1",
     extra_args: Sequence[str] = (),
     control_keys: ControlKeys | None = None,
+    policy_config: Mapping[str, Any] | None = None,
 ) -> WorkerSpec:
     """A text-serving worker whose plugin listens on a control channel and that publishes KV events
     (with a replay endpoint), which is what the saga router subscribes to. ``eviction_policy`` other
@@ -72,7 +73,8 @@ def plugin_worker_spec(
     control socket without CurveZMQ keys, and the router has no CurveZMQ client yet); None starts the
     plugin without one (its hints then come only with the requests). ``control_keys`` (CurveZMQ)
     lets the plugin bind a reachable ``control_host``: the worker gets the cluster's secret in its
-    environment and accepts only the router's public key."""
+    environment and accepts only the router's public key. ``policy_config``: settings of the plugin's
+    eviction policy (its registry's keys, e.g. ``decay_s``), sent in the same JSON."""
     args: list[str] = []
     if kv_events:
         kv = {
@@ -83,10 +85,13 @@ def plugin_worker_spec(
             "bind": True,
         }
         args += ["--kv-events-config", json.dumps(kv)]
-    if eviction_policy in ("saga", "reuse_time", "wa_lru") and control_host is not None:
-        control: dict[str, Any] = {"control_address": f"tcp://{control_host}:{free_port(control_host)}"}
+    plugin = eviction_policy in ("saga", "reuse_time", "wa_lru")
+    control: dict[str, Any] = dict(policy_config or {}) if plugin else {}
+    if plugin and control_host is not None:
+        control["control_address"] = f"tcp://{control_host}:{free_port(control_host)}"
         if control_keys is not None:
             control["control_client_keys"] = [control_keys.router_public]
+    if control:
         args += ["--radix-eviction-policy-config", json.dumps(control)]
     if tp > 1:
         args += ["--tp-size", str(tp)]

@@ -137,3 +137,15 @@ def test_summary_reports_placements_and_ratios() -> None:
     assert (d["failed"], d["cached_token_ratio"], d["recomputed_tokens"], d["steals"]) == (1, 0.25, 5, 1.0)
     text = s.render()
     assert ":9001 x1, :9002 x1" in text and "1 workflow(s) served by more than one worker" in text
+
+
+def test_plugin_worker_spec_sends_policy_settings_beside_the_control_address() -> None:
+    from saga_sgl.cluster.processes import plugin_worker_spec
+
+    cmd = plugin_worker_spec(policy_config={"decay_s": 6.0}).command()
+    config = json.loads(cmd[cmd.index("--radix-eviction-policy-config") + 1])
+    assert config["decay_s"] == 6.0 and config["control_address"].startswith("tcp://127.0.0.1:")
+    # A stock LRU worker gets no plugin config at all (SGLang's lru takes none).
+    lru = plugin_worker_spec(eviction_policy="lru", policy_config={"decay_s": 6.0}).command()
+    assert "--radix-eviction-policy-config" not in lru
+    assert "--sleep-on-idle" in lru
