@@ -222,6 +222,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     Pass the address the port will be bound on (a node's IP in a multi-node cluster): a port free on
     loopback may be taken on another address."""
+    if not _local_address(host):
+        host = "127.0.0.1"  # another machine's address (a spec built for a remote node): probe here
     ceiling = _ephemeral_floor()
     rng = random.Random()
     if ceiling - _PORT_FLOOR >= 1000:
@@ -235,6 +237,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         port = int(sock.getsockname()[1])
     _ports_given.add(port)
     return port
+
+
+def _local_address(host: str) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError:
+            return False
+    return True
 
 
 def _bindable(host: str, port: int) -> bool:

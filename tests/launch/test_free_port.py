@@ -42,3 +42,9 @@ def test_a_port_taken_on_the_host_is_skipped(monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setattr(lw, "_ephemeral_floor", lambda: 65536)
         monkeypatch.setattr(lw.random, "Random", Scripted)
         assert free_port() == spare
+
+
+def test_a_port_for_another_machines_address_is_still_given() -> None:
+    """A spec built here for a worker on another node names that node's address (not bindable here)."""
+    port = free_port("192.0.2.123")  # TEST-NET-1: assigned to no interface of this machine
+    assert 0 < port < 65536
