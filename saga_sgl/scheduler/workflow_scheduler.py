@@ -471,6 +471,9 @@ class WorkflowScheduler:
             predicted_kv_tokens=rec.predicted_peak_tokens if self.settings.predictions else 0,
             prefix_match_tokens=matches,
             bound_work_s=self._bound_work() if self._wants_matches and affinity is None else {},
+            bound_kv_tokens=(
+                dict(self._bound_footprint()[0]) if self._wants_matches and affinity is None else {}
+            ),
         )
 
     def _bound_work(self) -> dict[WorkerId, float]:

@@ -172,6 +172,19 @@ ABLATIONS = (
     ),
     dataclasses.replace(
         SAGA,
+        label="saga-bound_footprint_placement",
+        settings={"placement": {"footprint_signal": "bound"}},
+        description="new workflows placed by the room left after the predicted footprints of the live "
+        "workflows bound to each worker instead of the KV the worker reports (ours)",
+    ),
+    dataclasses.replace(
+        SAGA,
+        label="saga-admission_1.5x",
+        admission=AdmissionControlSettings(enabled=True, kv_threshold_frac=1.5),
+        description="admission control admits up to 1.5x the KV pool in predicted peak footprints (ours)",
+    ),
+    dataclasses.replace(
+        SAGA,
         label="saga-consistent_hash_placement",
         placement="consistent_hash",
         description="SAGA's eviction, TTL, stealing, AFS and admission control on consistent-hash placement",
