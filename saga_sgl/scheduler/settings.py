@@ -28,6 +28,12 @@ class AdmissionControlSettings:
     bound_footprint_frac: float = 1.0
     """A bound live workflow counts max(its current context, this x its predicted peak): 1.0 counts
     every workflow at its peak; less admits more while contexts are still short [I]."""
+    park_after_steps: int = 0
+    """Least attained service between workflows (ours): while a held workflow fits nowhere, the next
+    call of an admitted workflow that has done at least this many more steps than the least-served
+    held one is held too (parked: its footprint no longer counts; its KV stays cached where it is,
+    evictable), and held workflows are released fewest steps first. A live router can do this: it
+    only delays forwarding that call. 0 = off (admitted workflows run to the end, FCFS release) [I]."""
     default_footprint_tokens: int = 16384
     """Predicted peak footprint of a workflow of an agent type with no finished workflow yet [I]."""
     footprint_ema_alpha: float = 0.1
@@ -50,6 +56,7 @@ class AdmissionControlSettings:
             ">= 0",
             self.max_workflows_per_worker,
         )
+        require(self.park_after_steps >= 0, owner, "park_after_steps", ">= 0", self.park_after_steps)
         require(
             self.default_footprint_tokens >= 1,
             owner,

@@ -80,7 +80,10 @@ def test_resume_keeps_finished_runs_and_runs_only_the_missing_ones(tmp_path: Pat
     assert len(lines) == 2
     # Cut off after the first run, with a torn second line: --no-run reports what is there.
     (tmp_path / "runs.jsonl").write_text(lines[0] + "\n" + lines[1][:40])
-    assert bench.run_benchmark(tiny, {"main"}, tmp_path, num_procs=1, progress=False, resume=True, run=False) == 0
+    assert (
+        bench.run_benchmark(tiny, {"main"}, tmp_path, num_procs=1, progress=False, resume=True, run=False)
+        == 0
+    )
     partial = json.loads((tmp_path / "cluster.json").read_text())
     assert partial["header"]["runs_missing"] == 1
     assert "Partial report: 1 runs missing" in (tmp_path / "cluster.md").read_text()

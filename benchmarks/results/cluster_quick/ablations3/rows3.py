@@ -1,4 +1,7 @@
+# ruff: noqa
 # Rows of session 3's ablations (exec'd by ablate_seeds.py: S = R.SAGA, rep, ACS, extra).
 extra['saga-no_preemption'] = rep(S, label='saga-no_preemption', preemption=False)
 extra['saga-adm0.8'] = rep(S, label='saga-adm0.8', admission=ACS(enabled=True, kv_threshold_frac=0.8))
 extra['saga-adm2.0'] = rep(S, label='saga-adm2.0', admission=ACS(enabled=True, kv_threshold_frac=2.0))
+extra['saga-las5'] = rep(S, label='saga-las5', admission=ACS(enabled=True, park_after_steps=5))
+extra['saga-las10'] = rep(S, label='saga-las10', admission=ACS(enabled=True, park_after_steps=10))
