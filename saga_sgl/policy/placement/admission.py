@@ -16,9 +16,9 @@ Signals for worker w and new workflow s:
                  the live workflows bound to w (the scheduler's AEG predictions)
 * ``footprint``: min(1, free_kv_tokens(w) / predicted_kv_tokens(s))       (the workflow fits = 1);
                  free fraction of the pool when no footprint is predicted; with
-                 ``footprint_signal="bound"`` free_kv_tokens(w) is the pool less the predicted
-                 footprints of the live workflows bound to w (what they will hold, not what the
-                 worker holds now; ours)
+                 ``footprint_signal="bound"``: (pool - predicted footprints of the live workflows
+                 bound to w - predicted_kv_tokens(s)) / pool, at least 0: the room left once s is
+                 placed, by what the bound workflows will hold, not what w holds now (ours)
 * ``locality``:  min(1, prefix_match_tokens(w) / prompt_tokens(s))        (shared prefix cached = 1)
 
 score(w) = w_load * load + w_footprint * footprint + w_locality * locality.
@@ -95,7 +95,11 @@ def admission_scores(
         load_score = 1.0 - (load - lo) / spread if spread > weights.tie_epsilon else 1.0
         used = call.bound_kv_tokens.get(w.worker_id, 0) if bound_footprint else w.kv_used_tokens
         free = max(0, w.kv_capacity_tokens - used)
-        if call.predicted_kv_tokens > 0:
+        if bound_footprint:
+            # Room left once it is placed, graded: "fits" alone saturates at 1 on every worker that
+            # admission control lets through, and would not tell them apart.
+            footprint = max(0, free - call.predicted_kv_tokens) / w.kv_capacity_tokens
+        elif call.predicted_kv_tokens > 0:
             footprint = min(1.0, free / call.predicted_kv_tokens)
         else:
             footprint = free / w.kv_capacity_tokens
