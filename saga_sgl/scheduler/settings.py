@@ -34,6 +34,9 @@ class AdmissionControlSettings:
     held one is held too (parked: its footprint no longer counts; its KV stays cached where it is,
     evictable), and held workflows are released fewest steps first. A live router can do this: it
     only delays forwarding that call. 0 = off (admitted workflows run to the end, FCFS release) [I]."""
+    park_after_held_s: float = 0.0
+    """Parking starts only once the least-served held workflow has waited this long: short holds
+    (a cluster near its KV budget, not past it) do not rotate admitted workflows [I]."""
     default_footprint_tokens: int = 16384
     """Predicted peak footprint of a workflow of an agent type with no finished workflow yet [I]."""
     footprint_ema_alpha: float = 0.1
@@ -57,6 +60,7 @@ class AdmissionControlSettings:
             self.max_workflows_per_worker,
         )
         require(self.park_after_steps >= 0, owner, "park_after_steps", ">= 0", self.park_after_steps)
+        require_non_negative(owner, "park_after_held_s", self.park_after_held_s)
         require(
             self.default_footprint_tokens >= 1,
             owner,

@@ -785,12 +785,14 @@ class WorkflowScheduler:
 
     def _should_park(self, rec: WorkflowRecord, now: float) -> bool:
         """Least attained service: park ``rec`` at this call when a held workflow with at least
-        ``park_after_steps`` fewer steps done fits nowhere now."""
-        quantum = self.settings.admission.park_after_steps
-        if not quantum or not self._held or not self.settings.admission.enabled:
+        ``park_after_steps`` fewer steps done, held ``park_after_held_s`` or longer, fits nowhere."""
+        adm = self.settings.admission
+        if not adm.park_after_steps or not self._held or not adm.enabled:
             return False
-        least = min(h.steps_done for h in self._held.values())
-        return rec.steps_done >= least + quantum and not self._any_room(now)
+        least = min(self._held.values(), key=lambda h: (h.steps_done, h.held_since_s or now))
+        if now - (least.held_since_s if least.held_since_s is not None else now) < adm.park_after_held_s:
+            return False
+        return rec.steps_done >= least.steps_done + adm.park_after_steps and not self._any_room(now)
 
     def _park(self, rec: WorkflowRecord, ev: CallArrived, now: float) -> list[Action]:
         if rec.state is WorkflowState.TOOL_GAP:

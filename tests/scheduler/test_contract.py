@@ -387,3 +387,21 @@ def test_no_parking_by_default_and_while_held_workflows_fit() -> None:
         assert isinstance(s.handle(_call("a0", step + 1, tokens=200 + step))[0], Dispatch)
     with pytest.raises(InvalidSettings):
         AdmissionControlSettings(enabled=True, park_after_steps=-1)
+
+
+def test_parking_waits_until_the_least_served_held_workflow_has_waited_long_enough() -> None:
+    adm = AdmissionControlSettings(
+        enabled=True, default_footprint_tokens=600, park_after_steps=1, park_after_held_s=10.0
+    )
+    s, clock = _sched(n=1, cap=1000, admission=adm)
+    s.handle(_call("a0", 0, tokens=100))
+    s.handle(_call("a1", 0))  # held from t=0
+    s.handle(_finish("a0", 0, W0, prompt=100, out=10))
+    clock.advance(9.0)
+    assert isinstance(s.handle(_call("a0", 1, tokens=200))[0], Dispatch)  # a1 held 9 s < 10 s
+    s.handle(_finish("a0", 1, W0, prompt=200, out=10))
+    clock.advance(1.0)
+    [park] = s.handle(_call("a0", 2, tokens=300))
+    assert isinstance(park, Hold) and park.reason == "park"
+    with pytest.raises(InvalidSettings):
+        AdmissionControlSettings(enabled=True, park_after_held_s=-1.0)

@@ -5,3 +5,9 @@ extra['saga-adm0.8'] = rep(S, label='saga-adm0.8', admission=ACS(enabled=True, k
 extra['saga-adm2.0'] = rep(S, label='saga-adm2.0', admission=ACS(enabled=True, kv_threshold_frac=2.0))
 extra['saga-las5'] = rep(S, label='saga-las5', admission=ACS(enabled=True, park_after_steps=5))
 extra['saga-las10'] = rep(S, label='saga-las10', admission=ACS(enabled=True, park_after_steps=10))
+extra["saga-las5-h30"] = rep(
+    S, label="saga-las5-h30", admission=ACS(enabled=True, park_after_steps=5, park_after_held_s=30.0)
+)
+extra["saga-las5-h60"] = rep(
+    S, label="saga-las5-h60", admission=ACS(enabled=True, park_after_steps=5, park_after_held_s=60.0)
+)
