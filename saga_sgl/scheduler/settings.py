@@ -17,7 +17,9 @@ class AdmissionControlSettings:
     workflows bound to it, plus the newcomer's, stays within ``kv_threshold_frac`` of its pool (and,
     if set, where fewer than ``max_workflows_per_worker`` live workflows are bound). While no worker
     qualifies, the workflow's first call is held in the scheduler; held workflows are released in
-    AFS order (most urgent tenant first, FCFS inside a tenant) as room appears.
+    AFS order (most urgent tenant first, FCFS inside a tenant) as room appears. With
+    ``park_after_steps`` the release order is fewest steps done first, and admitted workflows far
+    ahead of a long-held one are parked at their next call (least attained service).
     """
 
     enabled: bool = False
