@@ -11,3 +11,8 @@ extra["saga-las5-h30"] = rep(
 extra["saga-las5-h60"] = rep(
     S, label="saga-las5-h60", admission=ACS(enabled=True, park_after_steps=5, park_after_held_s=60.0)
 )
+LAS = R.ADMISSION_CONTROL  # the new default: least attained service after 60 s held
+extra["saga-no_preemption_las"] = rep(S, label="saga-no_preemption_las", preemption=False)
+extra["saga-bf0.7_las"] = rep(
+    S, label="saga-bf0.7_las", admission=dataclasses.replace(LAS, bound_footprint_frac=0.7)
+)
