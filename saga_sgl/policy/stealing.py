@@ -148,7 +148,9 @@ class WorkStealing:
             return 0.0
         return w.num_waiting_reqs / max(w.num_running_reqs, 1) * self.settings.mean_call_s
 
-    def refusal(self, wf: WorkflowView, gain_s: float, now_s: float, rate: float | None = None) -> str | None:
+    def refusal(
+        self, wf: WorkflowView, gain_s: float, now_s: float, rate: float | None = None
+    ) -> str | None:
         """Why the guards refuse to steal ``wf`` for an expected gain of ``gain_s`` (re-prefill at
         ``rate`` tokens/s, default the setting); None: allowed."""
         if wf.state not in _STEALABLE or wf.times_stolen > 0:
