@@ -68,6 +68,8 @@ from saga_sgl.sim.policies import RowSpec, build_row
 from saga_sgl.sim.run import simulate
 from saga_sgl.sim.workloads import Workload, WorkloadSpec, generate
 
+TIME_PARTS = ("held", "queued", "prefill", "decode", "tool")
+"""Where a task's time goes (``saga_sgl.sim.metrics.TaskRecord``), mean seconds per counted task."""
 HEADLINE_SCENARIOS = ("swe", "web-history")
 """The paper's headline is the geomean over SWE-bench and WebArena; our web headline keeps history."""
 
@@ -230,6 +232,7 @@ def _job(job: Job) -> dict[str, Any]:
         "steals": s["steals"],
         "placements": s["placements"],
         "gpu_busy": s["gpu_busy_frac"],
+        **{f"time_{k}_s": _mean_of(counted, f"{k}_s") for k in TIME_PARTS},
     }
     return {
         "section": job.section,
@@ -243,6 +246,10 @@ def _job(job: Job) -> dict[str, Any]:
         "metrics": metrics,
         "tct": {f"{job.seed}/{t.task_id}": t.tct_s for t in counted},
     }
+
+
+def _mean_of(tasks: list[Any], attr: str) -> float:
+    return float(np.mean([getattr(t, attr) for t in tasks])) if tasks else math.nan
 
 
 def _ratio_of_means(base: dict[str, float], ours: dict[str, float]) -> float:
@@ -332,11 +339,17 @@ def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
     lines = [
         f"# Cluster benchmark ({header['mode']})",
         "",
-        f"Machine: {header['machine']}. Wall time {header['wall_s']:.0f} s with {header['jobs']} processes "
+        f"Machine: {header['machine']}. Wall time {header['wall_s']:.0f} s (this invocation) with "
+        f"{header['jobs']} processes "
         f"({header['sim_cpu_s']:.0f} s of CPU in the simulations).",
         "",
         f"Cluster: {header['replicas']} x {header['replica']}; seeds {header['seeds']}.",
         "",
+        *(
+            [f"**Partial report: {header['runs_missing']} runs missing** (`--resume` completes it).", ""]
+            if header.get("runs_missing")
+            else []
+        ),
         "## Headline: SAGA vs each baseline (geomean over swe + web-history; > 1 = SAGA faster)",
         "",
         "| load point | baseline | paired geomean | ratio of mean TCTs |",
@@ -357,6 +370,21 @@ def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
             f"| {load} | {t['saga_tasks_per_min']:.1f} | {t['best_baseline']} | "
             f"{t['best_baseline_tasks_per_min']:.1f} | {t['ratio']:.3f} |"
         )
+    lines += [
+        "",
+        "## Where the time goes: mean seconds per task (held by admission control / queued at the worker "
+        "(incl. work lost to preemption) / prefill / decode / tool)",
+        "",
+        "| load point | scenario | row | held | queued | prefill | decode | tool | TCT |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for load, by_scen in agg["points"].items():
+        for scenario, rows in by_scen.items():
+            best = rows.get("saga", {}).get("best_baseline")
+            for label in [x for x in ("saga", best) if x in rows]:
+                m = rows[label]
+                parts = " | ".join(f"{m.get(f'time_{k}_s') or 0.0:.1f}" for k in TIME_PARTS)
+                lines.append(f"| {load} | {scenario} | {label} | {parts} | {m['tct_mean_s']:.1f} |")
     lines += [
         "",
         "Per point: 'vs best' is the paired geomean of per-task TCT ratios (baseline / row) against the "
@@ -436,7 +464,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     p.add_argument("--seeds", type=str, default=None, help="override workload seeds, e.g. 1,2,3")
     p.add_argument("--no-progress", action="store_true", help="disable the tqdm progress bar")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in OUT/runs.jsonl (each run is appended there as it finishes) and run "
+        "only the missing ones: a run cut off on a busy machine goes on where it stopped",
+    )
+    p.add_argument(
+        "--no-run",
+        action="store_true",
+        help="with --resume: run nothing, only aggregate what OUT/runs.jsonl holds (a partial report, "
+        "labelled as such, when runs are missing)",
+    )
     args = p.parse_args(argv)
+    if args.no_run and not args.resume:
+        p.error("--no-run needs --resume (it reports what OUT/runs.jsonl holds)")
     mode = FULL if args.full else QUICK
     if args.seeds:
         mode = dataclasses.replace(mode, seeds=tuple(int(x) for x in args.seeds.split(",")))
@@ -458,26 +500,79 @@ def main(argv: list[str] | None = None) -> int:
     bad = sections - {"main", "ablations"}
     if bad:
         p.error(f"unknown section(s) {sorted(bad)}; known: main, ablations")
-    return run_benchmark(mode, sections, args.out, args.jobs, progress=not args.no_progress)
+    return run_benchmark(
+        mode,
+        sections,
+        args.out,
+        args.jobs,
+        progress=not args.no_progress,
+        resume=args.resume,
+        run=not args.no_run,
+    )
 
 
-def run_benchmark(mode: Mode, sections: set[str], out: Path, num_procs: int, progress: bool = True) -> int:
-    """Run ``sections`` of ``mode``; write cluster.json, cluster.md and the plot into ``out``."""
+def _key(section: str, load: str, scenario: str, seed: int, row: str) -> str:
+    return f"{section}/{load}/{scenario}/{seed}/{row}"
+
+
+def _load_runs(path: Path) -> dict[str, dict[str, Any]]:
+    """Runs already done (``runs.jsonl``); a torn last line (the process was killed) is dropped."""
+    done: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return done
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            print(f"{path}:{n}: torn line dropped (the run will be repeated)", file=sys.stderr)
+            continue
+        done[_key(r["section"], r["load"], r["scenario"], r["seed"], r["row"])] = r
+    return done
+
+
+def run_benchmark(
+    mode: Mode,
+    sections: set[str],
+    out: Path,
+    num_procs: int,
+    progress: bool = True,
+    resume: bool = False,
+    run: bool = True,
+) -> int:
+    """Run ``sections`` of ``mode``; write cluster.json, cluster.md and the plot into ``out``. Each run
+    is appended to ``out/runs.jsonl`` as it finishes; ``resume`` keeps the runs already there."""
     t0 = time.perf_counter()
     jobs = build_jobs(mode, sections)
     out.mkdir(parents=True, exist_ok=True)
-    # Longest first, so that the processes finish together; results are sorted again below.
-    jobs.sort(key=lambda j: -(j.wspec.closed_loop_agents * 40 or _workload(j.wspec).num_calls / 10))
+    log_path = out / "runs.jsonl"
+    done = _load_runs(log_path) if resume else {}
+    # Rewritten with the good runs only, so that a torn last line does not swallow the next one.
+    log_path.write_text("".join(json.dumps(r, default=str) + "\n" for r in done.values()))
+    wanted = {_key(j.section, j.load, j.scenario, j.seed, j.row.label) for j in jobs}
+    results = [r for k, r in done.items() if k in wanted]
+    jobs = [j for j in jobs if _key(j.section, j.load, j.scenario, j.seed, j.row.label) not in done]
+    if not run:
+        jobs = []
+    # One seed after the other (a run cut off still has whole seeds), longest first inside a seed so
+    # that the processes finish together; results are sorted again below.
+    jobs.sort(key=lambda j: (j.seed, -(j.wspec.closed_loop_agents * 40 or _workload(j.wspec).num_calls / 10)))
     for j in jobs:
         _workload(j.wspec)
-    results: list[dict[str, Any]] = []
+    missing = len(wanted) - len(results) - len(jobs)
     from tqdm import tqdm
 
-    with mp.get_context("fork").Pool(num_procs) if num_procs > 1 else _Serial() as pool:
+    with (
+        mp.get_context("fork").Pool(num_procs) if num_procs > 1 else _Serial() as pool,
+        log_path.open("a") as log_file,
+    ):
         for r in tqdm(
             pool.imap_unordered(_job, jobs), total=len(jobs), disable=not progress, desc="sim runs"
         ):
             results.append(r)
+            log_file.write(json.dumps(r, default=str) + "\n")
+            log_file.flush()
+    if missing:
+        print(f"partial report: {missing} of {len(wanted)} runs missing (--no-run)", file=sys.stderr)
     results.sort(key=lambda r: (r["section"], r["load"], r["scenario"], r["seed"], r["row"]))
     agg = aggregate(results, mode)
     header = {
@@ -492,6 +587,7 @@ def run_benchmark(mode: Mode, sections: set[str], out: Path, num_procs: int, pro
         "loads": [dataclasses.asdict(lp) for lp in mode.loads],
         "window": {"warmup_x_median_task": mode.warmup_factor, "window_x_median_task": mode.window_factor},
         "wall_s": time.perf_counter() - t0,
+        "runs_missing": missing,
         "sim_cpu_s": sum(r["cpu_s"] for r in results),
         "rows": {r.label: r.description for r in (*mode.rows, *mode.ablations)},
         "command": " ".join(sys.argv),

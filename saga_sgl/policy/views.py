@@ -128,6 +128,9 @@ class CallView:
     bound_work_s: Mapping[WorkerId, float] = field(default_factory=dict)
     """Predicted remaining work (seconds) of the live workflows bound to each worker, from the
     workflow scheduler (new workflows only; empty when unknown). Missing = 0."""
+    bound_kv_tokens: Mapping[WorkerId, int] = field(default_factory=dict)
+    """Predicted KV footprint (tokens) of the live workflows bound to each worker, from the workflow
+    scheduler's admission control (new workflows only; empty when unknown). Missing = 0."""
 
 
 class WorkflowState(StrEnum):

@@ -64,7 +64,10 @@ Workflow-level admission control (``AdmissionControlSettings``) is our rule, not
 "Hybrid" strategy, Table 8, is the closest): a new workflow is admitted only where the predicted
 footprint of the live workflows bound to a worker, plus its own, stays within a fraction of the
 KV pool (and under an optional agents-per-worker cap); otherwise it is held and released in AFS
-order. The load-aware placement of new workflows (``policy.placement.admission``) is ours too.
+order. With ``park_after_steps`` (least attained service, ours) a long-held newcomer also makes an
+admitted workflow that is that many steps ahead wait at its next call (``Hold`` reason ``park``),
+and held workflows are released fewest steps first. The load-aware placement of new workflows
+(``policy.placement.admission``) is ours too.
 """
 
 from saga_sgl.scheduler.actions import (

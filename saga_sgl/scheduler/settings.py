@@ -17,7 +17,9 @@ class AdmissionControlSettings:
     workflows bound to it, plus the newcomer's, stays within ``kv_threshold_frac`` of its pool (and,
     if set, where fewer than ``max_workflows_per_worker`` live workflows are bound). While no worker
     qualifies, the workflow's first call is held in the scheduler; held workflows are released in
-    AFS order (most urgent tenant first, FCFS inside a tenant) as room appears.
+    AFS order (most urgent tenant first, FCFS inside a tenant) as room appears. With
+    ``park_after_steps`` the release order is fewest steps done first, and admitted workflows far
+    ahead of a long-held one are parked at their next call (least attained service).
     """
 
     enabled: bool = False
@@ -28,6 +30,15 @@ class AdmissionControlSettings:
     bound_footprint_frac: float = 1.0
     """A bound live workflow counts max(its current context, this x its predicted peak): 1.0 counts
     every workflow at its peak; less admits more while contexts are still short [I]."""
+    park_after_steps: int = 0
+    """Least attained service between workflows (ours): while a held workflow fits nowhere, the next
+    call of an admitted workflow that has done at least this many more steps than the least-served
+    held one is held too (parked: its footprint no longer counts; its KV stays cached where it is,
+    evictable), and held workflows are released fewest steps first. A live router can do this: it
+    only delays forwarding that call. 0 = off (admitted workflows run to the end, FCFS release) [I]."""
+    park_after_held_s: float = 0.0
+    """Parking starts only once the least-served held workflow has waited this long: short holds
+    (a cluster near its KV budget, not past it) do not rotate admitted workflows [I]."""
     default_footprint_tokens: int = 16384
     """Predicted peak footprint of a workflow of an agent type with no finished workflow yet [I]."""
     footprint_ema_alpha: float = 0.1
@@ -50,6 +61,8 @@ class AdmissionControlSettings:
             ">= 0",
             self.max_workflows_per_worker,
         )
+        require(self.park_after_steps >= 0, owner, "park_after_steps", ">= 0", self.park_after_steps)
+        require_non_negative(owner, "park_after_held_s", self.park_after_held_s)
         require(
             self.default_footprint_tokens >= 1,
             owner,

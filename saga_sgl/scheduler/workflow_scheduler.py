@@ -127,6 +127,7 @@ class WorkflowRecord:
         "next_use_at_s",
         "next_use_refreshes",
         "observed",
+        "parked",
         "predicted_peak_tokens",
         "queued_since_s",
         "remaining_work_s",
@@ -184,6 +185,8 @@ class WorkflowRecord:
         self.aeg: AEG | None = None
         self.predicted_peak_tokens = 0
         self.view: WorkflowView | None = None
+        self.parked = False
+        """Admitted, then held at a later call by least-attained-service admission (not live)."""
 
     @property
     def is_live(self) -> bool:
@@ -386,6 +389,8 @@ class WorkflowScheduler:
             )
         if rec.state is WorkflowState.FINISHED:
             raise ValueError(f"call {ev.call_id!r} of finished workflow {ev.workflow_id!r}")
+        if rec.admitted_s is not None and self._should_park(rec, now):
+            return self._park(rec, ev, now)
         if rec.admitted_s is None:
             if ev.workflow_id in self._held:
                 raise ValueError(f"workflow {ev.workflow_id!r} already has a held call")
@@ -488,6 +493,9 @@ class WorkflowScheduler:
             predicted_kv_tokens=rec.predicted_peak_tokens if self.settings.predictions else 0,
             prefix_match_tokens=matches,
             bound_work_s=self._bound_work() if self._wants_matches and affinity is None else {},
+            bound_kv_tokens=(
+                dict(self._bound_footprint()[0]) if self._wants_matches and affinity is None else {}
+            ),
         )
 
     def _bound_work(self) -> dict[WorkerId, float]:
@@ -840,6 +848,42 @@ class WorkflowScheduler:
                 return True
         return False
 
+    def _should_park(self, rec: WorkflowRecord, now: float) -> bool:
+        """Least attained service: park ``rec`` at this call when a held workflow with at least
+        ``park_after_steps`` fewer steps done, held ``park_after_held_s`` or longer, fits nowhere."""
+        adm = self.settings.admission
+        if not adm.park_after_steps or not self._held or not adm.enabled:
+            return False
+        least = min(self._held.values(), key=lambda h: (h.steps_done, h.held_since_s or now))
+        if now - (least.held_since_s if least.held_since_s is not None else now) < adm.park_after_held_s:
+            return False
+        return rec.steps_done >= least.steps_done + adm.park_after_steps and not self._any_room(now)
+
+    def _park(self, rec: WorkflowRecord, ev: CallArrived, now: float) -> list[Action]:
+        if rec.state is WorkflowState.TOOL_GAP:
+            self._end_tool(rec, now)
+        self._active.pop(rec.workflow_id, None)
+        rec.parked = True
+        rec.state = WorkflowState.QUEUED
+        rec.held_call, rec.held_since_s = ev, now
+        rec.queued_since_s = now
+        rec.view = None
+        self._held[rec.workflow_id] = rec
+        self._views_at = None
+        self.counters["hold/park"] += 1
+        log.debug("park %s after %d steps", rec.workflow_id, rec.steps_done)
+        return [Hold(workflow_id=rec.workflow_id, call_id=ev.call_id, reason="park")]
+
+    def _resume(self, rec: WorkflowRecord, workers: Sequence[WorkerView]) -> None:
+        """A parked workflow is live again; it leaves its worker (and its cached KV) only if that
+        worker has no room for its footprint now."""
+        rec.parked = False
+        self._active[rec.workflow_id] = rec
+        bound = self._bound_footprint()
+        home = next((w for w in workers if w.worker_id == rec.worker_id), None)
+        if home is None or not self._has_room(home, rec, bound):
+            rec.worker_id = None
+
     def _release_held(self, now: float) -> list[Action]:
         if not self._held:
             return []
@@ -856,6 +900,9 @@ class WorkflowScheduler:
             for rec in self._held.values()
         ]
         order = self.order_waiting(pending) if self.fairness is not None else pending
+        if self.settings.admission.park_after_steps:
+            # Least attained service first (stable: the AFS order breaks ties).
+            order = sorted(order, key=lambda p: self._held[p.workflow_id].steps_done)
         for p in order:
             rec = self._held[p.workflow_id]
             workers = self._worker_views(now)
@@ -868,7 +915,10 @@ class WorkflowScheduler:
             held_s = now - rec.held_since_s if rec.held_since_s is not None else 0.0
             self.counters["release"] += 1
             out.append(Release(workflow_id=rec.workflow_id, held_s=held_s))
-            self._admit(rec, now)
+            if rec.parked:
+                self._resume(rec, workers)
+            else:
+                self._admit(rec, now)
             out.extend(self._dispatch(rec, ev, now))
         return out
 

@@ -348,6 +348,9 @@ class Cluster:
                 self.recorder.counters["held_workflows"] += 1
             elif isinstance(a, Release):
                 self.recorder.counters["held_s"] += a.held_s
+                held = self.active.get(a.workflow_id)
+                if held is not None:
+                    self.recorder.on_release(held, a.held_s)
             elif isinstance(a, Rebind):
                 t = self.active[a.workflow_id]
                 t.times_stolen += 1

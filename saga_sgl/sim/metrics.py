@@ -11,6 +11,11 @@ Definitions (workloads-and-cost-model.md section 3.3), computed once here:
   (computed on another worker only: a routing cost).
 * KV memory utilisation: time-averaged occupied tokens / capacity (``raw``) and the part pinned by
   running requests (``active``).
+* Where a task's time goes (``TaskRecord``): ``held_s`` in the scheduler's admission hold,
+  ``queued_s`` from a call's release to its (last) admission into a batch minus the hold (worker
+  queue, steal redirects, and work lost to preemption), ``prefill_s`` from admission to the first
+  token, ``decode_s`` from the first token to the finish; the rest of the TCT (``tool_s``) is tool
+  time, the same on every row of a workload.
 
 The recorder also keeps each worker's access trace (prompt + output segments per call) so that
 Belady can be replayed on exactly the sequence the policy saw (``eviction_cost_vs_belady``).
@@ -39,6 +44,14 @@ class TaskRecord:
     tct_s: float
     isolated_s: float
     num_calls: int
+    held_s: float = 0.0
+    queued_s: float = 0.0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+
+    @property
+    def tool_s(self) -> float:
+        return self.tct_s - self.held_s - self.queued_s - self.prefill_s - self.decode_s
 
     @property
     def slowdown(self) -> float:
@@ -105,6 +118,18 @@ class Recorder:
         self.tasks: list[TaskRecord] = []
         self.traces: list[list[tuple[tuple[int, int], ...]]] = [[] for _ in range(n)]
         self.output_tokens = [0] * n
+        self._times: dict[int, list[float]] = {}
+        """Per task (by id of its host object): held, queued, prefill, decode seconds so far."""
+
+    def _task_times(self, task: object) -> list[float]:
+        t = self._times.get(id(task))
+        if t is None:
+            t = self._times[id(task)] = [0.0, 0.0, 0.0, 0.0]
+        return t
+
+    def on_release(self, task: object, held_s: float) -> None:
+        """Admission control released the task's workflow after ``held_s``."""
+        self._task_times(task)[0] += held_s
 
     def _path_id(self, parent: int, seg_id: int) -> int:
         pid = self._path_ids.get((parent, seg_id))
@@ -159,6 +184,11 @@ class Recorder:
                 self._seen_on[i].add(prev)
                 self._seen_any.add(prev)
             return
+        t = self._task_times(call.host)
+        first = call.first_token_s if call.first_token_s >= 0 else now_s
+        t[1] += call.admitted_s - call.released_s
+        t[2] += first - call.admitted_s
+        t[3] += now_s - first
         if call.output_seg is not None and not call.is_rebuild:
             i = self._index[id(worker)]
             prev = -1
@@ -178,6 +208,7 @@ class Recorder:
 
     def on_task_finished(self, task: SimTask, now_s: float) -> None:
         spec = task.spec
+        held, queued, prefill, decode = self._times.pop(id(task), (0.0, 0.0, 0.0, 0.0))
         self.tasks.append(
             TaskRecord(
                 task_id=spec.task_id,
@@ -188,6 +219,10 @@ class Recorder:
                 tct_s=now_s - task.admitted_s,
                 isolated_s=task.isolated_s,
                 num_calls=len(spec.calls),
+                held_s=held,
+                queued_s=queued - held,
+                prefill_s=prefill,
+                decode_s=decode,
             )
         )
 

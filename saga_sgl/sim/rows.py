@@ -12,7 +12,8 @@ Baselines use their policies' *default* settings and follow their real rules:
 
 Every vLLM row evicts in vLLM's prefix-caching order with 16-token blocks. SAGA rows add
 workflow-atomic placement, predicted-reuse eviction with tool-aware TTLs, work stealing, Agent Fair
-Share (across and inside tenants, with preemption) and workflow-level admission control. SAGA rows
+Share (across and inside tenants, with preemption) and workflow-level admission control with least
+attained service between workflows once holds grow long (ours). SAGA rows
 see only what a live router sees (AEGs from pattern inference, learned footprints, predicted
 deadlines); the ``oracle_*`` rows are labelled oracles.
 """
@@ -71,8 +72,13 @@ STICKY = RowSpec(
     page_size=16,
     description="session bound at its first call to the least-loaded worker + vLLM eviction",
 )
-ADMISSION_CONTROL = AdmissionControlSettings(enabled=True)
-"""SAGA's workflow-level admission control at its defaults (our rule; see ``saga_sgl.scheduler``)."""
+ADMISSION_CONTROL = AdmissionControlSettings(enabled=True, park_after_steps=5, park_after_held_s=60.0)
+"""SAGA's workflow-level admission control (our rule; see ``saga_sgl.scheduler``), with least attained
+service between workflows once a held workflow has waited 60 s: a workflow 5 or more steps ahead of
+it is parked at its next call (the ``saga-fcfs_admission`` ablation turns that off). Chosen on the
+session-3 paired runs (``benchmarks/results/cluster_quick/ablations3``, seeds 1-2): 2.6-3.4x vs
+bounded hash when oversubscribed on swe (FCFS release: 1.2-1.3x); identical at production in 3 of
+4 cells (+0.3% in the fourth); never acts at the paper point (no holds)."""
 SAGA = RowSpec(
     label="saga",
     placement="saga",
@@ -83,7 +89,8 @@ SAGA = RowSpec(
     predictions=True,
     admission=ADMISSION_CONTROL,
     preemption=True,
-    description="SAGA: workflow-level admission control + workflow-atomic placement (Eq. 7), reuse-density "
+    description="SAGA: workflow-level admission control (least attained service once holds pass 60 s) + "
+    "workflow-atomic placement (Eq. 7), reuse-density "
     "eviction + TTL, work stealing with prefix rebuild, Agent Fair Share with preemption",
 )
 SAGA_WA_LRU = dataclasses.replace(
@@ -110,6 +117,13 @@ ABLATIONS = (
         label="saga-no_admission_control",
         admission=AdmissionControlSettings(),
         description="every new workflow admitted at once (no workflow-level admission control; ours)",
+    ),
+    dataclasses.replace(
+        SAGA,
+        label="saga-fcfs_admission",
+        admission=AdmissionControlSettings(enabled=True),
+        description="admission control releases held workflows FCFS and never parks an admitted one "
+        "(no least attained service; session 2's default)",
     ),
     dataclasses.replace(
         SAGA,
@@ -169,6 +183,19 @@ ABLATIONS = (
         label="saga-srpt_within_tenant",
         settings={"fairness": {"within_tenant": "srpt"}},
         description="least predicted remaining work first inside a tenant instead of Eq. 8 urgency (ours)",
+    ),
+    dataclasses.replace(
+        SAGA,
+        label="saga-bound_footprint_placement",
+        settings={"placement": {"footprint_signal": "bound"}},
+        description="new workflows placed by the room left after the predicted footprints of the live "
+        "workflows bound to each worker instead of the KV the worker reports (ours)",
+    ),
+    dataclasses.replace(
+        SAGA,
+        label="saga-admission_1.5x",
+        admission=dataclasses.replace(ADMISSION_CONTROL, kv_threshold_frac=1.5),
+        description="admission control admits up to 1.5x the KV pool in predicted peak footprints (ours)",
     ),
     dataclasses.replace(
         SAGA,

@@ -63,6 +63,7 @@ class SimCall:
         "hit_tokens",
         "host",
         "is_rebuild",
+        "kept",
         "lock_node",
         "new_tokens",
         "output_seg",
@@ -106,6 +107,9 @@ class SimCall:
         self.new_tokens = 0
         self.prefilled = 0
         self.generated = 0
+        self.kept = 0
+        """Output tokens generated before a retract: SGLang keeps a retracted request's output ids
+        and prefills them again with the prompt (``Req.reset_for_retract`` keeps ``output_ids``)."""
         self.private_tokens = 0
         self.lock_node: Node | None = None
         self.worker: SimWorker | None = None
@@ -289,8 +293,9 @@ class SimWorker:
 
     def retract(self, call: SimCall, now_s: float) -> Iterable[tuple[float, Event]]:
         """Preempt a running call as SGLang's retract does: at the next iteration boundary it leaves
-        the batch, its reservation is freed and it goes back to the head of the waiting queue; its
-        progress is lost (it is prefilled again, from whatever prefix is still cached)."""
+        the batch, its reservation is freed (its new KV is not put in the tree) and it goes back to
+        the head of the waiting queue. Its generated tokens are kept: admitted again, it prefills
+        the prompt past the cached prefix plus those tokens, then decodes the rest."""
         if call not in self.prefilling and call not in self.decoding:
             return ()
         self._retract.append(call)
@@ -311,6 +316,7 @@ class SimWorker:
                 call.lock_node = None
             self.private_tokens -= call.private_tokens
             call.private_tokens = 0
+            call.kept = call.generated
             call.prefilled = call.generated = 0
             call.first_token_s = -1.0
             call.enqueued_s = now_s
@@ -384,7 +390,7 @@ class SimWorker:
                     if call.output_tokens <= 0:
                         finished.append(call)
                         continue
-                    call.generated = 1
+                    call.generated = call.kept + 1
                     call.first_token_s = now_s
                     if call.generated >= call.output_tokens:
                         finished.append(call)
@@ -425,8 +431,8 @@ class SimWorker:
             node, matched = self.cache.match(call.prompt)
             self._note_reads(call)
             self.cache.lock(node, now_s, call.host)
-            new = call.prompt_tokens - matched
-            need = self.cache.pages(new) + call.output_tokens
+            new = call.prompt_tokens - matched + call.kept
+            need = self.cache.pages(new) + call.output_tokens - call.kept
             free = self.capacity_tokens - self.used_tokens
             if free < need:
                 self._evict(need - free, now_s)

@@ -345,3 +345,63 @@ def test_admission_control_can_count_bound_workflows_below_their_peak() -> None:
     assert s.workflow(WorkflowId("a0")).context_tokens == 950
     with pytest.raises(InvalidSettings):
         AdmissionControlSettings(enabled=True, bound_footprint_frac=1.5)
+
+
+def test_least_attained_service_parks_a_long_runner_for_a_held_newcomer() -> None:
+    # One worker with room for one workflow (peak 600 of 1000). a0 runs; a1 is held. With
+    # park_after_steps=2, a0's third call (2 steps done, a1 has 0) is held instead and a1 runs;
+    # a0 comes back, fewest steps first, once a1 ends, on its own worker.
+    adm = AdmissionControlSettings(enabled=True, default_footprint_tokens=600, park_after_steps=2)
+    s, clock = _sched(n=1, cap=1000, admission=adm)
+    assert isinstance(s.handle(_call("a0", 0, tokens=100))[0], Dispatch)
+    [held] = s.handle(_call("a1", 0))
+    assert isinstance(held, Hold) and held.reason == "kv_footprint"
+    s.handle(_finish("a0", 0, W0, prompt=100, out=50))
+    assert isinstance(s.handle(_call("a0", 1, tokens=200))[0], Dispatch)  # 1 step ahead: runs on
+    s.handle(_finish("a0", 1, W0, prompt=200, out=50))
+    clock.advance(1.0)
+    out = s.handle(_call("a0", 2, tokens=300))
+    assert [type(a) for a in out] == [Hold] and out[0].reason == "park"  # type: ignore[union-attr]
+    assert s.held == ("a1", "a0") and s.counters["hold/park"] == 1
+    clock.advance(0.1)
+    rel = [a for a in s.epoch() if isinstance(a, (Release, Dispatch))]
+    assert [(type(a), a.workflow_id) for a in rel] == [(Release, "a1"), (Dispatch, "a1")]
+    assert s.held == ("a0",)
+    s.handle(_finish("a1", 0, W0, prompt=1000, out=50))
+    clock.advance(2.0)
+    out = s.handle(WorkflowFinished(workflow_id=WorkflowId("a1")))
+    rel = [a for a in out if isinstance(a, (Release, Dispatch))]
+    assert [(type(a), a.workflow_id) for a in rel] == [(Release, "a0"), (Dispatch, "a0")]
+    assert rel[0].held_s == pytest.approx(2.1)  # type: ignore[union-attr]
+    assert rel[1].call_id == "a0:2" and rel[1].worker_id == W0  # type: ignore[union-attr]
+    assert s.workflow(WorkflowId("a0")).steps_done == 2  # its record carried on; not admitted anew
+
+
+def test_no_parking_by_default_and_while_held_workflows_fit() -> None:
+    adm = AdmissionControlSettings(enabled=True, default_footprint_tokens=600)
+    s, _ = _sched(n=1, cap=1000, admission=adm)
+    s.handle(_call("a0", 0, tokens=100))
+    s.handle(_call("a1", 0))
+    for step in range(4):
+        s.handle(_finish("a0", step, W0, prompt=100 + step, out=10))
+        assert isinstance(s.handle(_call("a0", step + 1, tokens=200 + step))[0], Dispatch)
+    with pytest.raises(InvalidSettings):
+        AdmissionControlSettings(enabled=True, park_after_steps=-1)
+
+
+def test_parking_waits_until_the_least_served_held_workflow_has_waited_long_enough() -> None:
+    adm = AdmissionControlSettings(
+        enabled=True, default_footprint_tokens=600, park_after_steps=1, park_after_held_s=10.0
+    )
+    s, clock = _sched(n=1, cap=1000, admission=adm)
+    s.handle(_call("a0", 0, tokens=100))
+    s.handle(_call("a1", 0))  # held from t=0
+    s.handle(_finish("a0", 0, W0, prompt=100, out=10))
+    clock.advance(9.0)
+    assert isinstance(s.handle(_call("a0", 1, tokens=200))[0], Dispatch)  # a1 held 9 s < 10 s
+    s.handle(_finish("a0", 1, W0, prompt=200, out=10))
+    clock.advance(1.0)
+    [park] = s.handle(_call("a0", 2, tokens=300))
+    assert isinstance(park, Hold) and park.reason == "park"
+    with pytest.raises(InvalidSettings):
+        AdmissionControlSettings(enabled=True, park_after_held_s=-1.0)

@@ -55,3 +55,44 @@ def test_tiny_benchmark_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     assert "## Throughput" in md
     assert "Belady" not in md  # the per-row eviction-vs-Belady column is gone (issue 10 replays it)
     assert (tmp_path / "cluster_tct.png").stat().st_size > 0
+
+
+def test_time_breakdown_adds_up_to_the_tct_and_holds_show_only_under_admission_control(
+    tmp_path: Path,
+) -> None:
+    tiny = dataclasses.replace(TINY, loads=(TINY.loads[1],), rows=(R.ROUND_ROBIN, R.SAGA), ablations=())
+    assert bench.run_benchmark(tiny, {"main"}, tmp_path, num_procs=1, progress=False) == 0
+    rows = json.loads((tmp_path / "cluster.json").read_text())["results"]["production"]["web-history"]
+    for m in rows.values():
+        parts = [m[f"time_{k}_s"] for k in bench.TIME_PARTS]
+        assert all(p >= -1e-6 for p in parts)
+        assert sum(parts) == pytest.approx(m["tct_mean_s"])
+        assert m["time_decode_s"] > 0 and m["time_tool_s"] > 0
+    assert rows["round_robin"]["time_held_s"] == 0.0
+    assert "## Where the time goes" in (tmp_path / "cluster.md").read_text()
+
+
+def test_resume_keeps_finished_runs_and_runs_only_the_missing_ones(tmp_path: Path) -> None:
+    tiny = dataclasses.replace(TINY, loads=(TINY.loads[0],), rows=(R.ROUND_ROBIN, R.SAGA), ablations=())
+    assert bench.run_benchmark(tiny, {"main"}, tmp_path, num_procs=1, progress=False) == 0
+    full = json.loads((tmp_path / "cluster.json").read_text())
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    # Cut off after the first run, with a torn second line: --no-run reports what is there.
+    (tmp_path / "runs.jsonl").write_text(lines[0] + "\n" + lines[1][:40])
+    assert (
+        bench.run_benchmark(tiny, {"main"}, tmp_path, num_procs=1, progress=False, resume=True, run=False)
+        == 0
+    )
+    partial = json.loads((tmp_path / "cluster.json").read_text())
+    assert partial["header"]["runs_missing"] == 1
+    assert "Partial report: 1 runs missing" in (tmp_path / "cluster.md").read_text()
+    # --resume runs only the missing one; the result equals the uninterrupted run's.
+    assert bench.run_benchmark(tiny, {"main"}, tmp_path, num_procs=1, progress=False, resume=True) == 0
+    again = json.loads((tmp_path / "cluster.json").read_text())
+    assert again["header"]["runs_missing"] == 0
+    assert [json.loads(x)["row"] for x in (tmp_path / "runs.jsonl").read_text().splitlines()] == [
+        json.loads(lines[0])["row"],
+        json.loads(lines[1])["row"],
+    ]
+    assert again["headline"] == full["headline"] and again["results"] == full["results"]

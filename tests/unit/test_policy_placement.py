@@ -352,3 +352,19 @@ def test_admission_can_weigh_the_predicted_work_of_bound_workflows() -> None:
     assert bound.place(make_call(), [w0, w1], 0.0).worker_id == "w0"
     with pytest.raises(InvalidSettings):
         SagaPlacementSettings(load_signal="psychic")
+
+
+def test_admission_can_weigh_the_predicted_footprint_of_bound_workflows() -> None:
+    # Equal load(w). w0 holds no KV now (its agents' contexts are short or evicted) but 80K tokens of
+    # predicted footprint are bound to it; w1 holds 25K now and nothing is bound to it. The reported
+    # free KV picks w0; the bound-footprint signal picks w1, where the newcomer's 90K will fit.
+    w0 = make_worker("w0", running=25, kv_used_tokens=0)
+    w1 = make_worker("w1", running=0, kv_used_tokens=25_000)
+    call = dataclasses.replace(
+        make_call(predicted_kv_tokens=90_000), bound_kv_tokens={WorkerId("w0"): 80_000, WorkerId("w1"): 0}
+    )
+    assert SagaPlacement().place(call, [w0, w1], 0.0).worker_id == "w0"
+    bound = SagaPlacement(SagaPlacementSettings(footprint_signal="bound"))
+    assert bound.place(call, [w0, w1], 0.0).worker_id == "w1"
+    with pytest.raises(InvalidSettings):
+        SagaPlacementSettings(footprint_signal="psychic")

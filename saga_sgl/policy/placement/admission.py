@@ -15,7 +15,10 @@ Signals for worker w and new workflow s:
                  ``load_signal="bound_work"`` load(w) is replaced by the predicted remaining work of
                  the live workflows bound to w (the scheduler's AEG predictions)
 * ``footprint``: min(1, free_kv_tokens(w) / predicted_kv_tokens(s))       (the workflow fits = 1);
-                 free fraction of the pool when no footprint is predicted
+                 free fraction of the pool when no footprint is predicted; with
+                 ``footprint_signal="bound"``: (pool - predicted footprints of the live workflows
+                 bound to w - predicted_kv_tokens(s)) / pool, at least 0: the room left once s is
+                 placed, by what the bound workflows will hold, not what w holds now (ours)
 * ``locality``:  min(1, prefix_match_tokens(w) / prompt_tokens(s))        (shared prefix cached = 1)
 
 score(w) = w_load * load + w_footprint * footprint + w_locality * locality.
@@ -70,12 +73,15 @@ def admission_scores(
     load_settings: LoadSettings,
     loads: Mapping[WorkerId, float] | None = None,
     bound_work: bool = False,
+    bound_footprint: bool = False,
 ) -> dict[WorkerId, float]:
     """The combined admission score of each healthy worker (``loads``: precomputed load(w)).
 
     ``bound_work``: the load signal is the predicted remaining work of the live workflows bound to
     each worker (``call.bound_work_s``) instead of load(w): a worker whose agents are all in tool
-    gaps looks idle to load(w) but will be busy when they return."""
+    gaps looks idle to load(w) but will be busy when they return. ``bound_footprint``: the free KV
+    of the footprint signal is the pool less the predicted footprints bound to each worker
+    (``call.bound_kv_tokens``) instead of the worker's reported free KV."""
     healthy = [w for w in workers if w.is_healthy]
     if bound_work and call.bound_work_s:
         loads = {w.worker_id: call.bound_work_s.get(w.worker_id, 0.0) for w in healthy}
@@ -87,8 +93,13 @@ def admission_scores(
     for w in healthy:
         load = loads[w.worker_id]
         load_score = 1.0 - (load - lo) / spread if spread > weights.tie_epsilon else 1.0
-        free = max(0, w.kv_capacity_tokens - w.kv_used_tokens)
-        if call.predicted_kv_tokens > 0:
+        used = call.bound_kv_tokens.get(w.worker_id, 0) if bound_footprint else w.kv_used_tokens
+        free = max(0, w.kv_capacity_tokens - used)
+        if bound_footprint:
+            # Room left once it is placed, graded: "fits" alone saturates at 1 on every worker that
+            # admission control lets through, and would not tell them apart.
+            footprint = max(0, free - call.predicted_kv_tokens) / w.kv_capacity_tokens
+        elif call.predicted_kv_tokens > 0:
             footprint = min(1.0, free / call.predicted_kv_tokens)
         else:
             footprint = free / w.kv_capacity_tokens
@@ -110,15 +121,17 @@ def admit(
     theta: float,
     rng: random.Random,
     bound_work: bool = False,
+    bound_footprint: bool = False,
 ) -> WorkerView:
-    """The worker a new workflow is bound to (``bound_work``: see ``admission_scores``)."""
+    """The worker a new workflow is bound to (``bound_work``, ``bound_footprint``: see
+    ``admission_scores``)."""
     healthy = [w for w in workers if w.is_healthy]
     if not healthy:
         raise NoEligibleWorker("admission: no healthy worker")
     loads = {w.worker_id: worker_load(w, load_settings) for w in healthy}
     headroom = [w for w in healthy if loads[w.worker_id] < theta]
     candidates = headroom or healthy
-    scores = admission_scores(call, candidates, weights, load_settings, loads, bound_work)
+    scores = admission_scores(call, candidates, weights, load_settings, loads, bound_work, bound_footprint)
     best = max(scores.values())
     tied = sorted(
         (w for w in candidates if scores[w.worker_id] >= best - weights.tie_epsilon),

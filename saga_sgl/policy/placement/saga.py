@@ -46,6 +46,9 @@ class SagaPlacementSettings:
     load_signal: str = "instant"
     """Admission's load signal: ``instant`` (load(w) from the worker's reported state) or
     ``bound_work`` (predicted remaining work of the live workflows bound to w; ours)."""
+    footprint_signal: str = "instant"
+    """Admission's footprint signal: ``instant`` (free KV the worker reports) or ``bound`` (the pool
+    less the predicted footprints of the live workflows bound to w; ours)."""
     new_workflow: str = "admission"
     """Where a new workflow goes: ``admission`` (ours, multi-criteria) or ``least_loaded`` (the
     paper: Eq. 7's second branch)."""
@@ -65,6 +68,13 @@ class SagaPlacementSettings:
             "load_signal",
             "'instant' or 'bound_work'",
             self.load_signal,
+        )
+        require(
+            self.footprint_signal in ("instant", "bound"),
+            "SagaPlacementSettings",
+            "footprint_signal",
+            "'instant' or 'bound'",
+            self.footprint_signal,
         )
         # Validate the composed parts now, so a bad value fails at load time naming the field.
         self.load_settings()
@@ -100,7 +110,14 @@ class SagaPlacement:
         s = self.settings
         if call.affinity_worker_id is None and s.new_workflow == "admission":
             w = admit(
-                call, workers, self._weights, self._load, s.theta, self._rng, s.load_signal == "bound_work"
+                call,
+                workers,
+                self._weights,
+                self._load,
+                s.theta,
+                self._rng,
+                s.load_signal == "bound_work",
+                s.footprint_signal == "bound",
             )
             return Placement(worker_id=w.worker_id, reason=PlacementReason.ADMISSION)
         stay = affinity_placement(call, workers, s.theta, self._load)
