@@ -18,8 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from saga_sgl.local_workers import TINY_MODEL_DIR, WorkerProcess, WorkerSpec, free_port, running_workers
+
+
+async def start_app(app: web.Application, **runner_kwargs: Any) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on loopback (the server binds port 0 itself: no free-port race); the caller
+    cleans the runner up. Returns (runner, base URL)."""
+    runner = web.AppRunner(app, access_log=None, **runner_kwargs)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
 
 KV_TOKENS = 2048
 """Each worker's KV pool: small, so that a few long requests load it measurably."""

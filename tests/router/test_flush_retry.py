@@ -14,6 +14,8 @@ from saga_router.app import FLUSH_TRIES, SERVICE_KEY, flush_cache
 from saga_router.router_config import RouterConfig
 from saga_router.service import RouterService
 
+from .conftest import start_app
+
 
 def _flush_through_router(refusals: int) -> tuple[int, dict[str, object], int]:
     async def main() -> tuple[int, dict[str, object], int]:
@@ -28,14 +30,10 @@ def _flush_through_router(refusals: int) -> tuple[int, dict[str, object], int]:
 
         worker = web.Application()
         worker.router.add_post("/flush_cache", worker_flush)
-        runner = web.AppRunner(worker, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, url = await start_app(worker)
         service = RouterService(RouterConfig())
         service.session = aiohttp.ClientSession()
-        record = service.registry.add(f"http://127.0.0.1:{port}")
+        record = service.registry.add(url)
         record.ready = record.healthy = True
         app = web.Application()
         app[SERVICE_KEY] = service

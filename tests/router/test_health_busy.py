@@ -9,7 +9,6 @@ time (what SGLang does while busy); the calls it "serves" are the router's recor
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import aiohttp
 from aiohttp import web
@@ -17,6 +16,8 @@ from saga_router.health import HealthMonitor, HealthSettings
 from saga_router.workers import WorkerRecord, WorkerRegistry
 
 from saga_sgl.clock import SystemClock
+
+from .conftest import start_app
 
 
 async def _slow_health(request: web.Request) -> web.Response:
@@ -27,15 +28,10 @@ async def _slow_health(request: web.Request) -> web.Response:
 async def _run(answer_while_probing: bool) -> tuple[bool, list[bool]]:
     app = web.Application()
     app.router.add_get("/health", _slow_health)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, url = await start_app(app)
     clock = SystemClock()
     registry = WorkerRegistry()
-    record: WorkerRecord = registry.add(f"http://127.0.0.1:{port}", ready=True, healthy=True)
+    record: WorkerRecord = registry.add(url, ready=True, healthy=True)
     changes: list[bool] = []
 
     async def on_change(_: WorkerRecord, healthy: bool) -> None:

@@ -8,13 +8,14 @@ is the router's NAMED FAKE backend (``saga_router.fake_backend``), counting the 
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 from aiohttp import web
 from saga_router.fake_backend import build_app
 from saga_router.router_config import RouterConfig
 from saga_router.service import RouterService
+
+from .conftest import start_app
 
 
 async def _polls(policy: str) -> int:
@@ -29,13 +30,7 @@ async def _polls(policy: str) -> int:
         return await handler(request)
 
     app.middlewares.append(counting)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    url = f"http://127.0.0.1:{port}"
+    runner, url = await start_app(app)
     service = RouterService(RouterConfig(policy=policy, worker_urls=(url,), kv_events=False))
     try:
         await service.start()

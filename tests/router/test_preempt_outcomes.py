@@ -14,6 +14,8 @@ from saga_router.service import MAX_PREEMPTIONS_PER_CALL, Attempt, RouterService
 
 from saga_sgl.policy.views import WorkerId, WorkflowId
 
+from .conftest import start_app
+
 
 def _call(call_id: str) -> Call:
     return Call(call_id=call_id, identity=Identity(workflow_id=call_id.split(":")[0], source="saga"),
@@ -35,12 +37,8 @@ def test_each_preempt_is_applied_or_refused_for_a_stated_reason_and_the_abort_na
 
         app = web.Application()
         app.router.add_post("/abort_request", abort)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        worker = WorkerId(f"http://127.0.0.1:{port}")
+        runner, url = await start_app(app)
+        worker = WorkerId(url)
         service = RouterService(RouterConfig())
         try:
             bounded = _call("d:0")

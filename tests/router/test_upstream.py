@@ -15,6 +15,8 @@ import pytest
 from aiohttp import web
 from saga_router.upstream import UpstreamClient, UpstreamDisconnected
 
+from .conftest import start_app
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON = {"Content-Type": "application/json"}
 
@@ -30,13 +32,9 @@ async def serve(handler: Handler, **server_kwargs: float) -> AsyncIterator[tuple
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None, **server_kwargs)  # type: ignore[arg-type]
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, url = await start_app(app, **server_kwargs)
     try:
-        yield f"http://127.0.0.1:{port}", peers
+        yield url, peers
     finally:
         await runner.cleanup()
 

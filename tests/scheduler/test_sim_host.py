@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 from saga_sgl.scheduler import Action, Dispatch, Prefill, Redirect
 from saga_sgl.sim import rows
@@ -92,8 +93,10 @@ def test_every_call_a_worker_receives_was_dispatched_by_the_scheduler() -> None:
     assert sorted(rebuilds) == sorted(prefills)
 
 
-def test_a_preempted_call_is_retracted_and_runs_again_from_its_cached_prefix() -> None:
-    task = chain_task("t", 0.0, [Segment(1, 3000)], 2, first_id=100, output_tokens=400)
+def _one_call_decoding(steps: int) -> tuple[Any, Any, Any]:
+    """One task of ``steps`` calls (3,000-token prompt, 400 output tokens) on one worker, run 0.5 s:
+    its first call's prefill is done and it is decoding."""
+    task = chain_task("t", 0.0, [Segment(1, 3000)], steps, first_id=100, output_tokens=400)
     cluster = Cluster(
         workload(task),
         build_row(rows.ROUND_ROBIN, seed=0),
@@ -103,8 +106,13 @@ def test_a_preempted_call_is_retracted_and_runs_again_from_its_cached_prefix() -
 
     cluster.engine.schedule(0.0, _TaskArrival(cluster, cluster.tasks[0]))
     worker = cluster.workers[0]
-    cluster.engine.run(0.5)  # prefill done, decoding its 400 tokens
+    cluster.engine.run(0.5)
     [call] = worker.decoding
+    return cluster, worker, call
+
+
+def test_a_preempted_call_is_retracted_and_runs_again_from_its_cached_prefix() -> None:
+    cluster, worker, call = _one_call_decoding(steps=2)
     assert 0 < call.generated < 400
     for t, ev in worker.retract(call, cluster.engine.now_s):
         cluster.engine.schedule(t, ev)
@@ -118,18 +126,7 @@ def test_a_preempted_call_is_retracted_and_runs_again_from_its_cached_prefix() -
 def test_a_retracted_call_keeps_its_generated_tokens_and_prefills_them_again() -> None:
     """SGLang's retract keeps a request's output ids: re-admitted, it prefills prompt + those tokens
     (past the cached prefix) and decodes only what is left."""
-    task = chain_task("t", 0.0, [Segment(1, 3000)], 1, first_id=100, output_tokens=400)
-    cluster = Cluster(
-        workload(task),
-        build_row(rows.ROUND_ROBIN, seed=0),
-        ClusterSettings(num_workers=1, worker=WorkerSettings(kv_capacity_tokens=40_000)),
-    )
-    from saga_sgl.sim.cluster import _TaskArrival
-
-    cluster.engine.schedule(0.0, _TaskArrival(cluster, cluster.tasks[0]))
-    worker = cluster.workers[0]
-    cluster.engine.run(0.5)
-    [call] = worker.decoding
+    cluster, worker, call = _one_call_decoding(steps=1)
     before = call.generated
     assert 0 < before < 400
     for t, ev in worker.retract(call, cluster.engine.now_s):
