@@ -85,7 +85,9 @@ class WorkerSpec:
             self.device,
         ]
         if self.device == "cpu":
-            cmd += ["--load-format", "dummy"]
+            # Dummy weights, and a fixed sampling seed so that the demo model's generations repeat
+            # from run to run (SGLang draws a random seed per launch otherwise).
+            cmd += ["--load-format", "dummy", "--random-seed", "0"]
             if not self.serve_text:
                 # No tokenizer: requests carry input_ids below the vocabulary size.
                 cmd.append("--skip-tokenizer-init")
