@@ -76,6 +76,9 @@ ROUTING_KEY_HEADER = "X-SMG-Routing-Key"
 """Header the routers read as the session/routing key (sglang-router 0.3.2, saga router)."""
 STATE_ATTR = "_saga"
 """Attribute of a StreamExecutor holding its ``ExecState``."""
+TOOL_EVENT_ORDER_TIMEOUT_S = 2.0
+"""How long the call after a tool waits for the tool's events to reach the router (they are sent in
+order; a router that does not answer in time is not waited on longer: the call goes)."""
 
 _STREAM_DELTA_KEYS = ("output_token_logprobs", "output_top_logprobs", "output_token_ids_logprobs")
 """Meta-info lists the interpreter merges as per-chunk deltas (its _INCREMENTAL_STREAMING_META_INFO_KEYS)."""
@@ -291,6 +294,10 @@ class SagaEndpoint(RuntimeEndpoint):  # type: ignore[misc]
             state.last_node_id = node_id
             rec.last_node_id = node_id
             self.recorder.add_node(rec, node)
+        if tool_latency is not None and self.events is not None:
+            # Events go out on a background thread: without this the call that follows a tool could
+            # overtake its ToolFinished, and the router would end the gap without telling the worker.
+            self.events.flush(TOOL_EVENT_ORDER_TIMEOUT_S)
         rid = request_id(rec.workflow_id, step)
         tag = CallTag(
             workflow_id=rec.workflow_id,

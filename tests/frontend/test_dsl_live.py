@@ -66,14 +66,20 @@ class EventReceiver:
     """Stands in for the saga router's ``POST /saga/events`` (the router lands with issue 9): it
     decodes each body with the same strict decoder and keeps the events."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: dict[type, float] | None = None) -> None:
         self.events: list[ClientEvent] = []
+        self.handled_at_s: list[float] = []
+        """When each event's answer went out (monotonic clock), in the order of ``events``."""
         receiver = self
+        delays = delay_s or {}
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.events.append(decode_client_event(body))
+                event = decode_client_event(body)
+                time.sleep(delays.get(type(event), 0.0))  # a slow router
+                receiver.events.append(event)
+                receiver.handled_at_s.append(time.monotonic())
                 self.send_response(202)
                 self.end_headers()
 
@@ -167,6 +173,40 @@ def test_tool_events_and_workflow_end_reach_the_events_endpoint(
     assert len(final.nodes) == 7 and sum(n.terminal for n in final.nodes) == 1
     done = next(e for e in receiver.events if isinstance(e, ClientWorkflowFinished))
     assert done.calls == 7 and done.ok
+
+
+def test_the_call_after_a_tool_waits_for_its_tool_finished_event(
+    text_worker: WorkerProcess, default_backend: None
+) -> None:
+    """Events go out on a background thread; the call after a tool must not overtake the tool's
+    ToolFinished (a router seeing the call first ends the gap without telling the worker)."""
+    from saga_sgl import frontend as saga
+
+    slow = EventReceiver(delay_s={ClientToolFinished: 0.5})
+    try:
+        backend = saga.SagaEndpoint(text_worker.url, events_url=slow.url)
+        sent_at: list[tuple[float, str]] = []
+        request = backend._request
+
+        def spy(method: str, path: str, body: Any, *, routing_key: str | None) -> tuple[int, bytes]:
+            sent_at.append((time.monotonic(), str((body or {}).get("rid", ""))))
+            return request(method, path, body, routing_key=routing_key)
+
+        backend._request = spy  # type: ignore[method-assign]
+        with saga.workflow("order-1", agent_type="tot"):
+            state = _fork_program().run(task="t", backend=backend)
+        assert state.error() is None
+        assert backend.events is not None and backend.events.flush(10)
+    finally:
+        slow.close()
+    handled = zip(slow.events, slow.handled_at_s, strict=True)
+    finished_at = next(t for e, t in handled if isinstance(e, ClientToolFinished))
+    record = backend.recorded("order-1")
+    assert record is not None
+    after_tool = next(n for n in record.nodes.values() if n.tool_before == "search")
+    rid = f"order-1:{after_tool.step}"
+    first_after = min(t for t, r in sent_at if r == rid or r.startswith(rid + ":"))
+    assert finished_at <= first_after, "the call after the tool reached the worker before ToolFinished"
 
 
 def test_events_degrade_quietly_without_an_events_endpoint(
@@ -586,9 +626,10 @@ def test_dsl_program_through_the_saga_router_sets_a_ttl_on_the_worker(
     assert after.get("saga_worker_unknown_workflow_messages_total", 0) == before.get(
         "saga_worker_unknown_workflow_messages_total", 0
     )
-    routed = _metrics(saga_router)
-    assert routed.get('saga_router_control_messages_total{type="ToolFinished"}', 0) >= 1
-    assert routed.get('saga_router_control_messages_total{type="WorkflowFinished"}', 0) >= 1
+    # The router answers an event with 202 and sends the control message after: wait for it.
+    for kind in ("ToolFinished", "WorkflowFinished"):
+        name = f'saga_router_control_messages_total{{type="{kind}"}}'
+        _wait(lambda name=name: _metrics(saga_router).get(name, 0) >= 1, 30, f"the router to send {kind}")
 
     # The forked program's metadata, as the worker received it through the router.
     record = backend.recorded("routed-1")
