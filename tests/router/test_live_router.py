@@ -139,10 +139,15 @@ def test_steal_moves_a_workflow_in_its_tool_gap_and_prefills_it_on_the_thief(
     busy: list[Reply] = []
     threads: list[threading.Thread] = []
 
-    def start_busy() -> None:
+    def start_busy(direct: bool = False) -> None:
         i = len(threads)
         prompt, saga = tokens(3100 + i, 700), {"workflow_id": f"busy-{i}", "step": 0}
-        thread = threading.Thread(target=lambda: busy.append(generate(router, prompt, 120, saga=saga)))
+        if direct:  # straight to the victim: the router would place a new workflow on the idle thief
+            body = {"input_ids": prompt, "sampling_params": {"max_new_tokens": 120, "ignore_eos": True}}
+            url = victim.url + "/generate"
+            thread = threading.Thread(target=lambda: busy.append(http("POST", url, body, timeout=300)))
+        else:
+            thread = threading.Thread(target=lambda: busy.append(generate(router, prompt, 120, saga=saga)))
         threads.append(thread)
         thread.start()
 
@@ -157,9 +162,12 @@ def test_steal_moves_a_workflow_in_its_tool_gap_and_prefills_it_on_the_thief(
         # the thief is probed and idle, so keep one call waiting there until the steal happens.
         if router.metric("saga_router_steals_total") >= 1:
             return True
-        if waiting_reqs(victim) == 0 and len(threads) < 12:
-            start_busy()
+        if waiting_reqs(victim) == 0 and len(threads) < 8 and time.monotonic() - topped[-1] > 1.0:
+            start_busy(direct=True)
+            topped.append(time.monotonic())
         return False
+
+    topped = [time.monotonic()]
 
     wait_for(stolen, 60, "a steal")
     wait_for(lambda: router.metric("saga_router_prefills_total") >= 1, 30, "a pre-fill")
