@@ -80,7 +80,12 @@ def test_short_soak_under_a_control_flood(tmp_path: Path) -> None:
         counters.get("tracked_workflows", 0) <= quiet["workflows_finished"] + flood["workflows_finished"] + 32
     )
     assert result["rss_growth_mb"] < 64
-    assert result["p99_ratio_flood_vs_quiet"] <= 1.5
+    # A 12 s phase completes ~150 calls, so its p99 is its second-largest latency and swings with the
+    # machine's other load (1.58 and 1.72 seen on a loaded VM, 0.45 and 0.74 alone). The median is
+    # what such a sample measures; the p99 bar of 1.5 belongs to the 120 s benchmark
+    # (benchmarks/plugin_soak.py); here a p99 above 2 catches a stall.
+    assert flood["p50_s"] <= 1.5 * quiet["p50_s"], (quiet["p50_s"], flood["p50_s"])
+    assert result["p99_ratio_flood_vs_quiet"] <= 2.0
 
 
 def test_tensor_parallel_worker_runs_the_saga_policy(tmp_path: Path) -> None:
