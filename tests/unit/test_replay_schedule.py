@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import random
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,22 @@ def test_bad_arguments_are_refused() -> None:
         replay_worker(schedule, 5, 10, belady_policy(), ViewMode.ORACLE)
     with pytest.raises(ValueError, match="capacity_scale"):
         replay_schedule(schedule, belady_policy, ViewMode.ORACLE, 0.0)
+
+
+def test_benchmark_gives_every_row_the_oracle_as_denominator(tmp_path: Path) -> None:
+    from benchmarks.eviction_sim import main
+
+    out = str(tmp_path / "eviction_sim.json")
+    report = main(
+        [
+            "--scenarios", "swe", "--seeds", "3", "--workers", "2", "--kv-tokens", "60000",
+            "--horizon-s", "60", "--capacity-scales", "1.0", "--out", out,
+        ]
+    )  # fmt: skip
+    for cell in report["runs"]:
+        ratios = {r["row"]: r["ratio_to_belady"] for r in cell["rows"]}
+        assert ratios["belady (oracle)"] == 1.0
+        assert all(v is not None and v >= 1.0 for v in ratios.values()), ratios
+    assert report["summary"][0]["ratios"]["belady (oracle)"] == 1.0
+    assert "| swe | 1 |" in (tmp_path / "eviction_sim.md").read_text()
+    assert (tmp_path / "eviction_sim.png").stat().st_size > 0
