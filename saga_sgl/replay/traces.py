@@ -23,6 +23,7 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,66 @@ def _draw_latency(latency: ToolLatencyModel, tool: str, rng: random.Random) -> f
     from saga_sgl.policy.views import ToolType
 
     return latency.quantile_s(ToolType(tool), min(max(rng.random(), 1e-6), 1 - 1e-6))
+
+
+def tracelab_requests(path: str | Path) -> list[TraceRequest]:
+    """TraceLab's sanitized round trace (``round_trace.jsonl``) as trace requests.
+
+    One request per round, at its first timing event; session = ``session_id``, agent type =
+    ``provider``, step = ``round_index``, tool = the first tool the round calls. TraceLab has no
+    content hashes, only the provider-reported cached prefix (``prefix_tokens``): a round's first
+    min(prefix, previous round's input) tokens, in whole blocks, are taken to be the previous round's
+    blocks, and the rest are new blocks (an assumption: the conversation grows by appending).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise TraceError(f"{p}: no such trace file")
+    rows: list[tuple[float, str, int, dict[str, Any]]] = []
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{p}:{n}"
+            try:
+                row = json.loads(line)
+                events = row["timing_events"]
+                start = min(datetime.fromisoformat(e["timestamp"]).timestamp() for e in events)
+                key = (start, str(row["session_id"]), int(row["round_index"]), row)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise TraceError(f"{where}: not a TraceLab round ({exc})") from None
+            _int_field(row, "input_tokens_total", where, minimum=1)
+            _int_field(row, "prefix_tokens", where)
+            _int_field(row, "output_tokens", where)
+            rows.append(key)
+    rows.sort(key=lambda r: r[0])
+    t0 = rows[0][0] if rows else 0.0
+    fresh = 0
+    last: dict[str, tuple[int, tuple[int, ...]]] = {}
+    out: list[TraceRequest] = []
+    for start, sid, step, row in rows:
+        length = row["input_tokens_total"]
+        prev_len, prev_ids = last.get(sid, (0, ()))
+        shared = min(row["prefix_tokens"], prev_len) // BLOCK_TOKENS
+        need = -(-length // BLOCK_TOKENS)
+        ids = list(prev_ids[: min(shared, need)])
+        while len(ids) < need:
+            fresh += 1
+            ids.append(fresh)
+        tools = row.get("tools") or []
+        out.append(
+            TraceRequest(
+                timestamp_s=start - t0,
+                input_length=length,
+                output_length=row["output_tokens"],
+                hash_ids=tuple(ids),
+                session=sid,
+                agent_type=str(row.get("provider") or ""),
+                step=step,
+                tool=str(tools[0].get("tool_name") or "") if tools else "",
+            )
+        )
+        last[sid] = (length, tuple(ids))
+    return out
 
 
 def iter_rows(requests: Sequence[TraceRequest]) -> Iterator[dict[str, Any]]:

@@ -138,3 +138,43 @@ def test_benchmark_choice_puts_never_worse_than_lru_first() -> None:
     assert pick == "reuse_density"
     # Worst cases within 0.1%: the mean decides.
     assert choose(report({"wa_lru": [0.80, 1.0015], "reuse_density": [0.90, 1.001]}))["pick"] == "wa_lru"
+
+
+def _tracelab_row(session: str, index: int, start: str, total: int, prefix: int, tool: str) -> str:
+    return json.dumps(
+        {
+            "session_id": session,
+            "round_index": index,
+            "provider": "claude",
+            "input_tokens_total": total,
+            "prefix_tokens": prefix,
+            "output_tokens": 50,
+            "timing_events": [{"event_type": "user_message", "timestamp": start}],
+            "tools": [{"tool_name": tool}] if tool else [],
+        }
+    )
+
+
+def test_tracelab_rounds_share_the_reported_cached_prefix_in_whole_blocks(tmp_path: Path) -> None:
+    from saga_sgl.replay.traces import tracelab_requests
+
+    path = tmp_path / "round_trace.jsonl"
+    rows = [
+        _tracelab_row("a", 0, "2026-06-01T05:40:20.000Z", 2000, 1500, "Bash"),
+        _tracelab_row("b", 0, "2026-06-01T05:40:21.000Z", 1024, 0, ""),
+        _tracelab_row("a", 1, "2026-06-01T05:40:30.000Z", 2600, 1900, "Write"),
+        _tracelab_row("a", 2, "2026-06-01T05:40:40.000Z", 2700, 600, ""),
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    reqs = tracelab_requests(path)
+    assert [r.session for r in reqs] == ["a", "b", "a", "a"]
+    assert [r.timestamp_s for r in reqs] == [0.0, 1.0, 10.0, 20.0]
+    a0, b0, a1, a2 = reqs
+    assert a0.tool == "Bash" and a0.step == 0 and a0.agent_type == "claude"
+    assert len(a1.hash_ids) == 6 and a1.hash_ids[:3] == a0.hash_ids[:3]  # min(1900, 2000) // 512 = 3
+    assert a1.hash_ids[3] not in a0.hash_ids
+    assert a2.hash_ids[:1] == a1.hash_ids[:1] and a2.hash_ids[1] not in a1.hash_ids  # 600 // 512 = 1
+    assert not set(b0.hash_ids) & set(a0.hash_ids)
+    path.write_text('{"session_id": "a"}\n')
+    with pytest.raises(TraceError, match=r"round_trace\.jsonl:1"):
+        tracelab_requests(path)
