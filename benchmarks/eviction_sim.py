@@ -22,7 +22,10 @@ ratios of small numbers grow).
 Rows: ``lru`` (SGLang radix LRU), ``vllm_prefix`` (vLLM's order), ``wa_lru``, ``reuse_time``,
 ``saga`` (the registry default: reuse density behind the recency guard), ``saga no guard`` (the key
 alone), ``saga no TTL`` and ``belady (oracle)``. The project rows see the scheduler's recorded hints
-(what a live plugin is told), nothing clairvoyant.
+(what a live plugin is told), nothing clairvoyant. Two more oracles isolate what the prediction of
+tool return times costs: ``saga, true returns`` and ``reuse_time, true returns`` get each workflow's
+true next admission on the worker as its next use (P = 1, or never) instead of the prediction. A
+breakdown says what the victims of Belady, LRU and saga were (their workflow's state) when evicted.
 
     python benchmarks/eviction_sim.py        # swe, web-history; seeds 7 8; 4 workers x 90K tokens
 """
@@ -76,7 +79,16 @@ ROWS = (
     Row("saga", ViewMode.HINTS, lambda: registry.create_eviction("saga")),
     Row("saga no guard", ViewMode.HINTS, lambda: registry.create_eviction("saga", {"recency_guard": False})),
     Row("saga no TTL", ViewMode.HINTS, lambda: registry.create_eviction("saga", {"ttl_protection": False})),
+    Row("saga, true returns (oracle)", ViewMode.TRUE_RETURN, lambda: registry.create_eviction("saga"), True),
+    Row(
+        "reuse_time, true returns (oracle)",
+        ViewMode.TRUE_RETURN,
+        lambda: registry.create_eviction("reuse_time", {"ttl_protection": False}),
+        True,
+    ),
 )
+BLAMED = ("belady (oracle)", "lru", "saga")
+"""Rows whose eviction recompute is broken down by what the victim was when evicted."""
 
 
 def ratio(num: float, den: float) -> float | None:
@@ -91,9 +103,11 @@ def fmt(x: float | None) -> str:
 
 
 def run_cell(schedule: Any, scale: float) -> list[dict[str, Any]]:
+    blames: dict[str, dict[str, int]] = {label: {} for label in BLAMED}
     stats: dict[str, ScheduleStats] = {
-        r.label: replay_schedule(schedule, r.make, r.mode, scale) for r in ROWS
+        r.label: replay_schedule(schedule, r.make, r.mode, scale, blame=blames.get(r.label)) for r in ROWS
     }
+
     belady = stats["belady (oracle)"].evicted_recompute_tokens
     lru = stats["lru"].evicted_recompute_tokens
     return [
@@ -108,6 +122,7 @@ def run_cell(schedule: Any, scale: float) -> list[dict[str, Any]]:
             "evictions": st.evictions,
             "ratio_to_belady": ratio(st.evicted_recompute_tokens, belady),
             "ratio_to_lru": ratio(st.evicted_recompute_tokens, lru),
+            "blame": blames.get(label),
         }
         for label, st in stats.items()
     ]
@@ -116,10 +131,16 @@ def run_cell(schedule: Any, scale: float) -> list[dict[str, Any]]:
 def summarise(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per scenario and scale: each row's summed eviction recompute over seeds / Belady's sum."""
     cells: dict[tuple[str, float], dict[str, float]] = {}
+    blames: dict[tuple[str, float], dict[str, dict[str, float]]] = {}
     for cell in out:
-        acc = cells.setdefault((cell["scenario"], cell["scale"]), {})
+        key = (cell["scenario"], cell["scale"])
+        acc = cells.setdefault(key, {})
         for r in cell["rows"]:
             acc[r["row"]] = acc.get(r["row"], 0.0) + r["evicted_recompute_tokens"]
+            if r.get("blame") is not None:
+                b = blames.setdefault(key, {}).setdefault(r["row"], {})
+                for kind, tokens in r["blame"].items():
+                    b[kind] = b.get(kind, 0.0) + tokens
     summary = []
     for (sc, scale), acc in sorted(cells.items()):
         b = acc["belady (oracle)"]
@@ -130,6 +151,7 @@ def summarise(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "belady_tokens": b,
                 "lru_over_belady": ratio(acc["lru"], b),
                 "ratios": {k: ratio(v, b) for k, v in acc.items()},
+                "blame": blames.get((sc, scale), {}),
             }
         )
     return summary
@@ -159,6 +181,26 @@ def render(report: dict[str, Any]) -> str:
             + " | ".join(fmt(c["ratios"].get(label)) for label in labels)
             + " |"
         )
+    lines += [
+        "",
+        "## Where the eviction recompute comes from",
+        "",
+        "Eviction recompute tokens (summed over seeds) by what the victim was when it was evicted: its "
+        "workflow's recorded state (`tool gap, TTL live`: the tool-aware TTL had not expired; `workflow "
+        "finished`: a segment only that workflow had read, read again later by another one), or "
+        "`shared by workflows` (read by several: a system prompt).",
+        "",
+        "| scenario | scale | victim was | " + " | ".join(BLAMED) + " |",
+        "|---|---:|---|" + "---:|" * len(BLAMED),
+    ]
+    for c in report["summary"]:
+        kinds = sorted({k for b in c["blame"].values() for k in b})
+        for kind in kinds:
+            lines.append(
+                f"| {c['scenario']} | {c['scale']:g} | {kind} | "
+                + " | ".join(f"{c['blame'].get(label, {}).get(kind, 0):,.0f}" for label in BLAMED)
+                + " |"
+            )
     lines += [
         "",
         "Per seed (eviction recompute tokens, / Belady, / LRU; bypassed tokens are the same pool-full "

@@ -15,7 +15,10 @@ Rows (``ViewMode``):
   (``HintChange``), as the simulator's ``ViewBuilder.entry`` builds them; a workflow's evictable
   leaves are re-keyed at each of its hint changes. A segment read by more than one workflow (a
   system prompt) has no single owner and gets a plain view;
-* ``oracle``: each segment's true next read on this worker (Belady; labelled oracle).
+* ``oracle``: each segment's true next read on this worker (Belady; labelled oracle);
+* ``true_return``: ``hints`` with the workflow's true next admission on this worker as its next use
+  (P = 1, or "never") instead of the scheduler's prediction: an oracle that isolates what the
+  prediction of tool return times costs a policy (the rest is the key's rule and granularity).
 
 ``belady`` is prefix-closed MIN: evict the leaf read farthest in the future (never = infinity),
 deepest first on ties. A child is read only with its parent, so next(parent) <= next(child) and the
@@ -40,7 +43,7 @@ from saga_sgl.policy.eviction.reuse_time import ReuseTimeEviction, ReuseTimeSett
 from saga_sgl.policy.interfaces import EvictionPolicy
 from saga_sgl.policy.pressure import ProtectedTokens, kv_pressure
 from saga_sgl.policy.victim_index import VictimIndex
-from saga_sgl.policy.views import CacheEntryView, WorkflowId
+from saga_sgl.policy.views import CacheEntryView, WorkflowId, WorkflowState
 from saga_sgl.replay.sim_schedule import Access, Finish, HintChange, Schedule
 from saga_sgl.scheduler import CacheHints
 
@@ -49,6 +52,7 @@ class ViewMode(StrEnum):
     PLAIN = "plain"
     HINTS = "hints"
     ORACLE = "oracle"
+    TRUE_RETURN = "true_return"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +128,18 @@ def belady_policy() -> EvictionPolicy:
 
 
 def replay_worker(
-    schedule: Schedule, worker: int, capacity_tokens: int, policy: EvictionPolicy, mode: ViewMode
+    schedule: Schedule,
+    worker: int,
+    capacity_tokens: int,
+    policy: EvictionPolicy,
+    mode: ViewMode,
+    *,
+    blame: dict[str, int] | None = None,
 ) -> ScheduleStats:
-    """Replay worker ``worker``'s accesses in ``schedule`` through a cache of ``capacity_tokens``."""
+    """Replay worker ``worker``'s accesses in ``schedule`` through a cache of ``capacity_tokens``.
+
+    ``blame``, if given, adds up the eviction recompute by what the victim was when it was evicted
+    (``victim_kind``: its workflow's recorded state), to say where a policy loses."""
     if capacity_tokens < 0:
         raise ValueError(f"capacity_tokens must be >= 0, got {capacity_tokens}")
     if not 0 <= worker < schedule.num_workers:
@@ -139,6 +152,12 @@ def replay_worker(
                 lst = reads.setdefault(pid, [])
                 if not lst or lst[-1] != e.admit_s:
                     lst.append(e.admit_s)
+
+    returns: dict[WorkflowId, list[float]] = {}
+    if mode is ViewMode.TRUE_RETURN:
+        for e in schedule.events:
+            if isinstance(e, Access) and e.worker == worker and e.workflow is not None:
+                returns.setdefault(e.workflow, []).append(e.admit_s)
 
     def next_read(pid: int, now_s: float) -> float:
         lst = reads.get(pid)
@@ -172,6 +191,12 @@ def replay_worker(
                 last_access_s=seg.last_s,
                 workflow_id=owner,
             )
+        prob, nxt = hints.reuse_prob, hints.next_use_at_s
+        if mode is ViewMode.TRUE_RETURN:
+            lst = returns.get(owner, [])
+            k = bisect.bisect_right(lst, now_s)
+            nxt = lst[k] if k < len(lst) else math.inf
+            prob = 1.0 if nxt < math.inf else 0.0
         return CacheEntryView(
             entry_id=seg.eid,
             num_tokens=seg.tokens,
@@ -180,8 +205,8 @@ def replay_worker(
             workflow_id=owner,
             is_finished=hints.is_finished,
             is_terminal=hints.is_finished,
-            reuse_prob=hints.reuse_prob,
-            next_use_at_s=hints.next_use_at_s,
+            reuse_prob=prob,
+            next_use_at_s=nxt,
             ttl_deadline_s=hints.ttl_deadline_s,
         )
 
@@ -211,12 +236,13 @@ def replay_worker(
     def is_leaf(seg: _Seg) -> bool:
         return seg.cached and seg.kids == 0 and seg.pins == 0
 
+    evicted_as: dict[int, str] = {}
     pinned_by: dict[int, list[int]] = {}
     """Index of an open access -> path ids it pinned."""
     for i, e in enumerate(schedule.events):
         if isinstance(e, HintChange):
-            if mode is ViewMode.HINTS:
-                hints_of[e.workflow] = e.hints
+            hints_of[e.workflow] = e.hints
+            if mode is ViewMode.HINTS or mode is ViewMode.TRUE_RETURN:
                 for pid in list(leaves_of.get(e.workflow, ())):
                     seg = segs[pid]
                     if is_leaf(seg) and seg.owner == e.workflow and not seg.shared:
@@ -297,6 +323,8 @@ def replay_worker(
                         if s is not None:
                             s.discard(vpid)
                     vseg.cached = False
+                    if blame is not None:
+                        evicted_as[vpid] = victim_kind(vseg, hints_of, now)
                     used -= vseg.tokens
                     evictions += 1
                     p = vseg.parent
@@ -319,6 +347,9 @@ def replay_worker(
                 # Computed here before, evicted since, and cached again: an eviction's cost. (A
                 # bypassed segment is not: every evictable leaf was already gone.)
                 evicted_rc += seg.tokens
+                if blame is not None:
+                    kind = evicted_as.pop(pid, "bypassed earlier")
+                    blame[kind] = blame.get(kind, 0) + seg.tokens
         for seg in path:
             seg.seen = True
             seg.last_s = now
@@ -330,11 +361,31 @@ def replay_worker(
     return ScheduleStats(read, hit, recomputed, evicted_rc, compulsory, bypassed, evictions)
 
 
+def victim_kind(seg: _Seg, hints_of: dict[WorkflowId, CacheHints | None], now_s: float) -> str:
+    """What an evicted segment was: shared, unowned, or its workflow's recorded state (tool gaps split
+    by whether the tool-aware TTL was still live)."""
+    if seg.owner is None:
+        return "no workflow"
+    if seg.shared:
+        return "shared by workflows"
+    hints = hints_of.get(seg.owner)
+    if hints is None:
+        return "no hints"
+    if hints.is_finished:
+        return "workflow finished"
+    if hints.state is WorkflowState.TOOL_GAP:
+        live = hints.ttl_deadline_s is not None and hints.ttl_deadline_s > now_s
+        return "tool gap, TTL live" if live else "tool gap, no live TTL"
+    return f"workflow {hints.state.value}"
+
+
 def replay_schedule(
     schedule: Schedule,
     policy_factory: Callable[[], EvictionPolicy],
     mode: ViewMode,
     capacity_scale: float = 1.0,
+    *,
+    blame: dict[str, int] | None = None,
 ) -> ScheduleStats:
     """Every worker of ``schedule`` replayed with a fresh policy from ``policy_factory()``, summed.
 
@@ -345,5 +396,5 @@ def replay_schedule(
     for w in range(schedule.num_workers):
         policy = policy_factory()
         cap = int(schedule.capacity_tokens[w] * capacity_scale)
-        total = total + replay_worker(schedule, w, cap, policy, mode)
+        total = total + replay_worker(schedule, w, cap, policy, mode, blame=blame)
     return total

@@ -52,6 +52,33 @@ def test_every_row_reads_the_same_sequence_and_belady_is_the_common_denominator(
         assert st.evicted_recompute_tokens >= belady.evicted_recompute_tokens, name
 
 
+def test_blame_accounts_for_every_evicted_token_and_true_returns_are_an_oracle_row() -> None:
+    schedule, _ = _recorded()
+    blame: dict[str, int] = {}
+    saga = replay_schedule(schedule, lambda: registry.create_eviction("saga"), ViewMode.HINTS, blame=blame)
+    assert sum(blame.values()) == saga.evicted_recompute_tokens
+    assert set(blame) <= {
+        "no workflow",
+        "shared by workflows",
+        "no hints",
+        "workflow finished",
+        "tool gap, TTL live",
+        "tool gap, no live TTL",
+        "workflow queued",
+        "workflow running",
+        "bypassed earlier",
+    }
+    true = replay_schedule(
+        schedule,
+        lambda: registry.create_eviction("reuse_time", {"ttl_protection": False}),
+        ViewMode.TRUE_RETURN,
+    )
+    assert true.read_tokens == saga.read_tokens
+    assert true != replay_schedule(
+        schedule, lambda: registry.create_eviction("reuse_time", {"ttl_protection": False}), ViewMode.HINTS
+    )
+
+
 def test_saga_without_hints_is_lru_on_the_schedule() -> None:
     schedule, _ = _recorded()
     lru = replay_schedule(schedule, lambda: registry.create_eviction("lru"), ViewMode.PLAIN)
