@@ -110,7 +110,10 @@ def load_traces(args: argparse.Namespace) -> dict[str, list[TraceRequest]]:
         traces["mooncake-synthetic"] = load_mooncake(args.mooncake_path, limit=args.limit)
     if args.swe_agent:
         s = SweAgentSettings(
-            copies=args.swe_copies, mean_interarrival_s=args.swe_interarrival_s, seed=args.seed
+            copies=args.swe_copies,
+            mean_interarrival_s=args.swe_interarrival_s,
+            seed=args.seed,
+            block_tokens=args.swe_block_tokens,
         )
         traces["swe-agent"] = swe_agent_requests(args.swe_agent_path, s)[: args.limit]
     if args.tracelab:
@@ -299,6 +302,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="replay the SWE-agent trajectories, converted at run time (default on)",
     )
     ap.add_argument("--swe-agent-path", default=str(SWE_AGENT), help="folder holding the *.traj files")
+    ap.add_argument(
+        "--swe-block-tokens",
+        type=int,
+        default=512,
+        help="tokens per hash block of the converted SWE-agent trace (Mooncake: 512; every prompt then "
+        "ends in a partial block no continuation matches; 16 is vLLM's block, closer to SGLang's radix)",
+    )
     ap.add_argument("--swe-copies", type=int, default=10, help="sessions per SWE-agent trajectory file")
     ap.add_argument(
         "--swe-interarrival-s",

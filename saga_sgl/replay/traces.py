@@ -52,10 +52,12 @@ class TraceRequest:
     step: int | None = None
     tool: str = ""
     """Tool the agent runs after this request, when the trace names it."""
+    block_size: int = BLOCK_TOKENS
+    """Tokens per hash block (Mooncake: 512; a converted trace may use smaller blocks)."""
 
     def block_tokens(self, j: int) -> int:
         """Tokens of block ``j`` (the last block holds the remainder)."""
-        return min(BLOCK_TOKENS, self.input_length - BLOCK_TOKENS * j)
+        return min(self.block_size, self.input_length - self.block_size * j)
 
 
 def _int_field(row: dict[str, Any], name: str, where: str, *, minimum: int = 0) -> int:
@@ -142,11 +144,21 @@ class SweAgentSettings:
     """Decode time per output token, seconds: the time from a request to its tool call."""
     seed: int = 0
     """Seed of arrivals and tool-latency draws."""
+    block_tokens: int = BLOCK_TOKENS
+    """Tokens per hash block. Mooncake's 512 leaves every prompt a partial last block that no
+    continuation matches (dead KV a predictor can learn); SGLang's radix cache matches tokens, so
+    small blocks (e.g. 16, vLLM's) are closer to it [I]."""
 
     def __post_init__(self) -> None:
-        if self.copies < 1 or self.mean_interarrival_s <= 0 or self.chars_per_token <= 0:
+        if (
+            self.copies < 1
+            or self.mean_interarrival_s <= 0
+            or self.chars_per_token <= 0
+            or self.block_tokens < 1
+        ):
             raise InvalidSettings(
-                "SweAgentSettings: copies >= 1, mean_interarrival_s > 0, chars_per_token > 0"
+                "SweAgentSettings: copies >= 1, mean_interarrival_s > 0, chars_per_token > 0, "
+                "block_tokens >= 1"
             )
 
 
@@ -204,7 +216,7 @@ def swe_agent_requests(root: str | Path, settings: SweAgentSettings | None = Non
     latency = ToolLatencyModel()
     ids: dict[bytes, int] = {}
     out: list[TraceRequest] = []
-    block_chars = int(BLOCK_TOKENS * s.chars_per_token)
+    block_chars = int(s.block_tokens * s.chars_per_token)
     convs = []
     for f in files:
         try:
@@ -231,8 +243,8 @@ def swe_agent_requests(root: str | Path, settings: SweAgentSettings | None = Non
                     digest = hashlib.blake2b(salt + b"\0" + text[:end].encode(), digest_size=12).digest()
                     hash_ids.append(ids.setdefault(digest, len(ids)))
                 input_length = max(1, math.ceil(len(text) / s.chars_per_token))
-                # Keep Mooncake's invariant (one id per 512 tokens) after rounding.
-                need = -(-input_length // BLOCK_TOKENS)
+                # Keep Mooncake's invariant (one id per block) after rounding.
+                need = -(-input_length // s.block_tokens)
                 hash_ids = (hash_ids + hash_ids[-1:] * need)[:need]
                 output_length = max(1, math.ceil(len(reply) / s.chars_per_token))
                 tool_type = tool_type_of(tool) if tool else ""
@@ -246,6 +258,7 @@ def swe_agent_requests(root: str | Path, settings: SweAgentSettings | None = Non
                         agent_type="swe-agent",
                         step=step,
                         tool=tool_type,
+                        block_size=s.block_tokens,
                     )
                 )
                 gap = exec_s if exec_s is not None else _draw_latency(latency, tool_type, rng)
@@ -323,6 +336,8 @@ def tracelab_requests(path: str | Path) -> list[TraceRequest]:
 def iter_rows(requests: Sequence[TraceRequest]) -> Iterator[dict[str, Any]]:
     """Mooncake rows (with the superset's optional fields) of converted requests, for ``--dump``."""
     for r in requests:
+        if r.block_size != BLOCK_TOKENS:
+            raise TraceError(f"Mooncake rows need {BLOCK_TOKENS}-token blocks, a request has {r.block_size}")
         yield {
             "timestamp": round(r.timestamp_s * 1000.0, 3),
             "input_length": r.input_length,

@@ -122,6 +122,24 @@ def test_swe_agent_conversion_keeps_mooncake_invariants_and_shares_only_system_p
     assert a[1].hash_ids[: len(a[0].hash_ids) - 1] == a[0].hash_ids[:-1]
 
 
+@pytest.mark.skipif(not SWE.is_dir(), reason="SWE-agent trajectories not present")
+def test_swe_agent_conversion_with_small_blocks() -> None:
+    from saga_sgl.errors import InvalidSettings
+    from saga_sgl.replay.traces import iter_rows
+
+    small = swe_agent_requests(SWE, SweAgentSettings(copies=1, block_tokens=16))
+    big = swe_agent_requests(SWE, SweAgentSettings(copies=1))
+    assert [r.input_length for r in small] == [r.input_length for r in big]
+    for r in small:
+        assert r.block_size == 16 and len(r.hash_ids) == -(-r.input_length // 16)
+        assert sum(r.block_tokens(j) for j in range(len(r.hash_ids))) == r.input_length
+    assert distinct_tokens(small) < distinct_tokens(big)  # shorter dead tails: fewer distinct tokens
+    with pytest.raises(TraceError, match="512-token blocks"):
+        list(iter_rows(small))
+    with pytest.raises(InvalidSettings, match="block_tokens"):
+        SweAgentSettings(block_tokens=0)
+
+
 def test_benchmark_choice_puts_never_worse_than_lru_first() -> None:
     from benchmarks.eviction_replay import choose
 
