@@ -102,45 +102,6 @@ def _path_ids(trace: Sequence[tuple[tuple[int, int], ...]]) -> list[list[tuple[i
     return out
 
 
-def eviction_cost_vs_belady(result: SimResult) -> dict[str, float | None]:
-    """The policy's eviction-caused recompute (tokens recomputed on a worker that had computed them
-    before) over Belady's, replayed on each worker's own access sequence.
-
-    Belady's eviction cost = its recomputed tokens minus the compulsory ones (each distinct segment
-    once). ``ratio`` gives Belady the pool the cache really had on average (capacity minus the
-    time-averaged reservations of running requests, which the simulated cache cannot use);
-    ``ratio_full_pool`` gives it the whole pool (favours the oracle further).
-    """
-    from saga_sgl.policy.eviction.belady import replay_belady
-
-    belady = belady_full = 0
-    private = result.worker_mean_private_tokens or [0.0] * len(result.worker_traces)
-    for trace, cap, held in zip(result.worker_traces, result.worker_capacity_tokens, private, strict=True):
-        if not trace:
-            continue
-        chains = _path_ids(trace)
-        distinct: dict[int, int] = {}
-        for chain in chains:
-            for pid, tokens in chain:
-                distinct[pid] = tokens
-        compulsory = sum(distinct.values())
-        belady_full += replay_belady(chains, cap).recomputed_tokens - compulsory
-        belady += replay_belady(chains, max(0, int(cap - held))).recomputed_tokens - compulsory
-    policy = result.counters.get("recomputed_evicted", 0)
-    return {
-        "policy_evicted_recompute_tokens": float(policy),
-        "belady_evicted_recompute_tokens": float(belady),
-        "belady_full_pool_evicted_recompute_tokens": float(belady_full),
-        # None when Belady needs no eviction recompute at all (the ratio is then undefined).
-        "ratio": _ratio(policy, belady),
-        "ratio_full_pool": _ratio(policy, belady_full),
-    }
-
-
-def _ratio(policy: float, belady: float) -> float | None:
-    return float(policy / belady) if belady > 0 else (1.0 if policy == 0 else None)
-
-
 def config_metrics(
     result: SimResult, horizon_s: float, slo_factor: float, closed_loop: bool
 ) -> dict[str, Any]:

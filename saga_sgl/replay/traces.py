@@ -23,6 +23,7 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,12 @@ class TraceRequest:
     step: int | None = None
     tool: str = ""
     """Tool the agent runs after this request, when the trace names it."""
+    block_size: int = BLOCK_TOKENS
+    """Tokens per hash block (Mooncake: 512; a converted trace may use smaller blocks)."""
 
     def block_tokens(self, j: int) -> int:
         """Tokens of block ``j`` (the last block holds the remainder)."""
-        return min(BLOCK_TOKENS, self.input_length - BLOCK_TOKENS * j)
+        return min(self.block_size, self.input_length - self.block_size * j)
 
 
 def _int_field(row: dict[str, Any], name: str, where: str, *, minimum: int = 0) -> int:
@@ -141,11 +144,21 @@ class SweAgentSettings:
     """Decode time per output token, seconds: the time from a request to its tool call."""
     seed: int = 0
     """Seed of arrivals and tool-latency draws."""
+    block_tokens: int = BLOCK_TOKENS
+    """Tokens per hash block. Mooncake's 512 leaves every prompt a partial last block that no
+    continuation matches (dead KV a predictor can learn); SGLang's radix cache matches tokens, so
+    small blocks (e.g. 16, vLLM's) are closer to it [I]."""
 
     def __post_init__(self) -> None:
-        if self.copies < 1 or self.mean_interarrival_s <= 0 or self.chars_per_token <= 0:
+        if (
+            self.copies < 1
+            or self.mean_interarrival_s <= 0
+            or self.chars_per_token <= 0
+            or self.block_tokens < 1
+        ):
             raise InvalidSettings(
-                "SweAgentSettings: copies >= 1, mean_interarrival_s > 0, chars_per_token > 0"
+                "SweAgentSettings: copies >= 1, mean_interarrival_s > 0, chars_per_token > 0, "
+                "block_tokens >= 1"
             )
 
 
@@ -203,7 +216,7 @@ def swe_agent_requests(root: str | Path, settings: SweAgentSettings | None = Non
     latency = ToolLatencyModel()
     ids: dict[bytes, int] = {}
     out: list[TraceRequest] = []
-    block_chars = int(BLOCK_TOKENS * s.chars_per_token)
+    block_chars = int(s.block_tokens * s.chars_per_token)
     convs = []
     for f in files:
         try:
@@ -230,8 +243,8 @@ def swe_agent_requests(root: str | Path, settings: SweAgentSettings | None = Non
                     digest = hashlib.blake2b(salt + b"\0" + text[:end].encode(), digest_size=12).digest()
                     hash_ids.append(ids.setdefault(digest, len(ids)))
                 input_length = max(1, math.ceil(len(text) / s.chars_per_token))
-                # Keep Mooncake's invariant (one id per 512 tokens) after rounding.
-                need = -(-input_length // BLOCK_TOKENS)
+                # Keep Mooncake's invariant (one id per block) after rounding.
+                need = -(-input_length // s.block_tokens)
                 hash_ids = (hash_ids + hash_ids[-1:] * need)[:need]
                 output_length = max(1, math.ceil(len(reply) / s.chars_per_token))
                 tool_type = tool_type_of(tool) if tool else ""
@@ -245,6 +258,7 @@ def swe_agent_requests(root: str | Path, settings: SweAgentSettings | None = Non
                         agent_type="swe-agent",
                         step=step,
                         tool=tool_type,
+                        block_size=s.block_tokens,
                     )
                 )
                 gap = exec_s if exec_s is not None else _draw_latency(latency, tool_type, rng)
@@ -259,9 +273,71 @@ def _draw_latency(latency: ToolLatencyModel, tool: str, rng: random.Random) -> f
     return latency.quantile_s(ToolType(tool), min(max(rng.random(), 1e-6), 1 - 1e-6))
 
 
+def tracelab_requests(path: str | Path) -> list[TraceRequest]:
+    """TraceLab's sanitized round trace (``round_trace.jsonl``) as trace requests.
+
+    One request per round, at its first timing event; session = ``session_id``, agent type =
+    ``provider``, step = ``round_index``, tool = the first tool the round calls. TraceLab has no
+    content hashes, only the provider-reported cached prefix (``prefix_tokens``): a round's first
+    min(prefix, previous round's input) tokens, in whole blocks, are taken to be the previous round's
+    blocks, and the rest are new blocks (an assumption: the conversation grows by appending).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise TraceError(f"{p}: no such trace file")
+    rows: list[tuple[float, str, int, dict[str, Any]]] = []
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{p}:{n}"
+            try:
+                row = json.loads(line)
+                events = row["timing_events"]
+                start = min(datetime.fromisoformat(e["timestamp"]).timestamp() for e in events)
+                key = (start, str(row["session_id"]), int(row["round_index"]), row)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise TraceError(f"{where}: not a TraceLab round ({exc})") from None
+            _int_field(row, "input_tokens_total", where, minimum=1)
+            _int_field(row, "prefix_tokens", where)
+            _int_field(row, "output_tokens", where)
+            rows.append(key)
+    rows.sort(key=lambda r: r[0])
+    t0 = rows[0][0] if rows else 0.0
+    fresh = 0
+    last: dict[str, tuple[int, tuple[int, ...]]] = {}
+    out: list[TraceRequest] = []
+    for start, sid, step, row in rows:
+        length = row["input_tokens_total"]
+        prev_len, prev_ids = last.get(sid, (0, ()))
+        shared = min(row["prefix_tokens"], prev_len) // BLOCK_TOKENS
+        need = -(-length // BLOCK_TOKENS)
+        ids = list(prev_ids[: min(shared, need)])
+        while len(ids) < need:
+            fresh += 1
+            ids.append(fresh)
+        tools = row.get("tools") or []
+        out.append(
+            TraceRequest(
+                timestamp_s=start - t0,
+                input_length=length,
+                output_length=row["output_tokens"],
+                hash_ids=tuple(ids),
+                session=sid,
+                agent_type=str(row.get("provider") or ""),
+                step=step,
+                tool=str(tools[0].get("tool_name") or "") if tools else "",
+            )
+        )
+        last[sid] = (length, tuple(ids))
+    return out
+
+
 def iter_rows(requests: Sequence[TraceRequest]) -> Iterator[dict[str, Any]]:
     """Mooncake rows (with the superset's optional fields) of converted requests, for ``--dump``."""
     for r in requests:
+        if r.block_size != BLOCK_TOKENS:
+            raise TraceError(f"Mooncake rows need {BLOCK_TOKENS}-token blocks, a request has {r.block_size}")
         yield {
             "timestamp": round(r.timestamp_s * 1000.0, 3),
             "input_length": r.input_length,

@@ -122,6 +122,24 @@ def test_swe_agent_conversion_keeps_mooncake_invariants_and_shares_only_system_p
     assert a[1].hash_ids[: len(a[0].hash_ids) - 1] == a[0].hash_ids[:-1]
 
 
+@pytest.mark.skipif(not SWE.is_dir(), reason="SWE-agent trajectories not present")
+def test_swe_agent_conversion_with_small_blocks() -> None:
+    from saga_sgl.errors import InvalidSettings
+    from saga_sgl.replay.traces import iter_rows
+
+    small = swe_agent_requests(SWE, SweAgentSettings(copies=1, block_tokens=16))
+    big = swe_agent_requests(SWE, SweAgentSettings(copies=1))
+    assert [r.input_length for r in small] == [r.input_length for r in big]
+    for r in small:
+        assert r.block_size == 16 and len(r.hash_ids) == -(-r.input_length // 16)
+        assert sum(r.block_tokens(j) for j in range(len(r.hash_ids))) == r.input_length
+    assert distinct_tokens(small) < distinct_tokens(big)  # shorter dead tails: fewer distinct tokens
+    with pytest.raises(TraceError, match="512-token blocks"):
+        list(iter_rows(small))
+    with pytest.raises(InvalidSettings, match="block_tokens"):
+        SweAgentSettings(block_tokens=0)
+
+
 def test_benchmark_choice_puts_never_worse_than_lru_first() -> None:
     from benchmarks.eviction_replay import choose
 
@@ -138,3 +156,43 @@ def test_benchmark_choice_puts_never_worse_than_lru_first() -> None:
     assert pick == "reuse_density"
     # Worst cases within 0.1%: the mean decides.
     assert choose(report({"wa_lru": [0.80, 1.0015], "reuse_density": [0.90, 1.001]}))["pick"] == "wa_lru"
+
+
+def _tracelab_row(session: str, index: int, start: str, total: int, prefix: int, tool: str) -> str:
+    return json.dumps(
+        {
+            "session_id": session,
+            "round_index": index,
+            "provider": "claude",
+            "input_tokens_total": total,
+            "prefix_tokens": prefix,
+            "output_tokens": 50,
+            "timing_events": [{"event_type": "user_message", "timestamp": start}],
+            "tools": [{"tool_name": tool}] if tool else [],
+        }
+    )
+
+
+def test_tracelab_rounds_share_the_reported_cached_prefix_in_whole_blocks(tmp_path: Path) -> None:
+    from saga_sgl.replay.traces import tracelab_requests
+
+    path = tmp_path / "round_trace.jsonl"
+    rows = [
+        _tracelab_row("a", 0, "2026-06-01T05:40:20.000Z", 2000, 1500, "Bash"),
+        _tracelab_row("b", 0, "2026-06-01T05:40:21.000Z", 1024, 0, ""),
+        _tracelab_row("a", 1, "2026-06-01T05:40:30.000Z", 2600, 1900, "Write"),
+        _tracelab_row("a", 2, "2026-06-01T05:40:40.000Z", 2700, 600, ""),
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    reqs = tracelab_requests(path)
+    assert [r.session for r in reqs] == ["a", "b", "a", "a"]
+    assert [r.timestamp_s for r in reqs] == [0.0, 1.0, 10.0, 20.0]
+    a0, b0, a1, a2 = reqs
+    assert a0.tool == "Bash" and a0.step == 0 and a0.agent_type == "claude"
+    assert len(a1.hash_ids) == 6 and a1.hash_ids[:3] == a0.hash_ids[:3]  # min(1900, 2000) // 512 = 3
+    assert a1.hash_ids[3] not in a0.hash_ids
+    assert a2.hash_ids[:1] == a1.hash_ids[:1] and a2.hash_ids[1] not in a1.hash_ids  # 600 // 512 = 1
+    assert not set(b0.hash_ids) & set(a0.hash_ids)
+    path.write_text('{"session_id": "a"}\n')
+    with pytest.raises(TraceError, match=r"round_trace\.jsonl:1"):
+        tracelab_requests(path)

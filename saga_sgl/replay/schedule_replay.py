@@ -1,0 +1,400 @@
+"""Replay one worker's fixed schedule (``replay.sim_schedule``) through a prefix cache and a policy.
+
+Access model (``policy.eviction.belady``'s, with durations): at its admission an access reads its
+prompt's segments (the longest cached prefix hits; every other prompt segment is recomputed) and
+writes its output segment; all of them are inserted and pinned until the access finishes. Only
+unpinned leaves are evictable, so the cache stays prefix-closed. A segment that does not fit even
+after evicting every candidate is recomputed and not cached (``bypassed_tokens``), and so is the
+rest of that chain. Capacity counts every cached token, pinned or not (the running requests' KV is
+in the same pool). The schedule does not depend on the policy, so every row reads the same sequence.
+
+Rows (``ViewMode``):
+
+* ``plain``: views carry only the last access (what SGLang's LRU sees);
+* ``hints``: views carry the scheduler's recorded hint record of the owning workflow at that time
+  (``HintChange``), as the simulator's ``ViewBuilder.entry`` builds them; a workflow's evictable
+  leaves are re-keyed at each of its hint changes. A segment read by more than one workflow (a
+  system prompt) has no single owner and gets a plain view;
+* ``oracle``: each segment's true next read on this worker (Belady; labelled oracle);
+* ``true_return``: ``hints`` with the workflow's true next admission on this worker as its next use
+  (P = 1, or "never") instead of the scheduler's prediction: an oracle that isolates what the
+  prediction of tool return times costs a policy (the rest is the key's rule and granularity).
+
+``belady`` is prefix-closed MIN: evict the leaf read farthest in the future (never = infinity),
+deepest first on ties. A child is read only with its parent, so next(parent) <= next(child) and the
+rule never needs a non-leaf. It is optimal for unit-size segments (tests check it against brute
+force); with token-weighted segments optimal caching is NP-hard and this is the standard bound, not
+a proven optimum (a policy can in principle score below 1.00).
+
+Eviction cost = recomputed tokens of segments this worker had computed before (the simulator's
+``recomputed_evicted``), except bypassed ones (no evictable leaf was left: no policy could have
+kept them); first reads (``compulsory_tokens``) are the same for every policy.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from saga_sgl.policy.eviction.reuse_time import ReuseTimeEviction, ReuseTimeSettings
+from saga_sgl.policy.interfaces import EvictionPolicy
+from saga_sgl.policy.pressure import ProtectedTokens, kv_pressure
+from saga_sgl.policy.victim_index import VictimIndex
+from saga_sgl.policy.views import CacheEntryView, WorkflowId, WorkflowState
+from saga_sgl.replay.sim_schedule import Access, Finish, HintChange, Schedule
+from saga_sgl.scheduler import CacheHints
+
+
+class ViewMode(StrEnum):
+    PLAIN = "plain"
+    HINTS = "hints"
+    ORACLE = "oracle"
+    TRUE_RETURN = "true_return"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStats:
+    """Outcome of replaying one worker's schedule."""
+
+    read_tokens: int
+    hit_tokens: int
+    recomputed_tokens: int
+    evicted_recompute_tokens: int
+    """Recomputed tokens of segments this worker had computed before and evicted since (the eviction
+    cost; bypassed ones excluded: the pool was all pinned, no policy could have kept them)."""
+    compulsory_tokens: int
+    """Recomputed tokens of segments read here for the first time (the same for every policy)."""
+    bypassed_tokens: int
+    evictions: int
+
+    def __add__(self, other: ScheduleStats) -> ScheduleStats:
+        return ScheduleStats(*(a + b for a, b in zip(_fields(self), _fields(other), strict=True)))
+
+    @property
+    def hit_ratio(self) -> float:
+        return self.hit_tokens / self.read_tokens if self.read_tokens else 0.0
+
+
+def _fields(s: ScheduleStats) -> tuple[int, ...]:
+    return (
+        s.read_tokens,
+        s.hit_tokens,
+        s.recomputed_tokens,
+        s.evicted_recompute_tokens,
+        s.compulsory_tokens,
+        s.bypassed_tokens,
+        s.evictions,
+    )
+
+
+EMPTY = ScheduleStats(0, 0, 0, 0, 0, 0, 0)
+
+
+class _Seg:
+    __slots__ = (
+        "cached",
+        "depth",
+        "eid",
+        "kids",
+        "last_s",
+        "owner",
+        "parent",
+        "pins",
+        "seen",
+        "shared",
+        "tokens",
+    )
+
+    def __init__(self, eid: int, tokens: int, depth: int, parent: _Seg | None) -> None:
+        self.eid = eid
+        self.tokens = tokens
+        self.depth = depth
+        self.parent = parent
+        self.cached = False
+        self.seen = False
+        self.kids = 0
+        self.pins = 0
+        self.last_s = 0.0
+        self.owner: WorkflowId | None = None
+        self.shared = False
+
+
+def belady_policy() -> EvictionPolicy:
+    """The oracle's key: farthest next read first, deepest first on ties (no TTL tier)."""
+    return ReuseTimeEviction(ReuseTimeSettings(ttl_protection=False))
+
+
+def replay_worker(
+    schedule: Schedule,
+    worker: int,
+    capacity_tokens: int,
+    policy: EvictionPolicy,
+    mode: ViewMode,
+    *,
+    blame: dict[str, int] | None = None,
+) -> ScheduleStats:
+    """Replay worker ``worker``'s accesses in ``schedule`` through a cache of ``capacity_tokens``.
+
+    ``blame``, if given, adds up the eviction recompute by what the victim was when it was evicted
+    (``victim_kind``: its workflow's recorded state), to say where a policy loses."""
+    if capacity_tokens < 0:
+        raise ValueError(f"capacity_tokens must be >= 0, got {capacity_tokens}")
+    if not 0 <= worker < schedule.num_workers:
+        raise ValueError(f"worker {worker} not in the schedule's {schedule.num_workers} workers")
+    segs: dict[int, _Seg] = {}
+    reads: dict[int, list[float]] = {}
+    for e in schedule.events:
+        if isinstance(e, Access) and e.worker == worker:
+            for pid, _ in e.prompt:
+                lst = reads.setdefault(pid, [])
+                if not lst or lst[-1] != e.admit_s:
+                    lst.append(e.admit_s)
+
+    returns: dict[WorkflowId, list[float]] = {}
+    if mode is ViewMode.TRUE_RETURN:
+        for e in schedule.events:
+            if isinstance(e, Access) and e.worker == worker and e.workflow is not None:
+                returns.setdefault(e.workflow, []).append(e.admit_s)
+
+    def next_read(pid: int, now_s: float) -> float:
+        lst = reads.get(pid)
+        if not lst:
+            return math.inf
+        k = bisect.bisect_right(lst, now_s)
+        return lst[k] if k < len(lst) else math.inf
+
+    hints_of: dict[WorkflowId, CacheHints | None] = {}
+
+    def view(pid: int, seg: _Seg, now_s: float) -> CacheEntryView:
+        if mode is ViewMode.ORACLE:
+            return CacheEntryView(
+                entry_id=seg.eid,
+                num_tokens=seg.tokens,
+                depth_tokens=seg.depth,
+                last_access_s=seg.last_s,
+                next_use_at_s=next_read(pid, now_s),
+            )
+        owner = seg.owner
+        if mode is ViewMode.PLAIN or owner is None or seg.shared:
+            return CacheEntryView(
+                entry_id=seg.eid, num_tokens=seg.tokens, depth_tokens=seg.depth, last_access_s=seg.last_s
+            )
+        hints = hints_of.get(owner)
+        if hints is None:
+            return CacheEntryView(
+                entry_id=seg.eid,
+                num_tokens=seg.tokens,
+                depth_tokens=seg.depth,
+                last_access_s=seg.last_s,
+                workflow_id=owner,
+            )
+        prob, nxt = hints.reuse_prob, hints.next_use_at_s
+        if mode is ViewMode.TRUE_RETURN:
+            lst = returns.get(owner, [])
+            k = bisect.bisect_right(lst, now_s)
+            nxt = lst[k] if k < len(lst) else math.inf
+            prob = 1.0 if nxt < math.inf else 0.0
+        return CacheEntryView(
+            entry_id=seg.eid,
+            num_tokens=seg.tokens,
+            depth_tokens=seg.depth,
+            last_access_s=seg.last_s,
+            workflow_id=owner,
+            is_finished=hints.is_finished,
+            is_terminal=hints.is_finished,
+            reuse_prob=prob,
+            next_use_at_s=nxt,
+            ttl_deadline_s=hints.ttl_deadline_s,
+        )
+
+    by_eid: dict[int, int] = {}
+    index = VictimIndex(policy, content_of=lambda v: by_eid[v.entry_id])
+    protected = ProtectedTokens()
+    leaves_of: dict[WorkflowId, set[int]] = {}
+    used = pinned_tokens = 0
+    read = hit = recomputed = evicted_rc = compulsory = bypassed = evictions = 0
+    pressure = 0.0
+
+    def add_leaf(pid: int, seg: _Seg, now_s: float) -> None:
+        v = view(pid, seg, now_s)
+        protected.track(seg.eid, seg.tokens, v.ttl_deadline_s, now_s)
+        index.add(v, now_s, pressure)
+        if seg.owner is not None and not seg.shared:
+            leaves_of.setdefault(seg.owner, set()).add(pid)
+
+    def drop_leaf(pid: int, seg: _Seg) -> None:
+        index.remove(seg.eid)
+        protected.untrack(seg.eid)
+        if seg.owner is not None:
+            s = leaves_of.get(seg.owner)
+            if s is not None:
+                s.discard(pid)
+
+    def is_leaf(seg: _Seg) -> bool:
+        return seg.cached and seg.kids == 0 and seg.pins == 0
+
+    evicted_as: dict[int, str] = {}
+    pinned_by: dict[int, list[int]] = {}
+    """Index of an open access -> path ids it pinned."""
+    for i, e in enumerate(schedule.events):
+        if isinstance(e, HintChange):
+            hints_of[e.workflow] = e.hints
+            if mode is ViewMode.HINTS or mode is ViewMode.TRUE_RETURN:
+                for pid in list(leaves_of.get(e.workflow, ())):
+                    seg = segs[pid]
+                    if is_leaf(seg) and seg.owner == e.workflow and not seg.shared:
+                        v = view(pid, seg, e.at_s)
+                        protected.track(seg.eid, seg.tokens, v.ttl_deadline_s, e.at_s)
+                        index.update(v, e.at_s, pressure)
+            continue
+        if isinstance(e, Finish):
+            pins = pinned_by.pop(e.access, None)
+            if pins is None:
+                continue
+            now = e.at_s
+            for pid in pins:
+                seg = segs[pid]
+                seg.pins -= 1
+                seg.last_s = now
+                if seg.pins == 0:
+                    pinned_tokens -= seg.tokens
+            for pid in pins:
+                seg = segs[pid]
+                if is_leaf(seg) and seg.eid not in index:
+                    add_leaf(pid, seg, now)
+            continue
+        if e.worker != worker:
+            continue
+        now = e.admit_s
+        chain = [*e.prompt, *e.output]
+        n_prompt = len(e.prompt)
+        parent: _Seg | None = None
+        path: list[_Seg] = []
+        for pid, tokens in chain:
+            found = segs.get(pid)
+            if found is None:
+                found = segs[pid] = _Seg(
+                    len(by_eid), tokens, (parent.depth if parent else 0) + tokens, parent
+                )
+                by_eid[found.eid] = pid
+            path.append(found)
+            parent = found
+        for j, (pid, _) in enumerate(chain):
+            seg = path[j]
+            if j < n_prompt:
+                index.note_use(pid)
+                read += seg.tokens
+            if seg.cached:
+                if is_leaf(seg):
+                    drop_leaf(pid, seg)
+                if seg.pins == 0:
+                    pinned_tokens += seg.tokens
+                seg.pins += 1
+        pins = [pid for (pid, _), seg in zip(chain, path, strict=True) if seg.cached]
+        k = 0
+        while k < n_prompt and path[k].cached:
+            hit += path[k].tokens
+            k += 1
+        protected_now = protected.tokens(now)
+        pressure = kv_pressure(capacity_tokens, pinned_tokens, protected_now)
+        caching = True
+        for j in range(k, len(chain)):
+            pid = chain[j][0]
+            seg = path[j]
+            if seg.cached:
+                continue  # (a prompt that reads past a gap; cannot happen in a prefix-closed cache)
+            if j < n_prompt:
+                recomputed += seg.tokens
+                if not seg.seen:
+                    compulsory += seg.tokens
+            if caching:
+                while capacity_tokens - used < seg.tokens:
+                    victim = index.pop(now, pressure)
+                    if victim is None:
+                        break
+                    vpid = by_eid[victim.entry_id]
+                    vseg = segs[vpid]
+                    protected.untrack(vseg.eid)
+                    if vseg.owner is not None:
+                        s = leaves_of.get(vseg.owner)
+                        if s is not None:
+                            s.discard(vpid)
+                    vseg.cached = False
+                    if blame is not None:
+                        evicted_as[vpid] = victim_kind(vseg, hints_of, now)
+                    used -= vseg.tokens
+                    evictions += 1
+                    p = vseg.parent
+                    if p is not None:
+                        p.kids -= 1
+                        if is_leaf(p):
+                            add_leaf(by_eid[p.eid], p, now)
+                caching = capacity_tokens - used >= seg.tokens
+            if caching:
+                seg.cached = True
+                used += seg.tokens
+                seg.pins += 1
+                pinned_tokens += seg.tokens
+                pins.append(pid)
+                if seg.parent is not None:
+                    seg.parent.kids += 1
+            elif j < n_prompt:
+                bypassed += seg.tokens
+            if j < n_prompt and seg.seen and seg.cached:
+                # Computed here before, evicted since, and cached again: an eviction's cost. (A
+                # bypassed segment is not: every evictable leaf was already gone.)
+                evicted_rc += seg.tokens
+                if blame is not None:
+                    kind = evicted_as.pop(pid, "bypassed earlier")
+                    blame[kind] = blame.get(kind, 0) + seg.tokens
+        for seg in path:
+            seg.seen = True
+            seg.last_s = now
+            if e.workflow is not None:
+                if seg.owner is not None and seg.owner != e.workflow:
+                    seg.shared = True
+                seg.owner = e.workflow
+        pinned_by[i] = pins
+    return ScheduleStats(read, hit, recomputed, evicted_rc, compulsory, bypassed, evictions)
+
+
+def victim_kind(seg: _Seg, hints_of: dict[WorkflowId, CacheHints | None], now_s: float) -> str:
+    """What an evicted segment was: shared, unowned, or its workflow's recorded state (tool gaps split
+    by whether the tool-aware TTL was still live)."""
+    if seg.owner is None:
+        return "no workflow"
+    if seg.shared:
+        return "shared by workflows"
+    hints = hints_of.get(seg.owner)
+    if hints is None:
+        return "no hints"
+    if hints.is_finished:
+        return "workflow finished"
+    if hints.state is WorkflowState.TOOL_GAP:
+        live = hints.ttl_deadline_s is not None and hints.ttl_deadline_s > now_s
+        return "tool gap, TTL live" if live else "tool gap, no live TTL"
+    return f"workflow {hints.state.value}"
+
+
+def replay_schedule(
+    schedule: Schedule,
+    policy_factory: Callable[[], EvictionPolicy],
+    mode: ViewMode,
+    capacity_scale: float = 1.0,
+    *,
+    blame: dict[str, int] | None = None,
+) -> ScheduleStats:
+    """Every worker of ``schedule`` replayed with a fresh policy from ``policy_factory()``, summed.
+
+    Each worker's cache gets ``capacity_scale`` x its recorded KV pool."""
+    if capacity_scale <= 0:
+        raise ValueError(f"capacity_scale must be > 0, got {capacity_scale}")
+    total = EMPTY
+    for w in range(schedule.num_workers):
+        policy = policy_factory()
+        cap = int(schedule.capacity_tokens[w] * capacity_scale)
+        total = total + replay_worker(schedule, w, cap, policy, mode, blame=blame)
+    return total
