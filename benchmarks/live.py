@@ -9,7 +9,11 @@ Rows (each a router + worker eviction policy; every row replays the identical ag
 * ``saga``: the saga router (``--policy saga``: workflow scheduler) + workers with the saga plugin;
 * ``saga-router saga + LRU``: the saga router's full scheduling on stock LRU workers (what the plugin's
   eviction adds is the difference to ``saga``);
-* ``saga-router <baseline> + LRU``: the saga router running each of its baseline policies.
+* ``saga-router <baseline> + LRU``: the saga router running each of its baseline policies;
+* ``saga, events-only index``: ``saga`` with the router's prefix index fed by the workers' KV events
+  alone (``--no-routed-overlay``), without the prompts routed since a worker's last publish: what
+  the events' lag costs. Every saga-router row reports how many of its placements' prefix lookups
+  found the events behind the router (stale lookups, from the router's ``/server_info``).
 
 The workload is ``saga_sgl.agents.run_agents`` (coding, browser and tree-of-thought DSL agents, shapes
 and tool latencies drawn from the workload model, tool gaps really slept, scaled by --time-scale).
@@ -87,6 +91,7 @@ from saga_sgl.local_workers import TINY_MODEL_DIR, start_worker
 log = logging.getLogger("live")
 
 OURS = "saga"
+EVENTS_ONLY = "saga, events-only index"
 REQUEST_LOG_ARGS = ("--log-requests", "--log-requests-level", "0", "--log-requests-format", "json")
 
 
@@ -97,6 +102,8 @@ class Row:
     """'sglang' (sglang-router 0.3.2) or 'saga'."""
     policy: str
     eviction: str
+    router_flags: tuple[str, ...] = ()
+    """Extra flags of the saga router (an ablation)."""
 
 
 def rows(quick: bool) -> list[Row]:
@@ -109,6 +116,8 @@ def rows(quick: bool) -> list[Row]:
     ]
     baselines = ["cache_aware"] if quick else ["cache_aware", "round_robin", "consistent_hash"]
     out += [Row(f"saga-router {b} + LRU", "saga", b, "lru") for b in baselines]
+    if not quick:
+        out.append(Row(EVENTS_ONLY, "saga", "saga", "saga", ("--no-routed-overlay",)))
     return out
 
 
@@ -251,7 +260,7 @@ def saga_router_args(row: Row, args: argparse.Namespace) -> tuple[str, ...]:
         config["tool_latency"] = {"prior_scale": args.time_scale}
     if row.policy == "saga":
         config.update(args.saga_scheduler_config)
-    return ("--scheduler-config", json.dumps(config)) if config else ()
+    return (*(("--scheduler-config", json.dumps(config)) if config else ()), *row.router_flags)
 
 
 def run_row(
@@ -338,6 +347,7 @@ def run_row(
                 }
             )
         cluster.check()
+        lag = prefix_lag(router.url) if row.router == "saga" else None
         activity = {url: worker_activity(c.read_new()) for url, c in cursors.items()}
         attribution = {
             "wall_s": wall,
@@ -356,10 +366,23 @@ def run_row(
             "worker_switches": worker_switches({url: a.rids for url, a in activity.items()}, out),
             "first_worker": first_workers({url: a.rids for url, a in activity.items()}),
             "router_actions": dataclasses.asdict(router_actions(router_log.read_new())),
+            "prefix_lag": lag,
         }
         return out, attribution
     finally:
         router.stop()
+
+
+def prefix_lag(router_url: str) -> dict[str, Any] | None:
+    """The saga router's count of prefix lookups that found a worker's KV events behind what it had
+    routed there (``router/routed_overlay.py``); None from a router that does not report it."""
+    try:
+        info = http_json("GET", router_url + "/server_info", None, timeout_s=10)
+    except Exception as exc:  # the row's figures stand without it
+        log.warning("router %s: no prefix-lag figures (%s)", router_url, exc)
+        return None
+    lag = info.get("prefix_lag") if isinstance(info, dict) else None
+    return lag if isinstance(lag, dict) else None
 
 
 def first_workers(rids_by_worker: dict[str, list[str]]) -> dict[str, str]:
@@ -487,6 +510,9 @@ def summarize_attribution(
             "prefills_done": sum(a["router_actions"]["prefills_done"] for a in rows),
             "admission_holds": sum(a["router_actions"]["admission_holds"] for a in rows),
             "preemptions_applied": sum(a["router_actions"]["preemptions"].get("applied", 0) for a in rows),
+            "prefix_lookups": sum((a.get("prefix_lag") or {}).get("lookups", 0) for a in rows),
+            "prefix_stale_lookups": sum((a.get("prefix_lag") or {}).get("stale_lookups", 0) for a in rows),
+            "prefix_stale_tokens": sum((a.get("prefix_lag") or {}).get("stale_tokens", 0) for a in rows),
         }
     return out
 
@@ -501,13 +527,17 @@ def attribution_markdown(att: dict[str, Any]) -> str:
         "generations); own context missed = tokens of a workflow's previous context that its next call "
         "did not find cached (calls missing > 50 tokens; evicted in the tool gap, or moved); outside "
         "worker = client latency - the worker's own e2e latency per call (router and transit); "
-        "moved = workflows whose calls ran on more than one worker (switches).",
+        "moved = workflows whose calls ran on more than one worker (switches); stale lookups = the saga "
+        "router's placement lookups in which a worker's KV events showed less of the prompt than the "
+        "router had routed there since their last publish (tokens hidden by the lag; '-': sglang-router "
+        "or a baseline policy that does not look).",
         "",
         "| row | wall s | router CPU s | worker CPU s | /generate | /v1/loads | /health | other requests | "
         "prefilled tokens | own context missed tokens (calls) | outside worker median / mean ms | "
         "worker queue mean s | worker e2e mean s | "
-        "moved (switches) | steals (rebuilt tokens) | preemptions applied |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "moved (switches) | steals (rebuilt tokens) | preemptions applied | stale lookups / lookups "
+        "(tokens hidden) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, a in att.items():
         req = dict(a["worker_requests"])
@@ -524,9 +554,16 @@ def attribution_markdown(att: dict[str, Any]) -> str:
             f"{a['outside_worker_mean_ms']:.1f} | {a['worker_queue_mean_s']:.2f} | "
             f"{a['worker_e2e_mean_s']:.2f} | {a['workflows_moved']}/{a['workflows']} "
             f"({a['worker_switches']}) | {a['steals']} ({a['steal_rebuild_tokens']}) | "
-            f"{a['preemptions_applied']} |"
+            f"{a['preemptions_applied']} | {stale_cell(a)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def stale_cell(a: dict[str, Any]) -> str:
+    if not a.get("prefix_lookups"):
+        return "-"
+    return (f"{a['prefix_stale_lookups']} / {a['prefix_lookups']} "
+            f"({a['prefix_stale_lookups'] / a['prefix_lookups']:.0%}; {a['prefix_stale_tokens']})")
 
 
 def markdown(table: dict[str, Any], meta: dict[str, Any]) -> str:

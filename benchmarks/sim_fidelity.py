@@ -99,8 +99,8 @@ def live_saga_row() -> RowSpec:
 
 
 def sim_row_for(name: str) -> RowSpec:
-    if name == "saga":
-        return live_saga_row()
+    if name == "saga" or name.startswith("saga, "):  # ablations of the live router only (the
+        return dataclasses.replace(live_saga_row(), label=name)  # simulator's index has no lag)
     if name == "saga-router saga + LRU":  # the saga router's scheduling on stock LRU workers
         return dataclasses.replace(live_saga_row(), label=name, eviction="lru")
     placement = name.split()[1]
