@@ -56,6 +56,7 @@ import logging
 import math
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -72,7 +73,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._cluster_stats import geomean, paired_ratio
-from benchmarks._live_meters import LogCursor, group_cpu_s, router_actions, worker_activity
+from benchmarks._live_meters import LogCursor, group_cpu_s, group_sched_s, router_actions, worker_activity
 from benchmarks._machine import cpu_model
 from saga_sgl.agents.common import AgentScale
 from saga_sgl.agents.workload import run_agents
@@ -292,6 +293,7 @@ def run_row(
     try:
         router.wait_ready(len(urls), timeout_s=90)
         cpu0 = {url: group_cpu_s(w.process.pid) for url, w in every_worker.items()}
+        sched0 = {url: group_sched_s(every_worker[url].process.pid) for url in urls}
         router_cpu0 = group_cpu_s(router.process.pid)
         t0 = time.monotonic()
         backend = SagaEndpoint(router.url)
@@ -309,6 +311,10 @@ def run_row(
         wall = time.monotonic() - t0
         router_cpu = group_cpu_s(router.process.pid) - router_cpu0
         worker_cpu = {url: group_cpu_s(w.process.pid) - cpu0[url] for url, w in every_worker.items()}
+        sched = [
+            [a - b for a, b in zip(group_sched_s(every_worker[url].process.pid), sched0[url], strict=True)]
+            for url in urls
+        ]
         out = []
         for r in results:
             rec = backend.recorded(r.workflow_id)
@@ -353,6 +359,8 @@ def run_row(
             "wall_s": wall,
             "router_cpu_s": router_cpu,
             "worker_cpu_s": worker_cpu,
+            # the row's workers: seconds on a core, seconds runnable but waiting for one (other load)
+            "worker_sched_s": {"cpu": sum(c for c, _ in sched), "wait": sum(w for _, w in sched)},
             "row_workers": urls,
             "worker_requests": {url: dict(a.requests) for url, a in activity.items()},
             "worker_prefill": {
@@ -510,6 +518,8 @@ def summarize_attribution(
             "prefills_done": sum(a["router_actions"]["prefills_done"] for a in rows),
             "admission_holds": sum(a["router_actions"]["admission_holds"] for a in rows),
             "preemptions_applied": sum(a["router_actions"]["preemptions"].get("applied", 0) for a in rows),
+            "worker_sched_cpu_s": sum((a.get("worker_sched_s") or {}).get("cpu", 0.0) for a in rows),
+            "worker_sched_wait_s": sum((a.get("worker_sched_s") or {}).get("wait", 0.0) for a in rows),
             "prefix_lookups": sum((a.get("prefix_lag") or {}).get("lookups", 0) for a in rows),
             "prefix_stale_lookups": sum((a.get("prefix_lag") or {}).get("stale_lookups", 0) for a in rows),
             "prefix_stale_tokens": sum((a.get("prefix_lag") or {}).get("stale_tokens", 0) for a in rows),
@@ -530,14 +540,15 @@ def attribution_markdown(att: dict[str, Any]) -> str:
         "moved = workflows whose calls ran on more than one worker (switches); stale lookups = the saga "
         "router's placement lookups in which a worker's KV events showed less of the prompt than the "
         "router had routed there since their last publish (tokens hidden by the lag; '-': sglang-router "
-        "or a baseline policy that does not look).",
+        "or a baseline policy that does not look); stretch = (on-CPU + runnable-but-waiting) / on-CPU "
+        "seconds of the row's workers' threads (schedstat): how much the machine's other load slowed them.",
         "",
         "| row | wall s | router CPU s | worker CPU s | /generate | /v1/loads | /health | other requests | "
         "prefilled tokens | own context missed tokens (calls) | outside worker median / mean ms | "
         "worker queue mean s | worker e2e mean s | "
         "moved (switches) | steals (rebuilt tokens) | preemptions applied | stale lookups / lookups "
-        "(tokens hidden) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "(tokens hidden) | stretch |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, a in att.items():
         req = dict(a["worker_requests"])
@@ -554,9 +565,14 @@ def attribution_markdown(att: dict[str, Any]) -> str:
             f"{a['outside_worker_mean_ms']:.1f} | {a['worker_queue_mean_s']:.2f} | "
             f"{a['worker_e2e_mean_s']:.2f} | {a['workflows_moved']}/{a['workflows']} "
             f"({a['worker_switches']}) | {a['steals']} ({a['steal_rebuild_tokens']}) | "
-            f"{a['preemptions_applied']} | {stale_cell(a)} |"
+            f"{a['preemptions_applied']} | {stale_cell(a)} | {stretch_cell(a)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def stretch_cell(a: dict[str, Any]) -> str:
+    cpu = a.get("worker_sched_cpu_s") or 0.0
+    return f"{(cpu + a['worker_sched_wait_s']) / cpu:.2f}" if cpu > 0 else "-"
 
 
 def stale_cell(a: dict[str, Any]) -> str:
@@ -636,6 +652,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.report_only is not None:
         return report_only(args.report_only, args.out)
+    # SIGTERM (a background run has SIGINT ignored) unwinds like Ctrl-C: every worker is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.seeds, args.agents = min(args.seeds, 1), min(args.agents, 8)
     selected = rows(args.quick)
