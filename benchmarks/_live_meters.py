@@ -64,6 +64,37 @@ def _group_pids(pgid: int) -> list[str]:
     return pids
 
 
+def thread_sched_s(pgid: int) -> dict[str, tuple[float, float]]:
+    """Per live thread of process group ``pgid``: (on-CPU, runnable-but-waiting) seconds."""
+    out = {}
+    for pid in _group_pids(pgid):
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+            except OSError:
+                continue
+            out[tid] = (int(fields[0]) / 1e9, int(fields[1]) / 1e9)
+    return out
+
+
+def busiest_thread_delta(before: dict[str, tuple[float, float]],
+                         after: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    """(on-CPU, wait) seconds gained by the thread that ran most between two ``thread_sched_s``
+    snapshots: an SGLang worker's scheduler thread, whose forward passes are the engine's critical
+    path. Its stretch (cpu + wait) / cpu is the engine's slowdown; the group's summed stretch
+    over-counts threads that wait side by side."""
+    best = (0.0, 0.0)
+    for tid, (cpu, wait) in after.items():
+        c0, w0 = before.get(tid, (0.0, 0.0))
+        if cpu - c0 > best[0]:
+            best = (cpu - c0, wait - w0)
+    return best
+
+
 def group_sched_s(pgid: int) -> tuple[float, float]:
     """(on-CPU, runnable-but-waiting) seconds of every live thread in process group ``pgid``, from the
     scheduler's statistics (``schedstat``: ns on a CPU, ns waiting on a run queue). The ratio

@@ -73,7 +73,15 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._cluster_stats import geomean, paired_ratio
-from benchmarks._live_meters import LogCursor, group_cpu_s, group_sched_s, router_actions, worker_activity
+from benchmarks._live_meters import (
+    LogCursor,
+    busiest_thread_delta,
+    group_cpu_s,
+    group_sched_s,
+    router_actions,
+    thread_sched_s,
+    worker_activity,
+)
 from benchmarks._machine import cpu_model
 from saga_sgl.agents.common import AgentScale
 from saga_sgl.agents.workload import run_agents
@@ -294,6 +302,7 @@ def run_row(
         router.wait_ready(len(urls), timeout_s=90)
         cpu0 = {url: group_cpu_s(w.process.pid) for url, w in every_worker.items()}
         sched0 = {url: group_sched_s(every_worker[url].process.pid) for url in urls}
+        threads0 = {url: thread_sched_s(every_worker[url].process.pid) for url in urls}
         router_cpu0 = group_cpu_s(router.process.pid)
         t0 = time.monotonic()
         backend = SagaEndpoint(router.url)
@@ -315,6 +324,8 @@ def run_row(
             [a - b for a, b in zip(group_sched_s(every_worker[url].process.pid), sched0[url], strict=True)]
             for url in urls
         ]
+        engine = [busiest_thread_delta(threads0[url], thread_sched_s(every_worker[url].process.pid))
+                  for url in urls]
         out = []
         for r in results:
             rec = backend.recorded(r.workflow_id)
@@ -360,7 +371,12 @@ def run_row(
             "router_cpu_s": router_cpu,
             "worker_cpu_s": worker_cpu,
             # the row's workers: seconds on a core, seconds runnable but waiting for one (other load)
-            "worker_sched_s": {"cpu": sum(c for c, _ in sched), "wait": sum(w for _, w in sched)},
+            "worker_sched_s": {
+                "cpu": sum(c for c, _ in sched),
+                "wait": sum(w for _, w in sched),
+                "engine_cpu": sum(c for c, _ in engine),
+                "engine_wait": sum(w for _, w in engine),
+            },
             "row_workers": urls,
             "worker_requests": {url: dict(a.requests) for url, a in activity.items()},
             "worker_prefill": {
@@ -520,6 +536,8 @@ def summarize_attribution(
             "preemptions_applied": sum(a["router_actions"]["preemptions"].get("applied", 0) for a in rows),
             "worker_sched_cpu_s": sum((a.get("worker_sched_s") or {}).get("cpu", 0.0) for a in rows),
             "worker_sched_wait_s": sum((a.get("worker_sched_s") or {}).get("wait", 0.0) for a in rows),
+            "engine_sched_cpu_s": sum((a.get("worker_sched_s") or {}).get("engine_cpu", 0.0) for a in rows),
+            "engine_sched_wait_s": sum((a.get("worker_sched_s") or {}).get("engine_wait", 0.0) for a in rows),
             "prefix_lookups": sum((a.get("prefix_lag") or {}).get("lookups", 0) for a in rows),
             "prefix_stale_lookups": sum((a.get("prefix_lag") or {}).get("stale_lookups", 0) for a in rows),
             "prefix_stale_tokens": sum((a.get("prefix_lag") or {}).get("stale_tokens", 0) for a in rows),
@@ -541,7 +559,8 @@ def attribution_markdown(att: dict[str, Any]) -> str:
         "router's placement lookups in which a worker's KV events showed less of the prompt than the "
         "router had routed there since their last publish (tokens hidden by the lag; '-': sglang-router "
         "or a baseline policy that does not look); stretch = (on-CPU + runnable-but-waiting) / on-CPU "
-        "seconds of the row's workers' threads (schedstat): how much the machine's other load slowed them.",
+        "seconds of each worker's busiest thread, its scheduler (all its threads' in brackets; "
+        "schedstat): how much the machine's other load slowed the engine.",
         "",
         "| row | wall s | router CPU s | worker CPU s | /generate | /v1/loads | /health | other requests | "
         "prefilled tokens | own context missed tokens (calls) | outside worker median / mean ms | "
@@ -571,8 +590,13 @@ def attribution_markdown(att: dict[str, Any]) -> str:
 
 
 def stretch_cell(a: dict[str, Any]) -> str:
+    """Engine thread's stretch (all threads' in brackets); '-' where the run predates it."""
     cpu = a.get("worker_sched_cpu_s") or 0.0
-    return f"{(cpu + a['worker_sched_wait_s']) / cpu:.2f}" if cpu > 0 else "-"
+    if cpu <= 0:
+        return "-"
+    group = f"{(cpu + a['worker_sched_wait_s']) / cpu:.2f}"
+    ecpu = a.get("engine_sched_cpu_s") or 0.0
+    return f"{(ecpu + a['engine_sched_wait_s']) / ecpu:.2f} ({group})" if ecpu > 0 else f"- ({group})"
 
 
 def stale_cell(a: dict[str, Any]) -> str:

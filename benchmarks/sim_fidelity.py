@@ -319,12 +319,17 @@ def simulate(
 
 
 def run_stretch(live: dict[str, Any]) -> dict[tuple[str, int], float]:
-    """(row, seed) -> (cpu + wait) / cpu of that run's workers (empty when the live run predates it)."""
+    """(row, seed) -> (cpu + wait) / cpu of that run's engine threads (each worker's busiest thread),
+    or of all the workers' threads in runs that predate the engine figures (that over-counts threads
+    waiting side by side); empty when the live run has neither."""
     out = {}
     for run in live.get("runs", []):
-        sched = run.get("worker_sched_s")
-        if sched and sched.get("cpu", 0) > 0:
-            out[(run["row"], int(run["seed"]))] = (sched["cpu"] + sched["wait"]) / sched["cpu"]
+        sched = run.get("worker_sched_s") or {}
+        key = (run["row"], int(run["seed"]))
+        if sched.get("engine_cpu", 0) > 0:
+            out[key] = (sched["engine_cpu"] + sched["engine_wait"]) / sched["engine_cpu"]
+        elif sched.get("cpu", 0) > 0:
+            out[key] = (sched["cpu"] + sched["wait"]) / sched["cpu"]
     return out
 
 
@@ -332,7 +337,7 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = 
     meta = live["meta"]
     tokens = Tokens()
     stretch = run_stretch(live)
-    load_free = "minus" in str(profile.get("meta", {}).get("timing", ""))
+    load_free = "load-free" in str(profile.get("meta", {}).get("timing", ""))
     if speed_mode == "auto":
         speed_mode = "stretch" if stretch and load_free else "probe"
     if speed_mode == "stretch" and not stretch:

@@ -10,7 +10,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from benchmarks._live_meters import LogCursor, group_cpu_s, group_sched_s, router_actions, worker_activity
+from benchmarks._live_meters import (
+    LogCursor,
+    busiest_thread_delta,
+    group_cpu_s,
+    group_sched_s,
+    router_actions,
+    worker_activity,
+)
 from benchmarks.live import own_context_missed, worker_switches
 from saga_sgl.cluster.processes import http_json
 from saga_sgl.local_workers import WorkerSpec, free_port, start_worker
@@ -172,3 +179,10 @@ def test_own_context_missed_counts_only_real_misses_of_the_previous_context() ->
     calls = [[600, 8, 0], [700, 8, 600], [800, 8, 100]]
     assert own_context_missed(calls) == (607, 1)
     assert own_context_missed([[600, 8, 0]]) == (0, 0)
+
+
+def test_the_engine_stretch_comes_from_the_thread_that_ran_most() -> None:
+    before = {"1": (10.0, 5.0), "2": (1.0, 1.0)}
+    after = {"1": (12.0, 6.0), "2": (1.5, 9.0), "3": (0.5, 4.0)}  # 2 and 3 mostly waited, side by side
+    assert busiest_thread_delta(before, after) == (2.0, 1.0)
+    assert busiest_thread_delta({}, {}) == (0.0, 0.0)
