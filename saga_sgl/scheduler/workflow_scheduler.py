@@ -84,6 +84,7 @@ from saga_sgl.scheduler.events import (
 )
 from saga_sgl.scheduler.footprint import FootprintModel
 from saga_sgl.scheduler.ports import PrefixLookup, WorkerSource
+from saga_sgl.scheduler.service_time import ServiceTimes
 from saga_sgl.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,10 @@ class WorkflowScheduler:
             alpha=adm.footprint_ema_alpha, default_tokens=adm.default_footprint_tokens
         )
         self.ledger = ServiceLedger()
+        self.service = ServiceTimes(
+            self.cost, default_output_tokens=_MEAN_CALL_OUTPUT_TOKENS, alpha=adm.footprint_ema_alpha
+        )
+        """Service-second estimates of the calls in flight (placement by completion cost)."""
         self._tenants: dict[TenantId, TenantView] = {t.tenant_id: t for t in tenants}
         self._flows: dict[WorkflowId, WorkflowRecord] = {}
         self._active: dict[WorkflowId, WorkflowRecord] = {}
@@ -264,6 +269,7 @@ class WorkflowScheduler:
         self.counters: Counter[str] = Counter()
         """Decisions by kind and reason (``dispatch/<reason>``, ``hold/<reason>``, ``steal``, ...)."""
         self._wants_matches = self.placement.name == "saga"
+        self._wants_costs = bool(getattr(self.placement, "uses_completion_cost", False))
 
     # --- public queries -------------------------------------------------------------------------
     @property
@@ -340,7 +346,7 @@ class WorkflowScheduler:
         if isinstance(event, ToolFinished):
             return self._on_tool_finished(event, now)
         if isinstance(event, CallAdmitted):
-            self._on_admitted(event)
+            self._on_admitted(event, now)
             return []
         if isinstance(event, WorkflowSubmitted):
             self._submit(event)
@@ -432,9 +438,11 @@ class WorkflowScheduler:
         workers = self._worker_views(now)
         if rec.worker_id is None and self.settings.admission.enabled:
             workers = [w for w in workers if self._has_room(w, rec)] or workers
-        call = self._call_view(rec, ev)
+        call = self._call_view(rec, ev, workers, now)
         placement = self.placement.place(call, workers, now)
         wid = placement.worker_id
+        if self._wants_costs:
+            self.service.dispatched(ev.call_id, wid, self._estimate_s(rec, ev, call, wid, workers))
         moved = rec.worker_id if rec.worker_id is not None and rec.worker_id != wid else None
         rec.worker_id = wid
         rec.call_id, rec.call_worker, rec.running = ev.call_id, wid, False
@@ -471,7 +479,28 @@ class WorkflowScheduler:
         )
         return out
 
-    def _call_view(self, rec: WorkflowRecord, ev: CallArrived) -> CallView:
+    def _estimate_s(
+        self,
+        rec: WorkflowRecord,
+        ev: CallArrived,
+        call: CallView,
+        wid: WorkerId,
+        workers: Sequence[WorkerView],
+    ) -> float:
+        """Expected service seconds of the call just placed on ``wid`` (its pre-fill and decode)."""
+        prefill = call.uncached_prefill_s.get(wid)
+        if prefill is None:
+            # A bound workflow: on the worker that holds its last context only the new part is new.
+            cached = rec.context_tokens if rec.kv_worker == wid else 0
+            cached = min(cached, ev.prompt_tokens)
+            worker = next((w for w in workers if w.worker_id == wid), None)
+            prefill = self.service.prefill_s(worker, ev.prompt_tokens - cached, cached)
+        decode = call.decode_s or self.service.decode_s(rec.agent_type, ev.prompt_tokens)
+        return prefill + decode
+
+    def _call_view(
+        self, rec: WorkflowRecord, ev: CallArrived, workers: Sequence[WorkerView], now: float
+    ) -> CallView:
         affinity = rec.worker_id if rec.worker_id not in self._down else None
         cached = False
         if affinity is not None:
@@ -482,6 +511,16 @@ class WorkflowScheduler:
         matches: Mapping[WorkerId, int] = {}
         if self._wants_matches and affinity is None and self._prefix_lookup is not None:
             matches = self._prefix_lookup.prefix_match_tokens(ev.call_id)
+        prefill_s: dict[WorkerId, float] = {}
+        outstanding: Mapping[WorkerId, tuple[float, ...]] = {}
+        decode_s = 0.0
+        if self._wants_costs and affinity is None:
+            for w in workers:
+                if w.is_healthy:
+                    hit = min(matches.get(w.worker_id, 0), ev.prompt_tokens)
+                    prefill_s[w.worker_id] = self.service.prefill_s(w, ev.prompt_tokens - hit, hit)
+            outstanding = self.service.outstanding(now)
+            decode_s = self.service.decode_s(rec.agent_type, ev.prompt_tokens)
         return CallView(
             workflow_id=rec.workflow_id,
             prompt_tokens=ev.prompt_tokens,
@@ -496,6 +535,9 @@ class WorkflowScheduler:
             bound_kv_tokens=(
                 dict(self._bound_footprint()[0]) if self._wants_matches and affinity is None else {}
             ),
+            uncached_prefill_s=prefill_s,
+            outstanding_s=outstanding,
+            decode_s=decode_s,
         )
 
     def _bound_work(self) -> dict[WorkerId, float]:
@@ -507,10 +549,11 @@ class WorkflowScheduler:
                 out[rec.worker_id] = out.get(rec.worker_id, 0.0) + (rec.remaining_work_s or 1.0)
         return out
 
-    def _on_admitted(self, ev: CallAdmitted) -> None:
+    def _on_admitted(self, ev: CallAdmitted, now: float) -> None:
         rec = self._calls.get(ev.call_id)
         if rec is None:
             return
+        self.service.started(ev.call_id, now)
         self._waiting_since.pop(ev.call_id, None)
         rec.running = True
         rec.call_preemptible = ev.preemptible
@@ -525,6 +568,8 @@ class WorkflowScheduler:
         self._waiting_since.pop(ev.call_id, None)
         self._inflight[ev.worker_id] -= 1
         self._views_at = None
+        self.service.done(ev.call_id)
+        self.service.observe_output(rec.agent_type, ev.output_tokens)
         new_tokens = max(0, ev.prompt_tokens - rec.context_tokens)
         cached = min(ev.cached_tokens, ev.prompt_tokens)
         gpu_s = self.cost.prefill_time_s(max(ev.prompt_tokens - cached, 0), cached)
@@ -560,6 +605,7 @@ class WorkflowScheduler:
         self._waiting_since.pop(ev.call_id, None)
         self._inflight[ev.worker_id] -= 1
         self._views_at = None
+        self.service.done(ev.call_id)
         rec.call_id = rec.call_worker = None
         rec.running = False
         rec.state = WorkflowState.TOOL_GAP
@@ -708,6 +754,7 @@ class WorkflowScheduler:
         if rec.call_id is not None:
             self._calls.pop(rec.call_id, None)
             self._waiting_since.pop(rec.call_id, None)
+            self.service.done(rec.call_id)
             if rec.call_worker is not None:
                 self._inflight[rec.call_worker] -= 1
         rec.state = WorkflowState.FINISHED
@@ -1037,6 +1084,7 @@ class WorkflowScheduler:
             return
         self._inflight[rec.call_worker] -= 1
         self._inflight[to_worker] += 1
+        self.service.moved(call_id, to_worker)
         rec.call_worker = to_worker
         self._views_at = None
 
@@ -1096,6 +1144,7 @@ class WorkflowScheduler:
             victim.queued_since_s = now
             victim.view = None
             self._waiting_since[victim.call_id] = now
+            self.service.requeued(victim.call_id)
             self.counters["preempt"] += 1
             out.append(
                 Preempt(

@@ -90,7 +90,7 @@ SAGA = RowSpec(
     admission=ADMISSION_CONTROL,
     preemption=True,
     description="SAGA: workflow-level admission control (least attained service once holds pass 60 s) + "
-    "workflow-atomic placement (Eq. 7), reuse-density "
+    "workflow-atomic placement (new workflows by expected completion time, ours; then Eq. 7), reuse-density "
     "eviction + TTL, work stealing with prefix rebuild, Agent Fair Share with preemption",
 )
 SAGA_WA_LRU = dataclasses.replace(
@@ -163,18 +163,26 @@ ABLATIONS = (
         label="saga-paper_new_workflow",
         settings={"placement": {"new_workflow": "least_loaded"}},
         description="new workflows to the least-loaded worker (the paper's Eq. 7) instead of our "
-        "multi-criteria placement",
+        "placement by expected completion time",
+    ),
+    dataclasses.replace(
+        SAGA,
+        label="saga-weighted_admission",
+        settings={"placement": {"new_workflow": "admission"}},
+        description="new workflows placed by the earlier weighted score (min-max normalised load 0.5, "
+        "footprint fit 0.3, prefix locality 0.2; ours, sessions 1-3) instead of expected completion time",
     ),
     dataclasses.replace(
         SAGA,
         label="saga-no_locality",
-        settings={"placement": {"locality_weight": 0.0, "load_weight": 0.7}},
-        description="admission without the shared-prefix locality score (its weight moved to load)",
+        settings={"placement": {"new_workflow": "admission", "locality_weight": 0.0, "load_weight": 0.7}},
+        description="weighted admission score without the shared-prefix locality score (its weight moved "
+        "to load)",
     ),
     dataclasses.replace(
         SAGA,
         label="saga-bound_work_placement",
-        settings={"placement": {"load_signal": "bound_work"}},
+        settings={"placement": {"new_workflow": "admission", "load_signal": "bound_work"}},
         description="new workflows placed by the predicted remaining work of the live workflows bound to "
         "each worker instead of the reported load (ours)",
     ),
@@ -187,7 +195,7 @@ ABLATIONS = (
     dataclasses.replace(
         SAGA,
         label="saga-bound_footprint_placement",
-        settings={"placement": {"footprint_signal": "bound"}},
+        settings={"placement": {"new_workflow": "admission", "footprint_signal": "bound"}},
         description="new workflows placed by the room left after the predicted footprints of the live "
         "workflows bound to each worker instead of the KV the worker reports (ours)",
     ),

@@ -102,7 +102,7 @@ def test_saga_row_uses_the_policy_core_objects(results: dict[str, SimResult]) ->
         "saga_steal",
     )
     assert b.ttl is not None and b.settings.predictions
-    assert results["saga"].placements.get("admission", 0) > 0
+    assert results["saga"].placements.get("completion_cost", 0) > 0
 
 
 def test_a_call_longer_than_the_kv_pool_is_rejected_without_blocking_others() -> None:
