@@ -93,6 +93,8 @@ _WORK = WorkSettings(max_depth=16)
 """Eq. 9 walk depth: 16 steps ahead is beyond any TTL or epoch horizon [I]."""
 _MEAN_CALL_OUTPUT_TOKENS = 200
 """Output tokens of a typical call, for the expected queueing delay before the next use [I]."""
+_OUTPUT_EMA_ALPHA = 0.1
+"""Weight of one finished call in the learned output length per agent type (completion cost) [I]."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +137,7 @@ class WorkflowRecord:
         "reuse_next_use_at_s",
         "reuse_prob",
         "running",
+        "shared_tokens",
         "state",
         "steps_done",
         "tenant_id",
@@ -188,6 +191,9 @@ class WorkflowRecord:
         self.view: WorkflowView | None = None
         self.parked = False
         """Admitted, then held at a later call by least-attained-service admission (not live)."""
+        self.shared_tokens = 0
+        """Head of its first prompt already cached on some worker at its first call (shared with
+        other workflows, e.g. the system prompt)."""
 
     @property
     def is_live(self) -> bool:
@@ -245,7 +251,7 @@ class WorkflowScheduler:
         )
         self.ledger = ServiceLedger()
         self.service = ServiceTimes(
-            self.cost, default_output_tokens=_MEAN_CALL_OUTPUT_TOKENS, alpha=adm.footprint_ema_alpha
+            self.cost, default_output_tokens=_MEAN_CALL_OUTPUT_TOKENS, alpha=_OUTPUT_EMA_ALPHA
         )
         """Service-second estimates of the calls in flight (placement by completion cost)."""
         self._tenants: dict[TenantId, TenantView] = {t.tenant_id: t for t in tenants}
@@ -270,6 +276,8 @@ class WorkflowScheduler:
         """Decisions by kind and reason (``dispatch/<reason>``, ``hold/<reason>``, ``steal``, ...)."""
         self._wants_matches = self.placement.name == "saga"
         self._wants_costs = bool(getattr(self.placement, "uses_completion_cost", False))
+        self._shared_by_type: dict[AgentType, int] = {}
+        """Shared prompt head of the last new workflow of each agent type (``shared_prefix_once``)."""
 
     # --- public queries -------------------------------------------------------------------------
     @property
@@ -444,6 +452,9 @@ class WorkflowScheduler:
         if self._wants_costs:
             self.service.dispatched(ev.call_id, wid, self._estimate_s(rec, ev, call, wid, workers))
         moved = rec.worker_id if rec.worker_id is not None and rec.worker_id != wid else None
+        if call.affinity_worker_id is None and rec.steps_done == 0 and call.prefix_match_tokens:
+            rec.shared_tokens = min(ev.prompt_tokens, max(call.prefix_match_tokens.values()))
+            self._shared_by_type[rec.agent_type] = rec.shared_tokens
         rec.worker_id = wid
         rec.call_id, rec.call_worker, rec.running = ev.call_id, wid, False
         rec.call_preemptible, rec.call_preemptions = True, 0
@@ -835,17 +846,36 @@ class WorkflowScheduler:
 
     # --- admission control ----------------------------------------------------------------------
     def _bound_footprint(self) -> tuple[Counter[WorkerId], Counter[WorkerId]]:
+        """Predicted KV of the live workflows bound to each worker, and their count. With
+        ``shared_prefix_once`` a shared prompt head counts once per worker (its largest)."""
         tokens: Counter[WorkerId] = Counter()
         count: Counter[WorkerId] = Counter()
-        frac = self.settings.admission.bound_footprint_frac
+        adm = self.settings.admission
+        frac = adm.bound_footprint_frac
+        once = adm.shared_prefix_once
+        shared: Counter[WorkerId] = Counter()
         for rec in self._active.values():
-            if rec.worker_id is not None:
+            wid = rec.worker_id
+            if wid is not None:
                 if frac >= 1.0:
-                    tokens[rec.worker_id] += rec.footprint_tokens()
+                    own = rec.footprint_tokens()
                 else:
-                    tokens[rec.worker_id] += max(rec.context_tokens, round(frac * rec.predicted_peak_tokens))
-                count[rec.worker_id] += 1
+                    own = max(rec.context_tokens, round(frac * rec.predicted_peak_tokens))
+                if once and rec.shared_tokens:
+                    own = max(0, own - rec.shared_tokens)
+                    shared[wid] = max(shared[wid], rec.shared_tokens)
+                tokens[wid] += own
+                count[wid] += 1
+        tokens.update(shared)
         return tokens, count
+
+    def _need_tokens(self, rec: WorkflowRecord) -> int:
+        """Predicted peak KV a new workflow adds to a worker that already holds its shared head
+        (``shared_prefix_once``: the head's size learned from the last workflow of its type)."""
+        need = rec.predicted_peak_tokens or self.footprint.predict(rec.agent_type)
+        if self.settings.admission.shared_prefix_once:
+            need = max(1, need - self._shared_by_type.get(rec.agent_type, 0))
+        return need
 
     def _has_room(self, w: WorkerView, rec: WorkflowRecord, bound: Any = None) -> bool:
         return self._room_reason(w, rec, bound) is None
@@ -857,7 +887,7 @@ class WorkflowScheduler:
         tokens, count = bound if bound is not None else self._bound_footprint()
         if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
             return "agents_per_worker"
-        need = rec.predicted_peak_tokens or self.footprint.predict(rec.agent_type)
+        need = self._need_tokens(rec)
         if tokens[w.worker_id] + need > adm.kv_threshold_frac * w.kv_capacity_tokens:
             return "kv_footprint"
         return None
@@ -881,12 +911,7 @@ class WorkflowScheduler:
         if not healthy:
             return True
         adm = self.settings.admission
-        agents = {rec.agent_type for rec in self._held.values() if rec.predicted_peak_tokens <= 0}
-        need = min(
-            (rec.predicted_peak_tokens for rec in self._held.values() if rec.predicted_peak_tokens > 0),
-            default=1 << 62,
-        )
-        need = min(need, *(self.footprint.predict(a) for a in agents)) if agents else need
+        need = min((self._need_tokens(rec) for rec in self._held.values()), default=1 << 62)
         tokens, count = self._bound_footprint()
         for w in healthy:
             if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
