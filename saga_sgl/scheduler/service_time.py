@@ -37,11 +37,20 @@ class ServiceTimes:
         self._calls: dict[str, _Out] = {}
 
     # --- rates ----------------------------------------------------------------------------------
-    def prefill_s(self, worker: WorkerView | None, new_tokens: int, cached_tokens: int) -> float:
-        """Seconds to pre-fill ``new_tokens`` on top of ``cached_tokens`` on ``worker``."""
+    def prefill_s(
+        self,
+        worker: WorkerView | None,
+        new_tokens: int,
+        cached_tokens: int,
+        fallback_rate: float | None = None,
+    ) -> float:
+        """Seconds to pre-fill ``new_tokens`` on top of ``cached_tokens`` on ``worker``: at its
+        measured rate, else ``fallback_rate`` (the scheduler passes the slowest rate measured on
+        any worker: a CPU cluster is not priced at GPU rates while one worker is still unmeasured),
+        else the cost model."""
         if new_tokens <= 0:
             return 0.0
-        rate = worker.prefill_tokens_per_s if worker is not None else None
+        rate = (worker.prefill_tokens_per_s if worker is not None else None) or fallback_rate
         if rate:
             return new_tokens / rate
         return self._cost.prefill_time_s(new_tokens, cached_tokens)

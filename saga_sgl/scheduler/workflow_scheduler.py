@@ -204,6 +204,11 @@ class WorkflowRecord:
         return max(self.context_tokens, self.predicted_peak_tokens)
 
 
+def _slowest_rate(workers: Sequence[WorkerView]) -> float | None:
+    """The slowest pre-fill rate a host measured on any worker (None: none measured yet)."""
+    return min((w.prefill_tokens_per_s for w in workers if w.prefill_tokens_per_s), default=None)
+
+
 class WorkflowScheduler:
     """Host-neutral workflow scheduler. ``handle(event)`` and ``epoch()`` return actions."""
 
@@ -505,7 +510,9 @@ class WorkflowScheduler:
             cached = rec.context_tokens if rec.kv_worker == wid else 0
             cached = min(cached, ev.prompt_tokens)
             worker = next((w for w in workers if w.worker_id == wid), None)
-            prefill = self.service.prefill_s(worker, ev.prompt_tokens - cached, cached)
+            prefill = self.service.prefill_s(
+                worker, ev.prompt_tokens - cached, cached, _slowest_rate(workers)
+            )
         decode = call.decode_s or self.service.decode_s(rec.agent_type, ev.prompt_tokens)
         return prefill + decode
 
@@ -526,10 +533,11 @@ class WorkflowScheduler:
         outstanding: Mapping[WorkerId, tuple[float, ...]] = {}
         decode_s = 0.0
         if self._wants_costs and affinity is None:
+            slowest = _slowest_rate(workers)
             for w in workers:
                 if w.is_healthy:
                     hit = min(matches.get(w.worker_id, 0), ev.prompt_tokens)
-                    prefill_s[w.worker_id] = self.service.prefill_s(w, ev.prompt_tokens - hit, hit)
+                    prefill_s[w.worker_id] = self.service.prefill_s(w, ev.prompt_tokens - hit, hit, slowest)
             outstanding = self.service.outstanding(now)
             decode_s = self.service.decode_s(rec.agent_type, ev.prompt_tokens)
         return CallView(

@@ -124,3 +124,16 @@ def test_without_a_measured_rate_the_cost_model_prices_the_prefill() -> None:
     assert est == pytest.approx(
         cost.prefill_time_s(3000, 0) + cost.decode_time_s(s.service.output_tokens(agent), 3000)
     )
+
+
+def test_an_unmeasured_worker_is_priced_at_the_slowest_rate_measured_elsewhere() -> None:
+    clock = ManualClock()
+    s = WorkflowScheduler(
+        SchedulerSettings(fairness=None, stealing=None), clock=clock, prefix_lookup=_Prefixes()
+    )
+    s.handle(WorkerLoads(workers=(_worker(W0, 500.0), _worker(W1, None))))
+    d = _arrive(s, "a", 1000)
+    [est] = s.service.outstanding(clock.now_s())[d.worker_id]
+    agent = s.workflow(WorkflowId("a")).agent_type
+    # 1,000 tokens at 500 tok/s on either worker, not at the cost model's GPU rate.
+    assert est == pytest.approx(2.0 + LinearCostModel().decode_time_s(s.service.output_tokens(agent), 1000))
