@@ -403,7 +403,8 @@ def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
         "",
         f"Machine: {header['machine']}. Wall time {header['wall_s']:.0f} s (this invocation) with "
         f"{header['jobs']} processes "
-        f"({header['sim_cpu_s']:.0f} s of CPU in the simulations).",
+        f"({header['sim_cpu_s']:.0f} s of CPU in the simulations, {header['setup_cpu_s']:.0f} s in the "
+        f"serial set-up: about {header['free_cores_wall_s'] / 60:.1f} min on {header['jobs']} free cores).",
         "",
         f"Cluster: {header['replicas']} x {header['replica']}; seeds {header['seeds']}.",
         "",
@@ -628,7 +629,7 @@ def run_benchmark(
 ) -> int:
     """Run ``sections`` of ``mode``; write cluster.json, cluster.md and the plot into ``out``. Each run
     is appended to ``out/runs.jsonl`` as it finishes; ``resume`` keeps the runs already there."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     jobs = build_jobs(mode, sections)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "runs.jsonl"
@@ -645,6 +646,7 @@ def run_benchmark(
     jobs.sort(key=lambda j: (j.seed, -(j.wspec.closed_loop_agents * 40 or _workload(j.wspec).num_calls / 10)))
     for j in jobs:
         _workload(j.wspec)
+    setup_cpu = time.process_time() - c0
     missing = len(wanted) - len(results) - len(jobs)
     from tqdm import tqdm
 
@@ -676,6 +678,14 @@ def run_benchmark(
         "wall_s": time.perf_counter() - t0,
         "runs_missing": missing,
         "sim_cpu_s": sum(r["cpu_s"] for r in results),
+        "setup_cpu_s": setup_cpu,
+        # What this invocation would take on ``num_procs`` free cores: the serial set-up (windows,
+        # workloads) plus the runs' CPU spread over the processes (the longest run as the floor).
+        "free_cores_wall_s": setup_cpu
+        + max(
+            sum(r["cpu_s"] for r in results) / num_procs,
+            max((r["cpu_s"] for r in results), default=0.0),
+        ),
         "rows": {r.label: r.description for r in (*mode.rows, *mode.ablations)},
         "command": " ".join(sys.argv),
     }

@@ -50,6 +50,9 @@ def test_tiny_benchmark_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     assert thr["saga_tasks_per_min"] == pytest.approx(saga["tasks_per_min"])
     assert thr["ratio"] == pytest.approx(saga["tasks_per_min"] / rows[best]["tasks_per_min"])
     assert all(r["cpu_s"] > 0 for r in doc["runs"]) and doc["header"]["sim_cpu_s"] > 0
+    h = doc["header"]
+    assert h["setup_cpu_s"] > 0
+    assert h["free_cores_wall_s"] == pytest.approx(h["setup_cpu_s"] + h["sim_cpu_s"] / h["jobs"])
     assert doc["header"]["replicas"] == 2 and doc["header"]["machine"]
     md = (tmp_path / "cluster.md").read_text()
     assert "## production / web-history" in md and "evict/route/steal" in md
