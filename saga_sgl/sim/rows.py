@@ -72,13 +72,18 @@ STICKY = RowSpec(
     page_size=16,
     description="session bound at its first call to the least-loaded worker + vLLM eviction",
 )
-ADMISSION_CONTROL = AdmissionControlSettings(enabled=True, park_after_steps=5, park_after_held_s=60.0)
+ADMISSION_CONTROL = AdmissionControlSettings(
+    enabled=True, park_after_steps=5, park_after_held_s=60.0, shared_prefix_once=True
+)
 """SAGA's workflow-level admission control (our rule; see ``saga_sgl.scheduler``), with least attained
 service between workflows once a held workflow has waited 60 s: a workflow 5 or more steps ahead of
 it is parked at its next call (the ``saga-fcfs_admission`` ablation turns that off). Chosen on the
 session-3 paired runs (``benchmarks/results/cluster_quick/ablations3``, seeds 1-2): 2.6-3.4x vs
 bounded hash when oversubscribed on swe (FCFS release: 1.2-1.3x); identical at production in 3 of
-4 cells (+0.3% in the fourth); never acts at the paper point (no holds)."""
+4 cells (+0.3% in the fourth); never acts at the paper point (no holds). A shared prompt head (the
+system prompt the first call found cached) counts once per worker (session 4, web-history seed 1:
+holds at production 19.3 -> 10.2 s per task, 0.932 -> 0.955 against sticky; oversubscribed 3.40 ->
+3.45 against bounded hash); ablation ``saga-shared_prefix_per_workflow``."""
 SAGA = RowSpec(
     label="saga",
     placement="saga",
@@ -144,6 +149,13 @@ ABLATIONS = (
         ttl=False,
         settings={"eviction": {"ttl_protection": False}},
         description="no tool-aware TTL protection",
+    ),
+    dataclasses.replace(
+        SAGA,
+        label="saga-shared_prefix_per_workflow",
+        admission=dataclasses.replace(ADMISSION_CONTROL, shared_prefix_once=False),
+        description="admission control counts a shared system prompt in every workflow's footprint "
+        "(session 3's rule) instead of once per worker",
     ),
     dataclasses.replace(SAGA, label="saga-no_stealing", stealing=None, description="no work stealing"),
     dataclasses.replace(
