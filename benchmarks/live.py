@@ -10,6 +10,9 @@ Rows (each a router + worker eviction policy; every row replays the identical ag
 * ``saga-router saga + LRU``: the saga router's full scheduling on stock LRU workers (what the plugin's
   eviction adds is the difference to ``saga``);
 * ``saga-router <baseline> + LRU``: the saga router running each of its baseline policies;
+* ``saga, CPU-priced`` (only with ``--cpu-cost-profile``): ``saga`` whose scheduler prices calls with the
+  CPU workers' calibration (``benchmarks/calibrate_cpu.py``) instead of the GPU default, until it has
+  measured the workers' pre-fill rate and for every decode estimate;
 * ``saga, events-only index``: ``saga`` with the router's prefix index fed by the workers' KV events
   alone (``--no-routed-overlay``), without the prompts routed since a worker's last publish: what
   the events' lag costs. Every saga-router row reports how many of its placements' prefix lookups
@@ -101,6 +104,7 @@ log = logging.getLogger("live")
 
 OURS = "saga"
 EVENTS_ONLY = "saga, events-only index"
+CPU_PRICED = "saga, CPU-priced"
 REQUEST_LOG_ARGS = ("--log-requests", "--log-requests-level", "0", "--log-requests-format", "json")
 
 
@@ -115,7 +119,7 @@ class Row:
     """Extra flags of the saga router (an ablation)."""
 
 
-def rows(quick: bool) -> list[Row]:
+def rows(quick: bool, cpu_priced: bool = False) -> list[Row]:
     out = [
         Row("sglang-router cache_aware + LRU", "sglang", "cache_aware", "lru"),
         Row("sglang-router round_robin + LRU", "sglang", "round_robin", "lru"),
@@ -127,7 +131,23 @@ def rows(quick: bool) -> list[Row]:
     out += [Row(f"saga-router {b} + LRU", "saga", b, "lru") for b in baselines]
     if not quick:
         out.append(Row(EVENTS_ONLY, "saga", "saga", "saga", ("--no-routed-overlay",)))
+    if cpu_priced:
+        out.append(Row(CPU_PRICED, "saga", "saga", "saga"))
     return out
+
+
+def cpu_cost_model(profile_path: Path) -> dict[str, float]:
+    """The scheduler's ``linear`` cost-model coefficients from a CPU profile (``calibrate_cpu.py``'s
+    fit): pre-fill = k0 + k1 q + c_attn q (P + q/2); a decode step = c(1) + a x context."""
+    profile = json.loads(profile_path.read_text())
+    fit = profile["fit"]
+    return {
+        "prefill_fixed_s": fit["k0_s"],
+        "prefill_per_token_s": fit["k1_s"],
+        "prefill_attn_s_per_token2": profile["prefill_attn_s_per_token2"],
+        "decode_step_s": fit["d0_s"] + fit["d1_s"],
+        "decode_kv_read_s_per_token": profile["decode_attn_s_per_kv_token"],
+    }
 
 
 def model_dir(out: Path, hidden: int, layers: int) -> Path:
@@ -204,6 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="settings of the plugin workers' eviction policy (an ablation), e.g. "
         '\'{"decay_s": 6.0}\'; said in the title',
     )
+    p.add_argument(
+        "--cpu-cost-profile",
+        type=Path,
+        default=None,
+        metavar="CPU_PROFILE_JSON",
+        help="add the row 'saga, CPU-priced': the saga router's scheduler prices calls with this CPU "
+        "calibration (benchmarks/results/cpu_profile.json) instead of its GPU default",
+    )
     p.add_argument("--max-steps", type=int, default=8, help="cap on LLM calls per agent loop (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="cap on tokens per generation (default 16)")
     p.add_argument(
@@ -269,6 +297,8 @@ def saga_router_args(row: Row, args: argparse.Namespace) -> tuple[str, ...]:
         config["tool_latency"] = {"prior_scale": args.time_scale}
     if row.policy == "saga":
         config.update(args.saga_scheduler_config)
+    if row.name == CPU_PRICED:
+        config["cost_model"] = cpu_cost_model(args.cpu_cost_profile)
     return (*(("--scheduler-config", json.dumps(config)) if config else ()), *row.router_flags)
 
 
@@ -680,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.seeds, args.agents = min(args.seeds, 1), min(args.agents, 8)
-    selected = rows(args.quick)
+    selected = rows(args.quick, cpu_priced=args.cpu_cost_profile is not None)
     if args.rows:
         wanted = [n.strip() for n in args.rows.split(",")]
         unknown = set(wanted) - {r.name for r in selected}
