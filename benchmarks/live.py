@@ -249,7 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="agent kinds, comma-separated, of coding/browser/tot (default coding,browser: the chains "
         "the simulator can replay)",
     )
-    p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
+    p.add_argument(
+        "--rows",
+        default=None,
+        help="row names to run, comma-separated, or semicolon-separated when a name has a comma "
+        "(default: all)",
+    )
     p.add_argument("--out", type=Path, default=Path("out/live"), help="output directory (default out/live)")
     p.add_argument(
         "--report-only",
@@ -712,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds, args.agents = min(args.seeds, 1), min(args.agents, 8)
     selected = rows(args.quick, cpu_priced=args.cpu_cost_profile is not None)
     if args.rows:
-        wanted = [n.strip() for n in args.rows.split(",")]
+        wanted = [n.strip() for n in args.rows.split(";" if ";" in args.rows else ",")]
         unknown = set(wanted) - {r.name for r in selected}
         if unknown:
             raise SystemExit(f"--rows: unknown {sorted(unknown)}; known: {[r.name for r in selected]}")
