@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from saga_router.kv_events import KvEventSubscriber
 from saga_router.kv_index import PrefixCatalog
 
@@ -95,6 +96,7 @@ def test_without_the_overlay_matches_come_from_the_events_but_the_lag_is_still_m
     assert catalog.lag.stale_lookups == 1 and catalog.lag.stale_tokens == 3
 
 
+@pytest.mark.sglang
 def test_the_subscriber_hands_routed_prompts_over_on_sglang_events(
     publisher: tuple[Any, str, str, Any],
 ) -> None:
@@ -119,6 +121,8 @@ def test_the_subscriber_hands_routed_prompts_over_on_sglang_events(
     assert catalog.match([1, 2, 9]) == {W: 2}
 
 
+@pytest.mark.live
+@pytest.mark.sglang
 def test_a_real_worker_s_kv_events_take_over_the_prompts_the_router_sent(
     tmp_path: Path, router_factory: Any
 ) -> None:
