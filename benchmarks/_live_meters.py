@@ -3,7 +3,9 @@
 Everything is read from outside the processes, the same way for sglang-router and the saga router:
 
 * CPU seconds of a process group (``/proc/<pid>/stat`` utime + stime of every process whose group is
-  the child's: an SGLang worker is an HTTP/tokenizer process, a scheduler and a detokenizer);
+  the child's: an SGLang worker is an HTTP/tokenizer process, a scheduler and a detokenizer), and the
+  seconds its threads were runnable but waited for a core (``/proc/<pid>/task/*/schedstat``): what the
+  machine's other load cost the row, whatever the row did;
 * the HTTP requests a worker served, per method and path, from its uvicorn access log lines, and the
   prefill work its scheduler did (``Prefill batch`` lines: batches and new, i.e. computed, tokens);
 * what the saga router logged about steals, their pre-fills, re-bound workflows and admission holds.
@@ -46,6 +48,72 @@ def group_cpu_s(pgid: int) -> float:
         if int(fields[2]) == pgid:  # field 5 of stat: pgrp
             total += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
     return total / _TICKS
+
+
+def _group_pids(pgid: int) -> list[str]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        if int(raw[raw.rfind(")") + 2 :].split()[2]) == pgid:
+            pids.append(entry.name)
+    return pids
+
+
+def thread_sched_s(pgid: int) -> dict[str, tuple[float, float]]:
+    """Per live thread of process group ``pgid``: (on-CPU, runnable-but-waiting) seconds."""
+    out = {}
+    for pid in _group_pids(pgid):
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+            except OSError:
+                continue
+            out[tid] = (int(fields[0]) / 1e9, int(fields[1]) / 1e9)
+    return out
+
+
+def busiest_thread_delta(before: dict[str, tuple[float, float]],
+                         after: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    """(on-CPU, wait) seconds gained by the thread that ran most between two ``thread_sched_s``
+    snapshots: an SGLang worker's scheduler thread, whose forward passes are the engine's critical
+    path. Its stretch (cpu + wait) / cpu is the engine's slowdown; the group's summed stretch
+    over-counts threads that wait side by side."""
+    best = (0.0, 0.0)
+    for tid, (cpu, wait) in after.items():
+        c0, w0 = before.get(tid, (0.0, 0.0))
+        if cpu - c0 > best[0]:
+            best = (cpu - c0, wait - w0)
+    return best
+
+
+def group_sched_s(pgid: int) -> tuple[float, float]:
+    """(on-CPU, runnable-but-waiting) seconds of every live thread in process group ``pgid``, from the
+    scheduler's statistics (``schedstat``: ns on a CPU, ns waiting on a run queue). The ratio
+    (cpu + wait) / cpu of a row's workers is how much the other processes on the machine stretched
+    their work; the simulator uses it as the machine's speed during that row."""
+    cpu = wait = 0
+    for pid in _group_pids(pgid):
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+            except OSError:
+                continue
+            cpu += int(fields[0])
+            wait += int(fields[1])
+    return cpu / 1e9, wait / 1e9
 
 
 @dataclass(slots=True)

@@ -38,6 +38,8 @@ baseline that completed the most. Each run's CPU seconds are recorded (``runs[].
 Output (``--out DIR``): ``cluster.json`` with ``saga.tct_ratio_vs_best_baseline`` (production, paired
 geomean over the headline scenarios, against the baseline closest to SAGA) and
 ``headline.<load point>.<baseline>.{geomean,ratio_of_means}``; ``throughput.<load point>``;
+``bounds.<load point>.<baseline>.{saga_no_wait,alone}.{geomean,ratio_of_means}`` (labelled ceilings
+from SAGA's own runs: its tasks with zero hold/queue/pre-fill time, and alone on an idle replica);
 ``cluster.md``; ``cluster_tct.png``.
 """
 
@@ -68,6 +70,8 @@ from saga_sgl.sim.policies import RowSpec, build_row
 from saga_sgl.sim.run import simulate
 from saga_sgl.sim.workloads import Workload, WorkloadSpec, generate
 
+PER_TASK_KEYS = ("tct", "tct_no_wait", "tct_alone")
+"""Per-task maps of a run (in ``runs.jsonl``, not in ``cluster.json``'s run list)."""
 TIME_PARTS = ("held", "queued", "prefill", "decode", "tool")
 """Where a task's time goes (``saga_sgl.sim.metrics.TaskRecord``), mean seconds per counted task."""
 HEADLINE_SCENARIOS = ("swe", "web-history")
@@ -245,6 +249,10 @@ def _job(job: Job) -> dict[str, Any]:
         "window_s": [lo, hi],
         "metrics": metrics,
         "tct": {f"{job.seed}/{t.task_id}": t.tct_s for t in counted},
+        # For the labelled bounds (``bounds``): the same tasks with no hold, queue or pre-fill time
+        # (decode + tool as measured in this run), and alone on an idle replica.
+        "tct_no_wait": {f"{job.seed}/{t.task_id}": t.decode_s + t.tool_s for t in counted},
+        "tct_alone": {f"{job.seed}/{t.task_id}": t.isolated_s for t in counted},
     }
 
 
@@ -266,6 +274,7 @@ def aggregate(results: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
     for r in results:
         groups.setdefault((r["load"], r["scenario"]), {}).setdefault(r["row"], []).append(r)
     points: dict[str, dict[str, Any]] = {}
+    cell_bounds: dict[str, dict[str, dict[str, dict[str, dict[str, float]]]]] = {}
     for (load, scenario), by_row in groups.items():
         tct = {label: {k: v for r in runs for k, v in r["tct"].items()} for label, runs in by_row.items()}
         rows_out: dict[str, Any] = {}
@@ -288,6 +297,8 @@ def aggregate(results: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
                 m["best_baseline"] = best
         order = [r.label for r in (*mode.rows, *mode.ablations)]
         points.setdefault(load, {})[scenario] = {k: rows_out[k] for k in sorted(rows_out, key=order.index)}
+        if "saga" in by_row:
+            cell_bounds.setdefault(load, {})[scenario] = _bounds_of(by_row["saga"], tct, base_labels)
     headline: dict[str, dict[str, dict[str, float]]] = {}
     for load, by_scen in points.items():
         have = [sc for sc in HEADLINE_SCENARIOS if "saga" in by_scen.get(sc, {})]
@@ -301,7 +312,58 @@ def aggregate(results: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
             for b in base_labels
             if all(b in by_scen[sc]["saga"]["vs"] for sc in have)
         }
-    return {"points": points, "headline": headline, "throughput": throughput(points, base_labels)}
+    bounds: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for load, by_scen in cell_bounds.items():
+        have = [sc for sc in HEADLINE_SCENARIOS if sc in by_scen]
+        if not have:
+            continue
+        bounds[load] = {
+            b: {
+                kind: {
+                    "geomean": geomean([by_scen[sc][b][kind]["geomean"] for sc in have]),
+                    "ratio_of_means": geomean([by_scen[sc][b][kind]["ratio_of_means"] for sc in have]),
+                }
+                for kind in BOUND_KINDS
+            }
+            for b in base_labels
+            if all(b in by_scen[sc] for sc in have)
+        }
+    return {
+        "points": points,
+        "headline": headline,
+        "throughput": throughput(points, base_labels),
+        "bounds": bounds,
+        "bounds_by_scenario": cell_bounds,
+    }
+
+
+BOUND_KINDS = {
+    "saga_no_wait": "tct_no_wait",
+    "alone": "tct_alone",
+}
+"""Labelled bounds (oracles, not rows a live system can reach), from the SAGA row's own run:
+``saga_no_wait`` = each task's TCT with its hold, queue and pre-fill time removed (its decode and
+tool time as measured in that run, so at the concurrency SAGA ran it); ``alone`` = each task alone
+on an idle replica (no other task shares it: no scheduler can do better)."""
+
+
+def _bounds_of(
+    saga_runs: list[dict[str, Any]], tct: dict[str, dict[str, float]], base_labels: list[str]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Paired geomean and ratio of means of each baseline's TCT over the bound's TCT, same tasks."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for b in base_labels:
+        if b not in tct:
+            continue
+        out[b] = {}
+        for kind, key in BOUND_KINDS.items():
+            ours = {k: v for r in saga_runs for k, v in r.get(key, {}).items()}
+            ids = sorted(set(tct[b]) & set(ours))
+            out[b][kind] = {
+                "geomean": geomean([tct[b][i] / ours[i] for i in ids]) if ids else math.nan,
+                "ratio_of_means": _ratio_of_means(tct[b], ours),
+            }
+    return out
 
 
 def throughput(points: dict[str, Any], base_labels: list[str]) -> dict[str, dict[str, Any]]:
@@ -341,7 +403,8 @@ def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
         "",
         f"Machine: {header['machine']}. Wall time {header['wall_s']:.0f} s (this invocation) with "
         f"{header['jobs']} processes "
-        f"({header['sim_cpu_s']:.0f} s of CPU in the simulations).",
+        f"({header['sim_cpu_s']:.0f} s of CPU in the simulations, {header['setup_cpu_s']:.0f} s in the "
+        f"serial set-up: about {header['free_cores_wall_s'] / 60:.1f} min on {header['jobs']} free cores).",
         "",
         f"Cluster: {header['replicas']} x {header['replica']}; seeds {header['seeds']}.",
         "",
@@ -358,6 +421,31 @@ def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
     for load, by_b in agg["headline"].items():
         for b, h in sorted(by_b.items(), key=lambda kv: kv[1]["geomean"]):
             lines.append(f"| {load} | {b} | {h['geomean']:.3f} | {h['ratio_of_means']:.3f} |")
+    lines += [
+        "",
+        "## Ceilings: labelled bounds from SAGA's own runs (oracles, not rows a live system can reach)",
+        "",
+        "Against each load point's closest baseline (paired geomean / ratio of means). 'zero hold/queue/"
+        "prefill': SAGA's tasks with only their decode and tool time as measured in the same run (at the "
+        "concurrency SAGA ran them). 'alone': the same tasks alone on an idle replica; no scheduler "
+        "can beat it.",
+        "",
+        "| load point | baseline | SAGA measured | bound: SAGA with zero hold/queue/prefill | bound: alone |",
+        "|---|---|---|---|---|",
+    ]
+    for load, by_b in agg.get("bounds", {}).items():
+        head = agg["headline"].get(load, {})
+        if not head:
+            continue
+        best = min(head, key=lambda b: head[b]["geomean"])
+        if best not in by_b:
+            continue
+        bd, h = by_b[best], head[best]
+        lines.append(
+            f"| {load} | {best} | {h['geomean']:.3f} / {h['ratio_of_means']:.3f} | "
+            f"{bd['saga_no_wait']['geomean']:.3f} / {bd['saga_no_wait']['ratio_of_means']:.3f} | "
+            f"{bd['alone']['geomean']:.3f} / {bd['alone']['ratio_of_means']:.3f} |"
+        )
     lines += [
         "",
         "## Throughput: completed tasks/min in the window (sum over swe + web-history)",
@@ -541,7 +629,7 @@ def run_benchmark(
 ) -> int:
     """Run ``sections`` of ``mode``; write cluster.json, cluster.md and the plot into ``out``. Each run
     is appended to ``out/runs.jsonl`` as it finishes; ``resume`` keeps the runs already there."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     jobs = build_jobs(mode, sections)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "runs.jsonl"
@@ -558,6 +646,7 @@ def run_benchmark(
     jobs.sort(key=lambda j: (j.seed, -(j.wspec.closed_loop_agents * 40 or _workload(j.wspec).num_calls / 10)))
     for j in jobs:
         _workload(j.wspec)
+    setup_cpu = time.process_time() - c0
     missing = len(wanted) - len(results) - len(jobs)
     from tqdm import tqdm
 
@@ -589,6 +678,14 @@ def run_benchmark(
         "wall_s": time.perf_counter() - t0,
         "runs_missing": missing,
         "sim_cpu_s": sum(r["cpu_s"] for r in results),
+        "setup_cpu_s": setup_cpu,
+        # What this invocation would take on ``num_procs`` free cores: the serial set-up (windows,
+        # workloads) plus the runs' CPU spread over the processes (the longest run as the floor).
+        "free_cores_wall_s": setup_cpu
+        + max(
+            sum(r["cpu_s"] for r in results) / num_procs,
+            max((r["cpu_s"] for r in results), default=0.0),
+        ),
         "rows": {r.label: r.description for r in (*mode.rows, *mode.ablations)},
         "command": " ".join(sys.argv),
     }
@@ -600,11 +697,12 @@ def run_benchmark(
         flat["saga.best_baseline"] = best
     flat["headline"] = agg["headline"]
     flat["throughput"] = agg["throughput"]
+    flat["bounds"] = agg["bounds"]
     doc = {
         "header": header,
         **flat,
         "results": agg["points"],
-        "runs": [{k: v for k, v in r.items() if k != "tct"} for r in results],
+        "runs": [{k: v for k, v in r.items() if k not in PER_TASK_KEYS} for r in results],
     }
     (out / "cluster.json").write_text(json.dumps(doc, indent=1, default=str))
     (out / "cluster.md").write_text(markdown(agg, header))

@@ -9,7 +9,14 @@ Rows (each a router + worker eviction policy; every row replays the identical ag
 * ``saga``: the saga router (``--policy saga``: workflow scheduler) + workers with the saga plugin;
 * ``saga-router saga + LRU``: the saga router's full scheduling on stock LRU workers (what the plugin's
   eviction adds is the difference to ``saga``);
-* ``saga-router <baseline> + LRU``: the saga router running each of its baseline policies.
+* ``saga-router <baseline> + LRU``: the saga router running each of its baseline policies;
+* ``saga, CPU-priced`` (only with ``--cpu-cost-profile``): ``saga`` whose scheduler prices calls with the
+  CPU workers' calibration (``benchmarks/calibrate_cpu.py``) instead of the GPU default, until it has
+  measured the workers' pre-fill rate and for every decode estimate;
+* ``saga, events-only index``: ``saga`` with the router's prefix index fed by the workers' KV events
+  alone (``--no-routed-overlay``), without the prompts routed since a worker's last publish: what
+  the events' lag costs. Every saga-router row reports how many of its placements' prefix lookups
+  found the events behind the router (stale lookups, from the router's ``/server_info``).
 
 The workload is ``saga_sgl.agents.run_agents`` (coding, browser and tree-of-thought DSL agents, shapes
 and tool latencies drawn from the workload model, tool gaps really slept, scaled by --time-scale).
@@ -52,6 +59,7 @@ import logging
 import math
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -68,7 +76,15 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._cluster_stats import geomean, paired_ratio
-from benchmarks._live_meters import LogCursor, group_cpu_s, router_actions, worker_activity
+from benchmarks._live_meters import (
+    LogCursor,
+    busiest_thread_delta,
+    group_cpu_s,
+    group_sched_s,
+    router_actions,
+    thread_sched_s,
+    worker_activity,
+)
 from benchmarks._machine import cpu_model
 from saga_sgl.agents.common import AgentScale
 from saga_sgl.agents.workload import run_agents
@@ -87,6 +103,8 @@ from saga_sgl.local_workers import TINY_MODEL_DIR, start_worker
 log = logging.getLogger("live")
 
 OURS = "saga"
+EVENTS_ONLY = "saga, events-only index"
+CPU_PRICED = "saga, CPU-priced"
 REQUEST_LOG_ARGS = ("--log-requests", "--log-requests-level", "0", "--log-requests-format", "json")
 
 
@@ -97,9 +115,11 @@ class Row:
     """'sglang' (sglang-router 0.3.2) or 'saga'."""
     policy: str
     eviction: str
+    router_flags: tuple[str, ...] = ()
+    """Extra flags of the saga router (an ablation)."""
 
 
-def rows(quick: bool) -> list[Row]:
+def rows(quick: bool, cpu_priced: bool = False) -> list[Row]:
     out = [
         Row("sglang-router cache_aware + LRU", "sglang", "cache_aware", "lru"),
         Row("sglang-router round_robin + LRU", "sglang", "round_robin", "lru"),
@@ -109,7 +129,25 @@ def rows(quick: bool) -> list[Row]:
     ]
     baselines = ["cache_aware"] if quick else ["cache_aware", "round_robin", "consistent_hash"]
     out += [Row(f"saga-router {b} + LRU", "saga", b, "lru") for b in baselines]
+    if not quick:
+        out.append(Row(EVENTS_ONLY, "saga", "saga", "saga", ("--no-routed-overlay",)))
+    if cpu_priced:
+        out.append(Row(CPU_PRICED, "saga", "saga", "saga"))
     return out
+
+
+def cpu_cost_model(profile_path: Path) -> dict[str, float]:
+    """The scheduler's ``linear`` cost-model coefficients from a CPU profile (``calibrate_cpu.py``'s
+    fit): pre-fill = k0 + k1 q + c_attn q (P + q/2); a decode step = c(1) + a x context."""
+    profile = json.loads(profile_path.read_text())
+    fit = profile["fit"]
+    return {
+        "prefill_fixed_s": fit["k0_s"],
+        "prefill_per_token_s": fit["k1_s"],
+        "prefill_attn_s_per_token2": profile["prefill_attn_s_per_token2"],
+        "decode_step_s": fit["d0_s"] + fit["d1_s"],
+        "decode_kv_read_s_per_token": profile["decode_attn_s_per_kv_token"],
+    }
 
 
 def model_dir(out: Path, hidden: int, layers: int) -> Path:
@@ -186,6 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="settings of the plugin workers' eviction policy (an ablation), e.g. "
         '\'{"decay_s": 6.0}\'; said in the title',
     )
+    p.add_argument(
+        "--cpu-cost-profile",
+        type=Path,
+        default=None,
+        metavar="CPU_PROFILE_JSON",
+        help="add the row 'saga, CPU-priced': the saga router's scheduler prices calls with this CPU "
+        "calibration (benchmarks/results/cpu_profile.json) instead of its GPU default",
+    )
     p.add_argument("--max-steps", type=int, default=8, help="cap on LLM calls per agent loop (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="cap on tokens per generation (default 16)")
     p.add_argument(
@@ -203,7 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="agent kinds, comma-separated, of coding/browser/tot (default coding,browser: the chains "
         "the simulator can replay)",
     )
-    p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
+    p.add_argument(
+        "--rows",
+        default=None,
+        help="row names to run, comma-separated, or semicolon-separated when a name has a comma "
+        "(default: all)",
+    )
     p.add_argument("--out", type=Path, default=Path("out/live"), help="output directory (default out/live)")
     p.add_argument(
         "--report-only",
@@ -251,7 +302,9 @@ def saga_router_args(row: Row, args: argparse.Namespace) -> tuple[str, ...]:
         config["tool_latency"] = {"prior_scale": args.time_scale}
     if row.policy == "saga":
         config.update(args.saga_scheduler_config)
-    return ("--scheduler-config", json.dumps(config)) if config else ()
+    if row.name == CPU_PRICED:
+        config["cost_model"] = cpu_cost_model(args.cpu_cost_profile)
+    return (*(("--scheduler-config", json.dumps(config)) if config else ()), *row.router_flags)
 
 
 def run_row(
@@ -283,6 +336,8 @@ def run_row(
     try:
         router.wait_ready(len(urls), timeout_s=90)
         cpu0 = {url: group_cpu_s(w.process.pid) for url, w in every_worker.items()}
+        sched0 = {url: group_sched_s(every_worker[url].process.pid) for url in urls}
+        threads0 = {url: thread_sched_s(every_worker[url].process.pid) for url in urls}
         router_cpu0 = group_cpu_s(router.process.pid)
         t0 = time.monotonic()
         backend = SagaEndpoint(router.url)
@@ -300,6 +355,12 @@ def run_row(
         wall = time.monotonic() - t0
         router_cpu = group_cpu_s(router.process.pid) - router_cpu0
         worker_cpu = {url: group_cpu_s(w.process.pid) - cpu0[url] for url, w in every_worker.items()}
+        sched = [
+            [a - b for a, b in zip(group_sched_s(every_worker[url].process.pid), sched0[url], strict=True)]
+            for url in urls
+        ]
+        engine = [busiest_thread_delta(threads0[url], thread_sched_s(every_worker[url].process.pid))
+                  for url in urls]
         out = []
         for r in results:
             rec = backend.recorded(r.workflow_id)
@@ -338,11 +399,19 @@ def run_row(
                 }
             )
         cluster.check()
+        lag = prefix_lag(router.url) if row.router == "saga" else None
         activity = {url: worker_activity(c.read_new()) for url, c in cursors.items()}
         attribution = {
             "wall_s": wall,
             "router_cpu_s": router_cpu,
             "worker_cpu_s": worker_cpu,
+            # the row's workers: seconds on a core, seconds runnable but waiting for one (other load)
+            "worker_sched_s": {
+                "cpu": sum(c for c, _ in sched),
+                "wait": sum(w for _, w in sched),
+                "engine_cpu": sum(c for c, _ in engine),
+                "engine_wait": sum(w for _, w in engine),
+            },
             "row_workers": urls,
             "worker_requests": {url: dict(a.requests) for url, a in activity.items()},
             "worker_prefill": {
@@ -356,10 +425,23 @@ def run_row(
             "worker_switches": worker_switches({url: a.rids for url, a in activity.items()}, out),
             "first_worker": first_workers({url: a.rids for url, a in activity.items()}),
             "router_actions": dataclasses.asdict(router_actions(router_log.read_new())),
+            "prefix_lag": lag,
         }
         return out, attribution
     finally:
         router.stop()
+
+
+def prefix_lag(router_url: str) -> dict[str, Any] | None:
+    """The saga router's count of prefix lookups that found a worker's KV events behind what it had
+    routed there (``router/routed_overlay.py``); None from a router that does not report it."""
+    try:
+        info = http_json("GET", router_url + "/server_info", None, timeout_s=10)
+    except Exception as exc:  # the row's figures stand without it
+        log.warning("router %s: no prefix-lag figures (%s)", router_url, exc)
+        return None
+    lag = info.get("prefix_lag") if isinstance(info, dict) else None
+    return lag if isinstance(lag, dict) else None
 
 
 def first_workers(rids_by_worker: dict[str, list[str]]) -> dict[str, str]:
@@ -487,6 +569,13 @@ def summarize_attribution(
             "prefills_done": sum(a["router_actions"]["prefills_done"] for a in rows),
             "admission_holds": sum(a["router_actions"]["admission_holds"] for a in rows),
             "preemptions_applied": sum(a["router_actions"]["preemptions"].get("applied", 0) for a in rows),
+            "worker_sched_cpu_s": sum((a.get("worker_sched_s") or {}).get("cpu", 0.0) for a in rows),
+            "worker_sched_wait_s": sum((a.get("worker_sched_s") or {}).get("wait", 0.0) for a in rows),
+            "engine_sched_cpu_s": sum((a.get("worker_sched_s") or {}).get("engine_cpu", 0.0) for a in rows),
+            "engine_sched_wait_s": sum((a.get("worker_sched_s") or {}).get("engine_wait", 0.0) for a in rows),
+            "prefix_lookups": sum((a.get("prefix_lag") or {}).get("lookups", 0) for a in rows),
+            "prefix_stale_lookups": sum((a.get("prefix_lag") or {}).get("stale_lookups", 0) for a in rows),
+            "prefix_stale_tokens": sum((a.get("prefix_lag") or {}).get("stale_tokens", 0) for a in rows),
         }
     return out
 
@@ -501,13 +590,19 @@ def attribution_markdown(att: dict[str, Any]) -> str:
         "generations); own context missed = tokens of a workflow's previous context that its next call "
         "did not find cached (calls missing > 50 tokens; evicted in the tool gap, or moved); outside "
         "worker = client latency - the worker's own e2e latency per call (router and transit); "
-        "moved = workflows whose calls ran on more than one worker (switches).",
+        "moved = workflows whose calls ran on more than one worker (switches); stale lookups = the saga "
+        "router's placement lookups in which a worker's KV events showed less of the prompt than the "
+        "router had routed there since their last publish (tokens hidden by the lag; '-': sglang-router "
+        "or a baseline policy that does not look); stretch = (on-CPU + runnable-but-waiting) / on-CPU "
+        "seconds of each worker's busiest thread, its scheduler (all its threads' in brackets; "
+        "schedstat): how much the machine's other load slowed the engine.",
         "",
         "| row | wall s | router CPU s | worker CPU s | /generate | /v1/loads | /health | other requests | "
         "prefilled tokens | own context missed tokens (calls) | outside worker median / mean ms | "
         "worker queue mean s | worker e2e mean s | "
-        "moved (switches) | steals (rebuilt tokens) | preemptions applied |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "moved (switches) | steals (rebuilt tokens) | preemptions applied | stale lookups / lookups "
+        "(tokens hidden) | stretch |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, a in att.items():
         req = dict(a["worker_requests"])
@@ -524,9 +619,26 @@ def attribution_markdown(att: dict[str, Any]) -> str:
             f"{a['outside_worker_mean_ms']:.1f} | {a['worker_queue_mean_s']:.2f} | "
             f"{a['worker_e2e_mean_s']:.2f} | {a['workflows_moved']}/{a['workflows']} "
             f"({a['worker_switches']}) | {a['steals']} ({a['steal_rebuild_tokens']}) | "
-            f"{a['preemptions_applied']} |"
+            f"{a['preemptions_applied']} | {stale_cell(a)} | {stretch_cell(a)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def stretch_cell(a: dict[str, Any]) -> str:
+    """Engine thread's stretch (all threads' in brackets); '-' where the run predates it."""
+    cpu = a.get("worker_sched_cpu_s") or 0.0
+    if cpu <= 0:
+        return "-"
+    group = f"{(cpu + a['worker_sched_wait_s']) / cpu:.2f}"
+    ecpu = a.get("engine_sched_cpu_s") or 0.0
+    return f"{(ecpu + a['engine_sched_wait_s']) / ecpu:.2f} ({group})" if ecpu > 0 else f"- ({group})"
+
+
+def stale_cell(a: dict[str, Any]) -> str:
+    if not a.get("prefix_lookups"):
+        return "-"
+    return (f"{a['prefix_stale_lookups']} / {a['prefix_lookups']} "
+            f"({a['prefix_stale_lookups'] / a['prefix_lookups']:.0%}; {a['prefix_stale_tokens']})")
 
 
 def markdown(table: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -599,11 +711,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.report_only is not None:
         return report_only(args.report_only, args.out)
+    # SIGTERM (a background run has SIGINT ignored) unwinds like Ctrl-C: every worker is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.seeds, args.agents = min(args.seeds, 1), min(args.agents, 8)
-    selected = rows(args.quick)
+    selected = rows(args.quick, cpu_priced=args.cpu_cost_profile is not None)
     if args.rows:
-        wanted = [n.strip() for n in args.rows.split(",")]
+        wanted = [n.strip() for n in args.rows.split(";" if ";" in args.rows else ",")]
         unknown = set(wanted) - {r.name for r in selected}
         if unknown:
             raise SystemExit(f"--rows: unknown {sorted(unknown)}; known: {[r.name for r in selected]}")

@@ -19,8 +19,21 @@ Inputs: a live run (``benchmarks/live.py``'s ``live.json``) and a CPU profile
 * the rows: each live row mapped to the simulator's row with the same placement and eviction
   (sglang-router's cache_aware and our router's cache_aware are the same policy to the simulator).
 
+* the machine's load, per run: the live workers share a 2-core VM with other processes, which stretch
+  every forward pass; ``live.py`` records, per (row, seed), the row's worker threads' on-CPU and
+  run-queue-wait seconds (``schedstat``), and the simulator runs that (row, seed) with every cost
+  term multiplied by the stretch (cpu + wait) / cpu (``--speed stretch``, the default when the live
+  run has it and the profile is load-free). It is what the kernel says the other load cost those
+  workers, the same measure for every row; the simulator still decides placement, batching and
+  eviction itself. ``--speed probe`` is the older single factor (the live run's idle probe),
+  ``--speed none`` the profile as measured.
+
 Reported per row: live and simulated mean TCT, their ratio error, both "x saga" ratios and the ratio
-error between them, cached-token ratios, and whether the ranking of rows by mean TCT agrees.
+error between them, cached-token ratios, and whether the ranking of rows by mean TCT agrees; and a
+breakdown of each task's time (per task, mean seconds): engine service (live: the worker's e2e
+latency less its queue time; sim: prefill + decode), queue (live: the worker's queue time; sim:
+queued + held), the rest (tools, transit, router), and worker seconds (live: on-CPU seconds of the
+row's workers; sim: busy seconds at the run's speed over the stretch, i.e. unloaded seconds).
 """
 
 from __future__ import annotations
@@ -99,8 +112,8 @@ def live_saga_row() -> RowSpec:
 
 
 def sim_row_for(name: str) -> RowSpec:
-    if name == "saga":
-        return live_saga_row()
+    if name == "saga" or name.startswith("saga, "):  # ablations of the live router only (the
+        return dataclasses.replace(live_saga_row(), label=name)  # simulator's index has no lag)
     if name == "saga-router saga + LRU":  # the saga router's scheduling on stock LRU workers
         return dataclasses.replace(live_saga_row(), label=name, eviction="lru")
     placement = name.split()[1]
@@ -305,27 +318,62 @@ def simulate(
     return Cluster(workload, build_row(row, seed), settings, cost_model=cost).run()
 
 
-def compare(live: dict[str, Any], profile: dict[str, Any], *, correct_speed: bool = True) -> dict[str, Any]:
+def run_stretch(live: dict[str, Any]) -> dict[tuple[str, int], float]:
+    """(row, seed) -> (cpu + wait) / cpu of that run's engine threads (each worker's busiest thread),
+    or of all the workers' threads in runs that predate the engine figures (that over-counts threads
+    waiting side by side); empty when the live run has neither."""
+    out = {}
+    for run in live.get("runs", []):
+        sched = run.get("worker_sched_s") or {}
+        key = (run["row"], int(run["seed"]))
+        if sched.get("engine_cpu", 0) > 0:
+            out[key] = (sched["engine_cpu"] + sched["engine_wait"]) / sched["engine_cpu"]
+        elif sched.get("cpu", 0) > 0:
+            out[key] = (sched["cpu"] + sched["wait"]) / sched["cpu"]
+    return out
+
+
+def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = "auto") -> dict[str, Any]:
     meta = live["meta"]
     tokens = Tokens()
-    speed = speed_factor(profile, meta, tokens) if correct_speed else 1.0
+    stretch = run_stretch(live)
+    load_free = "load-free" in str(profile.get("meta", {}).get("timing", ""))
+    if speed_mode == "auto":
+        speed_mode = "stretch" if stretch and load_free else "probe"
+    if speed_mode == "stretch" and not stretch:
+        raise SystemExit("--speed stretch: this live run has no worker_sched_s (rerun live.py)")
+    speed = speed_factor(profile, meta, tokens) if speed_mode == "probe" else 1.0
+
+    def run_speed(name: str, seed: int) -> float:
+        return stretch.get((name, seed), 1.0) if speed_mode == "stretch" else speed
+
     overhead = profile["request_overhead_s"] * speed
     names = list(dict.fromkeys(a["row"] for a in live["agents"]))
     sim_tct: dict[str, dict[str, float]] = {n: {} for n in names}
     sim_cached: dict[str, list[float]] = {n: [0.0, 0.0] for n in names}
     sim_steals: dict[str, float] = {n: 0.0 for n in names}
+    sim_parts: dict[str, dict[str, list[float]]] = {
+        n: {"service": [], "queue": [], "rest": []} for n in names
+    }
+    sim_busy: dict[str, float] = {n: 0.0 for n in names}
     sim_prompt_by_task: dict[str, int] = {}
     seeds = sorted({a["seed"] for a in live["agents"]})
     for seed in tqdm(seeds, desc="simulating seeds"):
-        wl = live_workload(meta, seed, tokens, overhead)
-        for t in wl.tasks:
-            sim_prompt_by_task[t.task_id] = sum(c.prompt_tokens for c in t.calls)
         for name in names:
-            res = simulate(wl, sim_row_for(name), profile, meta, seed, speed)
+            s_run = run_speed(name, seed)
+            o_run = profile["request_overhead_s"] * s_run
+            wl = live_workload(meta, seed, tokens, o_run)
+            for t in wl.tasks:
+                sim_prompt_by_task[t.task_id] = sum(c.prompt_tokens for c in t.calls)
+            res = simulate(wl, sim_row_for(name), profile, meta, seed, s_run)
             # Each call also pays the request overhead once outside the engine: the tool gaps carry it
             # between calls; add the last call's here.
             for rec in res.tasks:
-                sim_tct[name][rec.task_id] = rec.tct_s + overhead
+                sim_tct[name][rec.task_id] = rec.tct_s + o_run
+                sim_parts[name]["service"].append(rec.prefill_s + rec.decode_s)
+                sim_parts[name]["queue"].append(rec.queued_s + rec.held_s)
+                sim_parts[name]["rest"].append(rec.tool_s + o_run)
+            sim_busy[name] += res.counters["busy_frac"] * res.end_s * meta["workers"] / s_run
             sim_cached[name][0] += res.counters["hit_tokens"]
             sim_cached[name][1] += res.counters["prompt_tokens"]
             sim_steals[name] += res.counters.get("steals", 0.0)
@@ -336,6 +384,8 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, correct_speed: boo
             live_tct[a["row"]][a["workflow_id"]] = a["tct_s"]
             live_prompt_by_task.setdefault(a["workflow_id"], a["prompt_tokens"])
     out: dict[str, Any] = {"rows": {}}
+    live_cpu = {n: sum(sum(v for u, v in run["worker_cpu_s"].items() if u in run["row_workers"])
+                       for run in live.get("runs", []) if run["row"] == n) for n in names}
     for name in names:
         common = sorted(set(live_tct[name]) & set(sim_tct[name]))
         lm = statistics.fmean(live_tct[name][k] for k in common) if common else math.nan
@@ -351,6 +401,11 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, correct_speed: boo
             if sim_cached[name][1]
             else math.nan,
             "sim_steals": sim_steals[name],
+            "live_parts_s": live_parts(live["agents"], name),
+            "sim_parts_s": {k: statistics.fmean(v) if v else math.nan for k, v in sim_parts[name].items()},
+            "live_worker_cpu_s": live_cpu.get(name, math.nan),
+            "sim_worker_busy_unloaded_s": sim_busy[name],
+            "stretch": [stretch[(name, sd)] for sd in seeds if (name, sd) in stretch],
         }
     ref = out["rows"].get("saga")
     for r in out["rows"].values():
@@ -369,7 +424,24 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, correct_speed: boo
     )
     out["request_overhead_s"] = overhead
     out["speed_factor"] = speed
+    out["speed_mode"] = speed_mode
     return out
+
+
+def live_parts(agents: list[dict[str, Any]], name: str) -> dict[str, float]:
+    """Per task, mean seconds: engine service (e2e - queue), queue, and the rest of its TCT."""
+    service, queue, rest = [], [], []
+    for a in agents:
+        if a["row"] != name or a["error"] or not a.get("call_times"):
+            continue
+        times = [t for t in a["call_times"] if t[1] is not None]
+        sv = sum(e - (q or 0.0) for _, e, q in times)
+        qu = sum(q or 0.0 for _, _, q in times)
+        service.append(sv)
+        queue.append(qu)
+        rest.append(a["tct_s"] - sv - qu)
+    return {k: statistics.fmean(v) if v else math.nan
+            for k, v in (("service", service), ("queue", queue), ("rest", rest))}
 
 
 def markdown(res: dict[str, Any], live_path: Path, profile_path: Path) -> str:
@@ -378,8 +450,14 @@ def markdown(res: dict[str, Any], live_path: Path, profile_path: Path) -> str:
         "",
         "Workload bridge check: simulated prompt tokens / live prompt tokens = "
         f"{res['prompt_tokens_sim_over_live']:.3f}; per-request overhead "
-        f"{res['request_overhead_s'] * 1e3:.0f} ms; speed factor {res['speed_factor']:.2f} (the live run's "
-        "idle probe / the profile's prediction of it; 1.00 = uncorrected).",
+        f"{res['request_overhead_s'] * 1e3:.0f} ms (unloaded); speed: "
+        + (
+            "per run, the live workers' stretch (cpu + run-queue wait) / cpu (column 'stretch')"
+            if res.get("speed_mode") == "stretch"
+            else f"{res['speed_factor']:.2f} for every run ({res.get('speed_mode', 'probe')}: the live run's "
+            "idle probe / the profile's prediction of it; 1.00 = uncorrected)"
+        )
+        + ".",
         f"Ranking by mean TCT: live {res['ranking']['live']}; sim {res['ranking']['sim']}; "
         f"same: {res['ranking']['same']}.",
         "",
@@ -395,6 +473,26 @@ def markdown(res: dict[str, Any], live_path: Path, profile_path: Path) -> str:
             f"{r.get('x_saga_ratio_error', math.nan):+.1%} | {r['live_cached_token_ratio']:.1%} | "
             f"{r['sim_cached_token_ratio']:.1%} |"
         )
+    lines += [
+        "",
+        "Where the time goes, per task (mean s, live / sim): service = engine prefill + decode (live: "
+        "worker e2e - queue), queue = waiting at the worker (sim: + admission holds), rest = tools, "
+        "transit, router; worker s = live on-CPU seconds of the row's workers / simulated busy seconds "
+        "unloaded (summed over seeds); stretch per seed.",
+        "",
+        "| row | service | queue | rest | worker s | stretch |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, r in res["rows"].items():
+        lp, sp = r.get("live_parts_s") or {}, r.get("sim_parts_s") or {}
+        cells = " | ".join(
+            f"{lp.get(k, math.nan):.2f} / {sp.get(k, math.nan):.2f}" for k in ("service", "queue", "rest")
+        )
+        stretch = ", ".join(f"{x:.2f}" for x in r.get("stretch", [])) or "-"
+        lines.append(
+            f"| {name} | {cells} | {r.get('live_worker_cpu_s', math.nan):.0f} / "
+            f"{r.get('sim_worker_busy_unloaded_s', math.nan):.0f} | {stretch} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -409,9 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("out/sim_fidelity"), help="output directory")
     p.add_argument(
-        "--no-speed-correction",
-        action="store_true",
-        help="use the profile as measured (default: scale it by the live run's idle probe, see speed_factor)",
+        "--speed",
+        choices=("auto", "stretch", "probe", "none"),
+        default="auto",
+        help="machine-load correction: 'stretch' = per (row, seed) the live workers' (cpu + run-queue "
+        "wait) / cpu; 'probe' = one factor from the live run's idle probe (speed_factor); 'none' = the "
+        "profile as measured; 'auto' (default) = stretch when the live run recorded it and the profile "
+        "is load-free, else probe",
     )
     return p
 
@@ -423,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("hidden_size", "layers"):
         if live["meta"][key] != profile["meta"][key]:
             raise SystemExit(f"{key}: live run {live['meta'][key]} but profile {profile['meta'][key]}")
-    res = compare(live, profile, correct_speed=not args.no_speed_correction)
+    res = compare(live, profile, speed_mode=args.speed)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sim_fidelity.json").write_text(json.dumps(res, indent=2))
     md = markdown(res, args.live, args.profile)

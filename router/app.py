@@ -7,6 +7,7 @@ here decides where a call goes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import uuid
@@ -136,6 +137,8 @@ async def get_server_info(request: web.Request) -> web.Response:
             "policy": service.host.name,
             "vocab_size": service.vocab_size,
             "exact_prefix_index": {r.url: r.kv_events_exact for r in service.registry},
+            "routed_not_published": {r.url: service.prefixes.pending(r.worker_id) for r in service.registry},
+            "prefix_lag": dataclasses.asdict(service.prefixes.lag),
         }
     )
 
@@ -269,6 +272,10 @@ async def delete_worker(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
+    lag = service.prefixes.lag
+    service.metrics.prefix_lookups.labels("all").set(lag.lookups)
+    service.metrics.prefix_lookups.labels("stale").set(lag.stale_lookups)
+    service.metrics.prefix_stale_tokens.set(lag.stale_tokens)
     return web.Response(body=service.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
 

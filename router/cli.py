@@ -72,6 +72,9 @@ def parser() -> argparse.ArgumentParser:
                    help="period of /v1/loads polling (stealing's 100 ms idle trigger needs <= 0.05)")
     g.add_argument("--no-kv-events", action="store_true",
                    help="do not subscribe to workers' KV events; use the approximate prefix index")
+    g.add_argument("--no-routed-overlay", action="store_true",
+                   help="match prompts against the workers' KV events alone, without the prompts routed "
+                   "there since their last publish (an ablation: the events lag by up to a call)")
 
     g = p.add_argument_group("health checks, retries and limits")
     g.add_argument("--health-failure-threshold", type=int, default=3,
@@ -146,6 +149,7 @@ def config_from_args(args: argparse.Namespace) -> RouterConfig:
         load_poll_interval_secs=args.load_poll_interval_secs,
         epoch_interval_secs=args.epoch_interval_secs,
         kv_events=not args.no_kv_events,
+        routed_overlay=not args.no_routed_overlay,
         scheduler_config=scheduler_config,
     )
 

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from saga_sgl.errors import InvalidSettings, MalformedMessage, NoEligibleWorker, UnknownWorkflow
+from saga_sgl.policy import registry
+from saga_sgl.policy.interfaces import CostModel
 from saga_sgl.policy.settings import load_settings
 from saga_sgl.policy.views import AgentType, TenantId, WorkerId, WorkerView, WorkflowId
 from saga_sgl.protocol import (
@@ -85,7 +87,8 @@ def scheduler_settings(policy: str, config: Mapping[str, Any]) -> SchedulerSetti
 class SchedulerHost:
     """The router's side of ``WorkflowScheduler``: events in, actions carried out."""
 
-    def __init__(self, service: RouterService, settings: SchedulerSettings, name: str) -> None:
+    def __init__(self, service: RouterService, settings: SchedulerSettings, name: str,
+                 cost_model: CostModel | None = None) -> None:
         self.name = name
         self._service = service
         self._is_baseline = name != SAGA_POLICY
@@ -97,6 +100,7 @@ class SchedulerHost:
             clock=service.clock,
             worker_source=service.worker_views,
             prefix_lookup=self,
+            cost_model=cost_model,
         )
         self._wants_prefix = settings.placement == "cache_aware"
         self._calls: dict[str, Call] = {}
@@ -345,10 +349,22 @@ class SchedulerHost:
                 f"({urgency(a.workflow_id)}) past the preemption delay")
 
 
+COST_MODEL_KEY = "cost_model"
+"""``--scheduler-config`` key: coefficients of the scheduler's ``linear`` cost model (what a call
+costs before the router has measured the workers' pre-fill rate, and every decode estimate).
+Default: the GPU fit (Llama-3-8B on an H100); CPU workers are 10-20x slower and decode-vs-prefill
+weighted differently, so a CPU cluster passes its calibration (``benchmarks/live.py`` does)."""
+
+
 def make_host(service: RouterService) -> SchedulerHost:
     config = service.config
-    settings = scheduler_settings(config.policy, _policy_config(config))
-    return SchedulerHost(service, settings, config.policy)
+    extra = _policy_config(config)
+    cost = extra.pop(COST_MODEL_KEY, None)
+    if cost is not None and not isinstance(cost, Mapping):
+        raise InvalidSettings(f"--scheduler-config {COST_MODEL_KEY}: expected an object, got {cost!r}")
+    settings = scheduler_settings(config.policy, extra)
+    model = registry.create_cost_model("linear", cost) if cost is not None else None
+    return SchedulerHost(service, settings, config.policy, cost_model=model)
 
 
 def _policy_config(config: Any) -> dict[str, Any]:

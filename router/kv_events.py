@@ -40,6 +40,7 @@ class KvEventSubscriber:
         index: ExactPrefixIndex,
         replay_endpoint: str | None = None,
         on_gap: Callable[[str], None] | None = None,
+        on_batch: Callable[[], None] | None = None,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
         self.worker = worker
@@ -48,6 +49,8 @@ class KvEventSubscriber:
         self.index = index
         self.replay_endpoint = replay_endpoint
         self._on_gap = on_gap
+        self._on_batch = on_batch
+        """Called after each applied batch (the catalog reconciles its routed-prompt overlay)."""
         self._context = context or zmq.asyncio.Context.instance()
         self.last_seq: int | None = None
         self.batches = 0
@@ -93,6 +96,8 @@ class KvEventSubscriber:
         if isinstance(stamp, (int, float)):
             self.index.published_at_s = max(float(stamp), self.index.published_at_s or 0.0)
         self.batches += 1
+        if self._on_batch is not None:
+            self._on_batch()
 
     async def _resync(self, expected: int, got: int) -> None:
         self.gaps += 1

@@ -7,17 +7,23 @@ plus hash -> block for removal. A prompt's cached prefix on a worker is the dept
 that trie, in whole blocks, which is exactly what the worker's radix cache will match.
 
 Workers that publish no events get the policy core's approximate index instead (what the router
-sent there, never what was evicted); :class:`PrefixCatalog` hides which one a worker has.
+sent there, never what was evicted); :class:`PrefixCatalog` hides which one a worker has. Over an
+exact index it lays the prompts routed there since the worker last published
+(:mod:`router.routed_overlay`), so the events' lag does not hide what the router just sent.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from saga_sgl.policy.placement.prefix_index import ApproxPrefixIndex
 from saga_sgl.policy.views import WorkerId
+
+from .routed_overlay import RoutedOverlay
 
 log = logging.getLogger(__name__)
 
@@ -140,20 +146,41 @@ class ExactPrefixIndex:
             self.clear()
 
 
+@dataclass(slots=True)
+class LagStats:
+    """How often a placement's prefix lookup found the exact index behind the router (the events'
+    lag): a lookup is stale when, on some worker, the overlay matched more than the events showed."""
+
+    lookups: int = 0
+    stale_lookups: int = 0
+    stale_tokens: int = 0
+    """Prompt tokens the events did not show yet, summed over stale (lookup, worker) pairs."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Overlay entries handed over to the events, by reason (stored / described / aged)."""
+
+
 class PrefixCatalog:
     """Cached-prefix lengths of a prompt on every worker, exact where events flow, else approximate."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, overlay: bool = True, wall_clock: Callable[[], float] = time.time) -> None:
+        """``overlay`` False: matches come from the events alone (the overlay is still kept, to
+        measure how stale they were)."""
         self._exact: dict[WorkerId, ExactPrefixIndex] = {}
         self._approx = ApproxPrefixIndex()
+        self._use_overlay = overlay
+        self._overlay: dict[WorkerId, RoutedOverlay] = {}
+        self._wall = wall_clock
+        self.lag = LagStats()
 
     def use_exact(self, worker: WorkerId, block_size: int) -> ExactPrefixIndex:
         index = ExactPrefixIndex(block_size)
         self._exact[worker] = index
+        self._overlay[worker] = RoutedOverlay()
         self._approx.remove_tenant(worker)
         return index
 
     def use_approximate(self, worker: WorkerId) -> None:
+        self._overlay.pop(worker, None)
         if self._exact.pop(worker, None) is not None:
             log.warning("worker %s: exact prefix index dropped, back to the approximate index", worker)
 
@@ -167,21 +194,64 @@ class PrefixCatalog:
 
     def forget(self, worker: WorkerId) -> None:
         self._exact.pop(worker, None)
+        self._overlay.pop(worker, None)
         self._approx.remove_tenant(worker)
 
-    def routed(self, worker: WorkerId, tokens: Sequence[int]) -> None:
-        """A prompt was sent to ``worker``: the approximate index assumes it is now cached there."""
-        if tokens and worker not in self._exact:
+    def routed(self, worker: WorkerId, tokens: Sequence[int], key: str | None = None) -> None:
+        """A prompt was sent to ``worker`` (``key``: that forward, to say when it ended)."""
+        if not tokens:
+            return
+        if worker not in self._exact:
             self._approx.insert(tokens, worker)
+            return
+        overlay = self._overlay.get(worker)
+        if overlay is not None and key is not None:  # kept even when unused: the lag is still measured
+            overlay.add(key, tokens, self._wall())
+
+    def ended(self, worker: WorkerId, key: str) -> None:
+        """The forward ``key`` to ``worker`` answered or failed."""
+        overlay = self._overlay.get(worker)
+        if overlay is not None:
+            overlay.ended(key, self._wall())
+
+    def published(self, worker: WorkerId) -> None:
+        """A KV-event batch of ``worker`` was applied: drop the overlay entries it now describes."""
+        index = self._exact.get(worker)
+        overlay = self._overlay.get(worker)
+        if index is None or not overlay:
+            return
+        dropped = overlay.reconcile(index.published_at_s, index.match, index.block_size, self._wall())
+        for reason, n in dropped.items():
+            self.lag.dropped[reason] = self.lag.dropped.get(reason, 0) + n
+        if dropped:
+            log.debug("worker %s: routed prompts now described by its KV events: %s", worker, dict(dropped))
+
+    def pending(self, worker: WorkerId) -> int:
+        """Prompts routed to ``worker`` that its KV events do not describe yet."""
+        overlay = self._overlay.get(worker)
+        return 0 if overlay is None else len(overlay)
 
     def match(self, tokens: Sequence[int]) -> dict[WorkerId, int]:
         if not tokens:
             return {}
         matches = {w: n for w, n in self._approx.match(tokens).items() if w not in self._exact}
+        stale = 0
         for worker, index in self._exact.items():
             n = index.match(tokens)
+            overlay = self._overlay.get(worker)
+            if overlay:
+                extra = overlay.match(tokens)
+                if extra > n:
+                    stale += extra - n
+                    if self._use_overlay:
+                        n = extra
             if n:
                 matches[worker] = n
+        if self._exact:
+            self.lag.lookups += 1
+            if stale:
+                self.lag.stale_lookups += 1
+                self.lag.stale_tokens += stale
         return matches
 
     def trim(self, max_size: int) -> None:

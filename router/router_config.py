@@ -67,6 +67,9 @@ class RouterConfig:
     """The scheduler's epoch (AFS, stealing, preemption, admission release); the paper's 100 ms."""
     kv_events: bool = True
     """Subscribe to each worker's KV events (when it publishes them) for the exact prefix index."""
+    routed_overlay: bool = True
+    """Lay the prompts routed to a worker since its last KV-event publish over its exact index
+    (``router/routed_overlay.py``); False: the events alone (their lag is still measured)."""
     scheduler_config: dict[str, object] = field(default_factory=dict)
     """Extra settings passed to the workflow scheduler (JSON from --scheduler-config)."""
 

@@ -110,7 +110,7 @@ class RouterService:
         self.clock = clock or SystemClock()
         self.registry = WorkerRegistry()
         self.metrics = RouterMetrics()
-        self.prefixes = PrefixCatalog()
+        self.prefixes = PrefixCatalog(overlay=config.routed_overlay)
         self.idle = IdleTracker()
         self.channels = PluginChannels()
         self.tokens = TextTokens(config.model_path)
@@ -253,6 +253,7 @@ class RouterService:
             index=index,
             replay_endpoint=replay,
             on_gap=lambda w: self.metrics.kv_event_gaps.labels(w).inc(),
+            on_batch=lambda: self.prefixes.published(record.worker_id),
         )
         old = self._kv_tasks.pop(record.url, None)
         if old is not None:
@@ -379,14 +380,16 @@ class RouterService:
         if record is None or not record.takes_traffic or self.session is None or not token_ids:
             self.metrics.prefills.labels("skipped").inc()
             return
+        rid = f"{workflow_id}:prefill-{self.clock.now_s():.6f}"
         body = {
             "input_ids": token_ids,
             "sampling_params": {"max_new_tokens": 0, "temperature": 0},
-            "rid": f"{workflow_id}:prefill-{self.clock.now_s():.6f}",
+            "rid": rid,
             "routing_key": workflow_id,
         }
         started = self.clock.now_s()
         data = b""
+        self.prefixes.routed(worker, token_ids, rid)
         try:
             async with self.session.post(record.url + "/generate", data=_encoder.encode(body),
                                          headers=_JSON, timeout=self._timeout) as resp:
@@ -394,6 +397,8 @@ class RouterService:
                 ok = resp.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError):
             ok = False
+        finally:
+            self.prefixes.ended(worker, rid)
         if ok:
             # The steal guards' re-prefill time comes from these: a pure pre-fill's throughput.
             answer: Any = None
@@ -569,7 +574,7 @@ class RouterService:
             log.debug("call %s of %s -> %s (%s)", call.call_id, call.workflow_id, record.url, dispatch.reason)
             self.metrics.child(self.metrics.placements, dispatch.reason).inc()
             if call.prompt_ids:
-                self.prefixes.routed(record.worker_id, call.prompt_ids)
+                self.prefixes.routed(record.worker_id, call.prompt_ids, call.call_id)
             await self._await_prefill(call.identity.workflow_id, str(dispatch.worker))
             try:
                 response = await self._send(request, route, call, body, dispatch, record, stream)
@@ -661,6 +666,7 @@ class RouterService:
                 upstream.release()
         finally:
             record.inflight -= 1
+            self.prefixes.ended(worker, call.call_id)
             self.running.ended(worker, call.call_id)
             if self._attempts.get(call.call_id) is attempt:
                 del self._attempts[call.call_id]

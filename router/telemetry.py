@@ -100,6 +100,17 @@ class RouterMetrics:
             "saga_router_kv_event_gaps", "Sequence gaps in a worker's KV-event stream (resynchronised).",
             ["worker"], registry=r,
         )
+        self.prefix_lookups = Gauge(
+            "saga_router_prefix_lookups",
+            "Prefix lookups of placements over exact (KV-event) indexes since start, all and stale: the "
+            "prompts routed since a worker's last publish matched more than its events showed.",
+            ["index"], registry=r,
+        )
+        self.prefix_stale_tokens = Gauge(
+            "saga_router_prefix_stale_tokens",
+            "Prompt tokens the KV events did not show yet, summed over stale lookups and workers.",
+            registry=r,
+        )
         self.bad_requests = Counter(
             "saga_router_bad_requests", "Requests refused with a 4xx before reaching a worker.", ["route"],
             registry=r,

@@ -49,6 +49,8 @@ class PlacementReason(StrEnum):
     """Eq. 7 second branch: affinity worker overloaded, missing or without the KV."""
     ADMISSION = "admission"
     """A new workflow placed whole by the multi-criteria admission score."""
+    COMPLETION_COST = "completion_cost"
+    """A new workflow placed whole where its call's expected completion time (seconds) is least."""
     ROUND_ROBIN = "round_robin"
     """Round-robin baseline."""
     CACHE_MATCH = "cache_match"

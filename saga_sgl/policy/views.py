@@ -131,6 +131,16 @@ class CallView:
     bound_kv_tokens: Mapping[WorkerId, int] = field(default_factory=dict)
     """Predicted KV footprint (tokens) of the live workflows bound to each worker, from the workflow
     scheduler's admission control (new workflows only; empty when unknown). Missing = 0."""
+    uncached_prefill_s: Mapping[WorkerId, float] = field(default_factory=dict)
+    """Seconds to pre-fill the part of this prompt not cached on each worker, at the pre-fill rate the
+    host measured there (else the scheduler's cost model); from the workflow scheduler, new
+    workflows only. Missing = unknown."""
+    outstanding_s: Mapping[WorkerId, tuple[float, ...]] = field(default_factory=dict)
+    """Expected remaining service seconds of every call dispatched to each worker and not finished,
+    at the same rates (the workflow scheduler's estimates; new workflows only). Missing = none."""
+    decode_s: float = 0.0
+    """Expected decode seconds of this call alone (the scheduler's learned output length at the cost
+    model's rate); the same on every worker."""
 
 
 class WorkflowState(StrEnum):

@@ -66,8 +66,12 @@ footprint of the live workflows bound to a worker, plus its own, stays within a 
 KV pool (and under an optional agents-per-worker cap); otherwise it is held and released in AFS
 order. With ``park_after_steps`` (least attained service, ours) a long-held newcomer also makes an
 admitted workflow that is that many steps ahead wait at its next call (``Hold`` reason ``park``),
-and held workflows are released fewest steps first. The load-aware placement of new workflows
-(``policy.placement.admission``) is ours too.
+and held workflows are released fewest steps first. The placement of new workflows is ours too:
+by the expected completion time of the call in seconds (``policy.placement.completion_cost``: queueing
+behind the worker's outstanding calls plus the pre-fill of the prompt's uncached part, at the rates
+the host measured or the cost model's), from service estimates the scheduler keeps per call
+(``scheduler.service_time``); the earlier weighted score (``policy.placement.admission``) is an
+ablation.
 """
 
 from saga_sgl.scheduler.actions import (

@@ -39,6 +39,9 @@ class AdmissionControlSettings:
     park_after_held_s: float = 0.0
     """Parking starts only once the least-served held workflow has waited this long: short holds
     (a cluster near its KV budget, not past it) do not rotate admitted workflows [I]."""
+    shared_prefix_once: bool = False
+    """Count a prompt head that other workflows share (the system prompt: what the first call found
+    cached on some worker) once per worker, not once per workflow: the radix cache holds it once [I]."""
     default_footprint_tokens: int = 16384
     """Predicted peak footprint of a workflow of an agent type with no finished workflow yet [I]."""
     footprint_ema_alpha: float = 0.1

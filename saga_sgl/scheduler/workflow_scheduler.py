@@ -84,6 +84,7 @@ from saga_sgl.scheduler.events import (
 )
 from saga_sgl.scheduler.footprint import FootprintModel
 from saga_sgl.scheduler.ports import PrefixLookup, WorkerSource
+from saga_sgl.scheduler.service_time import ServiceTimes
 from saga_sgl.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ _WORK = WorkSettings(max_depth=16)
 """Eq. 9 walk depth: 16 steps ahead is beyond any TTL or epoch horizon [I]."""
 _MEAN_CALL_OUTPUT_TOKENS = 200
 """Output tokens of a typical call, for the expected queueing delay before the next use [I]."""
+_OUTPUT_EMA_ALPHA = 0.1
+"""Weight of one finished call in the learned output length per agent type (completion cost) [I]."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +137,7 @@ class WorkflowRecord:
         "reuse_next_use_at_s",
         "reuse_prob",
         "running",
+        "shared_tokens",
         "state",
         "steps_done",
         "tenant_id",
@@ -187,6 +191,9 @@ class WorkflowRecord:
         self.view: WorkflowView | None = None
         self.parked = False
         """Admitted, then held at a later call by least-attained-service admission (not live)."""
+        self.shared_tokens = 0
+        """Head of its first prompt already cached on some worker at its first call (shared with
+        other workflows, e.g. the system prompt)."""
 
     @property
     def is_live(self) -> bool:
@@ -195,6 +202,11 @@ class WorkflowRecord:
     def footprint_tokens(self) -> int:
         """Predicted peak KV of this workflow (admission control)."""
         return max(self.context_tokens, self.predicted_peak_tokens)
+
+
+def _slowest_rate(workers: Sequence[WorkerView]) -> float | None:
+    """The slowest pre-fill rate a host measured on any worker (None: none measured yet)."""
+    return min((w.prefill_tokens_per_s for w in workers if w.prefill_tokens_per_s), default=None)
 
 
 class WorkflowScheduler:
@@ -243,6 +255,10 @@ class WorkflowScheduler:
             alpha=adm.footprint_ema_alpha, default_tokens=adm.default_footprint_tokens
         )
         self.ledger = ServiceLedger()
+        self.service = ServiceTimes(
+            self.cost, default_output_tokens=_MEAN_CALL_OUTPUT_TOKENS, alpha=_OUTPUT_EMA_ALPHA
+        )
+        """Service-second estimates of the calls in flight (placement by completion cost)."""
         self._tenants: dict[TenantId, TenantView] = {t.tenant_id: t for t in tenants}
         self._flows: dict[WorkflowId, WorkflowRecord] = {}
         self._active: dict[WorkflowId, WorkflowRecord] = {}
@@ -264,6 +280,9 @@ class WorkflowScheduler:
         self.counters: Counter[str] = Counter()
         """Decisions by kind and reason (``dispatch/<reason>``, ``hold/<reason>``, ``steal``, ...)."""
         self._wants_matches = self.placement.name == "saga"
+        self._wants_costs = bool(getattr(self.placement, "uses_completion_cost", False))
+        self._shared_by_type: dict[AgentType, int] = {}
+        """Shared prompt head of the last new workflow of each agent type (``shared_prefix_once``)."""
 
     # --- public queries -------------------------------------------------------------------------
     @property
@@ -340,7 +359,7 @@ class WorkflowScheduler:
         if isinstance(event, ToolFinished):
             return self._on_tool_finished(event, now)
         if isinstance(event, CallAdmitted):
-            self._on_admitted(event)
+            self._on_admitted(event, now)
             return []
         if isinstance(event, WorkflowSubmitted):
             self._submit(event)
@@ -432,10 +451,15 @@ class WorkflowScheduler:
         workers = self._worker_views(now)
         if rec.worker_id is None and self.settings.admission.enabled:
             workers = [w for w in workers if self._has_room(w, rec)] or workers
-        call = self._call_view(rec, ev)
+        call = self._call_view(rec, ev, workers, now)
         placement = self.placement.place(call, workers, now)
         wid = placement.worker_id
+        if self._wants_costs:
+            self.service.dispatched(ev.call_id, wid, self._estimate_s(rec, ev, call, wid, workers))
         moved = rec.worker_id if rec.worker_id is not None and rec.worker_id != wid else None
+        if call.affinity_worker_id is None and rec.steps_done == 0 and call.prefix_match_tokens:
+            rec.shared_tokens = min(ev.prompt_tokens, max(call.prefix_match_tokens.values()))
+            self._shared_by_type[rec.agent_type] = rec.shared_tokens
         rec.worker_id = wid
         rec.call_id, rec.call_worker, rec.running = ev.call_id, wid, False
         rec.call_preemptible, rec.call_preemptions = True, 0
@@ -471,7 +495,30 @@ class WorkflowScheduler:
         )
         return out
 
-    def _call_view(self, rec: WorkflowRecord, ev: CallArrived) -> CallView:
+    def _estimate_s(
+        self,
+        rec: WorkflowRecord,
+        ev: CallArrived,
+        call: CallView,
+        wid: WorkerId,
+        workers: Sequence[WorkerView],
+    ) -> float:
+        """Expected service seconds of the call just placed on ``wid`` (its pre-fill and decode)."""
+        prefill = call.uncached_prefill_s.get(wid)
+        if prefill is None:
+            # A bound workflow: on the worker that holds its last context only the new part is new.
+            cached = rec.context_tokens if rec.kv_worker == wid else 0
+            cached = min(cached, ev.prompt_tokens)
+            worker = next((w for w in workers if w.worker_id == wid), None)
+            prefill = self.service.prefill_s(
+                worker, ev.prompt_tokens - cached, cached, _slowest_rate(workers)
+            )
+        decode = call.decode_s or self.service.decode_s(rec.agent_type, ev.prompt_tokens)
+        return prefill + decode
+
+    def _call_view(
+        self, rec: WorkflowRecord, ev: CallArrived, workers: Sequence[WorkerView], now: float
+    ) -> CallView:
         affinity = rec.worker_id if rec.worker_id not in self._down else None
         cached = False
         if affinity is not None:
@@ -482,6 +529,17 @@ class WorkflowScheduler:
         matches: Mapping[WorkerId, int] = {}
         if self._wants_matches and affinity is None and self._prefix_lookup is not None:
             matches = self._prefix_lookup.prefix_match_tokens(ev.call_id)
+        prefill_s: dict[WorkerId, float] = {}
+        outstanding: Mapping[WorkerId, tuple[float, ...]] = {}
+        decode_s = 0.0
+        if self._wants_costs and affinity is None:
+            slowest = _slowest_rate(workers)
+            for w in workers:
+                if w.is_healthy:
+                    hit = min(matches.get(w.worker_id, 0), ev.prompt_tokens)
+                    prefill_s[w.worker_id] = self.service.prefill_s(w, ev.prompt_tokens - hit, hit, slowest)
+            outstanding = self.service.outstanding(now)
+            decode_s = self.service.decode_s(rec.agent_type, ev.prompt_tokens)
         return CallView(
             workflow_id=rec.workflow_id,
             prompt_tokens=ev.prompt_tokens,
@@ -496,6 +554,9 @@ class WorkflowScheduler:
             bound_kv_tokens=(
                 dict(self._bound_footprint()[0]) if self._wants_matches and affinity is None else {}
             ),
+            uncached_prefill_s=prefill_s,
+            outstanding_s=outstanding,
+            decode_s=decode_s,
         )
 
     def _bound_work(self) -> dict[WorkerId, float]:
@@ -507,10 +568,11 @@ class WorkflowScheduler:
                 out[rec.worker_id] = out.get(rec.worker_id, 0.0) + (rec.remaining_work_s or 1.0)
         return out
 
-    def _on_admitted(self, ev: CallAdmitted) -> None:
+    def _on_admitted(self, ev: CallAdmitted, now: float) -> None:
         rec = self._calls.get(ev.call_id)
         if rec is None:
             return
+        self.service.started(ev.call_id, now)
         self._waiting_since.pop(ev.call_id, None)
         rec.running = True
         rec.call_preemptible = ev.preemptible
@@ -525,6 +587,8 @@ class WorkflowScheduler:
         self._waiting_since.pop(ev.call_id, None)
         self._inflight[ev.worker_id] -= 1
         self._views_at = None
+        self.service.done(ev.call_id)
+        self.service.observe_output(rec.agent_type, ev.output_tokens)
         new_tokens = max(0, ev.prompt_tokens - rec.context_tokens)
         cached = min(ev.cached_tokens, ev.prompt_tokens)
         gpu_s = self.cost.prefill_time_s(max(ev.prompt_tokens - cached, 0), cached)
@@ -560,6 +624,7 @@ class WorkflowScheduler:
         self._waiting_since.pop(ev.call_id, None)
         self._inflight[ev.worker_id] -= 1
         self._views_at = None
+        self.service.done(ev.call_id)
         rec.call_id = rec.call_worker = None
         rec.running = False
         rec.state = WorkflowState.TOOL_GAP
@@ -708,6 +773,7 @@ class WorkflowScheduler:
         if rec.call_id is not None:
             self._calls.pop(rec.call_id, None)
             self._waiting_since.pop(rec.call_id, None)
+            self.service.done(rec.call_id)
             if rec.call_worker is not None:
                 self._inflight[rec.call_worker] -= 1
         rec.state = WorkflowState.FINISHED
@@ -788,17 +854,36 @@ class WorkflowScheduler:
 
     # --- admission control ----------------------------------------------------------------------
     def _bound_footprint(self) -> tuple[Counter[WorkerId], Counter[WorkerId]]:
+        """Predicted KV of the live workflows bound to each worker, and their count. With
+        ``shared_prefix_once`` a shared prompt head counts once per worker (its largest)."""
         tokens: Counter[WorkerId] = Counter()
         count: Counter[WorkerId] = Counter()
-        frac = self.settings.admission.bound_footprint_frac
+        adm = self.settings.admission
+        frac = adm.bound_footprint_frac
+        once = adm.shared_prefix_once
+        shared: Counter[WorkerId] = Counter()
         for rec in self._active.values():
-            if rec.worker_id is not None:
+            wid = rec.worker_id
+            if wid is not None:
                 if frac >= 1.0:
-                    tokens[rec.worker_id] += rec.footprint_tokens()
+                    own = rec.footprint_tokens()
                 else:
-                    tokens[rec.worker_id] += max(rec.context_tokens, round(frac * rec.predicted_peak_tokens))
-                count[rec.worker_id] += 1
+                    own = max(rec.context_tokens, round(frac * rec.predicted_peak_tokens))
+                if once and rec.shared_tokens:
+                    own = max(0, own - rec.shared_tokens)
+                    shared[wid] = max(shared[wid], rec.shared_tokens)
+                tokens[wid] += own
+                count[wid] += 1
+        tokens.update(shared)
         return tokens, count
+
+    def _need_tokens(self, rec: WorkflowRecord) -> int:
+        """Predicted peak KV a new workflow adds to a worker that already holds its shared head
+        (``shared_prefix_once``: the head's size learned from the last workflow of its type)."""
+        need = rec.predicted_peak_tokens or self.footprint.predict(rec.agent_type)
+        if self.settings.admission.shared_prefix_once:
+            need = max(1, need - self._shared_by_type.get(rec.agent_type, 0))
+        return need
 
     def _has_room(self, w: WorkerView, rec: WorkflowRecord, bound: Any = None) -> bool:
         return self._room_reason(w, rec, bound) is None
@@ -810,7 +895,7 @@ class WorkflowScheduler:
         tokens, count = bound if bound is not None else self._bound_footprint()
         if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
             return "agents_per_worker"
-        need = rec.predicted_peak_tokens or self.footprint.predict(rec.agent_type)
+        need = self._need_tokens(rec)
         if tokens[w.worker_id] + need > adm.kv_threshold_frac * w.kv_capacity_tokens:
             return "kv_footprint"
         return None
@@ -834,12 +919,7 @@ class WorkflowScheduler:
         if not healthy:
             return True
         adm = self.settings.admission
-        agents = {rec.agent_type for rec in self._held.values() if rec.predicted_peak_tokens <= 0}
-        need = min(
-            (rec.predicted_peak_tokens for rec in self._held.values() if rec.predicted_peak_tokens > 0),
-            default=1 << 62,
-        )
-        need = min(need, *(self.footprint.predict(a) for a in agents)) if agents else need
+        need = min((self._need_tokens(rec) for rec in self._held.values()), default=1 << 62)
         tokens, count = self._bound_footprint()
         for w in healthy:
             if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
@@ -1037,6 +1117,7 @@ class WorkflowScheduler:
             return
         self._inflight[rec.call_worker] -= 1
         self._inflight[to_worker] += 1
+        self.service.moved(call_id, to_worker)
         rec.call_worker = to_worker
         self._views_at = None
 
@@ -1096,6 +1177,7 @@ class WorkflowScheduler:
             victim.queued_since_s = now
             victim.view = None
             self._waiting_since[victim.call_id] = now
+            self.service.requeued(victim.call_id)
             self.counters["preempt"] += 1
             out.append(
                 Preempt(

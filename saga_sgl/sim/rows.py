@@ -72,13 +72,18 @@ STICKY = RowSpec(
     page_size=16,
     description="session bound at its first call to the least-loaded worker + vLLM eviction",
 )
-ADMISSION_CONTROL = AdmissionControlSettings(enabled=True, park_after_steps=5, park_after_held_s=60.0)
+ADMISSION_CONTROL = AdmissionControlSettings(
+    enabled=True, park_after_steps=5, park_after_held_s=60.0, shared_prefix_once=True
+)
 """SAGA's workflow-level admission control (our rule; see ``saga_sgl.scheduler``), with least attained
 service between workflows once a held workflow has waited 60 s: a workflow 5 or more steps ahead of
 it is parked at its next call (the ``saga-fcfs_admission`` ablation turns that off). Chosen on the
 session-3 paired runs (``benchmarks/results/cluster_quick/ablations3``, seeds 1-2): 2.6-3.4x vs
 bounded hash when oversubscribed on swe (FCFS release: 1.2-1.3x); identical at production in 3 of
-4 cells (+0.3% in the fourth); never acts at the paper point (no holds)."""
+4 cells (+0.3% in the fourth); never acts at the paper point (no holds). A shared prompt head (the
+system prompt the first call found cached) counts once per worker (session 4, web-history seed 1:
+holds at production 19.3 -> 10.2 s per task, 0.932 -> 0.955 against sticky; oversubscribed 3.40 ->
+3.45 against bounded hash); ablation ``saga-shared_prefix_per_workflow``."""
 SAGA = RowSpec(
     label="saga",
     placement="saga",
@@ -90,7 +95,7 @@ SAGA = RowSpec(
     admission=ADMISSION_CONTROL,
     preemption=True,
     description="SAGA: workflow-level admission control (least attained service once holds pass 60 s) + "
-    "workflow-atomic placement (Eq. 7), reuse-density "
+    "workflow-atomic placement (new workflows by expected completion time, ours; then Eq. 7), reuse-density "
     "eviction + TTL, work stealing with prefix rebuild, Agent Fair Share with preemption",
 )
 SAGA_WA_LRU = dataclasses.replace(
@@ -145,6 +150,13 @@ ABLATIONS = (
         settings={"eviction": {"ttl_protection": False}},
         description="no tool-aware TTL protection",
     ),
+    dataclasses.replace(
+        SAGA,
+        label="saga-shared_prefix_per_workflow",
+        admission=dataclasses.replace(ADMISSION_CONTROL, shared_prefix_once=False),
+        description="admission control counts a shared system prompt in every workflow's footprint "
+        "(session 3's rule) instead of once per worker",
+    ),
     dataclasses.replace(SAGA, label="saga-no_stealing", stealing=None, description="no work stealing"),
     dataclasses.replace(
         SAGA, label="saga-no_afs", fairness="fcfs", preemption=False, description="FCFS queues instead of AFS"
@@ -163,18 +175,26 @@ ABLATIONS = (
         label="saga-paper_new_workflow",
         settings={"placement": {"new_workflow": "least_loaded"}},
         description="new workflows to the least-loaded worker (the paper's Eq. 7) instead of our "
-        "multi-criteria placement",
+        "placement by expected completion time",
+    ),
+    dataclasses.replace(
+        SAGA,
+        label="saga-weighted_admission",
+        settings={"placement": {"new_workflow": "admission"}},
+        description="new workflows placed by the earlier weighted score (min-max normalised load 0.5, "
+        "footprint fit 0.3, prefix locality 0.2; ours, sessions 1-3) instead of expected completion time",
     ),
     dataclasses.replace(
         SAGA,
         label="saga-no_locality",
-        settings={"placement": {"locality_weight": 0.0, "load_weight": 0.7}},
-        description="admission without the shared-prefix locality score (its weight moved to load)",
+        settings={"placement": {"new_workflow": "admission", "locality_weight": 0.0, "load_weight": 0.7}},
+        description="weighted admission score without the shared-prefix locality score (its weight moved "
+        "to load)",
     ),
     dataclasses.replace(
         SAGA,
         label="saga-bound_work_placement",
-        settings={"placement": {"load_signal": "bound_work"}},
+        settings={"placement": {"new_workflow": "admission", "load_signal": "bound_work"}},
         description="new workflows placed by the predicted remaining work of the live workflows bound to "
         "each worker instead of the reported load (ours)",
     ),
@@ -187,7 +207,7 @@ ABLATIONS = (
     dataclasses.replace(
         SAGA,
         label="saga-bound_footprint_placement",
-        settings={"placement": {"footprint_signal": "bound"}},
+        settings={"placement": {"new_workflow": "admission", "footprint_signal": "bound"}},
         description="new workflows placed by the room left after the predicted footprints of the live "
         "workflows bound to each worker instead of the KV the worker reports (ours)",
     ),

@@ -10,7 +10,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from benchmarks._live_meters import LogCursor, group_cpu_s, router_actions, worker_activity
+from benchmarks._live_meters import (
+    LogCursor,
+    busiest_thread_delta,
+    group_cpu_s,
+    group_sched_s,
+    router_actions,
+    worker_activity,
+)
 from benchmarks.live import own_context_missed, worker_switches
 from saga_sgl.cluster.processes import http_json
 from saga_sgl.local_workers import WorkerSpec, free_port, start_worker
@@ -114,6 +121,29 @@ def test_group_cpu_counts_a_busy_child_in_its_own_session() -> None:
     assert group_cpu_s(child.pid) == 0.0  # gone: nothing left in the group
 
 
+def test_group_sched_splits_on_cpu_from_run_queue_wait() -> None:
+    """Two spinning children pinned to one core: each runs about half the time and waits the rest,
+    which is what the live benchmark's stretch measures (other load taking the workers' cores)."""
+    code = (
+        "import os,time\nos.sched_setaffinity(0,{0})\n"
+        "t=time.monotonic()\nwhile time.monotonic()-t<1.5: pass"
+    )
+    first = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    other = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        cpu = wait = 0.0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and first.poll() is None:
+            cpu, wait = group_sched_s(first.pid)
+            time.sleep(0.05)
+        assert cpu > 0.2 and wait > 0.2, (cpu, wait)
+    finally:
+        for child in (first, other):
+            child.kill()
+            child.wait()
+    assert group_sched_s(first.pid) == (0.0, 0.0)
+
+
 @pytest.mark.live
 @pytest.mark.sglang
 def test_an_idle_worker_started_by_us_does_not_spin(tmp_path: Path) -> None:
@@ -149,3 +179,10 @@ def test_own_context_missed_counts_only_real_misses_of_the_previous_context() ->
     calls = [[600, 8, 0], [700, 8, 600], [800, 8, 100]]
     assert own_context_missed(calls) == (607, 1)
     assert own_context_missed([[600, 8, 0]]) == (0, 0)
+
+
+def test_the_engine_stretch_comes_from_the_thread_that_ran_most() -> None:
+    before = {"1": (10.0, 5.0), "2": (1.0, 1.0)}
+    after = {"1": (12.0, 6.0), "2": (1.5, 9.0), "3": (0.5, 4.0)}  # 2 and 3 mostly waited, side by side
+    assert busiest_thread_delta(before, after) == (2.0, 1.0)
+    assert busiest_thread_delta({}, {}) == (0.0, 0.0)

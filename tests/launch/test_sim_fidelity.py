@@ -7,7 +7,14 @@ import math
 
 import pytest
 
-from benchmarks.sim_fidelity import CpuProfileCostModel, Tokens, live_workload, sim_row_for, simulate
+from benchmarks.sim_fidelity import (
+    CpuProfileCostModel,
+    Tokens,
+    live_workload,
+    run_stretch,
+    sim_row_for,
+    simulate,
+)
 
 PROFILE = {
     "meta": {"hidden_size": 256, "layers": 4},
@@ -84,3 +91,13 @@ def test_shared_closed_loop_runs_that_many_agents_whatever_their_tenant() -> Non
         running += step
         peak = max(peak, running)
     assert peak == META["concurrency"]  # 4 at once in all, not 4 per tenant
+
+
+def test_each_run_s_speed_is_its_engine_stretch_else_its_workers() -> None:
+    runs = [
+        {"row": "saga", "seed": 0, "worker_sched_s": {"cpu": 10.0, "wait": 30.0, "engine_cpu": 8.0,
+                                                       "engine_wait": 8.0}},
+        {"row": "saga", "seed": 1, "worker_sched_s": {"cpu": 10.0, "wait": 15.0}},  # older run
+        {"row": "x", "seed": 0},  # no figures: not corrected
+    ]
+    assert run_stretch({"runs": runs}) == {("saga", 0): 2.0, ("saga", 1): 2.5}

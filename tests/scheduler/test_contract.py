@@ -93,10 +93,15 @@ def test_a_new_workflow_is_placed_whole_with_hints_and_routing_key() -> None:
     s, _ = _sched()
     [d] = s.handle(_call("a"))
     assert isinstance(d, Dispatch)
-    assert (d.call_id, d.workflow_id, d.reason, d.routing_key) == ("a:0", "a", PlacementReason.ADMISSION, "a")
+    assert (d.call_id, d.workflow_id, d.reason, d.routing_key) == (
+        "a:0",
+        "a",
+        PlacementReason.COMPLETION_COST,
+        "a",
+    )
     assert d.hint is not None and d.hint.workflow_id == "a" and d.hint.step == 0
     assert s.workflow(WorkflowId("a")).worker_id == d.worker_id
-    assert s.counters["dispatch/admission"] == 1
+    assert s.counters["dispatch/completion_cost"] == 1
 
 
 def test_a_baseline_scheduler_sends_plain_requests_and_no_control_messages() -> None:
@@ -209,7 +214,7 @@ def test_a_worker_going_down_rebinds_its_workflows_at_their_next_call() -> None:
     s.handle(WorkerDown(worker_id=d.worker_id))
     [d2] = s.handle(_call("a", 1))
     assert isinstance(d2, Dispatch) and d2.worker_id != d.worker_id
-    assert d2.reason == PlacementReason.ADMISSION and d2.rebound_from == d.worker_id  # placed anew
+    assert d2.reason == PlacementReason.COMPLETION_COST and d2.rebound_from == d.worker_id  # placed anew
     s.handle(WorkerDown(worker_id=d2.worker_id))
     with pytest.raises(NoEligibleWorker):
         s.handle(_call("b"))

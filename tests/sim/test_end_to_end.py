@@ -48,13 +48,19 @@ def test_every_task_finishes_and_tokens_are_conserved(results: dict[str, SimResu
         assert all(t.tct_s >= t.isolated_s * 0.999 for t in r.tasks), label
 
 
-def test_infinite_kv_hits_at_least_as_much_as_every_real_configuration(results: dict[str, SimResult]) -> None:
-    inf = results["oracle_infinite_kv"].summary()["kv_hit_rate"]
-    assert results["oracle_infinite_kv"].counters["evicted_tokens"] == 0
-    for label, r in results.items():
-        assert r.summary()["kv_hit_rate"] <= inf + 1e-9, label
-    # The budget is tight enough that the real configurations do evict.
-    assert results["round_robin"].counters["evicted_tokens"] > 0
+def test_infinite_kv_never_evicts_and_recomputes_far_less_than_a_bounded_pool(
+    results: dict[str, SimResult],
+) -> None:
+    # Not "hits at least as much as every row": SAGA's placement reads each worker's queue and cache,
+    # so the infinite-KV row routes differently and its hit rate is not an upper bound of the others'
+    # (session 4: 0.970 against the Belady row's 0.973). What holds whatever the routing: it never
+    # evicts, and what it recomputes on a worker that had computed it (a preempted call's freed KV,
+    # two calls admitted together) is a small fraction of what a bounded pool recomputes.
+    inf = results["oracle_infinite_kv"].counters
+    rr = results["round_robin"].counters
+    assert inf["evicted_tokens"] == 0
+    assert rr["evicted_tokens"] > 0  # the budget is tight enough that the real configurations evict
+    assert inf["recomputed_evicted"] < 0.1 * rr["recomputed_evicted"]
 
 
 def test_belady_recomputes_no_more_than_any_policy_on_the_same_accesses(
@@ -102,7 +108,7 @@ def test_saga_row_uses_the_policy_core_objects(results: dict[str, SimResult]) ->
         "saga_steal",
     )
     assert b.ttl is not None and b.settings.predictions
-    assert results["saga"].placements.get("admission", 0) > 0
+    assert results["saga"].placements.get("completion_cost", 0) > 0
 
 
 def test_a_call_longer_than_the_kv_pool_is_rejected_without_blocking_others() -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from saga_sgl.errors import InvalidSettings, NoEligibleWorker
 from saga_sgl.policy.decisions import Placement, PlacementReason
 from saga_sgl.policy.placement.admission import AdmissionWeights, admission_scores
+from saga_sgl.policy.placement.completion_cost import completion_cost_s
 from saga_sgl.policy.placement.consistent_hash import (
     ConsistentHashPlacement,
     ConsistentHashSettings,
@@ -23,7 +24,10 @@ from saga_sgl.policy.placement.consistent_hash import (
 from saga_sgl.policy.placement.load import LoadSettings, worker_load
 from saga_sgl.policy.placement.round_robin import RoundRobinPlacement
 from saga_sgl.policy.placement.saga import SagaPlacement, SagaPlacementSettings
-from saga_sgl.policy.views import WorkerId, WorkerView
+from saga_sgl.policy.views import CallView, WorkerId, WorkerView
+
+WEIGHTED = SagaPlacementSettings(new_workflow="admission")
+"""The earlier weighted admission score (min-max load, footprint, locality), now an ablation."""
 
 
 @pytest.mark.parametrize(
@@ -85,18 +89,18 @@ def test_eq7_theta_is_a_setting() -> None:
 def test_admission_prefers_load_footprint_and_locality() -> None:
     busy = make_worker("busy", running=60, kv_used_tokens=60_000)
     idle = make_worker("idle")
-    assert SagaPlacement().place(make_call(), [busy, idle], 0.0).worker_id == "idle"
+    assert SagaPlacement(WEIGHTED).place(make_call(), [busy, idle], 0.0).worker_id == "idle"
     # Same load; only one has room for the predicted footprint.
     tight = make_worker("tight", running=10, kv_used_tokens=90_000, kv_capacity_tokens=100_000)
     roomy = make_worker("roomy", running=10, kv_used_tokens=45_000, kv_capacity_tokens=50_000)
     roomy2 = make_worker("roomy2", running=10, kv_used_tokens=10_000, kv_capacity_tokens=20_000)
     call = make_call(predicted_kv_tokens=10_000)
-    p = SagaPlacement().place(call, [tight, roomy, roomy2], 0.0)
+    p = SagaPlacement(WEIGHTED).place(call, [tight, roomy, roomy2], 0.0)
     assert p.worker_id == "roomy2" and p.reason == PlacementReason.ADMISSION
     # Same load and room; the shared prefix is cached on one of them.
     w1, w2 = make_worker("w1", running=10), make_worker("w2", running=10)
     call = make_call(prompt_tokens=1000, prefix_match_tokens={"w2": 800})
-    assert SagaPlacement().place(call, [w1, w2], 0.0).worker_id == "w2"
+    assert SagaPlacement(WEIGHTED).place(call, [w1, w2], 0.0).worker_id == "w2"
     scores = admission_scores(call, [w1, w2], AdmissionWeights(), LoadSettings())
     assert scores["w2"] - scores["w1"] == pytest.approx(0.2 * 0.8)
 
@@ -105,19 +109,24 @@ def test_admission_skips_workers_above_theta_unless_all_are() -> None:
     hot_but_local = make_worker("hot", running=85, kv_used_tokens=85_000)
     cool = make_worker("cool", running=70, kv_used_tokens=70_000)
     call = make_call(prompt_tokens=100, prefix_match_tokens={"hot": 100})
-    assert SagaPlacement().place(call, [hot_but_local, cool], 0.0).worker_id == "cool"
-    assert SagaPlacement().place(call, [hot_but_local], 0.0).worker_id == "hot"
+    assert SagaPlacement(WEIGHTED).place(call, [hot_but_local, cool], 0.0).worker_id == "cool"
+    assert SagaPlacement(WEIGHTED).place(call, [hot_but_local], 0.0).worker_id == "hot"
 
 
 def test_ties_broken_by_injected_rng_not_input_order() -> None:
     workers = [make_worker(f"w{i}") for i in range(8)]
     picks = {
-        SagaPlacement(rng=random.Random(seed)).place(make_call(), workers, 0.0).worker_id
+        SagaPlacement(WEIGHTED, rng=random.Random(seed)).place(make_call(), workers, 0.0).worker_id
         for seed in range(40)
     }
     assert len(picks) > 1
-    reversed_pick = SagaPlacement(rng=random.Random(5)).place(make_call(), workers[::-1], 0.0).worker_id
-    assert reversed_pick == SagaPlacement(rng=random.Random(5)).place(make_call(), workers, 0.0).worker_id
+    reversed_pick = (
+        SagaPlacement(WEIGHTED, rng=random.Random(5)).place(make_call(), workers[::-1], 0.0).worker_id
+    )
+    assert (
+        reversed_pick
+        == SagaPlacement(WEIGHTED, rng=random.Random(5)).place(make_call(), workers, 0.0).worker_id
+    )
 
 
 @given(
@@ -222,7 +231,7 @@ def test_admission_balance_outweighs_a_cached_shared_prefix() -> None:
     scores = admission_scores(call, [local_busier, remote_idler], AdmissionWeights(), LoadSettings())
     # load: 1 vs 0 (x0.5); locality: 0 vs 1 (x0.2); footprint: 2K more free of a 100K pool (x0.3)
     assert scores["remote"] - scores["local"] == pytest.approx(0.5 - 0.2 + 0.3 * 0.02)
-    assert SagaPlacement().place(call, [local_busier, remote_idler], 0.0).worker_id == "remote"
+    assert SagaPlacement(WEIGHTED).place(call, [local_busier, remote_idler], 0.0).worker_id == "remote"
 
 
 # --- request-level and session-level baselines -------------------------------------------------
@@ -330,7 +339,7 @@ def test_saga_places_new_workflows_by_the_papers_rule_when_asked() -> None:
     ]
     # w1 holds the whole prompt as a shared prefix: our admission weighs that; the paper's rule does not.
     call = make_call(prompt_tokens=1000, prefix_match_tokens={"w1": 1000})
-    ours = SagaPlacement().place(call, workers, 0.0)
+    ours = SagaPlacement(WEIGHTED).place(call, workers, 0.0)
     paper = SagaPlacement(SagaPlacementSettings(new_workflow="least_loaded")).place(call, workers, 0.0)
     assert ours.reason == PlacementReason.ADMISSION
     assert paper.reason == PlacementReason.LEAST_LOADED
@@ -345,8 +354,8 @@ def test_admission_can_weigh_the_predicted_work_of_bound_workflows() -> None:
     w0 = make_worker("w0", running=0, kv_used_tokens=0)
     w1 = make_worker("w1", running=20, kv_used_tokens=20_000)
     call = dataclasses.replace(make_call(), bound_work_s={WorkerId("w0"): 300.0, WorkerId("w1"): 20.0})
-    assert SagaPlacement().place(call, [w0, w1], 0.0).worker_id == "w0"
-    bound = SagaPlacement(SagaPlacementSettings(load_signal="bound_work"))
+    assert SagaPlacement(WEIGHTED).place(call, [w0, w1], 0.0).worker_id == "w0"
+    bound = SagaPlacement(SagaPlacementSettings(new_workflow="admission", load_signal="bound_work"))
     assert bound.place(call, [w0, w1], 0.0).worker_id == "w1"
     # No bound work known (the scheduler sent none): the instantaneous load decides.
     assert bound.place(make_call(), [w0, w1], 0.0).worker_id == "w0"
@@ -363,8 +372,68 @@ def test_admission_can_weigh_the_predicted_footprint_of_bound_workflows() -> Non
     call = dataclasses.replace(
         make_call(predicted_kv_tokens=90_000), bound_kv_tokens={WorkerId("w0"): 80_000, WorkerId("w1"): 0}
     )
-    assert SagaPlacement().place(call, [w0, w1], 0.0).worker_id == "w0"
-    bound = SagaPlacement(SagaPlacementSettings(footprint_signal="bound"))
+    assert SagaPlacement(WEIGHTED).place(call, [w0, w1], 0.0).worker_id == "w0"
+    bound = SagaPlacement(SagaPlacementSettings(new_workflow="admission", footprint_signal="bound"))
     assert bound.place(call, [w0, w1], 0.0).worker_id == "w1"
     with pytest.raises(InvalidSettings):
         SagaPlacementSettings(footprint_signal="psychic")
+
+
+# --- placement of new workflows by expected completion time (seconds) -----------------------------
+
+
+def _cost_call(
+    prefill: dict[str, float], outstanding: dict[str, tuple[float, ...]], decode: float
+) -> CallView:
+    return dataclasses.replace(
+        make_call(prompt_tokens=2000),
+        uncached_prefill_s={WorkerId(k): v for k, v in prefill.items()},
+        outstanding_s={WorkerId(k): v for k, v in outstanding.items()},
+        decode_s=decode,
+    )
+
+
+def test_completion_cost_is_processor_sharing_response_time() -> None:
+    call = _cost_call({"w0": 0.2, "w1": 1.5}, {"w0": (0.1, 5.0), "w1": ()}, decode=0.3)
+    # w0: own 0.5 s; a call with 0.1 s left delays it 0.1 s, one with 5 s left by 0.5 s.
+    assert completion_cost_s(call, WorkerId("w0")) == pytest.approx(0.5 + 0.1 + 0.5)
+    assert completion_cost_s(call, WorkerId("w1")) == pytest.approx(1.8)
+    # A worker the scheduler gave no pre-fill estimate counts as caching nothing (the largest one).
+    assert completion_cost_s(call, WorkerId("w9")) == pytest.approx(1.8)
+
+
+def test_a_prefix_hit_wins_exactly_while_it_saves_more_than_the_queue_costs() -> None:
+    workers = [make_worker("w0", inflight=1), make_worker("w1", inflight=0)]
+    policy = SagaPlacement()
+    # The prompt is cached on w0 (0.1 s left to pre-fill) and not on w1 (1.5 s); one call is out on w0.
+    short_queue = _cost_call({"w0": 0.1, "w1": 1.5}, {"w0": (0.6,)}, decode=0.2)
+    p = policy.place(short_queue, workers, 0.0)
+    assert (p.worker_id, p.reason) == ("w0", PlacementReason.COMPLETION_COST)
+    # The weighted score sends it to w1: one in-flight call of difference outweighs the hit.
+    assert (
+        SagaPlacement(WEIGHTED)
+        .place(dataclasses.replace(short_queue, prefix_match_tokens={WorkerId("w0"): 1900}), workers, 0.0)
+        .worker_id
+        == "w1"
+    )
+    # Sharing w0 with six long calls costs 6 x 0.3 s, more than the 1.4 s of pre-fill saved: w1.
+    long_queue = _cost_call({"w0": 0.1, "w1": 1.5}, {"w0": (3.0,) * 6}, decode=0.2)
+    assert completion_cost_s(long_queue, WorkerId("w0")) == pytest.approx(2.1)
+    assert policy.place(long_queue, workers, 0.0).worker_id == "w1"
+
+
+def test_completion_cost_balances_equal_prompts_by_outstanding_work_and_skips_unhealthy() -> None:
+    workers = [make_worker("w0"), make_worker("w1"), make_worker("w2", healthy=False)]
+    call = _cost_call({"w0": 0.5, "w1": 0.5, "w2": 0.5}, {"w0": (2.0, 2.0), "w1": (2.0,)}, decode=1.0)
+    assert SagaPlacement().place(call, workers, 0.0).worker_id == "w1"
+    with pytest.raises(NoEligibleWorker):
+        SagaPlacement().place(call, [workers[2]], 0.0)
+
+
+def test_completion_cost_ties_are_broken_by_the_injected_rng() -> None:
+    workers = [make_worker(f"w{i}") for i in range(8)]
+    picks = {
+        SagaPlacement(rng=random.Random(seed)).place(make_call(), workers, 0.0).worker_id
+        for seed in range(40)
+    }
+    assert len(picks) > 1

@@ -1,8 +1,11 @@
 """saga placement: workflow-atomic admission for new workflows, Eq. 7 for the rest.
 
-* A call of a new workflow (no ``affinity_worker_id``) is admitted by ``admission.admit``: load,
-  predicted KV footprint and shared-prefix locality; the host binds the workflow to the result.
-  This rule is ours; ``new_workflow="least_loaded"`` gives the paper's (Eq. 7's second branch).
+* A call of a new workflow (no ``affinity_worker_id``) goes where its expected completion time in
+  seconds is least (``completion_cost``: queueing behind the worker's outstanding calls plus the
+  pre-fill of the prompt's uncached part at the host's rates); the host binds the workflow there.
+  This rule is ours; ``new_workflow="admission"`` is the previous multi-criteria score (load,
+  predicted KV footprint, shared-prefix locality, normalised weights), ``"least_loaded"`` the
+  paper's (Eq. 7's second branch).
 * A call of a bound workflow follows Eq. 7 (``affinity``): stay while the worker holds its KV and
   is below theta = 0.8, else the least-loaded worker (the host re-binds the workflow there).
 
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 from saga_sgl.policy.decisions import Placement, PlacementReason
 from saga_sgl.policy.placement.admission import AdmissionWeights, admit
 from saga_sgl.policy.placement.affinity import affinity_placement, least_loaded
+from saga_sgl.policy.placement.completion_cost import cheapest
 from saga_sgl.policy.placement.load import LoadSettings
 from saga_sgl.policy.settings import require, require_frac
 from saga_sgl.policy.views import CallView, WorkerView
@@ -49,17 +53,18 @@ class SagaPlacementSettings:
     footprint_signal: str = "instant"
     """Admission's footprint signal: ``instant`` (free KV the worker reports) or ``bound`` (the pool
     less the predicted footprints of the live workflows bound to w; ours)."""
-    new_workflow: str = "admission"
-    """Where a new workflow goes: ``admission`` (ours, multi-criteria) or ``least_loaded`` (the
+    new_workflow: str = "completion_cost"
+    """Where a new workflow goes: ``completion_cost`` (ours: least expected completion time in
+    seconds), ``admission`` (ours, earlier: multi-criteria weighted score) or ``least_loaded`` (the
     paper: Eq. 7's second branch)."""
 
     def __post_init__(self) -> None:
         require_frac("SagaPlacementSettings", "theta", self.theta)
         require(
-            self.new_workflow in ("admission", "least_loaded"),
+            self.new_workflow in ("completion_cost", "admission", "least_loaded"),
             "SagaPlacementSettings",
             "new_workflow",
-            "'admission' or 'least_loaded'",
+            "'completion_cost', 'admission' or 'least_loaded'",
             self.new_workflow,
         )
         require(
@@ -97,6 +102,8 @@ class SagaPlacement:
     """Admission for new workflows, Eq. 7 affinity for bound ones."""
 
     name: ClassVar[str] = "saga"
+    uses_completion_cost: bool
+    """The scheduler must fill ``CallView``'s seconds fields for new workflows."""
 
     def __init__(
         self, settings: SagaPlacementSettings | None = None, rng: random.Random | None = None
@@ -105,9 +112,13 @@ class SagaPlacement:
         self._rng = rng if rng is not None else random.Random(0)
         self._load = self.settings.load_settings()
         self._weights = self.settings.admission_weights()
+        self.uses_completion_cost = self.settings.new_workflow == "completion_cost"
 
     def place(self, call: CallView, workers: Sequence[WorkerView], now_s: float) -> Placement:
         s = self.settings
+        if call.affinity_worker_id is None and s.new_workflow == "completion_cost":
+            w = cheapest(call, workers, self._rng, self._weights.tie_epsilon)
+            return Placement(worker_id=w.worker_id, reason=PlacementReason.COMPLETION_COST)
         if call.affinity_worker_id is None and s.new_workflow == "admission":
             w = admit(
                 call,
