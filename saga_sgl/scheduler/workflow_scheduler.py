@@ -455,7 +455,8 @@ class WorkflowScheduler:
         placement = self.placement.place(call, workers, now)
         wid = placement.worker_id
         if self._wants_costs:
-            self.service.dispatched(ev.call_id, wid, self._estimate_s(rec, ev, call, wid, workers))
+            estimate = self._estimate_s(rec, ev, call, wid, workers)
+            self.service.dispatched(ev.call_id, wid, estimate, ev.prompt_tokens)
         moved = rec.worker_id if rec.worker_id is not None and rec.worker_id != wid else None
         if call.affinity_worker_id is None and rec.steps_done == 0 and call.prefix_match_tokens:
             rec.shared_tokens = min(ev.prompt_tokens, max(call.prefix_match_tokens.values()))
@@ -1154,9 +1155,22 @@ class WorkflowScheduler:
             if not holders:
                 continue
             holder = min(holders, key=lambda r: (urg.get(r.workflow_id, 0.0), r.workflow_id))
+            remaining = cost = None
+            if holder.call_id is not None and self._wants_costs:
+                # What the preemption would save and cost, in seconds (the service estimates).
+                workers = self._worker_views(now)
+                view = next((w for w in workers if w.worker_id == wid), None)
+                remaining = self.service.remaining_s(holder.call_id, now)
+                tokens = self.service.prompt_tokens(holder.call_id)
+                cost = self.service.prefill_s(view, tokens, 0, _slowest_rate(workers))
             blocking.append(
                 BlockingView(
-                    holder=holder.workflow_id, waiter=waiter.workflow_id, worker_id=wid, blocked_since_s=since
+                    holder=holder.workflow_id,
+                    waiter=waiter.workflow_id,
+                    worker_id=wid,
+                    blocked_since_s=since,
+                    holder_remaining_s=remaining,
+                    preempt_cost_s=cost,
                 )
             )
         out: list[Action] = []
