@@ -281,6 +281,12 @@ class WorkflowScheduler:
         """Decisions by kind and reason (``dispatch/<reason>``, ``hold/<reason>``, ``steal``, ...)."""
         self._wants_matches = self.placement.name == "saga"
         self._wants_costs = bool(getattr(self.placement, "uses_completion_cost", False))
+        """Fill CallView's seconds fields for new workflows (placement by completion cost)."""
+        fairness_settings = getattr(self.fairness, "settings", None)
+        self._tracks_service = self._wants_costs or bool(
+            getattr(fairness_settings, "preempt_only_if_it_pays", False)
+        )
+        """Keep per-call service estimates (completion cost, or preemption only when it pays)."""
         self._shared_by_type: dict[AgentType, int] = {}
         """Shared prompt head of the last new workflow of each agent type (``shared_prefix_once``)."""
 
@@ -454,7 +460,7 @@ class WorkflowScheduler:
         call = self._call_view(rec, ev, workers, now)
         placement = self.placement.place(call, workers, now)
         wid = placement.worker_id
-        if self._wants_costs:
+        if self._tracks_service:
             estimate = self._estimate_s(rec, ev, call, wid, workers)
             self.service.dispatched(ev.call_id, wid, estimate, ev.prompt_tokens)
         moved = rec.worker_id if rec.worker_id is not None and rec.worker_id != wid else None
@@ -1156,7 +1162,7 @@ class WorkflowScheduler:
                 continue
             holder = min(holders, key=lambda r: (urg.get(r.workflow_id, 0.0), r.workflow_id))
             remaining = cost = None
-            if holder.call_id is not None and self._wants_costs:
+            if holder.call_id is not None and self._tracks_service:
                 # What the preemption would save and cost, in seconds (the service estimates).
                 workers = self._worker_views(now)
                 view = next((w for w in workers if w.worker_id == wid), None)

@@ -126,11 +126,10 @@ def test_with_preempt_only_if_it_pays_a_call_about_to_finish_is_not_preempted() 
     # The worker pre-fills 100 tokens/s (measured): re-prefilling the holder's 500-token prompt
     # costs 5 s, more than its call has left (its estimate: 5 s of pre-fill + decode, half of it
     # elapsed): no preemption. The paper's rule preempts it.
-    def run(pays: bool) -> list[Preempt]:
+    def run(pays: bool, placement: str = "completion_cost") -> list[Preempt]:
         clock = ManualClock()
-        s = WorkflowScheduler(
-            SchedulerSettings(policy_config={"fairness": {"preempt_only_if_it_pays": pays}}), clock=clock
-        )
+        config = {"fairness": {"preempt_only_if_it_pays": pays}, "placement": {"new_workflow": placement}}
+        s = WorkflowScheduler(SchedulerSettings(policy_config=config), clock=clock)
         view = WorkerView(worker_id=W0, num_running_reqs=0, num_waiting_reqs=0, kv_used_tokens=0,
                           kv_capacity_tokens=100_000, max_running_reqs=1, prefill_tokens_per_s=100.0)
         s.handle(WorkerLoads(workers=(view,)))
@@ -149,3 +148,4 @@ def test_with_preempt_only_if_it_pays_a_call_about_to_finish_is_not_preempted() 
 
     assert len(run(pays=False)) == 1
     assert run(pays=True) == []
+    assert run(pays=True, placement="admission") == []  # the estimates do not need the placement
