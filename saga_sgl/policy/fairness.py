@@ -72,6 +72,10 @@ class AfsSettings:
     one epoch by default [I]."""
     max_priority: int = 10
     """Largest SGLang ``priority`` handed out (most urgent tenant); least urgent gets 0 [I]."""
+    preempt_only_if_it_pays: bool = False
+    """Skip a preemption whose holder is expected to finish sooner than its preemption costs it
+    (``BlockingView.holder_remaining_s`` <= ``preempt_cost_s``: the waiter would get the worker as
+    soon anyway); ours [I]."""
     within_tenant: str = "urgency"
     """Order inside a tenant: ``urgency`` (per-workflow Eq. 8 term, most urgent first), ``srpt``
     (least predicted remaining work first: shortest-remaining-processing-time, which minimises mean
@@ -193,6 +197,13 @@ class AgentFairShare:
             if now_s - b.blocked_since_s <= s.preempt_after_s:
                 continue
             if b.holder in preempted or b.waiter in served:
+                continue
+            if (
+                s.preempt_only_if_it_pays
+                and b.holder_remaining_s is not None
+                and b.preempt_cost_s is not None
+                and b.holder_remaining_s <= b.preempt_cost_s
+            ):
                 continue
             t_hi = epoch.tenant_of.get(b.waiter, TenantId(""))
             t_lo = epoch.tenant_of.get(b.holder, TenantId(""))

@@ -228,3 +228,9 @@ class BlockingView:
     """The contended worker."""
     blocked_since_s: float
     """Absolute time the waiter started waiting behind the holder."""
+    holder_remaining_s: float | None = None
+    """Expected remaining service seconds of the holder's call (the scheduler's estimate); None when
+    unknown."""
+    preempt_cost_s: float | None = None
+    """Seconds a preemption costs the holder's call: the pre-fill of its prompt again; None when
+    unknown."""

@@ -23,6 +23,7 @@ slower than alone, so elapsed time overstates the work done [I]."""
 class _Out:
     worker_id: WorkerId
     estimate_s: float
+    prompt_tokens: int
     started_s: float | None = None
 
 
@@ -70,8 +71,10 @@ class ServiceTimes:
         self._output[agent_type] = float(tokens) if prev is None else prev + self._alpha * (tokens - prev)
 
     # --- calls in flight ------------------------------------------------------------------------
-    def dispatched(self, call_id: str, worker_id: WorkerId, estimate_s: float) -> None:
-        self._calls[call_id] = _Out(worker_id, max(0.0, estimate_s))
+    def dispatched(
+        self, call_id: str, worker_id: WorkerId, estimate_s: float, prompt_tokens: int = 0
+    ) -> None:
+        self._calls[call_id] = _Out(worker_id, max(0.0, estimate_s), prompt_tokens)
 
     def started(self, call_id: str, now_s: float) -> None:
         out = self._calls.get(call_id)
@@ -96,8 +99,20 @@ class ServiceTimes:
         """Expected remaining seconds of every call in flight, per worker."""
         per: dict[WorkerId, list[float]] = {}
         for out in self._calls.values():
-            est = out.estimate_s
-            if out.started_s is not None:
-                est = max(RUNNING_FLOOR_FRAC * est, est - (now_s - out.started_s))
-            per.setdefault(out.worker_id, []).append(est)
+            per.setdefault(out.worker_id, []).append(_remaining(out, now_s))
         return {w: tuple(v) for w, v in per.items()}
+
+    def remaining_s(self, call_id: str, now_s: float) -> float | None:
+        """Expected remaining seconds of one call in flight (None: not tracked)."""
+        out = self._calls.get(call_id)
+        return None if out is None else _remaining(out, now_s)
+
+    def prompt_tokens(self, call_id: str) -> int:
+        out = self._calls.get(call_id)
+        return 0 if out is None else out.prompt_tokens
+
+
+def _remaining(out: _Out, now_s: float) -> float:
+    if out.started_s is None:
+        return out.estimate_s
+    return max(RUNNING_FLOOR_FRAC * out.estimate_s, out.estimate_s - (now_s - out.started_s))

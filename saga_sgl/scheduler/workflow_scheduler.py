@@ -281,6 +281,12 @@ class WorkflowScheduler:
         """Decisions by kind and reason (``dispatch/<reason>``, ``hold/<reason>``, ``steal``, ...)."""
         self._wants_matches = self.placement.name == "saga"
         self._wants_costs = bool(getattr(self.placement, "uses_completion_cost", False))
+        """Fill CallView's seconds fields for new workflows (placement by completion cost)."""
+        fairness_settings = getattr(self.fairness, "settings", None)
+        self._tracks_service = self._wants_costs or bool(
+            getattr(fairness_settings, "preempt_only_if_it_pays", False)
+        )
+        """Keep per-call service estimates (completion cost, or preemption only when it pays)."""
         self._shared_by_type: dict[AgentType, int] = {}
         """Shared prompt head of the last new workflow of each agent type (``shared_prefix_once``)."""
 
@@ -454,8 +460,9 @@ class WorkflowScheduler:
         call = self._call_view(rec, ev, workers, now)
         placement = self.placement.place(call, workers, now)
         wid = placement.worker_id
-        if self._wants_costs:
-            self.service.dispatched(ev.call_id, wid, self._estimate_s(rec, ev, call, wid, workers))
+        if self._tracks_service:
+            estimate = self._estimate_s(rec, ev, call, wid, workers)
+            self.service.dispatched(ev.call_id, wid, estimate, ev.prompt_tokens)
         moved = rec.worker_id if rec.worker_id is not None and rec.worker_id != wid else None
         if call.affinity_worker_id is None and rec.steps_done == 0 and call.prefix_match_tokens:
             rec.shared_tokens = min(ev.prompt_tokens, max(call.prefix_match_tokens.values()))
@@ -1154,9 +1161,22 @@ class WorkflowScheduler:
             if not holders:
                 continue
             holder = min(holders, key=lambda r: (urg.get(r.workflow_id, 0.0), r.workflow_id))
+            remaining = cost = None
+            if holder.call_id is not None and self._tracks_service:
+                # What the preemption would save and cost, in seconds (the service estimates).
+                workers = self._worker_views(now)
+                view = next((w for w in workers if w.worker_id == wid), None)
+                remaining = self.service.remaining_s(holder.call_id, now)
+                tokens = self.service.prompt_tokens(holder.call_id)
+                cost = self.service.prefill_s(view, tokens, 0, _slowest_rate(workers))
             blocking.append(
                 BlockingView(
-                    holder=holder.workflow_id, waiter=waiter.workflow_id, worker_id=wid, blocked_since_s=since
+                    holder=holder.workflow_id,
+                    waiter=waiter.workflow_id,
+                    worker_id=wid,
+                    blocked_since_s=since,
+                    holder_remaining_s=remaining,
+                    preempt_cost_s=cost,
                 )
             )
         out: list[Action] = []

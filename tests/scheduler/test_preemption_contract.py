@@ -120,3 +120,32 @@ def test_preemption_off_plans_none() -> None:
     s.handle(CallAdmitted(call_id=f"{lo}:0", workflow_id=lo, worker_id=W0))
     clock.advance(2.0)
     assert _preempts(s) == []
+
+
+def test_with_preempt_only_if_it_pays_a_call_about_to_finish_is_not_preempted() -> None:
+    # The worker pre-fills 100 tokens/s (measured): re-prefilling the holder's 500-token prompt
+    # costs 5 s, more than its call has left (its estimate: 5 s of pre-fill + decode, half of it
+    # elapsed): no preemption. The paper's rule preempts it.
+    def run(pays: bool, placement: str = "completion_cost") -> list[Preempt]:
+        clock = ManualClock()
+        config = {"fairness": {"preempt_only_if_it_pays": pays}, "placement": {"new_workflow": placement}}
+        s = WorkflowScheduler(SchedulerSettings(policy_config=config), clock=clock)
+        view = WorkerView(worker_id=W0, num_running_reqs=0, num_waiting_reqs=0, kv_used_tokens=0,
+                          kv_capacity_tokens=100_000, max_running_reqs=1, prefill_tokens_per_s=100.0)
+        s.handle(WorkerLoads(workers=(view,)))
+        s.handle(WorkflowSubmitted(workflow_id=SHORT, tool_hints=("finish",)))
+        s.handle(WorkflowSubmitted(workflow_id=LONG, tool_hints=("code",) * 30 + ("finish",)))
+        for wf in (SHORT, LONG):
+            s.handle(CallArrived(call_id=f"{wf}:0", workflow_id=wf, prompt_tokens=500, step=0))
+        clock.advance(0.1)
+        s.epoch()
+        lo, _ = _urgency_order(s)
+        s.handle(CallAdmitted(call_id=f"{lo}:0", workflow_id=lo, worker_id=W0))
+        remaining = s.service.remaining_s(f"{lo}:0", clock.now_s())
+        assert remaining is not None and remaining < 5.0 + 2.0  # pre-fill 5 s + a short decode
+        clock.advance(2.6)
+        return _preempts(s)
+
+    assert len(run(pays=False)) == 1
+    assert run(pays=True) == []
+    assert run(pays=True, placement="admission") == []  # the estimates do not need the placement

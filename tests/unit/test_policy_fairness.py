@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from factories import make_blocking, make_pending, make_tenant, make_workflow
 from hypothesis import given
@@ -205,3 +207,18 @@ def test_srpt_inside_a_tenant_orders_least_remaining_work_first_and_preempts_the
     assert afs.preemptions([make_blocking("short", "long", blocked_since_s=NOW - 1.0)], ep, NOW) == []
     with pytest.raises(InvalidSettings):
         AfsSettings(within_tenant="lifo")
+
+
+def test_a_preemption_that_costs_more_than_it_saves_is_skipped_when_asked() -> None:
+    afs = AgentFairShare()
+    paying = AgentFairShare(AfsSettings(preempt_only_if_it_pays=True))
+    ep = afs.epoch(_workload(), [], NOW)
+    base = make_blocking("l1", "h2", blocked_since_s=NOW - 0.6)
+    # The holder finishes in 1 s; pre-filling its prompt again would take 3 s: the waiter gets the
+    # worker sooner by waiting.
+    nearly_done = dataclasses.replace(base, holder_remaining_s=1.0, preempt_cost_s=3.0)
+    long_left = dataclasses.replace(base, holder_remaining_s=20.0, preempt_cost_s=3.0)
+    assert len(afs.preemptions([nearly_done], ep, NOW)) == 1  # off by default: the paper's rule
+    assert paying.preemptions([nearly_done], ep, NOW) == []
+    assert [p.preempted for p in paying.preemptions([long_left], ep, NOW)] == ["l1"]
+    assert len(paying.preemptions([base], ep, NOW)) == 1  # no estimates: the paper's rule
