@@ -59,6 +59,7 @@ from typing import Any
 ROWS = (
     "lru/rust",
     "priority/rust",
+    "saga/rust",
     "saga/python",
     "saga/python-pyheap",
     "saga/python-heap",
@@ -66,7 +67,7 @@ ROWS = (
     "reuse_time/python",
     "wa_lru/python",
 )
-DEFAULT_ROWS = ROWS[:5]
+DEFAULT_ROWS = ROWS[:6]
 SYSTEM_TOKENS = 32
 STEP_TOKENS = 16
 STEPS_RESIDENT = 10
@@ -141,7 +142,9 @@ class _Cache:
                 tree_core_backend=core,
             )
         )
-        expected = "RustUnifiedTreeCore" if core == "rust" else "UnifiedTreeCore"
+        expected = "UnifiedTreeCore"
+        if core == "rust":  # a saga policy gets the plugin's saga-rust core (SGLang's Rust core inside)
+            expected = "SagaRustTreeCore" if eviction_policy == "saga" else "RustUnifiedTreeCore"
         assert type(self.cache.tree_core).__name__ == expected, type(self.cache.tree_core).__name__
         self.stats = dict.fromkeys(("match_s", "evict_s", "checkpoint_s"), 0.0) | dict.fromkeys(
             ("evicted_tokens", "evict_calls", "cached_tokens", "prompt_tokens", "heap_leaves"), 0
@@ -234,7 +237,9 @@ def hint_change_probe() -> dict[str, Any]:
     }
 
 
-def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str, Any]:
+def run_row(
+    row: str, num_nodes: int, num_requests: int, seed: int, breakdown: bool = False
+) -> dict[str, Any]:
     import random
 
     from saga_sgl import _cpu_shims
@@ -255,6 +260,7 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
     saga = policy not in ("lru", "priority")
     hinted = policy != "lru"
     timer = _PluginTimer()
+    driver_cpu_s = [0.0]  # the request's hint envelope: built by the HTTP/tokenizer side, not timed
     if saga:
         from sglang.srt.plugins.hook_registry import HookRegistry
 
@@ -265,12 +271,20 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
 
         plugin.register()
         HookRegistry.apply_hooks()
+    if saga and breakdown:
         # Time the plugin's own code (checkpoint marking, keys, the leaf index, hint decoding).
         for owner, name in [
             (WorkerRuntime, "on_checkpoint"), (WorkerRuntime, "begin_round"),
             (WorkerRuntime, "end_round"), (WorkerRuntime, "hint_of"),
             (SagaEvictionStrategy, "get_priority"), (SagaEvictionStrategy, "sync_leaf"),
             (EvictableLeaves, "pop"), (EvictableLeaves, "sync"),
+        ]:  # fmt: skip
+            timer.wrap(owner, name)
+        from saga_sgl.worker.rust_tree import SagaRustTreeCore
+
+        # The mirror's own bookkeeping (its calls into the Rust core are SGLang's work, not timed).
+        for owner, name in [
+            (SagaRustTreeCore, "_sync"), (SagaRustTreeCore, "_lock"), (SagaRustTreeCore, "_pop_victim"),
         ]:  # fmt: skip
             timer.wrap(owner, name)
     exact = registry.create_eviction("saga")  # option (a) derives its classes from the exact key
@@ -311,7 +325,9 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
                 terminal=terminal[w],
             )
             if saga:
+                c0 = time.process_time()
                 kv_hints = decode_kv_hints_envelope(encode_kv_hints(hint))
+                driver_cpu_s[0] += time.process_time() - c0
             else:  # option (a): the class of the exact key this entry would get now
                 t0 = time.perf_counter()
                 now = time.monotonic()
@@ -331,13 +347,13 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
     stats = cache.stats
     for key in stats:
         stats[key] = 0 if isinstance(stats[key], int) else 0.0
-    timer.seconds = class_s[0] = 0.0
+    timer.seconds = class_s[0] = driver_cpu_s[0] = 0.0
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     for i in range(num_requests):
         serve((num_nodes + i) % num_workflows)
     total_s = time.perf_counter() - t0
-    cpu_s = time.process_time() - cpu0
+    cpu_s = time.process_time() - cpu0 - driver_cpu_s[0]
     evicted_nodes = stats["evicted_tokens"] / STEP_TOKENS
     per_req = 1e6 / num_requests
     result: dict[str, Any] = {
@@ -351,7 +367,8 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
         "match_us_per_request": stats["match_s"] * per_req,
         "evict_us_per_request": stats["evict_s"] * per_req,
         "checkpoint_us_per_request": stats["checkpoint_s"] * per_req,
-        "plugin_us_per_request": timer.seconds * per_req if saga else None,
+        "plugin_us_per_request": timer.seconds * per_req if saga and breakdown else None,
+        "hint_envelope_cpu_us_per_request": driver_cpu_s[0] * per_req,
         "class_us_per_request": class_s[0] * per_req if policy == "priority" else None,
         "evicted_nodes_per_s": evicted_nodes / total_s,
         "evict_calls": stats["evict_calls"],
@@ -397,11 +414,11 @@ def machine() -> dict[str, Any]:
 
 def markdown(results: list[dict[str, Any]]) -> str:
     header = (
-        "| nodes | row | µs/request | vs lru/rust | CPU µs/request | match | evict | checkpoint | plugin "
-        "| hit rate | recomputed vs saga/python | µs/evict call | evictable leaves |"
+        "| nodes | row | CPU µs/request | vs lru/rust (CPU) | wall µs/request | match | evict | checkpoint "
+        "| plugin | hit rate | recomputed vs saga/python | µs/evict call | evictable leaves |"
     )
     lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    base = {r["nodes"]: r["us_per_request"] for r in results if r["row"] == "lru/rust"}
+    base = {r["nodes"]: r["cpu_us_per_request"] for r in results if r["row"] == "lru/rust"}
     exact = {r["nodes"]: r["recomputed_tokens"] for r in results if r["row"] == "saga/python"}
 
     def opt(value: Any, fmt: str = "{:.0f}") -> str:
@@ -409,31 +426,17 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
     for r in results:
         n = r["nodes"]
-        ratio = r["us_per_request"] / base[n] if n in base else None
+        ratio = r["cpu_us_per_request"] / base[n] if n in base else None
         recomputed = r["recomputed_tokens"] / exact[n] if n in exact and r["hinted"] and exact[n] else None
         leaves = r["mean_evictable_leaves"] or None
         lines.append(
-            f"| {n} | {r['row']} | {r['us_per_request']:.0f} | {opt(ratio, '{:.2f}x')} | "
-            f"{r['cpu_us_per_request']:.0f} | {r['match_us_per_request']:.0f} | "
+            f"| {n} | {r['row']} | {r['cpu_us_per_request']:.0f} | {opt(ratio, '{:.2f}x')} | "
+            f"{r['us_per_request']:.0f} | {r['match_us_per_request']:.0f} | "
             f"{r['evict_us_per_request']:.0f} | {r['checkpoint_us_per_request']:.0f} | "
             f"{opt(r['plugin_us_per_request'])} | {r['hit_rate']:.3f} | "
             f"{opt(recomputed, '{:.3f}')} | {r['us_per_evict_call']:.0f} | {opt(leaves)} |"
         )
     return "\n".join(lines)
-
-
-def option_b_estimate(results: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
-    """Option (b)'s floor per size (an estimate from measured parts, not a measurement): the Rust
-    core's cache work plus the plugin's own work per request in saga/python."""
-    out: dict[int, dict[str, float]] = {}
-    for r in results:
-        if r["row"] != "saga/python" or r["plugin_us_per_request"] is None:
-            continue
-        base = next((b for b in results if b["row"] == "lru/rust" and b["nodes"] == r["nodes"]), None)
-        if base is not None:
-            floor = base["us_per_request"] + r["plugin_us_per_request"]
-            out[r["nodes"]] = {"us_per_request": floor, "vs_lru_rust": floor / base["us_per_request"]}
-    return out
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -448,13 +451,13 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     width = 0.8 / len(rows)
     for i, row in enumerate(rows):
         values = [
-            next((r["us_per_request"] for r in results if r["row"] == row and r["nodes"] == n), 0)
+            next((r["cpu_us_per_request"] for r in results if r["row"] == row and r["nodes"] == n), 0)
             for n in sizes
         ]
         ax.bar([j + i * width for j in range(len(sizes))], values, width, label=row)
     ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(sizes))], [f"{n} nodes" for n in sizes])
     ax.set_yscale("log")
-    ax.set_ylabel("µs of cache work per request (log; lower is better)")
+    ax.set_ylabel("CPU µs of cache work per request (log; lower is better)")
     ax.set_title("Eviction overhead: saga plugin options vs SGLang's Rust LRU")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -474,11 +477,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the workload and hints")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
                         help="folder for eviction_overhead.{json,md,png}")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the plugin's own code (wraps its entry points: this adds "
+                             "CPU to the saga rows, so compare CPU figures from runs without it)")
     parser.add_argument("--row", help=argparse.SUPPRESS)  # internal: run one row in this process
     args = parser.parse_args()
 
     if args.row:
-        print(json.dumps(run_row(args.row, args.nodes[0], args.requests, args.seed)))
+        print(json.dumps(run_row(args.row, args.nodes[0], args.requests, args.seed, args.breakdown)))
         return
 
     from tqdm import tqdm
@@ -487,27 +493,20 @@ def main() -> None:
     jobs = [(n, row) for n in args.nodes for row in args.rows]
     for n, row in tqdm(jobs, desc="eviction_overhead", unit="row"):
         cmd = [sys.executable, __file__, "--row", row, "--nodes", str(n), "--requests", str(args.requests),
-               "--seed", str(args.seed)]  # fmt: skip
+               "--seed", str(args.seed), *(["--breakdown"] if args.breakdown else [])]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"row {row} ({n} nodes) failed:\n{out.stderr[-3000:]}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    estimate = option_b_estimate(results)
     report = {
         "machine": machine(),
         "settings": vars(args) | {"out": str(args.out)},
         "results": results,
-        "option_b_floor_estimate": estimate,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "eviction_overhead.json").write_text(json.dumps(report, indent=2, default=str))
     table = markdown(results)
     lines = [table, ""]
-    for n, e in estimate.items():
-        lines.append(
-            f"Option (b) floor at {n} nodes (estimate: lru/rust + plugin µs/request of saga/python): "
-            f"{e['us_per_request']:.0f} µs/request, {e['vs_lru_rust']:.2f}x lru/rust"
-        )
     for r in results:
         if "hint_change_probe" in r:
             lines.append(f"Option (a) hint-change probe ({r['nodes']} nodes run): {r['hint_change_probe']}")

@@ -58,18 +58,25 @@ class WorkerMetrics:
             name: PromGauge(PREFIX + name, doc, registry=self.registry, multiprocess_mode="livemostrecent")
             for name, doc in _GAUGES.items()
         }
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._server: Any = None
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         if amount == 0:
             return
         label_values = tuple(labels[k] for k in _COUNTERS[name][1])
+        slot = (name, label_values)
         with self._lock:
-            self._counts[(name, label_values)] += amount
-        counter = self._prom_counters[name]
-        (counter.labels(*label_values) if label_values else counter).inc(amount)
+            self._counts[slot] += amount
+        child = self._children.get(slot)
+        if child is None:  # prometheus' label lookup, once per label set (it is on the scheduler's path)
+            counter = self._prom_counters[name]
+            child = self._children[slot] = counter.labels(*label_values) if label_values else counter
+        child.inc(amount)
 
     def set_gauge(self, name: str, value: float) -> None:
+        if self._gauges[name] == value:
+            return
         with self._lock:
             self._gauges[name] = value
         self._prom_gauges[name].set(value)
