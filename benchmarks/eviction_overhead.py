@@ -1,30 +1,28 @@
-"""Eviction overhead of the saga worker plugin on SGLang's real radix cache, and the three ways to
-make it fast (issue 14), measured in one run.
+"""Eviction overhead of the saga worker plugin on SGLang's real radix cache, and the ways to make it
+fast (issue 14), measured in one run.
 
 What it measures: the cache work the SGLang scheduler does per request (match the prefix and lock
 it, allocate the new tokens, evicting on shortage, checkpoint the request into the tree, release),
 on a real ``UnifiedRadixCache`` over CPU KV pools, with no model. Rows (``policy/core``):
 
 * ``lru/rust``: stock SGLang, LRU on the Rust tree core (SGLang's default; the baseline);
+* ``saga/rust``: option (b) as built: the default saga policy (``reuse_density``) through the
+  plugin on SGLang's Rust tree core (match and insert native), victims from the plugin's leaf index
+  (``saga_sgl.worker.rust_tree``: a mirror of the tree's shape, victims evicted through the core's
+  ``evict_device_leaf``). What a saga worker runs by default;
 * ``priority/rust``: option (a): SGLang's Rust core with its ``priority`` policy, each request's
   insert priority a class derived from its hint through the exact policy's key (tier, and the key's
   primary relative to the last use, quantised to one ``decay_s``); inside a class Rust orders by
   last use, and a node keeps the max class of every insert that touched it;
-* ``saga/python``: option (c): the default saga policy (``reuse_density``) through the plugin
-  (hooks, hinted requests, the Python tree core the plugin selects), victims popped from the
-  plugin's persistent leaf index over the native ``saga_kernels`` KeyHeap;
+* ``saga/python``: option (c): the same plugin on SGLang's Python tree core (what a saga worker
+  runs where the Rust core is unavailable), victims from the leaf index over the native
+  ``saga_kernels`` KeyHeap;
 * ``saga/python-pyheap``: the same with ``SAGA_KERNELS=python`` (the pure-Python fallback);
 * ``saga/python-heap``: the same with the leaf index off (SGLang's per-call heap of every leaf);
 * ``lru/python``, ``reuse_time/python``, ``wa_lru/python``: SGLang's LRU on the Python core, and
   the other saga policies (optional rows).
 
-Option (b), a tree core of our own registered through ``register_tree_core_backend``, is not a
-row: it was not built (see benchmarks/results/eviction_overhead.md). Its floor is estimated from
-measured parts: the Rust core's cache work (``lru/rust``) plus the plugin's own per-request work in
-``saga/python`` (``plugin µs/request``: time inside the plugin's checkpoint, key and index code,
-timed around the outermost plugin call), i.e. a native core that still calls the exact Python policy.
-
-Decisions: every hinted row (a, c) sees the same requests and the same hints; ``recomputed`` is the
+Decisions: every hinted row sees the same requests and the same hints; ``recomputed`` is the
 prompt tokens not served from the cache in the measured window (the cost of the eviction
 decisions), compared with ``saga/python``, which takes the exact policy's decisions.
 
@@ -33,11 +31,19 @@ workflow and appends 16 tokens to its context (one new radix node). The KV pool 
 ``nodes`` x 16 tokens, so once warm the tree holds about ``nodes`` nodes and every request evicts about
 one node. ``nodes / steps_resident`` workflows are active, round-robin, so SGLang's eviction heap
 (rebuilt from all evictable leaves on every eviction call) holds one leaf per workflow. Hints:
-predicted next use 1-30 s, P_reuse 0.3-0.95, a tenth of workflows terminal.
+predicted next use 1-30 s, P_reuse 0.3-0.95, a tenth of workflows terminal. The measured window's
+requests (tokens, hints, and the ``kv_hints`` envelope SGLang's HTTP side would decode) are built
+before the clock starts: only scheduler-side work is timed, the plugin's hint decoding included.
 
-Each row runs in its own interpreter, so hooks installed for a saga row never touch a baseline row.
+Timing: CPU µs per request of the row's process (``time.process_time``; on a shared machine far
+steadier than wall time). Each row runs in its own interpreter, so hooks installed for a saga row
+never touch a baseline row. ``--repeat K`` runs every row K times, interleaved, and reports medians
+and the median *paired* ratio to ``lru/rust`` (the two runs of one repeat are adjacent in time).
+``--breakdown`` also times the plugin's own code (this wraps its entry points and so adds CPU: take
+the CPU figures from runs without it).
 
     python benchmarks/eviction_overhead.py                    # 10k and 50k nodes, 3000 requests each
+    python benchmarks/eviction_overhead.py --nodes 50000 --rows lru/rust saga/rust --repeat 3
     python benchmarks/eviction_overhead.py --nodes 10000 --requests 500   # quick
 
 Output: JSON, a markdown table and a PNG plot in ``--out`` (default benchmarks/results/), plus the
@@ -50,6 +56,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -260,7 +267,6 @@ def run_row(
     saga = policy not in ("lru", "priority")
     hinted = policy != "lru"
     timer = _PluginTimer()
-    driver_cpu_s = [0.0]  # the request's hint envelope: built by the HTTP/tokenizer side, not timed
     if saga:
         from sglang.srt.plugins.hook_registry import HookRegistry
 
@@ -312,10 +318,12 @@ def run_row(
     terminal = [rng.random() < 0.1 for _ in range(num_workflows)]
     class_s = [0.0]
 
-    def serve(w: int) -> None:
+    def prepare(w: int) -> tuple[list[int], Any, Any]:
+        """Workflow ``w``'s next call: its tokens, its hint, and (saga rows) the request's
+        ``kv_hints`` envelope as SGLang's HTTP side decodes it (not scheduler work: built before
+        the measured window)."""
         contexts[w] = contexts[w] + fresh(STEP_TOKENS)
-        tokens = contexts[w]
-        kv_hints = priority = None
+        hint = envelope = None
         if hinted:
             hint = ReuseHint(
                 workflow_id=f"wf{w}",
@@ -325,35 +333,39 @@ def run_row(
                 terminal=terminal[w],
             )
             if saga:
-                c0 = time.process_time()
-                kv_hints = decode_kv_hints_envelope(encode_kv_hints(hint))
-                driver_cpu_s[0] += time.process_time() - c0
-            else:  # option (a): the class of the exact key this entry would get now
-                t0 = time.perf_counter()
-                now = time.monotonic()
-                view = CacheEntryView(
-                    entry_id=0, num_tokens=STEP_TOKENS, depth_tokens=len(tokens), last_access_s=now,
-                    is_terminal=hint.terminal, reuse_prob=hint.reuse_prob,
-                    next_use_at_s=None if hint.next_use_in_s is None else now + hint.next_use_in_s,
-                )  # fmt: skip
-                priority = priority_class(exact.key(view, now, 0.0), now, decay_s)
-                class_s[0] += time.perf_counter() - t0
+                envelope = decode_kv_hints_envelope(encode_kv_hints(hint))
         steps[w] += 1
+        return contexts[w], hint, envelope
+
+    def serve(call: tuple[list[int], Any, Any]) -> None:
+        tokens, hint, kv_hints = call
+        priority = None
+        if hint is not None and not saga:  # option (a): the class of the exact key this entry gets now
+            t0 = time.perf_counter()
+            now = time.monotonic()
+            view = CacheEntryView(
+                entry_id=0, num_tokens=STEP_TOKENS, depth_tokens=len(tokens), last_access_s=now,
+                is_terminal=hint.terminal, reuse_prob=hint.reuse_prob,
+                next_use_at_s=None if hint.next_use_in_s is None else now + hint.next_use_in_s,
+            )  # fmt: skip
+            priority = priority_class(exact.key(view, now, 0.0), now, decay_s)
+            class_s[0] += time.perf_counter() - t0
         cache.serve(tokens, kv_hints, priority)
 
     # Warm-up: fill the pool to capacity (about num_nodes nodes), no eviction measured.
     for w in range(num_nodes):
-        serve(w % num_workflows)
+        serve(prepare(w % num_workflows))
     stats = cache.stats
     for key in stats:
         stats[key] = 0 if isinstance(stats[key], int) else 0.0
-    timer.seconds = class_s[0] = driver_cpu_s[0] = 0.0
+    timer.seconds = class_s[0] = 0.0
+    calls = [prepare((num_nodes + i) % num_workflows) for i in range(num_requests)]  # same order
     t0 = time.perf_counter()
     cpu0 = time.process_time()
-    for i in range(num_requests):
-        serve((num_nodes + i) % num_workflows)
+    for call in calls:
+        serve(call)
     total_s = time.perf_counter() - t0
-    cpu_s = time.process_time() - cpu0 - driver_cpu_s[0]
+    cpu_s = time.process_time() - cpu0
     evicted_nodes = stats["evicted_tokens"] / STEP_TOKENS
     per_req = 1e6 / num_requests
     result: dict[str, Any] = {
@@ -368,7 +380,6 @@ def run_row(
         "evict_us_per_request": stats["evict_s"] * per_req,
         "checkpoint_us_per_request": stats["checkpoint_s"] * per_req,
         "plugin_us_per_request": timer.seconds * per_req if saga and breakdown else None,
-        "hint_envelope_cpu_us_per_request": driver_cpu_s[0] * per_req,
         "class_us_per_request": class_s[0] * per_req if policy == "priority" else None,
         "evicted_nodes_per_s": evicted_nodes / total_s,
         "evict_calls": stats["evict_calls"],
@@ -414,7 +425,8 @@ def machine() -> dict[str, Any]:
 
 def markdown(results: list[dict[str, Any]]) -> str:
     header = (
-        "| nodes | row | CPU µs/request | vs lru/rust (CPU) | wall µs/request | match | evict | checkpoint "
+        "| nodes | row | CPU µs/request (median) | vs lru/rust (CPU, paired median) | wall µs/request "
+        "| match | evict | checkpoint "
         "| plugin | hit rate | recomputed vs saga/python | µs/evict call | evictable leaves |"
     )
     lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -426,7 +438,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
     for r in results:
         n = r["nodes"]
-        ratio = r["cpu_us_per_request"] / base[n] if n in base else None
+        ratio = r.get("cpu_vs_lru_rust_paired")
+        if ratio is None and n in base:
+            ratio = r["cpu_us_per_request"] / base[n]
         recomputed = r["recomputed_tokens"] / exact[n] if n in exact and r["hinted"] and exact[n] else None
         leaves = r["mean_evictable_leaves"] or None
         lines.append(
@@ -437,6 +451,35 @@ def markdown(results: list[dict[str, Any]]) -> str:
             f"{opt(recomputed, '{:.3f}')} | {r['us_per_evict_call']:.0f} | {opt(leaves)} |"
         )
     return "\n".join(lines)
+
+
+MEDIAN_FIELDS = (
+    "cpu_us_per_request", "us_per_request", "match_us_per_request", "evict_us_per_request",
+    "checkpoint_us_per_request", "us_per_evict_call", "requests_per_s",
+)  # fmt: skip
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per (nodes, row): timing fields are medians over the repeats; the paired ratio is
+    the median over repeats of the row's CPU / lru/rust's CPU in the same repeat (adjacent runs)."""
+    out = []
+    keys = list(dict.fromkeys((r["nodes"], r["row"]) for r in runs))
+    for nodes, row in keys:
+        mine = [r for r in runs if r["nodes"] == nodes and r["row"] == row]
+        merged = dict(mine[0])
+        for field in MEDIAN_FIELDS:
+            merged[field] = statistics.median(r[field] for r in mine)
+        ratios = []
+        for r in mine:
+            base = next((b for b in runs if b["row"] == "lru/rust" and b["nodes"] == nodes
+                         and b["repeat"] == r["repeat"]), None)  # fmt: skip
+            if base is not None:
+                ratios.append(r["cpu_us_per_request"] / base["cpu_us_per_request"])
+        merged["repeats"] = len(mine)
+        merged["cpu_vs_lru_rust_paired"] = statistics.median(ratios) if ratios else None
+        merged["cpu_us_per_request_runs"] = [r["cpu_us_per_request"] for r in mine]
+        out.append(merged)
+    return out
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -477,6 +520,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the workload and hints")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
                         help="folder for eviction_overhead.{json,md,png}")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every row this many times, interleaved; the table shows medians and "
+                             "the median paired CPU ratio to lru/rust (same repeat)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the plugin's own code (wraps its entry points: this adds "
                              "CPU to the saga rows, so compare CPU figures from runs without it)")
@@ -489,19 +535,22 @@ def main() -> None:
 
     from tqdm import tqdm
 
-    results = []
-    jobs = [(n, row) for n in args.nodes for row in args.rows]
-    for n, row in tqdm(jobs, desc="eviction_overhead", unit="row"):
+    # Repeats interleave the rows (each repeat runs every row once), so paired rows see similar load.
+    jobs = [(rep, n, row) for rep in range(args.repeat) for n in args.nodes for row in args.rows]
+    runs = []
+    for rep, n, row in tqdm(jobs, desc="eviction_overhead", unit="row"):
         cmd = [sys.executable, __file__, "--row", row, "--nodes", str(n), "--requests", str(args.requests),
                "--seed", str(args.seed), *(["--breakdown"] if args.breakdown else [])]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"row {row} ({n} nodes) failed:\n{out.stderr[-3000:]}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]) | {"repeat": rep})
+    results = summarise(runs)
     report = {
         "machine": machine(),
         "settings": vars(args) | {"out": str(args.out)},
         "results": results,
+        "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "eviction_overhead.json").write_text(json.dumps(report, indent=2, default=str))

@@ -25,7 +25,9 @@ Targets (all checked by ``compat.check``):
   token id outside ``[0, vocab_size)`` is answered with an error instead of crashing the model's
   embedding (which kills the scheduler process).
 * ``tree_core_registry.select_tree_core_backend``: a cache configured with a saga policy gets the
-  Python tree core (the Rust core only knows its built-in policies); other caches are untouched.
+  ``saga-rust`` tree core (``rust_tree.py``: SGLang's Rust core, our victims) where SGLang would pick
+  the Rust core and the cache is FULL-only without HiCache, else the Python tree core; other caches
+  are untouched.
 * ``UnifiedTreeCore._update_evictable_leaf_sets`` (the one place SGLang adds evictable leaves) and
   ``FullComponent._evict_device_start / _next_node / _end``: the evictable leaves live in a
   persistent index (the core ``VictimIndex``, ``evictable.py``) and the eviction walk pops victims

@@ -36,6 +36,7 @@ _GAUGES: dict[str, str] = {
     "protected_tokens": "Tokens in TTL-protected evictable leaves at the last eviction round",
     "tracked_workflows": "Workflows in the hint table",
     "victim_index_native": "1 if the leaf index orders victims with the native saga_kernels KeyHeap, else 0",
+    "tree_core_native": "1 if the cache runs on SGLang's Rust tree core (saga-rust), 0 on its Python core",
 }
 
 PREFIX = "saga_worker_"
@@ -86,6 +87,9 @@ class WorkerMetrics:
         with self._lock:
             if name in self._gauges:
                 return self._gauges[name]
+            spec = _COUNTERS.get(name)
+            if spec is not None and not spec[1]:  # an unlabelled counter: one slot (read every step)
+                return self._counts.get((name, ()), 0.0)
             return sum(
                 count
                 for (n, values), count in self._counts.items()

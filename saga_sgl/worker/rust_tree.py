@@ -70,9 +70,12 @@ class SagaRustTreeCore(RustUnifiedTreeCore):  # type: ignore[misc]  # sglang is 
         # The native core orders nothing we use; any built-in policy keeps it content.
         super().__init__(dataclasses.replace(params, eviction_policy="lru", eviction_policy_config=None))
         self.eviction_strategy = strategy
+        strategy.runtime.metrics.set_gauge("tree_core_native", 1.0)
         self.enable_session_radix_cache = False
         self._child_len = max(1, int(params.page_size))
         self._walk_quota: int | None = None
+        self._mirror_failed = False
+        """The mirror disagreed with the core once: from then on the core's own walk (its LRU)."""
         self._clear_mirror()
 
     def _clear_mirror(self) -> None:
@@ -213,13 +216,22 @@ class SagaRustTreeCore(RustUnifiedTreeCore):  # type: ignore[misc]  # sglang is 
         super().evict_device_start(component_type, request_cnt)
 
     def evict_device_next_node(self, component_type: ComponentType, tracker: dict[ComponentType, int]) -> Any:
-        if component_type != _FULL or self._walk_quota is None:
+        if component_type != _FULL or self._walk_quota is None or self._mirror_failed:
             return super().evict_device_next_node(component_type, tracker)
         if tracker.get(_FULL, 0) >= self._walk_quota:
             return EvictDeviceNextNodeResult()
         victim = self._pop_victim()
         if victim is None:
             return EvictDeviceNextNodeResult()
+        # The core panics (and refuses all later calls) on a node that is not a device leaf: check
+        # the mirror's answer with the core before handing it out.
+        info = self._binding.collect_path_info([victim.id])[0]
+        if not info or info[-1][0] != victim.id or info[-1][5] != 0 or info[-1][4] is None:
+            self._mirror_failed = True
+            self.eviction_strategy.runtime.hook_failed(
+                "saga_rust_mirror", RuntimeError(f"mirror leaf {victim.id} is not a device leaf of the core")
+            )
+            return super().evict_device_next_node(component_type, tracker)
         return EvictDeviceNextNodeResult(node_id=victim.id, made_progress=True)
 
     def _pop_victim(self) -> MirrorNode | None:
