@@ -287,6 +287,8 @@ def supported(params: Any) -> str | None:
         return "components other than FULL"
     if getattr(params, "enable_session_radix_cache", False):
         return "session-aware caching"
+    if getattr(params, "is_eagle", False):
+        return "EAGLE bigram keys"
     try:
         from sglang.srt.server_args import get_global_server_args
 
