@@ -60,6 +60,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +248,46 @@ def hint_change_probe() -> dict[str, Any]:
 def run_row(
     row: str, num_nodes: int, num_requests: int, seed: int, breakdown: bool = False
 ) -> dict[str, Any]:
+    """One row, all its measured requests in one go."""
+    steps = row_steps(row, num_nodes, num_requests, seed, breakdown)
+    next(steps)  # set-up and warm-up
+    try:
+        while True:
+            steps.send(num_requests)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def run_interleaved(
+    rows: list[str], num_nodes: int, num_requests: int, seed: int, block: int
+) -> list[dict[str, Any]]:
+    """Several rows in this one process: each is set up and warmed up, then their measured requests
+    run in alternating blocks of ``block`` requests, each row's CPU time summed over its own blocks.
+    Load on a shared machine then falls on every row alike. The plugin's hooks are installed for
+    the whole process, so a stock row here also pays their pass-through (a check per hooked call)."""
+    if sum(row.split("/")[0] not in ("lru", "priority") for row in rows) > 1 or any("-" in r for r in rows):
+        raise SystemExit("--interleave: at most one saga row (one plugin runtime per process), no variants")
+    gens = []
+    for row in rows:
+        gen = row_steps(row, num_nodes, num_requests, seed, False)
+        next(gen)
+        gens.append(gen)
+    results: list[dict[str, Any] | None] = [None] * len(rows)
+    while any(r is None for r in results):
+        for i, gen in enumerate(gens):
+            if results[i] is None:
+                try:
+                    gen.send(block)
+                except StopIteration as done:
+                    results[i] = done.value
+    return [r | {"interleaved": True} for r in results if r is not None]
+
+
+def row_steps(
+    row: str, num_nodes: int, num_requests: int, seed: int, breakdown: bool
+) -> Generator[None, int, dict[str, Any]]:
+    """Set up and warm up ``row`` (first ``next``), then serve as many measured requests as each
+    ``send`` asks; returns (StopIteration) the row's result once all are served."""
     import random
 
     from saga_sgl import _cpu_shims
@@ -360,12 +401,17 @@ def run_row(
         stats[key] = 0 if isinstance(stats[key], int) else 0.0
     timer.seconds = class_s[0] = 0.0
     calls = [prepare((num_nodes + i) % num_workflows) for i in range(num_requests)]  # same order
-    t0 = time.perf_counter()
-    cpu0 = time.process_time()
-    for call in calls:
-        serve(call)
-    total_s = time.perf_counter() - t0
-    cpu_s = time.process_time() - cpu0
+    total_s = cpu_s = 0.0
+    done = 0
+    while done < num_requests:
+        block = yield
+        t0 = time.perf_counter()
+        cpu0 = time.process_time()
+        for call in calls[done : done + block]:
+            serve(call)
+        total_s += time.perf_counter() - t0
+        cpu_s += time.process_time() - cpu0
+        done += block
     evicted_nodes = stats["evicted_tokens"] / STEP_TOKENS
     per_req = 1e6 / num_requests
     result: dict[str, Any] = {
@@ -526,25 +572,36 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the plugin's own code (wraps its entry points: this adds "
                              "CPU to the saga rows, so compare CPU figures from runs without it)")
+    parser.add_argument("--interleave", type=int, default=0, metavar="BLOCK",
+                        help="run the rows in ONE process, their measured requests in alternating "
+                             "blocks of BLOCK requests (load falls on all rows alike; the stock rows "
+                             "then also pass through the plugin's hooks); at most one saga row")
     parser.add_argument("--row", help=argparse.SUPPRESS)  # internal: run one row in this process
     args = parser.parse_args()
 
     if args.row:
-        print(json.dumps(run_row(args.row, args.nodes[0], args.requests, args.seed, args.breakdown)))
+        if args.interleave:
+            rows = args.row.split(",")
+            print(json.dumps(run_interleaved(rows, args.nodes[0], args.requests, args.seed, args.interleave)))
+        else:
+            print(json.dumps(run_row(args.row, args.nodes[0], args.requests, args.seed, args.breakdown)))
         return
 
     from tqdm import tqdm
 
     # Repeats interleave the rows (each repeat runs every row once), so paired rows see similar load.
-    jobs = [(rep, n, row) for rep in range(args.repeat) for n in args.nodes for row in args.rows]
+    groups = [",".join(args.rows)] if args.interleave else args.rows
+    jobs = [(rep, n, row) for rep in range(args.repeat) for n in args.nodes for row in groups]
     runs = []
-    for rep, n, row in tqdm(jobs, desc="eviction_overhead", unit="row"):
+    for rep, n, row in tqdm(jobs, desc="eviction_overhead", unit="run"):
         cmd = [sys.executable, __file__, "--row", row, "--nodes", str(n), "--requests", str(args.requests),
-               "--seed", str(args.seed), *(["--breakdown"] if args.breakdown else [])]  # fmt: skip
+               "--seed", str(args.seed), *(["--breakdown"] if args.breakdown else []),
+               *(["--interleave", str(args.interleave)] if args.interleave else [])]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"row {row} ({n} nodes) failed:\n{out.stderr[-3000:]}")
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]) | {"repeat": rep})
+        produced = json.loads(out.stdout.strip().splitlines()[-1])
+        runs.extend(r | {"repeat": rep} for r in (produced if isinstance(produced, list) else [produced]))
     results = summarise(runs)
     report = {
         "machine": machine(),
