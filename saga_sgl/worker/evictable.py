@@ -87,10 +87,10 @@ class EvictableLeaves:
         other), and a pair's contents come from ``_content_of``, which flags the node. So only
         flagged nodes and nodes whose content is new (a new node, a split) are passed on; the
         others would be no-ops. Same evidence, in the same order."""
-        dirty = self._dirty
-        if resync:
-            for node in path:
-                dirty[node.id] = node
+        if resync and path:
+            # Only the path's end can be a leaf (every other node has the next one as a child), so
+            # only it can be indexed; an inner node that becomes a leaf later is synced then.
+            self._dirty[path[0].id] = path[0]
         if self.victims.guard is None:
             return
         note_use = self.victims.note_use
