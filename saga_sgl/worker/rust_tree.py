@@ -289,12 +289,18 @@ def supported(params: Any) -> str | None:
         return "session-aware caching"
     if getattr(params, "is_eagle", False):
         return "EAGLE bigram keys"
-    try:
-        from sglang.srt.server_args import get_global_server_args
+    try:  # what SGLang's cache factory reads to attach a host tier after building the cache
+        from sglang.srt.runtime_context import get_disagg, get_memory
 
-        server_args = get_global_server_args()
-    except Exception:
-        server_args = None
-    if server_args is not None and getattr(server_args, "enable_hierarchical_cache", False):
+        memory = get_memory()
+        host_tier = bool(memory.enable_hierarchical_cache) or (
+            get_disagg().disaggregation_decode_retraction_backup == "host_pool"
+        )
+        linker = bool(getattr(memory, "enable_unified_cache_external_linker", False))
+    except (ImportError, RuntimeError, ValueError, AttributeError):
+        host_tier = linker = False  # no runtime context published: an in-process cache, no host tier
+    if host_tier:
         return "HiCache (host tier)"
+    if linker:
+        return "the external cache linker"
     return None

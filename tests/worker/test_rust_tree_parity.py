@@ -101,3 +101,28 @@ def test_a_finished_workflow_goes_first_on_the_rust_core(make_harness: Any) -> N
     assert h.resident_tokens(kept) == 0
     assert h.resident_tokens(idle) == 20
     assert h.runtime.metrics.value("evicted_tokens", tier="dead") == 20
+
+
+def test_caches_the_rust_core_cannot_serve_keep_the_python_core(
+    saga_hooks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HiCache (attached by SGLang after the cache is built), other components, sessions: the
+    Python tree core, with the reason logged (``hooks.select_tree_core_backend``)."""
+    from types import SimpleNamespace
+
+    from sglang.srt import runtime_context
+    from sglang.srt.mem_cache.unified_cache.components.base import ComponentType
+
+    from saga_sgl.worker.rust_tree import supported
+
+    full = SimpleNamespace(tree_components=(ComponentType.FULL,))
+    assert supported(full) is None  # no runtime context published (in-process cache): no host tier
+    assert supported(SimpleNamespace(tree_components=(ComponentType.FULL, ComponentType.SWA))) is not None
+    assert "session" in str(supported(SimpleNamespace(tree_components=None, enable_session_radix_cache=True)))
+    memory = SimpleNamespace(enable_hierarchical_cache=True, enable_unified_cache_external_linker=False)
+    disagg = SimpleNamespace(disaggregation_decode_retraction_backup=None)
+    monkeypatch.setattr(runtime_context, "get_memory", lambda: memory)
+    monkeypatch.setattr(runtime_context, "get_disagg", lambda: disagg)
+    assert supported(full) == "HiCache (host tier)"
+    memory.enable_hierarchical_cache = False
+    assert supported(full) is None
