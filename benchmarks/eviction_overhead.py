@@ -1,30 +1,28 @@
-"""Eviction overhead of the saga worker plugin on SGLang's real radix cache, and the three ways to
-make it fast (issue 14), measured in one run.
+"""Eviction overhead of the saga worker plugin on SGLang's real radix cache, and the ways to make it
+fast (issue 14), measured in one run.
 
 What it measures: the cache work the SGLang scheduler does per request (match the prefix and lock
 it, allocate the new tokens, evicting on shortage, checkpoint the request into the tree, release),
 on a real ``UnifiedRadixCache`` over CPU KV pools, with no model. Rows (``policy/core``):
 
 * ``lru/rust``: stock SGLang, LRU on the Rust tree core (SGLang's default; the baseline);
+* ``saga/rust``: option (b) as built: the default saga policy (``reuse_density``) through the
+  plugin on SGLang's Rust tree core (match and insert native), victims from the plugin's leaf index
+  (``saga_sgl.worker.rust_tree``: a mirror of the tree's shape, victims evicted through the core's
+  ``evict_device_leaf``). What a saga worker runs by default;
 * ``priority/rust``: option (a): SGLang's Rust core with its ``priority`` policy, each request's
   insert priority a class derived from its hint through the exact policy's key (tier, and the key's
   primary relative to the last use, quantised to one ``decay_s``); inside a class Rust orders by
   last use, and a node keeps the max class of every insert that touched it;
-* ``saga/python``: option (c): the default saga policy (``reuse_density``) through the plugin
-  (hooks, hinted requests, the Python tree core the plugin selects), victims popped from the
-  plugin's persistent leaf index over the native ``saga_kernels`` KeyHeap;
+* ``saga/python``: option (c): the same plugin on SGLang's Python tree core (what a saga worker
+  runs where the Rust core is unavailable), victims from the leaf index over the native
+  ``saga_kernels`` KeyHeap;
 * ``saga/python-pyheap``: the same with ``SAGA_KERNELS=python`` (the pure-Python fallback);
 * ``saga/python-heap``: the same with the leaf index off (SGLang's per-call heap of every leaf);
 * ``lru/python``, ``reuse_time/python``, ``wa_lru/python``: SGLang's LRU on the Python core, and
   the other saga policies (optional rows).
 
-Option (b), a tree core of our own registered through ``register_tree_core_backend``, is not a
-row: it was not built (see benchmarks/results/eviction_overhead.md). Its floor is estimated from
-measured parts: the Rust core's cache work (``lru/rust``) plus the plugin's own per-request work in
-``saga/python`` (``plugin µs/request``: time inside the plugin's checkpoint, key and index code,
-timed around the outermost plugin call), i.e. a native core that still calls the exact Python policy.
-
-Decisions: every hinted row (a, c) sees the same requests and the same hints; ``recomputed`` is the
+Decisions: every hinted row sees the same requests and the same hints; ``recomputed`` is the
 prompt tokens not served from the cache in the measured window (the cost of the eviction
 decisions), compared with ``saga/python``, which takes the exact policy's decisions.
 
@@ -33,11 +31,19 @@ workflow and appends 16 tokens to its context (one new radix node). The KV pool 
 ``nodes`` x 16 tokens, so once warm the tree holds about ``nodes`` nodes and every request evicts about
 one node. ``nodes / steps_resident`` workflows are active, round-robin, so SGLang's eviction heap
 (rebuilt from all evictable leaves on every eviction call) holds one leaf per workflow. Hints:
-predicted next use 1-30 s, P_reuse 0.3-0.95, a tenth of workflows terminal.
+predicted next use 1-30 s, P_reuse 0.3-0.95, a tenth of workflows terminal. The measured window's
+requests (tokens, hints, and the ``kv_hints`` envelope SGLang's HTTP side would decode) are built
+before the clock starts: only scheduler-side work is timed, the plugin's hint decoding included.
 
-Each row runs in its own interpreter, so hooks installed for a saga row never touch a baseline row.
+Timing: CPU µs per request of the row's process (``time.process_time``; on a shared machine far
+steadier than wall time). Each row runs in its own interpreter, so hooks installed for a saga row
+never touch a baseline row. ``--repeat K`` runs every row K times, interleaved, and reports medians
+and the median *paired* ratio to ``lru/rust`` (the two runs of one repeat are adjacent in time).
+``--breakdown`` also times the plugin's own code (this wraps its entry points and so adds CPU: take
+the CPU figures from runs without it).
 
     python benchmarks/eviction_overhead.py                    # 10k and 50k nodes, 3000 requests each
+    python benchmarks/eviction_overhead.py --nodes 50000 --rows lru/rust saga/rust --repeat 3
     python benchmarks/eviction_overhead.py --nodes 10000 --requests 500   # quick
 
 Output: JSON, a markdown table and a PNG plot in ``--out`` (default benchmarks/results/), plus the
@@ -50,15 +56,18 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 ROWS = (
     "lru/rust",
     "priority/rust",
+    "saga/rust",
     "saga/python",
     "saga/python-pyheap",
     "saga/python-heap",
@@ -66,7 +75,7 @@ ROWS = (
     "reuse_time/python",
     "wa_lru/python",
 )
-DEFAULT_ROWS = ROWS[:5]
+DEFAULT_ROWS = ROWS[:6]
 SYSTEM_TOKENS = 32
 STEP_TOKENS = 16
 STEPS_RESIDENT = 10
@@ -141,7 +150,9 @@ class _Cache:
                 tree_core_backend=core,
             )
         )
-        expected = "RustUnifiedTreeCore" if core == "rust" else "UnifiedTreeCore"
+        expected = "UnifiedTreeCore"
+        if core == "rust":  # a saga policy gets the plugin's saga-rust core (SGLang's Rust core inside)
+            expected = "SagaRustTreeCore" if eviction_policy == "saga" else "RustUnifiedTreeCore"
         assert type(self.cache.tree_core).__name__ == expected, type(self.cache.tree_core).__name__
         self.stats = dict.fromkeys(("match_s", "evict_s", "checkpoint_s"), 0.0) | dict.fromkeys(
             ("evicted_tokens", "evict_calls", "cached_tokens", "prompt_tokens", "heap_leaves"), 0
@@ -234,7 +245,49 @@ def hint_change_probe() -> dict[str, Any]:
     }
 
 
-def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str, Any]:
+def run_row(
+    row: str, num_nodes: int, num_requests: int, seed: int, breakdown: bool = False
+) -> dict[str, Any]:
+    """One row, all its measured requests in one go."""
+    steps = row_steps(row, num_nodes, num_requests, seed, breakdown)
+    next(steps)  # set-up and warm-up
+    try:
+        while True:
+            steps.send(num_requests)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def run_interleaved(
+    rows: list[str], num_nodes: int, num_requests: int, seed: int, block: int
+) -> list[dict[str, Any]]:
+    """Several rows in this one process: each is set up and warmed up, then their measured requests
+    run in alternating blocks of ``block`` requests, each row's CPU time summed over its own blocks.
+    Load on a shared machine then falls on every row alike. The plugin's hooks are installed for
+    the whole process, so a stock row here also pays their pass-through (a check per hooked call)."""
+    if sum(row.split("/")[0] not in ("lru", "priority") for row in rows) > 1 or any("-" in r for r in rows):
+        raise SystemExit("--interleave: at most one saga row (one plugin runtime per process), no variants")
+    gens = []
+    for row in rows:
+        gen = row_steps(row, num_nodes, num_requests, seed, False)
+        next(gen)
+        gens.append(gen)
+    results: list[dict[str, Any] | None] = [None] * len(rows)
+    while any(r is None for r in results):
+        for i, gen in enumerate(gens):
+            if results[i] is None:
+                try:
+                    gen.send(block)
+                except StopIteration as done:
+                    results[i] = done.value
+    return [r | {"interleaved": True} for r in results if r is not None]
+
+
+def row_steps(
+    row: str, num_nodes: int, num_requests: int, seed: int, breakdown: bool
+) -> Generator[None, int, dict[str, Any]]:
+    """Set up and warm up ``row`` (first ``next``), then serve as many measured requests as each
+    ``send`` asks; returns (StopIteration) the row's result once all are served."""
     import random
 
     from saga_sgl import _cpu_shims
@@ -265,12 +318,20 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
 
         plugin.register()
         HookRegistry.apply_hooks()
+    if saga and breakdown:
         # Time the plugin's own code (checkpoint marking, keys, the leaf index, hint decoding).
         for owner, name in [
             (WorkerRuntime, "on_checkpoint"), (WorkerRuntime, "begin_round"),
             (WorkerRuntime, "end_round"), (WorkerRuntime, "hint_of"),
             (SagaEvictionStrategy, "get_priority"), (SagaEvictionStrategy, "sync_leaf"),
             (EvictableLeaves, "pop"), (EvictableLeaves, "sync"),
+        ]:  # fmt: skip
+            timer.wrap(owner, name)
+        from saga_sgl.worker.rust_tree import SagaRustTreeCore
+
+        # The mirror's own bookkeeping (its calls into the Rust core are SGLang's work, not timed).
+        for owner, name in [
+            (SagaRustTreeCore, "_sync"), (SagaRustTreeCore, "_lock"), (SagaRustTreeCore, "_pop_victim"),
         ]:  # fmt: skip
             timer.wrap(owner, name)
     exact = registry.create_eviction("saga")  # option (a) derives its classes from the exact key
@@ -298,10 +359,12 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
     terminal = [rng.random() < 0.1 for _ in range(num_workflows)]
     class_s = [0.0]
 
-    def serve(w: int) -> None:
+    def prepare(w: int) -> tuple[list[int], Any, Any]:
+        """Workflow ``w``'s next call: its tokens, its hint, and (saga rows) the request's
+        ``kv_hints`` envelope as SGLang's HTTP side decodes it (not scheduler work: built before
+        the measured window)."""
         contexts[w] = contexts[w] + fresh(STEP_TOKENS)
-        tokens = contexts[w]
-        kv_hints = priority = None
+        hint = envelope = None
         if hinted:
             hint = ReuseHint(
                 workflow_id=f"wf{w}",
@@ -311,33 +374,44 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
                 terminal=terminal[w],
             )
             if saga:
-                kv_hints = decode_kv_hints_envelope(encode_kv_hints(hint))
-            else:  # option (a): the class of the exact key this entry would get now
-                t0 = time.perf_counter()
-                now = time.monotonic()
-                view = CacheEntryView(
-                    entry_id=0, num_tokens=STEP_TOKENS, depth_tokens=len(tokens), last_access_s=now,
-                    is_terminal=hint.terminal, reuse_prob=hint.reuse_prob,
-                    next_use_at_s=None if hint.next_use_in_s is None else now + hint.next_use_in_s,
-                )  # fmt: skip
-                priority = priority_class(exact.key(view, now, 0.0), now, decay_s)
-                class_s[0] += time.perf_counter() - t0
+                envelope = decode_kv_hints_envelope(encode_kv_hints(hint))
         steps[w] += 1
+        return contexts[w], hint, envelope
+
+    def serve(call: tuple[list[int], Any, Any]) -> None:
+        tokens, hint, kv_hints = call
+        priority = None
+        if hint is not None and not saga:  # option (a): the class of the exact key this entry gets now
+            t0 = time.perf_counter()
+            now = time.monotonic()
+            view = CacheEntryView(
+                entry_id=0, num_tokens=STEP_TOKENS, depth_tokens=len(tokens), last_access_s=now,
+                is_terminal=hint.terminal, reuse_prob=hint.reuse_prob,
+                next_use_at_s=None if hint.next_use_in_s is None else now + hint.next_use_in_s,
+            )  # fmt: skip
+            priority = priority_class(exact.key(view, now, 0.0), now, decay_s)
+            class_s[0] += time.perf_counter() - t0
         cache.serve(tokens, kv_hints, priority)
 
     # Warm-up: fill the pool to capacity (about num_nodes nodes), no eviction measured.
     for w in range(num_nodes):
-        serve(w % num_workflows)
+        serve(prepare(w % num_workflows))
     stats = cache.stats
     for key in stats:
         stats[key] = 0 if isinstance(stats[key], int) else 0.0
     timer.seconds = class_s[0] = 0.0
-    t0 = time.perf_counter()
-    cpu0 = time.process_time()
-    for i in range(num_requests):
-        serve((num_nodes + i) % num_workflows)
-    total_s = time.perf_counter() - t0
-    cpu_s = time.process_time() - cpu0
+    calls = [prepare((num_nodes + i) % num_workflows) for i in range(num_requests)]  # same order
+    total_s = cpu_s = 0.0
+    done = 0
+    while done < num_requests:
+        block = yield
+        t0 = time.perf_counter()
+        cpu0 = time.process_time()
+        for call in calls[done : done + block]:
+            serve(call)
+        total_s += time.perf_counter() - t0
+        cpu_s += time.process_time() - cpu0
+        done += block
     evicted_nodes = stats["evicted_tokens"] / STEP_TOKENS
     per_req = 1e6 / num_requests
     result: dict[str, Any] = {
@@ -351,7 +425,7 @@ def run_row(row: str, num_nodes: int, num_requests: int, seed: int) -> dict[str,
         "match_us_per_request": stats["match_s"] * per_req,
         "evict_us_per_request": stats["evict_s"] * per_req,
         "checkpoint_us_per_request": stats["checkpoint_s"] * per_req,
-        "plugin_us_per_request": timer.seconds * per_req if saga else None,
+        "plugin_us_per_request": timer.seconds * per_req if saga and breakdown else None,
         "class_us_per_request": class_s[0] * per_req if policy == "priority" else None,
         "evicted_nodes_per_s": evicted_nodes / total_s,
         "evict_calls": stats["evict_calls"],
@@ -397,11 +471,12 @@ def machine() -> dict[str, Any]:
 
 def markdown(results: list[dict[str, Any]]) -> str:
     header = (
-        "| nodes | row | µs/request | vs lru/rust | CPU µs/request | match | evict | checkpoint | plugin "
-        "| hit rate | recomputed vs saga/python | µs/evict call | evictable leaves |"
+        "| nodes | row | CPU µs/request (median) | vs lru/rust (CPU, paired median) | wall µs/request "
+        "| match | evict | checkpoint "
+        "| plugin | hit rate | recomputed vs saga/python | µs/evict call | evictable leaves |"
     )
     lines = [header, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    base = {r["nodes"]: r["us_per_request"] for r in results if r["row"] == "lru/rust"}
+    base = {r["nodes"]: r["cpu_us_per_request"] for r in results if r["row"] == "lru/rust"}
     exact = {r["nodes"]: r["recomputed_tokens"] for r in results if r["row"] == "saga/python"}
 
     def opt(value: Any, fmt: str = "{:.0f}") -> str:
@@ -409,12 +484,14 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
     for r in results:
         n = r["nodes"]
-        ratio = r["us_per_request"] / base[n] if n in base else None
+        ratio = r.get("cpu_vs_lru_rust_paired")
+        if ratio is None and n in base:
+            ratio = r["cpu_us_per_request"] / base[n]
         recomputed = r["recomputed_tokens"] / exact[n] if n in exact and r["hinted"] and exact[n] else None
         leaves = r["mean_evictable_leaves"] or None
         lines.append(
-            f"| {n} | {r['row']} | {r['us_per_request']:.0f} | {opt(ratio, '{:.2f}x')} | "
-            f"{r['cpu_us_per_request']:.0f} | {r['match_us_per_request']:.0f} | "
+            f"| {n} | {r['row']} | {r['cpu_us_per_request']:.0f} | {opt(ratio, '{:.2f}x')} | "
+            f"{r['us_per_request']:.0f} | {r['match_us_per_request']:.0f} | "
             f"{r['evict_us_per_request']:.0f} | {r['checkpoint_us_per_request']:.0f} | "
             f"{opt(r['plugin_us_per_request'])} | {r['hit_rate']:.3f} | "
             f"{opt(recomputed, '{:.3f}')} | {r['us_per_evict_call']:.0f} | {opt(leaves)} |"
@@ -422,17 +499,32 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def option_b_estimate(results: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
-    """Option (b)'s floor per size (an estimate from measured parts, not a measurement): the Rust
-    core's cache work plus the plugin's own work per request in saga/python."""
-    out: dict[int, dict[str, float]] = {}
-    for r in results:
-        if r["row"] != "saga/python" or r["plugin_us_per_request"] is None:
-            continue
-        base = next((b for b in results if b["row"] == "lru/rust" and b["nodes"] == r["nodes"]), None)
-        if base is not None:
-            floor = base["us_per_request"] + r["plugin_us_per_request"]
-            out[r["nodes"]] = {"us_per_request": floor, "vs_lru_rust": floor / base["us_per_request"]}
+MEDIAN_FIELDS = (
+    "cpu_us_per_request", "us_per_request", "match_us_per_request", "evict_us_per_request",
+    "checkpoint_us_per_request", "us_per_evict_call", "requests_per_s",
+)  # fmt: skip
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per (nodes, row): timing fields are medians over the repeats; the paired ratio is
+    the median over repeats of the row's CPU / lru/rust's CPU in the same repeat (adjacent runs)."""
+    out = []
+    keys = list(dict.fromkeys((r["nodes"], r["row"]) for r in runs))
+    for nodes, row in keys:
+        mine = [r for r in runs if r["nodes"] == nodes and r["row"] == row]
+        merged = dict(mine[0])
+        for field in MEDIAN_FIELDS:
+            merged[field] = statistics.median(r[field] for r in mine)
+        ratios = []
+        for r in mine:
+            base = next((b for b in runs if b["row"] == "lru/rust" and b["nodes"] == nodes
+                         and b["repeat"] == r["repeat"]), None)  # fmt: skip
+            if base is not None:
+                ratios.append(r["cpu_us_per_request"] / base["cpu_us_per_request"])
+        merged["repeats"] = len(mine)
+        merged["cpu_vs_lru_rust_paired"] = statistics.median(ratios) if ratios else None
+        merged["cpu_us_per_request_runs"] = [r["cpu_us_per_request"] for r in mine]
+        out.append(merged)
     return out
 
 
@@ -448,13 +540,13 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     width = 0.8 / len(rows)
     for i, row in enumerate(rows):
         values = [
-            next((r["us_per_request"] for r in results if r["row"] == row and r["nodes"] == n), 0)
+            next((r["cpu_us_per_request"] for r in results if r["row"] == row and r["nodes"] == n), 0)
             for n in sizes
         ]
         ax.bar([j + i * width for j in range(len(sizes))], values, width, label=row)
     ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(sizes))], [f"{n} nodes" for n in sizes])
     ax.set_yscale("log")
-    ax.set_ylabel("µs of cache work per request (log; lower is better)")
+    ax.set_ylabel("CPU µs of cache work per request (log; lower is better)")
     ax.set_title("Eviction overhead: saga plugin options vs SGLang's Rust LRU")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -474,40 +566,53 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the workload and hints")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
                         help="folder for eviction_overhead.{json,md,png}")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every row this many times, interleaved; the table shows medians and "
+                             "the median paired CPU ratio to lru/rust (same repeat)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the plugin's own code (wraps its entry points: this adds "
+                             "CPU to the saga rows, so compare CPU figures from runs without it)")
+    parser.add_argument("--interleave", type=int, default=0, metavar="BLOCK",
+                        help="run the rows in ONE process, their measured requests in alternating "
+                             "blocks of BLOCK requests (load falls on all rows alike; the stock rows "
+                             "then also pass through the plugin's hooks); at most one saga row")
     parser.add_argument("--row", help=argparse.SUPPRESS)  # internal: run one row in this process
     args = parser.parse_args()
 
     if args.row:
-        print(json.dumps(run_row(args.row, args.nodes[0], args.requests, args.seed)))
+        if args.interleave:
+            rows = args.row.split(",")
+            print(json.dumps(run_interleaved(rows, args.nodes[0], args.requests, args.seed, args.interleave)))
+        else:
+            print(json.dumps(run_row(args.row, args.nodes[0], args.requests, args.seed, args.breakdown)))
         return
 
     from tqdm import tqdm
 
-    results = []
-    jobs = [(n, row) for n in args.nodes for row in args.rows]
-    for n, row in tqdm(jobs, desc="eviction_overhead", unit="row"):
+    # Repeats interleave the rows (each repeat runs every row once), so paired rows see similar load.
+    groups = [",".join(args.rows)] if args.interleave else args.rows
+    jobs = [(rep, n, row) for rep in range(args.repeat) for n in args.nodes for row in groups]
+    runs = []
+    for rep, n, row in tqdm(jobs, desc="eviction_overhead", unit="run"):
         cmd = [sys.executable, __file__, "--row", row, "--nodes", str(n), "--requests", str(args.requests),
-               "--seed", str(args.seed)]  # fmt: skip
+               "--seed", str(args.seed), *(["--breakdown"] if args.breakdown else []),
+               *(["--interleave", str(args.interleave)] if args.interleave else [])]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"row {row} ({n} nodes) failed:\n{out.stderr[-3000:]}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    estimate = option_b_estimate(results)
+        produced = json.loads(out.stdout.strip().splitlines()[-1])
+        runs.extend(r | {"repeat": rep} for r in (produced if isinstance(produced, list) else [produced]))
+    results = summarise(runs)
     report = {
         "machine": machine(),
         "settings": vars(args) | {"out": str(args.out)},
         "results": results,
-        "option_b_floor_estimate": estimate,
+        "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "eviction_overhead.json").write_text(json.dumps(report, indent=2, default=str))
     table = markdown(results)
     lines = [table, ""]
-    for n, e in estimate.items():
-        lines.append(
-            f"Option (b) floor at {n} nodes (estimate: lru/rust + plugin µs/request of saga/python): "
-            f"{e['us_per_request']:.0f} µs/request, {e['vs_lru_rust']:.2f}x lru/rust"
-        )
     for r in results:
         if "hint_change_probe" in r:
             lines.append(f"Option (a) hint-change probe ({r['nodes']} nodes run): {r['hint_change_probe']}")

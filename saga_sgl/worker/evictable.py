@@ -32,6 +32,12 @@ from saga_sgl.worker.hints import MARK_ATTR, NodeMark
 CONTENT_TOKENS = 16
 """Tokens on each side of a node's start that identify its content for the recency guard."""
 
+CONTENT_ATTR = "_saga_content"
+"""Node attribute: (key, parent's key, start depth, ``node_content``) of the last read."""
+
+WATCH_ATTR = "_saga_watched"
+"""Node attribute: the recency guard has paired this node's content (its reads are evidence)."""
+
 VICTIM_KEY_ATTR = "_saga_victim_key"
 """Node attribute: the key the index chose the node by (``strategy.victim_tier`` counts its tier)."""
 
@@ -51,46 +57,104 @@ class EvictableLeaves:
         self._nodes: dict[int, Any] = {}
         self._workflows_of: dict[int, frozenset[str]] = {}
         self._by_workflow: defaultdict[str, set[int]] = defaultdict(set)
+        self._dirty: dict[int, Any] = {}
+        """Nodes whose leaf status or view may have changed since the last selection (see ``flush``)."""
         self.popped: list[Any] = []
         """Nodes handed to the current eviction walk (re-synced when it ends)."""
         for node in list(leaf_set):
-            self.add(node)
+            self._dirty[node.id] = node
 
     def __len__(self) -> int:
+        self.flush()
         return len(self._nodes)
 
     def _content_of(self, view: Any) -> Hashable:
-        return node_content(self._nodes[view.entry_id])
+        node = self._nodes[view.entry_id]
+        # The guard pairs this node's content (as a victim or the spared one): its reads must reach
+        # the guard from now on (``on_path``).
+        node.__dict__[WATCH_ATTR] = True
+        return node_content(node)
 
     def note_reads(self, path: list[Any]) -> None:
         """A request read (hit or inserted) the nodes of ``path``: the recency guard's evidence."""
+        self.on_path(path, resync=False)
+
+    def on_path(self, path: list[Any], *, resync: bool = True) -> None:
+        """A request was checkpointed through ``path`` (leaf first): its nodes' marks changed
+        (``resync``) and the recency guard gets the reads.
+
+        The guard only acts on contents it paired (``RecencyGuard.on_use`` is a no-op for any
+        other), and a pair's contents come from ``_content_of``, which flags the node. So only
+        flagged nodes and nodes whose content is new (a new node, a split) are passed on; the
+        others would be no-ops. Same evidence, in the same order."""
+        if resync and path:
+            # Only the path's end can be a leaf (every other node has the next one as a child), so
+            # only it can be indexed; an inner node that becomes a leaf later is synced then.
+            self._dirty[path[0].id] = path[0]
         if self.victims.guard is None:
             return
+        note_use = self.victims.note_use
         depth = 0
         for node in reversed(path):  # root side first: each node's start depth in one pass
-            self.victims.note_use(node_content(node, depth))
-            depth += len(node.key)
+            attrs = node.__dict__
+            key = node.key
+            memo = attrs.get(CONTENT_ATTR)
+            parent = node.parent
+            parent_key = None if parent is None else parent.key
+            # A split gives the node (or its parent) a new key object: its content is new then.
+            if memo is None or memo[0] is not key or memo[1] is not parent_key or memo[2] != depth:
+                attrs[CONTENT_ATTR] = memo = (key, parent_key, depth, node_content(node, depth))
+                note_use(memo[3])
+            elif WATCH_ATTR in attrs:
+                note_use(memo[3])
+            depth += len(key)
 
     def __contains__(self, node_id: object) -> bool:
+        self.flush()
         return node_id in self._nodes
 
     def node_ids(self) -> set[int]:
         """Ids of the indexed leaves (tests compare them with SGLang's leaf set)."""
+        self.flush()
         return set(self._nodes)
 
     @property
     def protected_tokens(self) -> int:
         """Tokens of indexed leaves whose stored key is in the PROTECTED tier."""
+        self.flush()
         return self.victims.protected_tokens
 
-    def sync(self, node: Any) -> None:
-        """Mirror ``node``'s membership in SGLang's leaf set (and refresh its view if it stays)."""
-        if node in self.leaf_set:
-            self.add(node)
-        elif node.id in self._nodes:  # most calls concern inner nodes that were never indexed
-            self.remove(node.id)
+    # Changes are recorded, and applied once per node before the next selection (``flush``): a
+    # request touches a leaf several times (insert, lock, hint, marks, unlock), and only its state at
+    # the selection matters. Exact: the index re-validates every key at selection time, so a key
+    # computed at ``flush`` orders like one computed at each change.
 
-    def add(self, node: Any) -> None:
+    def sync(self, node: Any) -> None:
+        """SGLang changed ``node``'s membership in its leaf set (or its view)."""
+        self._dirty[node.id] = node
+
+    add = resync = sync
+
+    def touch_workflow(self, workflow_id: str) -> None:
+        """Refresh the view of every indexed leaf the workflow uses (its record changed or left)."""
+        dirty, nodes = self._dirty, self._nodes
+        for node_id in self._by_workflow.get(workflow_id, ()):
+            dirty[node_id] = nodes[node_id]
+
+    def flush(self) -> None:
+        """Apply the recorded changes: index each changed node that is a leaf now, drop the rest."""
+        dirty = self._dirty
+        if not dirty:
+            return
+        leaf_set = self.leaf_set
+        while dirty:
+            node_id, node = dirty.popitem()
+            if node in leaf_set:
+                self._index(node)
+            elif node_id in self._nodes:
+                self.remove(node_id)
+
+    def _index(self, node: Any) -> None:
         """Index ``node`` or refresh its view."""
         now_s, pressure = self.strategy.runtime.key_now()
         self.victims.add(self.strategy.entry_view(node), now_s, pressure)
@@ -120,18 +184,9 @@ class EvictableLeaves:
                 if not ids:
                     del self._by_workflow[workflow_id]
 
-    def resync(self, node: Any) -> None:
-        """Refresh ``node``'s view if it is indexed (its mark changed)."""
-        if node.id in self._nodes:
-            self.add(node)
-
-    def touch_workflow(self, workflow_id: str) -> None:
-        """Refresh the view of every indexed leaf the workflow uses (its record changed or left)."""
-        for node_id in list(self._by_workflow.get(workflow_id, ())):
-            self.add(self._nodes[node_id])
-
     def pop(self, now_s: float, pressure: float) -> Any | None:
         """Remove and return the leaf to evict now (None if none)."""
+        self.flush()
         while True:
             item = self.victims.pop_keyed(now_s, pressure)
             if item is None:

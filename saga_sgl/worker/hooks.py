@@ -25,7 +25,9 @@ Targets (all checked by ``compat.check``):
   token id outside ``[0, vocab_size)`` is answered with an error instead of crashing the model's
   embedding (which kills the scheduler process).
 * ``tree_core_registry.select_tree_core_backend``: a cache configured with a saga policy gets the
-  Python tree core (the Rust core only knows its built-in policies); other caches are untouched.
+  ``saga-rust`` tree core (``rust_tree.py``: SGLang's Rust core, our victims) where SGLang would pick
+  the Rust core and the cache is FULL-only without HiCache, else the Python tree core; other caches
+  are untouched.
 * ``UnifiedTreeCore._update_evictable_leaf_sets`` (the one place SGLang adds evictable leaves) and
   ``FullComponent._evict_device_start / _next_node / _end``: the evictable leaves live in a
   persistent index (the core ``VictimIndex``, ``evictable.py``) and the eviction walk pops victims
@@ -52,6 +54,8 @@ FULL_COMPONENT = "sglang.srt.mem_cache.unified_cache.components.full.FullCompone
 REQUEST_RECEIVER = "sglang.srt.managers.scheduler_components.request_receiver.SchedulerRequestReceiver"
 SCHEDULER = "sglang.srt.managers.scheduler.Scheduler"
 INPUT_VALIDATION = "sglang.srt.managers.utils.validate_input_length"
+RUST_BACKEND = "saga-rust"
+"""Tree-core backend name of ``rust_tree.SagaRustTreeCore`` (registered by ``plugin.register``)."""
 
 
 def runtime_of(cache: Any) -> WorkerRuntime | None:
@@ -340,19 +344,24 @@ def out_of_vocabulary_error(req: Any) -> str | None:
 
 
 def select_tree_core_backend(original: Callable[..., Any], params: Any) -> Any:
+    """A saga policy runs on SGLang's Rust core with our victims (``rust_tree``) where SGLang would
+    pick the Rust core and the cache is one that core serves; else on the Python core."""
     backend = original(params)
     from saga_sgl.worker.plugin import is_saga_policy
 
-    if not is_saga_policy(params.eviction_policy):
+    if not is_saga_policy(params.eviction_policy) or backend in ("python", RUST_BACKEND):
         return backend
-    if backend != "python":
-        log.info(
-            "saga: eviction policy %r needs the Python TreeCore (requested %r); using 'python'",
-            params.eviction_policy,
-            backend,
-        )
-        return "python"
-    return backend
+    reason = f"requested {backend!r}"
+    if backend == "rust":
+        from saga_sgl.worker.rust_tree import supported
+
+        reason = supported(params) or ""
+        if not reason:
+            log.info("saga: eviction policy %r on the Rust TreeCore, victims from the saga leaf index (%r)",
+                     params.eviction_policy, RUST_BACKEND)  # fmt: skip
+            return RUST_BACKEND
+    log.info("saga: eviction policy %r uses the Python TreeCore (%s)", params.eviction_policy, reason)
+    return "python"
 
 
 HOOKS: tuple[tuple[str, Callable[..., Any]], ...] = (

@@ -36,6 +36,7 @@ _GAUGES: dict[str, str] = {
     "protected_tokens": "Tokens in TTL-protected evictable leaves at the last eviction round",
     "tracked_workflows": "Workflows in the hint table",
     "victim_index_native": "1 if the leaf index orders victims with the native saga_kernels KeyHeap, else 0",
+    "tree_core_native": "1 if the cache runs on SGLang's Rust tree core (saga-rust), 0 on its Python core",
 }
 
 PREFIX = "saga_worker_"
@@ -58,18 +59,25 @@ class WorkerMetrics:
             name: PromGauge(PREFIX + name, doc, registry=self.registry, multiprocess_mode="livemostrecent")
             for name, doc in _GAUGES.items()
         }
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._server: Any = None
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         if amount == 0:
             return
         label_values = tuple(labels[k] for k in _COUNTERS[name][1])
+        slot = (name, label_values)
         with self._lock:
-            self._counts[(name, label_values)] += amount
-        counter = self._prom_counters[name]
-        (counter.labels(*label_values) if label_values else counter).inc(amount)
+            self._counts[slot] += amount
+        child = self._children.get(slot)
+        if child is None:  # prometheus' label lookup, once per label set (it is on the scheduler's path)
+            counter = self._prom_counters[name]
+            child = self._children[slot] = counter.labels(*label_values) if label_values else counter
+        child.inc(amount)
 
     def set_gauge(self, name: str, value: float) -> None:
+        if self._gauges[name] == value:
+            return
         with self._lock:
             self._gauges[name] = value
         self._prom_gauges[name].set(value)
@@ -79,6 +87,9 @@ class WorkerMetrics:
         with self._lock:
             if name in self._gauges:
                 return self._gauges[name]
+            spec = _COUNTERS.get(name)
+            if spec is not None and not spec[1]:  # an unlabelled counter: one slot (read every step)
+                return self._counts.get((name, ()), 0.0)
             return sum(
                 count
                 for (n, values), count in self._counts.items()

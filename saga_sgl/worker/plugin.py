@@ -16,7 +16,9 @@ so each process registers again). It is idempotent and cheap:
 
 The scheduler process's ``WorkerRuntime`` (hint table, control channel, counters) is created when
 SGLang first builds a saga strategy, i.e. at cache construction, so the launcher and the
-detokenizer never bind a socket. Caches with a saga policy get the Python tree core (hooked
+detokenizer never bind a socket. Caches with a saga policy get SGLang's Rust tree core with the
+saga victims (``rust_tree``, registered as tree-core backend ``saga-rust``) where SGLang would pick
+the Rust core and the cache has no host tier, else the Python tree core (hooked
 ``select_tree_core_backend``); other caches keep SGLang's choice (Rust by default).
 
 Configuration: ``--radix-eviction-policy-config '{...}'`` holds the policy's settings (strictly
@@ -198,9 +200,26 @@ def register() -> None:
         add_radix_eviction_policy_choices(new_choices)
     for target, hook in HOOKS:
         HookRegistry.register(target, hook, HookType.AROUND)
+    register_rust_tree_core()
     _STATE.sglang_names = names
     _STATE.registered = True
     log.info("saga worker plugin registered eviction policies %s", sorted(names))
+
+
+def register_rust_tree_core() -> None:
+    """Register ``rust_tree.SagaRustTreeCore`` as a tree-core backend (imported when first built,
+    so a process that never builds a saga cache never loads the Rust extension)."""
+    from sglang.srt.mem_cache.unified_cache import tree_core_registry
+
+    from saga_sgl.worker.hooks import RUST_BACKEND
+
+    def factory(params: Any, components: Any) -> Any:
+        from saga_sgl.worker.rust_tree import SagaRustTreeCore
+
+        return SagaRustTreeCore(params)
+
+    if tree_core_registry.get_tree_core_factory(RUST_BACKEND) is None:
+        tree_core_registry.register_tree_core_backend(RUST_BACKEND, factory)
 
 
 def registered_names() -> dict[str, str]:

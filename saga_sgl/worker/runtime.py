@@ -209,7 +209,7 @@ class WorkerRuntime:
         self.table.expire(now_s)
         self._forget_dropped()
         self.metrics.inc("ttl_expiries", self.table.num_ttl_expiries - self.metrics.value("ttl_expiries"))
-        self.metrics.set_gauge("tracked_workflows", len(self.table))
+        self.metrics.set_gauge("tracked_workflows", len(self.table))  # a no-op when unchanged
 
     def _forget_dropped(self) -> None:
         """Re-key only the nodes of workflows that left the table (lazy: no full re-key)."""
@@ -240,9 +240,7 @@ class WorkerRuntime:
         )
         for index in list(self.leaf_indices):
             try:
-                index.note_reads(path)
-                for node in path:
-                    index.resync(node)
+                index.on_path(path)  # marks changed (resync) and the recency guard's reads
             except Exception as exc:
                 self.leaf_index_failed(index, exc)
         if hint is not None and _finished(req) and self.table.start_call_ttl(hint.workflow_id, now_s):

@@ -39,6 +39,9 @@ def saga_hooks(sglang_cpu: None) -> Iterator[None]:
         originals.append((owner, attr, owner.__dict__[attr]))
         HookRegistry.register(target, hook, HookType.AROUND)
     HookRegistry.apply_hooks()
+    from saga_sgl.worker.plugin import register_rust_tree_core
+
+    register_rust_tree_core()  # kind "unified-rust": the saga-rust tree core (idempotent)
     for owner, attr, original in originals:
         assert getattr(owner, attr).__wrapped__ is original, f"hook not applied on {owner.__name__}.{attr}"
     yield
@@ -82,10 +85,16 @@ class CacheHarness:
 
     @property
     def root(self) -> Any:
+        if self.kind == "unified-rust":  # the saga-rust core's mirror of the Rust tree
+            tree_core = self.cache.tree_core
+            from saga_sgl.worker.rust_tree import MirrorNode
+
+            handle = tree_core.root_node_handle()
+            return tree_core.nodes.get(handle) or MirrorNode(handle, None, None)
         return self.cache.tree_core.root_node if self.kind == "unified" else self.cache.root_node
 
     def node(self, handle: Any) -> Any:
-        return self.cache.tree_core.node_by_id(handle) if self.kind == "unified" else handle
+        return self.cache.tree_core.node_by_id(handle) if self.kind != "legacy" else handle
 
     def run(self, tokens: list[int], *, hint: ReuseHint | None = None, hold: bool = False) -> Served:
         """Serve one request: match, lock, allocate (evicting on shortage), checkpoint, release."""
@@ -130,7 +139,7 @@ class CacheHarness:
             # As in SGLang: a request that ends is checkpointed with its finish reason set (the
             # plugin starts the hint's TTL then: the workflow's tool starts now).
             req.finished_reason = FINISH_LENGTH(length=1)
-        if self.kind == "unified":
+        if self.kind != "legacy":
             cache.checkpoint_into_tree(req, up_to=len(tokens))
         else:
             cache.checkpoint(req, up_to=len(tokens))
@@ -183,7 +192,7 @@ class CacheHarness:
 
 
 def _is_evicted(node: Any) -> bool:
-    return bool(node.evicted)
+    return bool(getattr(node, "evicted", False))  # the Rust core's mirror holds resident nodes only
 
 
 def _envelope(hint: ReuseHint) -> Any:
@@ -204,7 +213,8 @@ def build_harness(
     clock: ManualClock,
     policy_config: dict[str, Any] | None = None,
 ) -> CacheHarness:
-    """A real cache of ``kind`` ('unified' with the Python tree core, or 'legacy') over CPU pools."""
+    """A real cache of ``kind`` over CPU pools: 'unified' (Python tree core), 'unified-rust' (SGLang's
+    Rust tree core; with a saga policy the plugin's ``saga-rust`` core), or 'legacy'."""
     import torch
     from sglang.srt.mem_cache.allocator import TokenToKVPoolAllocator
     from sglang.srt.mem_cache.cache_init_params import CacheInitParams
@@ -241,6 +251,12 @@ def build_harness(
             CacheInitParams(**common, tree_components=(ComponentType.FULL,), tree_core_backend="python")
         )
         assert type(cache.tree_core).__name__ == "UnifiedTreeCore"
+    elif kind == "unified-rust":
+        cache = UnifiedRadixCache(
+            CacheInitParams(**common, tree_components=(ComponentType.FULL,), tree_core_backend="rust")
+        )
+        expected = "RustUnifiedTreeCore" if runtime is None else "SagaRustTreeCore"
+        assert type(cache.tree_core).__name__ == expected, type(cache.tree_core).__name__
     elif kind == "legacy":
         cache = RadixCache(CacheInitParams(**common))
     else:

@@ -1,6 +1,7 @@
 """The plugin on SGLang's real radix cache evicts the same nodes with the native KeyHeap and with
 its pure-Python twin (saga_kernels), over random trees (requests that share random prefixes) and
-random hints, time steps and holds. Each example runs the same script on two fresh caches whose
+random hints, time steps and holds, on SGLang's Python tree core and on the saga-rust core (SGLang's
+Rust core with the plugin's victims). Each example runs the same script on two fresh caches whose
 leaf index was built under ``SAGA_KERNELS=native`` and ``SAGA_KERNELS=python``.
 """
 
@@ -42,9 +43,16 @@ def _tokens(stem: int, cut: int, tail: int, salt: int) -> list[int]:
     return base + [100_000 + salt * 16 + i for i in range(tail)]
 
 
-def _run(make_harness: Any, monkeypatch: pytest.MonkeyPatch, backend: str, policy: str, script: Any) -> Any:
+def _run(
+    make_harness: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    policy: str,
+    script: Any,
+    kind: str = "unified",
+) -> Any:
     monkeypatch.setenv("SAGA_KERNELS", backend)
-    h = make_harness("unified", policy, kv_size=96)
+    h = make_harness(kind, policy, kv_size=96)
     held = []
     out = []
     for stem, cut, tail, salt, hint, dt, hold in script:
@@ -62,10 +70,14 @@ def _run(make_harness: Any, monkeypatch: pytest.MonkeyPatch, backend: str, polic
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.sampled_from(["reuse_density", "reuse_time"]), st.lists(requests, min_size=4, max_size=30))
+@given(
+    st.sampled_from(["unified", "unified-rust"]),  # SGLang's Python tree core, and the saga-rust core
+    st.sampled_from(["reuse_density", "reuse_time"]),
+    st.lists(requests, min_size=4, max_size=30),
+)
 def test_native_and_python_keyheaps_evict_the_same_nodes(
-    make_harness: Any, monkeypatch: pytest.MonkeyPatch, policy: str, script: list[Any]
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch, kind: str, policy: str, script: list[Any]
 ) -> None:
-    native = _run(make_harness, monkeypatch, "native", policy, script)
-    python = _run(make_harness, monkeypatch, "python", policy, script)
+    native = _run(make_harness, monkeypatch, "native", policy, script, kind)
+    python = _run(make_harness, monkeypatch, "python", policy, script, kind)
     assert native == python

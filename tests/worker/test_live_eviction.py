@@ -136,13 +136,15 @@ def test_hinted_contexts_survive_where_lru_loses_them(
     assert metrics.get(f'saga_worker_index_victims_total{{backend="{backend}"}}', 0) >= 1
 
 
-def test_only_the_saga_worker_runs_the_python_tree_core(
+def test_the_saga_worker_runs_the_rust_tree_core_with_saga_victims(
     ab_workers: tuple[WorkerProcess, WorkerProcess, str],
 ) -> None:
     saga_worker, lru_worker, _ = ab_workers
     saga_log = Path(saga_worker.log_path).read_text(errors="replace")
     lru_log = Path(lru_worker.log_path).read_text(errors="replace")
-    assert "Tree Core: UnifiedTreeCore" in saga_log
+    # The native fast path: SGLang's Rust tree core (match, insert), victims from our leaf index.
+    assert "Tree Core: SagaRustTreeCore" in saga_log
+    assert _metrics(saga_worker.url).get("saga_worker_tree_core_native") == 1.0
     assert "saga control channel listening on tcp://127.0.0.1:" in saga_log
     backend = "python" if saga_kernels.NativeKeyHeap is None else "native"
     assert f"persistent leaf index ordered by the {backend} KeyHeap" in saga_log

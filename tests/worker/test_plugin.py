@@ -122,10 +122,15 @@ def test_strategy_factory_loads_policy_settings_strictly(sglang_cpu: None) -> No
 
 @pytest.mark.sglang
 @pytest.mark.parametrize(
-    ("policy", "expected_core"), [("saga", "UnifiedTreeCore"), ("lru", "RustUnifiedTreeCore")]
+    ("policy", "backend", "expected_core"),
+    [
+        ("saga", "rust", "SagaRustTreeCore"),  # SGLang's Rust core, victims from the saga leaf index
+        ("lru", "rust", "RustUnifiedTreeCore"),
+        ("saga", "python", "UnifiedTreeCore"),  # where SGLang picks the Python core, so do we
+    ],
 )
-def test_saga_policies_get_the_python_tree_core_and_others_keep_rust(
-    saga_hooks: None, monkeypatch: pytest.MonkeyPatch, policy: str, expected_core: str
+def test_saga_policies_get_the_rust_tree_core_with_saga_victims_and_others_keep_theirs(
+    saga_hooks: None, monkeypatch: pytest.MonkeyPatch, policy: str, backend: str, expected_core: str
 ) -> None:
     import torch
     from sglang.srt.environ import envs
@@ -159,7 +164,7 @@ def test_saga_policies_get_the_python_tree_core_and_others_keep_rust(
         eviction_policy=policy,
         tree_components=(ComponentType.FULL,),
     )
-    with envs.SGLANG_UNIFIED_RADIX_TREE_CORE_BACKEND.override("rust"):
+    with envs.SGLANG_UNIFIED_RADIX_TREE_CORE_BACKEND.override(backend):
         cache = UnifiedRadixCache(params)
     assert type(cache.tree_core).__name__ == expected_core
 
