@@ -55,7 +55,8 @@ def test_generate_on_cpu_worker_with_saga_policy(sglang_workers: Callable[..., l
     info = _get_json(worker.url + "/server_info")
     assert info["radix_eviction_policy"] == "saga"
     log = worker.log_path.read_text(errors="replace")
-    assert "Tree Core: UnifiedTreeCore" in log, "the plugin must select SGLang's Python tree core"
+    # Saga policies run on SGLang's Rust tree core with the plugin choosing victims (saga-rust).
+    assert "Tree Core: SagaRustTreeCore" in log, "the plugin must select its saga-rust tree core"
 
     children = psutil.Process(worker.process.pid).children(recursive=True)
     assert len(children) >= 2  # scheduler and detokenizer
