@@ -100,20 +100,8 @@ def group_sched_s(pgid: int) -> tuple[float, float]:
     scheduler's statistics (``schedstat``: ns on a CPU, ns waiting on a run queue). The ratio
     (cpu + wait) / cpu of a row's workers is how much the other processes on the machine stretched
     their work; the simulator uses it as the machine's speed during that row."""
-    cpu = wait = 0
-    for pid in _group_pids(pgid):
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
-            except OSError:
-                continue
-            cpu += int(fields[0])
-            wait += int(fields[1])
-    return cpu / 1e9, wait / 1e9
+    threads = thread_sched_s(pgid).values()
+    return sum(cpu for cpu, _ in threads), sum(wait for _, wait in threads)
 
 
 @dataclass(slots=True)

@@ -149,15 +149,8 @@ def update_evictable_leaf_sets(
 ) -> Any:
     result = original(tree_core, node, *args, **kwargs)
     strategy = getattr(tree_core, "eviction_strategy", None)
-    if isinstance(strategy, SagaEvictionStrategy) and strategy.use_leaf_index:
-        try:
-            strategy.sync_leaf(tree_core, node)
-        except Exception as exc:
-            if strategy.leaf_index is not None:
-                strategy.runtime.leaf_index_failed(strategy.leaf_index, exc)
-            else:
-                strategy.runtime.hook_failed("leaf_index", exc)
-                strategy.use_leaf_index = False
+    if isinstance(strategy, SagaEvictionStrategy):
+        strategy.sync_leaf_at_hook(tree_core, node)
     return result
 
 

@@ -101,16 +101,7 @@ class SagaRustTreeCore(RustUnifiedTreeCore):  # type: ignore[misc]  # sglang is 
         if index is not None and index.leaf_set is self.evictable_device_leaves:
             index.sync(node)  # recorded; applied before the next selection
             return
-        strategy = self.eviction_strategy
-        if strategy.use_leaf_index:
-            try:
-                strategy.sync_leaf(self, node)
-            except Exception as exc:
-                if strategy.leaf_index is not None:
-                    strategy.runtime.leaf_index_failed(strategy.leaf_index, exc)
-                else:
-                    strategy.runtime.hook_failed("leaf_index", exc)
-                    strategy.use_leaf_index = False
+        self.eviction_strategy.sync_leaf_at_hook(self, node)
 
     def _learn_path(self, end_node_id: Any, key: RadixKey) -> None:
         """Bring the mirror in step with the core's root-to-``end_node_id`` path of ``key``.

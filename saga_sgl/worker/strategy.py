@@ -160,6 +160,20 @@ class SagaEvictionStrategy:
             return
         index.sync(node)
 
+    def sync_leaf_at_hook(self, tree_core: Any, node: Any) -> None:
+        """``sync_leaf`` from a hook: a failure drops the leaf index (SGLang's own victim walk takes
+        over) and is counted; it never reaches SGLang's caller."""
+        if not self.use_leaf_index:
+            return
+        try:
+            self.sync_leaf(tree_core, node)
+        except Exception as exc:
+            if self.leaf_index is not None:
+                self.runtime.leaf_index_failed(self.leaf_index, exc)
+            else:
+                self.runtime.hook_failed("leaf_index", exc)
+                self.use_leaf_index = False
+
     def _compute_key(self, node: Any, now_s: float, pressure: float) -> EvictionKey:
         view = self.entry_view(node)
         key = entry_key(self.policy, view, now_s, pressure)
