@@ -118,6 +118,9 @@ def test_workflow_stays_on_one_worker_and_later_steps_hit_its_cache(
     assert hinted >= 16
 
 
+BUSY_TOKENS = 600
+
+
 def test_steal_moves_a_workflow_in_its_tool_gap_and_prefills_it_on_the_thief(
     cluster: list[WorkerProcess], router_factory: RouterFactory
 ) -> None:
@@ -134,8 +137,9 @@ def test_steal_moves_a_workflow_in_its_tool_gap_and_prefills_it_on_the_thief(
         contexts[name] = tokens(3000 + i, 60) + reply.json()["output_ids"]
         assert event(router, ClientToolStarted(workflow_id=name, tool="run_test")).status == 202
     # Overload the victim: three calls of other workflows whose prompts alone (3 x 700 tokens) exceed
-    # its 2048-token pool, so one waits in its queue. That queue is what a stolen workflow escapes
-    # (the steal guards refuse a steal from a victim whose waiting queue is empty: nothing to gain).
+    # its 2048-token pool, so one waits in its queue. That queue is what a stolen workflow escapes (the
+    # steal guards refuse a steal from a victim whose waiting queue is empty: nothing to gain). Each
+    # decodes BUSY_TOKENS, so on a quiet machine the queue lasts seconds, not one.
     busy: list[Reply] = []
     threads: list[threading.Thread] = []
 
@@ -143,11 +147,13 @@ def test_steal_moves_a_workflow_in_its_tool_gap_and_prefills_it_on_the_thief(
         i = len(threads)
         prompt, saga = tokens(3100 + i, 700), {"workflow_id": f"busy-{i}", "step": 0}
         if direct:  # straight to the victim: the router would place a new workflow on the idle thief
-            body = {"input_ids": prompt, "sampling_params": {"max_new_tokens": 120, "ignore_eos": True}}
+            params = {"max_new_tokens": BUSY_TOKENS, "ignore_eos": True}
+            body = {"input_ids": prompt, "sampling_params": params}
             url = victim.url + "/generate"
             thread = threading.Thread(target=lambda: busy.append(http("POST", url, body, timeout=300)))
         else:
-            thread = threading.Thread(target=lambda: busy.append(generate(router, prompt, 120, saga=saga)))
+            call = lambda: busy.append(generate(router, prompt, BUSY_TOKENS, saga=saga))  # noqa: E731
+            thread = threading.Thread(target=call)
         threads.append(thread)
         thread.start()
 
