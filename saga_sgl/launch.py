@@ -380,6 +380,10 @@ def run_workload(cluster: RunningCluster, args: argparse.Namespace) -> dict[str,
         done.set()
         watcher.join()
     wall = time.monotonic() - t0
+    if backend.events is not None:
+        # The last WorkflowFinished events are still on the sender thread: let the router have them
+        # before the summary reads its counters and the cluster stops (else: broken-pipe warnings).
+        backend.events.flush(10.0)
     cluster.check()
     after = router.metrics()
     summary = RunSummary(
