@@ -103,24 +103,28 @@ def parse_row(row: Any, where: str) -> TraceRequest:
     )
 
 
+def _jsonl_lines(p: Path) -> Iterator[tuple[str, str]]:
+    """The non-blank lines of a JSONL trace, each with its ``file:line`` for error messages."""
+    if not p.is_file():
+        raise TraceError(f"{p}: no such trace file")
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                yield f"{p}:{n}", line
+
+
 def load_mooncake(path: str | Path, *, limit: int | None = None) -> list[TraceRequest]:
     """Read a Mooncake-format JSONL trace, sorted by timestamp (stable)."""
     p = Path(path)
-    if not p.is_file():
-        raise TraceError(f"{p}: no such trace file")
     out: list[TraceRequest] = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{p}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TraceError(f"{where}: not JSON ({exc.msg})") from None
-            out.append(parse_row(row, where))
-            if limit is not None and len(out) >= limit:
-                break
+    for where, line in _jsonl_lines(p):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TraceError(f"{where}: not JSON ({exc.msg})") from None
+        out.append(parse_row(row, where))
+        if limit is not None and len(out) >= limit:
+            break
     if not out:
         raise TraceError(f"{p}: the trace has no requests")
     out.sort(key=lambda r: r.timestamp_s)
@@ -282,26 +286,19 @@ def tracelab_requests(path: str | Path) -> list[TraceRequest]:
     min(prefix, previous round's input) tokens, in whole blocks, are taken to be the previous round's
     blocks, and the rest are new blocks (an assumption: the conversation grows by appending).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise TraceError(f"{p}: no such trace file")
     rows: list[tuple[float, str, int, dict[str, Any]]] = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{p}:{n}"
-            try:
-                row = json.loads(line)
-                events = row["timing_events"]
-                start = min(datetime.fromisoformat(e["timestamp"]).timestamp() for e in events)
-                key = (start, str(row["session_id"]), int(row["round_index"]), row)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise TraceError(f"{where}: not a TraceLab round ({exc})") from None
-            _int_field(row, "input_tokens_total", where, minimum=1)
-            _int_field(row, "prefix_tokens", where)
-            _int_field(row, "output_tokens", where)
-            rows.append(key)
+    for where, line in _jsonl_lines(Path(path)):
+        try:
+            row = json.loads(line)
+            events = row["timing_events"]
+            start = min(datetime.fromisoformat(e["timestamp"]).timestamp() for e in events)
+            key = (start, str(row["session_id"]), int(row["round_index"]), row)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise TraceError(f"{where}: not a TraceLab round ({exc})") from None
+        _int_field(row, "input_tokens_total", where, minimum=1)
+        _int_field(row, "prefix_tokens", where)
+        _int_field(row, "output_tokens", where)
+        rows.append(key)
     rows.sort(key=lambda r: r[0])
     t0 = rows[0][0] if rows else 0.0
     fresh = 0
