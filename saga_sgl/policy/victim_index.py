@@ -107,10 +107,12 @@ class VictimIndex:
         "_entries",
         "_heap",
         "_policy",
+        "_protect_memo",
         "_protected_tokens",
         "_recency",
         "backend",
         "guard",
+        "revalidate_all",
     )
 
     def __init__(
@@ -119,15 +121,20 @@ class VictimIndex:
         backend: str | None = None,
         *,
         content_of: Callable[[CacheEntryView], Hashable] | None = None,
+        revalidate_all: bool = False,
     ) -> None:
         """``backend``: ``native`` or ``python`` KeyHeap (default: ``saga_kernels.default_backend``).
 
         ``content_of``: the identity of an entry's content that survives its eviction (what the host
         passes to ``note_use``); default the entry id (hosts whose ids are stable across re-insertion).
+
+        ``revalidate_all``: recompute the key of every candidate victim (the reference the contract
+        shortcut is tested against; see ``_stale``); default only where the contract allows a change.
         """
         self._policy = policy
-        # entry id -> (view, stored key); the heap holds exactly one key per entry.
-        self._entries: dict[int, tuple[CacheEntryView, EvictionKey]] = {}
+        # entry id -> (view, stored key, protects(pressure) when keyed); the heap holds exactly one
+        # key per entry.
+        self._entries: dict[int, tuple[CacheEntryView, EvictionKey, bool]] = {}
         self.backend = backend or default_backend()
         """Which KeyHeap orders this index: ``native`` or ``python`` (logs, metrics, tests)."""
         self._heap: KeyHeapLike = new_key_heap(self.backend)
@@ -141,6 +148,10 @@ class VictimIndex:
         # (without information every tier is ORDINARY: LruEviction's key).
         self._recency: KeyHeapLike | None = None if self.guard is None else new_key_heap(self.backend)
         self._content_of = content_of
+        self.revalidate_all = revalidate_all
+        """Recompute every candidate's key (tests' reference), not only where the contract allows a change."""
+        self._protect_memo: tuple[float, bool] = (math.nan, False)
+        """(pressure, policy.protects(pressure)) of the last call (NaN: none yet)."""
 
     def content(self, view: CacheEntryView) -> Hashable:
         """The content identity of ``view`` the guard remembers (``content_of``, default its entry id)."""
@@ -168,7 +179,7 @@ class VictimIndex:
         return entry_id in self._entries
 
     def __iter__(self) -> Iterator[CacheEntryView]:
-        return (view for view, _ in self._entries.values())
+        return (item[0] for item in self._entries.values())
 
     def get(self, entry_id: int) -> CacheEntryView | None:
         """The current view of ``entry_id``, if indexed."""
@@ -180,7 +191,8 @@ class VictimIndex:
         key = self._policy.key(entry, now_s, pressure)
         if key[1] != key[1] or key[2] != key[2]:  # NaN: the one cleaning rule (clean_key)
             key = clean_key(key)
-        self._push(entry, key)
+        memo = self._protect_memo
+        self._push(entry, key, memo[1] if pressure == memo[0] else self._protects(pressure))
 
     update = add
 
@@ -212,9 +224,9 @@ class VictimIndex:
         top = self._choose(now_s, pressure, record=True)
         if top is None:
             return None
-        item = self._entries[top]
+        view, key, _ = self._entries[top]
         self.remove(top)
-        return item
+        return view, key
 
     def pop_tokens(self, num_tokens: int, now_s: float, pressure: float) -> list[CacheEntryView]:
         """Pop victims in order until they hold at least ``num_tokens`` (or the index is empty).
@@ -239,12 +251,27 @@ class VictimIndex:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _push(self, entry: CacheEntryView, key: EvictionKey) -> None:
+    def _protects(self, pressure: float) -> bool:
+        """``policy.protects(pressure)``, memoised for the last pressure (hosts hold it per round)."""
+        protects = bool(self._policy.protects(pressure))
+        self._protect_memo = (pressure, protects)
+        return protects
+
+    def _stale(self, view: CacheEntryView, keyed_protects: bool, protects: bool) -> bool:
+        """Whether the stored key of ``view`` may differ from its key now (``protects``: now's).
+
+        The ``EvictionPolicy`` contract: a key changes between two calls only when a TTL deadline
+        passes or ``protects(pressure)`` flips. So the key of an entry without a TTL deadline, keyed
+        under the same ``protects`` as now, is still exact, and recomputing it (most of a selection's
+        time) can be skipped. Entries with a TTL are always recomputed, as before this shortcut."""
+        return view.ttl_deadline_s is not None or keyed_protects is not protects or self.revalidate_all
+
+    def _push(self, entry: CacheEntryView, key: EvictionKey, protects: bool) -> None:
         entry_id = entry.entry_id
         old = self._entries.get(entry_id)
         if old is not None and old[1][0] == _PROTECTED:
             self._protected_tokens -= old[0].num_tokens
-        self._entries[entry_id] = (entry, key)
+        self._entries[entry_id] = (entry, key, protects)
         self._heap.push(key)
         if self._recency is not None and (
             old is None or old[1][0] != key[0] or old[0].last_access_s != entry.last_access_s
@@ -262,37 +289,45 @@ class VictimIndex:
         """The victim: the policy's, or (guarded, where they differ) the guard's pick of it vs the
         recency victim. A recency key whose tier went stale is re-keyed first (lazily, as ``_select``
         does for the policy's keys), which can move the policy's victim too: then both are re-read."""
-        guard, recency = self.guard, self._recency
+        guard, recency, entries = self.guard, self._recency, self._entries
+        memo = self._protect_memo
+        protects = memo[1] if pressure == memo[0] else self._protects(pressure)
         while True:
-            predicted = self._select(now_s, pressure)
+            predicted = self._select(now_s, pressure, protects)
             if predicted is None or guard is None or recency is None:
                 return predicted
             lru = recency.top()
             if lru is None or lru == predicted:
                 return predicted
-            l_view, l_key = self._entries[lru]
-            fresh = entry_key(self._policy, l_view, now_s, pressure)
-            if fresh[0] != l_key[0]:
-                self._push(l_view, fresh)
-                continue
+            l_view, l_key, l_protects = entries[lru]
+            if self._stale(l_view, l_protects, protects):
+                fresh = entry_key(self._policy, l_view, now_s, pressure)
+                if fresh[0] != l_key[0]:
+                    self._push(l_view, fresh, protects)
+                    continue
             follow = guard.follows_prediction()
             if record:
-                p_view = self._entries[predicted][0]
+                p_view = entries[predicted][0]
                 v, sp = (p_view, l_view) if follow else (l_view, p_view)
+                content_of = self._content_of
                 guard.on_disagreement(
-                    self.content(v), v.num_tokens, self.content(sp), sp.num_tokens, predicted_chose=follow
+                    v.entry_id if content_of is None else content_of(v),
+                    v.num_tokens,
+                    sp.entry_id if content_of is None else content_of(sp),
+                    sp.num_tokens,
+                    predicted_chose=follow,
                 )
             return predicted if follow else lru
 
-    def _rekey(self, entry_id: int, now_s: float, pressure: float) -> None:
+    def _rekey(self, entry_id: int, now_s: float, pressure: float, protects: bool) -> None:
         view = self._entries[entry_id][0]
-        self._push(view, entry_key(self._policy, view, now_s, pressure))
+        self._push(view, entry_key(self._policy, view, now_s, pressure), protects)
 
-    def _release_protections(self, now_s: float, pressure: float) -> None:
+    def _release_protections(self, now_s: float, pressure: float, protects: bool) -> None:
         deadlines = self._deadlines
         if not len(deadlines):
             return
-        if not self._policy.protects(pressure):
+        if not protects:
             # At this usage no TTL protects: every key stored in the PROTECTED tier is too high.
             # Each protected entry is re-keyed once (out of the tier), so this stays amortised.
             expired = []
@@ -306,17 +341,21 @@ class VictimIndex:
         # Collected first: a re-key never re-enters this loop, even for a policy that breaks the
         # contract and keeps an expired entry PROTECTED.
         for entry_id in expired:
-            self._rekey(entry_id, now_s, pressure)
+            self._rekey(entry_id, now_s, pressure, protects)
 
-    def _select(self, now_s: float, pressure: float) -> int | None:
-        self._release_protections(now_s, pressure)
+    def _select(self, now_s: float, pressure: float, protects: bool) -> int | None:
+        self._release_protections(now_s, pressure, protects)
         heap, entries, key_fn = self._heap, self._entries, self._policy.key
         while (entry_id := heap.top()) is not None:
-            view, key = entries[entry_id]
+            view, key, keyed_protects = entries[entry_id]
+            if not self._stale(view, keyed_protects, protects):
+                return entry_id
             fresh = key_fn(view, now_s, pressure)
             if fresh[1] != fresh[1] or fresh[2] != fresh[2]:  # NaN: the one cleaning rule
                 fresh = clean_key(fresh)
             if fresh == key:
+                if keyed_protects is not protects:
+                    entries[entry_id] = (view, key, protects)  # checked under now's protects
                 return entry_id
-            self._push(view, fresh)  # lazy re-validation: the key moved; try the next smallest
+            self._push(view, fresh, protects)  # lazy re-validation: the key moved; try the next smallest
         return None

@@ -181,10 +181,13 @@ def _recency(policy: Any, v: CacheEntryView, now: float, pressure: float) -> tup
     return (entry_key(policy, v, now, pressure)[0], v.last_access_s, v.entry_id)
 
 
-def _run_index(backend: str, policy_name: str, script: Script) -> list[object]:
+def _run_index(
+    backend: str, policy_name: str, script: Script, *, revalidate_all: bool = False
+) -> list[object]:
     guarded = policy_name.endswith(" guarded")
     config = None if guarded or policy_name != "reuse_density" else {"recency_guard": False}
-    index = VictimIndex(registry.create_eviction(policy_name.split()[0], config), backend)
+    policy = registry.create_eviction(policy_name.split()[0], config)
+    index = VictimIndex(policy, backend, revalidate_all=revalidate_all)
     assert (index.guard is not None) is guarded
     reference: dict[int, CacheEntryView] = {}
     out: list[object] = []
@@ -231,6 +234,68 @@ def test_victim_index_pops_the_exact_policys_victims_with_either_backend(
     python = _run_index("python", policy, script)
     if saga_kernels.NativeKeyHeap is not None:
         assert _run_index("native", policy, script) == python
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(index_scripts())
+def test_the_contract_shortcut_takes_the_decisions_of_full_revalidation(
+    case: tuple[str, list[tuple[str, object, float, float]]],
+) -> None:
+    """The index recomputes a candidate's key only where the EvictionPolicy contract allows it to
+    have changed (a TTL, or protects(pressure) flipped since it was keyed). Every answer (victims,
+    keys, removals, protected tokens, the guard's score and votes) equals the index that recomputes
+    every candidate's key, on both backends."""
+    policy, script = case
+    backends = ["python"] + (["native"] if saga_kernels.NativeKeyHeap is not None else [])
+    for backend in backends:
+        assert _run_index(backend, policy, script) == _run_index(backend, policy, script, revalidate_all=True)
+
+
+class _CountingPolicy:
+    """``reuse_density`` (guarded) that counts its key computations."""
+
+    def __init__(self) -> None:
+        self.inner = registry.create_eviction("reuse_density")
+        self.name = "counting"
+        self.recency_guard = self.inner.recency_guard
+        self.calls = 0
+
+    def key(self, entry: CacheEntryView, now_s: float, pressure: float) -> Any:
+        self.calls += 1
+        return self.inner.key(entry, now_s, pressure)
+
+    def protects(self, pressure: float) -> bool:
+        return bool(self.inner.protects(pressure))
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_the_shortcut_skips_key_computations_and_keeps_the_victims(backend: str) -> None:
+    if backend == "native" and saga_kernels.NativeKeyHeap is None:
+        pytest.skip("native kernels not built")
+    victims: dict[bool, list[int]] = {}
+    calls: dict[bool, int] = {}
+    for revalidate_all in (False, True):
+        policy = _CountingPolicy()
+        index = VictimIndex(policy, backend, revalidate_all=revalidate_all)  # type: ignore[arg-type]
+        now = 1000.0
+        for i in range(200):  # no TTLs: every stored key stays exact under the contract
+            index.add(CacheEntryView(entry_id=i, num_tokens=1 + i % 7, depth_tokens=8 + i % 13,
+                                     last_access_s=now - (i * 37) % 200, workflow_id=WorkflowId(f"w{i % 9}"),
+                                     reuse_prob=(i % 10) / 10, next_use_at_s=now + (i * 11) % 50),
+                      now, 0.5)  # fmt: skip
+        policy.calls = 0
+        out = []
+        for step in range(150):
+            now += 0.01
+            view = index.pop(now, 0.5 if step % 50 else 0.95)  # protects flips twice
+            assert view is not None
+            out.append(view.entry_id)
+            index.note_use(view.entry_id)
+        victims[revalidate_all], calls[revalidate_all] = out, policy.calls
+    assert victims[False] == victims[True]
+    # Full revalidation recomputes at least the top's key per pop; the shortcut only after a flip.
+    assert calls[True] >= 150
+    assert calls[False] < calls[True] // 2
 
 
 # --- the build detects a missing toolchain and falls back ---------------------------------------
