@@ -62,18 +62,9 @@ class RecencyGuardSettings:
         require(self.max_pending >= 1, owner, "max_pending", ">= 1", self.max_pending)
 
 
-class _Pair:
-    __slots__ = ("sign", "spared", "spared_tokens", "victim", "victim_tokens")
-
-    def __init__(
-        self, victim: Hashable, victim_tokens: int, spared: Hashable, spared_tokens: int, sign: float
-    ) -> None:
-        self.victim = victim
-        self.victim_tokens = victim_tokens
-        self.spared = spared
-        self.spared_tokens = spared_tokens
-        self.sign = sign
-        """+1 when the predicted key chose the victim, -1 when LRU did."""
+_Pair = tuple[Hashable, int, Hashable, int, float]
+"""(victim, victim tokens, spared, spared tokens, sign): sign +1 when the predicted key chose the
+victim, -1 when LRU did. A plain tuple: one is built per disagreement, on the eviction hot path."""
 
 
 class RecencyGuard:
@@ -124,31 +115,38 @@ class RecencyGuard:
         """The index evicted ``victim`` where the other expert would have evicted ``spared``."""
         if predicted_chose:
             self.chose_prediction += 1
+            sign = 1.0
         else:
             self.chose_lru += 1
-        self._seq += 1
-        pid = self._seq
-        pair = _Pair(victim, victim_tokens, spared, spared_tokens, 1.0 if predicted_chose else -1.0)
-        old = self._by_victim.get(victim)
+            sign = -1.0
+        self._seq = pid = self._seq + 1
+        by_victim, pairs = self._by_victim, self._pairs
+        old = by_victim.get(victim)
         if old is not None:
             self._drop(old)
-        self._pairs[pid] = pair
-        self._by_victim[victim] = pid
-        self._by_spared.setdefault(spared, {})[pid] = None
-        if len(self._pairs) > self.settings.max_pending:
-            self._drop(next(iter(self._pairs)))
+        pairs[pid] = (victim, victim_tokens, spared, spared_tokens, sign)
+        by_victim[victim] = pid
+        pids = self._by_spared.get(spared)
+        if pids is None:
+            self._by_spared[spared] = {pid: None}
+        else:
+            pids[pid] = None
+        if len(pairs) > self.settings.max_pending:
+            self._drop(next(iter(pairs)))
 
     def on_use(self, content: Hashable) -> None:
         """``content`` was read (a hit or a miss): settle the pairs it belongs to."""
         pid = self._by_victim.get(content)
         if pid is not None:
-            pair = self._pairs[pid]
-            self._vote(-pair.sign * pair.victim_tokens)
+            _, victim_tokens, _, _, sign = self._pairs[pid]
+            self._vote(-sign * victim_tokens)
             self._drop(pid)
-        for pid in list(self._by_spared.get(content, ())):
-            pair = self._pairs[pid]
-            self._vote(pair.sign * pair.spared_tokens)
-            self._drop(pid)
+        spared = self._by_spared.get(content)
+        if spared:  # most reads settle nothing: no list is built for them
+            for pid in list(spared):
+                _, _, _, spared_tokens, sign = self._pairs[pid]
+                self._vote(sign * spared_tokens)
+                self._drop(pid)
 
     def _vote(self, tokens: float) -> None:
         self.votes += 1
@@ -158,9 +156,10 @@ class RecencyGuard:
         pair = self._pairs.pop(pid, None)
         if pair is None:
             return
-        if self._by_victim.get(pair.victim) == pid:
-            del self._by_victim[pair.victim]
-        pids = self._by_spared[pair.spared]
+        victim, _, spared, _, _ = pair
+        if self._by_victim.get(victim) == pid:
+            del self._by_victim[victim]
+        pids = self._by_spared[spared]
         del pids[pid]
         if not pids:
-            del self._by_spared[pair.spared]
+            del self._by_spared[spared]
