@@ -74,6 +74,9 @@ class SagaRustTreeCore(RustUnifiedTreeCore):  # type: ignore[misc]  # sglang is 
         self.enable_session_radix_cache = False
         self._child_len = max(1, int(params.page_size))
         self._walk_quota: int | None = None
+        self._core_walk = False
+        """The core's own device walk was started (it builds a heap of every leaf: only when the
+        walk must fall back to it)."""
         self._mirror_failed = False
         """The mirror disagreed with the core once: from then on the core's own walk (its LRU)."""
         self._clear_mirror()
@@ -199,16 +202,27 @@ class SagaRustTreeCore(RustUnifiedTreeCore):  # type: ignore[misc]  # sglang is 
         return index
 
     def evict_device_start(self, component_type: ComponentType, request_cnt: int) -> None:
-        if component_type == _FULL:
+        if component_type == _FULL and not self._mirror_failed:
+            # Our victims come from the leaf index: the core's walk (an O(leaves) heap build in
+            # Rust, most of its eviction cost) starts only if this walk has to fall back to it.
             self._walk_quota = request_cnt
             index = self._index()
             if index is not None:
                 index.popped = []
+            return
+        self._core_walk = True
         super().evict_device_start(component_type, request_cnt)
+
+    def _core_next_node(self, component_type: ComponentType, tracker: dict[ComponentType, int]) -> Any:
+        """The core's own walk (its LRU), started on first use."""
+        if not self._core_walk:
+            self._core_walk = True
+            super().evict_device_start(component_type, self._walk_quota or 0)
+        return super().evict_device_next_node(component_type, tracker)
 
     def evict_device_next_node(self, component_type: ComponentType, tracker: dict[ComponentType, int]) -> Any:
         if component_type != _FULL or self._walk_quota is None or self._mirror_failed:
-            return super().evict_device_next_node(component_type, tracker)
+            return self._core_next_node(component_type, tracker)
         if tracker.get(_FULL, 0) >= self._walk_quota:
             return EvictDeviceNextNodeResult()
         victim = self._pop_victim()
@@ -222,7 +236,7 @@ class SagaRustTreeCore(RustUnifiedTreeCore):  # type: ignore[misc]  # sglang is 
             self.eviction_strategy.runtime.hook_failed(
                 "saga_rust_mirror", RuntimeError(f"mirror leaf {victim.id} is not a device leaf of the core")
             )
-            return super().evict_device_next_node(component_type, tracker)
+            return self._core_next_node(component_type, tracker)
         return EvictDeviceNextNodeResult(node_id=victim.id, made_progress=True)
 
     def _pop_victim(self) -> MirrorNode | None:
@@ -255,7 +269,9 @@ class SagaRustTreeCore(RustUnifiedTreeCore):  # type: ignore[misc]  # sglang is 
         return result
 
     def evict_device_end(self, component_type: ComponentType) -> None:
-        super().evict_device_end(component_type)
+        if self._core_walk:
+            self._core_walk = False
+            super().evict_device_end(component_type)
         if component_type == _FULL:
             self._walk_quota = None
             index = self._index()

@@ -126,3 +126,31 @@ def test_caches_the_rust_core_cannot_serve_keep_the_python_core(
     assert supported(full) == "HiCache (host tier)"
     memory.enable_hierarchical_cache = False
     assert supported(full) is None
+
+
+def test_a_victim_the_core_refuses_hands_the_walk_to_the_cores_own_lru(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core's own walk (its heap of every leaf) is only started when a walk must fall back to
+    it: here the index hands out a node the core does not hold as a leaf, mid-walk. The walk goes
+    on with the core's LRU, the failure is counted, and later walks stay on the core."""
+    h = make_harness("unified-rust", "reuse_density", kv_size=48, allow_hook_failures=True)
+    old, recent = list(range(10, 30)), list(range(10, 20)) + list(range(40, 50))
+    h.run(old)
+    h.clock.advance(1.0)
+    h.run(recent)  # splits ``old``: an inner node [10, 20) with two leaves
+    h.clock.advance(1.0)
+    tree_core = h.cache.tree_core
+    assert not tree_core._core_walk
+    inner = next(n for n in tree_core.nodes.values() if n.parent is not None and n.children)
+    monkeypatch.setattr(tree_core, "_pop_victim", lambda: inner)
+    h.run(list(range(70, 90)))  # needs 20 of 18 free tokens
+    assert h.runtime.metrics.value("hook_failures", hook="saga_rust_mirror") == 1
+    assert tree_core._mirror_failed and not tree_core._core_walk  # the core's walk ran and ended
+    assert h.resident_tokens(list(range(70, 90))) == 20
+    assert h.resident_tokens(old) == 10  # LRU: the oldest leaf (old's tail) went
+    assert h.resident_tokens(recent) == 20
+    monkeypatch.undo()
+    h.run(list(range(100, 120)))  # the next walk is the core's from the start
+    assert h.resident_tokens(list(range(100, 120))) == 20
+    assert h.runtime.metrics.value("hook_failures", hook="saga_rust_mirror") == 1
