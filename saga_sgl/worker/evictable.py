@@ -73,7 +73,7 @@ class EvictableLeaves:
         # The guard pairs this node's content (as a victim or the spared one): its reads must reach
         # the guard from now on (``on_path``).
         node.__dict__[WATCH_ATTR] = True
-        return node_content(node)
+        return cached_content(node)
 
     def note_reads(self, path: list[Any]) -> None:
         """A request read (hit or inserted) the nodes of ``path``: the recency guard's evidence."""
@@ -198,6 +198,19 @@ class EvictableLeaves:
                 node.__dict__[VICTIM_KEY_ATTR] = key
                 self.strategy.runtime.metrics.inc("index_victims", backend=self.victims.backend)
                 return node
+
+
+def cached_content(node: Any) -> Hashable:
+    """``node_content(node)``, from the memo of the node's last read (``on_path``) while it holds.
+
+    It holds while neither the node nor its parent was split (a split gives them new key objects):
+    a node's start depth never changes otherwise (evictions only remove leaves), so no walk to the
+    root is needed."""
+    memo = node.__dict__.get(CONTENT_ATTR)
+    parent = node.parent
+    if memo is not None and memo[0] is node.key and memo[1] is (None if parent is None else parent.key):
+        return memo[3]  # type: ignore[no-any-return]
+    return node_content(node)
 
 
 def node_content(node: Any, start_depth: int | None = None) -> Hashable:

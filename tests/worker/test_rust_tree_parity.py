@@ -18,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_kernels_tree_parity import _tokens, requests
 
+from saga_sgl.worker.evictable import cached_content, node_content
+
 pytestmark = [pytest.mark.sglang]
 
 
@@ -58,6 +60,8 @@ def _run(make_harness: Any, kind: str, policy: str, script: list[Any]) -> Any:
         tree_core = h.cache.tree_core
         if kind == "unified-rust":
             _check_mirror(tree_core)
+        for node in tree_core.evictable_device_leaves:  # the guard's content memo is exact
+            assert cached_content(node) == node_content(node)
         leaves = sorted(_path_tokens(n) for n in tree_core.evictable_device_leaves)
         trace.append((served.cached_tokens, leaves))
     metrics = h.runtime.metrics
