@@ -91,6 +91,8 @@ class WorkerRuntime:
         """Persistent victim indices of the unified trees using this runtime (see evictable.py)."""
         self._logged_failures: set[tuple[str, str]] = set()
         self._metrics_served = False
+        self._ttl_expiries_counted = 0
+        """``table.num_ttl_expiries`` already added to the ``ttl_expiries`` counter."""
 
     # --- configuration ---------------------------------------------------------------------------
 
@@ -196,6 +198,9 @@ class WorkerRuntime:
         """At a hook point: without steps (in-process use), drain the channel on the own clock."""
         if self.step_now_s is not None:
             return  # steps apply control messages, identically on every rank
+        if self.control is None:  # no channel, no messages: only time-driven expiry
+            self._apply((), self.clock.now_s())
+            return
         step = self.collect_step()
         self._apply(step.messages, step.now_s)
 
@@ -208,7 +213,10 @@ class WorkerRuntime:
                 self.metrics.inc("unknown_workflow_messages")
         self.table.expire(now_s)
         self._forget_dropped()
-        self.metrics.inc("ttl_expiries", self.table.num_ttl_expiries - self.metrics.value("ttl_expiries"))
+        expiries = self.table.num_ttl_expiries
+        if expiries != self._ttl_expiries_counted:
+            self.metrics.inc("ttl_expiries", expiries - self._ttl_expiries_counted)
+            self._ttl_expiries_counted = expiries
         self.metrics.set_gauge("tracked_workflows", len(self.table))  # a no-op when unchanged
 
     def _forget_dropped(self) -> None:

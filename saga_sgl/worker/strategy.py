@@ -196,6 +196,25 @@ class SagaEvictionStrategy:
 
     def entry_view(self, node: Any) -> CacheEntryView:
         """The one view the policy scores for ``node`` (shared prefixes: the core's rule)."""
+        mark: NodeMark | None = node.__dict__.get(MARK_ATTR)
+        if mark is not None and not mark.unhinted_use and len(mark.workflows) == 1:
+            # The common case, one tracked workflow and no other user: its view (what
+            # ``user_views`` + ``shared_entry_view`` give), without the lists.
+            (workflow_id,) = mark.workflows
+            record = self.runtime.table.get(workflow_id)
+            if record is not None:
+                return CacheEntryView(
+                    entry_id=node.id,
+                    num_tokens=len(node.key),
+                    depth_tokens=mark.depth_tokens,
+                    last_access_s=mark.last_use_s,
+                    workflow_id=WorkflowId(workflow_id),
+                    is_finished=record.is_finished,
+                    is_terminal=record.is_terminal,
+                    reuse_prob=record.reuse_prob,
+                    next_use_at_s=record.next_use_at_s,
+                    ttl_deadline_s=record.ttl_deadline_s,
+                )
         return shared_entry_view(self.user_views(node))
 
     def user_views(self, node: Any) -> list[CacheEntryView]:

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_kernels_tree_parity import _tokens, requests
 
+from saga_sgl.policy.victim_index import shared_entry_view
 from saga_sgl.worker.evictable import cached_content, node_content
 
 pytestmark = [pytest.mark.sglang]
@@ -60,8 +61,10 @@ def _run(make_harness: Any, kind: str, policy: str, script: list[Any]) -> Any:
         tree_core = h.cache.tree_core
         if kind == "unified-rust":
             _check_mirror(tree_core)
-        for node in tree_core.evictable_device_leaves:  # the guard's content memo is exact
+        strategy = tree_core.eviction_strategy
+        for node in tree_core.evictable_device_leaves:  # the fast paths are exact
             assert cached_content(node) == node_content(node)
+            assert strategy.entry_view(node) == shared_entry_view(strategy.user_views(node))
         leaves = sorted(_path_tokens(n) for n in tree_core.evictable_device_leaves)
         trace.append((served.cached_tokens, leaves))
     metrics = h.runtime.metrics
