@@ -216,8 +216,12 @@ class VictimIndex:
 
     def pop(self, now_s: float, pressure: float) -> CacheEntryView | None:
         """Remove and return the entry to evict now; None if the index is empty."""
-        item = self.pop_keyed(now_s, pressure)
-        return None if item is None else item[0]
+        top = self._choose(now_s, pressure, record=True)
+        if top is None:
+            return None
+        view = self._entries[top][0]
+        self.remove(top)
+        return view
 
     def pop_keyed(self, now_s: float, pressure: float) -> tuple[CacheEntryView, EvictionKey] | None:
         """Like ``pop``, with the key the victim was chosen by (hosts count victims by its tier)."""
@@ -300,7 +304,8 @@ class VictimIndex:
             if lru is None or lru == predicted:
                 return predicted
             l_view, l_key, l_protects = entries[lru]
-            if self._stale(l_view, l_protects, protects):
+            # ``_stale``, written out (hot path).
+            if l_view.ttl_deadline_s is not None or l_protects is not protects or self.revalidate_all:
                 fresh = entry_key(self._policy, l_view, now_s, pressure)
                 if fresh[0] != l_key[0]:
                     self._push(l_view, fresh, protects)
@@ -344,11 +349,14 @@ class VictimIndex:
             self._rekey(entry_id, now_s, pressure, protects)
 
     def _select(self, now_s: float, pressure: float, protects: bool) -> int | None:
-        self._release_protections(now_s, pressure, protects)
+        if len(self._deadlines):
+            self._release_protections(now_s, pressure, protects)
         heap, entries, key_fn = self._heap, self._entries, self._policy.key
+        revalidate_all = self.revalidate_all
         while (entry_id := heap.top()) is not None:
             view, key, keyed_protects = entries[entry_id]
-            if not self._stale(view, keyed_protects, protects):
+            # ``_stale``, written out (hot path).
+            if view.ttl_deadline_s is None and keyed_protects is protects and not revalidate_all:
                 return entry_id
             fresh = key_fn(view, now_s, pressure)
             if fresh[1] != fresh[1] or fresh[2] != fresh[2]:  # NaN: the one cleaning rule
