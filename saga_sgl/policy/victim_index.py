@@ -103,6 +103,7 @@ class VictimIndex:
 
     __slots__ = (
         "_content_of",
+        "_deadline_floor",
         "_deadlines",
         "_entries",
         "_heap",
@@ -140,6 +141,8 @@ class VictimIndex:
         self._heap: KeyHeapLike = new_key_heap(self.backend)
         # (0, ttl deadline, 0.0, entry id) of the entries stored in the PROTECTED tier.
         self._deadlines: KeyHeapLike = new_key_heap(self.backend)
+        self._deadline_floor = math.inf
+        """At most the earliest deadline in ``_deadlines``: no TTL expired before it (no heap look)."""
         self._protected_tokens = 0
         guard_settings = recency_guard_settings(policy)
         self.guard: RecencyGuard | None = None if guard_settings is None else RecencyGuard(guard_settings)
@@ -285,7 +288,10 @@ class VictimIndex:
         if key[0] == _PROTECTED:
             self._protected_tokens += entry.num_tokens
             deadline = entry.ttl_deadline_s
-            self._deadlines.push((0, math.inf if deadline is None else deadline, 0.0, entry_id))
+            deadline = math.inf if deadline is None else deadline
+            self._deadlines.push((0, deadline, 0.0, entry_id))
+            if deadline < self._deadline_floor:
+                self._deadline_floor = deadline
         elif old is not None and old[1][0] == _PROTECTED:
             self._deadlines.remove(entry_id)
 
@@ -343,13 +349,15 @@ class VictimIndex:
             while (first := deadlines.min_key()) is not None and first[1] <= now_s:
                 deadlines.remove(first[3])
                 expired.append(first[3])
+        first = deadlines.min_key()
+        self._deadline_floor = math.inf if first is None else first[1]
         # Collected first: a re-key never re-enters this loop, even for a policy that breaks the
         # contract and keeps an expired entry PROTECTED.
         for entry_id in expired:
             self._rekey(entry_id, now_s, pressure, protects)
 
     def _select(self, now_s: float, pressure: float, protects: bool) -> int | None:
-        if len(self._deadlines):
+        if len(self._deadlines) and (now_s >= self._deadline_floor or not protects):
             self._release_protections(now_s, pressure, protects)
         heap, entries, key_fn = self._heap, self._entries, self._policy.key
         revalidate_all = self.revalidate_all
