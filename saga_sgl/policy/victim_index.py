@@ -11,8 +11,13 @@ absolute times, so a stored key stays correct as the clock moves, with two excep
    PROTECTED).
 
 Any other change (a key that went *up*, e.g. protection turning back on) is caught by lazy
-re-validation: the popped entry's key is recomputed from ``now_s`` and ``pressure``; if it differs
-from the stored one the entry is pushed back with the new key and the next one is tried.
+re-validation: the candidate's key is recomputed from ``now_s`` and ``pressure``; if it differs
+from the stored one the entry is pushed back with the new key and the next one is tried. By the
+contract only a TTL or a ``protects(pressure)`` flip can change a stored key, so the index
+recomputes a candidate's key only when its entry has a TTL deadline or ``protects`` differs from
+the value it was keyed under (most of a selection's cost otherwise); ``revalidate_all=True``
+recomputes every candidate (the reference the tests compare with: same victims, keys, protected
+tokens and guard state).
 
 Key equality (the one rule every host uses, through :func:`clean_key`): a key is a plain tuple
 compared with ``==``, after NaN in ``primary`` or ``tiebreak`` is replaced by +inf (last within its
