@@ -295,6 +295,7 @@ def mark_path(
     the table no longer knows are pruned from the marks on the way.
     """
     depth = 0
+    dropped = -1 if table is None else table.num_dropped
     for node in reversed(path_leaf_to_root):
         depth += len(node.key)
         mark = node.__dict__.get(MARK_ATTR)
@@ -313,7 +314,7 @@ def mark_path(
             mark.unhinted_use = True
         else:
             mark.workflows.add(workflow_id)
-        if table is not None:
+        if table is not None and mark.pruned_at != dropped:  # ``prune_forgotten``'s own check, hoisted
             prune_forgotten(mark, table)
 
 
