@@ -112,6 +112,7 @@ class VictimIndex:
         "_deadlines",
         "_entries",
         "_heap",
+        "_now_high",
         "_policy",
         "_protect_memo",
         "_protected_tokens",
@@ -135,12 +136,12 @@ class VictimIndex:
         passes to ``note_use``); default the entry id (hosts whose ids are stable across re-insertion).
 
         ``revalidate_all``: recompute the key of every candidate victim (the reference the contract
-        shortcut is tested against; see ``_stale``); default only where the contract allows a change.
+        shortcut is tested against); default only where the contract allows a change (see ``_push``).
         """
         self._policy = policy
-        # entry id -> (view, stored key, protects(pressure) when keyed); the heap holds exactly one
-        # key per entry.
-        self._entries: dict[int, tuple[CacheEntryView, EvictionKey, bool]] = {}
+        # entry id -> (view, stored key, protects(pressure) when keyed, valid until: the entry's TTL
+        # deadline if it lay ahead when keyed, else inf); the heap holds exactly one key per entry.
+        self._entries: dict[int, tuple[CacheEntryView, EvictionKey, bool, float]] = {}
         self.backend = backend or default_backend()
         """Which KeyHeap orders this index: ``native`` or ``python`` (logs, metrics, tests)."""
         self._heap: KeyHeapLike = new_key_heap(self.backend)
@@ -158,6 +159,8 @@ class VictimIndex:
         self._content_of = content_of
         self.revalidate_all = revalidate_all
         """Recompute every candidate's key (tests' reference), not only where the contract allows a change."""
+        self._now_high = -math.inf
+        """The latest ``now_s`` seen: a call with an earlier one re-validates every candidate."""
         self._protect_memo: tuple[float, bool] = (math.nan, False)
         """(pressure, policy.protects(pressure)) of the last call (NaN: none yet)."""
 
@@ -200,7 +203,9 @@ class VictimIndex:
         if key[1] != key[1] or key[2] != key[2]:  # NaN: the one cleaning rule (clean_key)
             key = clean_key(key)
         memo = self._protect_memo
-        self._push(entry, key, memo[1] if pressure == memo[0] else self._protects(pressure))
+        if now_s > self._now_high:
+            self._now_high = now_s
+        self._push(entry, key, memo[1] if pressure == memo[0] else self._protects(pressure), now_s)
 
     update = add
 
@@ -236,7 +241,7 @@ class VictimIndex:
         top = self._choose(now_s, pressure, record=True)
         if top is None:
             return None
-        view, key, _ = self._entries[top]
+        view, key, _, _ = self._entries[top]
         self.remove(top)
         return view, key
 
@@ -269,21 +274,21 @@ class VictimIndex:
         self._protect_memo = (pressure, protects)
         return protects
 
-    def _stale(self, view: CacheEntryView, keyed_protects: bool, protects: bool) -> bool:
-        """Whether the stored key of ``view`` may differ from its key now (``protects``: now's).
+    # Contract shortcut ("stale" below): a stored key may differ from the entry's key now only if
+    # ``now_s >= valid_until_s`` (its TTL deadline, ahead when keyed, has passed), or ``protects``
+    # differs from the value it was keyed under, or ``check_all`` (``revalidate_all``, or a call
+    # with an earlier ``now_s`` than one already seen: a TTL may be live again). The EvictionPolicy
+    # contract allows no other change, so no other key is recomputed at selection (most of a
+    # selection's time otherwise).
 
-        The ``EvictionPolicy`` contract: a key changes between two calls only when a TTL deadline
-        passes or ``protects(pressure)`` flips. So the key of an entry without a TTL deadline, keyed
-        under the same ``protects`` as now, is still exact, and recomputing it (most of a selection's
-        time) can be skipped. Entries with a TTL are always recomputed, as before this shortcut."""
-        return view.ttl_deadline_s is not None or keyed_protects is not protects or self.revalidate_all
-
-    def _push(self, entry: CacheEntryView, key: EvictionKey, protects: bool) -> None:
+    def _push(self, entry: CacheEntryView, key: EvictionKey, protects: bool, now_s: float) -> None:
         entry_id = entry.entry_id
         old = self._entries.get(entry_id)
         if old is not None and old[1][0] == _PROTECTED:
             self._protected_tokens -= old[0].num_tokens
-        self._entries[entry_id] = (entry, key, protects)
+        deadline = entry.ttl_deadline_s
+        valid_until_s = deadline if deadline is not None and deadline > now_s else math.inf
+        self._entries[entry_id] = (entry, key, protects, valid_until_s)
         self._heap.push(key)
         if self._recency is not None and (
             old is None or old[1][0] != key[0] or old[0].last_access_s != entry.last_access_s
@@ -292,7 +297,6 @@ class VictimIndex:
             self._recency.push((key[0], last if last == last else math.inf, 0.0, entry_id))
         if key[0] == _PROTECTED:
             self._protected_tokens += entry.num_tokens
-            deadline = entry.ttl_deadline_s
             deadline = math.inf if deadline is None else deadline
             self._deadlines.push((0, deadline, 0.0, entry_id))
             if deadline < self._deadline_floor:
@@ -307,19 +311,21 @@ class VictimIndex:
         guard, recency, entries = self.guard, self._recency, self._entries
         memo = self._protect_memo
         protects = memo[1] if pressure == memo[0] else self._protects(pressure)
+        check_all = self.revalidate_all or now_s < self._now_high
+        if now_s > self._now_high:
+            self._now_high = now_s
         while True:
-            predicted = self._select(now_s, pressure, protects)
+            predicted = self._select(now_s, pressure, protects, check_all)
             if predicted is None or guard is None or recency is None:
                 return predicted
             lru = recency.top()
             if lru is None or lru == predicted:
                 return predicted
-            l_view, l_key, l_protects = entries[lru]
-            # ``_stale``, written out (hot path).
-            if l_view.ttl_deadline_s is not None or l_protects is not protects or self.revalidate_all:
+            l_view, l_key, l_protects, l_valid_until_s = entries[lru]
+            if now_s >= l_valid_until_s or l_protects is not protects or check_all:  # stale
                 fresh = entry_key(self._policy, l_view, now_s, pressure)
                 if fresh[0] != l_key[0]:
-                    self._push(l_view, fresh, protects)
+                    self._push(l_view, fresh, protects, now_s)
                     continue
             follow = guard.follows_prediction()
             if record:
@@ -337,7 +343,7 @@ class VictimIndex:
 
     def _rekey(self, entry_id: int, now_s: float, pressure: float, protects: bool) -> None:
         view = self._entries[entry_id][0]
-        self._push(view, entry_key(self._policy, view, now_s, pressure), protects)
+        self._push(view, entry_key(self._policy, view, now_s, pressure), protects, now_s)
 
     def _release_protections(self, now_s: float, pressure: float, protects: bool) -> None:
         deadlines = self._deadlines
@@ -361,22 +367,21 @@ class VictimIndex:
         for entry_id in expired:
             self._rekey(entry_id, now_s, pressure, protects)
 
-    def _select(self, now_s: float, pressure: float, protects: bool) -> int | None:
+    def _select(self, now_s: float, pressure: float, protects: bool, check_all: bool) -> int | None:
         if len(self._deadlines) and (now_s >= self._deadline_floor or not protects):
             self._release_protections(now_s, pressure, protects)
         heap, entries, key_fn = self._heap, self._entries, self._policy.key
-        revalidate_all = self.revalidate_all
         while (entry_id := heap.top()) is not None:
-            view, key, keyed_protects = entries[entry_id]
-            # ``_stale``, written out (hot path).
-            if view.ttl_deadline_s is None and keyed_protects is protects and not revalidate_all:
+            view, key, keyed_protects, valid_until_s = entries[entry_id]
+            if now_s < valid_until_s and keyed_protects is protects and not check_all:  # not stale
                 return entry_id
             fresh = key_fn(view, now_s, pressure)
             if fresh[1] != fresh[1] or fresh[2] != fresh[2]:  # NaN: the one cleaning rule
                 fresh = clean_key(fresh)
-            if fresh == key:
-                if keyed_protects is not protects:
-                    entries[entry_id] = (view, key, protects)  # checked under now's protects
+            if fresh == key:  # checked now: valid from now on
+                deadline = view.ttl_deadline_s
+                valid_until_s = deadline if deadline is not None and deadline > now_s else math.inf
+                entries[entry_id] = (view, key, protects, valid_until_s)
                 return entry_id
-            self._push(view, fresh, protects)  # lazy re-validation: the key moved; try the next smallest
+            self._push(view, fresh, protects, now_s)  # lazy re-validation: the key moved; try the next
         return None

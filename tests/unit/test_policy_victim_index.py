@@ -44,6 +44,8 @@ ops_st = st.lists(
         st.tuples(st.just("add"), entries_st),
         st.tuples(st.just("remove"), st.integers(0, 40)),
         st.tuples(st.just("tick"), st.floats(0, 30)),
+        # A host whose clock steps back (a TTL that had passed is live again): the index must notice.
+        st.tuples(st.just("tick"), st.floats(-30, 0)),
         # Usage straddling threshold_high (0.9), where TTL protection switches on and off.
         st.tuples(
             st.just("pressure"), st.one_of(st.sampled_from([0.2, 0.5, 0.89, 0.9, 0.95]), st.floats(0, 1))
