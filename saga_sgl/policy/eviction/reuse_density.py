@@ -26,7 +26,8 @@ exp(-age / ``decay_s``), the same for every entry, so log density + const orders
 
     primary = last_access_s + decay_s * ln(density(e) / density_ref)
 
-(density_ref: P = p_ref, W = decay_s), and the order does not change as the clock moves. The host
+(density_ref = p_ref / decay_s: an unpredicted entry is taken to live decay_s, whatever H; this is
+the anchor the measurements used), and the order does not change as the clock moves. The host
 re-predicts (re-keys) on events: a hint, a tool start or finish, and in the replay driver at
 log-spaced ages, where the gap distribution replaces the exponential guess. An entry with no
 prediction gets primary = ``last_access_s``: with no information at all the key *is* LRU's
@@ -130,8 +131,7 @@ class ReuseDensityEviction:
         # primary = last + decay * ln(prob * cost / lifetime) - decay * ln(density_ref): hoisted constants.
         self._decay = s.decay_s
         self._miss = s.miss_lifetime_s
-        ref_lifetime = s.p_ref * s.decay_s + (1.0 - s.p_ref) * s.miss_lifetime_s
-        self._offset = s.decay_s * math.log(ref_lifetime / s.p_ref)
+        self._offset = s.decay_s * math.log(s.decay_s / s.p_ref)
         self._inv_attention = 1.0 / s.attention_tokens
         self._cost_decay = s.decay_s * s.cost_weight
         self.recency_guard: RecencyGuardSettings | None = (
