@@ -29,7 +29,7 @@ beyond noise: LRU takes over only when score < -z * sqrt(energy), energy being t
 squared votes (the spread of ``score`` if each vote were a coin flip). Why: on the SWE-agent trace
 at 10% only 133 of 3,547 disagreements ever settled, votes split 33.8K / 32.3K tokens, and the
 bare sign of the score handed 407 choices to LRU on noise (recomputed 0.983 of LRU guarded, 0.970
-without the guard); with z = 2 the guarded key keeps 0.974 there and still equals LRU where LRU
+without the guard); with z = 2 the guarded key keeps 0.973 there and still equals LRU where LRU
 is better (SWE 20%) (benchmarks/results/eviction_reading_s5.md). Starting on the prediction keeps every host
 that cannot report reads (SGLang's stock per-call heap, the legacy tree, the simulator) on the same
 order as the key alone; starting on LRU was measured too (benchmarks/results/eviction_replay.md:
