@@ -24,7 +24,10 @@ Rows: ``lru`` (SGLang radix LRU), ``vllm_prefix`` (vLLM's order), ``wa_lru``, ``
 alone), ``saga no TTL`` and ``belady (oracle)``. The project rows see the scheduler's recorded hints
 (what a live plugin is told), nothing clairvoyant. Two more oracles isolate what the prediction of
 tool return times costs: ``saga, true returns`` and ``reuse_time, true returns`` get each workflow's
-true next admission on the worker as its next use (P = 1, or never) instead of the prediction. A
+true next admission on the worker as its next use (P = 1, or never) instead of the prediction.
+``saga, re-keyed by age`` is live (no oracle): what re-key timers in the scheduler would add, each
+tool gap re-predicted at log-spaced ages from the gaps the replay has seen end (the hazard of
+P(return | age, tool, workflow history), ``schedule_replay.ViewMode.HINTS_BY_AGE``). A
 breakdown says what the victims of Belady, LRU and saga were (their workflow's state) when evicted.
 
     python benchmarks/eviction_sim.py        # swe, web-history; seeds 7 8; 4 workers x 90K tokens
@@ -79,6 +82,7 @@ ROWS = (
     Row("saga", ViewMode.HINTS, lambda: registry.create_eviction("saga")),
     Row("saga no guard", ViewMode.HINTS, lambda: registry.create_eviction("saga", {"recency_guard": False})),
     Row("saga no TTL", ViewMode.HINTS, lambda: registry.create_eviction("saga", {"ttl_protection": False})),
+    Row("saga, re-keyed by age", ViewMode.HINTS_BY_AGE, lambda: registry.create_eviction("saga")),
     Row("saga, true returns (oracle)", ViewMode.TRUE_RETURN, lambda: registry.create_eviction("saga"), True),
     Row(
         "reuse_time, true returns (oracle)",

@@ -16,6 +16,12 @@ Rows (``ViewMode``):
   leaves are re-keyed at each of its hint changes. A segment read by more than one workflow (a
   system prompt) has no single owner and gets a plain view;
 * ``oracle``: each segment's true next read on this worker (Belady; labelled oracle);
+* ``hints_by_age``: ``hints``, and while a workflow is in a tool gap its entries are re-keyed at
+  log-spaced ages (``AGE_REKEYS_S``) with P(return within the horizon | idle that long, tool,
+  workflow history) from a ``GapModel`` this replay learns online from the schedule's own past
+  gaps (a hazard, not the tool-start point estimate): the recorded P is scaled by how that
+  probability moved since the tool started, the next use is the conditional expected return. What
+  a live scheduler with re-key timers could know (the gaps it has seen end), nothing more;
 * ``true_return``: ``hints`` with the workflow's true next admission on this worker as its next use
   (P = 1, or "never") instead of the scheduler's prediction: an oracle that isolates what the
   prediction of tool return times costs a policy (the rest is the key's rule and granularity).
@@ -34,14 +40,18 @@ kept them); first reads (``compulsory_tokens``) are the same for every policy.
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
+from saga_sgl.aeg.gaps import GapModel
+from saga_sgl.aeg.predict import ReusePredictor
 from saga_sgl.policy.eviction.reuse_time import ReuseTimeEviction, ReuseTimeSettings
 from saga_sgl.policy.interfaces import EvictionPolicy
-from saga_sgl.policy.pressure import ProtectedTokens, kv_pressure
+from saga_sgl.policy.pressure import ProtectedTokens, ResidenceTracker, kv_pressure
 from saga_sgl.policy.victim_index import VictimIndex
 from saga_sgl.policy.views import CacheEntryView, WorkflowId, WorkflowState
 from saga_sgl.replay.sim_schedule import Access, Finish, HintChange, Schedule
@@ -51,6 +61,7 @@ from saga_sgl.scheduler import CacheHints
 class ViewMode(StrEnum):
     PLAIN = "plain"
     HINTS = "hints"
+    HINTS_BY_AGE = "hints_by_age"
     ORACLE = "oracle"
     TRUE_RETURN = "true_return"
 
@@ -122,6 +133,80 @@ class _Seg:
         self.shared = False
 
 
+AGE_REKEYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+"""Ages of a tool gap (seconds) at which ``hints_by_age`` re-predicts and re-keys the workflow."""
+
+
+class _AgeModel:
+    """``hints_by_age``: tool gaps' hazard learned online, and each idle workflow's current outlook."""
+
+    def __init__(self) -> None:
+        self.gaps = GapModel()
+        self.predictor = ReusePredictor(self.gaps)
+        self.residence = ResidenceTracker()
+        self.residence_s = math.inf
+        # workflow -> [gap start, tool, agent type, version, age credited, P at the start]
+        self.idle: dict[WorkflowId, list[Any]] = {}
+        self.outlook: dict[WorkflowId, tuple[float, float]] = {}
+        """workflow -> (P scale since the tool started, expected next use) of its last re-key."""
+        self.timers: list[tuple[float, int, WorkflowId, int]] = []
+        self._seq = 0
+
+    def _predict(self, wid: WorkflowId, gap: list[Any], now_s: float) -> tuple[float, float]:
+        pred = self.predictor.predict(
+            idle_since_s=gap[0],
+            now_s=now_s,
+            residence_s=self.residence_s,
+            agent_type=gap[2],
+            tool=gap[1],
+            workflow_id=str(wid),
+        )
+        return pred.reuse_prob, pred.next_use_at_s
+
+    def on_hints(self, change: HintChange) -> None:
+        wid, hints, now = change.workflow, change.hints, change.at_s
+        in_gap = hints is not None and hints.state is WorkflowState.TOOL_GAP
+        gap = self.idle.get(wid)
+        if gap is not None and not in_gap:
+            returned = hints is not None and not hints.is_finished
+            self.gaps.observe_idle(
+                gap[4],
+                max(gap[4], now - gap[0]),
+                returned,
+                agent_type=gap[2],
+                tool=gap[1],
+                workflow_id=str(wid),
+            )
+            del self.idle[wid]
+            self.outlook.pop(wid, None)
+        if in_gap and gap is None:
+            self._seq += 1
+            gap = [now, change.tool, change.agent_type, self._seq, 0.0, 0.0]
+            gap[5] = self._predict(wid, gap, now)[0]
+            self.idle[wid] = gap
+            for age in AGE_REKEYS_S:
+                heapq.heappush(self.timers, (now + age, self._seq, wid, self._seq))
+
+    def due(self, until_s: float) -> list[tuple[float, WorkflowId]]:
+        """Fire re-key timers up to ``until_s``: (time, workflow) whose outlook changed."""
+        out = []
+        while self.timers and self.timers[0][0] <= until_s:
+            t, _, wid, version = heapq.heappop(self.timers)
+            gap = self.idle.get(wid)
+            if gap is None or gap[3] != version:
+                continue
+            age = t - gap[0]
+            self.gaps.observe_idle(
+                gap[4], max(gap[4], age), False, agent_type=gap[2], tool=gap[1], workflow_id=str(wid)
+            )
+            gap[4] = max(gap[4], age)
+            prob, nxt = self._predict(wid, gap, t)
+            scale = prob / gap[5] if gap[5] > 0 else 1.0
+            self.outlook[wid] = (min(scale, 1.0), nxt)
+            out.append((t, wid))
+        return out
+
+
 def belady_policy() -> EvictionPolicy:
     """The oracle's key: farthest next read first, deepest first on ties (no TTL tier)."""
     return ReuseTimeEviction(ReuseTimeSettings(ttl_protection=False))
@@ -167,6 +252,7 @@ def replay_worker(
         return lst[k] if k < len(lst) else math.inf
 
     hints_of: dict[WorkflowId, CacheHints | None] = {}
+    ages = _AgeModel() if mode is ViewMode.HINTS_BY_AGE else None
 
     def view(pid: int, seg: _Seg, now_s: float) -> CacheEntryView:
         if mode is ViewMode.ORACLE:
@@ -192,6 +278,9 @@ def replay_worker(
                 workflow_id=owner,
             )
         prob, nxt = hints.reuse_prob, hints.next_use_at_s
+        if ages is not None and owner in ages.outlook and prob is not None:
+            scale, nxt = ages.outlook[owner]
+            prob = prob * scale
         if mode is ViewMode.TRUE_RETURN:
             lst = returns.get(owner, [])
             k = bisect.bisect_right(lst, now_s)
@@ -239,16 +328,26 @@ def replay_worker(
     evicted_as: dict[int, str] = {}
     pinned_by: dict[int, list[int]] = {}
     """Index of an open access -> path ids it pinned."""
+
+    def rekey(wid: WorkflowId, now_s: float) -> None:
+        for pid in list(leaves_of.get(wid, ())):
+            seg = segs[pid]
+            if is_leaf(seg) and seg.owner == wid and not seg.shared:
+                v = view(pid, seg, now_s)
+                protected.track(seg.eid, seg.tokens, v.ttl_deadline_s, now_s)
+                index.update(v, now_s, pressure)
+
     for i, e in enumerate(schedule.events):
+        if ages is not None:
+            ages.residence_s = ages.residence.residence_s(used, _event_time(e))
+            for t, wid in ages.due(_event_time(e)):
+                rekey(wid, t)
         if isinstance(e, HintChange):
             hints_of[e.workflow] = e.hints
-            if mode is ViewMode.HINTS or mode is ViewMode.TRUE_RETURN:
-                for pid in list(leaves_of.get(e.workflow, ())):
-                    seg = segs[pid]
-                    if is_leaf(seg) and seg.owner == e.workflow and not seg.shared:
-                        v = view(pid, seg, e.at_s)
-                        protected.track(seg.eid, seg.tokens, v.ttl_deadline_s, e.at_s)
-                        index.update(v, e.at_s, pressure)
+            if ages is not None:
+                ages.on_hints(e)
+            if mode is not ViewMode.PLAIN and mode is not ViewMode.ORACLE:
+                rekey(e.workflow, e.at_s)
             continue
         if isinstance(e, Finish):
             pins = pinned_by.pop(e.access, None)
@@ -323,6 +422,8 @@ def replay_worker(
                         if s is not None:
                             s.discard(vpid)
                     vseg.cached = False
+                    if ages is not None:
+                        ages.residence.on_evict(now, vseg.tokens)
                     if blame is not None:
                         evicted_as[vpid] = victim_kind(vseg, hints_of, now)
                     used -= vseg.tokens
@@ -359,6 +460,10 @@ def replay_worker(
                 seg.owner = e.workflow
         pinned_by[i] = pins
     return ScheduleStats(read, hit, recomputed, evicted_rc, compulsory, bypassed, evictions)
+
+
+def _event_time(e: Access | Finish | HintChange) -> float:
+    return e.admit_s if isinstance(e, Access) else e.at_s
 
 
 def victim_kind(seg: _Seg, hints_of: dict[WorkflowId, CacheHints | None], now_s: float) -> str:

@@ -28,6 +28,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from saga_sgl.errors import UnknownWorkflow
 from saga_sgl.policy.views import WorkflowId, WorkflowState
 from saga_sgl.scheduler import Action, CacheHints, Control, Dispatch
 from saga_sgl.sim.cluster import Cluster, ClusterSettings, SimTask
@@ -61,6 +62,9 @@ class HintChange:
     at_s: float
     workflow: WorkflowId
     hints: CacheHints | None
+    tool: str = ""
+    """The workflow's current tool as the scheduler knows it ("" when none): the class of its gap."""
+    agent_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +125,12 @@ class _RecordingCluster(Cluster):
         if task.wid in self._last_hints and self._last_hints[task.wid] == hints:
             return
         self._last_hints[task.wid] = hints
-        self.schedule.events.append(HintChange(now_s, task.wid, hints))
+        try:
+            rec = self.scheduler.workflow(task.wid)
+            tool, agent = (str(rec.tool) if rec.tool is not None else ""), str(rec.agent_type)
+        except UnknownWorkflow:
+            tool = agent = ""
+        self.schedule.events.append(HintChange(now_s, task.wid, hints, tool, agent))
 
     # --- WorkerHost hooks (observe, then defer to the cluster) ----------------------------------
     def on_admit(self, worker: SimWorker, call: SimCall, now_s: float) -> None:

@@ -47,6 +47,26 @@ def test_votes_decay_and_wrong_predictions_send_the_guard_back_to_lru() -> None:
     assert not g.follows_prediction()
 
 
+def test_with_confidence_lru_takes_over_only_on_a_lead_beyond_noise() -> None:
+    """z = 2: a lead a fair coin would give (one wrong call, or alternating calls) keeps the
+    prediction; a steady run of wrong calls still hands the choice to LRU."""
+    bare, sure = RecencyGuard(), RecencyGuard(RecencyGuardSettings(confidence=2.0))
+    for g in (bare, sure):
+        g.on_disagreement("x", 100, "y", 100, predicted_chose=True)
+        g.on_use("x")  # one wrong call
+    assert not bare.follows_prediction()  # the bare sign flips on one vote
+    assert sure.follows_prediction()  # |score| = 1 sd: noise
+    for i in range(6):  # alternate right and wrong: still noise
+        sure.on_disagreement(f"p{i}", 100, f"q{i}", 100, predicted_chose=True)
+        sure.on_use(f"q{i}" if i % 2 else f"p{i}")
+    assert sure.follows_prediction()
+    for i in range(12):  # twelve wrong calls in a row: LRU is better beyond doubt
+        sure.on_disagreement(f"w{i}", 100, f"k{i}", 100, predicted_chose=True)
+        sure.on_use(f"w{i}")
+    assert not sure.follows_prediction()
+    assert registry.create_eviction("saga").recency_guard.confidence == 2.0  # type: ignore[attr-defined]
+
+
 def test_pending_pairs_are_bounded() -> None:
     g = RecencyGuard(RecencyGuardSettings(max_pending=8))
     for i in range(100):
@@ -169,8 +189,9 @@ def test_on_lru_the_guard_keeps_the_tiers_a_due_tool_outlives_an_older_idle_one_
     def order(pressure: float) -> list[int]:
         index = VictimIndex(registry.create_eviction("saga"))
         assert index.guard is not None
-        index.guard.on_disagreement("x", 1, "y", 1, predicted_chose=True)
-        index.guard.on_use("x")  # the prediction chose wrong once: the guard follows LRU
+        for i in range(12):  # the prediction chose wrong again and again: the guard follows LRU
+            index.guard.on_disagreement(f"x{i}", 1, f"y{i}", 1, predicted_chose=True)
+            index.guard.on_use(f"x{i}")
         assert not index.guard.follows_prediction()
         for v in (tool_ctx, older_idle, fresh_idle, finished):
             index.add(v, now, pressure)

@@ -89,6 +89,28 @@ def test_unlikely_reuse_goes_before_recent_and_dead_before_all() -> None:
     assert _drain(_key_only(), [hopeless, plain, dead, never], now) == [3, 4, 1, 2]
 
 
+def test_an_unlikely_reuse_costs_its_whole_lifetime_so_probability_outweighs_a_short_wait() -> None:
+    """LHD's lifetime P*W + (1-P)*H: an entry 80% likely never read costs ~H of space-time even if its
+    expected wait given a read is short, so it goes before a likely read 30 s away (P / W alone kept
+    it: 0.2 / 3 s > 0.9 / 31 s)."""
+    now = 100.0
+    unlikely = CacheEntryView(
+        entry_id=1, num_tokens=64, depth_tokens=64, last_access_s=now, reuse_prob=0.2, next_use_at_s=now + 2.0
+    )
+    likely = CacheEntryView(
+        entry_id=2,
+        num_tokens=64,
+        depth_tokens=64,
+        last_access_s=now,
+        reuse_prob=0.9,
+        next_use_at_s=now + 30.0,
+    )
+    assert _drain(_key_only(), [unlikely, likely], now) == [1, 2]
+    # The same P and W with H as short as the wait: the lifetime is W again and the short wait wins.
+    short_h = ReuseDensityEviction(ReuseDensitySettings(recency_guard=False, miss_lifetime_s=1.0))
+    assert _drain(short_h, [unlikely, likely], now) == [2, 1]
+
+
 def test_deeper_tokens_cost_more_to_recompute() -> None:
     policy = ReuseDensityEviction()
     shallow = CacheEntryView(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from saga_sgl.policy import registry
+from saga_sgl.policy.views import WorkflowState
 from saga_sgl.replay.schedule_replay import ViewMode, belady_policy, replay_schedule, replay_worker
 from saga_sgl.replay.sim_schedule import Access, Finish, HintChange, Schedule, record_schedule
 from saga_sgl.sim import rows
@@ -44,7 +45,12 @@ def test_every_row_reads_the_same_sequence_and_belady_is_the_common_denominator(
     again = replay_schedule(schedule, belady_policy, ViewMode.ORACLE)
     assert belady == again  # deterministic: the oracle row's ratio is 1.00 by construction
     assert belady.evicted_recompute_tokens > 0, "the test schedule must be under KV pressure"
-    for name, mode in (("lru", ViewMode.PLAIN), ("saga", ViewMode.HINTS), ("wa_lru", ViewMode.HINTS)):
+    for name, mode in (
+        ("lru", ViewMode.PLAIN),
+        ("saga", ViewMode.HINTS),
+        ("wa_lru", ViewMode.HINTS),
+        ("saga", ViewMode.HINTS_BY_AGE),
+    ):
         st = replay_schedule(schedule, lambda n=name: registry.create_eviction(n), mode)
         assert st.read_tokens == belady.read_tokens
         assert st.compulsory_tokens == belady.compulsory_tokens
@@ -91,6 +97,23 @@ def test_hints_reach_the_keys() -> None:
     plain = replay_schedule(schedule, lambda: registry.create_eviction("saga"), ViewMode.PLAIN)
     hinted = replay_schedule(schedule, lambda: registry.create_eviction("saga"), ViewMode.HINTS)
     assert hinted != plain
+
+
+def test_hints_by_age_re_key_tool_gaps_from_gaps_learned_on_the_schedule() -> None:
+    """The recording names each gap's tool; the age row learns their hazard from gaps that ended and
+    re-keys idle workflows as they age, which changes saga's victims (and nothing clairvoyant)."""
+    schedule, _ = _recorded()
+    gaps = [e for e in schedule.events if isinstance(e, HintChange) and e.hints is not None]
+    assert any(e.tool and e.agent_type for e in gaps if e.hints.state is WorkflowState.TOOL_GAP)  # type: ignore[union-attr]
+    hinted = replay_schedule(schedule, lambda: registry.create_eviction("saga"), ViewMode.HINTS, 1.5)
+    aged = replay_schedule(schedule, lambda: registry.create_eviction("saga"), ViewMode.HINTS_BY_AGE, 1.5)
+    assert aged.read_tokens == hinted.read_tokens
+    assert (
+        aged.evictions != hinted.evictions or aged.evicted_recompute_tokens != hinted.evicted_recompute_tokens
+    )
+    # Without hints the age model has nothing to scale: LRU's order.
+    lru = replay_schedule(schedule, lambda: registry.create_eviction("lru"), ViewMode.HINTS_BY_AGE)
+    assert lru == replay_schedule(schedule, lambda: registry.create_eviction("lru"), ViewMode.PLAIN)
 
 
 # --- Belady is optimal for unit-size segments (brute force on small random schedules) --------------

@@ -170,7 +170,9 @@ def test_plugin_fed_by_the_scheduler_evicts_in_the_replay_drivers_order(make_har
 def test_the_plugins_recency_guard_sends_the_next_disagreement_to_lru(make_harness: Any) -> None:
     from sglang.srt.mem_cache.base_prefix_cache import EvictParams
 
-    h = make_harness("unified", "saga", kv_size=64)
+    # guard_confidence 0: one settled vote decides (the default z = 2 waits for a lead beyond noise,
+    # tests/unit/test_policy_eviction_guard.py); this test is about the plugin's wiring of the guard.
+    h = make_harness("unified", "saga", kv_size=64, guard_confidence=0.0)
     # Below a shared system prompt: the guard must recognise a re-inserted node at depth > 0.
     system = [7, 8, 9, 10]
     old, dead, dead2 = (system + list(range(b, b + CTX)) for b in (100, 200, 300))

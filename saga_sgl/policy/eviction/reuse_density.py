@@ -3,13 +3,18 @@
 Closest published rule: least hit density (LHD, Beckmann et al., NSDI'18): rank by hits per unit
 of space x time an entry is expected to use. Here, per entry e with a prediction:
 
-    density(e) = P_e * c(e) / W_e
+    density(e) = P_e * c(e) / L_e,      L_e = P_e * W_e + (1 - P_e) * H
 
 * P_e = ``reuse_prob``: P(the entry is read again within the horizon | its age, tool, step and its
   workflow's history), from ``aeg.predict.ReusePredictor`` (a distribution of the time to next use,
   not a point estimate: an entry idle in the heavy tail of its gap distribution gets a low P).
 * W_e = ``next_use_at_s - last_access_s`` (+ ``min_wait_s``): the time the entry occupies the cache
-  from its last use until the expected next use given it comes (the space-time it costs per token).
+  from its last use until the expected next use given it comes.
+* L_e: LHD's expected lifetime, the space-time it costs per token: W_e if it is read again, else
+  H = ``miss_lifetime_s`` (an entry that is not read again stays until it is evicted). Session 4's
+  key used W_e alone (P / W): P then entered only through its log and the noisy W decided, and
+  WA-LRU (P linear) beat it by 11 points at SWE 5% with 16-token blocks; with L_e an unlikely entry
+  costs the full H, so P counts about linearly when small (benchmarks/results/eviction_reading_s5.md).
 * c(e) = 1 + (tokens from the root to the middle of the entry) / ``attention_tokens``: the recompute
   time per token grows with the prefix in front of it (attention), relative to a token at depth 0.
   Tokens cancel: the recompute saved and the space held are both proportional to ``num_tokens``.
@@ -19,12 +24,14 @@ The key is an absolute time, so ``VictimIndex`` keeps it in a heap without drift
 quantity that changes with age: between two (re)predictions an entry's density is taken to decay as
 exp(-age / ``decay_s``), the same for every entry, so log density + const orders like
 
-    primary = last_access_s + decay_s * ln(density(e) / density_ref),   density_ref = p_ref / decay_s
+    primary = last_access_s + decay_s * ln(density(e) / density_ref)
 
-and the order does not change as the clock moves. The host re-predicts (re-keys) on events: a hint,
-a tool start or finish, and in the replay driver at log-spaced ages, where the gap distribution
-replaces the exponential guess. An entry with no prediction gets primary = ``last_access_s``: with
-no information at all the key *is* LRU's (tie-break 0, then entry id). A workflow whose tool is due
+(density_ref = p_ref / decay_s: an unpredicted entry is taken to live decay_s, whatever H; this is
+the anchor the measurements used), and the order does not change as the clock moves. The host
+re-predicts (re-keys) on events: a hint, a tool start or finish, and in the replay driver at
+log-spaced ages, where the gap distribution replaces the exponential guess. An entry with no
+prediction gets primary = ``last_access_s``: with no information at all the key *is* LRU's
+(tie-break 0, then entry id). A workflow whose tool is due
 back has P near 1 and a short wait W, so it is kept well past an older idle entry; a finished or
 terminal workflow's KV goes first (DEAD tier, LRU among them); a live tool-aware TTL puts an entry
 in the PROTECTED tier while ``protects(pressure)`` (see ``policy.pressure``). O(1) per key.
@@ -67,6 +74,12 @@ class ReuseDensitySettings:
     p_ref: float = 0.5
     """P_reuse of an entry with no prediction (reference density p_ref / decay_s); only moves predicted
     entries against unpredicted ones [I]."""
+    miss_lifetime_s: float = 300.0
+    """H: how long an entry that is not read again occupies the cache (until evicted), seconds; the
+    (1 - P) part of LHD's expected lifetime. Ideally the cache's residence time, which the view does
+    not carry [I]. Measured (benchmarks/results/eviction_reading_s5.md): 60 is 1.003 of LRU at
+    Mooncake 50%; 180 loses to WA-LRU by up to 0.6 points on SWE (512-token blocks, 5%); 300 beats
+    WA-LRU on every SWE replay cell and is within 0.1 point of it elsewhere."""
     min_wait_s: float = 1.0
     """Added to every wait W: a due entry is not infinitely dense (its next call still takes time) [I]."""
     min_prob: float = 1e-4
@@ -86,19 +99,26 @@ class ReuseDensitySettings:
     recency_guard: bool = True
     """Victim selection follows this key only while it has recently chosen better than LRU
     (``policy.eviction.guard``, applied by ``VictimIndex``); off: the key alone [I]."""
-    guard_window: float = 256.0
-    """The guard's memory in settled disagreements (``RecencyGuardSettings.window``) [I]."""
+    guard_window: float = 4096.0
+    """The guard's memory in settled disagreements (``RecencyGuardSettings.window``). 4096: with
+    16-token blocks about 100K disagreements settle, 78% for the key, and a 256-vote memory handed
+    23% of the choices to LRU in local runs of bad luck (SWE 5%: 0.805 of LRU vs 0.775) [I]."""
+    guard_confidence: float = 2.0
+    """z of ``RecencyGuardSettings.confidence``: LRU takes over only on a lead beyond z standard
+    deviations of the recent votes (0: on any lead, session 4's rule) [I]."""
 
     def __post_init__(self) -> None:
         owner = "ReuseDensitySettings"
         require_positive(owner, "decay_s", self.decay_s)
         require(0.0 < self.p_ref <= 1.0, owner, "p_ref", "in (0, 1]", self.p_ref)
+        require_positive(owner, "miss_lifetime_s", self.miss_lifetime_s)
         require_positive(owner, "min_wait_s", self.min_wait_s)
         require(0.0 < self.min_prob < 1.0, owner, "min_prob", "in (0, 1)", self.min_prob)
         require_positive(owner, "attention_tokens", self.attention_tokens)
         require_non_negative(owner, "cost_weight", self.cost_weight)
         require_frac(owner, "threshold_high", self.threshold_high)
         require_positive(owner, "guard_window", self.guard_window)
+        require_non_negative(owner, "guard_confidence", self.guard_confidence)
 
 
 class ReuseDensityEviction:
@@ -108,13 +128,16 @@ class ReuseDensityEviction:
 
     def __init__(self, settings: ReuseDensitySettings | None = None) -> None:
         self.settings = s = settings or ReuseDensitySettings()
-        # primary = last + decay * ln(prob * cost / wait) + decay * ln(decay / p_ref): hoisted constants.
+        # primary = last + decay * ln(prob * cost / lifetime) - decay * ln(density_ref): hoisted constants.
         self._decay = s.decay_s
+        self._miss = s.miss_lifetime_s
         self._offset = s.decay_s * math.log(s.decay_s / s.p_ref)
         self._inv_attention = 1.0 / s.attention_tokens
         self._cost_decay = s.decay_s * s.cost_weight
         self.recency_guard: RecencyGuardSettings | None = (
-            RecencyGuardSettings(window=s.guard_window) if s.recency_guard else None
+            RecencyGuardSettings(window=s.guard_window, confidence=s.guard_confidence)
+            if s.recency_guard
+            else None
         )
         """Asks ``VictimIndex`` for the recency guard (None: victims by this key alone)."""
 
@@ -146,7 +169,9 @@ class ReuseDensityEviction:
             prob = s.min_prob
         mid_depth = entry.depth_tokens - entry.num_tokens * 0.5
         cost = 1.0 + (mid_depth if mid_depth > 0.0 else 0.0) * self._inv_attention
-        return last + self._decay * math.log(prob / wait) + self._cost_decay * math.log(cost) + self._offset
+        lifetime = prob * wait + (1.0 - prob) * self._miss
+        density = math.log(prob / lifetime) * self._decay + self._cost_decay * math.log(cost)
+        return last + density + self._offset
 
     def protects(self, pressure: float) -> bool:
         return ttl_protects(self.settings.ttl_protection, self.settings.threshold_high, pressure)
