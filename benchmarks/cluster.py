@@ -39,7 +39,9 @@ Output (``--out DIR``): ``cluster.json`` with ``saga.tct_ratio_vs_best_baseline`
 geomean over the headline scenarios, against the baseline closest to SAGA) and
 ``headline.<load point>.<baseline>.{geomean,ratio_of_means}``; ``throughput.<load point>``;
 ``bounds.<load point>.<baseline>.{saga_no_wait,alone}.{geomean,ratio_of_means}`` (labelled ceilings
-from SAGA's own runs: its tasks with zero hold/queue/pre-fill time, and alone on an idle replica);
+from SAGA's own runs: its tasks with zero hold/queue/pre-fill time, and alone on an idle replica) and,
+closed loop, ``bounds.<load point>.<baseline>.all_schedulers.ratio_of_means`` (the lowest mean TCT any
+scheduler can reach with these agents on these replicas: ``saga_sgl.sim.bounds``);
 ``cluster.md``; ``cluster_tct.png``.
 """
 
