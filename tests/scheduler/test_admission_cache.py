@@ -23,7 +23,12 @@ def _fresh_bound(s: WorkflowScheduler) -> tuple[Counter[Any], Counter[Any]]:
     for rec in s._active.values():
         if rec.worker_id is None:
             continue
-        own = rec.footprint_tokens()
+        frac = s.settings.admission.bound_footprint_frac
+        own = (
+            rec.footprint_tokens()
+            if frac >= 1.0
+            else max(rec.context_tokens, round(frac * rec.predicted_peak_tokens))
+        )
         if s.settings.admission.shared_prefix_once and rec.shared_tokens:
             own = max(0, own - rec.shared_tokens)
             shared[rec.worker_id] = max(shared[rec.worker_id], rec.shared_tokens)
