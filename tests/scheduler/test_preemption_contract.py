@@ -28,14 +28,8 @@ def _scheduler(**settings: object) -> tuple[WorkflowScheduler, ManualClock]:
     settings.setdefault("max_preemptions_per_call", 1)  # the live router's setting
     clock = ManualClock()
     s = WorkflowScheduler(SchedulerSettings(**settings), clock=clock)  # type: ignore[arg-type]
-    view = WorkerView(
-        worker_id=W0,
-        num_running_reqs=0,
-        num_waiting_reqs=0,
-        kv_used_tokens=0,
-        kv_capacity_tokens=100_000,
-        max_running_reqs=1,
-    )
+    view = WorkerView(worker_id=W0, num_running_reqs=0, num_waiting_reqs=0, kv_used_tokens=0,
+                      kv_capacity_tokens=100_000, max_running_reqs=1)
     s.handle(WorkerLoads(workers=(view,)))
     # Two workflows of one tenant with different urgency (their AEGs differ in remaining work).
     s.handle(WorkflowSubmitted(workflow_id=SHORT, tool_hints=("finish",)))
@@ -55,9 +49,8 @@ def _urgency_order(s: WorkflowScheduler) -> tuple[WorkflowId, WorkflowId]:
 
 
 def _finished(wf: WorkflowId, output_tokens: int) -> CallFinished:
-    return CallFinished(
-        call_id=f"{wf}:0", workflow_id=wf, worker_id=W0, prompt_tokens=500, output_tokens=output_tokens
-    )
+    return CallFinished(call_id=f"{wf}:0", workflow_id=wf, worker_id=W0, prompt_tokens=500,
+                        output_tokens=output_tokens)
 
 
 def _preempts(s: WorkflowScheduler) -> list[Preempt]:
@@ -85,10 +78,7 @@ def test_a_preempted_call_waits_at_its_worker_under_its_own_id_and_its_answer_fi
     # Back in the worker's waiting queue in the bookkeeping: same call, same worker (the router
     # re-sends it there), counted once.
     assert (rec.state, rec.call_id, rec.call_worker, rec.call_preemptions) == (
-        WorkflowState.QUEUED,
-        f"{lo}:0",
-        W0,
-        1,
+        WorkflowState.QUEUED, f"{lo}:0", W0, 1
     )
     # The beneficiary runs and finishes; the re-sent call runs and its answer finishes the step.
     s.handle(CallAdmitted(call_id=f"{hi}:0", workflow_id=hi, worker_id=W0))
@@ -140,15 +130,8 @@ def test_with_preempt_only_if_it_pays_a_call_about_to_finish_is_not_preempted() 
         clock = ManualClock()
         config = {"fairness": {"preempt_only_if_it_pays": pays}, "placement": {"new_workflow": placement}}
         s = WorkflowScheduler(SchedulerSettings(policy_config=config), clock=clock)
-        view = WorkerView(
-            worker_id=W0,
-            num_running_reqs=0,
-            num_waiting_reqs=0,
-            kv_used_tokens=0,
-            kv_capacity_tokens=100_000,
-            max_running_reqs=1,
-            prefill_tokens_per_s=100.0,
-        )
+        view = WorkerView(worker_id=W0, num_running_reqs=0, num_waiting_reqs=0, kv_used_tokens=0,
+                          kv_capacity_tokens=100_000, max_running_reqs=1, prefill_tokens_per_s=100.0)
         s.handle(WorkerLoads(workers=(view,)))
         s.handle(WorkflowSubmitted(workflow_id=SHORT, tool_hints=("finish",)))
         s.handle(WorkflowSubmitted(workflow_id=LONG, tool_hints=("code",) * 30 + ("finish",)))
