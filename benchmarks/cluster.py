@@ -67,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._cluster_stats import geomean, paired_ratio, slo_by_class
 from benchmarks._machine import cpu_model
 from saga_sgl.sim import rows as R
-from saga_sgl.sim.bounds import closed_loop_mean_tct_bound, task_work
+from saga_sgl.sim.bounds import closed_loop_mean_tct_bound, min_prompt_tokens, task_work
 from saga_sgl.sim.cluster import Cluster, ClusterSettings
 from saga_sgl.sim.policies import RowSpec, build_row
 from saga_sgl.sim.run import simulate
@@ -287,6 +287,7 @@ def _closed_loop_bound(workload: Workload, job: Job, counted: list[Any]) -> floa
         job.cluster.num_workers,
         cost.iteration_constant_s,
         job.cluster.worker.max_running_requests,
+        co_batch_attention_s=cost.decode_attn_s_per_kv_token * min_prompt_tokens(workload.tasks),
     )
     return bound.mean_tct_s
 

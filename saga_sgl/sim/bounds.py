@@ -18,8 +18,10 @@ is decoded in iterations of ``n`` sequences:
 * GPU time per task >= ``G(f) = sum_n f(n) * d * c(n) / n + A`` (an iteration's ``c(n)`` is
   shared by its ``n`` tokens; its attention is at least each token's own context), and the ``R``
   replicas give ``X * G(f) <= R``;
-* agent time per task >= ``L(f) = tool + sum_n f(n) * d * c(n) + A`` (a token's agent waits the
-  whole iteration), so ``mean TCT >= L(f)``.
+* agent time per task >= ``L(f) = tool + sum_n f(n) * d * (c(n) + a * (n - 1) * k_min) + A``: a
+  token's agent waits the whole iteration, whose attention covers its own context and ``n - 1``
+  others, each at least ``k_min`` (the shortest prompt of any call in the workload: a sequence's KV
+  is at least its prompt); so ``mean TCT >= L(f)``.
 
 Hence ``mean TCT >= min over f of max(N * G(f) / R, L(f))``: batching more saves GPU time and costs
 each agent latency; no scheduler escapes both. The minimum over mixes of two linear functions is
@@ -45,6 +47,11 @@ class TaskWork:
     attention_s: float
     """``a`` x the sum over its decoded tokens of the token's own context (prompt + earlier output)."""
     tool_s: float
+
+
+def min_prompt_tokens(tasks: Sequence[TaskSpec]) -> int:
+    """``k_min``: the shortest prompt of any call (every sequence in any batch holds at least this KV)."""
+    return min(call.prompt_tokens for t in tasks for call in t.calls)
 
 
 def task_work(task: TaskSpec, attn_s_per_kv_token: float) -> TaskWork:
@@ -78,9 +85,12 @@ def closed_loop_mean_tct_bound(
     replicas: int,
     iteration_constant_s: Callable[[int], float],
     max_batch: int,
+    co_batch_attention_s: float = 0.0,
 ) -> ClosedLoopBound:
-    """The bound of the module docstring for the task mix ``works`` (their mean)."""
-    if not works or agents <= 0 or replicas <= 0 or max_batch <= 0:
+    """The bound of the module docstring for the task mix ``works`` (their mean).
+    ``co_batch_attention_s`` = ``a * k_min``: the least attention time each other sequence of a batch
+    adds to an iteration (0 drops that term: a weaker bound)."""
+    if not works or agents <= 0 or replicas <= 0 or max_batch <= 0 or co_batch_attention_s < 0:
         raise ValueError("closed_loop_mean_tct_bound needs tasks, agents, replicas and max_batch > 0")
     m = len(works)
     d = sum(w.decode_tokens for w in works) / m
@@ -88,14 +98,11 @@ def closed_loop_mean_tct_bound(
     tool = sum(w.tool_s for w in works) / m
     sizes = range(1, min(agents, max_batch) + 1)
     # Per batch size n: (gpu bound N * G(n) / R, agent bound L(n)); both linear in the mix.
-    pts = [
-        (
-            n,
-            agents * (d * iteration_constant_s(n) / n + attn) / replicas,
-            tool + d * iteration_constant_s(n) + attn,
-        )
-        for n in sizes
-    ]
+    pts = []
+    for n in sizes:
+        c = iteration_constant_s(n)
+        latency = c + (n - 1) * co_batch_attention_s
+        pts.append((n, agents * (d * c / n + attn) / replicas, tool + d * latency + attn))
     best = ClosedLoopBound(float("inf"), (), float("inf"), float("inf"))
     for n, g, lat in pts:
         if max(g, lat) < best.mean_tct_s:

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from saga_sgl.sim import rows
-from saga_sgl.sim.bounds import TaskWork, closed_loop_mean_tct_bound, task_work
+from saga_sgl.sim.bounds import TaskWork, closed_loop_mean_tct_bound, min_prompt_tokens, task_work
 from saga_sgl.sim.cluster import Cluster, ClusterSettings
 from saga_sgl.sim.policies import RowSpec, build_row
 from saga_sgl.sim.run import simulate
@@ -25,13 +25,13 @@ def _c(n: int) -> float:
 
 def test_the_optimum_is_the_best_mix_of_one_or_two_batch_sizes_found_by_brute_force() -> None:
     works = [TaskWork(decode_tokens=3_000, attention_s=4.0, tool_s=60.0), TaskWork(1_000, 1.0, 20.0)]
-    agents, replicas, max_batch = 24, 2, 32
-    b = closed_loop_mean_tct_bound(works, agents, replicas, _c, max_batch)
+    agents, replicas, max_batch, co = 24, 2, 32, 0.0002
+    b = closed_loop_mean_tct_bound(works, agents, replicas, _c, max_batch, co_batch_attention_s=co)
     d, a, tool = 2_000.0, 2.5, 40.0
 
     def value(mix: list[tuple[int, float]]) -> float:
         g = sum(f * (d * _c(n) / n + a) for n, f in mix) * agents / replicas
-        lat = tool + sum(f * d * _c(n) for n, f in mix) + a
+        lat = tool + sum(f * d * (_c(n) + (n - 1) * co) for n, f in mix) + a
         return max(g, lat)
 
     brute = min(
@@ -44,8 +44,11 @@ def test_the_optimum_is_the_best_mix_of_one_or_two_batch_sizes_found_by_brute_fo
     assert b.mean_tct_s == pytest.approx(brute, rel=1e-3)
     assert b.mean_tct_s == pytest.approx(value(list(b.batch_mix)), rel=1e-9)
     assert sum(f for _, f in b.batch_mix) == pytest.approx(1.0)
-    # More replicas can only lower it; one agent alone is its own latency at batch 1.
-    assert closed_loop_mean_tct_bound(works, agents, 2 * replicas, _c, max_batch).mean_tct_s <= b.mean_tct_s
+    # More replicas can only lower it, and so can dropping the co-batched attention term; one agent
+    # alone is its own latency at batch 1.
+    more = closed_loop_mean_tct_bound(works, agents, 2 * replicas, _c, max_batch, co_batch_attention_s=co)
+    assert more.mean_tct_s <= b.mean_tct_s
+    assert closed_loop_mean_tct_bound(works, agents, replicas, _c, max_batch).mean_tct_s <= b.mean_tct_s
     alone = closed_loop_mean_tct_bound(works, 1, 1, _c, max_batch)
     assert alone.batch_mix == ((1, 1.0),) and alone.mean_tct_s == pytest.approx(tool + d * _c(1) + a)
     with pytest.raises(ValueError):
@@ -80,6 +83,10 @@ def test_no_simulated_row_beats_the_bound_in_a_steady_window(row: RowSpec) -> No
     cost = Cluster(wl, build_row(rows.ROUND_ROBIN, seed=0), settings).cost
     ids = {t.task_id for t in counted}
     works = [task_work(s, cost.decode_attn_s_per_kv_token) for s in wl.tasks if s.task_id in ids]
-    bound = closed_loop_mean_tct_bound(works, agents, settings.num_workers, cost.iteration_constant_s, 256)
+    co = cost.decode_attn_s_per_kv_token * min_prompt_tokens(wl.tasks)
+    assert co > 0
+    bound = closed_loop_mean_tct_bound(
+        works, agents, settings.num_workers, cost.iteration_constant_s, 256, co_batch_attention_s=co
+    )
     mean = sum(t.tct_s for t in counted) / len(counted)
     assert mean >= bound.mean_tct_s
