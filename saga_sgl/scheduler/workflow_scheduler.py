@@ -114,6 +114,10 @@ class WorkflowRecord:
     """The scheduler's state of one workflow (read-only for hosts)."""
 
     __slots__ = (
+        "_context_tokens",
+        "_predicted_peak_tokens",
+        "_shared_tokens",
+        "_worker_id",
         "admitted_s",
         "aeg",
         "agent_type",
@@ -121,7 +125,6 @@ class WorkflowRecord:
         "call_preemptible",
         "call_preemptions",
         "call_worker",
-        "context_tokens",
         "deadline_s",
         "explicit_aeg",
         "held_call",
@@ -131,13 +134,11 @@ class WorkflowRecord:
         "next_use_refreshes",
         "observed",
         "parked",
-        "predicted_peak_tokens",
         "queued_since_s",
         "remaining_work_s",
         "reuse_next_use_at_s",
         "reuse_prob",
         "running",
-        "shared_tokens",
         "state",
         "steps_done",
         "tenant_id",
@@ -146,7 +147,6 @@ class WorkflowRecord:
         "tool_started_s",
         "ttl_deadline_s",
         "view",
-        "worker_id",
         "workflow_id",
     )
 
@@ -157,8 +157,7 @@ class WorkflowRecord:
         self.state = WorkflowState.QUEUED
         self.admitted_s: float | None = None
         """None until admitted (a held or not yet arrived workflow)."""
-        self.worker_id: WorkerId | None = None
-        """Binding (w*_s)."""
+        self._worker_id: WorkerId | None = None
         self.kv_worker: WorkerId | None = None
         """Worker where its last call finished (where its KV is, as far as bookkeeping knows)."""
         self.call_id: str | None = None
@@ -172,7 +171,7 @@ class WorkflowRecord:
         self.held_since_s: float | None = None
         self.queued_since_s: float | None = None
         self.steps_done = 0
-        self.context_tokens = 0
+        self._context_tokens = 0
         self.observed: list[ObservedStep] = []
         self.tool: ToolType | None = None
         self.tool_started_s: float | None = None
@@ -187,13 +186,54 @@ class WorkflowRecord:
         self.times_stolen = 0
         self.explicit_aeg: AEG | None = None
         self.aeg: AEG | None = None
-        self.predicted_peak_tokens = 0
+        self._predicted_peak_tokens = 0
         self.view: WorkflowView | None = None
         self.parked = False
         """Admitted, then held at a later call by least-attained-service admission (not live)."""
-        self.shared_tokens = 0
+        self._shared_tokens = 0
+
+    # The inputs of the admission footprint (``WorkflowScheduler._bound_footprint``): every write
+    # bumps ``footprint_generation`` so the scheduler can reuse the sum while none changed.
+    footprint_generation = 0
+
+    @property
+    def worker_id(self) -> WorkerId | None:
+        """Binding (w*_s)."""
+        return self._worker_id
+
+    @worker_id.setter
+    def worker_id(self, value: WorkerId | None) -> None:
+        self._worker_id = value
+        WorkflowRecord.footprint_generation += 1
+
+    @property
+    def context_tokens(self) -> int:
+        return self._context_tokens
+
+    @context_tokens.setter
+    def context_tokens(self, value: int) -> None:
+        self._context_tokens = value
+        WorkflowRecord.footprint_generation += 1
+
+    @property
+    def predicted_peak_tokens(self) -> int:
+        return self._predicted_peak_tokens
+
+    @predicted_peak_tokens.setter
+    def predicted_peak_tokens(self, value: int) -> None:
+        self._predicted_peak_tokens = value
+        WorkflowRecord.footprint_generation += 1
+
+    @property
+    def shared_tokens(self) -> int:
         """Head of its first prompt already cached on some worker at its first call (shared with
         other workflows, e.g. the system prompt)."""
+        return self._shared_tokens
+
+    @shared_tokens.setter
+    def shared_tokens(self, value: int) -> None:
+        self._shared_tokens = value
+        WorkflowRecord.footprint_generation += 1
 
     @property
     def is_live(self) -> bool:
@@ -201,7 +241,7 @@ class WorkflowRecord:
 
     def footprint_tokens(self) -> int:
         """Predicted peak KV of this workflow (admission control)."""
-        return max(self.context_tokens, self.predicted_peak_tokens)
+        return max(self._context_tokens, self._predicted_peak_tokens)
 
 
 def _slowest_rate(workers: Sequence[WorkerView]) -> float | None:
@@ -288,6 +328,9 @@ class WorkflowScheduler:
         )
         """Keep per-call service estimates (completion cost, or preemption only when it pays)."""
         self._shared_by_type: dict[AgentType, int] = {}
+        self._held_views: dict[WorkflowId, tuple[CallArrived | None, float, PendingCallView]] = {}
+        self._held_peaks: tuple[int, dict[AgentType, tuple[int, bool]]] | None = None
+        self._bound_cache: tuple[int, tuple[Counter[WorkerId], Counter[WorkerId]]] | None = None
         """Shared prompt head of the last new workflow of each agent type (``shared_prefix_once``)."""
 
     # --- public queries -------------------------------------------------------------------------
@@ -426,6 +469,7 @@ class WorkflowScheduler:
                     rec.held_call, rec.held_since_s = ev, now
                     rec.queued_since_s = now
                     self._held[rec.workflow_id] = rec
+                    self._active_changed()
                     self.counters[f"hold/{reason}"] += 1
                     log.debug("hold %s: %s", rec.workflow_id, reason)
                     return [Hold(workflow_id=rec.workflow_id, call_id=ev.call_id, reason=reason)]
@@ -435,6 +479,7 @@ class WorkflowScheduler:
     def _admit(self, rec: WorkflowRecord, now: float) -> None:
         rec.admitted_s = now
         self._active[rec.workflow_id] = rec
+        self._active_changed()
         if self.settings.predictions:
             if rec.predicted_peak_tokens <= 0:
                 rec.predicted_peak_tokens = self.footprint.predict(rec.agent_type)
@@ -777,6 +822,8 @@ class WorkflowScheduler:
         out: list[Action] = []
         if rec.workflow_id in self._held:
             del self._held[rec.workflow_id]
+            self._held_views.pop(rec.workflow_id, None)
+            self._active_changed()
         if rec.call_id is not None:
             self._calls.pop(rec.call_id, None)
             self._waiting_since.pop(rec.call_id, None)
@@ -788,6 +835,7 @@ class WorkflowScheduler:
         rec.next_use_at_s = rec.ttl_deadline_s = rec.reuse_next_use_at_s = None
         rec.view = None
         self._active.pop(rec.workflow_id, None)
+        self._active_changed()
         if rec.admitted_s is not None:
             self.ledger.finish(rec.workflow_id)
         if not ev.failed and rec.observed:
@@ -862,7 +910,12 @@ class WorkflowScheduler:
     # --- admission control ----------------------------------------------------------------------
     def _bound_footprint(self) -> tuple[Counter[WorkerId], Counter[WorkerId]]:
         """Predicted KV of the live workflows bound to each worker, and their count. With
-        ``shared_prefix_once`` a shared prompt head counts once per worker (its largest)."""
+        ``shared_prefix_once`` a shared prompt head counts once per worker (its largest).
+        Reused while no input changed (records bump ``footprint_generation``, and so does every
+        change of ``_active``): the sum is read several times per event and per epoch."""
+        key = WorkflowRecord.footprint_generation
+        if self._bound_cache is not None and self._bound_cache[0] == key:
+            return self._bound_cache[1]
         tokens: Counter[WorkerId] = Counter()
         count: Counter[WorkerId] = Counter()
         adm = self.settings.admission
@@ -870,19 +923,54 @@ class WorkflowScheduler:
         once = adm.shared_prefix_once
         shared: Counter[WorkerId] = Counter()
         for rec in self._active.values():
-            wid = rec.worker_id
+            wid = rec._worker_id
             if wid is not None:
-                if frac >= 1.0:
-                    own = rec.footprint_tokens()
-                else:
-                    own = max(rec.context_tokens, round(frac * rec.predicted_peak_tokens))
-                if once and rec.shared_tokens:
-                    own = max(0, own - rec.shared_tokens)
-                    shared[wid] = max(shared[wid], rec.shared_tokens)
+                ctx, peak = rec._context_tokens, rec._predicted_peak_tokens
+                own = (ctx if ctx > peak else peak) if frac >= 1.0 else max(ctx, round(frac * peak))
+                head = rec._shared_tokens
+                if once and head:
+                    own = max(0, own - head)
+                    if head > shared[wid]:
+                        shared[wid] = head
                 tokens[wid] += own
                 count[wid] += 1
         tokens.update(shared)
-        return tokens, count
+        pair = (tokens, count)
+        self._bound_cache = (key, pair)
+        return pair
+
+    def _active_changed(self) -> None:
+        """``_active`` or ``_held`` gained or lost a workflow (invalidates the cached sums)."""
+        WorkflowRecord.footprint_generation += 1
+
+    def _least_held_need(self) -> int:
+        """``min(_need_tokens(rec) for rec in _held)``, without a call per held workflow: the
+        smallest predicted peak per agent type (cached while no record or membership changed),
+        then ``_need_tokens``'s rule once per type (it is monotone in the peak)."""
+        key = WorkflowRecord.footprint_generation
+        if self._held_peaks is None or self._held_peaks[0] != key:
+            # Per agent type: the smallest own predicted peak (0 = none) and whether some held
+            # workflow of the type has none (the type's learned footprint stands in for it).
+            peaks: dict[AgentType, tuple[int, bool]] = {}
+            for rec in self._held.values():
+                t, peak = rec.agent_type, rec._predicted_peak_tokens
+                least, unknown = peaks.get(t, (0, False))
+                if peak > 0:
+                    peaks[t] = (peak if least == 0 or peak < least else least, unknown)
+                else:
+                    peaks[t] = (least, True)
+            self._held_peaks = (key, peaks)
+        else:
+            peaks = self._held_peaks[1]
+        once = self.settings.admission.shared_prefix_once
+        best = 1 << 62
+        for t, (least, unknown) in peaks.items():
+            candidates = ([least] if least > 0 else []) + ([self.footprint.predict(t)] if unknown else [])
+            for need in candidates:
+                if once:
+                    need = max(1, need - self._shared_by_type.get(t, 0))
+                best = min(best, need)
+        return best
 
     def _need_tokens(self, rec: WorkflowRecord) -> int:
         """Predicted peak KV a new workflow adds to a worker that already holds its shared head
@@ -926,7 +1014,7 @@ class WorkflowScheduler:
         if not healthy:
             return True
         adm = self.settings.admission
-        need = min((self._need_tokens(rec) for rec in self._held.values()), default=1 << 62)
+        need = self._least_held_need()
         tokens, count = self._bound_footprint()
         for w in healthy:
             if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
@@ -950,12 +1038,14 @@ class WorkflowScheduler:
         if rec.state is WorkflowState.TOOL_GAP:
             self._end_tool(rec, now)
         self._active.pop(rec.workflow_id, None)
+        self._active_changed()
         rec.parked = True
         rec.state = WorkflowState.QUEUED
         rec.held_call, rec.held_since_s = ev, now
         rec.queued_since_s = now
         rec.view = None
         self._held[rec.workflow_id] = rec
+        self._active_changed()
         self._views_at = None
         self.counters["hold/park"] += 1
         log.debug("park %s after %d steps", rec.workflow_id, rec.steps_done)
@@ -966,10 +1056,27 @@ class WorkflowScheduler:
         worker has no room for its footprint now."""
         rec.parked = False
         self._active[rec.workflow_id] = rec
+        self._active_changed()
         bound = self._bound_footprint()
         home = next((w for w in workers if w.worker_id == rec.worker_id), None)
         if home is None or not self._has_room(home, rec, bound):
             rec.worker_id = None
+
+    def _held_view(self, rec: WorkflowRecord, now: float) -> PendingCallView:
+        """The held call as AFS orders it; kept while the same call is held since the same time
+        (the held queue is re-ordered every epoch in which something might fit)."""
+        cached = self._held_views.get(rec.workflow_id)
+        if cached is not None and cached[0] is rec.held_call and cached[1] == rec.held_since_s:
+            return cached[2]
+        view = PendingCallView(
+            call_id=rec.held_call.call_id if rec.held_call else rec.workflow_id,
+            workflow_id=rec.workflow_id,
+            tenant_id=rec.tenant_id,
+            enqueued_at_s=rec.held_since_s if rec.held_since_s is not None else now,
+        )
+        if rec.held_since_s is not None:
+            self._held_views[rec.workflow_id] = (rec.held_call, rec.held_since_s, view)
+        return view
 
     def _release_held(self, now: float) -> list[Action]:
         if not self._held:
@@ -977,15 +1084,7 @@ class WorkflowScheduler:
         if not self._any_room(now):
             return []  # nothing held fits anywhere: skip ordering the (long) held queue
         out: list[Action] = []
-        pending = [
-            PendingCallView(
-                call_id=rec.held_call.call_id if rec.held_call else rec.workflow_id,
-                workflow_id=rec.workflow_id,
-                tenant_id=rec.tenant_id,
-                enqueued_at_s=rec.held_since_s if rec.held_since_s is not None else now,
-            )
-            for rec in self._held.values()
-        ]
+        pending = [self._held_view(rec, now) for rec in self._held.values()]
         order = self.order_waiting(pending) if self.fairness is not None else pending
         if self.settings.admission.park_after_steps:
             # Least attained service first (stable: the AFS order breaks ties).
@@ -996,6 +1095,8 @@ class WorkflowScheduler:
             if self._hold_reason(rec, workers) is not None:
                 break  # head of the line does not fit yet: keep the order
             del self._held[rec.workflow_id]
+            self._held_views.pop(rec.workflow_id, None)
+            self._active_changed()
             ev = rec.held_call
             assert ev is not None
             rec.held_call = None

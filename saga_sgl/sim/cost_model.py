@@ -184,6 +184,9 @@ class ProfileCostModel:
         self._ar_ms = _Piecewise(data["all_reduce_ms_by_bytes"][f"{gpu}/tp{tp}"]) if tp > 1 else None
         # Per-iteration constant part c(n) is looked up for every event; memoise small n.
         self._const_cache: dict[int, float] = {}
+        self._prefill_cache: dict[tuple[int, int], float] = {}
+        """``prefill_time_s`` by its arguments: a pure function, asked again for the same running
+        call every epoch (AFS weighs the cost of a preemption) and per candidate worker."""
         s = self.settings
         self._pf_attn_s_per_flop = 1.0 / (tp * s.flash_attn_efficiency * self.gpu.peak_bf16_flops)
         self.decode_attn_s_per_kv_token = self.model.kv_bytes_per_token / (
@@ -277,11 +280,18 @@ class ProfileCostModel:
     # --- CostModel protocol (isolated estimates, Eq. 9) -----------------------------------------
     def prefill_time_s(self, num_new_tokens: int, num_cached_tokens: int) -> float:
         """Prefill ``num_new_tokens`` alone, in chunks of ``chunk_size_tokens``."""
+        key = (num_new_tokens, num_cached_tokens)
+        total = self._prefill_cache.get(key)
+        if total is not None:
+            return total
         total, done = 0.0, 0
         while done < num_new_tokens:
             q = min(self.chunk_size_tokens, num_new_tokens - done)
             total += self.prefill_iteration_s(((q, num_cached_tokens + done),))
             done += q
+        if len(self._prefill_cache) >= 1 << 16:
+            self._prefill_cache.clear()  # bounded memory on long runs
+        self._prefill_cache[key] = total
         return total
 
     def decode_time_s(self, num_output_tokens: int, num_context_tokens: int) -> float:

@@ -124,6 +124,14 @@ def test_ceiling_bounds_are_computed_from_sagas_own_runs_and_labelled(tmp_path: 
     measured = doc["headline"]["production"]["round_robin"]["geomean"]
     assert doc["bounds"]["production"]["round_robin"]["saga_no_wait"]["geomean"] >= measured - 1e-9
     assert doc["bounds"]["production"]["round_robin"]["alone"]["geomean"] >= measured - 1e-9
+    # All schedulers (closed loop): the baseline's mean TCT over SAGA's counted tasks / the bound the
+    # SAGA run recorded; a ratio of means only.
+    assert isinstance(saga["bound_mean_tct_s"], float) and saga["bound_mean_tct_s"] > 0
+    ids = [i for i in saga["tct"] if i in base["tct"]]
+    want = sum(base["tct"][i] for i in ids) / len(ids) / saga["bound_mean_tct_s"]
+    got = doc["bounds"]["production"]["round_robin"]["all_schedulers"]
+    assert got == {"ratio_of_means": pytest.approx(want)}
     md = (tmp_path / "cluster.md").read_text()
     assert "## Ceilings: labelled bounds" in md and "bound: SAGA with zero hold/queue/prefill" in md
+    assert "bound: all schedulers (means)" in md
     assert "tct_no_wait" not in json.dumps(doc["runs"])  # per-task maps stay in runs.jsonl
