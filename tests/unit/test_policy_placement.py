@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 from saga_sgl.errors import InvalidSettings, NoEligibleWorker
 from saga_sgl.policy.decisions import Placement, PlacementReason
 from saga_sgl.policy.placement.admission import AdmissionWeights, admission_scores
-from saga_sgl.policy.placement.completion_cost import completion_cost_s
+from saga_sgl.policy.placement.completion_cost import (
+    completion_cost_s,
+    kv_overflow_tokens,
+    kv_pressure_s,
+    response_s,
+)
 from saga_sgl.policy.placement.consistent_hash import (
     ConsistentHashPlacement,
     ConsistentHashSettings,
@@ -396,10 +401,12 @@ def _cost_call(
 def test_completion_cost_is_processor_sharing_response_time() -> None:
     call = _cost_call({"w0": 0.2, "w1": 1.5}, {"w0": (0.1, 5.0), "w1": ()}, decode=0.3)
     # w0: own 0.5 s; a call with 0.1 s left delays it 0.1 s, one with 5 s left by 0.5 s.
-    assert completion_cost_s(call, WorkerId("w0")) == pytest.approx(0.5 + 0.1 + 0.5)
-    assert completion_cost_s(call, WorkerId("w1")) == pytest.approx(1.8)
+    assert response_s(call, WorkerId("w0")) == pytest.approx(0.5 + 0.1 + 0.5)
+    assert response_s(call, WorkerId("w1")) == pytest.approx(1.8)
     # A worker the scheduler gave no pre-fill estimate counts as caching nothing (the largest one).
-    assert completion_cost_s(call, WorkerId("w9")) == pytest.approx(1.8)
+    assert response_s(call, WorkerId("w9")) == pytest.approx(1.8)
+    # No footprint predicted: no KV-pressure term, the cost is the response time.
+    assert completion_cost_s(call, make_worker("w0")) == pytest.approx(1.1)
 
 
 def test_a_prefix_hit_wins_exactly_while_it_saves_more_than_the_queue_costs() -> None:
@@ -418,7 +425,7 @@ def test_a_prefix_hit_wins_exactly_while_it_saves_more_than_the_queue_costs() ->
     )
     # Sharing w0 with six long calls costs 6 x 0.3 s, more than the 1.4 s of pre-fill saved: w1.
     long_queue = _cost_call({"w0": 0.1, "w1": 1.5}, {"w0": (3.0,) * 6}, decode=0.2)
-    assert completion_cost_s(long_queue, WorkerId("w0")) == pytest.approx(2.1)
+    assert completion_cost_s(long_queue, make_worker("w0")) == pytest.approx(2.1)
     assert policy.place(long_queue, workers, 0.0).worker_id == "w1"
 
 
@@ -437,3 +444,51 @@ def test_completion_cost_ties_are_broken_by_the_injected_rng() -> None:
         for seed in range(40)
     }
     assert len(picks) > 1
+
+
+def _bound_call(match: dict[str, int], resident: dict[str, int], **kw: object) -> CallView:
+    call = _cost_call({"w0": 0.3, "w1": 0.3}, {}, decode=0.1)
+    return dataclasses.replace(
+        call,
+        predicted_kv_tokens=1500,
+        prefix_match_tokens={WorkerId(k): v for k, v in match.items()},
+        resident_kv_tokens={WorkerId(k): v for k, v in resident.items()},
+        remaining_calls=6.0,
+        reprefill_s_per_token=1e-3,
+        **kw,
+    )
+
+
+def test_kv_pressure_is_zero_while_the_pool_holds_every_bound_workflow() -> None:
+    w = make_worker("w0", kv_capacity_tokens=4000)
+    call = _bound_call({"w0": 0}, {"w0": 2000})
+    assert kv_overflow_tokens(call, w) == 0  # 2,000 + 1,500 fit in 4,000
+    assert kv_pressure_s(call, w) == 0.0
+    # Past the pool: only the newcomer's own push counts (500 of its 1,500 tokens), once per later call.
+    tight = dataclasses.replace(call, resident_kv_tokens={WorkerId("w0"): 3000})
+    assert kv_overflow_tokens(tight, w) == 500
+    assert kv_pressure_s(tight, w) == pytest.approx(500 * 5 * 1e-3)
+    # A pool already past its size: every token the newcomer adds pushes someone out.
+    full = dataclasses.replace(call, resident_kv_tokens={WorkerId("w0"): 9000})
+    assert kv_overflow_tokens(full, w) == 1500
+    # A one-call workflow is never read again: nothing to re-pre-fill.
+    assert kv_pressure_s(dataclasses.replace(full, remaining_calls=1.0), w) == 0.0
+
+
+def test_under_kv_pressure_the_worker_caching_the_shared_head_wins_despite_a_queued_call() -> None:
+    workers = [make_worker("w0", kv_capacity_tokens=2560), make_worker("w1", kv_capacity_tokens=2560)]
+    # Both pools overflow; w0 caches the 600-token shared head, w1 does not, and w0 has one call out.
+    # Pre-fill priced alike (the head saves 0.3 s once); the queued call costs 0.4 s more than that.
+    call = dataclasses.replace(
+        _bound_call({"w0": 600, "w1": 0}, {"w0": 3000, "w1": 3000}),
+        uncached_prefill_s={WorkerId("w0"): 0.3, WorkerId("w1"): 0.6},
+        outstanding_s={WorkerId("w0"): (2.0,)},
+    )
+    assert response_s(call, WorkerId("w0")) > response_s(call, WorkerId("w1"))
+    # Held once on w0 instead of twice, the head frees 600 tokens at each of 5 later calls: 3 s.
+    assert kv_pressure_s(call, workers[1]) - kv_pressure_s(call, workers[0]) == pytest.approx(3.0)
+    assert SagaPlacement().place(call, workers, 0.0).worker_id == "w0"
+    # With room in both pools the first call's response time decides, as before: w1.
+    roomy = dataclasses.replace(call, resident_kv_tokens={})
+    roomy_workers = [make_worker("w0"), make_worker("w1")]  # 100,000-token pools
+    assert SagaPlacement().place(roomy, roomy_workers, 0.0).worker_id == "w1"
