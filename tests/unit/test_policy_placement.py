@@ -492,3 +492,36 @@ def test_under_kv_pressure_the_worker_caching_the_shared_head_wins_despite_a_que
     roomy = dataclasses.replace(call, resident_kv_tokens={})
     roomy_workers = [make_worker("w0"), make_worker("w1")]  # 100,000-token pools
     assert SagaPlacement().place(roomy, roomy_workers, 0.0).worker_id == "w1"
+
+
+# --- service seconds the completion cost reads (scheduler/service_time.py) -------------------------
+
+
+def test_one_price_rate_for_all_workers_the_mean_of_the_measured_ones() -> None:
+    from saga_sgl.scheduler.service_time import price_rate
+
+    fast = dataclasses.replace(make_worker("w0"), prefill_tokens_per_s=2000.0)
+    slow = dataclasses.replace(make_worker("w1"), prefill_tokens_per_s=500.0)
+    assert price_rate([fast, slow, make_worker("w2")]) == pytest.approx(1250.0)
+    assert price_rate([make_worker("w2")]) is None
+
+
+def test_service_times_learn_calls_per_workflow_and_cap_decode_at_the_request_limit() -> None:
+    from saga_sgl.policy.registry import create_cost_model
+    from saga_sgl.policy.views import AgentType
+    from saga_sgl.scheduler.service_time import DEFAULT_CALLS, ServiceTimes
+
+    st = ServiceTimes(create_cost_model(), default_output_tokens=200, alpha=0.1)
+    coding, browser = AgentType("coding"), AgentType("browser")
+    assert st.expected_calls(coding) == DEFAULT_CALLS
+    st.observe_calls(coding, 6)
+    st.observe_calls(coding, 4)
+    assert st.expected_calls(coding) == pytest.approx(5.0)
+    assert st.expected_calls(browser) == pytest.approx(5.0)  # no browser finished yet: all types
+    # Decode is priced at the request's own max_new_tokens while nothing is learned, never above it.
+    assert st.output_tokens(coding) == 200
+    assert st.output_tokens(coding, cap=8) == 8
+    assert st.decode_s(coding, 500, cap=8) < st.decode_s(coding, 500)
+    # Re-pre-fill price: 1/rate when measured, else the cost model's seconds per token.
+    assert st.reprefill_s_per_token(2000.0) == pytest.approx(5e-4)
+    assert st.reprefill_s_per_token(None) > 0.0
