@@ -437,6 +437,31 @@ def run_row(
         router.stop()
 
 
+PLUGIN_SERIES = ("saga_worker_evicted_tokens_total", "saga_worker_ttl_expiries_total")
+
+
+def plugin_eviction(ports: dict[str, int], cluster: LocalCluster) -> dict[str, float]:
+    """The plugin workers' eviction counters summed over the row's workers (evicted tokens by the tier
+    of their key: ``protected`` = a live TTL was honoured and still lost; TTL expiries), from each
+    plugin's metrics port; {} for stock workers."""
+    out: dict[str, float] = {}
+    for w in cluster.workers:
+        port = ports.get(w.url)
+        if port is None:
+            continue
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                text = resp.read().decode()
+        except OSError as exc:  # the row's other figures stand without it
+            log.warning("plugin metrics of %s unreadable: %s", w.url, exc)
+            continue
+        for line in text.splitlines():
+            if line.startswith(PLUGIN_SERIES):
+                name, _, value = line.rpartition(" ")
+                out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
 def prefix_lag(router_url: str) -> dict[str, Any] | None:
     """The saga router's count of prefix lookups that found a worker's KV events behind what it had
     routed there (``router/routed_overlay.py``); None from a router that does not report it."""
@@ -745,16 +770,18 @@ def main(argv: list[str] | None = None) -> int:
     row_order: list[list[str]] = []
     evictions = sorted({r.eviction for r in selected})
     clusters = {e: LocalCluster(log_dir=log_dir) for e in evictions}
+    plugin_metrics_port: dict[str, int] = {}
     t0 = time.monotonic()
     try:
         # Both sets up at once (started in parallel, then awaited): every row runs on the same machine.
         for e, cluster in clusters.items():
             for _ in range(args.workers):
+                metrics = {"metrics_port": free_port()} if e != "lru" else {}
                 spec = plugin_worker_spec(
                     model_path=str(model),
                     max_total_tokens=args.kv_tokens,
                     eviction_policy=e,
-                    policy_config=args.plugin_config,
+                    policy_config={**args.plugin_config, **metrics},
                 )
                 spec = dataclasses.replace(
                     spec,
@@ -763,6 +790,8 @@ def main(argv: list[str] | None = None) -> int:
                     extra_args=(*spec.extra_args, *REQUEST_LOG_ARGS),
                 )
                 cluster.workers.append(start_worker(spec, log_dir))
+                if metrics:
+                    plugin_metrics_port[cluster.workers[-1].url] = metrics["metrics_port"]
         for cluster in clusters.values():
             for w in cluster.workers:
                 w.wait_ready(900)
@@ -777,9 +806,12 @@ def main(argv: list[str] | None = None) -> int:
                 for row in order:
                     bar.set_postfix_str(f"{row.name} seed {seed}")
                     try:
+                        before = plugin_eviction(plugin_metrics_port, clusters[row.eviction])
                         agents, attribution = run_row(
                             row, clusters[row.eviction], seed, args, scale, model, log_dir, every_worker
                         )
+                        after = plugin_eviction(plugin_metrics_port, clusters[row.eviction])
+                        attribution["plugin_eviction"] = {k: after[k] - before.get(k, 0.0) for k in after}
                         records.extend(agents)
                         attributions.append({"row": row.name, "seed": seed, **attribution})
                     except Exception as exc:  # a row that breaks is reported, the others still run

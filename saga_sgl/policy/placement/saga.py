@@ -152,17 +152,17 @@ class SagaPlacement:
 def _priced(call: CallView, workers: Sequence[WorkerView]) -> str:
     """Each candidate's price and its parts, for the decision log."""
     parts = []
-    for w in workers:
-        if not w.is_healthy:
-            continue
+    healthy = [w for w in workers if w.is_healthy]
+    for w in healthy:
         wid = w.worker_id
         out = call.outstanding_s.get(wid, ())
         parts.append(
-            f"{wid} {completion_cost_s(call, w):.3f}s = pre-fill {call.uncached_prefill_s.get(wid, 0.0):.3f}"
+            f"{wid} {completion_cost_s(call, w, healthy):.3f}s"
+            f" = pre-fill {call.uncached_prefill_s.get(wid, 0.0):.3f}"
             f" + decode {call.decode_s:.3f} + queue {sum(out):.2f}s of {len(out)} calls"
-            f" + kv {kv_pressure_s(call, w):.3f} (match {call.prefix_match_tokens.get(wid, 0)},"
+            f" + kv {kv_pressure_s(call, w, healthy):.3f} (match {call.prefix_match_tokens.get(wid, 0)},"
             f" resident {call.resident_kv_tokens.get(wid, 0)}/{w.kv_capacity_tokens},"
-            f" overflow {kv_overflow_tokens(call, w)})"
+            f" overflow {kv_overflow_tokens(call, w, healthy)})"
         )
     return (f"need {call.predicted_kv_tokens} tokens over {call.remaining_calls:.1f} calls at"
             f" {call.reprefill_s_per_token * 1e3:.3f} ms/token: " + "; ".join(parts))
