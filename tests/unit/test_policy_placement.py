@@ -446,16 +446,15 @@ def test_completion_cost_ties_are_broken_by_the_injected_rng() -> None:
     assert len(picks) > 1
 
 
-def _bound_call(match: dict[str, int], resident: dict[str, int], **kw: object) -> CallView:
+def _bound_call(match: dict[str, int], resident: dict[str, int], predicted_kv_tokens: int = 1500) -> CallView:
     call = _cost_call({"w0": 0.3, "w1": 0.3}, {}, decode=0.1)
     return dataclasses.replace(
         call,
-        predicted_kv_tokens=1500,
+        predicted_kv_tokens=predicted_kv_tokens,
         prefix_match_tokens={WorkerId(k): v for k, v in match.items()},
         resident_kv_tokens={WorkerId(k): v for k, v in resident.items()},
         remaining_calls=6.0,
         reprefill_s_per_token=1e-3,
-        **kw,
     )
 
 
@@ -525,3 +524,25 @@ def test_service_times_learn_calls_per_workflow_and_cap_decode_at_the_request_li
     # Re-pre-fill price: 1/rate when measured, else the cost model's seconds per token.
     assert st.reprefill_s_per_token(2000.0) == pytest.approx(5e-4)
     assert st.reprefill_s_per_token(None) > 0.0
+
+
+def test_an_empty_workers_room_is_no_saving_while_the_cluster_is_full() -> None:
+    workers = [make_worker("w0", kv_capacity_tokens=2560), make_worker("w1", kv_capacity_tokens=2560)]
+    # w0 holds one workflow of the newcomer's prompt head (600 tokens cached); w1 is empty.
+    call = dataclasses.replace(
+        _bound_call({"w0": 600, "w1": 0}, {"w0": 2000}, predicted_kv_tokens=2000),
+        uncached_prefill_s={WorkerId("w0"): 0.2, WorkerId("w1"): 0.5},
+        outstanding_s={WorkerId("w0"): (2.0,)},
+    )
+    # Alone, w1's pool holds the newcomer (no overflow there) and w0's would overflow by 840 tokens.
+    assert kv_overflow_tokens(call, workers[1]) == 0
+    assert kv_overflow_tokens(call, workers[0]) == 840
+    # But with 7,000 tokens more bound elsewhere (a third worker's pool of 2,560), the cluster is full:
+    # every token the newcomer adds is pushed out somewhere, so w1 costs its 2,000 and w0 its 1,400.
+    full = [*workers, make_worker("w2", kv_capacity_tokens=2560)]
+    crowded = dataclasses.replace(call, resident_kv_tokens={WorkerId("w0"): 2000, WorkerId("w2"): 7000})
+    assert kv_overflow_tokens(crowded, full[1], full) == 2000
+    assert kv_overflow_tokens(crowded, full[0], full) == 1400
+    assert SagaPlacement().place(crowded, full, 0.0).worker_id == "w0"
+    # With room in the cluster the empty worker wins (its pool holds the newcomer, no queue).
+    assert SagaPlacement().place(call, workers, 0.0).worker_id == "w1"
