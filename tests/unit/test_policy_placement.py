@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import math
 import random
+from collections.abc import Sequence
 
 import pytest
 from factories import make_call, make_worker
@@ -546,3 +547,60 @@ def test_an_empty_workers_room_is_no_saving_while_the_cluster_is_full() -> None:
     assert SagaPlacement().place(crowded, full, 0.0).worker_id == "w0"
     # With room in the cluster the empty worker wins (its pool holds the newcomer, no queue).
     assert SagaPlacement().place(call, workers, 0.0).worker_id == "w1"
+
+
+def test_the_scheduler_gives_placement_the_binding_inputs_a_live_router_has() -> None:
+    from saga_sgl.clock import ManualClock
+    from saga_sgl.policy.views import WorkflowId
+    from saga_sgl.scheduler import (
+        CallArrived,
+        CallFinished,
+        Dispatch,
+        SchedulerSettings,
+        WorkerLoads,
+        WorkflowFinished,
+        WorkflowScheduler,
+    )
+    from saga_sgl.scheduler.service_time import DEFAULT_CALLS
+
+    s = WorkflowScheduler(SchedulerSettings(), clock=ManualClock())
+    pools = (make_worker("w0", kv_capacity_tokens=2560), make_worker("w1", kv_capacity_tokens=2560))
+    s.handle(WorkerLoads(workers=pools))
+    seen: list[CallView] = []
+    place = s.placement.place
+
+    def recording(call: CallView, workers: Sequence[WorkerView], now: float) -> Placement:
+        seen.append(call)
+        return place(call, workers, now)
+
+    s.placement.place = recording  # type: ignore[method-assign]
+
+    def arrive(wf: str, cap: int | None = None) -> Dispatch:
+        ev = CallArrived(
+            call_id=f"{wf}:0", workflow_id=WorkflowId(wf), prompt_tokens=1000, step=0, max_output_tokens=cap
+        )
+        [d] = s.handle(ev)
+        assert isinstance(d, Dispatch)
+        return d
+
+    a = arrive("a", cap=8)
+    # Nothing bound yet; decode priced at the request's 8 tokens, not the 200-token default.
+    assert seen[-1].resident_kv_tokens == {} and seen[-1].remaining_calls == DEFAULT_CALLS
+    kind = s.workflow(WorkflowId("a")).agent_type
+    assert seen[-1].decode_s == pytest.approx(s.service.decode_s(kind, 1000, 8))
+    assert seen[-1].decode_s < s.service.decode_s(kind, 1000)
+    assert seen[-1].reprefill_s_per_token > 0.0
+    arrive("b")
+    # a is bound to its worker at its predicted peak (no workflow finished: the default footprint).
+    assert seen[-1].resident_kv_tokens == {a.worker_id: s.workflow(WorkflowId("a")).footprint_tokens()}
+    # a finishes after one call: the next workflow is expected to make one call (no later re-reads).
+    s.handle(
+        CallFinished(
+            call_id="a:0", workflow_id=WorkflowId("a"), worker_id=a.worker_id, prompt_tokens=1000,
+            output_tokens=8,
+        )
+    )
+    s.handle(WorkflowFinished(workflow_id=WorkflowId("a")))
+    arrive("c")
+    assert seen[-1].remaining_calls == pytest.approx(1.0)
+    assert a.worker_id not in seen[-1].resident_kv_tokens
