@@ -10,9 +10,11 @@ Rows (each a router + worker eviction policy; every row replays the identical ag
 * ``saga-router saga + LRU``: the saga router's full scheduling on stock LRU workers (what the plugin's
   eviction adds is the difference to ``saga``);
 * ``saga-router <baseline> + LRU``: the saga router running each of its baseline policies;
-* ``saga, CPU-priced`` (only with ``--cpu-cost-profile``): ``saga`` whose scheduler prices calls with the
-  CPU workers' calibration (``benchmarks/calibrate_cpu.py``) instead of the GPU default, until it has
-  measured the workers' pre-fill rate and for every decode estimate;
+* ``saga, GPU-priced`` (not with --quick): ``saga`` whose scheduler prices calls with the router's
+  default (GPU) cost model instead of the CPU workers' calibration. Every other saga-policy row is
+  given the calibration (``--cpu-cost-profile``, ``benchmarks/calibrate_cpu.py``), as a deployment
+  configures its router with the cost profile of its hardware: it prices pre-fill until the router
+  has measured the workers' rate, and every decode;
 * ``saga, events-only index``: ``saga`` with the router's prefix index fed by the workers' KV events
   alone (``--no-routed-overlay``), without the prompts routed since a worker's last publish: what
   the events' lag costs. Every saga-router row reports how many of its placements' prefix lookups
@@ -104,7 +106,8 @@ log = logging.getLogger("live")
 
 OURS = "saga"
 EVENTS_ONLY = "saga, events-only index"
-CPU_PRICED = "saga, CPU-priced"
+GPU_PRICED = "saga, GPU-priced"
+DEFAULT_CPU_PROFILE = Path(__file__).resolve().parent / "results" / "cpu_profile.json"
 REQUEST_LOG_ARGS = ("--log-requests", "--log-requests-level", "0", "--log-requests-format", "json")
 
 
@@ -131,8 +134,8 @@ def rows(quick: bool, cpu_priced: bool = False) -> list[Row]:
     out += [Row(f"saga-router {b} + LRU", "saga", b, "lru") for b in baselines]
     if not quick:
         out.append(Row(EVENTS_ONLY, "saga", "saga", "saga", ("--no-routed-overlay",)))
-    if cpu_priced:
-        out.append(Row(CPU_PRICED, "saga", "saga", "saga"))
+    if cpu_priced and not quick:
+        out.append(Row(GPU_PRICED, "saga", "saga", "saga"))
     return out
 
 
@@ -227,10 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cpu-cost-profile",
         type=Path,
-        default=None,
+        default=DEFAULT_CPU_PROFILE,
         metavar="CPU_PROFILE_JSON",
-        help="add the row 'saga, CPU-priced': the saga router's scheduler prices calls with this CPU "
-        "calibration (benchmarks/results/cpu_profile.json) instead of its GPU default",
+        help="the CPU workers' cost calibration (benchmarks/calibrate_cpu.py) the saga-policy rows' "
+        "scheduler prices calls with, as a deployment configures its router for its hardware "
+        "(default benchmarks/results/cpu_profile.json; 'none': the router's GPU default for every "
+        "row); the row 'saga, GPU-priced' keeps the GPU default as an ablation",
     )
     p.add_argument("--max-steps", type=int, default=8, help="cap on LLM calls per agent loop (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="cap on tokens per generation (default 16)")
@@ -302,7 +307,7 @@ def saga_router_args(row: Row, args: argparse.Namespace) -> tuple[str, ...]:
         config["tool_latency"] = {"prior_scale": args.time_scale}
     if row.policy == "saga":
         config.update(args.saga_scheduler_config)
-    if row.name == CPU_PRICED:
+    if row.policy == "saga" and args.cpu_cost_profile is not None and row.name != GPU_PRICED:
         config["cost_model"] = cpu_cost_model(args.cpu_cost_profile)
     return (*(("--scheduler-config", json.dumps(config)) if config else ()), *row.router_flags)
 
@@ -430,6 +435,31 @@ def run_row(
         return out, attribution
     finally:
         router.stop()
+
+
+PLUGIN_SERIES = ("saga_worker_evicted_tokens_total", "saga_worker_ttl_expiries_total")
+
+
+def plugin_eviction(ports: dict[str, int], cluster: LocalCluster) -> dict[str, float]:
+    """The plugin workers' eviction counters summed over the row's workers (evicted tokens by the tier
+    of their key: ``protected`` = a live TTL was honoured and still lost; TTL expiries), from each
+    plugin's metrics port; {} for stock workers."""
+    out: dict[str, float] = {}
+    for w in cluster.workers:
+        port = ports.get(w.url)
+        if port is None:
+            continue
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                text = resp.read().decode()
+        except OSError as exc:  # the row's other figures stand without it
+            log.warning("plugin metrics of %s unreadable: %s", w.url, exc)
+            continue
+        for line in text.splitlines():
+            if line.startswith(PLUGIN_SERIES):
+                name, _, value = line.rpartition(" ")
+                out[name] = out.get(name, 0.0) + float(value)
+    return out
 
 
 def prefix_lag(router_url: str) -> dict[str, Any] | None:
@@ -715,6 +745,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.seeds, args.agents = min(args.seeds, 1), min(args.agents, 8)
+    if args.cpu_cost_profile is not None and args.cpu_cost_profile.name == "none":
+        args.cpu_cost_profile = None
     selected = rows(args.quick, cpu_priced=args.cpu_cost_profile is not None)
     if args.rows:
         wanted = [n.strip() for n in args.rows.split(";" if ";" in args.rows else ",")]
@@ -738,16 +770,18 @@ def main(argv: list[str] | None = None) -> int:
     row_order: list[list[str]] = []
     evictions = sorted({r.eviction for r in selected})
     clusters = {e: LocalCluster(log_dir=log_dir) for e in evictions}
+    plugin_metrics_port: dict[str, int] = {}
     t0 = time.monotonic()
     try:
         # Both sets up at once (started in parallel, then awaited): every row runs on the same machine.
         for e, cluster in clusters.items():
             for _ in range(args.workers):
+                metrics = {"metrics_port": free_port()} if e != "lru" else {}
                 spec = plugin_worker_spec(
                     model_path=str(model),
                     max_total_tokens=args.kv_tokens,
                     eviction_policy=e,
-                    policy_config=args.plugin_config,
+                    policy_config={**args.plugin_config, **metrics},
                 )
                 spec = dataclasses.replace(
                     spec,
@@ -756,6 +790,8 @@ def main(argv: list[str] | None = None) -> int:
                     extra_args=(*spec.extra_args, *REQUEST_LOG_ARGS),
                 )
                 cluster.workers.append(start_worker(spec, log_dir))
+                if metrics:
+                    plugin_metrics_port[cluster.workers[-1].url] = metrics["metrics_port"]
         for cluster in clusters.values():
             for w in cluster.workers:
                 w.wait_ready(900)
@@ -770,9 +806,12 @@ def main(argv: list[str] | None = None) -> int:
                 for row in order:
                     bar.set_postfix_str(f"{row.name} seed {seed}")
                     try:
+                        before = plugin_eviction(plugin_metrics_port, clusters[row.eviction])
                         agents, attribution = run_row(
                             row, clusters[row.eviction], seed, args, scale, model, log_dir, every_worker
                         )
+                        after = plugin_eviction(plugin_metrics_port, clusters[row.eviction])
+                        attribution["plugin_eviction"] = {k: after[k] - before.get(k, 0.0) for k in after}
                         records.extend(agents)
                         attributions.append({"row": row.name, "seed": seed, **attribution})
                     except Exception as exc:  # a row that breaks is reported, the others still run

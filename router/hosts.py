@@ -159,6 +159,7 @@ class SchedulerHost:
             prefix=tuple(call.prompt_ids) if self._wants_prefix else (),
             tenant_id=TenantId(ident.tenant_id) if ident.tenant_id else None,
             agent_type=AgentType(ident.agent_type) if ident.agent_type else None,
+            max_output_tokens=call.max_output_tokens,
         )
         try:
             mine = self._apply(self.scheduler.handle(arrived), call.call_id)

@@ -105,6 +105,19 @@ def prompt_of_completion(body: Mapping[str, Any], vocab_size: int | None) -> Pro
     raise BadRequest("missing prompt: /v1/completions needs a non-empty 'prompt'")
 
 
+def max_output_tokens(body: Mapping[str, Any]) -> int | None:
+    """The request's cap on generated tokens, if it states a positive one (``sampling_params.
+    max_new_tokens`` of ``/generate``, ``max_tokens``/``max_completion_tokens`` of the OpenAI
+    routes); what the scheduler prices a call's decode at until it has learned output lengths."""
+    params = body.get("sampling_params")
+    candidates = [params.get("max_new_tokens")] if isinstance(params, Mapping) else []
+    candidates += [body.get("max_tokens"), body.get("max_completion_tokens")]
+    for v in candidates:
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
 def prompt_of_chat(body: Mapping[str, Any]) -> str:
     """The concatenated message texts of a chat body (sglang-router's routing text)."""
     messages = body.get("messages")

@@ -48,6 +48,8 @@ class Call:
     prompt_tokens: int
     arrived_s: float
     path: str = "/generate"
+    max_output_tokens: int | None = None
+    """The request's cap on generated tokens (``sampling_params.max_new_tokens``, ``max_tokens``)."""
     tried: set[WorkerId] = field(default_factory=set)
     """Workers this call already failed on (a retry goes elsewhere)."""
     preemptions: int = 0

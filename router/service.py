@@ -32,6 +32,7 @@ from .idle import IdleTracker
 from .inbound import (
     BadRequest,
     decode_body,
+    max_output_tokens,
     prompt_of_chat,
     prompt_of_completion,
     prompt_of_generate,
@@ -518,6 +519,7 @@ class RouterService:
             prompt_tokens=max(1, n_tokens),
             arrived_s=self.clock.now_s(),
             path=route,
+            max_output_tokens=max_output_tokens(body),
         )
         return call, body
 

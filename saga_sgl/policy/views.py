@@ -141,6 +141,15 @@ class CallView:
     decode_s: float = 0.0
     """Expected decode seconds of this call alone (the scheduler's learned output length at the cost
     model's rate); the same on every worker."""
+    resident_kv_tokens: Mapping[WorkerId, int] = field(default_factory=dict)
+    """Predicted KV the live workflows bound to each worker will hold, a prompt head they share
+    counted once (the radix cache holds it once); from the workflow scheduler, new workflows only.
+    Missing = 0."""
+    remaining_calls: float = 1.0
+    """Expected LLM calls of the workflow from this one on, this one included (learned per agent
+    type from finished workflows); new workflows only."""
+    reprefill_s_per_token: float = 0.0
+    """Seconds to pre-fill one evicted token again at the host's rates (0: no KV-pressure term)."""
 
 
 class WorkflowState(StrEnum):

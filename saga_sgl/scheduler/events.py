@@ -56,6 +56,8 @@ class CallArrived:
     """Used only if the workflow is not yet known (implicit submission)."""
     agent_type: AgentType | None = None
     """Used only if the workflow is not yet known (implicit submission)."""
+    max_output_tokens: int | None = None
+    """The request's cap on generated tokens, if it states one: decode is priced at no more."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -84,7 +84,7 @@ from saga_sgl.scheduler.events import (
 )
 from saga_sgl.scheduler.footprint import FootprintModel
 from saga_sgl.scheduler.ports import PrefixLookup, WorkerSource
-from saga_sgl.scheduler.service_time import ServiceTimes
+from saga_sgl.scheduler.service_time import ServiceTimes, price_rate
 from saga_sgl.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -561,11 +561,9 @@ class WorkflowScheduler:
             # A bound workflow: on the worker that holds its last context only the new part is new.
             cached = rec.context_tokens if rec.kv_worker == wid else 0
             cached = min(cached, ev.prompt_tokens)
-            worker = next((w for w in workers if w.worker_id == wid), None)
-            prefill = self.service.prefill_s(
-                worker, ev.prompt_tokens - cached, cached, _slowest_rate(workers)
-            )
-        decode = call.decode_s or self.service.decode_s(rec.agent_type, ev.prompt_tokens)
+            prefill = self.service.prefill_s(None, ev.prompt_tokens - cached, cached, price_rate(workers))
+        cap = ev.max_output_tokens
+        decode = call.decode_s or self.service.decode_s(rec.agent_type, ev.prompt_tokens, cap)
         return prefill + decode
 
     def _call_view(
@@ -584,14 +582,19 @@ class WorkflowScheduler:
         prefill_s: dict[WorkerId, float] = {}
         outstanding: Mapping[WorkerId, tuple[float, ...]] = {}
         decode_s = 0.0
+        resident: Mapping[WorkerId, int] = {}
+        remaining_calls, reprefill_s = 1.0, 0.0
         if self._wants_costs and affinity is None:
-            slowest = _slowest_rate(workers)
+            rate = price_rate(workers)
             for w in workers:
                 if w.is_healthy:
                     hit = min(matches.get(w.worker_id, 0), ev.prompt_tokens)
-                    prefill_s[w.worker_id] = self.service.prefill_s(w, ev.prompt_tokens - hit, hit, slowest)
+                    prefill_s[w.worker_id] = self.service.prefill_s(None, ev.prompt_tokens - hit, hit, rate)
             outstanding = self.service.outstanding(now)
-            decode_s = self.service.decode_s(rec.agent_type, ev.prompt_tokens)
+            decode_s = self.service.decode_s(rec.agent_type, ev.prompt_tokens, ev.max_output_tokens)
+            resident = self._resident_kv()
+            remaining_calls = max(1.0, self.service.expected_calls(rec.agent_type) - rec.steps_done)
+            reprefill_s = self.service.reprefill_s_per_token(rate)
         return CallView(
             workflow_id=rec.workflow_id,
             prompt_tokens=ev.prompt_tokens,
@@ -609,7 +612,22 @@ class WorkflowScheduler:
             uncached_prefill_s=prefill_s,
             outstanding_s=outstanding,
             decode_s=decode_s,
+            resident_kv_tokens=resident,
+            remaining_calls=remaining_calls,
+            reprefill_s_per_token=reprefill_s,
         )
+
+    def _resident_kv(self) -> dict[WorkerId, int]:
+        """KV the live workflows bound to each worker will hold at their predicted peak, the prompt
+        head they share (what a first call found cached) counted once per worker (placement)."""
+        own: Counter[WorkerId] = Counter()
+        head: Counter[WorkerId] = Counter()
+        for rec in self._active.values():
+            wid = rec.worker_id
+            if wid is not None:
+                own[wid] += max(0, rec.footprint_tokens() - rec.shared_tokens)
+                head[wid] = max(head[wid], rec.shared_tokens)
+        return {w: own[w] + head[w] for w in own}
 
     def _bound_work(self) -> dict[WorkerId, float]:
         """Predicted remaining work of the live workflows bound to each worker (1 s for one with no
@@ -841,6 +859,7 @@ class WorkflowScheduler:
         if not ev.failed and rec.observed:
             self.inference.observe_task(rec.agent_type, rec.observed)
             self.footprint.observe(rec.agent_type, rec.context_tokens)
+            self.service.observe_calls(rec.agent_type, rec.steps_done)
         rec.observed = []
         rec.aeg = rec.explicit_aeg = None
         wid = rec.kv_worker or rec.worker_id

@@ -8,7 +8,14 @@ import pytest
 from saga_router.cli import config_from_args, parser
 from saga_router.hosts import scheduler_settings
 from saga_router.identity import identify
-from saga_router.inbound import BadRequest, decode_body, prompt_of_chat, prompt_of_generate, vocab_size_of
+from saga_router.inbound import (
+    BadRequest,
+    decode_body,
+    max_output_tokens,
+    prompt_of_chat,
+    prompt_of_generate,
+    vocab_size_of,
+)
 from saga_router.telemetry import RouterMetrics
 
 from saga_sgl.errors import InvalidSettings
@@ -129,3 +136,19 @@ def test_grafana_dashboard_reads_only_metrics_the_router_exports() -> None:
     bases = {next((u[: -len(s)] for s in suffixes if u.endswith(s)), u) for u in used}
     assert bases <= exported, bases - exported
     assert len(dashboard["panels"]) >= 10
+
+
+@pytest.mark.parametrize(
+    ("body", "cap"),
+    [
+        ({"text": "a", "sampling_params": {"max_new_tokens": 8}}, 8),
+        ({"messages": [], "max_tokens": 32}, 32),
+        ({"messages": [], "max_completion_tokens": 5}, 5),
+        ({"text": "a", "sampling_params": {"max_new_tokens": 0}}, None),  # a pre-fill: no cap to price
+        ({"text": "a", "sampling_params": {"max_new_tokens": True}}, None),
+        ({"text": "a", "sampling_params": "bad"}, None),
+        ({"text": "a"}, None),
+    ],
+)
+def test_the_request_cap_on_generated_tokens_is_read(body: dict[str, Any], cap: int | None) -> None:
+    assert max_output_tokens(body) == cap

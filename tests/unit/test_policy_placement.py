@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import math
 import random
+from collections.abc import Sequence
 
 import pytest
 from factories import make_call, make_worker
@@ -15,7 +16,12 @@ from hypothesis import strategies as st
 from saga_sgl.errors import InvalidSettings, NoEligibleWorker
 from saga_sgl.policy.decisions import Placement, PlacementReason
 from saga_sgl.policy.placement.admission import AdmissionWeights, admission_scores
-from saga_sgl.policy.placement.completion_cost import completion_cost_s
+from saga_sgl.policy.placement.completion_cost import (
+    completion_cost_s,
+    kv_overflow_tokens,
+    kv_pressure_s,
+    response_s,
+)
 from saga_sgl.policy.placement.consistent_hash import (
     ConsistentHashPlacement,
     ConsistentHashSettings,
@@ -396,10 +402,12 @@ def _cost_call(
 def test_completion_cost_is_processor_sharing_response_time() -> None:
     call = _cost_call({"w0": 0.2, "w1": 1.5}, {"w0": (0.1, 5.0), "w1": ()}, decode=0.3)
     # w0: own 0.5 s; a call with 0.1 s left delays it 0.1 s, one with 5 s left by 0.5 s.
-    assert completion_cost_s(call, WorkerId("w0")) == pytest.approx(0.5 + 0.1 + 0.5)
-    assert completion_cost_s(call, WorkerId("w1")) == pytest.approx(1.8)
+    assert response_s(call, WorkerId("w0")) == pytest.approx(0.5 + 0.1 + 0.5)
+    assert response_s(call, WorkerId("w1")) == pytest.approx(1.8)
     # A worker the scheduler gave no pre-fill estimate counts as caching nothing (the largest one).
-    assert completion_cost_s(call, WorkerId("w9")) == pytest.approx(1.8)
+    assert response_s(call, WorkerId("w9")) == pytest.approx(1.8)
+    # No footprint predicted: no KV-pressure term, the cost is the response time.
+    assert completion_cost_s(call, make_worker("w0")) == pytest.approx(1.1)
 
 
 def test_a_prefix_hit_wins_exactly_while_it_saves_more_than_the_queue_costs() -> None:
@@ -418,7 +426,7 @@ def test_a_prefix_hit_wins_exactly_while_it_saves_more_than_the_queue_costs() ->
     )
     # Sharing w0 with six long calls costs 6 x 0.3 s, more than the 1.4 s of pre-fill saved: w1.
     long_queue = _cost_call({"w0": 0.1, "w1": 1.5}, {"w0": (3.0,) * 6}, decode=0.2)
-    assert completion_cost_s(long_queue, WorkerId("w0")) == pytest.approx(2.1)
+    assert completion_cost_s(long_queue, make_worker("w0")) == pytest.approx(2.1)
     assert policy.place(long_queue, workers, 0.0).worker_id == "w1"
 
 
@@ -437,3 +445,162 @@ def test_completion_cost_ties_are_broken_by_the_injected_rng() -> None:
         for seed in range(40)
     }
     assert len(picks) > 1
+
+
+def _bound_call(match: dict[str, int], resident: dict[str, int], predicted_kv_tokens: int = 1500) -> CallView:
+    call = _cost_call({"w0": 0.3, "w1": 0.3}, {}, decode=0.1)
+    return dataclasses.replace(
+        call,
+        predicted_kv_tokens=predicted_kv_tokens,
+        prefix_match_tokens={WorkerId(k): v for k, v in match.items()},
+        resident_kv_tokens={WorkerId(k): v for k, v in resident.items()},
+        remaining_calls=6.0,
+        reprefill_s_per_token=1e-3,
+    )
+
+
+def test_kv_pressure_is_zero_while_the_pool_holds_every_bound_workflow() -> None:
+    w = make_worker("w0", kv_capacity_tokens=4000)
+    call = _bound_call({"w0": 0}, {"w0": 2000})
+    assert kv_overflow_tokens(call, w) == 0  # 2,000 + 1,500 fit in 4,000
+    assert kv_pressure_s(call, w) == 0.0
+    # Past the pool: only the newcomer's own push counts (500 of its 1,500 tokens), once per later call.
+    tight = dataclasses.replace(call, resident_kv_tokens={WorkerId("w0"): 3000})
+    assert kv_overflow_tokens(tight, w) == 500
+    assert kv_pressure_s(tight, w) == pytest.approx(500 * 5 * 1e-3)
+    # A pool already past its size: every token the newcomer adds pushes someone out.
+    full = dataclasses.replace(call, resident_kv_tokens={WorkerId("w0"): 9000})
+    assert kv_overflow_tokens(full, w) == 1500
+    # A one-call workflow is never read again: nothing to re-pre-fill.
+    assert kv_pressure_s(dataclasses.replace(full, remaining_calls=1.0), w) == 0.0
+
+
+def test_under_kv_pressure_the_worker_caching_the_shared_head_wins_despite_a_queued_call() -> None:
+    workers = [make_worker("w0", kv_capacity_tokens=2560), make_worker("w1", kv_capacity_tokens=2560)]
+    # Both pools overflow; w0 caches the 600-token shared head, w1 does not, and w0 has one call out.
+    # Pre-fill priced alike (the head saves 0.3 s once); the queued call costs 0.4 s more than that.
+    call = dataclasses.replace(
+        _bound_call({"w0": 600, "w1": 0}, {"w0": 3000, "w1": 3000}),
+        uncached_prefill_s={WorkerId("w0"): 0.3, WorkerId("w1"): 0.6},
+        outstanding_s={WorkerId("w0"): (2.0,)},
+    )
+    assert response_s(call, WorkerId("w0")) > response_s(call, WorkerId("w1"))
+    # Held once on w0 instead of twice, the head frees 600 tokens at each of 5 later calls: 3 s.
+    assert kv_pressure_s(call, workers[1]) - kv_pressure_s(call, workers[0]) == pytest.approx(3.0)
+    assert SagaPlacement().place(call, workers, 0.0).worker_id == "w0"
+    # With room in both pools the first call's response time decides, as before: w1.
+    roomy = dataclasses.replace(call, resident_kv_tokens={})
+    roomy_workers = [make_worker("w0"), make_worker("w1")]  # 100,000-token pools
+    assert SagaPlacement().place(roomy, roomy_workers, 0.0).worker_id == "w1"
+
+
+# --- service seconds the completion cost reads (scheduler/service_time.py) -------------------------
+
+
+def test_one_price_rate_for_all_workers_the_mean_of_the_measured_ones() -> None:
+    from saga_sgl.scheduler.service_time import price_rate
+
+    fast = dataclasses.replace(make_worker("w0"), prefill_tokens_per_s=2000.0)
+    slow = dataclasses.replace(make_worker("w1"), prefill_tokens_per_s=500.0)
+    assert price_rate([fast, slow, make_worker("w2")]) == pytest.approx(1250.0)
+    assert price_rate([make_worker("w2")]) is None
+
+
+def test_service_times_learn_calls_per_workflow_and_cap_decode_at_the_request_limit() -> None:
+    from saga_sgl.policy.registry import create_cost_model
+    from saga_sgl.policy.views import AgentType
+    from saga_sgl.scheduler.service_time import DEFAULT_CALLS, ServiceTimes
+
+    st = ServiceTimes(create_cost_model(), default_output_tokens=200, alpha=0.1)
+    coding, browser = AgentType("coding"), AgentType("browser")
+    assert st.expected_calls(coding) == DEFAULT_CALLS
+    st.observe_calls(coding, 6)
+    st.observe_calls(coding, 4)
+    assert st.expected_calls(coding) == pytest.approx(5.0)
+    assert st.expected_calls(browser) == pytest.approx(5.0)  # no browser finished yet: all types
+    # Decode is priced at the request's own max_new_tokens while nothing is learned, never above it.
+    assert st.output_tokens(coding) == 200
+    assert st.output_tokens(coding, cap=8) == 8
+    assert st.decode_s(coding, 500, cap=8) < st.decode_s(coding, 500)
+    # Re-pre-fill price: 1/rate when measured, else the cost model's seconds per token.
+    assert st.reprefill_s_per_token(2000.0) == pytest.approx(5e-4)
+    assert st.reprefill_s_per_token(None) > 0.0
+
+
+def test_an_empty_workers_room_is_no_saving_while_the_cluster_is_full() -> None:
+    workers = [make_worker("w0", kv_capacity_tokens=2560), make_worker("w1", kv_capacity_tokens=2560)]
+    # w0 holds one workflow of the newcomer's prompt head (600 tokens cached); w1 is empty.
+    call = dataclasses.replace(
+        _bound_call({"w0": 600, "w1": 0}, {"w0": 2000}, predicted_kv_tokens=2000),
+        uncached_prefill_s={WorkerId("w0"): 0.2, WorkerId("w1"): 0.5},
+        outstanding_s={WorkerId("w0"): (2.0,)},
+    )
+    # Alone, w1's pool holds the newcomer (no overflow there) and w0's would overflow by 840 tokens.
+    assert kv_overflow_tokens(call, workers[1]) == 0
+    assert kv_overflow_tokens(call, workers[0]) == 840
+    # But with 7,000 tokens more bound elsewhere (a third worker's pool of 2,560), the cluster is full:
+    # every token the newcomer adds is pushed out somewhere, so w1 costs its 2,000 and w0 its 1,400.
+    full = [*workers, make_worker("w2", kv_capacity_tokens=2560)]
+    crowded = dataclasses.replace(call, resident_kv_tokens={WorkerId("w0"): 2000, WorkerId("w2"): 7000})
+    assert kv_overflow_tokens(crowded, full[1], full) == 2000
+    assert kv_overflow_tokens(crowded, full[0], full) == 1400
+    assert SagaPlacement().place(crowded, full, 0.0).worker_id == "w0"
+    # With room in the cluster the empty worker wins (its pool holds the newcomer, no queue).
+    assert SagaPlacement().place(call, workers, 0.0).worker_id == "w1"
+
+
+def test_the_scheduler_gives_placement_the_binding_inputs_a_live_router_has() -> None:
+    from saga_sgl.clock import ManualClock
+    from saga_sgl.policy.views import WorkflowId
+    from saga_sgl.scheduler import (
+        CallArrived,
+        CallFinished,
+        Dispatch,
+        SchedulerSettings,
+        WorkerLoads,
+        WorkflowFinished,
+        WorkflowScheduler,
+    )
+    from saga_sgl.scheduler.service_time import DEFAULT_CALLS
+
+    s = WorkflowScheduler(SchedulerSettings(), clock=ManualClock())
+    pools = (make_worker("w0", kv_capacity_tokens=2560), make_worker("w1", kv_capacity_tokens=2560))
+    s.handle(WorkerLoads(workers=pools))
+    seen: list[CallView] = []
+    place = s.placement.place
+
+    def recording(call: CallView, workers: Sequence[WorkerView], now: float) -> Placement:
+        seen.append(call)
+        return place(call, workers, now)
+
+    s.placement.place = recording  # type: ignore[method-assign]
+
+    def arrive(wf: str, cap: int | None = None) -> Dispatch:
+        ev = CallArrived(
+            call_id=f"{wf}:0", workflow_id=WorkflowId(wf), prompt_tokens=1000, step=0, max_output_tokens=cap
+        )
+        [d] = s.handle(ev)
+        assert isinstance(d, Dispatch)
+        return d
+
+    a = arrive("a", cap=8)
+    # Nothing bound yet; decode priced at the request's 8 tokens, not the 200-token default.
+    assert seen[-1].resident_kv_tokens == {} and seen[-1].remaining_calls == DEFAULT_CALLS
+    kind = s.workflow(WorkflowId("a")).agent_type
+    assert seen[-1].decode_s == pytest.approx(s.service.decode_s(kind, 1000, 8))
+    assert seen[-1].decode_s < s.service.decode_s(kind, 1000)
+    assert seen[-1].reprefill_s_per_token > 0.0
+    arrive("b")
+    # a is bound to its worker at its predicted peak (no workflow finished: the default footprint).
+    assert seen[-1].resident_kv_tokens == {a.worker_id: s.workflow(WorkflowId("a")).footprint_tokens()}
+    # a finishes after one call: the next workflow is expected to make one call (no later re-reads).
+    s.handle(
+        CallFinished(
+            call_id="a:0", workflow_id=WorkflowId("a"), worker_id=a.worker_id, prompt_tokens=1000,
+            output_tokens=8,
+        )
+    )
+    s.handle(WorkflowFinished(workflow_id=WorkflowId("a")))
+    arrive("c")
+    assert seen[-1].remaining_calls == pytest.approx(1.0)
+    assert a.worker_id not in seen[-1].resident_kv_tokens

@@ -7,15 +7,31 @@ agents across workers and lost their prefixes (issue 13). Here every term is in 
 host's own rates, so a prefix hit counts exactly as much as the pre-fill it saves:
 
     x(w)    = uncached_prefill_s(w) + decode_s                the call's own work on w
-    cost(w) = x(w) + sum over calls i outstanding on w of min(remaining_i, x(w))
+    q(w)    = sum over calls i outstanding on w of min(remaining_i, x(w))
+    kv(w)   = overflow(w) x (remaining_calls - 1) x reprefill_s_per_token
+    cost(w) = x(w) + q(w) + kv(w)
 
-``cost`` is the call's expected response time when w shares its capacity among its calls
+``x + q`` is the call's expected response time when w shares its capacity among its calls
 (processor sharing: every call ahead of it that finishes first delays it by its own remaining
-work, every other one by as much as the newcomer's). Pre-fill seconds come from the rate the host
-measured on each worker (the router learns it from ``/v1/loads`` counters), else the scheduler's
-cost model (the simulator's profile); ``outstanding_s`` and ``decode_s`` are the scheduler's
-estimates of the calls it dispatched (``CallView``). Ties (within ``tie_epsilon`` seconds) are
-broken by the injected RNG. O(W + calls in flight).
+work, every other one by as much as the newcomer's). Pre-fill seconds are at the host's rates (the
+router measures them from ``/v1/loads`` counters), else the scheduler's cost model (the simulator's
+profile); ``outstanding_s`` and ``decode_s`` are the scheduler's estimates of the calls it
+dispatched (``CallView``).
+
+``kv`` prices the binding, not just the first call (issue 13): the workflow stays on w for all its
+calls. With ``resident(w)`` the KV the workflows bound to w will hold (a shared prompt head once)
+and ``need(w) = predicted_kv_tokens - prefix_match(w)`` what the newcomer adds there (a head w
+already caches is not added again), ``pushed(R, P) = max(0, R + need - P) - max(0, R - P)`` is how
+far it pushes a pool P holding R past its size, and ``overflow(w)`` the larger of w's own
+(``pushed(resident(w), pool(w))``) and the cluster's (``pushed(sum resident, sum pool)``): while the
+cluster as a whole is full, an empty worker's room is no saving, the workflows of another prompt
+head will need it. Those tokens are evicted in tool gaps and pre-filled again, about once per later
+call of the newcomer. Where nothing overflows the term is 0 and placement is the first call's
+response time, as before; where everything does, the workers differ by the shared head's tokens
+once per later call: a worker that already holds the head saves them at every call, not only the
+first (live, a mixed placement kept two heads per 2,560-token pool and missed 2.3x more of its own
+context than sglang-router's cache_aware). Ties (within ``tie_epsilon``
+seconds) are broken by the injected RNG. O(W + calls in flight).
 """
 
 from __future__ import annotations
@@ -27,8 +43,37 @@ from saga_sgl.errors import NoEligibleWorker
 from saga_sgl.policy.views import CallView, WorkerId, WorkerView
 
 
-def completion_cost_s(call: CallView, worker_id: WorkerId) -> float:
-    """Expected response time (seconds) of ``call`` on ``worker_id`` (see the module docstring).
+def _pushed_past(resident: int, need: int, pool: int) -> int:
+    return max(0, resident + need - pool) - max(0, resident - pool)
+
+
+def kv_overflow_tokens(call: CallView, worker: WorkerView, cluster: Sequence[WorkerView] = ()) -> int:
+    """Tokens by which binding ``call``'s workflow to ``worker`` pushes a pool past its size: its own,
+    or (``cluster``: the healthy workers) all the pools together. An empty worker's room is no
+    saving while the cluster as a whole is full: the workflows of the next prompt head need it."""
+    if call.predicted_kv_tokens <= 0:
+        return 0
+    wid = worker.worker_id
+    need = max(0, call.predicted_kv_tokens - call.prefix_match_tokens.get(wid, 0))
+    own = _pushed_past(call.resident_kv_tokens.get(wid, 0), need, worker.kv_capacity_tokens)
+    if not cluster:
+        return own
+    resident = sum(call.resident_kv_tokens.get(w.worker_id, 0) for w in cluster)
+    pools = sum(w.kv_capacity_tokens for w in cluster)
+    return max(own, _pushed_past(resident, need, pools))
+
+
+def kv_pressure_s(call: CallView, worker: WorkerView, cluster: Sequence[WorkerView] = ()) -> float:
+    """``kv(w)``: seconds of re-pre-fill that binding the workflow to ``worker`` is expected to
+    cause by overflowing its pool or the cluster's (see the module docstring)."""
+    later = max(0.0, call.remaining_calls - 1.0)
+    if later <= 0.0 or call.reprefill_s_per_token <= 0.0:
+        return 0.0
+    return kv_overflow_tokens(call, worker, cluster) * later * call.reprefill_s_per_token
+
+
+def response_s(call: CallView, worker_id: WorkerId) -> float:
+    """``x + q``: expected response time (seconds) of ``call`` on ``worker_id``.
 
     A worker with no pre-fill estimate is charged the largest estimate of any worker (nothing known
     to be cached there)."""
@@ -39,9 +84,16 @@ def completion_cost_s(call: CallView, worker_id: WorkerId) -> float:
     return own + sum(min(r, own) for r in call.outstanding_s.get(worker_id, ()))
 
 
+def completion_cost_s(call: CallView, worker: WorkerView, cluster: Sequence[WorkerView] = ()) -> float:
+    """``cost(w)``: the first call's expected response time plus the binding's KV-pressure cost
+    (``cluster``: the healthy workers, for the cluster-wide overflow)."""
+    return response_s(call, worker.worker_id) + kv_pressure_s(call, worker, cluster)
+
+
 def completion_costs(call: CallView, workers: Sequence[WorkerView]) -> dict[WorkerId, float]:
     """``completion_cost_s`` of each healthy worker."""
-    return {w.worker_id: completion_cost_s(call, w.worker_id) for w in workers if w.is_healthy}
+    healthy = [w for w in workers if w.is_healthy]
+    return {w.worker_id: completion_cost_s(call, w, healthy) for w in healthy}
 
 
 def cheapest(

@@ -14,6 +14,7 @@ Randomness (ties only) comes from the ``random.Random`` given at construction. O
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,13 +23,20 @@ from typing import TYPE_CHECKING, ClassVar
 from saga_sgl.policy.decisions import Placement, PlacementReason
 from saga_sgl.policy.placement.admission import AdmissionWeights, admit
 from saga_sgl.policy.placement.affinity import affinity_placement, least_loaded
-from saga_sgl.policy.placement.completion_cost import cheapest
+from saga_sgl.policy.placement.completion_cost import (
+    cheapest,
+    completion_cost_s,
+    kv_overflow_tokens,
+    kv_pressure_s,
+)
 from saga_sgl.policy.placement.load import LoadSettings
 from saga_sgl.policy.settings import require, require_frac
 from saga_sgl.policy.views import CallView, WorkerView
 
 if TYPE_CHECKING:
     from saga_sgl.policy.interfaces import PlacementPolicy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +126,9 @@ class SagaPlacement:
         s = self.settings
         if call.affinity_worker_id is None and s.new_workflow == "completion_cost":
             w = cheapest(call, workers, self._rng, self._weights.tie_epsilon)
+            if log.isEnabledFor(logging.INFO):
+                log.info("new workflow %s (%d prompt tokens) -> %s; %s", call.workflow_id,
+                         call.prompt_tokens, w.worker_id, _priced(call, workers))
             return Placement(worker_id=w.worker_id, reason=PlacementReason.COMPLETION_COST)
         if call.affinity_worker_id is None and s.new_workflow == "admission":
             w = admit(
@@ -137,6 +148,24 @@ class SagaPlacement:
         w = least_loaded(workers, self._load, self._rng)
         return Placement(worker_id=w.worker_id, reason=PlacementReason.LEAST_LOADED)
 
+
+def _priced(call: CallView, workers: Sequence[WorkerView]) -> str:
+    """Each candidate's price and its parts, for the decision log."""
+    parts = []
+    healthy = [w for w in workers if w.is_healthy]
+    for w in healthy:
+        wid = w.worker_id
+        out = call.outstanding_s.get(wid, ())
+        parts.append(
+            f"{wid} {completion_cost_s(call, w, healthy):.3f}s"
+            f" = pre-fill {call.uncached_prefill_s.get(wid, 0.0):.3f}"
+            f" + decode {call.decode_s:.3f} + queue {sum(out):.2f}s of {len(out)} calls"
+            f" + kv {kv_pressure_s(call, w, healthy):.3f} (match {call.prefix_match_tokens.get(wid, 0)},"
+            f" resident {call.resident_kv_tokens.get(wid, 0)}/{w.kv_capacity_tokens},"
+            f" overflow {kv_overflow_tokens(call, w, healthy)})"
+        )
+    return (f"need {call.predicted_kv_tokens} tokens over {call.remaining_calls:.1f} calls at"
+            f" {call.reprefill_s_per_token * 1e3:.3f} ms/token: " + "; ".join(parts))
 
 if TYPE_CHECKING:
     _check: PlacementPolicy = SagaPlacement()
