@@ -33,7 +33,7 @@ from saga_sgl.policy.decisions import EvictionKey, Tier
 from saga_sgl.policy.victim_index import entry_key, shared_entry_view
 from saga_sgl.policy.views import CacheEntryView, WorkflowId
 from saga_sgl.worker.evictable import VICTIM_KEY_ATTR, EvictableLeaves
-from saga_sgl.worker.hints import MARK_ATTR, NodeMark
+from saga_sgl.worker.hints import MARK_ATTR, NodeMark, WorkflowHint
 
 if TYPE_CHECKING:
     from saga_sgl.policy.interfaces import EvictionPolicy
@@ -203,18 +203,7 @@ class SagaEvictionStrategy:
             (workflow_id,) = mark.workflows
             record = self.runtime.table.get(workflow_id)
             if record is not None:
-                return CacheEntryView(
-                    entry_id=node.id,
-                    num_tokens=len(node.key),
-                    depth_tokens=mark.depth_tokens,
-                    last_access_s=mark.last_use_s,
-                    workflow_id=WorkflowId(workflow_id),
-                    is_finished=record.is_finished,
-                    is_terminal=record.is_terminal,
-                    reuse_prob=record.reuse_prob,
-                    next_use_at_s=record.next_use_at_s,
-                    ttl_deadline_s=record.ttl_deadline_s,
-                )
+                return _workflow_view(node.id, len(node.key), mark, workflow_id, record)
         return shared_entry_view(self.user_views(node))
 
     def user_views(self, node: Any) -> list[CacheEntryView]:
@@ -244,20 +233,7 @@ class SagaEvictionStrategy:
                 )
             )
         for workflow_id, record in known:
-            views.append(
-                CacheEntryView(
-                    entry_id=node.id,
-                    num_tokens=num_tokens,
-                    depth_tokens=mark.depth_tokens,
-                    last_access_s=mark.last_use_s,
-                    workflow_id=WorkflowId(workflow_id),
-                    is_finished=record.is_finished,
-                    is_terminal=record.is_terminal,
-                    reuse_prob=record.reuse_prob,
-                    next_use_at_s=record.next_use_at_s,
-                    ttl_deadline_s=record.ttl_deadline_s,
-                )
-            )
+            views.append(_workflow_view(node.id, num_tokens, mark, workflow_id, record))
         return views
 
     def fallback_key(self, node: Any) -> EvictionKey:
@@ -286,6 +262,24 @@ def _native_absent_reason() -> str:
     if saga_kernels.NativeKeyHeap is None:
         return f"native kernels not built: {saga_kernels.NATIVE_IMPORT_ERROR}; run scripts/setup.sh"
     return "SAGA_KERNELS=python"
+
+
+def _workflow_view(
+    entry_id: int, num_tokens: int, mark: NodeMark, workflow_id: str, record: WorkflowHint
+) -> CacheEntryView:
+    """One tracked workflow's view of a marked node: the hint's state at the node's last use."""
+    return CacheEntryView(
+        entry_id=entry_id,
+        num_tokens=num_tokens,
+        depth_tokens=mark.depth_tokens,
+        last_access_s=mark.last_use_s,
+        workflow_id=WorkflowId(workflow_id),
+        is_finished=record.is_finished,
+        is_terminal=record.is_terminal,
+        reuse_prob=record.reuse_prob,
+        next_use_at_s=record.next_use_at_s,
+        ttl_deadline_s=record.ttl_deadline_s,
+    )
 
 
 def _depth_tokens(node: Any) -> int:

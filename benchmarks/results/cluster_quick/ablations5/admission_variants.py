@@ -11,6 +11,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,28 +20,21 @@ sys.path.insert(0, str(ROOT))
 
 import benchmarks.cluster as C  # noqa: E402
 from saga_sgl.sim import rows as R  # noqa: E402
+from saga_sgl.sim.policies import RowSpec  # noqa: E402
+
+
+def _admission_variant(label: str, **admission: Any) -> RowSpec:
+    """The SAGA row with these admission-control settings changed."""
+    return dataclasses.replace(
+        R.SAGA, label=label, admission=dataclasses.replace(R.ADMISSION_CONTROL, **admission)
+    )
+
 
 VARIANTS = {
-    "saga-admission_1.1x": dataclasses.replace(
-        R.SAGA,
-        label="saga-admission_1.1x",
-        admission=dataclasses.replace(R.ADMISSION_CONTROL, kv_threshold_frac=1.1),
-    ),
-    "saga-admission_1.2x": dataclasses.replace(
-        R.SAGA,
-        label="saga-admission_1.2x",
-        admission=dataclasses.replace(R.ADMISSION_CONTROL, kv_threshold_frac=1.2),
-    ),
-    "saga-bound_at_0.9_peak": dataclasses.replace(
-        R.SAGA,
-        label="saga-bound_at_0.9_peak",
-        admission=dataclasses.replace(R.ADMISSION_CONTROL, bound_footprint_frac=0.9),
-    ),
-    "saga-bound_at_0.8_peak": dataclasses.replace(
-        R.SAGA,
-        label="saga-bound_at_0.8_peak",
-        admission=dataclasses.replace(R.ADMISSION_CONTROL, bound_footprint_frac=0.8),
-    ),
+    "saga-admission_1.1x": _admission_variant("saga-admission_1.1x", kv_threshold_frac=1.1),
+    "saga-admission_1.2x": _admission_variant("saga-admission_1.2x", kv_threshold_frac=1.2),
+    "saga-bound_at_0.9_peak": _admission_variant("saga-bound_at_0.9_peak", bound_footprint_frac=0.9),
+    "saga-bound_at_0.8_peak": _admission_variant("saga-bound_at_0.8_peak", bound_footprint_frac=0.8),
 }
 for cap in (6, 8):
     for order in ("srpt", "urgency"):
