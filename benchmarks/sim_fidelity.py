@@ -95,6 +95,7 @@ class CpuProfileCostModel(ProfileCostModel):
         self._lin_ms = _Piecewise([[n, ms * speed] for n, ms in profile["linear_ms"]["points"]])
         self._ar_ms = None
         self._const_cache: dict[int, float] = {}
+        self._prefill_cache: dict[tuple[int, int], float] = {}
         # prefill_attention_s = 4 L d q (P + q/2) * s_per_flop  ==  c_attn q (P + q/2)
         self._pf_attn_s_per_flop = speed * profile["prefill_attn_s_per_token2"] / (4 * layers * hidden)
         self.decode_attn_s_per_kv_token = speed * profile["decode_attn_s_per_kv_token"]
