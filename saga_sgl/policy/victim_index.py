@@ -214,36 +214,31 @@ class VictimIndex:
         item = self._entries.pop(entry_id, None)
         if item is None:
             return False
-        self._heap.remove(entry_id)
-        if self._recency is not None:
-            self._recency.remove(entry_id)
-        if item[1][0] == _PROTECTED:
-            self._protected_tokens -= item[0].num_tokens
-            self._deadlines.remove(entry_id)
+        self._unindex(entry_id, item)
         return True
 
     def peek(self, now_s: float, pressure: float) -> CacheEntryView | None:
         """The entry the policy would evict now, without removing it; None if the index is empty."""
-        top = self._choose(now_s, pressure, record=False)
+        top = self._choose(now_s, pressure, False)
         return None if top is None else self._entries[top][0]
 
     def pop(self, now_s: float, pressure: float) -> CacheEntryView | None:
         """Remove and return the entry to evict now; None if the index is empty."""
-        top = self._choose(now_s, pressure, record=True)
+        top = self._choose(now_s, pressure, True)
         if top is None:
             return None
-        view = self._entries[top][0]
-        self.remove(top)
-        return view
+        item = self._entries.pop(top)
+        self._unindex(top, item)
+        return item[0]
 
     def pop_keyed(self, now_s: float, pressure: float) -> tuple[CacheEntryView, EvictionKey] | None:
         """Like ``pop``, with the key the victim was chosen by (hosts count victims by its tier)."""
-        top = self._choose(now_s, pressure, record=True)
+        top = self._choose(now_s, pressure, True)
         if top is None:
             return None
-        view, key, _, _ = self._entries[top]
-        self.remove(top)
-        return view, key
+        item = self._entries.pop(top)
+        self._unindex(top, item)
+        return item[0], item[1]
 
     def pop_tokens(self, num_tokens: int, now_s: float, pressure: float) -> list[CacheEntryView]:
         """Pop victims in order until they hold at least ``num_tokens`` (or the index is empty).
@@ -304,41 +299,66 @@ class VictimIndex:
         elif old is not None and old[1][0] == _PROTECTED:
             self._deadlines.remove(entry_id)
 
-    def _choose(self, now_s: float, pressure: float, *, record: bool) -> int | None:
+    def _unindex(self, entry_id: int, item: tuple[CacheEntryView, EvictionKey, bool, float]) -> None:
+        """Drop ``entry_id`` (already popped from ``_entries`` as ``item``) from the heaps."""
+        self._heap.remove(entry_id)
+        if self._recency is not None:
+            self._recency.remove(entry_id)
+        if item[1][0] == _PROTECTED:
+            self._protected_tokens -= item[0].num_tokens
+            self._deadlines.remove(entry_id)
+
+    def _choose(self, now_s: float, pressure: float, record: bool) -> int | None:
         """The victim: the policy's, or (guarded, where they differ) the guard's pick of it vs the
         recency victim. A recency key whose tier went stale is re-keyed first (lazily, as ``_select``
-        does for the policy's keys), which can move the policy's victim too: then both are re-read."""
-        guard, recency, entries = self.guard, self._recency, self._entries
+        does for the policy's keys), which can move the policy's victim too: then both are re-read.
+
+        Hot path (one decision of a steady cache): no TTL due, the policy's top not stale: two heap
+        tops, one stale check each, the guard's current choice; no call into ``_select``."""
         memo = self._protect_memo
         protects = memo[1] if pressure == memo[0] else self._protects(pressure)
-        check_all = self.revalidate_all or now_s < self._now_high
-        if now_s > self._now_high:
+        if now_s < self._now_high:
+            check_all = True
+        else:
             self._now_high = now_s
+            check_all = self.revalidate_all
+        entries, deadlines = self._entries, self._deadlines
         while True:
-            predicted = self._select(now_s, pressure, protects, check_all)
-            if predicted is None or guard is None or recency is None:
+            predicted: int | None = None
+            if not check_all and not (len(deadlines) and (now_s >= self._deadline_floor or not protects)):
+                top = self._heap.top()
+                if top is not None:
+                    item = entries[top]
+                    if now_s < item[3] and item[2] is protects:  # not stale (see ``_select``)
+                        predicted = top
+            if predicted is None:
+                predicted = self._select(now_s, pressure, protects, check_all)
+            guard = self.guard
+            if predicted is None or guard is None:
                 return predicted
-            lru = recency.top()
+            lru = self._recency.top()  # type: ignore[union-attr]  # guarded: the recency heap exists
             if lru is None or lru == predicted:
                 return predicted
-            l_view, l_key, l_protects, l_valid_until_s = entries[lru]
-            if now_s >= l_valid_until_s or l_protects is not protects or check_all:  # stale
-                fresh = entry_key(self._policy, l_view, now_s, pressure)
-                if fresh[0] != l_key[0]:
-                    self._push(l_view, fresh, protects, now_s)
+            l_item = entries[lru]
+            if now_s >= l_item[3] or l_item[2] is not protects or check_all:  # stale
+                fresh = entry_key(self._policy, l_item[0], now_s, pressure)
+                if fresh[0] != l_item[1][0]:
+                    self._push(l_item[0], fresh, protects, now_s)
                     continue
-            follow = guard.follows_prediction()
+            follow = guard.follows
             if record:
                 p_view = entries[predicted][0]
+                l_view = l_item[0]
                 v, sp = (p_view, l_view) if follow else (l_view, p_view)
                 content_of = self._content_of
-                guard.on_disagreement(
-                    v.entry_id if content_of is None else content_of(v),
-                    v.num_tokens,
-                    sp.entry_id if content_of is None else content_of(sp),
-                    sp.num_tokens,
-                    predicted_chose=follow,
-                )
+                if content_of is None:
+                    guard.on_disagreement(
+                        v.entry_id, v.num_tokens, sp.entry_id, sp.num_tokens, predicted_chose=follow
+                    )
+                else:
+                    guard.on_disagreement(
+                        content_of(v), v.num_tokens, content_of(sp), sp.num_tokens, predicted_chose=follow
+                    )
             return predicted if follow else lru
 
     def _rekey(self, entry_id: int, now_s: float, pressure: float, protects: bool) -> None:

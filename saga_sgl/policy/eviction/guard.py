@@ -84,12 +84,14 @@ class RecencyGuard:
         "_by_spared",
         "_by_victim",
         "_decay",
+        "_max_pending",
         "_pairs",
         "_seq",
         "_z2",
         "chose_lru",
         "chose_prediction",
         "energy",
+        "follows",
         "score",
         "settings",
         "votes",
@@ -99,10 +101,13 @@ class RecencyGuard:
         self.settings = s = settings or RecencyGuardSettings()
         self._decay = 1.0 - 1.0 / max(1.0, s.window)
         self._z2 = s.confidence * s.confidence
+        self._max_pending = s.max_pending
         self.score = 0.0
         """Decayed sum of settled votes in tokens; < 0: LRU has chosen better lately."""
         self.energy = 0.0
         """Decayed sum of squared votes: the variance of ``score`` if the votes were coin flips."""
+        self.follows = True
+        """``follows_prediction()``, kept current by each vote (the index reads it once per disagreement)."""
         self._pairs: OrderedDict[int, _Pair] = OrderedDict()
         self._by_victim: dict[Hashable, int] = {}
         self._by_spared: dict[Hashable, dict[int, None]] = {}
@@ -116,8 +121,7 @@ class RecencyGuard:
 
     def follows_prediction(self) -> bool:
         """Follow the predicted key's victim at the next disagreement (else LRU's)."""
-        score = self.score
-        return score >= 0.0 or score * score <= self._z2 * self.energy
+        return self.follows
 
     def on_disagreement(
         self,
@@ -142,32 +146,35 @@ class RecencyGuard:
             self._drop(old)
         pairs[pid] = (victim, victim_tokens, spared, spared_tokens, sign)
         by_victim[victim] = pid
-        pids = self._by_spared.get(spared)
+        by_spared = self._by_spared
+        pids = by_spared.get(spared)
         if pids is None:
-            self._by_spared[spared] = {pid: None}
+            by_spared[spared] = {pid: None}
         else:
             pids[pid] = None
-        if len(pairs) > self.settings.max_pending:
+        if len(pairs) > self._max_pending:
             self._drop(next(iter(pairs)))
 
     def on_use(self, content: Hashable) -> None:
         """``content`` was read (a hit or a miss): settle the pairs it belongs to."""
         pid = self._by_victim.get(content)
         if pid is not None:
-            _, victim_tokens, _, _, sign = self._pairs[pid]
-            self._vote(-sign * victim_tokens)
+            pair = self._pairs[pid]
+            self._vote(-pair[4] * pair[1])
             self._drop(pid)
         spared = self._by_spared.get(content)
         if spared:  # most reads settle nothing: no list is built for them
             for pid in list(spared):
-                _, _, _, spared_tokens, sign = self._pairs[pid]
-                self._vote(sign * spared_tokens)
+                pair = self._pairs[pid]
+                self._vote(pair[4] * pair[3])
                 self._drop(pid)
 
     def _vote(self, tokens: float) -> None:
         self.votes += 1
-        self.score = self.score * self._decay + tokens
-        self.energy = self.energy * self._decay * self._decay + tokens * tokens
+        decay = self._decay
+        self.score = score = self.score * decay + tokens
+        self.energy = energy = self.energy * decay * decay + tokens * tokens
+        self.follows = score >= 0.0 or score * score <= self._z2 * energy
 
     def _drop(self, pid: int) -> None:
         pair = self._pairs.pop(pid, None)
