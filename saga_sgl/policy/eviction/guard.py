@@ -45,7 +45,6 @@ identity that survives eviction (a block hash, a radix path), or the guard learn
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -85,6 +84,7 @@ class RecencyGuard:
         "_by_victim",
         "_decay",
         "_max_pending",
+        "_oldest",
         "_pairs",
         "_seq",
         "_z2",
@@ -108,10 +108,13 @@ class RecencyGuard:
         """Decayed sum of squared votes: the variance of ``score`` if the votes were coin flips."""
         self.follows = True
         """``follows_prediction()``, kept current by each vote (the index reads it once per disagreement)."""
-        self._pairs: OrderedDict[int, _Pair] = OrderedDict()
+        self._pairs: dict[int, _Pair] = {}
+        """Unsettled pairs by id; ids grow, so the oldest live one is the smallest (``_oldest``)."""
+        self._oldest = 1
+        """No live pair id is below this (advanced lazily past settled ids: amortised O(1))."""
         self._by_victim: dict[Hashable, int] = {}
-        self._by_spared: dict[Hashable, dict[int, None]] = {}
-        """Pairs by their spared entry (an ordered set of pair ids)."""
+        self._by_spared: dict[Hashable, int | dict[int, None]] = {}
+        """Pairs by their spared entry: one pair id, or an ordered set of them (oldest first)."""
         self._seq = 0
         self.votes = 0
         """Settled disagreements (for logs and tests)."""
@@ -149,11 +152,17 @@ class RecencyGuard:
         by_spared = self._by_spared
         pids = by_spared.get(spared)
         if pids is None:
-            by_spared[spared] = {pid: None}
+            by_spared[spared] = pid  # the common case: no set built
+        elif type(pids) is int:
+            by_spared[spared] = {pids: None, pid: None}
         else:
-            pids[pid] = None
+            pids[pid] = None  # type: ignore[index]  # an ordered set (the int case is above)
         if len(pairs) > self._max_pending:
-            self._drop(next(iter(pairs)))
+            oldest = self._oldest
+            while oldest not in pairs:
+                oldest += 1
+            self._oldest = oldest
+            self._drop(oldest)
 
     def on_use(self, content: Hashable) -> None:
         """``content`` was read (a hit or a miss): settle the pairs it belongs to."""
@@ -163,8 +172,8 @@ class RecencyGuard:
             self._vote(-pair[4] * pair[1])
             self._drop(pid)
         spared = self._by_spared.get(content)
-        if spared:  # most reads settle nothing: no list is built for them
-            for pid in list(spared):
+        if spared is not None:  # most reads settle nothing: no list is built for them
+            for pid in (spared,) if type(spared) is int else list(spared):  # type: ignore[arg-type]
                 pair = self._pairs[pid]
                 self._vote(pair[4] * pair[3])
                 self._drop(pid)
@@ -180,10 +189,14 @@ class RecencyGuard:
         pair = self._pairs.pop(pid, None)
         if pair is None:
             return
-        victim, _, spared, _, _ = pair
-        if self._by_victim.get(victim) == pid:
-            del self._by_victim[victim]
-        pids = self._by_spared[spared]
-        del pids[pid]
-        if not pids:
-            del self._by_spared[spared]
+        victim, spared = pair[0], pair[2]
+        by_victim, by_spared = self._by_victim, self._by_spared
+        if by_victim.get(victim) == pid:
+            del by_victim[victim]
+        pids = by_spared[spared]
+        if type(pids) is int:
+            del by_spared[spared]  # its one pair (a set never shrinks back to an int)
+        else:
+            del pids[pid]  # type: ignore[union-attr]  # an ordered set (the int case is above)
+            if not pids:
+                del by_spared[spared]
