@@ -278,32 +278,41 @@ class VictimIndex:
 
     def _push(self, entry: CacheEntryView, key: EvictionKey, protects: bool, now_s: float) -> None:
         entry_id = entry.entry_id
-        old = self._entries.get(entry_id)
-        if old is not None and old[1][0] == _PROTECTED:
-            self._protected_tokens -= old[0].num_tokens
+        entries = self._entries
+        old = entries.get(entry_id)
+        old_protected = old is not None and old[1][0] == _PROTECTED
+        if old_protected:
+            self._protected_tokens -= old[0].num_tokens  # type: ignore[index]  # old_protected: not None
         deadline = entry.ttl_deadline_s
-        valid_until_s = deadline if deadline is not None and deadline > now_s else math.inf
-        self._entries[entry_id] = (entry, key, protects, valid_until_s)
+        entries[entry_id] = (
+            entry,
+            key,
+            protects,
+            deadline if deadline is not None and deadline > now_s else math.inf,  # valid until
+        )
         self._heap.push(key)
-        if self._recency is not None and (
-            old is None or old[1][0] != key[0] or old[0].last_access_s != entry.last_access_s
-        ):
+        recency = self._recency
+        tier = key[0]
+        if recency is not None:
             last = entry.last_access_s
-            self._recency.push((key[0], last if last == last else math.inf, 0.0, entry_id))
-        if key[0] == _PROTECTED:
+            # Pushed only when the recency key (tier, last access) changed: an unchanged one stays.
+            if old is None or old[1][0] != tier or old[0].last_access_s != last:
+                recency.push((tier, last if last == last else math.inf, 0.0, entry_id))
+        if tier == _PROTECTED:
             self._protected_tokens += entry.num_tokens
             deadline = math.inf if deadline is None else deadline
             self._deadlines.push((0, deadline, 0.0, entry_id))
             if deadline < self._deadline_floor:
                 self._deadline_floor = deadline
-        elif old is not None and old[1][0] == _PROTECTED:
+        elif old_protected:
             self._deadlines.remove(entry_id)
 
     def _unindex(self, entry_id: int, item: tuple[CacheEntryView, EvictionKey, bool, float]) -> None:
         """Drop ``entry_id`` (already popped from ``_entries`` as ``item``) from the heaps."""
         self._heap.remove(entry_id)
-        if self._recency is not None:
-            self._recency.remove(entry_id)
+        recency = self._recency
+        if recency is not None:
+            recency.remove(entry_id)
         if item[1][0] == _PROTECTED:
             self._protected_tokens -= item[0].num_tokens
             self._deadlines.remove(entry_id)
@@ -322,11 +331,11 @@ class VictimIndex:
         else:
             self._now_high = now_s
             check_all = self.revalidate_all
-        entries, deadlines = self._entries, self._deadlines
+        entries, deadlines, heap = self._entries, self._deadlines, self._heap
         while True:
             predicted: int | None = None
             if not check_all and not (len(deadlines) and (now_s >= self._deadline_floor or not protects)):
-                top = self._heap.top()
+                top = heap.top()
                 if top is not None:
                     item = entries[top]
                     if now_s < item[3] and item[2] is protects:  # not stale (see ``_select``)
@@ -347,9 +356,10 @@ class VictimIndex:
                     continue
             follow = guard.follows
             if record:
-                p_view = entries[predicted][0]
-                l_view = l_item[0]
-                v, sp = (p_view, l_view) if follow else (l_view, p_view)
+                if follow:
+                    v, sp = entries[predicted][0], l_item[0]
+                else:
+                    v, sp = l_item[0], entries[predicted][0]
                 content_of = self._content_of
                 if content_of is None:
                     guard.on_disagreement(
