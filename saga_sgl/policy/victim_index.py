@@ -228,7 +228,14 @@ class VictimIndex:
         if top is None:
             return None
         item = self._entries.pop(top)
-        self._unindex(top, item)
+        # ``_unindex`` inlined: this is the hot path of every eviction.
+        self._heap.remove(top)
+        recency = self._recency
+        if recency is not None:
+            recency.remove(top)
+        if item[1][0] == _PROTECTED:
+            self._protected_tokens -= item[0].num_tokens
+            self._deadlines.remove(top)
         return item[0]
 
     def pop_keyed(self, now_s: float, pressure: float) -> tuple[CacheEntryView, EvictionKey] | None:
