@@ -214,36 +214,38 @@ class VictimIndex:
         item = self._entries.pop(entry_id, None)
         if item is None:
             return False
-        self._heap.remove(entry_id)
-        if self._recency is not None:
-            self._recency.remove(entry_id)
-        if item[1][0] == _PROTECTED:
-            self._protected_tokens -= item[0].num_tokens
-            self._deadlines.remove(entry_id)
+        self._unindex(entry_id, item)
         return True
 
     def peek(self, now_s: float, pressure: float) -> CacheEntryView | None:
         """The entry the policy would evict now, without removing it; None if the index is empty."""
-        top = self._choose(now_s, pressure, record=False)
+        top = self._choose(now_s, pressure, False)
         return None if top is None else self._entries[top][0]
 
     def pop(self, now_s: float, pressure: float) -> CacheEntryView | None:
         """Remove and return the entry to evict now; None if the index is empty."""
-        top = self._choose(now_s, pressure, record=True)
+        top = self._choose(now_s, pressure, True)
         if top is None:
             return None
-        view = self._entries[top][0]
-        self.remove(top)
-        return view
+        item = self._entries.pop(top)
+        # ``_unindex`` inlined: this is the hot path of every eviction.
+        self._heap.remove(top)
+        recency = self._recency
+        if recency is not None:
+            recency.remove(top)
+        if item[1][0] == _PROTECTED:
+            self._protected_tokens -= item[0].num_tokens
+            self._deadlines.remove(top)
+        return item[0]
 
     def pop_keyed(self, now_s: float, pressure: float) -> tuple[CacheEntryView, EvictionKey] | None:
         """Like ``pop``, with the key the victim was chosen by (hosts count victims by its tier)."""
-        top = self._choose(now_s, pressure, record=True)
+        top = self._choose(now_s, pressure, True)
         if top is None:
             return None
-        view, key, _, _ = self._entries[top]
-        self.remove(top)
-        return view, key
+        item = self._entries.pop(top)
+        self._unindex(top, item)
+        return item[0], item[1]
 
     def pop_tokens(self, num_tokens: int, now_s: float, pressure: float) -> list[CacheEntryView]:
         """Pop victims in order until they hold at least ``num_tokens`` (or the index is empty).
@@ -283,62 +285,97 @@ class VictimIndex:
 
     def _push(self, entry: CacheEntryView, key: EvictionKey, protects: bool, now_s: float) -> None:
         entry_id = entry.entry_id
-        old = self._entries.get(entry_id)
-        if old is not None and old[1][0] == _PROTECTED:
-            self._protected_tokens -= old[0].num_tokens
+        entries = self._entries
+        old = entries.get(entry_id)
+        old_protected = old is not None and old[1][0] == _PROTECTED
+        if old_protected:
+            self._protected_tokens -= old[0].num_tokens  # type: ignore[index]  # old_protected: not None
         deadline = entry.ttl_deadline_s
-        valid_until_s = deadline if deadline is not None and deadline > now_s else math.inf
-        self._entries[entry_id] = (entry, key, protects, valid_until_s)
+        entries[entry_id] = (
+            entry,
+            key,
+            protects,
+            deadline if deadline is not None and deadline > now_s else math.inf,  # valid until
+        )
         self._heap.push(key)
-        if self._recency is not None and (
-            old is None or old[1][0] != key[0] or old[0].last_access_s != entry.last_access_s
-        ):
+        recency = self._recency
+        tier = key[0]
+        if recency is not None:
             last = entry.last_access_s
-            self._recency.push((key[0], last if last == last else math.inf, 0.0, entry_id))
-        if key[0] == _PROTECTED:
+            # Pushed only when the recency key (tier, last access) changed: an unchanged one stays.
+            if old is None or old[1][0] != tier or old[0].last_access_s != last:
+                recency.push((tier, last if last == last else math.inf, 0.0, entry_id))
+        if tier == _PROTECTED:
             self._protected_tokens += entry.num_tokens
             deadline = math.inf if deadline is None else deadline
             self._deadlines.push((0, deadline, 0.0, entry_id))
             if deadline < self._deadline_floor:
                 self._deadline_floor = deadline
-        elif old is not None and old[1][0] == _PROTECTED:
+        elif old_protected:
             self._deadlines.remove(entry_id)
 
-    def _choose(self, now_s: float, pressure: float, *, record: bool) -> int | None:
+    def _unindex(self, entry_id: int, item: tuple[CacheEntryView, EvictionKey, bool, float]) -> None:
+        """Drop ``entry_id`` (already popped from ``_entries`` as ``item``) from the heaps."""
+        self._heap.remove(entry_id)
+        recency = self._recency
+        if recency is not None:
+            recency.remove(entry_id)
+        if item[1][0] == _PROTECTED:
+            self._protected_tokens -= item[0].num_tokens
+            self._deadlines.remove(entry_id)
+
+    def _choose(self, now_s: float, pressure: float, record: bool) -> int | None:
         """The victim: the policy's, or (guarded, where they differ) the guard's pick of it vs the
         recency victim. A recency key whose tier went stale is re-keyed first (lazily, as ``_select``
-        does for the policy's keys), which can move the policy's victim too: then both are re-read."""
-        guard, recency, entries = self.guard, self._recency, self._entries
+        does for the policy's keys), which can move the policy's victim too: then both are re-read.
+
+        Hot path (one decision of a steady cache): no TTL due, the policy's top not stale: two heap
+        tops, one stale check each, the guard's current choice; no call into ``_select``."""
         memo = self._protect_memo
         protects = memo[1] if pressure == memo[0] else self._protects(pressure)
-        check_all = self.revalidate_all or now_s < self._now_high
-        if now_s > self._now_high:
+        if now_s < self._now_high:
+            check_all = True
+        else:
             self._now_high = now_s
+            check_all = self.revalidate_all
+        entries, deadlines, heap = self._entries, self._deadlines, self._heap
         while True:
-            predicted = self._select(now_s, pressure, protects, check_all)
-            if predicted is None or guard is None or recency is None:
+            predicted: int | None = None
+            if not check_all and not (len(deadlines) and (now_s >= self._deadline_floor or not protects)):
+                top = heap.top()
+                if top is not None:
+                    item = entries[top]
+                    if now_s < item[3] and item[2] is protects:  # not stale (see ``_select``)
+                        predicted = top
+            if predicted is None:
+                predicted = self._select(now_s, pressure, protects, check_all)
+            guard = self.guard
+            if predicted is None or guard is None:
                 return predicted
-            lru = recency.top()
+            lru = self._recency.top()  # type: ignore[union-attr]  # guarded: the recency heap exists
             if lru is None or lru == predicted:
                 return predicted
-            l_view, l_key, l_protects, l_valid_until_s = entries[lru]
-            if now_s >= l_valid_until_s or l_protects is not protects or check_all:  # stale
-                fresh = entry_key(self._policy, l_view, now_s, pressure)
-                if fresh[0] != l_key[0]:
-                    self._push(l_view, fresh, protects, now_s)
+            l_item = entries[lru]
+            if now_s >= l_item[3] or l_item[2] is not protects or check_all:  # stale
+                fresh = entry_key(self._policy, l_item[0], now_s, pressure)
+                if fresh[0] != l_item[1][0]:
+                    self._push(l_item[0], fresh, protects, now_s)
                     continue
-            follow = guard.follows_prediction()
+            follow = guard.follows
             if record:
-                p_view = entries[predicted][0]
-                v, sp = (p_view, l_view) if follow else (l_view, p_view)
+                if follow:
+                    v, sp = entries[predicted][0], l_item[0]
+                else:
+                    v, sp = l_item[0], entries[predicted][0]
                 content_of = self._content_of
-                guard.on_disagreement(
-                    v.entry_id if content_of is None else content_of(v),
-                    v.num_tokens,
-                    sp.entry_id if content_of is None else content_of(sp),
-                    sp.num_tokens,
-                    predicted_chose=follow,
-                )
+                if content_of is None:
+                    guard.on_disagreement(
+                        v.entry_id, v.num_tokens, sp.entry_id, sp.num_tokens, predicted_chose=follow
+                    )
+                else:
+                    guard.on_disagreement(
+                        content_of(v), v.num_tokens, content_of(sp), sp.num_tokens, predicted_chose=follow
+                    )
             return predicted if follow else lru
 
     def _rekey(self, entry_id: int, now_s: float, pressure: float, protects: bool) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from factories import make_entry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from saga_sgl.policy.decisions import Tier
+from saga_sgl.policy.eviction.guard import RecencyGuard, RecencyGuardSettings
 from saga_sgl.policy.eviction.lru import LruEviction
 from saga_sgl.policy.eviction.reuse_time import ReuseTimeEviction
 from saga_sgl.policy.eviction.vllm_prefix import VllmPrefixEviction
@@ -168,3 +171,92 @@ def test_entry_added_under_protection_is_released_when_usage_is_already_high() -
     index.add(make_entry(1, reuse_prob=0.0, ttl_deadline_s=100.0), 0.0, 0.5)
     top = index.peek(1.0, 0.95)
     assert top is not None and top.entry_id == 1
+
+
+class _ReferenceGuard:
+    """The recency guard's bookkeeping written plainly (an OrderedDict of pairs, a set per spared
+    entry): ``RecencyGuard``'s faster structures must give the same votes, score and choices."""
+
+    def __init__(self, settings: RecencyGuardSettings) -> None:
+        self.max_pending = settings.max_pending
+        self.decay = 1.0 - 1.0 / max(1.0, settings.window)
+        self.z2 = settings.confidence * settings.confidence
+        self.score = self.energy = 0.0
+        self.votes = self.seq = 0
+        self.pairs: OrderedDict[int, tuple[object, int, object, int, float]] = OrderedDict()
+        self.by_victim: dict[object, int] = {}
+        self.by_spared: dict[object, dict[int, None]] = {}
+
+    def follows_prediction(self) -> bool:
+        return self.score >= 0.0 or self.score * self.score <= self.z2 * self.energy
+
+    def on_disagreement(
+        self, victim: object, vt: int, spared: object, st_: int, predicted_chose: bool
+    ) -> None:
+        self.seq += 1
+        if victim in self.by_victim:
+            self.drop(self.by_victim[victim])
+        self.pairs[self.seq] = (victim, vt, spared, st_, 1.0 if predicted_chose else -1.0)
+        self.by_victim[victim] = self.seq
+        self.by_spared.setdefault(spared, {})[self.seq] = None
+        if len(self.pairs) > self.max_pending:
+            self.drop(next(iter(self.pairs)))
+
+    def on_use(self, content: object) -> None:
+        if content in self.by_victim:
+            pid = self.by_victim[content]
+            self.vote(-self.pairs[pid][4] * self.pairs[pid][1])
+            self.drop(pid)
+        for pid in list(self.by_spared.get(content, {})):
+            self.vote(self.pairs[pid][4] * self.pairs[pid][3])
+            self.drop(pid)
+
+    def vote(self, tokens: float) -> None:
+        self.votes += 1
+        self.score = self.score * self.decay + tokens
+        self.energy = self.energy * self.decay * self.decay + tokens * tokens
+
+    def drop(self, pid: int) -> None:
+        pair = self.pairs.pop(pid, None)
+        if pair is None:
+            return
+        if self.by_victim.get(pair[0]) == pid:
+            del self.by_victim[pair[0]]
+        del self.by_spared[pair[2]][pid]
+        if not self.by_spared[pair[2]]:
+            del self.by_spared[pair[2]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("dis"),
+                st.integers(0, 9),
+                st.integers(1, 500),
+                st.integers(0, 9),
+                st.integers(1, 500),
+                st.booleans(),
+            ),
+            st.tuples(st.just("use"), st.integers(0, 9)),
+        ),
+        max_size=120,
+    ),
+)
+def test_recency_guard_bookkeeping_matches_the_plain_reference(max_pending: int, ops: list[tuple]) -> None:
+    settings_ = RecencyGuardSettings(window=4.0, max_pending=max_pending, confidence=0.5)
+    fast, ref = RecencyGuard(settings_), _ReferenceGuard(settings_)
+    for op in ops:
+        assert fast.follows_prediction() == ref.follows_prediction()
+        if op[0] == "dis":
+            follow = fast.follows_prediction()
+            fast.on_disagreement(op[1], op[2], op[3], op[4], predicted_chose=follow)
+            ref.on_disagreement(op[1], op[2], op[3], op[4], follow)
+        else:
+            fast.on_use(op[1])
+            ref.on_use(op[1])
+        # Bit-identical: the same votes in the same order give the same floats.
+        assert (fast.votes, fast.score, fast.energy) == (ref.votes, ref.score, ref.energy)
+        assert len(fast._pairs) == len(ref.pairs) <= max_pending

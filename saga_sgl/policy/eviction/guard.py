@@ -45,7 +45,6 @@ identity that survives eviction (a block hash, a radix path), or the guard learn
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -84,12 +83,15 @@ class RecencyGuard:
         "_by_spared",
         "_by_victim",
         "_decay",
+        "_max_pending",
+        "_oldest",
         "_pairs",
         "_seq",
         "_z2",
         "chose_lru",
         "chose_prediction",
         "energy",
+        "follows",
         "score",
         "settings",
         "votes",
@@ -99,14 +101,20 @@ class RecencyGuard:
         self.settings = s = settings or RecencyGuardSettings()
         self._decay = 1.0 - 1.0 / max(1.0, s.window)
         self._z2 = s.confidence * s.confidence
+        self._max_pending = s.max_pending
         self.score = 0.0
         """Decayed sum of settled votes in tokens; < 0: LRU has chosen better lately."""
         self.energy = 0.0
         """Decayed sum of squared votes: the variance of ``score`` if the votes were coin flips."""
-        self._pairs: OrderedDict[int, _Pair] = OrderedDict()
+        self.follows = True
+        """``follows_prediction()``, kept current by each vote (the index reads it once per disagreement)."""
+        self._pairs: dict[int, _Pair] = {}
+        """Unsettled pairs by id; ids grow, so the oldest live one is the smallest (``_oldest``)."""
+        self._oldest = 1
+        """No live pair id is below this (advanced lazily past settled ids: amortised O(1))."""
         self._by_victim: dict[Hashable, int] = {}
-        self._by_spared: dict[Hashable, dict[int, None]] = {}
-        """Pairs by their spared entry (an ordered set of pair ids)."""
+        self._by_spared: dict[Hashable, int | dict[int, None]] = {}
+        """Pairs by their spared entry: one pair id, or an ordered set of them (oldest first)."""
         self._seq = 0
         self.votes = 0
         """Settled disagreements (for logs and tests)."""
@@ -116,8 +124,7 @@ class RecencyGuard:
 
     def follows_prediction(self) -> bool:
         """Follow the predicted key's victim at the next disagreement (else LRU's)."""
-        score = self.score
-        return score >= 0.0 or score * score <= self._z2 * self.energy
+        return self.follows
 
     def on_disagreement(
         self,
@@ -142,41 +149,54 @@ class RecencyGuard:
             self._drop(old)
         pairs[pid] = (victim, victim_tokens, spared, spared_tokens, sign)
         by_victim[victim] = pid
-        pids = self._by_spared.get(spared)
+        by_spared = self._by_spared
+        pids = by_spared.get(spared)
         if pids is None:
-            self._by_spared[spared] = {pid: None}
+            by_spared[spared] = pid  # the common case: no set built
+        elif type(pids) is int:
+            by_spared[spared] = {pids: None, pid: None}
         else:
-            pids[pid] = None
-        if len(pairs) > self.settings.max_pending:
-            self._drop(next(iter(pairs)))
+            pids[pid] = None  # type: ignore[index]  # an ordered set (the int case is above)
+        if len(pairs) > self._max_pending:
+            oldest = self._oldest
+            while oldest not in pairs:
+                oldest += 1
+            self._oldest = oldest
+            self._drop(oldest)
 
     def on_use(self, content: Hashable) -> None:
         """``content`` was read (a hit or a miss): settle the pairs it belongs to."""
         pid = self._by_victim.get(content)
         if pid is not None:
-            _, victim_tokens, _, _, sign = self._pairs[pid]
-            self._vote(-sign * victim_tokens)
+            pair = self._pairs[pid]
+            self._vote(-pair[4] * pair[1])
             self._drop(pid)
         spared = self._by_spared.get(content)
-        if spared:  # most reads settle nothing: no list is built for them
-            for pid in list(spared):
-                _, _, _, spared_tokens, sign = self._pairs[pid]
-                self._vote(sign * spared_tokens)
+        if spared is not None:  # most reads settle nothing: no list is built for them
+            for pid in (spared,) if type(spared) is int else list(spared):  # type: ignore[arg-type]
+                pair = self._pairs[pid]
+                self._vote(pair[4] * pair[3])
                 self._drop(pid)
 
     def _vote(self, tokens: float) -> None:
         self.votes += 1
-        self.score = self.score * self._decay + tokens
-        self.energy = self.energy * self._decay * self._decay + tokens * tokens
+        decay = self._decay
+        self.score = score = self.score * decay + tokens
+        self.energy = energy = self.energy * decay * decay + tokens * tokens
+        self.follows = score >= 0.0 or score * score <= self._z2 * energy
 
     def _drop(self, pid: int) -> None:
         pair = self._pairs.pop(pid, None)
         if pair is None:
             return
-        victim, _, spared, _, _ = pair
-        if self._by_victim.get(victim) == pid:
-            del self._by_victim[victim]
-        pids = self._by_spared[spared]
-        del pids[pid]
-        if not pids:
-            del self._by_spared[spared]
+        victim, spared = pair[0], pair[2]
+        by_victim, by_spared = self._by_victim, self._by_spared
+        if by_victim.get(victim) == pid:
+            del by_victim[victim]
+        pids = by_spared[spared]
+        if type(pids) is int:
+            del by_spared[spared]  # its one pair (a set never shrinks back to an int)
+        else:
+            del pids[pid]  # type: ignore[union-attr]  # an ordered set (the int case is above)
+            if not pids:
+                del by_spared[spared]

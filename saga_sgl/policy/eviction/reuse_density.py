@@ -51,12 +51,16 @@ from typing import TYPE_CHECKING, ClassVar
 from saga_sgl.policy.cost_model import LinearCostSettings
 from saga_sgl.policy.decisions import EvictionKey, Tier
 from saga_sgl.policy.eviction.guard import RecencyGuardSettings
-from saga_sgl.policy.eviction.ttl import is_ttl_live, ttl_protects
+from saga_sgl.policy.eviction.ttl import ttl_protects
 from saga_sgl.policy.settings import require, require_frac, require_non_negative, require_positive
 from saga_sgl.policy.views import CacheEntryView
 
 if TYPE_CHECKING:
     from saga_sgl.policy.interfaces import EvictionPolicy
+
+_new_key = tuple.__new__
+"""What ``EvictionKey(...)`` does, without the NamedTuple's Python-level ``__new__`` frame."""
+_DEAD, _ORDINARY, _PROTECTED = Tier.DEAD, Tier.ORDINARY, Tier.PROTECTED
 
 _COST = LinearCostSettings()
 ATTENTION_TOKENS_DEFAULT = _COST.prefill_per_token_s / _COST.prefill_attn_s_per_token2
@@ -134,6 +138,9 @@ class ReuseDensityEviction:
         self._offset = s.decay_s * math.log(s.decay_s / s.p_ref)
         self._inv_attention = 1.0 / s.attention_tokens
         self._cost_decay = s.decay_s * s.cost_weight
+        # key() runs once per indexed entry and per eviction: its settings are read from plain attributes.
+        self._ttl_protection = s.ttl_protection
+        self._threshold_high = s.threshold_high
         self.recency_guard: RecencyGuardSettings | None = (
             RecencyGuardSettings(window=s.guard_window, confidence=s.guard_confidence)
             if s.recency_guard
@@ -142,12 +149,18 @@ class ReuseDensityEviction:
         """Asks ``VictimIndex`` for the recency guard (None: victims by this key alone)."""
 
     def key(self, entry: CacheEntryView, now_s: float, pressure: float) -> EvictionKey:
+        # Same rules as written out in the module doc; inlined (``protects``, ``is_ttl_live``, the
+        # NamedTuple constructor) because this is the hot path of every victim decision.
+        entry_id = entry.entry_id
         if entry.is_finished or entry.is_terminal:
-            return EvictionKey(Tier.DEAD, entry.last_access_s, -float(entry.depth_tokens), entry.entry_id)
-        tier = Tier.PROTECTED if self.protects(pressure) and is_ttl_live(entry, now_s) else Tier.ORDINARY
+            return _new_key(EvictionKey, (_DEAD, entry.last_access_s, -float(entry.depth_tokens), entry_id))
+        deadline = entry.ttl_deadline_s
+        live_ttl = deadline is not None and now_s < deadline  # ttl.is_ttl_live
+        protects = self._ttl_protection and pressure < self._threshold_high  # self.protects(pressure)
+        tier = _PROTECTED if protects and live_ttl else _ORDINARY
         if entry.reuse_prob is None and entry.next_use_at_s is None:
-            return EvictionKey(tier, entry.last_access_s, 0.0, entry.entry_id)  # no information: LRU
-        return EvictionKey(tier, self.primary(entry), -float(entry.depth_tokens), entry.entry_id)
+            return _new_key(EvictionKey, (tier, entry.last_access_s, 0.0, entry_id))  # no information: LRU
+        return _new_key(EvictionKey, (tier, self.primary(entry), -float(entry.depth_tokens), entry_id))
 
     def primary(self, entry: CacheEntryView) -> float:
         """last_access_s + decay_s * ln(density / density_ref) for an entry with a prediction."""
