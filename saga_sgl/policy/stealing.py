@@ -208,6 +208,8 @@ class WorkStealing:
         self.settings = settings or StealSettings()
         self._rng = rng if rng is not None else random.Random(0)
         self._load = self.settings.load_settings()
+        self.kv_refused: set[str] = set()
+        """Workflows a steal of which the KV-pressure price alone refused (the old guards allowed it)."""
 
     def is_idle(self, w: WorkerView, now_s: float) -> bool:
         """The worker's queue has been empty for at least T_idle."""
@@ -302,10 +304,13 @@ class WorkStealing:
             return why
         kv_s = self.kv_price_s(wf, thief, victim, cluster, residency, rate)
         why = self.refusal(wf, gain_s, now_s, rate, kv_s)
-        if why is not None:
-            _log.debug(
-                "steal of %s from %s to %s refused (%s): wait saved %.2fs < %.1f x rebuild %.2fs + kv %.2fs",
-                wf.workflow_id, victim.worker_id, thief.worker_id, why, gain_s,
+        if why is not None and wf.workflow_id not in self.kv_refused:
+            # Once per workflow: the same refusal repeats every epoch while the loads last.
+            self.kv_refused.add(wf.workflow_id)
+            _log.info(
+                "steal of %s from %s to %s refused for its KV pressure: wait saved %.2fs < %.1f x "
+                "rebuild %.2fs + kv %.2fs",
+                wf.workflow_id, victim.worker_id, thief.worker_id, gain_s,
                 self.settings.min_gain_ratio, self.rebuild_s(wf, rate), kv_s,
             )
         return why

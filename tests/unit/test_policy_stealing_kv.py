@@ -91,7 +91,7 @@ def test_steal_onto_a_full_pool_without_the_head_is_refused_when_the_wait_saved_
     assert ws.refusal(mover, 2.0, NOW, RATE) is None  # without the KV price it would be taken
     residency = Residency.of(_flows(BROWSER))
     why = ws.move_refusal(mover, thief, victim, 2.0, NOW, RATE, [thief, victim], residency)
-    assert why == "kv_overflow"
+    assert why == "kv_overflow" and ws.kv_refused == {"mover"}
 
 
 def test_steal_is_still_taken_when_the_victims_wait_is_long() -> None:
