@@ -31,6 +31,14 @@ Guards [I] (a steal that cannot pay for itself is refused, not merely ranked las
   A victim whose waiting queue is empty would start the workflow's next call at once: nothing to
   gain. The margin above 1 is the hysteresis: a borderline imbalance, which flips with every load
   sample, does not move workflows back and forth;
+* **KV pressure** (issue 13): the gain must also pay for the tokens the move pushes past the
+  thief's pool (or the cluster's) over the workflow's later calls, less what staying pushes past the
+  victim's: placement's own price (``placement.completion_cost.kv_pressure_s``) of the workflow's
+  predicted footprint against the KV the workflows bound to each worker will hold (a shared prompt
+  head once per agent type, and not again for a workflow whose head the worker already holds).
+  Without it steals undid placement's grouping: live, three steals moved agents onto the worker of
+  the other prompt head and cost saga 10% in that seed (``benchmarks/results/live_s5_analysis.md``).
+  A move that would relieve the victim's pool earns no credit: the hysteresis above stays;
 * **thief keeps it**: the thief's KV in use plus the context it pre-fills must stay within
   ``max_thief_kv_frac`` of its pool, so that the context is still there when the workflow comes
   back (above the tool-aware TTL's soft-pressure threshold TTLs shrink and the pre-fill can be
@@ -45,21 +53,73 @@ longer overloaded, workflow moved on) is rejected. O(W log W + F) per epoch.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from saga_sgl.policy.decisions import Steal, StealTrigger
+from saga_sgl.policy.placement.completion_cost import kv_pressure_s
 from saga_sgl.policy.placement.load import LoadSettings, worker_load
 from saga_sgl.policy.settings import require, require_frac, require_non_negative, require_positive
-from saga_sgl.policy.views import WorkerId, WorkerView, WorkflowState, WorkflowView
+from saga_sgl.policy.views import AgentType, CallView, WorkerId, WorkerView, WorkflowState, WorkflowView
 
 if TYPE_CHECKING:
     from saga_sgl.policy.interfaces import StealPolicy
 
 _STEALABLE = (WorkflowState.QUEUED, WorkflowState.TOOL_GAP)
+_log = logging.getLogger(__name__)
+
+
+def _own_tokens(wf: WorkflowView) -> int:
+    """KV of ``wf`` beyond the prompt head it shares (its predicted peak, at least its context)."""
+    return max(0, max(wf.footprint_tokens, wf.cached_prefix_tokens) - wf.shared_prefix_tokens)
+
+
+@dataclass(slots=True)
+class Residency:
+    """KV the live workflows bound to each worker will hold: each one's own part plus, per agent
+    type, its largest shared head once (the radix cache holds a head once). Built once per epoch
+    from the workflow views; ``without`` leaves the workflow being priced out."""
+
+    own: dict[WorkerId, int] = field(default_factory=dict)
+    heads: dict[tuple[WorkerId, AgentType], list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, workflows: Sequence[WorkflowView]) -> Residency:
+        r = cls()
+        for wf in workflows:
+            wid = wf.worker_id
+            if wid is None or wf.state is WorkflowState.FINISHED:
+                continue
+            r.own[wid] = r.own.get(wid, 0) + _own_tokens(wf)
+            if wf.agent_type is not None and wf.shared_prefix_tokens > 0:
+                r.heads.setdefault((wid, wf.agent_type), []).append(wf.shared_prefix_tokens)
+        return r
+
+    def _heads_without(self, wid: WorkerId, agent_type: AgentType, wf: WorkflowView) -> list[int]:
+        heads = self.heads.get((wid, agent_type), [])
+        if wf.worker_id == wid and wf.agent_type == agent_type and wf.shared_prefix_tokens in heads:
+            heads = list(heads)
+            heads.remove(wf.shared_prefix_tokens)
+        return heads
+
+    def without(self, wf: WorkflowView) -> dict[WorkerId, int]:
+        """Resident KV per worker with ``wf`` bound nowhere."""
+        out = dict(self.own)
+        if wf.worker_id in out:
+            out[wf.worker_id] -= _own_tokens(wf)
+        for wid, agent_type in self.heads:
+            out[wid] = out.get(wid, 0) + max(self._heads_without(wid, agent_type, wf), default=0)
+        return out
+
+    def head_match(self, wf: WorkflowView, wid: WorkerId) -> int:
+        """Tokens of ``wf``'s shared head that ``wid`` holds for the other workflows of its type."""
+        if wf.agent_type is None or wf.shared_prefix_tokens <= 0:
+            return 0
+        return min(wf.shared_prefix_tokens, max(self._heads_without(wid, wf.agent_type, wf), default=0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +208,8 @@ class WorkStealing:
         self.settings = settings or StealSettings()
         self._rng = rng if rng is not None else random.Random(0)
         self._load = self.settings.load_settings()
+        self.kv_refused: set[str] = set()
+        """Workflows a steal of which the KV-pressure price alone refused (the old guards allowed it)."""
 
     def is_idle(self, w: WorkerView, now_s: float) -> bool:
         """The worker's queue has been empty for at least T_idle."""
@@ -179,10 +241,11 @@ class WorkStealing:
         return w.num_waiting_reqs / max(w.num_running_reqs, 1) * self.settings.mean_call_s
 
     def refusal(
-        self, wf: WorkflowView, gain_s: float, now_s: float, rate: float | None = None
+        self, wf: WorkflowView, gain_s: float, now_s: float, rate: float | None = None, kv_s: float = 0.0
     ) -> str | None:
         """Why the guards refuse to steal ``wf`` for an expected gain of ``gain_s`` (re-prefill at
-        ``rate`` tokens/s, default the setting); None: allowed."""
+        ``rate`` tokens/s, default the setting; ``kv_s``: the move's KV-pressure price, ``kv_price_s``);
+        None: allowed."""
         if wf.state not in _STEALABLE or wf.times_stolen > 0:
             return "not_stealable"
         if wf.call_at_worker:
@@ -194,7 +257,63 @@ class WorkStealing:
                 return "gap_too_short"
         if gain_s <= 0.0 or gain_s < self.settings.min_gain_ratio * rebuild_s:
             return "no_gain"
+        if gain_s < self.settings.min_gain_ratio * rebuild_s + kv_s:
+            return "kv_overflow"
         return None
+
+    def kv_price_s(
+        self,
+        wf: WorkflowView,
+        thief: WorkerView,
+        victim: WorkerView,
+        cluster: Sequence[WorkerView],
+        residency: Residency,
+        rate: float,
+    ) -> float:
+        """Seconds of re-pre-fill that moving ``wf`` from ``victim`` to ``thief`` adds over its later
+        calls: placement's KV-pressure price on the thief less the one of staying (>= 0)."""
+        if wf.footprint_tokens <= 0 or wf.remaining_calls <= 1.0:
+            return 0.0
+        call = CallView(
+            workflow_id=wf.workflow_id,
+            prompt_tokens=wf.cached_prefix_tokens,
+            predicted_kv_tokens=max(wf.footprint_tokens, wf.cached_prefix_tokens),
+            prefix_match_tokens={
+                w.worker_id: residency.head_match(wf, w.worker_id) for w in (thief, victim)
+            },
+            resident_kv_tokens=residency.without(wf),
+            remaining_calls=wf.remaining_calls,
+            reprefill_s_per_token=1.0 / rate,
+        )
+        return max(0.0, kv_pressure_s(call, thief, cluster) - kv_pressure_s(call, victim, cluster))
+
+    def move_refusal(
+        self,
+        wf: WorkflowView,
+        thief: WorkerView,
+        victim: WorkerView,
+        gain_s: float,
+        now_s: float,
+        rate: float,
+        cluster: Sequence[WorkerView],
+        residency: Residency,
+    ) -> str | None:
+        """Why moving ``wf`` from ``victim`` to ``thief`` for ``gain_s`` is refused; None: allowed."""
+        why = self.thief_refusal(wf, thief) or self.refusal(wf, gain_s, now_s, rate)
+        if why is not None:
+            return why
+        kv_s = self.kv_price_s(wf, thief, victim, cluster, residency, rate)
+        why = self.refusal(wf, gain_s, now_s, rate, kv_s)
+        if why is not None and wf.workflow_id not in self.kv_refused:
+            # Once per workflow: the same refusal repeats every epoch while the loads last.
+            self.kv_refused.add(wf.workflow_id)
+            _log.info(
+                "steal of %s from %s to %s refused for its KV pressure: wait saved %.2fs < %.1f x "
+                "rebuild %.2fs + kv %.2fs",
+                wf.workflow_id, victim.worker_id, thief.worker_id, gain_s,
+                self.settings.min_gain_ratio, self.rebuild_s(wf, rate), kv_s,
+            )
+        return why
 
     def rank_session(self, wf: WorkflowView, now_s: float) -> tuple[int, int, float, str]:
         """Cost-aware order of stealable workflows (smaller = steal first)."""
@@ -224,6 +343,7 @@ class WorkStealing:
             if wf.worker_id in load and self.refusal(wf, math.inf, now_s, rate) is None:
                 candidates.setdefault(wf.worker_id, []).append(wf)
         cheapest = {v: min(self.rebuild_s(f, rate) for f in pool) for v, pool in candidates.items()}
+        residency = Residency.of(workflows)
         ratio_trigger = max(load.values()) > s.max_load_ratio * min(load.values())
         # Thieves from the lightest up, victims from the heaviest down: a thief's victims are a
         # prefix of ``with_work``.
@@ -259,9 +379,12 @@ class WorkStealing:
                 if (
                     gain_s > 0.0
                     and gain_s >= s.min_gain_ratio * cheapest[vid]
-                    and any(self.thief_refusal(f, thief) is None for f in candidates[vid])
+                    and any(
+                        self.move_refusal(f, thief, v, gain_s, now_s, rate, healthy, residency) is None
+                        for f in candidates[vid]
+                    )
                 ):
-                    victims.append(v)  # its cheapest workflow pays for the move; one fits the thief
+                    victims.append(v)  # one of its workflows pays for the move and fits the thief
             if not victims:
                 continue
             victim = self._choose_victim(victims, load)
@@ -269,7 +392,7 @@ class WorkStealing:
             gain_s = self.queue_delay_s(victim) - thief_delay
             allowed = [
                 f for f in pool
-                if self.refusal(f, gain_s, now_s, rate) is None and self.thief_refusal(f, thief) is None
+                if self.move_refusal(f, thief, victim, gain_s, now_s, rate, healthy, residency) is None
             ]
             if not allowed:
                 continue  # the workflows that pay for the move do not fit the thief, and vice versa
@@ -300,10 +423,11 @@ class WorkStealing:
         if wf is None or wf.worker_id != steal.victim:
             return False
         gain_s = self.queue_delay_s(victim) - self.queue_delay_s(thief)
-        rate = self.rebuild_rate([w for w in workers if w.is_healthy])
-        if rate is None or self.refusal(wf, gain_s, now_s, rate) is not None:
+        healthy = [w for w in workers if w.is_healthy]
+        rate = self.rebuild_rate(healthy)
+        if rate is None:
             return False
-        if self.thief_refusal(wf, thief) is not None:
+        if self.move_refusal(wf, thief, victim, gain_s, now_s, rate, healthy, Residency.of(workflows)):
             return False
         floor = self.settings.load_floor
         lt = max(worker_load(thief, self._load), floor)

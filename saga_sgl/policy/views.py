@@ -195,6 +195,18 @@ class WorkflowView:
     """Its current call has been sent to its worker and cannot be taken back (SGLang has no way to
     move a forwarded request); such a workflow is never stolen. False while the call waits in a
     queue the host can still redirect from, or while no call is out."""
+    agent_type: AgentType | None = None
+    """Its agent type: the key of the prompt head it shares with the other workflows of its type
+    (the admission footprint uses the same key). None: it shares no head."""
+    shared_prefix_tokens: int = 0
+    """Head of its first prompt that was already cached somewhere when it arrived (shared with the
+    workflows of its agent type, e.g. the system prompt)."""
+    footprint_tokens: int = 0
+    """Predicted peak KV of the workflow (the scheduler's admission footprint; 0: unknown, no
+    KV-pressure term in the steal price)."""
+    remaining_calls: float = 1.0
+    """Expected LLM calls of the workflow from its next one on, that one included (learned per agent
+    type from finished workflows). A stolen workflow overflows its thief's pool at each later one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

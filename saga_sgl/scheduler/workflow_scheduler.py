@@ -1348,4 +1348,9 @@ class WorkflowScheduler:
             times_stolen=rec.times_stolen,
             call_at_worker=rec.call_worker is not None
             and (rec.running or not self.settings.redirect_waiting_calls),
+            # What a move adds to the thief's pool (the steal's KV-pressure price, issue 13).
+            agent_type=rec.agent_type,
+            shared_prefix_tokens=rec.shared_tokens,
+            footprint_tokens=rec.footprint_tokens(),
+            remaining_calls=max(1.0, self.service.expected_calls(rec.agent_type) - rec.steps_done),
         )

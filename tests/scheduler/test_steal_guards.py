@@ -25,6 +25,7 @@ from saga_sgl.scheduler import (
     ToolStarted,
     WorkerLoads,
     WorkflowScheduler,
+    WorkflowSubmitted,
 )
 
 NOW = 10.0
@@ -283,3 +284,50 @@ def test_no_steal_until_a_prefill_rate_is_measured_when_the_host_requires_one() 
     assert [s.workflow_id for s in ws.plan([COLD_IDLE, measured], [wf], NOW)] == ["wf"]
     # The simulator's default keeps the cost model's rate.
     assert [s.workflow_id for s in WorkStealing().plan([COLD_IDLE, QUEUE], [wf], NOW)] == ["wf"]
+
+
+def test_the_scheduler_prices_the_kv_a_steal_adds_to_the_thiefs_pool() -> None:
+    """Issue 13: live, steals moved agents onto the worker of the other prompt head. A workflow in a
+    tool gap on a queued victim is stolen onto an idle thief with room, and not onto one whose pool
+    its predicted footprint would overflow at each later call (the views carry what the price
+    needs: agent type, shared head, footprint, expected calls left)."""
+
+    def run(pool: int) -> tuple[WorkflowScheduler, str, list[Rebind]]:
+        hot = dataclasses.replace(QUEUE, kv_capacity_tokens=pool, kv_used_tokens=int(0.9 * pool),
+                                  prefill_tokens_per_s=1_000.0)
+        cold = dataclasses.replace(COLD_IDLE, kv_capacity_tokens=pool, prefill_tokens_per_s=1_000.0)
+        s, clock = _scheduler()
+        _loads(s, hot, cold)
+        on_hot: str | None = None
+        on_cold = 0
+        i = 0
+        while on_hot is None or on_cold < 2:  # one workflow bound to hot, two to cold
+            name = f"wf{i}"
+            i += 1
+            s.handle(WorkflowSubmitted(workflow_id=WorkflowId(name), predicted_kv_tokens=1_200))
+            [d] = [
+                a
+                for a in s.handle(
+                    CallArrived(call_id=f"{name}:0", workflow_id=WorkflowId(name), prompt_tokens=500, step=0)
+                )
+                if isinstance(a, Dispatch)
+            ]
+            if d.worker_id == HOT and on_hot is None:
+                on_hot = name
+            elif d.worker_id == COLD:
+                on_cold += 1
+        _first_call_done_tool_started(s, on_hot, prompt_tokens=500, output_tokens=50)
+        clock.advance(0.1)
+        _loads(s, hot, cold)
+        return s, on_hot, [a for a in s.epoch() if isinstance(a, Rebind)]
+
+    s, wf, rebinds = run(100_000)
+    assert [a.workflow_id for a in rebinds] == [wf]  # 2 s of wait saved > 2 x 0.55 s rebuild
+    # 2,560-token pools: cold's two bound workflows (2 x 1,200) plus this one's 1,200 overflow it by
+    # 1,040 tokens at each of 2 later calls (2.1 s at 1,000 tokens/s); staying on hot overflows nothing.
+    s, wf, rebinds = run(2_560)
+    assert rebinds == [] and s.counters["steal"] == 0
+    view = next(v for v in s.workflow_views() if v.workflow_id == wf)
+    rec = s.workflow(WorkflowId(wf))
+    assert view.agent_type == rec.agent_type and view.footprint_tokens == 1_200
+    assert view.remaining_calls == max(1.0, s.service.expected_calls(rec.agent_type) - 1)
