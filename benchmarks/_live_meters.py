@@ -33,9 +33,10 @@ _PREEMPT = re.compile(r"preemption of call (\S+) on (\S+) for workflow (\S+): (\
 _RECEIVED = re.compile(r'"event": "request.received", "rid": "([^"]+)"')
 
 
-def group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of every live process in process group ``pgid`` (0 if none)."""
-    total = 0
+def _group_stats(pgid: int) -> list[tuple[str, list[str]]]:
+    """(pid, ``/proc/<pid>/stat`` fields after the command name) of every live process in group
+    ``pgid``. The command name is in parentheses and may hold spaces: split after its closing one."""
+    out = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -43,31 +44,22 @@ def group_cpu_s(pgid: int) -> float:
             raw = Path(entry.path, "stat").read_text()
         except OSError:
             continue  # exited meanwhile
-        # The command name is in parentheses and may hold spaces: split after its closing one.
         fields = raw[raw.rfind(")") + 2 :].split()
         if int(fields[2]) == pgid:  # field 5 of stat: pgrp
-            total += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
-    return total / _TICKS
+            out.append((entry.name, fields))
+    return out
 
 
-def _group_pids(pgid: int) -> list[str]:
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        if int(raw[raw.rfind(")") + 2 :].split()[2]) == pgid:
-            pids.append(entry.name)
-    return pids
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group ``pgid`` (0 if none)."""
+    # fields 14, 15 of stat: utime, stime
+    return sum(int(fields[11]) + int(fields[12]) for _, fields in _group_stats(pgid)) / _TICKS
 
 
 def thread_sched_s(pgid: int) -> dict[str, tuple[float, float]]:
     """Per live thread of process group ``pgid``: (on-CPU, runnable-but-waiting) seconds."""
     out = {}
-    for pid in _group_pids(pgid):
+    for pid, _ in _group_stats(pgid):
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
         except OSError:

@@ -43,7 +43,7 @@ import bisect
 import heapq
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -82,23 +82,11 @@ class ScheduleStats:
     evictions: int
 
     def __add__(self, other: ScheduleStats) -> ScheduleStats:
-        return ScheduleStats(*(a + b for a, b in zip(_fields(self), _fields(other), strict=True)))
+        return ScheduleStats(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     @property
     def hit_ratio(self) -> float:
         return self.hit_tokens / self.read_tokens if self.read_tokens else 0.0
-
-
-def _fields(s: ScheduleStats) -> tuple[int, ...]:
-    return (
-        s.read_tokens,
-        s.hit_tokens,
-        s.recomputed_tokens,
-        s.evicted_recompute_tokens,
-        s.compulsory_tokens,
-        s.bypassed_tokens,
-        s.evictions,
-    )
 
 
 EMPTY = ScheduleStats(0, 0, 0, 0, 0, 0, 0)
