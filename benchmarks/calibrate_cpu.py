@@ -10,11 +10,12 @@ JSON profile that ``benchmarks/sim_fidelity.py`` turns into a cost model:
   (``ignore_eos``); one decode iteration of ``b`` sequences is ``(t_K - t_1) / (K - 1)``. Two context
   lengths per batch size give the KV slope ``a`` (seconds per attended KV token) and ``c(b)``.
 * ``prefill``: ``b`` concurrent uncached prompts of ``q`` tokens with ``max_new_tokens=1``; and the
-  same ``q`` new tokens behind a cached prefix of ``P`` tokens, which gives the attention term
-  ``c_attn`` (seconds per new x attended token). ``c(n)`` at ``n = b q`` is then the measured
-  prefill time minus the request overhead and the attention term.
+  same ``q`` new tokens behind a cached prefix of ``P`` tokens (``--prefixes``), which gives the
+  attention terms. Two forms are fitted (``fit``): the router's linear one, ``c_attn`` seconds per
+  new x attended token, and the worker's own (``extend``): SGLang's CPU attention backend pads the
+  query to the whole sequence, so an extend costs ``c2 (P+q)^2/2 + e (P+q)`` per request.
 * ``request_overhead_s``: what a request costs besides its forward passes (HTTP, tokenizer and
-  detokenizer processes, scheduling): a 1-token prompt, 1 output token, minus one batch-1 iteration.
+  detokenizer processes, scheduling): a 1-token prompt, 1 output token, minus its one iteration.
 
 Every measurement is a median of ``--repeats`` runs; the worker's cache is flushed before each
 uncached one. Prompts are random token ids (``input_ids``), so lengths are exact.
@@ -210,13 +211,21 @@ def _relative_lstsq(rows: list[list[float]], ys: list[float]) -> list[float]:
 
 
 def fit(raw: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
-    """The cost-model terms from the raw medians, by two small least-squares fits.
+    """The cost-model terms from the raw medians, by small least-squares fits.
 
     * decode iterations: ``iter(b, ctx) = d0 + d1 b + a b ctx`` -> ``c(b) = d0 + d1 b`` and ``a``;
-    * prefills (batch 1, with and without a cached prefix): ``t = (o + k0) + k1 q + c_attn q (P + q/2)``.
-    The request overhead ``o`` is the 1-token probe minus its two iterations (``2 c(1)``); then
-    ``c(n) = k0 + k1 n`` for prefill-sized ``n`` and ``d0 + d1 n`` for decode batches. The batched
-    prefill probes are not fitted: they check the model (``check`` in the output)."""
+    * prefills, the router's linear form (``LinearCostModel``; batch 1, with and without a cached
+      prefix): ``t = (o + k0) + k1 q + c_attn q (P + q/2)``: keys ``fit``, ``prefill_attn_s_per_token2``
+      and ``linear_ms``, unchanged in meaning (``benchmarks/live.py`` prices the saga router with them);
+    * prefills, the worker's own form (``extend``, what the simulator's workers run): SGLang's CPU
+      attention backend (``torch_native``) pads each request's query to its whole sequence
+      ``L = P + q`` and gathers that sequence's K and V, so an extend costs
+      ``t = (o + k0) + k1 q + c2 L^2/2 + e L`` per request: a cached prefix costs its attention and
+      gather again at every extend. The linear form misses this by 2-3x on short extensions behind
+      a long prefix (the ``check`` rows).
+    The request overhead ``o`` is the 1-token probe minus its one iteration (max_new_tokens=1: the
+    prefill gives the token); then ``c(n) = k0 + k1 n`` for prefill-sized ``n`` and ``d0 + d1 n`` for
+    decode batches. The batched prefill probes are not fitted: they check the models (``check``)."""
     d0, d1, a = _relative_lstsq(
         [[1.0, d["batch"], d["batch"] * d["context"]] for d in raw["decode"]],
         [d["iter_s"] for d in raw["decode"]],
@@ -227,32 +236,56 @@ def fit(raw: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     def c_dec(b: int) -> float:
         return max(d0 + d1 * b, 1e-4)
 
-    overhead = max(0.0, raw["overhead"][0]["t_s"] - 2 * c_dec(1))
     pf = [p for p in raw["prefill"] if p["batch"] == 1]
-    rows = [[1.0, p["q"], p["q"] * p["q"] / 2] for p in pf]
-    rows += [[1.0, r["q"], r["q"] * (r["prefix"] + r["q"] / 2)] for r in raw["attention"]]
-    ys = [p["t_s"] for p in pf] + [r["t_s"] for r in raw["attention"]]
-    intercept, k1, c_attn = _relative_lstsq(rows, ys)
+    points = [(float(p["q"]), 0.0, p["t_s"]) for p in pf]
+    points += [(float(r["q"]), float(r["prefix"]), r["t_s"]) for r in raw["attention"]]
+    ys = [t for _, _, t in points]
+    lin_icpt, k1, c_attn = _relative_lstsq([[1.0, q, q * (p + q / 2)] for q, p, _ in points], ys)
     k1, c_attn = max(k1, 0.0), max(c_attn, 0.0)
-    k0 = max(intercept - overhead, 0.0)
+    ext_icpt, ek1, c2, e = _relative_lstsq([[1.0, q, (p + q) ** 2 / 2, p + q] for q, p, _ in points], ys)
+    ek1, c2, e = max(ek1, 0.0), max(c2, 0.0), max(e, 0.0)
+    t_one = raw["overhead"][0]["t_s"]
+    overhead = max(0.0, t_one - (ext_icpt + ek1 + c2 / 2 + e))  # the 1-token probe's one iteration
     lengths = sorted(
         {int(p["q"]) for p in raw["prefill"]} | {int(p["q"] * p["batch"]) for p in raw["prefill"]}
     )
-    linear = [[b, 1e3 * c_dec(b)] for b in batches if b < lengths[0]]
-    linear += [[n, 1e3 * max(k0 + k1 * n, linear[-1][1] / 1e3 if linear else 0.0)] for n in lengths]
 
-    def predicted(q: float, b: float, prefix: float) -> float:
+    def table(k0: float, k1: float) -> list[list[float]]:
+        pts = [[b, 1e3 * c_dec(b)] for b in batches if b < lengths[0]]
+        return pts + [[n, 1e3 * max(k0 + k1 * n, pts[-1][1] / 1e3 if pts else 0.0)] for n in lengths]
+
+    k0 = max(lin_icpt - overhead, 0.0)
+    ek0 = max(ext_icpt - overhead, 0.0)
+
+    def linear_form(q: float, b: float, prefix: float) -> float:
         return overhead + k0 + k1 * q * b + b * c_attn * q * (prefix + q / 2)
 
-    check = [{**p, "predicted_s": predicted(p["q"], p["batch"], 0.0)} for p in raw["prefill"]] + [
-        {**r, "predicted_s": predicted(r["q"], 1, r["prefix"])} for r in raw["attention"]
+    def extend_form(q: float, b: float, prefix: float) -> float:
+        return overhead + ek0 + ek1 * q * b + b * (c2 * (prefix + q) ** 2 / 2 + e * (prefix + q))
+
+    probes = [{**p, "prefix": 0} for p in raw["prefill"]] + [{**r, "batch": 1} for r in raw["attention"]]
+    check = [
+        {
+            **p,
+            "predicted_s": linear_form(p["q"], p["batch"], p["prefix"]),
+            "extend_predicted_s": extend_form(p["q"], p["batch"], p["prefix"]),
+        }
+        for p in probes
     ]
     return {
         "request_overhead_s": overhead,
-        "linear_ms": {"points": linear},
+        "linear_ms": {"points": table(k0, k1)},
         "prefill_attn_s_per_token2": c_attn,
         "decode_attn_s_per_kv_token": a,
         "fit": {"d0_s": d0, "d1_s": d1, "k0_s": k0, "k1_s": k1},
+        "extend": {
+            "form": "torch_native: c(n) + c2 (P+q)^2/2 + e (P+q) per request",
+            "k0_s": ek0,
+            "k1_s": ek1,
+            "attn_s_per_seq_token2": c2,
+            "s_per_seq_token": e,
+            "linear_ms": {"points": table(ek0, ek1)},
+        },
         "check": check,
         "raw": raw,
     }

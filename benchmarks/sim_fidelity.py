@@ -72,9 +72,12 @@ SGLANG_CPU_CHUNKED_PREFILL = 4096
 class CpuProfileCostModel(ProfileCostModel):
     """``ProfileCostModel`` with the terms measured on a CPU worker instead of Vidur's GPU profiles.
 
-    Same iteration formula; only the numbers differ: ``c(n)`` from the profile's ``linear_ms`` table
-    (it already contains the per-iteration CPU overhead), the prefill attention per new x attended
-    token, and the decode cost per attended KV token."""
+    Same iteration formula, ``c(n)`` + prefill attention per chunk + ``a`` per attended KV token in
+    decode, with ``c(n)`` from the profile's ``linear_ms`` table (it already contains the
+    per-iteration CPU overhead). The prefill attention of a chunk of ``q`` new tokens behind ``P``
+    cached ones is the worker's own form when the profile has it (``extend``: SGLang's CPU backend,
+    ``torch_native``, pads the query to the whole sequence and gathers its K and V, so a chunk costs
+    ``c2 (P+q)^2/2 + e (P+q)``), else the GPU form ``c_attn q (P + q/2)``."""
 
     def __init__(self, profile: dict[str, Any], *, chunk_size_tokens: int, speed: float = 1.0) -> None:
         """``speed``: multiplies every term (the machine is ``speed`` times slower than when it was
@@ -92,13 +95,25 @@ class CpuProfileCostModel(ProfileCostModel):
         self.tp = 1
         self.settings = CostSettings(cpu_overhead_s=0.0)
         self.chunk_size_tokens = chunk_size_tokens
-        self._lin_ms = _Piecewise([[n, ms * speed] for n, ms in profile["linear_ms"]["points"]])
+        extend = profile.get("extend")
+        table = (extend or profile)["linear_ms"]["points"]
+        self._lin_ms = _Piecewise([[n, ms * speed] for n, ms in table])
         self._ar_ms = None
         self._const_cache: dict[int, float] = {}
         self._prefill_cache: dict[tuple[int, int], float] = {}
-        # prefill_attention_s = 4 L d q (P + q/2) * s_per_flop  ==  c_attn q (P + q/2)
+        # GPU form: prefill_attention_s = 4 L d q (P + q/2) * s_per_flop  ==  c_attn q (P + q/2)
         self._pf_attn_s_per_flop = speed * profile["prefill_attn_s_per_token2"] / (4 * layers * hidden)
+        self._extend: tuple[float, float] | None = (
+            (speed * extend["attn_s_per_seq_token2"], speed * extend["s_per_seq_token"]) if extend else None
+        )
         self.decode_attn_s_per_kv_token = speed * profile["decode_attn_s_per_kv_token"]
+
+    def prefill_attention_s(self, num_new_tokens: int, num_cached_tokens: int) -> float:
+        if self._extend is None:
+            return super().prefill_attention_s(num_new_tokens, num_cached_tokens)
+        c2, e = self._extend
+        seq = num_cached_tokens + num_new_tokens
+        return c2 * seq * seq / 2 + e * seq
 
     def kv_capacity_tokens(self) -> int:
         raise ValueError(
