@@ -325,6 +325,7 @@ class SimWorker:
         self._retract.clear()
 
     def _wake(self, now_s: float) -> list[tuple[float, Event]]:
+        self._account(now_s)  # the idle time up to now is idle, not busy
         self.version += 1
         self.busy = True
         self._run = None

@@ -101,3 +101,15 @@ def test_each_run_s_speed_is_its_engine_stretch_else_its_workers() -> None:
         {"row": "x", "seed": 0},  # no figures: not corrected
     ]
     assert run_stretch({"runs": runs}) == {("saga", 0): 2.0, ("saga", 1): 2.5}
+
+
+def test_a_worker_is_not_busy_while_its_only_agent_is_in_a_tool() -> None:
+    """The simulated worker seconds (the report's 'worker s') count runs only: one agent on one worker
+    leaves it idle for every tool gap, and waking it up must not book that idle time as busy."""
+    meta = {**META, "agents": 1, "concurrency": 1, "workers": 1, "time_scale": 1.0, "max_steps": 4}
+    wl = live_workload(meta, seed=3, tokens=Tokens(), overhead_s=0.0)
+    gaps = sum(c.tool_latency_s for c in wl.tasks[0].calls)
+    assert gaps > 1.0
+    res = simulate(wl, sim_row_for("saga-router round_robin + LRU"), PROFILE, meta, seed=0)
+    busy_s = res.counters["busy_frac"] * res.end_s
+    assert 0 < busy_s <= res.end_s - gaps + 1e-9
