@@ -52,6 +52,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._cluster_stats import paired_ratio
 from saga_sgl.agents.browser import plan_browser_task
 from saga_sgl.agents.coding import plan_coding_task
 from saga_sgl.agents.common import AgentScale, text_of
@@ -368,9 +369,7 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = 
     sim_tct: dict[str, dict[str, float]] = {n: {} for n in names}
     sim_cached: dict[str, list[float]] = {n: [0.0, 0.0] for n in names}
     sim_steals: dict[str, float] = {n: 0.0 for n in names}
-    sim_parts: dict[str, dict[str, list[float]]] = {
-        n: {"service": [], "queue": [], "rest": []} for n in names
-    }
+    sim_parts: dict[str, dict[str, list[float]]] = {n: {k: [] for k in PARTS} for n in names}
     sim_busy: dict[str, float] = {n: 0.0 for n in names}
     sim_prompt_by_task: dict[str, int] = {}
     seeds = sorted({a["seed"] for a in live["agents"]})
@@ -386,9 +385,11 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = 
             # between calls; add the last call's here.
             for rec in res.tasks:
                 sim_tct[name][rec.task_id] = rec.tct_s + o_run
-                sim_parts[name]["service"].append(rec.prefill_s + rec.decode_s)
-                sim_parts[name]["queue"].append(rec.queued_s + rec.held_s)
-                sim_parts[name]["rest"].append(rec.tool_s + o_run)
+                queue = rec.queued_s + rec.held_s
+                sim_parts[name]["engine"].append(queue + rec.prefill_s + rec.decode_s)
+                sim_parts[name]["queue"].append(queue)
+                sim_parts[name]["transit"].append(0.0)  # not modelled: no router or client hop
+                sim_parts[name]["tools"].append(rec.tool_s + o_run)
             sim_busy[name] += res.counters["busy_frac"] * res.end_s * meta["workers"] / s_run
             sim_cached[name][0] += res.counters["hit_tokens"]
             sim_cached[name][1] += res.counters["prompt_tokens"]
@@ -402,8 +403,11 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = 
     out: dict[str, Any] = {"rows": {}}
     live_cpu = {n: sum(sum(v for u, v in run["worker_cpu_s"].items() if u in run["row_workers"])
                        for run in live.get("runs", []) if run["row"] == n) for n in names}
+    rng = np.random.default_rng(0)
     for name in names:
         common = sorted(set(live_tct[name]) & set(sim_tct[name]))
+        vs_live = paired_ratio(live_tct[name], live_tct.get("saga", {}), rng)
+        vs_sim = paired_ratio(sim_tct[name], sim_tct.get("saga", {}), rng)
         lm = statistics.fmean(live_tct[name][k] for k in common) if common else math.nan
         sm = statistics.fmean(sim_tct[name][k] for k in common) if common else math.nan
         out["rows"][name] = {
@@ -422,6 +426,8 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = 
             "live_worker_cpu_s": live_cpu.get(name, math.nan),
             "sim_worker_busy_unloaded_s": sim_busy[name],
             "stretch": [stretch[(name, sd)] for sd in seeds if (name, sd) in stretch],
+            "live_vs_saga_paired": vs_live,
+            "sim_vs_saga_paired": vs_sim,
         }
     ref = out["rows"].get("saga")
     for r in out["rows"].values():
@@ -433,6 +439,7 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = 
     sim_rank = sorted(names, key=lambda n: out["rows"][n]["sim_tct_mean_s"])
     both = sorted(set(live_prompt_by_task) & set(sim_prompt_by_task))
     out["ranking"] = {"live": live_rank, "sim": sim_rank, "same": live_rank == sim_rank}
+    out["ranking_vs_saga"] = {n: ranking_vs_saga(r) for n, r in out["rows"].items() if n != "saga"}
     out["prompt_tokens_sim_over_live"] = (
         sum(sim_prompt_by_task[k] for k in both) / sum(live_prompt_by_task[k] for k in both)
         if both
@@ -444,20 +451,43 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = 
     return out
 
 
+PARTS = ("engine", "queue", "transit", "tools")
+"""Per task, mean seconds. engine: the worker's e2e latency of every call (live: SGLang's
+``e2e_latency``; sim: queued + held + prefill + decode); queue: its waiting part (live: SGLang's
+``queue_time``, which starts when the scheduler takes the request off its socket, after the iteration
+running at its arrival; sim: from dispatch to admission, that iteration included, + admission holds);
+transit: client latency - worker e2e (router, HTTP; the simulator has none); tools: the rest (tool
+gaps and the per-request overhead)."""
+
+
 def live_parts(agents: list[dict[str, Any]], name: str) -> dict[str, float]:
-    """Per task, mean seconds: engine service (e2e - queue), queue, and the rest of its TCT."""
-    service, queue, rest = [], [], []
+    """``PARTS`` of the live run's tasks of row ``name``."""
+    parts: dict[str, list[float]] = {k: [] for k in PARTS}
     for a in agents:
         if a["row"] != name or a["error"] or not a.get("call_times"):
             continue
         times = [t for t in a["call_times"] if t[1] is not None]
-        sv = sum(e - (q or 0.0) for _, e, q in times)
-        qu = sum(q or 0.0 for _, _, q in times)
-        service.append(sv)
-        queue.append(qu)
-        rest.append(a["tct_s"] - sv - qu)
-    return {k: statistics.fmean(v) if v else math.nan
-            for k, v in (("service", service), ("queue", queue), ("rest", rest))}
+        e2e = sum(e for _, e, _ in times)
+        client = sum(c for c, _, _ in times)
+        parts["engine"].append(e2e)
+        parts["queue"].append(sum(q or 0.0 for _, _, q in times))
+        parts["transit"].append(client - e2e)
+        parts["tools"].append(a["tct_s"] - client)
+    return {k: statistics.fmean(v) if v else math.nan for k, v in parts.items()}
+
+
+def ranking_vs_saga(row: dict[str, Any]) -> dict[str, Any]:
+    """Whether the simulator ranks a row against saga as the live run does (paired geomean of
+    TCT(row) / TCT(saga)). Decided only where the live run's 95% CI excludes 1; at live parity the
+    order is noise, and what can be checked is whether the simulated ratio lies inside the live CI."""
+    live, sim = row["live_vs_saga_paired"], row["sim_vs_saga_paired"]
+    lo, hi = live["ci_low"], live["ci_high"]
+    decided = not (lo <= 1.0 <= hi)
+    return {
+        "live_decided": decided,
+        "same_side": (live["ratio"] > 1.0) == (sim["ratio"] > 1.0) if decided else None,
+        "sim_inside_live_ci": lo <= sim["ratio"] <= hi,
+    }
 
 
 def markdown(res: dict[str, Any], live_path: Path, profile_path: Path) -> str:
@@ -491,19 +521,39 @@ def markdown(res: dict[str, Any], live_path: Path, profile_path: Path) -> str:
         )
     lines += [
         "",
-        "Where the time goes, per task (mean s, live / sim): service = engine prefill + decode (live: "
-        "worker e2e - queue), queue = waiting at the worker (sim: + admission holds), rest = tools, "
-        "transit, router; worker s = live on-CPU seconds of the row's workers / simulated busy seconds "
-        "unloaded (summed over seeds); stretch per seed.",
+        "Ranking against saga by paired geomean of TCT(row) / TCT(saga) (> 1: saga faster), with 95% "
+        "bootstrap CIs. The ranking is decided only where the live CI excludes 1; at live parity the "
+        "check is whether the simulated ratio lies inside the live CI.",
         "",
-        "| row | service | queue | rest | worker s | stretch |",
-        "|---|---:|---:|---:|---:|---|",
+        "| row | live x saga [95% CI] | sim x saga [95% CI] | live decided | same side "
+        "| sim inside live CI |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, rk in res.get("ranking_vs_saga", {}).items():
+        lv, sv = res["rows"][name]["live_vs_saga_paired"], res["rows"][name]["sim_vs_saga_paired"]
+        lines.append(
+            f"| {name} | {lv['ratio']:.2f} [{lv['ci_low']:.2f}, {lv['ci_high']:.2f}] | "
+            f"{sv['ratio']:.2f} [{sv['ci_low']:.2f}, {sv['ci_high']:.2f}] | "
+            f"{'yes' if rk['live_decided'] else 'no (parity)'} | "
+            f"{'-' if rk['same_side'] is None else ('yes' if rk['same_side'] else 'NO')} | "
+            f"{'yes' if rk['sim_inside_live_ci'] else 'no'} |"
+        )
+    lines += [
+        "",
+        "Where the time goes, per task (mean s, live / sim): engine = the worker's e2e latency of its "
+        "calls (sim: queued + held + prefill + decode); queue = its waiting part (live: SGLang's "
+        "queue_time, which starts only when the scheduler takes the request off its socket, after the "
+        "iteration running at its arrival; sim: from dispatch, that iteration included, + admission "
+        "holds): the two are not the same interval, compare 'engine'; transit = client latency - "
+        "worker e2e (router, HTTP: not simulated); tools = the rest. worker s = live on-CPU seconds of "
+        "the row's workers / simulated busy seconds unloaded (summed over seeds); stretch per seed.",
+        "",
+        "| row | engine | queue | transit | tools | worker s | stretch |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in res["rows"].items():
         lp, sp = r.get("live_parts_s") or {}, r.get("sim_parts_s") or {}
-        cells = " | ".join(
-            f"{lp.get(k, math.nan):.2f} / {sp.get(k, math.nan):.2f}" for k in ("service", "queue", "rest")
-        )
+        cells = " | ".join(f"{lp.get(k, math.nan):.2f} / {sp.get(k, math.nan):.2f}" for k in PARTS)
         stretch = ", ".join(f"{x:.2f}" for x in r.get("stretch", [])) or "-"
         lines.append(
             f"| {name} | {cells} | {r.get('live_worker_cpu_s', math.nan):.0f} / "
