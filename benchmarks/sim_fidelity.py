@@ -15,7 +15,12 @@ Inputs: a live run (``benchmarks/live.py``'s ``live.json``) and a CPU profile
   live agent pool runs them (``ClusterSettings.closed_loop_shared``);
 * the hardware: ``--workers`` replicas whose iteration cost is the calibrated CPU profile (a
   ``ProfileCostModel`` whose linear-op table, attention and KV terms are the CPU measurements), the
-  workers' KV pool, and SGLang's CPU defaults (chunked prefill 4096);
+  workers' KV pool, and SGLang's CPU defaults (chunked prefill 4096). The prefill attention is the
+  CPU worker's own (the profile's ``extend`` form): SGLang's ``torch_native`` backend pads each
+  request's query to its whole sequence and gathers all its K and V, so a cached prefix is cheap to
+  keep but not free to extend: a chunk of q new tokens behind P cached ones costs
+  ``c2 (P+q)^2/2 + e (P+q)``, not the GPU kernels' ``q (P + q/2)``. With the GPU form the simulated
+  engine time per task was 25-35% below the live one (``sim_fidelity_s4_cpupriced.md``);
 * the rows: each live row mapped to the simulator's row with the same placement and eviction
   (sglang-router's cache_aware and our router's cache_aware are the same policy to the simulator).
 
@@ -426,6 +431,9 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = 
             "live_worker_cpu_s": live_cpu.get(name, math.nan),
             "sim_worker_busy_unloaded_s": sim_busy[name],
             "stretch": [stretch[(name, sd)] for sd in seeds if (name, sd) in stretch],
+            "per_seed_ratio_error": {
+                str(sd): per_seed_error(live_tct[name], sim_tct[name], sd) for sd in seeds
+            },
             "live_vs_saga_paired": vs_live,
             "sim_vs_saga_paired": vs_sim,
         }
@@ -449,6 +457,14 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = 
     out["speed_factor"] = speed
     out["speed_mode"] = speed_mode
     return out
+
+
+def per_seed_error(live: dict[str, float], sim: dict[str, float], seed: int) -> float:
+    """Ratio error of one seed's mean TCT (its tasks are ``<kind>-s<seed>-<i>``)."""
+    keys = [k for k in live if k in sim and k.split("-")[1] == f"s{seed}"]
+    if not keys:
+        return math.nan
+    return statistics.fmean(sim[k] for k in keys) / statistics.fmean(live[k] for k in keys) - 1
 
 
 PARTS = ("engine", "queue", "transit", "tools")
@@ -546,18 +562,20 @@ def markdown(res: dict[str, Any], live_path: Path, profile_path: Path) -> str:
         "iteration running at its arrival; sim: from dispatch, that iteration included, + admission "
         "holds): the two are not the same interval, compare 'engine'; transit = client latency - "
         "worker e2e (router, HTTP: not simulated); tools = the rest. worker s = live on-CPU seconds of "
-        "the row's workers / simulated busy seconds unloaded (summed over seeds); stretch per seed.",
+        "the row's workers / simulated busy seconds unloaded (summed over seeds); stretch and the mean "
+        "TCT's ratio error per seed.",
         "",
-        "| row | engine | queue | transit | tools | worker s | stretch |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| row | engine | queue | transit | tools | worker s | stretch | ratio error per seed |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, r in res["rows"].items():
         lp, sp = r.get("live_parts_s") or {}, r.get("sim_parts_s") or {}
         cells = " | ".join(f"{lp.get(k, math.nan):.2f} / {sp.get(k, math.nan):.2f}" for k in PARTS)
+        seeds = ", ".join(f"{e:+.0%}" for e in r.get("per_seed_ratio_error", {}).values())
         stretch = ", ".join(f"{x:.2f}" for x in r.get("stretch", [])) or "-"
         lines.append(
             f"| {name} | {cells} | {r.get('live_worker_cpu_s', math.nan):.0f} / "
-            f"{r.get('sim_worker_busy_unloaded_s', math.nan):.0f} | {stretch} |"
+            f"{r.get('sim_worker_busy_unloaded_s', math.nan):.0f} | {stretch} | {seeds} |"
         )
     return "\n".join(lines) + "\n"
 
