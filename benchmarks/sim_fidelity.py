@@ -586,8 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         type=Path,
-        default=Path("benchmarks/results/cpu_profile.json"),
-        help="CPU profile of benchmarks/calibrate_cpu.py (default benchmarks/results/cpu_profile.json)",
+        default=Path("benchmarks/results/cpu_profile_s7.json"),
+        help="CPU profile of benchmarks/calibrate_cpu.py (default benchmarks/results/cpu_profile_s7.json, "
+        "measured with --prefixes 256,1024,2048; benchmarks/live.py prices the saga router with "
+        "cpu_profile.json's linear form, which this one does not change)",
     )
     p.add_argument("--out", type=Path, default=Path("out/sim_fidelity"), help="output directory")
     p.add_argument(
