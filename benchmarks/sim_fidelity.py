@@ -523,8 +523,8 @@ def markdown(res: dict[str, Any], live_path: Path, profile_path: Path) -> str:
         f"Ranking by mean TCT: live {res['ranking']['live']}; sim {res['ranking']['sim']}; "
         f"same: {res['ranking']['same']}.",
         "",
-        "| row | tasks | live TCT mean s | sim TCT mean s | ratio error | live x saga | sim x saga | "
-        "x-saga ratio error | live cached | sim cached |",
+        "| row | tasks | live TCT mean s | sim TCT mean s | ratio error | live x saga (means) | "
+        "sim x saga (means) | x-saga ratio error | live cached | sim cached |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in res["rows"].items():
