@@ -24,21 +24,24 @@ Inputs: a live run (``benchmarks/live.py``'s ``live.json``) and a CPU profile
 * the rows: each live row mapped to the simulator's row with the same placement and eviction
   (sglang-router's cache_aware and our router's cache_aware are the same policy to the simulator).
 
-* the machine's load, per run: the live workers share a 2-core VM with other processes, which stretch
-  every forward pass; ``live.py`` records, per (row, seed), the row's worker threads' on-CPU and
-  run-queue-wait seconds (``schedstat``), and the simulator runs that (row, seed) with every cost
-  term multiplied by the stretch (cpu + wait) / cpu (``--speed stretch``, the default when the live
-  run has it and the profile is load-free). It is what the kernel says the other load cost those
-  workers, the same measure for every row; the simulator still decides placement, batching and
-  eviction itself. ``--speed probe`` is the older single factor (the live run's idle probe),
-  ``--speed none`` the profile as measured.
+* the machine's load: the live workers share a 2-core VM with other processes, which stretch every
+  forward pass; ``live.py`` records, per (row, seed), the row's worker threads' on-CPU and
+  run-queue-wait seconds (``schedstat``). By default (``--speed pooled``, when the live run has them
+  and the profile is load-free) every cost term is multiplied by one stretch for the whole live run,
+  (cpu + wait) / cpu over all its rows and seeds: what the kernel says the other load cost the
+  workers, the same factor for every row, so the simulated rows differ only by their own placement,
+  batching and eviction. ``--speed stretch`` applies each (row, seed)'s own stretch instead: it also
+  carries into the simulation which row happened to run while the machine was busier (in
+  ``sim_fidelity_s7_rr`` that reversed the simulated ranking of two rows; pooled kept it).
+  ``--speed probe`` is the older single factor (the live run's idle probe), ``--speed none`` the
+  profile as measured.
 
-Reported per row: live and simulated mean TCT, their ratio error, both "x saga" ratios and the ratio
-error between them, cached-token ratios, and whether the ranking of rows by mean TCT agrees; and a
-breakdown of each task's time (per task, mean seconds): engine service (live: the worker's e2e
-latency less its queue time; sim: prefill + decode), queue (live: the worker's queue time; sim:
-queued + held), the rest (tools, transit, router), and worker seconds (live: on-CPU seconds of the
-row's workers; sim: busy seconds at the run's speed over the stretch, i.e. unloaded seconds).
+Reported per row: live and simulated mean TCT, their ratio error (also per seed), both "x saga"
+ratios and the ratio error between them, cached-token ratios, whether the ranking of rows by mean TCT
+agrees, the paired x-saga geomeans with their CIs (the ranking is decided only where the live CI
+excludes 1); a breakdown of each task's time (``PARTS``: engine, queue, transit, tools); and worker
+seconds (live: on-CPU seconds of the row's workers; sim: busy seconds at the run's speed over that
+speed, i.e. unloaded seconds).
 """
 
 from __future__ import annotations
@@ -355,16 +358,34 @@ def run_stretch(live: dict[str, Any]) -> dict[tuple[str, int], float]:
     return out
 
 
+def pooled_stretch(live: dict[str, Any]) -> float:
+    """One stretch for the whole live run: (cpu + wait) / cpu of every run's engine threads together.
+    The same for every row, so a row that happened to run while the machine was busier is not
+    simulated slower; the simulated rows then differ only by their own decisions."""
+    cpu = wait = 0.0
+    for run in live.get("runs", []):
+        sched = run.get("worker_sched_s") or {}
+        if sched.get("engine_cpu", 0) > 0:
+            cpu, wait = cpu + sched["engine_cpu"], wait + sched["engine_wait"]
+        elif sched.get("cpu", 0) > 0:
+            cpu, wait = cpu + sched["cpu"], wait + sched["wait"]
+    return (cpu + wait) / cpu if cpu > 0 else 1.0
+
+
 def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = "auto") -> dict[str, Any]:
     meta = live["meta"]
     tokens = Tokens()
     stretch = run_stretch(live)
     load_free = "load-free" in str(profile.get("meta", {}).get("timing", ""))
     if speed_mode == "auto":
-        speed_mode = "stretch" if stretch and load_free else "probe"
-    if speed_mode == "stretch" and not stretch:
-        raise SystemExit("--speed stretch: this live run has no worker_sched_s (rerun live.py)")
-    speed = speed_factor(profile, meta, tokens) if speed_mode == "probe" else 1.0
+        speed_mode = "pooled" if stretch and load_free else "probe"
+    if speed_mode in ("stretch", "pooled") and not stretch:
+        raise SystemExit(f"--speed {speed_mode}: this live run has no worker_sched_s (rerun live.py)")
+    speed = 1.0
+    if speed_mode == "probe":
+        speed = speed_factor(profile, meta, tokens)
+    elif speed_mode == "pooled":
+        speed = pooled_stretch(live)
 
     def run_speed(name: str, seed: int) -> float:
         return stretch.get((name, seed), 1.0) if speed_mode == "stretch" else speed
@@ -516,6 +537,8 @@ def markdown(res: dict[str, Any], live_path: Path, profile_path: Path) -> str:
         + (
             "per run, the live workers' stretch (cpu + run-queue wait) / cpu (column 'stretch')"
             if res.get("speed_mode") == "stretch"
+            else f"{res['speed_factor']:.2f} for every run (pooled: the live workers' stretch over all runs)"
+            if res.get("speed_mode") == "pooled"
             else f"{res['speed_factor']:.2f} for every run ({res.get('speed_mode', 'probe')}: the live run's "
             "idle probe / the profile's prediction of it; 1.00 = uncorrected)"
         )
@@ -594,12 +617,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out/sim_fidelity"), help="output directory")
     p.add_argument(
         "--speed",
-        choices=("auto", "stretch", "probe", "none"),
+        choices=("auto", "stretch", "pooled", "probe", "none"),
         default="auto",
         help="machine-load correction: 'stretch' = per (row, seed) the live workers' (cpu + run-queue "
-        "wait) / cpu; 'probe' = one factor from the live run's idle probe (speed_factor); 'none' = the "
-        "profile as measured; 'auto' (default) = stretch when the live run recorded it and the profile "
-        "is load-free, else probe",
+        "wait) / cpu; 'pooled' = one such stretch over all the live run's rows and seeds; 'probe' = one "
+        "factor from the live run's idle probe (speed_factor); 'none' = the "
+        "profile as measured; 'auto' (default) = pooled when the live run recorded the stretch and the "
+        "profile is load-free, else probe",
     )
     return p
 

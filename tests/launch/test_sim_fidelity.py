@@ -11,6 +11,7 @@ from benchmarks.sim_fidelity import (
     CpuProfileCostModel,
     Tokens,
     live_workload,
+    pooled_stretch,
     run_stretch,
     sim_row_for,
     simulate,
@@ -113,3 +114,15 @@ def test_a_worker_is_not_busy_while_its_only_agent_is_in_a_tool() -> None:
     res = simulate(wl, sim_row_for("saga-router round_robin + LRU"), PROFILE, meta, seed=0)
     busy_s = res.counters["busy_frac"] * res.end_s
     assert 0 < busy_s <= res.end_s - gaps + 1e-9
+
+
+def test_the_pooled_stretch_weighs_every_run_by_its_engine_seconds() -> None:
+    """One factor for the whole live run (the default correction): total (cpu + wait) / total cpu, not
+    the mean of the runs' ratios, and the same for every row."""
+    runs = [
+        {"row": "saga", "seed": 0, "worker_sched_s": {"engine_cpu": 8.0, "engine_wait": 8.0}},
+        {"row": "x", "seed": 0, "worker_sched_s": {"engine_cpu": 2.0, "engine_wait": 6.0}},
+        {"row": "y", "seed": 0},  # no figures: no weight
+    ]
+    assert pooled_stretch({"runs": runs}) == pytest.approx(24.0 / 10.0)
+    assert pooled_stretch({"runs": []}) == 1.0
