@@ -26,15 +26,15 @@ Inputs: a live run (``benchmarks/live.py``'s ``live.json``) and a CPU profile
 
 * the machine's load: the live workers share a 2-core VM with other processes, which stretch every
   forward pass; ``live.py`` records, per (row, seed), the row's worker threads' on-CPU and
-  run-queue-wait seconds (``schedstat``). By default (``--speed pooled``, when the live run has them
-  and the profile is load-free) every cost term is multiplied by one stretch for the whole live run,
-  (cpu + wait) / cpu over all its rows and seeds: what the kernel says the other load cost the
-  workers, the same factor for every row, so the simulated rows differ only by their own placement,
-  batching and eviction. ``--speed stretch`` applies each (row, seed)'s own stretch instead: it also
-  carries into the simulation which row happened to run while the machine was busier (in
-  ``sim_fidelity_s7_rr`` that reversed the simulated ranking of two rows; pooled kept it).
-  ``--speed probe`` is the older single factor (the live run's idle probe), ``--speed none`` the
-  profile as measured.
+  run-queue-wait seconds (``schedstat``). By default (``--speed stretch``, when the live run has them
+  and the profile is load-free) each (row, seed) is simulated with every cost term multiplied by its
+  own stretch (cpu + wait) / cpu: what the kernel says the other load cost those workers, the same
+  measure for every row; the simulator still decides placement, batching and eviction itself.
+  ``--speed pooled`` applies one stretch for the whole live run instead (over all its rows and
+  seeds), so the simulated rows differ only by their own decisions; it is closer where the rows ran
+  under similar load and far off where they did not (``sim_fidelity_s7.md`` compares both over eight
+  live runs). ``--speed probe`` is the older single factor (the live run's idle probe),
+  ``--speed none`` the profile as measured.
 
 Reported per row: live and simulated mean TCT, their ratio error (also per seed), both "x saga"
 ratios and the ratio error between them, cached-token ratios, whether the ranking of rows by mean TCT
@@ -361,7 +361,7 @@ def run_stretch(live: dict[str, Any]) -> dict[tuple[str, int], float]:
 def pooled_stretch(live: dict[str, Any]) -> float:
     """One stretch for the whole live run: (cpu + wait) / cpu of every run's engine threads together.
     The same for every row, so a row that happened to run while the machine was busier is not
-    simulated slower; the simulated rows then differ only by their own decisions."""
+    simulated slower; the simulated rows then differ only by their own decisions (``--speed pooled``)."""
     cpu = wait = 0.0
     for run in live.get("runs", []):
         sched = run.get("worker_sched_s") or {}
@@ -378,7 +378,7 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = 
     stretch = run_stretch(live)
     load_free = "load-free" in str(profile.get("meta", {}).get("timing", ""))
     if speed_mode == "auto":
-        speed_mode = "pooled" if stretch and load_free else "probe"
+        speed_mode = "stretch" if stretch and load_free else "probe"
     if speed_mode in ("stretch", "pooled") and not stretch:
         raise SystemExit(f"--speed {speed_mode}: this live run has no worker_sched_s (rerun live.py)")
     speed = 1.0
@@ -622,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="machine-load correction: 'stretch' = per (row, seed) the live workers' (cpu + run-queue "
         "wait) / cpu; 'pooled' = one such stretch over all the live run's rows and seeds; 'probe' = one "
         "factor from the live run's idle probe (speed_factor); 'none' = the "
-        "profile as measured; 'auto' (default) = pooled when the live run recorded the stretch and the "
+        "profile as measured; 'auto' (default) = stretch when the live run recorded it and the "
         "profile is load-free, else probe",
     )
     return p

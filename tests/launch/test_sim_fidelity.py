@@ -117,7 +117,7 @@ def test_a_worker_is_not_busy_while_its_only_agent_is_in_a_tool() -> None:
 
 
 def test_the_pooled_stretch_weighs_every_run_by_its_engine_seconds() -> None:
-    """One factor for the whole live run (the default correction): total (cpu + wait) / total cpu, not
+    """One factor for the whole live run (--speed pooled): total (cpu + wait) / total cpu, not
     the mean of the runs' ratios, and the same for every row."""
     runs = [
         {"row": "saga", "seed": 0, "worker_sched_s": {"engine_cpu": 8.0, "engine_wait": 8.0}},
