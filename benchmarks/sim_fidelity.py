@@ -131,16 +131,21 @@ class CpuProfileCostModel(ProfileCostModel):
 
 
 # live row name -> simulator row
-def live_saga_row() -> RowSpec:
-    """The saga router's default ``--policy saga``: SAGA without workflow admission control."""
-    return dataclasses.replace(sim_rows.SAGA, label="saga", admission=AdmissionControlSettings())
+def live_saga_row(admission: dict[str, Any] | None = None) -> RowSpec:
+    """The saga router's ``--policy saga``: SAGA with the admission control the live run gave it
+    (``admission``: ``AdmissionControlSettings`` fields, the ``admission`` key of the live run's
+    ``--saga-scheduler-config``; none: off, the router's default until session 7)."""
+    return dataclasses.replace(
+        sim_rows.SAGA, label="saga", admission=AdmissionControlSettings(**(admission or {}))
+    )
 
 
-def sim_row_for(name: str) -> RowSpec:
+def sim_row_for(name: str, admission: dict[str, Any] | None = None) -> RowSpec:
+    """The simulator's row for a live row; ``admission`` applies to the saga-policy rows only."""
     if name == "saga" or name.startswith("saga, "):  # ablations of the live router only (the
-        return dataclasses.replace(live_saga_row(), label=name)  # simulator's index has no lag)
+        return dataclasses.replace(live_saga_row(admission), label=name)  # sim's index has no lag)
     if name == "saga-router saga + LRU":  # the saga router's scheduling on stock LRU workers
-        return dataclasses.replace(live_saga_row(), label=name, eviction="lru")
+        return dataclasses.replace(live_saga_row(admission), label=name, eviction="lru")
     placement = name.split()[1]
     label = name
     return RowSpec(label=label, placement=placement, eviction="lru", fairness="fcfs")
@@ -372,8 +377,23 @@ def pooled_stretch(live: dict[str, Any]) -> float:
     return (cpu + wait) / cpu if cpu > 0 else 1.0
 
 
-def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = "auto") -> dict[str, Any]:
+def saga_admission(meta: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The admission control the live saga rows ran with: ``override`` (``--saga-scheduler-config``),
+    else the live run's recorded ``saga_scheduler_config``, else none (off)."""
+    config = override if override is not None else meta.get("saga_scheduler_config")
+    admission = (config or {}).get("admission")
+    return dict(admission) if admission else None
+
+
+def compare(
+    live: dict[str, Any],
+    profile: dict[str, Any],
+    *,
+    speed_mode: str = "auto",
+    saga_scheduler_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     meta = live["meta"]
+    admission = saga_admission(meta, saga_scheduler_config)
     tokens = Tokens()
     stretch = run_stretch(live)
     load_free = "load-free" in str(profile.get("meta", {}).get("timing", ""))
@@ -406,7 +426,7 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = 
             wl = live_workload(meta, seed, tokens, o_run)
             for t in wl.tasks:
                 sim_prompt_by_task[t.task_id] = sum(c.prompt_tokens for c in t.calls)
-            res = simulate(wl, sim_row_for(name), profile, meta, seed, s_run)
+            res = simulate(wl, sim_row_for(name, admission), profile, meta, seed, s_run)
             # Each call also pays the request overhead once outside the engine: the tool gaps carry it
             # between calls; add the last call's here.
             for rec in res.tasks:
@@ -477,6 +497,7 @@ def compare(live: dict[str, Any], profile: dict[str, Any], *, speed_mode: str = 
     out["request_overhead_s"] = overhead
     out["speed_factor"] = speed
     out["speed_mode"] = speed_mode
+    out["saga_admission"] = admission
     return out
 
 
@@ -543,6 +564,7 @@ def markdown(res: dict[str, Any], live_path: Path, profile_path: Path) -> str:
             "idle probe / the profile's prediction of it; 1.00 = uncorrected)"
         )
         + ".",
+        f"Saga rows' admission control: {res.get('saga_admission') or 'off'}.",
         f"Ranking by mean TCT: live {res['ranking']['live']}; sim {res['ranking']['sim']}; "
         f"same: {res['ranking']['same']}.",
         "",
@@ -625,6 +647,15 @@ def build_parser() -> argparse.ArgumentParser:
         "profile as measured; 'auto' (default) = stretch when the live run recorded it and the "
         "profile is load-free, else probe",
     )
+    p.add_argument(
+        "--saga-scheduler-config",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help="the saga rows' scheduler config of the live run, as benchmarks/live.py took it; only its "
+        "'admission' key is used (default: the live run's recorded saga_scheduler_config, else "
+        "admission off)",
+    )
     return p
 
 
@@ -635,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("hidden_size", "layers"):
         if live["meta"][key] != profile["meta"][key]:
             raise SystemExit(f"{key}: live run {live['meta'][key]} but profile {profile['meta'][key]}")
-    res = compare(live, profile, speed_mode=args.speed)
+    res = compare(live, profile, speed_mode=args.speed, saga_scheduler_config=args.saga_scheduler_config)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sim_fidelity.json").write_text(json.dumps(res, indent=2))
     md = markdown(res, args.live, args.profile)

@@ -13,6 +13,7 @@ from benchmarks.sim_fidelity import (
     live_workload,
     pooled_stretch,
     run_stretch,
+    saga_admission,
     sim_row_for,
     simulate,
 )
@@ -126,3 +127,14 @@ def test_the_pooled_stretch_weighs_every_run_by_its_engine_seconds() -> None:
     ]
     assert pooled_stretch({"runs": runs}) == pytest.approx(24.0 / 10.0)
     assert pooled_stretch({"runs": []}) == 1.0
+
+
+def test_the_saga_rows_run_with_the_admission_control_the_live_run_gave_them() -> None:
+    on = {"admission": {"enabled": True, "shared_prefix_once": True}}
+    assert saga_admission({}, None) is None
+    assert saga_admission({"saga_scheduler_config": on}, None) == on["admission"]
+    assert saga_admission({"saga_scheduler_config": on}, {"tool_latency": {}}) is None  # the flag wins
+    row = sim_row_for("saga", saga_admission({}, on))
+    assert row.admission.enabled and row.admission.shared_prefix_once
+    assert not sim_row_for("saga").admission.enabled
+    assert sim_row_for("sglang-router cache_aware + LRU", on["admission"]).placement == "cache_aware"
