@@ -13,8 +13,8 @@ of space x time an entry is expected to use. Here, per entry e with a prediction
   prediction was made if that is later (``predicted_at_s``: a re-prediction conditional on the idle
   age, or a next use that is known rather than predicted): LHD ranks by the *remaining* lifetime,
   and time already spent idle is sunk. Given the true next admissions, the key anchored at the view
-  comes within a few percent of Belady in the simulator's low-pressure cells, and anchored at the
-  last use it stays 30-60% above (benchmarks/results/eviction_reading_s7.md).
+  comes within 1.5-3% of Belady in the simulator's 1.5x-pool cells; anchored at the last use it
+  stayed 1.3-1.8x Belady (benchmarks/results/eviction_reading_s7.md).
 * L_e: LHD's expected lifetime, the space-time it costs per token: W_e if it is read again, else
   H = ``miss_lifetime_s`` (an entry that is not read again stays until it is evicted). Session 4's
   key used W_e alone (P / W): P then entered only through its log and the noisy W decided, and
