@@ -12,7 +12,10 @@ Traces: ``--mooncake`` (default: the FAST'25 synthetic trace in ../shared/data),
 and any number of ``--trace FILE`` (your own Mooncake JSONL, with optional task_id/agent_type/step/
 tool fields). Capacities are fractions of the trace's distinct block tokens. Three ablation rows run
 the default key with the hint path's TTLs, its prefix-reuse learning or the recency guard (the
-index follows the key only while it chooses better than LRU: ``policy.eviction.guard``) off.
+index follows the key only while it chooses better than LRU: ``policy.eviction.guard``) off. Two
+more oracles (labelled) give ``reuse_density`` and ``reuse_time`` each idle session's true next
+request as its next use (``prefix_replay.Mode.TRUE_RETURN``): the most that better prediction of tool
+return times could buy, against Belady's bound, which also knows every block's next reader.
 
 Outputs (``--out-dir``): eviction_replay.json, eviction_replay.md (tables: recomputed tokens, ratio
 to Belady and to LRU, token hit ratio, recompute seconds under the linear cost model), and
@@ -91,16 +94,27 @@ ROWS = (
         Mode.HINTS,
         driver=DriverSettings(prefix_reuse=False),
     ),
+    # What perfect tool-return prediction would buy (labelled oracles): each idle session's true next
+    # request as its next use, the rest of the hint path unchanged.
+    Row("reuse_density, true returns (oracle)", "reuse_density", Mode.TRUE_RETURN, oracle=True),
+    Row(
+        "reuse_time, true returns (oracle)",
+        "reuse_time",
+        Mode.TRUE_RETURN,
+        oracle=True,
+        config={"ttl_protection": False},
+    ),
 )
+BELADY = ROWS[0].label
 CHOICES = ("wa_lru", "reuse_time", "reuse_density")
 
 
 def run_row(row: Row, requests: list[TraceRequest], capacity: int) -> ReplayStats:
-    if row.oracle:
+    if row.mode is Mode.ORACLE:
         policy: Any = ReuseTimeEviction(ReuseTimeSettings(ttl_protection=False))
     else:
         policy = registry.create_eviction(row.policy, row.config)
-    driver = HintDriver(row.driver) if row.mode is Mode.HINTS else None
+    driver = HintDriver(row.driver) if row.mode in (Mode.HINTS, Mode.TRUE_RETURN) else None
     return replay(requests, capacity, policy, row.mode, driver=driver)
 
 
@@ -187,7 +201,7 @@ def bound_table(report: dict[str, Any]) -> list[str]:
     for trace, t in report["traces"].items():
         for cap in t["capacities"]:
             by = {r["label"]: r for r in cap["rows"]}
-            belady = next(r for r in cap["rows"] if r["oracle"])["ratio_to_lru"]
+            belady = next(r for r in cap["rows"] if r["label"] == BELADY)["ratio_to_lru"]
             ours = by[default]["ratio_to_lru"] if default in by else None
             gap = 1.0 - belady
             closed = "n/a" if ours is None or gap <= 0 else f"{(1.0 - ours) / gap:.2f}"
@@ -390,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         caps = []
         for cap in args.capacities:
             rows = results[(name, cap)]
-            belady = next(r for r in rows if r["oracle"])["recomputed_tokens"]
+            belady = next(r for r in rows if r["label"] == BELADY)["recomputed_tokens"]
             lru = next(r for r in rows if r["label"] == "lru")["recomputed_tokens"]
             for r in rows:
                 r["ratio_to_belady"] = r["recomputed_tokens"] / belady if belady else 1.0

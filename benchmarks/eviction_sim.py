@@ -24,10 +24,13 @@ Rows: ``lru`` (SGLang radix LRU), ``vllm_prefix`` (vLLM's order), ``wa_lru``, ``
 alone), ``saga no TTL`` and ``belady (oracle)``. The project rows see the scheduler's recorded hints
 (what a live plugin is told), nothing clairvoyant. Two more oracles isolate what the prediction of
 tool return times costs: ``saga, true returns`` and ``reuse_time, true returns`` get each workflow's
-true next admission on the worker as its next use (P = 1, or never) instead of the prediction.
+true next admission on the worker as its next use (P = 1, or never) instead of the prediction,
+the wait measured from the moment the view is built; ``saga key alone, true returns`` drops the TTL
+tier, the recency guard and the depth weight, to show the key's rule itself given perfect returns.
 ``saga, re-keyed by age`` is live (no oracle): what re-key timers in the scheduler would add, each
 tool gap re-predicted at log-spaced ages from the gaps the replay has seen end (the hazard of
-P(return | age, tool, workflow history), ``schedule_replay.ViewMode.HINTS_BY_AGE``). A
+P(return | age, tool, workflow history), ``schedule_replay.ViewMode.HINTS_BY_AGE``; the wait runs
+from the re-key, the age the prediction is conditional on). A
 breakdown says what the victims of Belady, LRU and saga were (their workflow's state) when evicted.
 
     python benchmarks/eviction_sim.py        # swe, web-history; seeds 7 8; 4 workers x 90K tokens
@@ -73,6 +76,13 @@ class Row:
     oracle: bool = False
 
 
+def _key_alone() -> EvictionPolicy:
+    """The reuse-density key with no TTL tier, recency guard or depth weight: its rule alone."""
+    return registry.create_eviction(
+        "saga", {"ttl_protection": False, "recency_guard": False, "cost_weight": 0.0}
+    )
+
+
 ROWS = (
     Row("belady (oracle)", ViewMode.ORACLE, belady_policy, oracle=True),
     Row("lru", ViewMode.PLAIN, lambda: registry.create_eviction("lru")),
@@ -84,6 +94,7 @@ ROWS = (
     Row("saga no TTL", ViewMode.HINTS, lambda: registry.create_eviction("saga", {"ttl_protection": False})),
     Row("saga, re-keyed by age", ViewMode.HINTS_BY_AGE, lambda: registry.create_eviction("saga")),
     Row("saga, true returns (oracle)", ViewMode.TRUE_RETURN, lambda: registry.create_eviction("saga"), True),
+    Row("saga key alone, true returns (oracle)", ViewMode.TRUE_RETURN, lambda: _key_alone(), True),
     Row(
         "reuse_time, true returns (oracle)",
         ViewMode.TRUE_RETURN,

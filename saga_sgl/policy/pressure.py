@@ -8,8 +8,14 @@ Neither says whether *protection* is affordable. Our definition [I]:
     level = max(held / capacity, protected / (max_protected_frac * capacity))     clamped to [0, 1]
 
 * held: tokens eviction cannot reclaim (running requests' KV, locked prefixes);
-* protected: tokens of evictable entries whose tool-aware TTL is live, whether or not the policy
-  currently honours the TTL (counting only honoured ones would make protection flap on and off);
+* protected: tokens kept by evictable entries whose tool-aware TTL is live, whether or not the policy
+  currently honours the TTL (counting only honoured ones would make protection flap on and off). An
+  entry keeps its whole path (``depth_tokens``): its ancestors cannot be evicted before it. Counting
+  only the leaf's own tokens (sessions 2-6) hid nearly all of it: a protected agent context of 20K
+  tokens counted as its last segment of a few hundred, so the budget below was never reached and
+  protection stayed on in the simulator's unpressured pools (1.5x: 1.86 / 2.14 of Belady against
+  1.81 / 1.85 with the path counted, benchmarks/results/eviction_reading_s7.md). Shared prefixes
+  are counted once per protected path (an upper bound);
 * max_protected_frac (0.05): the budget of the pool that TTL protection may hold. Measured
   (benchmarks/eviction_replay.py, SWE-agent trace, 1 / 2 / 5% capacity, recomputed tokens vs LRU):
   a budget of 0.25 gave 0.957 / 0.832 / 0.860, 0.05 gave 0.939 / 0.817 / 0.858, no TTL at all

@@ -183,7 +183,8 @@ class VictimIndex:
 
     @property
     def protected_tokens(self) -> int:
-        """Tokens of the indexed entries whose stored key is in the PROTECTED tier."""
+        """Tokens the indexed PROTECTED-tier entries keep: each one's whole path (``depth_tokens``),
+        since its ancestors cannot be evicted before it (``policy.pressure``'s protected term)."""
         return self._protected_tokens
 
     def __contains__(self, entry_id: object) -> bool:
@@ -234,7 +235,7 @@ class VictimIndex:
         if recency is not None:
             recency.remove(top)
         if item[1][0] == _PROTECTED:
-            self._protected_tokens -= item[0].num_tokens
+            self._protected_tokens -= item[0].depth_tokens
             self._deadlines.remove(top)
         return item[0]
 
@@ -289,7 +290,7 @@ class VictimIndex:
         old = entries.get(entry_id)
         old_protected = old is not None and old[1][0] == _PROTECTED
         if old_protected:
-            self._protected_tokens -= old[0].num_tokens  # type: ignore[index]  # old_protected: not None
+            self._protected_tokens -= old[0].depth_tokens  # type: ignore[index]  # old_protected: not None
         deadline = entry.ttl_deadline_s
         entries[entry_id] = (
             entry,
@@ -306,7 +307,7 @@ class VictimIndex:
             if old is None or old[1][0] != tier or old[0].last_access_s != last:
                 recency.push((tier, last if last == last else math.inf, 0.0, entry_id))
         if tier == _PROTECTED:
-            self._protected_tokens += entry.num_tokens
+            self._protected_tokens += entry.depth_tokens
             deadline = math.inf if deadline is None else deadline
             self._deadlines.push((0, deadline, 0.0, entry_id))
             if deadline < self._deadline_floor:
@@ -321,7 +322,7 @@ class VictimIndex:
         if recency is not None:
             recency.remove(entry_id)
         if item[1][0] == _PROTECTED:
-            self._protected_tokens -= item[0].num_tokens
+            self._protected_tokens -= item[0].depth_tokens
             self._deadlines.remove(entry_id)
 
     def _choose(self, now_s: float, pressure: float, record: bool) -> int | None:

@@ -61,6 +61,11 @@ class CacheEntryView:
     ttl_deadline_s: float | None = None
     """Absolute end of the tool-aware TTL (Algorithm 1) set when the owner's tool call started; None
     when no TTL is live. The policy decides whether a live TTL protects the entry."""
+    predicted_at_s: float | None = None
+    """When the prediction (``reuse_prob``, ``next_use_at_s``) was made, if later than the entry's last
+    use: a predicting key measures the wait, and the decay of its estimate, from here. Set when the
+    owner's next call is already waiting (its reuse is known to be due since then); None: from the
+    last use."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,7 +11,11 @@ Rows (``Mode``):
 * ``plain``: views carry only the last access (what SGLang's LRU sees);
 * ``fifo``: the LRU key on the insertion time instead of the last access (first in, first out);
 * ``hints``: views filled by ``replay.driver.HintDriver`` (the router's hint path);
-* ``oracle``: the true next use of each block (Belady with the ``reuse_time`` key; labelled oracle).
+* ``oracle``: the true next use of each block (Belady with the ``reuse_time`` key; labelled oracle);
+* ``true_return``: ``hints``, but each idle session's next use is its true next request (P = the
+  hint path's share of the block the next call reads, or "never" after its last request), the wait
+  measured from the moment the view is built: an oracle of perfect tool-return prediction, the most
+  that better gap prediction could buy a key.
 
 Victims come from the policy core's ``VictimIndex`` (O(log n)). No I/O.
 """
@@ -38,6 +42,7 @@ class Mode(StrEnum):
     FIFO = "fifo"
     HINTS = "hints"
     ORACLE = "oracle"
+    TRUE_RETURN = "true_return"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +123,17 @@ def replay(
     """Replay ``requests`` through a cache of ``capacity_tokens`` evicting by ``policy``."""
     if capacity_tokens < 0:
         raise ValueError(f"capacity_tokens must be >= 0, got {capacity_tokens}")
-    if mode is Mode.HINTS and driver is None:
-        raise ValueError("mode 'hints' needs a HintDriver")
+    if mode in (Mode.HINTS, Mode.TRUE_RETURN) and driver is None:
+        raise ValueError(f"mode {mode.value!r} needs a HintDriver")
+    hinted = mode is Mode.HINTS or mode is Mode.TRUE_RETURN
+    returns: dict[str, list[float]] = {}
+    if mode is Mode.TRUE_RETURN:  # each session's request times (sessions do not depend on the cache)
+        sessions = HintDriver()
+        for r in requests:
+            owner = sessions.session_of(r)
+            sessions.on_arrival(owner, r, r.timestamp_s)
+            sessions.on_end(owner, r, r.timestamp_s)
+            returns.setdefault(owner.sid, []).append(r.timestamp_s)
     cost = cost or LinearCostModel()
     segs: dict[tuple[int, int], _Seg] = {}
     chains: list[list[_Seg]] = []
@@ -166,6 +180,14 @@ def replay(
                 entry_id=seg.eid, num_tokens=seg.tokens, depth_tokens=seg.depth, last_access_s=seg.last_s
             )
         reuse_prob, ttl_deadline_s = driver.block_hints(sess, seg.position, seg.block)
+        next_use_at_s, known_at = sess.next_use_at_s, None
+        if mode is Mode.TRUE_RETURN and sess.idle_since_s is not None:
+            times = returns[sess.sid]
+            k = bisect.bisect_right(times, now_s)
+            next_use_at_s = times[k] if k < len(times) else math.inf
+            share = reuse_prob / sess.reuse_prob if reuse_prob is not None and sess.reuse_prob else 0.0
+            reuse_prob = min(1.0, share) if next_use_at_s < math.inf else 0.0
+            known_at = now_s  # known, not predicted: the wait runs from the moment the view is built
         return CacheEntryView(
             entry_id=seg.eid,
             num_tokens=seg.tokens,
@@ -173,8 +195,9 @@ def replay(
             last_access_s=seg.last_s,
             workflow_id=WorkflowId(sess.sid),
             reuse_prob=reuse_prob,
-            next_use_at_s=sess.next_use_at_s,
+            next_use_at_s=next_use_at_s,
             ttl_deadline_s=ttl_deadline_s,
+            predicted_at_s=known_at,
         )
 
     index = VictimIndex(policy)
@@ -196,19 +219,20 @@ def replay(
     ttl_live: dict[str, Session] = {}
 
     def protected_tokens(now_s: float) -> int:
-        # Tokens of evictable leaves whose session's TTL is live (policy.pressure's "protected").
+        # Tokens kept by evictable leaves whose session's TTL is live: each leaf's whole path
+        # (policy.pressure's "protected").
         n = 0
         for sid, s in list(ttl_live.items()):
             if s.ttl_deadline_s is None or s.ttl_deadline_s <= now_s:
                 del ttl_live[sid]
             else:
-                n += sum(by_eid[e].tokens for e in leaves_of.get(sid, ()))
+                n += sum(by_eid[e].depth for e in leaves_of.get(sid, ()))
         return n
 
     for i, (r, chain) in enumerate(zip(requests, chains, strict=True)):
         now = r.timestamp_s
         sess: Session | None = None
-        if mode is Mode.HINTS:
+        if hinted:
             assert driver is not None
             for t, changed in driver.due_timers(now):
                 for eid in list(leaves_of.get(changed.sid, ())):

@@ -20,11 +20,13 @@ Rows (``ViewMode``):
   log-spaced ages (``AGE_REKEYS_S``) with P(return within the horizon | idle that long, tool,
   workflow history) from a ``GapModel`` this replay learns online from the schedule's own past
   gaps (a hazard, not the tool-start point estimate): the recorded P is scaled by how that
-  probability moved since the tool started, the next use is the conditional expected return. What
+  probability moved since the tool started, the next use is the conditional expected return, and
+  the wait runs from the re-key (``predicted_at_s``: the prediction is conditional on that age). What
   a live scheduler with re-key timers could know (the gaps it has seen end), nothing more;
 * ``true_return``: ``hints`` with the workflow's true next admission on this worker as its next use
-  (P = 1, or "never") instead of the scheduler's prediction: an oracle that isolates what the
-  prediction of tool return times costs a policy (the rest is the key's rule and granularity).
+  (P = 1, or "never") instead of the scheduler's prediction, the wait measured from the moment the
+  view is built (``CacheEntryView.predicted_at_s``): an oracle that isolates what the prediction of
+  tool return times costs a policy (the rest is the key's rule and granularity).
 
 ``belady`` is prefix-closed MIN: evict the leaf read farthest in the future (never = infinity),
 deepest first on ties. A child is read only with its parent, so next(parent) <= next(child) and the
@@ -135,8 +137,9 @@ class _AgeModel:
         self.residence_s = math.inf
         # workflow -> [gap start, tool, agent type, version, age credited, P at the start]
         self.idle: dict[WorkflowId, list[Any]] = {}
-        self.outlook: dict[WorkflowId, tuple[float, float]] = {}
-        """workflow -> (P scale since the tool started, expected next use) of its last re-key."""
+        self.outlook: dict[WorkflowId, tuple[float, float, float]] = {}
+        """workflow -> (P scale since the tool started, expected next use, re-key time) of its last
+        re-key: the prediction is conditional on the age at the re-key, so its wait runs from then."""
         self.timers: list[tuple[float, int, WorkflowId, int]] = []
         self._seq = 0
 
@@ -190,7 +193,7 @@ class _AgeModel:
             gap[4] = max(gap[4], age)
             prob, nxt = self._predict(wid, gap, t)
             scale = prob / gap[5] if gap[5] > 0 else 1.0
-            self.outlook[wid] = (min(scale, 1.0), nxt)
+            self.outlook[wid] = (min(scale, 1.0), nxt, t)
             out.append((t, wid))
         return out
 
@@ -266,14 +269,16 @@ def replay_worker(
                 workflow_id=owner,
             )
         prob, nxt = hints.reuse_prob, hints.next_use_at_s
+        at: float | None = None  # when the prediction was made (None: at the entry's last use)
         if ages is not None and owner in ages.outlook and prob is not None:
-            scale, nxt = ages.outlook[owner]
+            scale, nxt, at = ages.outlook[owner]
             prob = prob * scale
         if mode is ViewMode.TRUE_RETURN:
             lst = returns.get(owner, [])
             k = bisect.bisect_right(lst, now_s)
             nxt = lst[k] if k < len(lst) else math.inf
             prob = 1.0 if nxt < math.inf else 0.0
+            at = now_s  # known, not predicted: the wait runs from the moment the view is built
         return CacheEntryView(
             entry_id=seg.eid,
             num_tokens=seg.tokens,
@@ -285,6 +290,7 @@ def replay_worker(
             reuse_prob=prob,
             next_use_at_s=nxt,
             ttl_deadline_s=hints.ttl_deadline_s,
+            predicted_at_s=at,
         )
 
     by_eid: dict[int, int] = {}
@@ -297,7 +303,7 @@ def replay_worker(
 
     def add_leaf(pid: int, seg: _Seg, now_s: float) -> None:
         v = view(pid, seg, now_s)
-        protected.track(seg.eid, seg.tokens, v.ttl_deadline_s, now_s)
+        protected.track(seg.eid, seg.depth, v.ttl_deadline_s, now_s)
         index.add(v, now_s, pressure)
         if seg.owner is not None and not seg.shared:
             leaves_of.setdefault(seg.owner, set()).add(pid)
@@ -322,7 +328,7 @@ def replay_worker(
             seg = segs[pid]
             if is_leaf(seg) and seg.owner == wid and not seg.shared:
                 v = view(pid, seg, now_s)
-                protected.track(seg.eid, seg.tokens, v.ttl_deadline_s, now_s)
+                protected.track(seg.eid, seg.depth, v.ttl_deadline_s, now_s)
                 index.update(v, now_s, pressure)
 
     for i, e in enumerate(schedule.events):

@@ -374,16 +374,19 @@ class WorkflowScheduler:
         if rec is None or not self.settings.predictions:
             return None
         finished = rec.state is WorkflowState.FINISHED
+        prob = 0.0 if finished else rec.reuse_prob
         if rec.state is WorkflowState.TOOL_GAP:
             next_use = rec.reuse_next_use_at_s if rec.reuse_next_use_at_s is not None else rec.next_use_at_s
         elif rec.state is WorkflowState.QUEUED:
-            next_use = rec.queued_since_s
+            # Its next call is already waiting (at a worker, or held by admission with its prompt):
+            # the reuse is known, not predicted; the tool gap's P no longer applies.
+            next_use, prob = rec.queued_since_s, 1.0
         else:
             next_use = None
         return CacheHints(
             state=rec.state,
             is_finished=finished,
-            reuse_prob=0.0 if finished else rec.reuse_prob,
+            reuse_prob=prob,
             next_use_at_s=next_use,
             ttl_deadline_s=rec.ttl_deadline_s,
         )

@@ -241,7 +241,7 @@ class SimWorker:
     # --- LeafListener: keep the victim index in step with the tree -------------------------------
     def leaf_added(self, node: Node) -> None:
         view = self.host.entry_view(self, node, self.now_s)
-        self.protected.track(node.entry_id, node.num_pages_tokens, view.ttl_deadline_s, self.now_s)
+        self.protected.track(node.entry_id, view.depth_tokens, view.ttl_deadline_s, self.now_s)
         self.victims.add(view, self.now_s, self.pressure)
         self.host.on_leaf(self, node, True)
 
@@ -254,7 +254,7 @@ class SimWorker:
         """The owner's state changed: re-key the leaf from a fresh view."""
         if node.entry_id in self.victims:
             view = self.host.entry_view(self, node, now_s)
-            self.protected.track(node.entry_id, node.num_pages_tokens, view.ttl_deadline_s, now_s)
+            self.protected.track(node.entry_id, view.depth_tokens, view.ttl_deadline_s, now_s)
             self.victims.update(view, now_s, self.pressure)
 
     def _pop_victim(self, now_s: float, pressure: float) -> int | None:

@@ -104,6 +104,23 @@ def test_reuse_density_with_hints_recomputes_less_than_lru_on_agent_sessions() -
     assert saga < lru
 
 
+def test_true_returns_bound_what_better_return_prediction_buys() -> None:
+    """The ``true_return`` oracle gives each idle session its true next request: the reuse-time key
+    then never misses more than with the predictions, Belady (which also knows every block's
+    reader) stays the floor, and the mode refuses to run without the hint path."""
+    reqs = _synthetic(sessions=120)
+    cap = distinct_tokens(reqs) // 40
+    belady = replay(reqs, cap, ReuseTimeEviction(ReuseTimeSettings(ttl_protection=False)), Mode.ORACLE)
+    rt = ReuseTimeSettings(ttl_protection=False)
+    predicted = replay(reqs, cap, ReuseTimeEviction(rt), Mode.HINTS, driver=HintDriver())
+    true = replay(reqs, cap, ReuseTimeEviction(rt), Mode.TRUE_RETURN, driver=HintDriver())
+    saga_true = replay(reqs, cap, registry.create_eviction("saga"), Mode.TRUE_RETURN, driver=HintDriver())
+    assert belady.recomputed_tokens <= true.recomputed_tokens < predicted.recomputed_tokens
+    assert belady.recomputed_tokens <= saga_true.recomputed_tokens
+    with pytest.raises(ValueError, match="needs a HintDriver"):
+        replay(reqs, cap, ReuseTimeEviction(rt), Mode.TRUE_RETURN)
+
+
 @pytest.mark.skipif(not SWE.is_dir(), reason="SWE-agent trajectories not present")
 def test_swe_agent_conversion_keeps_mooncake_invariants_and_shares_only_system_prompts() -> None:
     reqs = swe_agent_requests(SWE, SweAgentSettings(copies=2))

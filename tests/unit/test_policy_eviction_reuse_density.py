@@ -147,3 +147,40 @@ def test_keys_do_not_drift_with_the_clock_and_a_live_ttl_protects_below_threshol
     assert policy.key(e, 10.0, 0.95).tier == Tier.ORDINARY  # sustained pressure: TTLs ignored
     assert policy.key(e, 25.0, 0.1).tier == Tier.ORDINARY  # expired
     assert policy.key(e, 25.0, 0.1).primary == policy.key(e, 1e6, 0.1).primary
+
+
+def test_the_wait_runs_from_the_prediction_so_idle_time_already_spent_is_sunk() -> None:
+    """Two workflows both due in 1 s; one has been idle 60 s (re-predicted at 60 s of age, or its next
+    call is already waiting). Anchored at its last use it would look 60x less dense and go first; LHD
+    ranks by the remaining lifetime, so with ``predicted_at_s`` it is as dense as the fresh one and an
+    entry due later goes before both. Without ``predicted_at_s`` the key is unchanged (anchored at the
+    last use), and a ``predicted_at_s`` before the last use is ignored."""
+    now = 1000.0
+    kw = {"num_tokens": 64, "depth_tokens": 64, "reuse_prob": 1.0}
+    stale = CacheEntryView(entry_id=1, last_access_s=now - 60.0, next_use_at_s=now + 1.0, **kw)  # type: ignore[arg-type]
+    rekeyed = CacheEntryView(
+        entry_id=1,
+        last_access_s=now - 60.0,
+        next_use_at_s=now + 1.0,
+        predicted_at_s=now,
+        **kw,  # type: ignore[arg-type]
+    )
+    fresh = CacheEntryView(entry_id=2, last_access_s=now, next_use_at_s=now + 1.0, **kw)  # type: ignore[arg-type]
+    later = CacheEntryView(entry_id=3, last_access_s=now, next_use_at_s=now + 20.0, **kw)  # type: ignore[arg-type]
+    policy = _key_only()
+    assert _drain(policy, [stale, fresh, later], now) == [1, 3, 2]
+    assert _drain(policy, [rekeyed, fresh, later], now) == [3, 1, 2]
+    assert policy.primary(rekeyed) == policy.primary(fresh)
+    before_last = CacheEntryView(
+        entry_id=1,
+        last_access_s=now,
+        next_use_at_s=now + 1.0,
+        predicted_at_s=now - 5.0,
+        **kw,  # type: ignore[arg-type]
+    )
+    assert policy.primary(before_last) == policy.primary(fresh)
+    # An entry with no prediction keeps LRU's key whatever predicted_at_s says.
+    plain = CacheEntryView(
+        entry_id=4, num_tokens=8, depth_tokens=8, last_access_s=now - 9.0, predicted_at_s=now
+    )
+    assert policy.key(plain, now, 0.0).primary == now - 9.0

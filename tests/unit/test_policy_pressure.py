@@ -11,7 +11,7 @@ from saga_sgl.policy.eviction.reuse_density import ReuseDensityEviction
 from saga_sgl.policy.eviction.ttl import ToolAwareTtl
 from saga_sgl.policy.pressure import ProtectedTokens, ResidenceTracker, kv_pressure
 from saga_sgl.policy.victim_index import VictimIndex
-from saga_sgl.policy.views import CacheEntryView, ToolType
+from saga_sgl.policy.views import CacheEntryView, ToolType, WorkflowId
 
 
 def test_definition() -> None:
@@ -63,3 +63,27 @@ def test_residence_time_is_cached_tokens_over_the_eviction_rate_and_caps_the_ttl
     web = ToolType("web")
     assert ttl.ttl_s(web, 0.0) == pytest.approx(4.5)
     assert ttl.ttl_s(web, 0.0, residence_s=2.0) == 2.0
+
+
+def test_a_protected_leaf_counts_its_whole_path_so_a_few_agent_contexts_fill_the_budget() -> None:
+    """A protected leaf keeps its ancestors (they cannot be evicted before it): the protected term
+    counts ``depth_tokens``. Counting the leaf's own tokens, three protected 20K-token agent contexts
+    ending in 200-token segments looked like 600 tokens, 12% of a 100K pool's 5% budget, and
+    protection never switched off."""
+    capacity, now = 100_000, 10.0
+    index = VictimIndex(ReuseDensityEviction())
+    for i in range(3):
+        leaf = CacheEntryView(
+            entry_id=i,
+            num_tokens=200,
+            depth_tokens=20_000,
+            last_access_s=now,
+            workflow_id=WorkflowId(f"w{i}"),
+            reuse_prob=0.9,
+            next_use_at_s=now + 2.0,
+            ttl_deadline_s=now + 30.0,
+        )
+        index.add(leaf, now, 0.0)
+    assert index.protected_tokens == 60_000
+    assert kv_pressure(capacity, 0, index.protected_tokens) == 1.0
+    assert not ReuseDensityEviction().protects(kv_pressure(capacity, 0, index.protected_tokens))

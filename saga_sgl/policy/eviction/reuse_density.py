@@ -8,8 +8,13 @@ of space x time an entry is expected to use. Here, per entry e with a prediction
 * P_e = ``reuse_prob``: P(the entry is read again within the horizon | its age, tool, step and its
   workflow's history), from ``aeg.predict.ReusePredictor`` (a distribution of the time to next use,
   not a point estimate: an entry idle in the heavy tail of its gap distribution gets a low P).
-* W_e = ``next_use_at_s - last_access_s`` (+ ``min_wait_s``): the time the entry occupies the cache
-  from its last use until the expected next use given it comes.
+* W_e = ``next_use_at_s - t_e`` (+ ``min_wait_s``): the time the entry occupies the cache from t_e
+  until the expected next use given it comes. t_e is the entry's last use, or the moment its
+  prediction was made if that is later (``predicted_at_s``: a re-prediction conditional on the idle
+  age, or a next use that is known rather than predicted): LHD ranks by the *remaining* lifetime,
+  and time already spent idle is sunk. Given the true next admissions, the key anchored at the view
+  comes within 1.5-3% of Belady in the simulator's 1.5x-pool cells; anchored at the last use it
+  stayed 1.3-1.8x Belady (benchmarks/results/eviction_reading_s7.md).
 * L_e: LHD's expected lifetime, the space-time it costs per token: W_e if it is read again, else
   H = ``miss_lifetime_s`` (an entry that is not read again stays until it is evicted). Session 4's
   key used W_e alone (P / W): P then entered only through its log and the noisy W decided, and
@@ -24,7 +29,7 @@ The key is an absolute time, so ``VictimIndex`` keeps it in a heap without drift
 quantity that changes with age: between two (re)predictions an entry's density is taken to decay as
 exp(-age / ``decay_s``), the same for every entry, so log density + const orders like
 
-    primary = last_access_s + decay_s * ln(density(e) / density_ref)
+    primary = t_e + decay_s * ln(density(e) / density_ref)
 
 (density_ref = p_ref / decay_s: an unpredicted entry is taken to live decay_s, whatever H; this is
 the anchor the measurements used), and the order does not change as the clock moves. The host
@@ -163,9 +168,13 @@ class ReuseDensityEviction:
         return _new_key(EvictionKey, (tier, self.primary(entry), -float(entry.depth_tokens), entry_id))
 
     def primary(self, entry: CacheEntryView) -> float:
-        """last_access_s + decay_s * ln(density / density_ref) for an entry with a prediction."""
+        """t_e + decay_s * ln(density / density_ref) for an entry with a prediction (t_e: the later of
+        its last use and ``predicted_at_s``)."""
         s = self.settings
         last = entry.last_access_s
+        at = entry.predicted_at_s
+        if at is not None and at > last:
+            last = at  # the prediction is newer than the last use: the wait runs from it
         prob = entry.reuse_prob
         if prob is None:
             prob = s.p_ref
