@@ -21,6 +21,12 @@ from saga_sgl.sim import rows as R  # noqa: E402
 from saga_sgl.sim.run import simulate  # noqa: E402
 
 ROWS = {r.label: r for r in (*R.MAIN_ROWS, *R.ABLATIONS)}
+for frac in (1.1, 1.15):
+    ROWS[f"saga-admission_{frac}x"] = dataclasses.replace(
+        R.SAGA,
+        label=f"saga-admission_{frac}x",
+        admission=dataclasses.replace(R.ADMISSION_CONTROL, kv_threshold_frac=frac),
+    )
 
 
 
