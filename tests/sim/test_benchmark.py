@@ -149,3 +149,24 @@ def test_window_is_a_multiple_of_the_median_task_time_at_the_load() -> None:
     assert hi1 - lo1 == pytest.approx(TINY.window_factor * median)
     assert (lo2, hi2) == pytest.approx((2 * lo1, 2 * hi1))
     assert cl2.closed_loop_until_s == pytest.approx(hi2) and spec2.max_tasks > spec1.max_tasks
+
+
+def test_production_agents_hold_about_70_percent_of_the_pool() -> None:
+    """Issue 8's production point: about 12 agents per replica and about 70% KV in use. An agent holds
+    its current context through its task, so N x its time-averaged context (each call's context
+    weighted by its decode and tool time) over the replica's pool is the KV the live agents hold."""
+    from saga_sgl.sim.cluster import Cluster
+    from saga_sgl.sim.policies import build_row
+    from saga_sgl.sim.workloads import WorkloadSpec, generate
+
+    for scenario in bench.HEADLINE_SCENARIOS:
+        wl = generate(WorkloadSpec(scenario=scenario, seed=1, closed_loop_agents=8, max_tasks=300))  # type: ignore[arg-type]
+        cluster = Cluster(wl, build_row(R.ROUND_ROBIN, 1), bench.QUICK.cluster)
+        pool = cluster.workers[0].capacity_tokens
+        calls = [c for t in wl.tasks for c in t.calls]
+        cost = cluster.cost
+        weights = [cost.decode_time_s(c.output_tokens, c.prompt_tokens) + c.tool_latency_s for c in calls]
+        held = sum(w * (c.prompt_tokens + c.output_tokens) for w, c in zip(weights, calls, strict=True))
+        context = held / sum(weights)
+        assert 0.6 <= bench.PRODUCTION.agents_per_replica * context / pool <= 0.8
+        assert bench.PRODUCTION_14.agents_per_replica * context / pool > 0.78
