@@ -77,7 +77,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._cluster_stats import geomean, paired_ratio, slo_by_class
 from benchmarks._machine import cpu_model
 from saga_sgl.sim import rows as R
-from saga_sgl.sim.bounds import closed_loop_mean_tct_bound, min_prompt_tokens, task_work
+from saga_sgl.sim.bounds import (
+    ContextBin,
+    closed_loop_mean_tct_bound,
+    context_bins,
+    min_prompt_tokens,
+    task_work,
+)
 from saga_sgl.sim.cluster import Cluster, ClusterSettings
 from saga_sgl.sim.policies import RowSpec, build_row
 from saga_sgl.sim.run import simulate
@@ -295,29 +301,51 @@ def _job(job: Job) -> dict[str, Any]:
     }
 
 
-def _closed_loop_bound(workload: Workload, job: Job, counted: list[Any]) -> float | None:
-    """The all-schedulers lower bound on the mean TCT of ``counted`` (``saga_sgl.sim.bounds``; an
-    oracle: it reads the tasks' true calls). Closed loop only (None for open-loop arrivals)."""
+BOUND_PRICINGS = ("none", "k_min", "contexts")
+"""How ``saga_sgl.sim.bounds`` prices the other sequences of a batch: not at all, each at the
+workload's shortest prompt, or at the decoded tokens' own KV lengths (the tightest; the headline)."""
+
+
+def closed_loop_bounds(
+    workload: Workload, cluster_settings: ClusterSettings, counted: list[Any]
+) -> dict[str, float]:
+    """The all-schedulers lower bound on the mean TCT of the tasks ``counted`` (anything with a
+    ``task_id``), per co-batch pricing (``saga_sgl.sim.bounds``; an oracle: it reads the tasks'
+    true calls). Closed loop only (empty for open-loop arrivals)."""
     if not workload.closed_loop_agents or not counted:
-        return None
-    cluster = Cluster(workload, build_row(R.ROUND_ROBIN, job.seed), job.cluster)
-    cost = cluster.cost
+        return {}
+    cost = Cluster(workload, build_row(R.ROUND_ROBIN, 0), cluster_settings).cost
+    a = cost.decode_attn_s_per_kv_token
     ids = {t.task_id for t in counted}
-    works = [task_work(t, cost.decode_attn_s_per_kv_token) for t in workload.tasks if t.task_id in ids]
+    specs = [t for t in workload.tasks if t.task_id in ids]
+    works = [task_work(t, a) for t in specs]
     per_tenant: dict[str, int] = {}
     for t in workload.tasks:
         per_tenant[t.tenant] = per_tenant.get(t.tenant, 0) + 1
-    pools = [len(workload.tasks)] if job.cluster.closed_loop_shared else list(per_tenant.values())
+    pools = [len(workload.tasks)] if cluster_settings.closed_loop_shared else list(per_tenant.values())
     agents = sum(min(workload.closed_loop_agents, n) for n in pools)
-    bound = closed_loop_mean_tct_bound(
-        works,
-        agents,
-        job.cluster.num_workers,
-        cost.iteration_constant_s,
-        job.cluster.worker.max_running_requests,
-        co_batch_attention_s=cost.decode_attn_s_per_kv_token * min_prompt_tokens(workload.tasks),
-    )
-    return bound.mean_tct_s
+    co_batch = {
+        "none": (ContextBin(0.0, 1.0),),
+        "k_min": (ContextBin(float(min_prompt_tokens(workload.tasks)), 1.0),),
+        "contexts": context_bins(specs),
+    }
+    return {
+        pricing: closed_loop_mean_tct_bound(
+            works,
+            agents,
+            cluster_settings.num_workers,
+            cost.iteration_constant_s,
+            cluster_settings.worker.max_running_requests,
+            co_batch=bins,
+            attn_s_per_kv_token=a,
+        ).mean_tct_s
+        for pricing, bins in co_batch.items()
+    }
+
+
+def _closed_loop_bound(workload: Workload, job: Job, counted: list[Any]) -> float | None:
+    """The tightest all-schedulers bound (co-batched sequences at their own KV lengths)."""
+    return closed_loop_bounds(workload, job.cluster, counted).get("contexts")
 
 
 def _mean_of(tasks: list[Any], attr: str) -> float:
