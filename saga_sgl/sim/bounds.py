@@ -8,9 +8,18 @@ of the simulator (``saga_sgl.sim.cost_model.ProfileCostModel``, ``saga_sgl.sim.w
    batch's KV lengths) and emits one token per sequence. A call's pre-fill emits its first output
    token; each later token ``g = 2..k`` is decoded with the sequence's KV at ``prompt + g - 1``.
 2. Every task's calls, output lengths, contexts and tool latencies are the workload's: no scheduler
-   changes them. Pre-fill, queueing, holds and recomputation are counted as zero (they only add).
+   changes them. Queueing, holds and recomputation are counted as zero (they only add); pre-fill
+   only at its floor (4).
 3. Closed loop in steady state: ``N`` agents, each starting its next task when one finishes, on
    ``R`` replicas; Little's law gives ``mean TCT = N / X`` for the task throughput ``X``.
+4. Pre-fill (optional, ``TaskWork.prefill_*``; ``CacheablePrefixes``): a prefill iteration of
+   ``T`` new tokens (at most the chunk budget ``B`` per call) costs ``c(T)`` plus each chunk's
+   attention ``prefill_attention_s(q, P)``, which is additive over chunks; prefill and decode
+   iterations do not overlap on a replica (SGLang's default, mixed chunks off). A call pre-fills at
+   least its prompt minus the longest prefix that may be cached when it runs: one another task's
+   prompt + output also has (any may have run first), or an earlier call of its own task. So a
+   call with ``q`` such tokens after ``P`` costs the GPU at least ``max(q, 1) * min_T c(T) / T +
+   attn(q, P)`` and its agent at least ``ceil(max(q, 1) / B) * min_T c(T) + attn(q, P)``.
 
 Let a task decode ``d`` tokens in total, with ``A`` = ``a`` x the sum over its decoded tokens of the
 token's own KV length, and ``tool`` seconds of tools. Let ``x(n, k)`` be the fraction of all decoded
@@ -18,12 +27,13 @@ tokens that have a KV length in bin ``k`` (at least ``kv_k``, the bin's lower ed
 in an iteration of ``n`` sequences; the bins' shares ``p_k`` are the workload's (assumption 2).
 
 * GPU time per task: an iteration's ``c(n)`` is shared by its ``n`` tokens and its attention is
-  the sum of its sequences' own terms, so ``G(x) = d * sum x(n, k) c(n) / n + A`` exactly, and the
-  ``R`` replicas give ``X * G(x) <= R``, i.e. ``mean TCT >= N * G(x) / R``.
+  the sum of its sequences' own terms, so ``G(x) = d * sum x(n, k) c(n) / n + A (+ the pre-fill
+  floor)``, and the ``R`` replicas give ``X * G(x) <= R``, i.e. ``mean TCT >= N * G(x) / R``.
 * Agent time per task: a token's agent waits its whole iteration. Summed over an iteration's ``n``
   tokens that is ``n * c(n) + a * n * S``: each sequence's KV is paid once per token of the batch,
   i.e. ``n`` times. So the agents' decode time is ``sum over tokens of c(n) + a * n * kv`` and
-  ``mean TCT >= L(x) = tool + A + d * sum x(n, k) (c(n) + a (n - 1) kv_k)``.
+  ``mean TCT >= L(x) = tool + A + d * sum x(n, k) (c(n) + a (n - 1) kv_k) (+ its pre-fill wait
+  floor)``.
 
 Hence ``mean TCT >= min over x of max(N * G(x) / R, L(x))`` subject to ``sum_n x(n, k) = p_k``,
 ``x >= 0``: a linear programme (solved exactly by HiGHS). Batching more saves GPU time and costs
@@ -34,7 +44,8 @@ ones (the least ``sum n * kv`` over all ways to pair the two), so no scheduler e
 How tight each ingredient makes it (``co_batch`` pricing):
 * one bin at 0: other sequences' attention ignored (the first, loosest form);
 * one bin at ``k_min``, the workload's shortest prompt (every sequence's KV is at least its prompt);
-* the decoded tokens' own KV-length distribution (``context_bins``): the tightest here.
+* the decoded tokens' own KV-length distribution (``context_bins``): the tightest here;
+each with or without the pre-fill floors (4).
 
 What it leaves out (each only weakens it, so it stays valid): the KV pool's limit on ``S`` (shared
 prefixes make the sum of KV lengths exceed the pool, so it is no valid per-batch cap), and any cost
@@ -49,13 +60,15 @@ tasks' time for short ones' in a per-task geomean.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linprog
 
-from saga_sgl.sim.workloads.model import TaskSpec
+from saga_sgl.sim.workloads.model import CallSpec, Segment, TaskSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +79,16 @@ class TaskWork:
     attention_s: float
     """``a`` x the sum over its decoded tokens of the token's own KV length."""
     tool_s: float
+    prefill_gpu_s: float = 0.0
+    """A floor on the GPU time of its calls' pre-fills (``prefill_floors``; 0 = not counted)."""
+    prefill_wait_s: float = 0.0
+    """A floor on the time its agent waits for its own calls' pre-fills (0 = not counted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillFloor:
+    gpu_s: float
+    wait_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +150,62 @@ def context_bins(tasks: Sequence[TaskSpec], num_bins: int = 64) -> tuple[Context
     )
 
 
+class CacheablePrefixes:
+    """Per call, the longest prompt prefix whose KV may be cached when it runs: one another task
+    also has (any other task may have run first), or an earlier call of the same task has in its
+    prompt + output. A segment trie over every call's prompt + output of ``workload_tasks``."""
+
+    def __init__(self, workload_tasks: Sequence[TaskSpec]) -> None:
+        # Per node: [children, tasks passing it, the last such task, that task's first step there].
+        self._root: dict[int, list[Any]] = {}
+        for t in workload_tasks:
+            for call in t.calls:
+                children = self._root
+                for seg in (*call.prompt, Segment(call.output_seg_id, call.output_tokens)):
+                    node = children.get(seg.seg_id)
+                    if node is None:
+                        node = children[seg.seg_id] = [{}, 0, None, call.step]
+                    if node[2] != t.task_id:
+                        node[1] += 1
+                        node[2] = t.task_id
+                        node[3] = call.step
+                    children = node[0]
+
+    def cacheable_tokens(self, call: CallSpec) -> int:
+        children, shared = self._root, 0
+        for seg in call.prompt:
+            node = children.get(seg.seg_id)
+            if node is None or not (node[1] >= 2 or node[3] < call.step):
+                break
+            shared += seg.num_tokens
+            children = node[0]
+        return shared
+
+    def floors(
+        self,
+        tasks: Sequence[TaskSpec],
+        iteration_constant_s: Callable[[int], float],
+        prefill_attention_s: Callable[[int, int], float],
+        chunk_tokens: int,
+    ) -> dict[str, PrefillFloor]:
+        """Per task: floors on its pre-fills' GPU time and its agent's wait for them (assumption 4)."""
+        sizes = range(1, 2 * chunk_tokens + 1)
+        per_token = min(iteration_constant_s(n) / n for n in sizes)
+        c_min = min(iteration_constant_s(n) for n in sizes)
+        out: dict[str, PrefillFloor] = {}
+        for t in tasks:
+            gpu = wait = 0.0
+            for call in t.calls:
+                shared = self.cacheable_tokens(call)
+                new = call.prompt_tokens - shared
+                attn = prefill_attention_s(new, shared) if new > 0 else 0.0
+                # At least one token is computed even on a full hit (the worker recomputes the last).
+                gpu += max(new, 1) * per_token + attn
+                wait += math.ceil(max(new, 1) / chunk_tokens) * c_min + attn
+            out[t.task_id] = PrefillFloor(gpu, wait)
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class ClosedLoopBound:
     mean_tct_s: float
@@ -163,6 +242,8 @@ def closed_loop_mean_tct_bound(
     d = sum(w.decode_tokens for w in works) / m
     attn = sum(w.attention_s for w in works) / m
     tool = sum(w.tool_s for w in works) / m
+    pf_gpu = sum(w.prefill_gpu_s for w in works) / m
+    pf_wait = sum(w.prefill_wait_s for w in works) / m
     sizes = np.arange(1, min(agents, max_batch) + 1)
     c = np.array([iteration_constant_s(int(n)) for n in sizes])
     nb, ns = len(kvs), len(sizes)
@@ -170,7 +251,7 @@ def closed_loop_mean_tct_bound(
     gpu_coef = np.repeat(agents * d * c / sizes / replicas, nb)
     lat_coef = d * (c[:, None] + attn_s_per_kv_token * (sizes[:, None] - 1) * kvs[None, :]).ravel()
     a_ub = np.vstack([np.append(gpu_coef, -1.0), np.append(lat_coef, -1.0)])
-    b_ub = np.array([-agents * attn / replicas, -(tool + attn)])
+    b_ub = np.array([-agents * (attn + pf_gpu) / replicas, -(tool + attn + pf_wait)])
     a_eq = np.zeros((nb, ns * nb + 1))
     for k in range(nb):
         a_eq[k, k : ns * nb : nb] = 1.0
@@ -180,8 +261,8 @@ def closed_loop_mean_tct_bound(
     if res.status != 0:
         raise RuntimeError(f"closed_loop_mean_tct_bound: the LP failed ({res.message})")
     x = np.clip(res.x[:-1], 0.0, None)
-    g = float(gpu_coef @ x + agents * attn / replicas)
-    lat = float(lat_coef @ x + tool + attn)
+    g = float(gpu_coef @ x + agents * (attn + pf_gpu) / replicas)
+    lat = float(lat_coef @ x + tool + attn + pf_wait)
     per_size = x.reshape(ns, nb).sum(axis=1)
     mix = tuple((int(n), float(f)) for n, f in zip(sizes, per_size, strict=True) if f > 1e-9)
     # HiGHS meets the constraints to ~1e-9: report the max of the two sides at its x (>= its t).

@@ -11,6 +11,7 @@ import pytest
 
 from saga_sgl.sim import rows
 from saga_sgl.sim.bounds import (
+    CacheablePrefixes,
     ContextBin,
     TaskWork,
     closed_loop_mean_tct_bound,
@@ -199,7 +200,9 @@ def test_no_committed_quick_run_beats_its_bound() -> None:
         counted = [t for t in bench._workload(job.wspec).tasks if t.task_id in ids]
         bounds = bench.closed_loop_bounds(bench._workload(job.wspec), job.cluster, counted)
         mean = sum(r["tct"].values()) / len(r["tct"])
-        assert bounds["none"] <= bounds["k_min"] <= bounds["contexts"] <= mean, (
+        assert (
+            bounds["none"] <= bounds["k_min"] <= bounds["contexts"] <= bounds["contexts+prefill"] <= mean
+        ), (
             r["load"],
             r["scenario"],
             r["row"],
@@ -210,3 +213,31 @@ def test_no_committed_quick_run_beats_its_bound() -> None:
     for load in ("production", "oversubscribed"):
         ratio = agg["headline"][load]["vllm_sticky_least_loaded"]["ratio_of_means"]
         assert ratio <= agg["bounds"][load]["vllm_sticky_least_loaded"]["all_schedulers"]["ratio_of_means"]
+
+
+@pytest.mark.parametrize("scenario", ["swe", "web-history"])
+def test_prefill_floors_are_below_what_the_simulator_charges(scenario: str) -> None:
+    """Each task's floor on its agent's pre-fill wait is at most the pre-fill time the simulator
+    charged it (four agents sharing two replicas, so prefixes are shared across tasks), and the
+    floors tighten the one-agent bound without passing the isolated TCT."""
+    agents = 4
+    wl = generate(WorkloadSpec(scenario=scenario, seed=4, closed_loop_agents=agents, max_tasks=agents * 3))
+    result = simulate(wl, rows.STICKY, SETTINGS, seed=4)
+    cluster = Cluster(wl, build_row(rows.ROUND_ROBIN, seed=0), SETTINGS)
+    cost = cluster.cost
+    floors = CacheablePrefixes(wl.tasks).floors(
+        wl.tasks, cost.iteration_constant_s, cost.prefill_attention_s, SETTINGS.worker.chunked_prefill_size
+    )
+    done = {t.task_id: t for t in result.tasks}
+    assert len(done) >= agents
+    assert all(f.gpu_s > 0 and f.wait_s > 0 for f in floors.values())
+    for task_id, rec in done.items():
+        assert floors[task_id].wait_s <= rec.prefill_s + 1e-9, task_id
+    for spec in wl.tasks[:3]:
+        w = task_work(spec, cost.decode_attn_s_per_kv_token)
+        f = floors[spec.task_id]
+        wf = dataclasses.replace(w, prefill_gpu_s=f.gpu_s, prefill_wait_s=f.wait_s)
+        plain, tight = (
+            closed_loop_mean_tct_bound([x], 1, 1, cost.iteration_constant_s, 256).mean_tct_s for x in (w, wf)
+        )
+        assert plain < tight <= cluster.isolated_tct_s(spec) + 1e-9
