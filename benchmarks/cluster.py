@@ -555,8 +555,8 @@ def markdown(agg: dict[str, Any], header: dict[str, Any]) -> str:
         "concurrency SAGA ran them). 'alone': the same tasks alone on an idle replica; no scheduler "
         "can beat it. 'all schedulers' (closed loop, ratio of mean TCTs only): the baseline's mean TCT "
         "over the lowest mean TCT any scheduler can reach with these agents on these replicas "
-        "(capacity vs each agent's latency, decode cost model; pre-fill and queueing counted as zero: "
-        "saga_sgl/sim/bounds.py).",
+        "(capacity vs each agent's latency under the simulator's cost model, co-batched sequences at "
+        "their own KV lengths, pre-fill at its floor, queueing counted as zero: saga_sgl/sim/bounds.py).",
         "",
         "| load point | baseline | SAGA measured | bound: SAGA with zero hold/queue/prefill | bound: alone | "
         "bound: all schedulers (means) |",
