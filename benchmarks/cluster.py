@@ -51,7 +51,8 @@ geomean over the headline scenarios, against the baseline closest to SAGA) and
 ``bounds.<load point>.<baseline>.{saga_no_wait,alone}.{geomean,ratio_of_means}`` (labelled ceilings
 from SAGA's own runs: its tasks with zero hold/queue/pre-fill time, and alone on an idle replica) and,
 closed loop, ``bounds.<load point>.<baseline>.all_schedulers.ratio_of_means`` (the lowest mean TCT any
-scheduler can reach with these agents on these replicas: ``saga_sgl.sim.bounds``);
+scheduler can reach with these agents on these replicas: ``saga_sgl.sim.bounds``, co-batched
+sequences at their own KV lengths and pre-fill floors; ``closed_loop_bounds`` gives every pricing);
 ``cluster.md``; ``cluster_tct.png``.
 """
 
