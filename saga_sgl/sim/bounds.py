@@ -66,7 +66,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linprog
 
 from saga_sgl.sim.workloads.model import CallSpec, Segment, TaskSpec
 
@@ -238,6 +237,10 @@ def closed_loop_mean_tct_bound(
         raise ValueError("co_batch needs bins with shares >= 0 summing to 1 and KV lengths >= 0")
     if attn_s_per_kv_token < 0:
         raise ValueError("attn_s_per_kv_token must be >= 0")
+    try:
+        from scipy.optimize import linprog  # SGLang depends on scipy; so do saga-sgl's test extras
+    except ImportError as e:
+        raise ImportError("closed_loop_mean_tct_bound solves an LP with scipy: pip install scipy") from e
     m = len(works)
     d = sum(w.decode_tokens for w in works) / m
     attn = sum(w.attention_s for w in works) / m
