@@ -108,6 +108,12 @@ class SchedulerSettings:
     then a workflow whose call still waits there may be stolen. The simulator can; the router
     cannot (SGLang 0.5.23 has no way to move a forwarded request), so a workflow with a call out
     is never stolen there."""
+    preempt_only_if_blocked: bool = False
+    """A queued call counts as blocked by its worker's running calls only while the worker has no
+    room for it: the running-request cap is reached, or the free KV (pool less the tokens the worker
+    reports as not evictable) is smaller than the call's prompt. A call that waits only for the
+    chunked pre-fill of the calls ahead of it gains nothing from a retract, which adds a pre-fill
+    (ours; the SAGA simulator row sets it, the live router keeps the paper's rule) [I]."""
     max_preemptions_per_epoch: int = 2
     """Preemptions per epoch at most, so a loaded worker does not thrash [I]."""
     max_preemptions_per_call: int | None = None

@@ -244,6 +244,16 @@ class WorkflowRecord:
         return max(self._context_tokens, self._predicted_peak_tokens)
 
 
+def _out_of_room(worker: WorkerView | None, running: int, prompt_tokens: int) -> bool:
+    """Whether a queued call of ``prompt_tokens`` lacks a running slot or KV on ``worker``, which
+    runs at least ``running`` calls (the scheduler's own count); unknown worker: yes."""
+    if worker is None:
+        return True
+    if max(worker.num_running_reqs, running) >= worker.max_running_reqs:
+        return True
+    return worker.kv_capacity_tokens - worker.kv_used_tokens < prompt_tokens
+
+
 def _slowest_rate(workers: Sequence[WorkerView]) -> float | None:
     """The slowest pre-fill rate a host measured on any worker (None: none measured yet)."""
     return min((w.prefill_tokens_per_s for w in workers if w.prefill_tokens_per_s), default=None)
@@ -1279,10 +1289,18 @@ class WorkflowScheduler:
             cur = waiter_of.get(waiting.call_worker)
             if cur is None or (key, since) < (-urg.get(cur[1].workflow_id, 0.0), cur[0]):
                 waiter_of[waiting.call_worker] = (since, waiting)
+        views: dict[WorkerId, WorkerView] | None = None
         for wid, (since, waiter) in waiter_of.items():
             holders = running.get(wid)
             if not holders:
                 continue
+            if self.settings.preempt_only_if_blocked:
+                if views is None:
+                    views = {w.worker_id: w for w in self._worker_views(now)}
+                runs = sum(1 for r in self._active.values() if r.running and r.call_worker == wid)
+                need = self.service.prompt_tokens(waiter.call_id or "")
+                if not _out_of_room(views.get(wid), runs, need):
+                    continue
             holder = min(holders, key=lambda r: (urg.get(r.workflow_id, 0.0), r.workflow_id))
             remaining = cost = None
             if holder.call_id is not None and self._tracks_service:

@@ -1,42 +1,73 @@
 """A lower bound on a closed loop's mean task completion time that holds for every scheduler.
 
 An oracle (it reads every task's true calls), labelled as such by the benchmark. Assumptions, all
-of the simulator's cost model (``saga_sgl.sim.cost_model.ProfileCostModel``):
+of the simulator (``saga_sgl.sim.cost_model.ProfileCostModel``, ``saga_sgl.sim.worker``):
 
 1. A decode iteration of ``n`` sequences takes ``c(n) + a * S`` seconds (``c`` =
    ``iteration_constant_s``, ``a`` = ``decode_attn_s_per_kv_token``, ``S`` = the sum of the
-   batch's KV lengths) and emits one token per sequence.
+   batch's KV lengths) and emits one token per sequence. A call's pre-fill emits its first output
+   token; each later token ``g = 2..k`` is decoded with the sequence's KV at ``prompt + g - 1``.
 2. Every task's calls, output lengths, contexts and tool latencies are the workload's: no scheduler
-   changes them. Pre-fill, queueing, holds and recomputation are counted as zero (they only add).
+   changes them. Queueing, holds and recomputation are counted as zero (they only add); pre-fill
+   only at its floor (4).
 3. Closed loop in steady state: ``N`` agents, each starting its next task when one finishes, on
    ``R`` replicas; Little's law gives ``mean TCT = N / X`` for the task throughput ``X``.
+4. Pre-fill (optional, ``TaskWork.prefill_*``; ``CacheablePrefixes``): a prefill iteration of
+   ``T`` new tokens (at most the chunk budget ``B`` per call) costs ``c(T)`` plus each chunk's
+   attention ``prefill_attention_s(q, P)``, which is additive over chunks; prefill and decode
+   iterations do not overlap on a replica (SGLang's default, mixed chunks off). A call pre-fills at
+   least its prompt minus the longest prefix that may be cached when it runs: one another task's
+   prompt + output also has (any may have run first), or an earlier call of its own task. So a
+   call with ``q`` such tokens after ``P`` costs the GPU at least ``max(q, 1) * min_T c(T) / T +
+   attn(q, P)`` and its agent at least ``ceil(max(q, 1) / B) * min_T c(T) + attn(q, P)``.
 
 Let a task decode ``d`` tokens in total, with ``A`` = ``a`` x the sum over its decoded tokens of the
-token's own context, and ``tool`` seconds of tools. If a fraction ``f(n)`` of all decoded tokens
-is decoded in iterations of ``n`` sequences:
+token's own KV length, and ``tool`` seconds of tools. Let ``x(n, k)`` be the fraction of all decoded
+tokens that have a KV length in bin ``k`` (at least ``kv_k``, the bin's lower edge) and are decoded
+in an iteration of ``n`` sequences; the bins' shares ``p_k`` are the workload's (assumption 2).
 
-* GPU time per task >= ``G(f) = sum_n f(n) * d * c(n) / n + A`` (an iteration's ``c(n)`` is
-  shared by its ``n`` tokens; its attention is at least each token's own context), and the ``R``
-  replicas give ``X * G(f) <= R``;
-* agent time per task >= ``L(f) = tool + sum_n f(n) * d * (c(n) + a * (n - 1) * k_min) + A``: a
-  token's agent waits the whole iteration, whose attention covers its own context and ``n - 1``
-  others, each at least ``k_min`` (the shortest prompt of any call in the workload: a sequence's KV
-  is at least its prompt); so ``mean TCT >= L(f)``.
+* GPU time per task: an iteration's ``c(n)`` is shared by its ``n`` tokens and its attention is
+  the sum of its sequences' own terms, so ``G(x) = d * sum x(n, k) c(n) / n + A (+ the pre-fill
+  floor)``, and the ``R`` replicas give ``X * G(x) <= R``, i.e. ``mean TCT >= N * G(x) / R``.
+* Agent time per task: a token's agent waits its whole iteration. Summed over an iteration's ``n``
+  tokens that is ``n * c(n) + a * n * S``: each sequence's KV is paid once per token of the batch,
+  i.e. ``n`` times. So the agents' decode time is ``sum over tokens of c(n) + a * n * kv`` and
+  ``mean TCT >= L(x) = tool + A + d * sum x(n, k) (c(n) + a (n - 1) kv_k) (+ its pre-fill wait
+  floor)``.
 
-Hence ``mean TCT >= min over f of max(N * G(f) / R, L(f))``: batching more saves GPU time and costs
-each agent latency; no scheduler escapes both. The minimum over mixes of two linear functions is
-reached at one batch size or on the segment between two (solved exactly below). ``n`` ranges over
-``1..min(N, max_running_requests)``; the KV pool's limit on ``n`` is ignored (a weaker, still valid
-bound). It bounds the *ratio of mean TCTs* only: a scheduler may still trade long tasks' time for
-short ones' in a per-task geomean.
+Hence ``mean TCT >= min over x of max(N * G(x) / R, L(x))`` subject to ``sum_n x(n, k) = p_k``,
+``x >= 0``: a linear programme (solved exactly by HiGHS). Batching more saves GPU time and costs
+each agent latency; the LP may put short-context tokens in large batches and long ones in small
+ones (the least ``sum n * kv`` over all ways to pair the two), so no scheduler escapes it.
+``n`` ranges over ``1..min(N, max_running_requests)``.
+
+How tight each ingredient makes it (``co_batch`` pricing):
+* one bin at 0: other sequences' attention ignored (the first, loosest form);
+* one bin at ``k_min``, the workload's shortest prompt (every sequence's KV is at least its prompt);
+* the decoded tokens' own KV-length distribution (``context_bins``): the tightest here;
+each with or without the pre-fill floors (4).
+
+What it leaves out (each only weakens it, so it stays valid): the KV pool's limit on ``S`` (shared
+prefixes make the sum of KV lengths exceed the pool, so it is no valid per-batch cap), and any cost
+of gathering agents into a batch of the LP's size. ``c(n)`` is not monotone in ``n`` (the profiled
+GEMM times dip at 24-32 sequences); that dip is the cost model's and a scheduler may use it, so
+the LP keeps it. "A batch holds at most the agents not in a tool" adds nothing in expectation:
+by Little's law it is ``X * (decode + tool time per task) <= N``, i.e. ``mean TCT >= L``, already
+a constraint. The bound is on the *ratio of mean TCTs* only: a scheduler may still trade long
+tasks' time for short ones' in a per-task geomean.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from saga_sgl.sim.workloads.model import TaskSpec
+import numpy as np
+
+from saga_sgl.sim.workloads.model import CallSpec, Segment, TaskSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +76,26 @@ class TaskWork:
 
     decode_tokens: int
     attention_s: float
-    """``a`` x the sum over its decoded tokens of the token's own context (prompt + earlier output)."""
+    """``a`` x the sum over its decoded tokens of the token's own KV length."""
     tool_s: float
+    prefill_gpu_s: float = 0.0
+    """A floor on the GPU time of its calls' pre-fills (``prefill_floors``; 0 = not counted)."""
+    prefill_wait_s: float = 0.0
+    """A floor on the time its agent waits for its own calls' pre-fills (0 = not counted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillFloor:
+    gpu_s: float
+    wait_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContextBin:
+    """Decoded tokens whose KV length is at least ``kv_tokens``; ``share`` of all decoded tokens."""
+
+    kv_tokens: float
+    share: float
 
 
 def min_prompt_tokens(tasks: Sequence[TaskSpec]) -> int:
@@ -60,11 +109,100 @@ def task_work(task: TaskSpec, attn_s_per_kv_token: float) -> TaskWork:
     tool = 0.0
     for call in task.calls:
         p, k = call.prompt_tokens, call.output_tokens
-        tokens += k
-        # Token j (0-based) of the output attends to the prompt and the j tokens before it.
-        kv_token_sum += k * p + k * (k - 1) / 2
+        if k > 1:
+            # Tokens 2..k are decoded with KV p + 1 .. p + k - 1 (the pre-fill emits token 1).
+            tokens += k - 1
+            kv_token_sum += (k - 1) * p + k * (k - 1) / 2
         tool += call.tool_latency_s
     return TaskWork(decode_tokens=tokens, attention_s=attn_s_per_kv_token * kv_token_sum, tool_s=tool)
+
+
+def decoded_kv_lengths(tasks: Sequence[TaskSpec]) -> np.ndarray:
+    """Every decoded token's KV length (assumption 1), sorted."""
+    starts: list[int] = []
+    counts: list[int] = []
+    for t in tasks:
+        for call in t.calls:
+            if call.output_tokens > 1:
+                starts.append(call.prompt_tokens + 1)
+                counts.append(call.output_tokens - 1)
+    if not counts:
+        return np.zeros(0, dtype=np.int64)
+    c = np.asarray(counts, dtype=np.int64)
+    offsets = np.repeat(np.cumsum(c) - c, c)
+    kv = np.repeat(np.asarray(starts, dtype=np.int64), c) + (np.arange(int(c.sum())) - offsets)
+    kv.sort()
+    return kv
+
+
+def context_bins(tasks: Sequence[TaskSpec], num_bins: int = 64) -> tuple[ContextBin, ...]:
+    """The decoded tokens' KV lengths in ``num_bins`` equal-count bins, each priced at its shortest
+    (a lower bound for every token in it)."""
+    if num_bins <= 0:
+        raise ValueError("context_bins needs num_bins > 0")
+    kv = decoded_kv_lengths(tasks)
+    if kv.size == 0:
+        return (ContextBin(0.0, 1.0),)
+    edges = np.linspace(0, kv.size, min(num_bins, kv.size) + 1).astype(np.int64)
+    return tuple(
+        ContextBin(float(kv[lo]), (hi - lo) / kv.size) for lo, hi in itertools.pairwise(edges) if hi > lo
+    )
+
+
+class CacheablePrefixes:
+    """Per call, the longest prompt prefix whose KV may be cached when it runs: one another task
+    also has (any other task may have run first), or an earlier call of the same task has in its
+    prompt + output. A segment trie over every call's prompt + output of ``workload_tasks``."""
+
+    def __init__(self, workload_tasks: Sequence[TaskSpec]) -> None:
+        # Per node: [children, tasks passing it, the last such task, that task's first step there].
+        self._root: dict[int, list[Any]] = {}
+        for t in workload_tasks:
+            for call in t.calls:
+                children = self._root
+                for seg in (*call.prompt, Segment(call.output_seg_id, call.output_tokens)):
+                    node = children.get(seg.seg_id)
+                    if node is None:
+                        node = children[seg.seg_id] = [{}, 0, None, call.step]
+                    if node[2] != t.task_id:
+                        node[1] += 1
+                        node[2] = t.task_id
+                        node[3] = call.step
+                    children = node[0]
+
+    def cacheable_tokens(self, call: CallSpec) -> int:
+        children, shared = self._root, 0
+        for seg in call.prompt:
+            node = children.get(seg.seg_id)
+            if node is None or not (node[1] >= 2 or node[3] < call.step):
+                break
+            shared += seg.num_tokens
+            children = node[0]
+        return shared
+
+    def floors(
+        self,
+        tasks: Sequence[TaskSpec],
+        iteration_constant_s: Callable[[int], float],
+        prefill_attention_s: Callable[[int, int], float],
+        chunk_tokens: int,
+    ) -> dict[str, PrefillFloor]:
+        """Per task: floors on its pre-fills' GPU time and its agent's wait for them (assumption 4)."""
+        sizes = range(1, 2 * chunk_tokens + 1)
+        per_token = min(iteration_constant_s(n) / n for n in sizes)
+        c_min = min(iteration_constant_s(n) for n in sizes)
+        out: dict[str, PrefillFloor] = {}
+        for t in tasks:
+            gpu = wait = 0.0
+            for call in t.calls:
+                shared = self.cacheable_tokens(call)
+                new = call.prompt_tokens - shared
+                attn = prefill_attention_s(new, shared) if new > 0 else 0.0
+                # At least one token is computed even on a full hit (the worker recomputes the last).
+                gpu += max(new, 1) * per_token + attn
+                wait += math.ceil(max(new, 1) / chunk_tokens) * c_min + attn
+            out[t.task_id] = PrefillFloor(gpu, wait)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +210,7 @@ class ClosedLoopBound:
     mean_tct_s: float
     """No scheduler's steady-state mean TCT is lower (under the module's assumptions)."""
     batch_mix: tuple[tuple[int, float], ...]
-    """The optimal mix: (batch size, fraction of decoded tokens) for one or two sizes."""
+    """The optimal mix: (batch size, fraction of decoded tokens), sizes with a share > 1e-9."""
     gpu_bound_s: float
     """``N * G / R`` at the optimal mix (the replicas' capacity)."""
     agent_bound_s: float
@@ -85,37 +223,50 @@ def closed_loop_mean_tct_bound(
     replicas: int,
     iteration_constant_s: Callable[[int], float],
     max_batch: int,
-    co_batch_attention_s: float = 0.0,
+    co_batch: Sequence[ContextBin] = (ContextBin(0.0, 1.0),),
+    attn_s_per_kv_token: float = 0.0,
 ) -> ClosedLoopBound:
-    """The bound of the module docstring for the task mix ``works`` (their mean).
-    ``co_batch_attention_s`` = ``a * k_min``: the least attention time each other sequence of a batch
-    adds to an iteration (0 drops that term: a weaker bound)."""
-    if not works or agents <= 0 or replicas <= 0 or max_batch <= 0 or co_batch_attention_s < 0:
+    """The bound of the module docstring for the task mix ``works`` (their mean). ``co_batch``: the
+    decoded tokens' KV lengths as bins (shares summing to 1), each token priced at its bin's lower
+    edge as another sequence of a batch; the default (one bin at 0) drops that term."""
+    if not works or agents <= 0 or replicas <= 0 or max_batch <= 0:
         raise ValueError("closed_loop_mean_tct_bound needs tasks, agents, replicas and max_batch > 0")
+    shares = np.array([b.share for b in co_batch], dtype=float)
+    kvs = np.array([b.kv_tokens for b in co_batch], dtype=float)
+    if not co_batch or np.any(shares < 0) or abs(shares.sum() - 1.0) > 1e-6 or np.any(kvs < 0):
+        raise ValueError("co_batch needs bins with shares >= 0 summing to 1 and KV lengths >= 0")
+    if attn_s_per_kv_token < 0:
+        raise ValueError("attn_s_per_kv_token must be >= 0")
+    try:
+        from scipy.optimize import linprog  # SGLang depends on scipy; so do saga-sgl's test extras
+    except ImportError as e:
+        raise ImportError("closed_loop_mean_tct_bound solves an LP with scipy: pip install scipy") from e
     m = len(works)
     d = sum(w.decode_tokens for w in works) / m
     attn = sum(w.attention_s for w in works) / m
     tool = sum(w.tool_s for w in works) / m
-    sizes = range(1, min(agents, max_batch) + 1)
-    # Per batch size n: (gpu bound N * G(n) / R, agent bound L(n)); both linear in the mix.
-    pts = []
-    for n in sizes:
-        c = iteration_constant_s(n)
-        latency = c + (n - 1) * co_batch_attention_s
-        pts.append((n, agents * (d * c / n + attn) / replicas, tool + d * latency + attn))
-    best = ClosedLoopBound(float("inf"), (), float("inf"), float("inf"))
-    for n, g, lat in pts:
-        if max(g, lat) < best.mean_tct_s:
-            best = ClosedLoopBound(max(g, lat), ((n, 1.0),), g, lat)
-    # Segments between a size where the GPU binds (g > lat) and one where latency binds (g < lat):
-    # the max of the two lines is lowest where they cross.
-    gpu_side = [p for p in pts if p[1] > p[2]]
-    lat_side = [p for p in pts if p[1] < p[2]]
-    for n1, g1, l1 in gpu_side:
-        for n2, g2, l2 in lat_side:
-            # lam * (g1 - l1) + (1 - lam) * (g2 - l2) = 0
-            lam = (l2 - g2) / ((g1 - l1) + (l2 - g2))
-            value = lam * g1 + (1 - lam) * g2
-            if value < best.mean_tct_s:
-                best = ClosedLoopBound(value, ((n1, lam), (n2, 1 - lam)), value, lam * l1 + (1 - lam) * l2)
-    return best
+    pf_gpu = sum(w.prefill_gpu_s for w in works) / m
+    pf_wait = sum(w.prefill_wait_s for w in works) / m
+    sizes = np.arange(1, min(agents, max_batch) + 1)
+    c = np.array([iteration_constant_s(int(n)) for n in sizes])
+    nb, ns = len(kvs), len(sizes)
+    # Variables: x[n, k] flattened n-major, then t. Minimise t.
+    gpu_coef = np.repeat(agents * d * c / sizes / replicas, nb)
+    lat_coef = d * (c[:, None] + attn_s_per_kv_token * (sizes[:, None] - 1) * kvs[None, :]).ravel()
+    a_ub = np.vstack([np.append(gpu_coef, -1.0), np.append(lat_coef, -1.0)])
+    b_ub = np.array([-agents * (attn + pf_gpu) / replicas, -(tool + attn + pf_wait)])
+    a_eq = np.zeros((nb, ns * nb + 1))
+    for k in range(nb):
+        a_eq[k, k : ns * nb : nb] = 1.0
+    cost = np.zeros(ns * nb + 1)
+    cost[-1] = 1.0
+    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=shares, bounds=(0, None), method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"closed_loop_mean_tct_bound: the LP failed ({res.message})")
+    x = np.clip(res.x[:-1], 0.0, None)
+    g = float(gpu_coef @ x + agents * (attn + pf_gpu) / replicas)
+    lat = float(lat_coef @ x + tool + attn + pf_wait)
+    per_size = x.reshape(ns, nb).sum(axis=1)
+    mix = tuple((int(n), float(f)) for n, f in zip(sizes, per_size, strict=True) if f > 1e-9)
+    # HiGHS meets the constraints to ~1e-9: report the max of the two sides at its x (>= its t).
+    return ClosedLoopBound(max(g, lat), mix, g, lat)

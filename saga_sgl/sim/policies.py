@@ -38,6 +38,8 @@ class RowSpec:
     """Workflow-level admission control (ours; off unless ``enabled``)."""
     preemption: bool = False
     """Carry out AFS preemptions (the simulator retracts the running call)."""
+    preempt_only_if_blocked: bool = False
+    """Preempt only for a queued call its worker has no slot or KV for (``SchedulerSettings``)."""
     oracle_next_use: bool = False
     """Clairvoyant next-use times (the Belady row; an oracle, labelled as such)."""
     infinite_kv: bool = False
@@ -82,6 +84,7 @@ def scheduler_settings(spec: RowSpec, seed: int) -> SchedulerSettings:
         ttl=spec.ttl,
         admission=spec.admission,
         preemption=spec.preemption,
+        preempt_only_if_blocked=spec.preempt_only_if_blocked,
         redirect_waiting_calls=True,  # the simulated worker can hand back a call still waiting
         seed=seed,
     )

@@ -149,3 +149,29 @@ def test_with_preempt_only_if_it_pays_a_call_about_to_finish_is_not_preempted() 
     assert len(run(pays=False)) == 1
     assert run(pays=True) == []
     assert run(pays=True, placement="admission") == []  # the estimates do not need the placement
+
+
+def test_preempt_only_if_blocked_spares_a_holder_whose_worker_has_room_for_the_waiter() -> None:
+    """With ``preempt_only_if_blocked`` a waiter counts as blocked only while its worker has no slot
+    or KV for it: one free slot and room -> no preemption; the worker reports its KV full -> the
+    same pair preempts."""
+    s, clock = _scheduler(preempt_only_if_blocked=True)
+    lo, hi = _urgency_order(s)
+    s.handle(CallAdmitted(call_id=f"{lo}:0", workflow_id=lo, worker_id=W0))
+    # The running-request cap (1) is reached by the scheduler's own count: blocked, preempts.
+    clock.advance(0.6)
+    assert [p.beneficiary for p in _preempts(s)] == [hi]
+    s2, clock2 = _scheduler(preempt_only_if_blocked=True)
+    roomy = WorkerView(worker_id=W0, num_running_reqs=1, num_waiting_reqs=1, kv_used_tokens=1_000,
+                       kv_capacity_tokens=100_000, max_running_reqs=4)
+    s2.handle(WorkerLoads(workers=(roomy,)))
+    lo2, _ = _urgency_order(s2)
+    s2.handle(CallAdmitted(call_id=f"{lo2}:0", workflow_id=lo2, worker_id=W0))
+    for _ in range(4):
+        clock2.advance(0.6)
+        assert _preempts(s2) == []  # a free slot and 99K free tokens for a 500-token prompt
+    full = WorkerView(worker_id=W0, num_running_reqs=1, num_waiting_reqs=1, kv_used_tokens=99_800,
+                      kv_capacity_tokens=100_000, max_running_reqs=4)
+    s2.handle(WorkerLoads(workers=(full,)))
+    clock2.advance(0.6)
+    assert len(_preempts(s2)) == 1

@@ -21,7 +21,7 @@ TINY = dataclasses.replace(
     scenarios=("web-history",),
     loads=(
         dataclasses.replace(bench.PAPER, rate_per_replica_per_min=1.0),
-        dataclasses.replace(bench.PRODUCTION, agents_per_replica=2),
+        dataclasses.replace(bench.PRODUCTION, agents_per_replica=2, load_x_isolated=1.0),
     ),
     rows=(R.ROUND_ROBIN, R.PREFIX_AFFINITY, R.SAGA),
     ablations=(R.ABLATIONS[0],),
@@ -135,3 +135,38 @@ def test_ceiling_bounds_are_computed_from_sagas_own_runs_and_labelled(tmp_path: 
     assert "## Ceilings: labelled bounds" in md and "bound: SAGA with zero hold/queue/prefill" in md
     assert "bound: all schedulers (means)" in md
     assert "tct_no_wait" not in json.dumps(doc["runs"])  # per-task maps stay in runs.jsonl
+
+
+def test_window_is_a_multiple_of_the_median_task_time_at_the_load() -> None:
+    """A load point whose tasks take k x their isolated time gets a warm-up and window k x longer
+    (closed loop: an agent runs about ``window_factor`` tasks in the window), and enough tasks."""
+    base = dataclasses.replace(bench.PRODUCTION, agents_per_replica=2, load_x_isolated=1.0)
+    slow = dataclasses.replace(base, load_x_isolated=2.0)
+    spec1, _, (lo1, hi1) = bench._setup(TINY, base, "web-history", 1)
+    spec2, cl2, (lo2, hi2) = bench._setup(TINY, slow, "web-history", 1)
+    median = bench.median_task_s(TINY, "web-history", 1)
+    assert lo1 == pytest.approx(TINY.warmup_factor * median)
+    assert hi1 - lo1 == pytest.approx(TINY.window_factor * median)
+    assert (lo2, hi2) == pytest.approx((2 * lo1, 2 * hi1))
+    assert cl2.closed_loop_until_s == pytest.approx(hi2) and spec2.max_tasks > spec1.max_tasks
+
+
+def test_production_agents_hold_about_70_percent_of_the_pool() -> None:
+    """Issue 8's production point: about 12 agents per replica and about 70% KV in use. An agent holds
+    its current context through its task, so N x its time-averaged context (each call's context
+    weighted by its decode and tool time) over the replica's pool is the KV the live agents hold."""
+    from saga_sgl.sim.cluster import Cluster
+    from saga_sgl.sim.policies import build_row
+    from saga_sgl.sim.workloads import WorkloadSpec, generate
+
+    for scenario in bench.HEADLINE_SCENARIOS:
+        wl = generate(WorkloadSpec(scenario=scenario, seed=1, closed_loop_agents=8, max_tasks=300))  # type: ignore[arg-type]
+        cluster = Cluster(wl, build_row(R.ROUND_ROBIN, 1), bench.QUICK.cluster)
+        pool = cluster.workers[0].capacity_tokens
+        calls = [c for t in wl.tasks for c in t.calls]
+        cost = cluster.cost
+        weights = [cost.decode_time_s(c.output_tokens, c.prompt_tokens) + c.tool_latency_s for c in calls]
+        held = sum(w * (c.prompt_tokens + c.output_tokens) for w, c in zip(weights, calls, strict=True))
+        context = held / sum(weights)
+        assert 0.6 <= bench.PRODUCTION.agents_per_replica * context / pool <= 0.8
+        assert bench.PRODUCTION_14.agents_per_replica * context / pool > 0.78

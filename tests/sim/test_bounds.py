@@ -4,11 +4,22 @@ against the simulator's own isolated TCT, and that simulated rows never beat it.
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
 from saga_sgl.sim import rows
-from saga_sgl.sim.bounds import TaskWork, closed_loop_mean_tct_bound, min_prompt_tokens, task_work
+from saga_sgl.sim.bounds import (
+    CacheablePrefixes,
+    ContextBin,
+    TaskWork,
+    closed_loop_mean_tct_bound,
+    context_bins,
+    decoded_kv_lengths,
+    min_prompt_tokens,
+    task_work,
+)
 from saga_sgl.sim.cluster import Cluster, ClusterSettings
 from saga_sgl.sim.policies import RowSpec, build_row
 from saga_sgl.sim.run import simulate
@@ -26,7 +37,11 @@ def _c(n: int) -> float:
 def test_the_optimum_is_the_best_mix_of_one_or_two_batch_sizes_found_by_brute_force() -> None:
     works = [TaskWork(decode_tokens=3_000, attention_s=4.0, tool_s=60.0), TaskWork(1_000, 1.0, 20.0)]
     agents, replicas, max_batch, co = 24, 2, 32, 0.0002
-    b = closed_loop_mean_tct_bound(works, agents, replicas, _c, max_batch, co_batch_attention_s=co)
+    # One bin at 1000 KV tokens, 2e-7 s per token: each other sequence adds 0.0002 s.
+    kmin = (ContextBin(1_000.0, 1.0),)
+    b = closed_loop_mean_tct_bound(
+        works, agents, replicas, _c, max_batch, co_batch=kmin, attn_s_per_kv_token=2e-7
+    )
     d, a, tool = 2_000.0, 2.5, 40.0
 
     def value(mix: list[tuple[int, float]]) -> float:
@@ -46,7 +61,9 @@ def test_the_optimum_is_the_best_mix_of_one_or_two_batch_sizes_found_by_brute_fo
     assert sum(f for _, f in b.batch_mix) == pytest.approx(1.0)
     # More replicas can only lower it, and so can dropping the co-batched attention term; one agent
     # alone is its own latency at batch 1.
-    more = closed_loop_mean_tct_bound(works, agents, 2 * replicas, _c, max_batch, co_batch_attention_s=co)
+    more = closed_loop_mean_tct_bound(
+        works, agents, 2 * replicas, _c, max_batch, co_batch=kmin, attn_s_per_kv_token=2e-7
+    )
     assert more.mean_tct_s <= b.mean_tct_s
     assert closed_loop_mean_tct_bound(works, agents, replicas, _c, max_batch).mean_tct_s <= b.mean_tct_s
     alone = closed_loop_mean_tct_bound(works, 1, 1, _c, max_batch)
@@ -83,10 +100,162 @@ def test_no_simulated_row_beats_the_bound_in_a_steady_window(row: RowSpec) -> No
     cost = Cluster(wl, build_row(rows.ROUND_ROBIN, seed=0), settings).cost
     ids = {t.task_id for t in counted}
     works = [task_work(s, cost.decode_attn_s_per_kv_token) for s in wl.tasks if s.task_id in ids]
-    co = cost.decode_attn_s_per_kv_token * min_prompt_tokens(wl.tasks)
-    assert co > 0
-    bound = closed_loop_mean_tct_bound(
-        works, agents, settings.num_workers, cost.iteration_constant_s, 256, co_batch_attention_s=co
+    specs = [s for s in wl.tasks if s.task_id in ids]
+    kmin = (ContextBin(float(min_prompt_tokens(wl.tasks)), 1.0),)
+    a = cost.decode_attn_s_per_kv_token
+    loose, bound = (
+        closed_loop_mean_tct_bound(
+            works,
+            agents,
+            settings.num_workers,
+            cost.iteration_constant_s,
+            256,
+            co_batch=bins,
+            attn_s_per_kv_token=a,
+        )
+        for bins in (kmin, context_bins(specs))
     )
+    assert bound.mean_tct_s > loose.mean_tct_s  # the contexts tighten it
+    floors = CacheablePrefixes(wl.tasks).floors(
+        specs, cost.iteration_constant_s, cost.prefill_attention_s, settings.worker.chunked_prefill_size
+    )
+    tightest = closed_loop_mean_tct_bound(
+        [
+            dataclasses.replace(
+                w, prefill_gpu_s=floors[s.task_id].gpu_s, prefill_wait_s=floors[s.task_id].wait_s
+            )
+            for s, w in zip(specs, works, strict=True)
+        ],
+        agents,
+        settings.num_workers,
+        cost.iteration_constant_s,
+        256,
+        co_batch=context_bins(specs),
+        attn_s_per_kv_token=a,
+    )
+    assert tightest.mean_tct_s > bound.mean_tct_s  # and so do the pre-fill floors
     mean = sum(t.tct_s for t in counted) / len(counted)
-    assert mean >= bound.mean_tct_s
+    assert mean >= tightest.mean_tct_s
+
+
+def test_with_context_bins_the_lp_finds_the_best_pairing_of_batch_sizes_and_contexts() -> None:
+    """Brute force over every split of two context bins across batch sizes 1..3 (a grid of 1/20):
+    the LP's optimum is at most the grid's best and within the grid's resolution of it."""
+    works = [TaskWork(decode_tokens=2_000, attention_s=3.0, tool_s=30.0)]
+    bins = (ContextBin(1_000.0, 0.4), ContextBin(20_000.0, 0.6))
+    a, agents, replicas, max_batch = 5e-7, 6, 2, 3
+
+    def c(n: int) -> float:
+        return (0.030, 0.031, 0.026)[n - 1]  # not monotone, like the profiled one
+
+    b = closed_loop_mean_tct_bound(
+        works, agents, replicas, c, max_batch, co_batch=bins, attn_s_per_kv_token=a
+    )
+    d, attn, tool = 2_000.0, 3.0, 30.0
+
+    def value(split: list[tuple[float, float, float]]) -> float:
+        g = lat = 0.0
+        for (kv, share), fr in zip(((x.kv_tokens, x.share) for x in bins), split, strict=True):
+            for n, f in zip((1, 2, 3), fr, strict=True):
+                g += share * f * d * c(n) / n
+                lat += share * f * d * (c(n) + a * (n - 1) * kv)
+        return max(agents * (g + attn) / replicas, tool + attn + lat)
+
+    steps = 20
+    simplex = [
+        (i / steps, j / steps, (steps - i - j) / steps)
+        for i in range(steps + 1)
+        for j in range(steps + 1 - i)
+    ]
+    brute = min(value([s1, s2]) for s1 in simplex for s2 in simplex)
+    assert b.mean_tct_s <= brute + 1e-9
+    assert b.mean_tct_s == pytest.approx(brute, rel=2e-3)
+    # The pairing matters: pricing every token at the longer context gives a higher value, at the
+    # shorter a lower one.
+    hi = closed_loop_mean_tct_bound(
+        works, agents, replicas, c, max_batch, co_batch=(ContextBin(20_000.0, 1.0),), attn_s_per_kv_token=a
+    )
+    lo = closed_loop_mean_tct_bound(
+        works, agents, replicas, c, max_batch, co_batch=(ContextBin(1_000.0, 1.0),), attn_s_per_kv_token=a
+    )
+    assert lo.mean_tct_s < b.mean_tct_s < hi.mean_tct_s
+    with pytest.raises(ValueError):
+        closed_loop_mean_tct_bound(works, agents, replicas, c, max_batch, co_batch=(ContextBin(0.0, 0.5),))
+
+
+def test_decoded_kv_lengths_follow_the_worker_pre_fill_emits_the_first_token() -> None:
+    wl = generate(WorkloadSpec(scenario="web-history", seed=2, closed_loop_agents=1, max_tasks=2))
+    spec = wl.tasks[0]
+    expected = sorted(
+        call.prompt_tokens + g - 1 for call in spec.calls for g in range(2, call.output_tokens + 1)
+    )
+    kv = decoded_kv_lengths([spec])
+    assert kv.tolist() == expected
+    w = task_work(spec, 1.0)
+    assert w.decode_tokens == len(expected) and w.attention_s == pytest.approx(sum(expected))
+    bins = context_bins([spec], num_bins=8)
+    assert sum(b.share for b in bins) == pytest.approx(1.0)
+    # Each bin's price is a lower bound of every token in it (bins are equal-count and sorted).
+    assert [b.kv_tokens for b in bins] == sorted(b.kv_tokens for b in bins)
+    assert bins[0].kv_tokens == expected[0]
+
+
+def test_no_committed_quick_run_beats_its_bound() -> None:
+    """Every closed-loop run of the committed quick run (all rows, production and oversubscribed):
+    its counted tasks' mean TCT is at least the tightest bound on them. A bound some row beats is
+    wrong; so is a committed ``cluster.json`` whose all-schedulers ratio is below SAGA's measured one."""
+    from benchmarks import cluster as bench
+
+    results = Path(bench.__file__).parent / "results" / "cluster_quick"
+    records = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines() if line.strip()]
+    jobs = {(j.load, j.scenario, j.seed): j for j in bench.build_jobs(bench.QUICK, {"main"})}
+    checked = 0
+    for r in records:
+        job = jobs.get((r["load"], r["scenario"], r["seed"]))
+        if r["section"] != "main" or job is None or not job.wspec.closed_loop_agents:
+            continue
+        ids = {k.split("/", 1)[1] for k in r["tct"]}
+        counted = [t for t in bench._workload(job.wspec).tasks if t.task_id in ids]
+        bounds = bench.closed_loop_bounds(bench._workload(job.wspec), job.cluster, counted)
+        mean = sum(r["tct"].values()) / len(r["tct"])
+        assert (
+            bounds["none"] <= bounds["k_min"] <= bounds["contexts"] <= bounds["contexts+prefill"] <= mean
+        ), (
+            r["load"],
+            r["scenario"],
+            r["row"],
+        )
+        checked += 1
+    assert checked >= 30
+    agg = json.loads((results / "cluster.json").read_text())
+    for load in ("production", "oversubscribed"):
+        ratio = agg["headline"][load]["vllm_sticky_least_loaded"]["ratio_of_means"]
+        assert ratio <= agg["bounds"][load]["vllm_sticky_least_loaded"]["all_schedulers"]["ratio_of_means"]
+
+
+@pytest.mark.parametrize("scenario", ["swe", "web-history"])
+def test_prefill_floors_are_below_what_the_simulator_charges(scenario: str) -> None:
+    """Each task's floor on its agent's pre-fill wait is at most the pre-fill time the simulator
+    charged it (four agents sharing two replicas, so prefixes are shared across tasks), and the
+    floors tighten the one-agent bound without passing the isolated TCT."""
+    agents = 4
+    wl = generate(WorkloadSpec(scenario=scenario, seed=4, closed_loop_agents=agents, max_tasks=agents * 3))
+    result = simulate(wl, rows.STICKY, SETTINGS, seed=4)
+    cluster = Cluster(wl, build_row(rows.ROUND_ROBIN, seed=0), SETTINGS)
+    cost = cluster.cost
+    floors = CacheablePrefixes(wl.tasks).floors(
+        wl.tasks, cost.iteration_constant_s, cost.prefill_attention_s, SETTINGS.worker.chunked_prefill_size
+    )
+    done = {t.task_id: t for t in result.tasks}
+    assert len(done) >= agents
+    assert all(f.gpu_s > 0 and f.wait_s > 0 for f in floors.values())
+    for task_id, rec in done.items():
+        assert floors[task_id].wait_s <= rec.prefill_s + 1e-9, task_id
+    for spec in wl.tasks[:3]:
+        w = task_work(spec, cost.decode_attn_s_per_kv_token)
+        f = floors[spec.task_id]
+        wf = dataclasses.replace(w, prefill_gpu_s=f.gpu_s, prefill_wait_s=f.wait_s)
+        plain, tight = (
+            closed_loop_mean_tct_bound([x], 1, 1, cost.iteration_constant_s, 256).mean_tct_s for x in (w, wf)
+        )
+        assert plain < tight <= cluster.isolated_tct_s(spec) + 1e-9
