@@ -604,3 +604,83 @@ def test_the_scheduler_gives_placement_the_binding_inputs_a_live_router_has() ->
     arrive("c")
     assert seen[-1].remaining_calls == pytest.approx(1.0)
     assert a.worker_id not in seen[-1].resident_kv_tokens
+
+
+def test_a_fresh_router_predicts_footprints_from_the_growth_it_sees_not_the_16k_default() -> None:
+    # Issue 13: before any workflow finished, every new workflow was priced at the footprint model's
+    # 16,384-token default, so every 2,560-token pool "overflowed" in the placement model.
+    from saga_sgl.clock import ManualClock
+    from saga_sgl.policy.views import WorkflowId
+    from saga_sgl.scheduler import (
+        CallArrived,
+        CallFinished,
+        SchedulerSettings,
+        WorkerLoads,
+        WorkflowFinished,
+        WorkflowScheduler,
+    )
+    from saga_sgl.scheduler.service_time import DEFAULT_CALLS
+
+    s = WorkflowScheduler(SchedulerSettings(stealing=None), clock=ManualClock())
+    s.handle(WorkerLoads(workers=(make_worker("w0", kv_capacity_tokens=2560),
+                                  make_worker("w1", kv_capacity_tokens=2560))))
+
+    def call(wf: str, step: int, prompt: int) -> WorkerId:
+        [d] = s.handle(CallArrived(call_id=f"{wf}:{step}", workflow_id=WorkflowId(wf), prompt_tokens=prompt,
+                                   step=step))
+        return d.worker_id  # type: ignore[attr-defined, no-any-return]
+
+    def answer(wf: str, step: int, worker: WorkerId, prompt: int) -> None:
+        s.handle(CallFinished(call_id=f"{wf}:{step}", workflow_id=WorkflowId(wf), worker_id=worker,
+                              prompt_tokens=prompt, output_tokens=8))
+
+    a = s.workflow
+    wa = call("a", 0, 600)
+    # No growth seen yet: the largest pool bounds the footprint (a call must fit a worker), not 16,384.
+    assert a(WorkflowId("a")).predicted_peak_tokens == 2560
+    answer("a", 0, wa, 600)
+    wa = call("a", 1, 900)
+    answer("a", 1, wa, 900)  # the context grew 300 tokens from one call's answer to the next
+    # Refreshed from the growth it showed: 908 now + 300 for each of the 4 - 2 calls expected ahead.
+    assert a(WorkflowId("a")).predicted_peak_tokens == 908 + (DEFAULT_CALLS - 2) * 300
+    call("b", 0, 600)
+    assert a(WorkflowId("b")).predicted_peak_tokens == 600 + (DEFAULT_CALLS - 1) * 300
+    # Once a workflow finished, the footprint model (finished peaks) takes over.
+    s.handle(WorkflowFinished(workflow_id=WorkflowId("a")))
+    call("c", 0, 600)
+    assert a(WorkflowId("c")).predicted_peak_tokens == 908 and not a(WorkflowId("c")).peak_from_prior
+
+
+def test_placement_and_the_steal_price_count_shared_heads_by_one_rule() -> None:
+    # Issue 13: placement counted a worker's shared head once per worker (the largest), the steal
+    # price once per agent type. One rule now (``Residency``): per worker and agent type, once.
+    from saga_sgl.policy.placement.completion_cost import Residency
+    from saga_sgl.policy.stealing import Residency as StealResidency
+    from saga_sgl.policy.views import AgentType, WorkflowId, WorkflowState, WorkflowView
+
+    assert StealResidency is Residency
+    coding, browser = AgentType("coding"), AgentType("browser")
+    flows = [
+        WorkflowView(workflow_id=WorkflowId(f"f{i}"), tenant_id="t", worker_id=WorkerId("w0"),  # type: ignore[arg-type]
+                     state=WorkflowState.TOOL_GAP, admitted_at_s=0.0, agent_type=kind,
+                     shared_prefix_tokens=head, footprint_tokens=1200)
+        for i, (kind, head) in enumerate([(coding, 592), (coding, 592), (browser, 391)])
+    ]
+    r = Residency.of(flows)
+    # Own parts (1,200 - head each) plus both heads: two system prompts are two radix branches.
+    assert r.tokens() == {"w0": 2 * (1200 - 592) + (1200 - 391) + 592 + 391}
+    # Pricing one out (a steal) leaves its own part and keeps a head others of its type still hold.
+    assert r.without(flows[0]) == {"w0": (1200 - 592) + (1200 - 391) + 592 + 391}
+    assert r.without(flows[2]) == {"w0": 2 * (1200 - 592) + 592}
+    # The scheduler builds placement's resident KV by the same rule from its records.
+    from saga_sgl.clock import ManualClock
+    from saga_sgl.scheduler import CallArrived, SchedulerSettings, WorkerLoads, WorkflowScheduler
+
+    s = WorkflowScheduler(SchedulerSettings(stealing=None), clock=ManualClock())
+    s.handle(WorkerLoads(workers=(make_worker("w0", kv_capacity_tokens=2560),)))
+    for f in flows:
+        s.handle(CallArrived(call_id=f"{f.workflow_id}:0", workflow_id=f.workflow_id, prompt_tokens=1200,
+                             step=0, agent_type=f.agent_type))
+        rec = s.workflow(f.workflow_id)
+        rec.predicted_peak_tokens, rec.shared_tokens = 1200, f.shared_prefix_tokens
+    assert s._resident_kv() == r.tokens()
