@@ -36,6 +36,7 @@ from saga_sgl.errors import InvalidGraph, UnknownWorkflow
 from saga_sgl.policy import registry
 from saga_sgl.policy.decisions import FairShareEpoch
 from saga_sgl.policy.interfaces import CostModel, FairnessPolicy, PlacementPolicy, StealPolicy
+from saga_sgl.policy.placement.completion_cost import Residency
 from saga_sgl.policy.service_ledger import ServiceLedger
 from saga_sgl.policy.settings import load_settings
 from saga_sgl.policy.views import (
@@ -134,6 +135,7 @@ class WorkflowRecord:
         "next_use_refreshes",
         "observed",
         "parked",
+        "peak_from_prior",
         "queued_since_s",
         "remaining_work_s",
         "reuse_next_use_at_s",
@@ -190,6 +192,9 @@ class WorkflowRecord:
         self.view: WorkflowView | None = None
         self.parked = False
         """Admitted, then held at a later call by least-attained-service admission (not live)."""
+        self.peak_from_prior = False
+        """Its predicted peak is ``ServiceTimes.peak_prior`` (no workflow had finished): refreshed
+        at each of its calls' answers until the footprint model has learned."""
         self._shared_tokens = 0
 
     # The inputs of the admission footprint (``WorkflowScheduler._bound_footprint``): every write
@@ -459,6 +464,11 @@ class WorkflowScheduler:
             raise ValueError(f"call {ev.call_id!r} of finished workflow {ev.workflow_id!r}")
         if rec.admitted_s is not None and self._should_park(rec, now):
             return self._park(rec, ev, now)
+        if rec.admitted_s is None and self.settings.predictions and (
+            rec.predicted_peak_tokens <= 0 or rec.peak_from_prior
+        ):
+            calls = self.service.expected_calls(rec.agent_type)
+            self._predict_peak(rec, ev.prompt_tokens, calls - 1.0, now)
         if rec.admitted_s is None:
             if ev.workflow_id in self._held:
                 raise ValueError(f"workflow {ev.workflow_id!r} already has a held call")
@@ -507,7 +517,7 @@ class WorkflowScheduler:
         wid = placement.worker_id
         if self._tracks_service:
             estimate = self._estimate_s(rec, ev, call, wid, workers)
-            self.service.dispatched(ev.call_id, wid, estimate, ev.prompt_tokens)
+            self.service.dispatched(ev.call_id, wid, estimate, ev.prompt_tokens, now)
         moved = rec.worker_id if rec.worker_id is not None and rec.worker_id != wid else None
         if call.affinity_worker_id is None and rec.steps_done == 0 and call.prefix_match_tokens:
             rec.shared_tokens = min(ev.prompt_tokens, max(call.prefix_match_tokens.values()))
@@ -618,16 +628,29 @@ class WorkflowScheduler:
         )
 
     def _resident_kv(self) -> dict[WorkerId, int]:
-        """KV the live workflows bound to each worker will hold at their predicted peak, the prompt
-        head they share (what a first call found cached) counted once per worker (placement)."""
-        own: Counter[WorkerId] = Counter()
-        head: Counter[WorkerId] = Counter()
+        """KV the live workflows bound to each worker will hold at their predicted peak
+        (placement's ``Residency``, the rule the steal's KV price uses too: the prompt head they
+        share, what a first call found cached, once per worker and agent type)."""
+        residency = Residency()
         for rec in self._active.values():
-            wid = rec.worker_id
-            if wid is not None:
-                own[wid] += max(0, rec.footprint_tokens() - rec.shared_tokens)
-                head[wid] = max(head[wid], rec.shared_tokens)
-        return {w: own[w] + head[w] for w in own}
+            if rec.worker_id is not None:
+                residency.add(rec.worker_id, rec.agent_type, rec.footprint_tokens(), rec.shared_tokens)
+        return residency.tokens()
+
+    def _predict_peak(self, rec: WorkflowRecord, tokens: int, calls_ahead: float, now: float) -> None:
+        """Set the predicted peak of a workflow with no client estimate that holds ``tokens`` now:
+        the footprint model once a workflow has finished; before, the growth per call the live
+        workflows showed (``ServiceTimes.peak_prior``), at most the largest pool (and the model's
+        default)."""
+        default = self.settings.admission.default_footprint_tokens
+        if self.service.has_finished():
+            rec.predicted_peak_tokens = self.footprint.predict(rec.agent_type)
+            rec.peak_from_prior = False
+            return
+        pools = [w.kv_capacity_tokens for w in self._worker_views(now) if w.is_healthy]
+        cap = min(default, max(pools, default=default))
+        rec.predicted_peak_tokens = self.service.peak_prior(rec.agent_type, tokens, calls_ahead, cap)
+        rec.peak_from_prior = True
 
     def _bound_work(self) -> dict[WorkerId, float]:
         """Predicted remaining work of the live workflows bound to each worker (1 s for one with no
@@ -657,8 +680,11 @@ class WorkflowScheduler:
         self._waiting_since.pop(ev.call_id, None)
         self._inflight[ev.worker_id] -= 1
         self._views_at = None
-        self.service.done(ev.call_id)
+        self.service.finished(ev.call_id, now)
         self.service.observe_output(rec.agent_type, ev.output_tokens)
+        if rec.steps_done > 0:
+            grown = ev.prompt_tokens + ev.output_tokens - rec.context_tokens
+            self.service.observe_growth(rec.agent_type, grown)
         new_tokens = max(0, ev.prompt_tokens - rec.context_tokens)
         cached = min(ev.cached_tokens, ev.prompt_tokens)
         gpu_s = self.cost.prefill_time_s(max(ev.prompt_tokens - cached, 0), cached)
@@ -675,6 +701,9 @@ class WorkflowScheduler:
         rec.observed.append(ObservedStep(tool=None, prompt_tokens=new_tokens, output_tokens=ev.output_tokens))
         rec.context_tokens = ev.prompt_tokens + ev.output_tokens
         rec.steps_done += 1
+        if rec.peak_from_prior:
+            calls_ahead = self.service.expected_calls(rec.agent_type) - rec.steps_done
+            self._predict_peak(rec, rec.context_tokens, max(0.0, calls_ahead), now)
         rec.kv_worker = ev.worker_id
         rec.call_id = rec.call_worker = None
         rec.running = False
@@ -1201,6 +1230,9 @@ class WorkflowScheduler:
         out: list[Action] = []
         workers = self._worker_views(now)
         revalidate = getattr(self.stealing, "revalidate", None)
+        observe = getattr(self.stealing, "observe_call_s", None)
+        if observe is not None:
+            observe(self.service.mean_call_s())  # the wait estimate at the measured call time
         for steal in self.stealing.plan(workers, flows, now):
             rec = self._active.get(steal.workflow_id)
             if rec is None or rec.worker_id != steal.victim:
