@@ -127,20 +127,20 @@ class ServiceTimes:
         return None in self._per_workflow
 
     def observe_growth(self, agent_type: AgentType, tokens: int) -> None:
-        """A workflow of ``agent_type`` came back with ``tokens`` more context than its last call
-        ended with (the tool's result and the new turn; running mean)."""
+        """A later call of a workflow of ``agent_type`` brought ``tokens`` more prompt than its
+        previous call (the previous answer, the tool's result and the new turn; running mean)."""
         for key in (agent_type, None):
             mean, n = self._growth.get(key, (0.0, 0))
             self._growth[key] = (mean + (max(0, tokens) - mean) / (n + 1), n + 1)
 
-    def peak_prior(self, agent_type: AgentType, tokens: int, calls_ahead: float, cap: int) -> int:
-        """Predicted peak context of a workflow of ``agent_type`` that holds ``tokens`` now and has
-        ``calls_ahead`` more calls to come (``expected_calls``): ``tokens`` plus the mean growth per
-        call learned from the live workflows' consecutive calls, at most ``cap`` (the largest pool:
-        a call must fit a worker; unknown growth: ``cap``)."""
+    def peak_prior(self, agent_type: AgentType, tokens: int, calls_ahead: float, cap: int) -> int | None:
+        """Predicted peak context of a workflow of ``agent_type`` whose call brings ``tokens`` and
+        that has ``calls_ahead`` more calls to come (``expected_calls``): ``tokens`` plus the mean
+        growth per call learned from the live workflows' consecutive calls, at most ``cap`` (the
+        largest pool: a call must fit a worker). None: no growth seen yet."""
         got = self._growth.get(agent_type) or self._growth.get(None)
         if got is None:
-            return cap
+            return None
         return max(1, min(cap, tokens + round(max(0.0, calls_ahead) * got[0])))
 
     def mean_call_s(self) -> float | None:

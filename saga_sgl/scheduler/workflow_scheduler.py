@@ -464,11 +464,14 @@ class WorkflowScheduler:
             raise ValueError(f"call {ev.call_id!r} of finished workflow {ev.workflow_id!r}")
         if rec.admitted_s is not None and self._should_park(rec, now):
             return self._park(rec, ev, now)
-        if rec.admitted_s is None and self.settings.predictions and (
-            rec.predicted_peak_tokens <= 0 or rec.peak_from_prior
-        ):
-            calls = self.service.expected_calls(rec.agent_type)
-            self._predict_peak(rec, ev.prompt_tokens, calls - 1.0, now)
+        if self.settings.predictions:
+            if rec.steps_done > 0:
+                # The context grew by the tool's result and the new turn, plus the answer it had.
+                grown = ev.prompt_tokens - rec.context_tokens + self.service.output_tokens(rec.agent_type)
+                self.service.observe_growth(rec.agent_type, grown)
+            if (rec.admitted_s is None and rec.predicted_peak_tokens <= 0) or rec.peak_from_prior:
+                ahead = self.service.expected_calls(rec.agent_type) - rec.steps_done - 1.0
+                self._predict_peak(rec, ev.prompt_tokens, max(0.0, ahead), now)
         if rec.admitted_s is None:
             if ev.workflow_id in self._held:
                 raise ValueError(f"workflow {ev.workflow_id!r} already has a held call")
@@ -638,18 +641,21 @@ class WorkflowScheduler:
         return residency.tokens()
 
     def _predict_peak(self, rec: WorkflowRecord, tokens: int, calls_ahead: float, now: float) -> None:
-        """Set the predicted peak of a workflow with no client estimate that holds ``tokens`` now:
-        the footprint model once a workflow has finished; before, the growth per call the live
-        workflows showed (``ServiceTimes.peak_prior``), at most the largest pool (and the model's
-        default)."""
+        """Set the predicted peak of a workflow with no client estimate whose call brings
+        ``tokens``: the footprint model once a workflow has finished; before, from the growth per
+        call the live workflows' later calls showed (``ServiceTimes.peak_prior``, at most the
+        largest pool), refreshed at each of its calls; before any later call, the model's default
+        (nothing is known; live, a cap at the pool spread the first burst of agents of one prompt
+        over both workers, ``live_s7_fix``)."""
         default = self.settings.admission.default_footprint_tokens
         if self.service.has_finished():
             rec.predicted_peak_tokens = self.footprint.predict(rec.agent_type)
             rec.peak_from_prior = False
             return
         pools = [w.kv_capacity_tokens for w in self._worker_views(now) if w.is_healthy]
-        cap = min(default, max(pools, default=default))
-        rec.predicted_peak_tokens = self.service.peak_prior(rec.agent_type, tokens, calls_ahead, cap)
+        cap = max(pools, default=default)
+        prior = self.service.peak_prior(rec.agent_type, tokens, calls_ahead, cap)
+        rec.predicted_peak_tokens = prior if prior is not None else default
         rec.peak_from_prior = True
 
     def _bound_work(self) -> dict[WorkerId, float]:
@@ -682,9 +688,6 @@ class WorkflowScheduler:
         self._views_at = None
         self.service.finished(ev.call_id, now)
         self.service.observe_output(rec.agent_type, ev.output_tokens)
-        if rec.steps_done > 0:
-            grown = ev.prompt_tokens + ev.output_tokens - rec.context_tokens
-            self.service.observe_growth(rec.agent_type, grown)
         new_tokens = max(0, ev.prompt_tokens - rec.context_tokens)
         cached = min(ev.cached_tokens, ev.prompt_tokens)
         gpu_s = self.cost.prefill_time_s(max(ev.prompt_tokens - cached, 0), cached)
@@ -701,9 +704,6 @@ class WorkflowScheduler:
         rec.observed.append(ObservedStep(tool=None, prompt_tokens=new_tokens, output_tokens=ev.output_tokens))
         rec.context_tokens = ev.prompt_tokens + ev.output_tokens
         rec.steps_done += 1
-        if rec.peak_from_prior:
-            calls_ahead = self.service.expected_calls(rec.agent_type) - rec.steps_done
-            self._predict_peak(rec, rec.context_tokens, max(0.0, calls_ahead), now)
         rec.kv_worker = ev.worker_id
         rec.call_id = rec.call_worker = None
         rec.running = False

@@ -636,19 +636,23 @@ def test_a_fresh_router_predicts_footprints_from_the_growth_it_sees_not_the_16k_
 
     a = s.workflow
     wa = call("a", 0, 600)
-    # No growth seen yet: the largest pool bounds the footprint (a call must fit a worker), not 16,384.
-    assert a(WorkflowId("a")).predicted_peak_tokens == 2560
+    # Nothing seen yet: the model's default stands (a burst of first calls knows nothing more).
+    assert a(WorkflowId("a")).predicted_peak_tokens == 16384 and a(WorkflowId("a")).peak_from_prior
     answer("a", 0, wa, 600)
     wa = call("a", 1, 900)
-    answer("a", 1, wa, 900)  # the context grew 300 tokens from one call's answer to the next
-    # Refreshed from the growth it showed: 908 now + 300 for each of the 4 - 2 calls expected ahead.
-    assert a(WorkflowId("a")).predicted_peak_tokens == 908 + (DEFAULT_CALLS - 2) * 300
+    # a's second call brought 300 more tokens than its first (292 of tool result and turn + its
+    # 8-token answer): refreshed now, not when a workflow finishes: 900 + 300 for each of the
+    # 4 - 2 calls expected after this one.
+    assert a(WorkflowId("a")).predicted_peak_tokens == 900 + (DEFAULT_CALLS - 2) * 300
     call("b", 0, 600)
     assert a(WorkflowId("b")).predicted_peak_tokens == 600 + (DEFAULT_CALLS - 1) * 300
+    call("c", 0, 2400)
+    assert a(WorkflowId("c")).predicted_peak_tokens == 2560  # at most the largest pool
+    answer("a", 1, wa, 900)
     # Once a workflow finished, the footprint model (finished peaks) takes over.
     s.handle(WorkflowFinished(workflow_id=WorkflowId("a")))
-    call("c", 0, 600)
-    assert a(WorkflowId("c")).predicted_peak_tokens == 908 and not a(WorkflowId("c")).peak_from_prior
+    call("d", 0, 600)
+    assert a(WorkflowId("d")).predicted_peak_tokens == 908 and not a(WorkflowId("d")).peak_from_prior
 
 
 def test_placement_and_the_steal_price_count_shared_heads_by_one_rule() -> None:
