@@ -1038,6 +1038,8 @@ class WorkflowScheduler:
         tokens, count = bound if bound is not None else self._bound_footprint()
         if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
             return "agents_per_worker"
+        if count[w.worker_id] == 0:
+            return None  # an empty worker admits any footprint: waiting never makes a pool larger
         need = self._need_tokens(rec)
         if tokens[w.worker_id] + need > adm.kv_threshold_frac * w.kv_capacity_tokens:
             return "kv_footprint"
@@ -1067,6 +1069,8 @@ class WorkflowScheduler:
         for w in healthy:
             if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
                 continue
+            if count[w.worker_id] == 0:
+                return True
             if tokens[w.worker_id] + need <= adm.kv_threshold_frac * w.kv_capacity_tokens:
                 return True
         return False
