@@ -59,8 +59,7 @@ def parser() -> argparse.ArgumentParser:
                    help="cache_aware: elements kept per worker in the approximate tree after a trim")
     g.add_argument("--scheduler-config", default="{}",
                    help="JSON of extra workflow-scheduler settings (saga policy), e.g. "
-                   '\'{"admission": {"enabled": true, "kv_threshold_frac": 0.9}}\'; admission control is '
-                   'on by default for --policy saga (\'{"admission": {"enabled": false}}\' turns it off)')
+                   '\'{"admission": {"enabled": true, "kv_threshold_frac": 0.9}}\'')
     g.add_argument("--epoch-interval-secs", type=float, default=0.1,
                    help="scheduler epoch (fairness, stealing, preemption, admission release)")
 

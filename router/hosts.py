@@ -51,13 +51,6 @@ MAX_FINISHED_KEPT = 10_000
 
 LIVE_MAX_PREEMPTIONS_PER_CALL = 1
 """The scheduler's per-call preemption bound in the router (``SchedulerSettings``)."""
-LIVE_ADMISSION = AdmissionControlSettings(enabled=True, shared_prefix_once=True)
-"""The router's admission control unless ``--scheduler-config`` gives one: hold a new workflow while
-no worker has room for its predicted footprint (the paper's Hybrid; a shared prompt head counted
-once per worker). Live at the issue-13 sizing (2,560-token pools, 5 agents on 2 CPU workers) it cut
-the context a task had to pre-fill again 4x and made saga 1.18-1.23x faster than sglang-router
-cache_aware (paired geomean, 3 seeds each), where without it saga was at parity
-(``benchmarks/results/live_s7_analysis.md``)."""
 
 
 def scheduler_settings(policy: str, config: Mapping[str, Any]) -> SchedulerSettings:
@@ -70,7 +63,6 @@ def scheduler_settings(policy: str, config: Mapping[str, Any]) -> SchedulerSetti
     if policy == SAGA_POLICY:
         # An abort loses a call's decode so far: preempt each call once at most (unless configured).
         config.setdefault("max_preemptions_per_call", LIVE_MAX_PREEMPTIONS_PER_CALL)
-        config.setdefault("admission", LIVE_ADMISSION)
         # Live workers may be CPUs: no steal until a pre-fill rate is measured (not the GPU default).
         given = config.get("policy_config") or {}
         if isinstance(given, Mapping) and isinstance(given.get("stealing", {}), Mapping):

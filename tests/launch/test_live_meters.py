@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -190,6 +191,24 @@ def test_a_tasks_time_and_uncached_tokens_are_split_by_where_they_went() -> None
     assert b["tool"] == 3.0 and b["queue"] == 0.5 and b["engine"] == pytest.approx(2.2)
     assert b["outside"] == pytest.approx(0.3) and b["rest"] == pytest.approx(0.5)
     assert (b["new_tokens"], b["repre_tokens"]) == (600 + 92, 508)
+
+
+def test_the_saga_rows_run_with_admission_control_unless_told_otherwise() -> None:
+    import json
+
+    from benchmarks.live import OURS, Row, build_parser, saga_router_args
+
+    ours = Row(OURS, "saga", "saga", "saga")
+
+    def config(row: Row, *argv: str) -> dict[str, Any]:
+        flags = saga_router_args(row, build_parser().parse_args(list(argv)))
+        return json.loads(flags[1]) if flags else {}
+
+    assert config(ours)["admission"] == {"enabled": True, "shared_prefix_once": True}
+    off = config(ours, "--saga-scheduler-config", '{"admission": {"enabled": false}}')
+    assert off["admission"] == {"enabled": False}
+    assert "admission" not in config(Row("saga-router cache_aware + LRU", "saga", "cache_aware", "lru"))
+    assert config(Row("sglang-router cache_aware + LRU", "sglang", "cache_aware", "lru")) == {}
 
 
 def test_the_engine_stretch_comes_from_the_thread_that_ran_most() -> None:

@@ -113,11 +113,6 @@ def test_the_saga_policy_requires_a_measured_rate_unless_configured_otherwise() 
 
     assert scheduler_settings("saga", {}).policy_config["stealing"]["require_measured_rate"] is True
     assert scheduler_settings("saga", {}).max_preemptions_per_call == 1
-    # Admission control is on (issue 13), unless the operator's config says otherwise.
-    adm = scheduler_settings("saga", {}).admission
-    assert adm.enabled and adm.shared_prefix_once
-    assert not scheduler_settings("saga", {"admission": {"enabled": False}}).admission.enabled
-    assert not scheduler_settings("cache_aware", {}).admission.enabled
     assert scheduler_settings("saga", {"max_preemptions_per_call": 2}).max_preemptions_per_call == 2
     mine = {"policy_config": {"stealing": {"require_measured_rate": False, "load_floor": 0.01}}}
     stealing = scheduler_settings("saga", mine).policy_config["stealing"]
