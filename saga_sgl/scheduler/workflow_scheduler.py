@@ -193,8 +193,8 @@ class WorkflowRecord:
         self.parked = False
         """Admitted, then held at a later call by least-attained-service admission (not live)."""
         self.peak_from_prior = False
-        """Its predicted peak is ``ServiceTimes.peak_prior`` (no workflow had finished): refreshed
-        at each of its calls' answers until the footprint model has learned."""
+        """Its predicted peak is a prior (no workflow had finished; ``_predict_peak``): refreshed at
+        each of its calls until the footprint model has learned."""
         self._shared_tokens = 0
 
     # The inputs of the admission footprint (``WorkflowScheduler._bound_footprint``): every write
