@@ -11,11 +11,8 @@ new workflows away from the worker holding their prefix. Decode seconds come fro
 model and the output length learned per agent type (EMA of finished calls). Every dispatched call
 keeps its estimate until it finishes; ``outstanding`` is what is left of them per worker.
 
-Two more things a live router measures here (issue 13): the mean seconds a call takes from its
-start (else its dispatch) to its answer (``mean_call_s``: the steal's wait estimate), and how much a
-workflow's context grows from one call to the next, per agent type (``peak_prior``: the footprint of
-a new workflow before any workflow has finished; until then the footprint model knows nothing, and
-its default, 16,384 tokens, made every 2,560-token pool "overflow" in the placement model).
+A live router also measures here the mean seconds a call takes from its start (else its
+dispatch) to its answer (``mean_call_s``: the steal's wait estimate; issue 13).
 """
 
 from __future__ import annotations
@@ -64,8 +61,6 @@ class ServiceTimes:
         self._calls: dict[str, _Out] = {}
         self._per_workflow: dict[AgentType | None, tuple[float, int]] = {}
         """Mean calls per finished workflow and how many finished, per agent type (None: all)."""
-        self._growth: dict[AgentType | None, tuple[float, int]] = {}
-        """Mean context growth from one call to the next and how many seen, per type (None: all)."""
         self._call_s: float | None = None
 
     # --- rates ----------------------------------------------------------------------------------
@@ -121,27 +116,6 @@ class ServiceTimes:
         its type, else of every type, else ``DEFAULT_CALLS``."""
         got = self._per_workflow.get(agent_type) or self._per_workflow.get(None)
         return got[0] if got else DEFAULT_CALLS
-
-    def has_finished(self) -> bool:
-        """Whether any workflow has finished (the footprint model has learned a peak)."""
-        return None in self._per_workflow
-
-    def observe_growth(self, agent_type: AgentType, tokens: int) -> None:
-        """A later call of a workflow of ``agent_type`` brought ``tokens`` more prompt than its
-        previous call (the previous answer, the tool's result and the new turn; running mean)."""
-        for key in (agent_type, None):
-            mean, n = self._growth.get(key, (0.0, 0))
-            self._growth[key] = (mean + (max(0, tokens) - mean) / (n + 1), n + 1)
-
-    def peak_prior(self, agent_type: AgentType, tokens: int, calls_ahead: float, cap: int) -> int | None:
-        """Predicted peak context of a workflow of ``agent_type`` whose call brings ``tokens`` and
-        that has ``calls_ahead`` more calls to come (``expected_calls``): ``tokens`` plus the mean
-        growth per call learned from the live workflows' consecutive calls, at most ``cap`` (the
-        largest pool: a call must fit a worker). None: no growth seen yet."""
-        got = self._growth.get(agent_type) or self._growth.get(None)
-        if got is None:
-            return None
-        return max(1, min(cap, tokens + round(max(0.0, calls_ahead) * got[0])))
 
     def mean_call_s(self) -> float | None:
         """Mean seconds of a call from its start (else its dispatch) to its answer, measured (EMA;

@@ -135,7 +135,6 @@ class WorkflowRecord:
         "next_use_refreshes",
         "observed",
         "parked",
-        "peak_from_prior",
         "queued_since_s",
         "remaining_work_s",
         "reuse_next_use_at_s",
@@ -192,9 +191,6 @@ class WorkflowRecord:
         self.view: WorkflowView | None = None
         self.parked = False
         """Admitted, then held at a later call by least-attained-service admission (not live)."""
-        self.peak_from_prior = False
-        """Its predicted peak is a prior (no workflow had finished; ``_predict_peak``): refreshed at
-        each of its calls until the footprint model has learned."""
         self._shared_tokens = 0
 
     # The inputs of the admission footprint (``WorkflowScheduler._bound_footprint``): every write
@@ -464,14 +460,6 @@ class WorkflowScheduler:
             raise ValueError(f"call {ev.call_id!r} of finished workflow {ev.workflow_id!r}")
         if rec.admitted_s is not None and self._should_park(rec, now):
             return self._park(rec, ev, now)
-        if self.settings.predictions:
-            if rec.steps_done > 0:
-                # The context grew by the tool's result and the new turn, plus the answer it had.
-                grown = ev.prompt_tokens - rec.context_tokens + self.service.output_tokens(rec.agent_type)
-                self.service.observe_growth(rec.agent_type, grown)
-            if (rec.admitted_s is None and rec.predicted_peak_tokens <= 0) or rec.peak_from_prior:
-                ahead = self.service.expected_calls(rec.agent_type) - rec.steps_done - 1.0
-                self._predict_peak(rec, ev.prompt_tokens, max(0.0, ahead), now)
         if rec.admitted_s is None:
             if ev.workflow_id in self._held:
                 raise ValueError(f"workflow {ev.workflow_id!r} already has a held call")
@@ -639,24 +627,6 @@ class WorkflowScheduler:
             if rec.worker_id is not None:
                 residency.add(rec.worker_id, rec.agent_type, rec.footprint_tokens(), rec.shared_tokens)
         return residency.tokens()
-
-    def _predict_peak(self, rec: WorkflowRecord, tokens: int, calls_ahead: float, now: float) -> None:
-        """Set the predicted peak of a workflow with no client estimate whose call brings
-        ``tokens``: the footprint model once a workflow has finished; before, from the growth per
-        call the live workflows' later calls showed (``ServiceTimes.peak_prior``, at most the
-        largest pool), refreshed at each of its calls; before any later call, the model's default
-        (nothing is known; live, a cap at the pool spread the first burst of agents of one prompt
-        over both workers, ``live_s7_fix``)."""
-        default = self.settings.admission.default_footprint_tokens
-        if self.service.has_finished():
-            rec.predicted_peak_tokens = self.footprint.predict(rec.agent_type)
-            rec.peak_from_prior = False
-            return
-        pools = [w.kv_capacity_tokens for w in self._worker_views(now) if w.is_healthy]
-        cap = max(pools, default=default)
-        prior = self.service.peak_prior(rec.agent_type, tokens, calls_ahead, cap)
-        rec.predicted_peak_tokens = prior if prior is not None else default
-        rec.peak_from_prior = True
 
     def _bound_work(self) -> dict[WorkerId, float]:
         """Predicted remaining work of the live workflows bound to each worker (1 s for one with no
@@ -1038,10 +1008,11 @@ class WorkflowScheduler:
         tokens, count = bound if bound is not None else self._bound_footprint()
         if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
             return "agents_per_worker"
-        if count[w.worker_id] == 0:
-            return None  # an empty worker admits any footprint: waiting never makes a pool larger
         need = self._need_tokens(rec)
-        if tokens[w.worker_id] + need > adm.kv_threshold_frac * w.kv_capacity_tokens:
+        room = adm.kv_threshold_frac * w.kv_capacity_tokens
+        if count[w.worker_id] == 0 and need > room:
+            return None  # larger than the pool itself: waiting never makes it fit, an empty worker runs it
+        if tokens[w.worker_id] + need > room:
             return "kv_footprint"
         return None
 
@@ -1069,9 +1040,8 @@ class WorkflowScheduler:
         for w in healthy:
             if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
                 continue
-            if count[w.worker_id] == 0:
-                return True
-            if tokens[w.worker_id] + need <= adm.kv_threshold_frac * w.kv_capacity_tokens:
+            room = adm.kv_threshold_frac * w.kv_capacity_tokens
+            if tokens[w.worker_id] + need <= room or (count[w.worker_id] == 0 and need > room):
                 return True
         return False
 

@@ -79,12 +79,6 @@ def _call(wf: str, step: int = 0, tokens: int = 1000) -> CallArrived:
     return CallArrived(call_id=f"{wf}:{step}", workflow_id=WorkflowId(wf), prompt_tokens=tokens, step=step)
 
 
-def _peaks(s: WorkflowScheduler, tokens: int, *workflows: str) -> None:
-    """Submit ``workflows`` with the client's own peak estimate (``predicted_kv_tokens``)."""
-    for wf in workflows:
-        s.handle(WorkflowSubmitted(workflow_id=WorkflowId(wf), predicted_kv_tokens=tokens))
-
-
 def _finish(wf: str, step: int, worker: WorkerId, prompt: int = 1000, out: int = 100) -> CallFinished:
     return CallFinished(
         call_id=f"{wf}:{step}",
@@ -364,7 +358,6 @@ def test_least_attained_service_parks_a_long_runner_for_a_held_newcomer() -> Non
     # a0 comes back, fewest steps first, once a1 ends, on its own worker.
     adm = AdmissionControlSettings(enabled=True, default_footprint_tokens=600, park_after_steps=2)
     s, clock = _sched(n=1, cap=1000, admission=adm)
-    _peaks(s, 600, "a0", "a1")  # fixed: the growth-based prior would re-predict them from their calls
     assert isinstance(s.handle(_call("a0", 0, tokens=100))[0], Dispatch)
     [held] = s.handle(_call("a1", 0))
     assert isinstance(held, Hold) and held.reason == "kv_footprint"
@@ -420,7 +413,6 @@ def test_parking_waits_until_the_least_served_held_workflow_has_waited_long_enou
         enabled=True, default_footprint_tokens=600, park_after_steps=1, park_after_held_s=10.0
     )
     s, clock = _sched(n=1, cap=1000, admission=adm)
-    _peaks(s, 600, "a0", "a1")
     s.handle(_call("a0", 0, tokens=100))
     s.handle(_call("a1", 0))  # held from t=0
     s.handle(_finish("a0", 0, W0, prompt=100, out=10))

@@ -606,55 +606,6 @@ def test_the_scheduler_gives_placement_the_binding_inputs_a_live_router_has() ->
     assert a.worker_id not in seen[-1].resident_kv_tokens
 
 
-def test_a_fresh_router_predicts_footprints_from_the_growth_it_sees_not_the_16k_default() -> None:
-    # Issue 13: before any workflow finished, every new workflow was priced at the footprint model's
-    # 16,384-token default, so every 2,560-token pool "overflowed" in the placement model.
-    from saga_sgl.clock import ManualClock
-    from saga_sgl.policy.views import WorkflowId
-    from saga_sgl.scheduler import (
-        CallArrived,
-        CallFinished,
-        SchedulerSettings,
-        WorkerLoads,
-        WorkflowFinished,
-        WorkflowScheduler,
-    )
-    from saga_sgl.scheduler.service_time import DEFAULT_CALLS
-
-    s = WorkflowScheduler(SchedulerSettings(stealing=None), clock=ManualClock())
-    s.handle(WorkerLoads(workers=(make_worker("w0", kv_capacity_tokens=2560),
-                                  make_worker("w1", kv_capacity_tokens=2560))))
-
-    def call(wf: str, step: int, prompt: int) -> WorkerId:
-        [d] = s.handle(CallArrived(call_id=f"{wf}:{step}", workflow_id=WorkflowId(wf), prompt_tokens=prompt,
-                                   step=step))
-        return d.worker_id  # type: ignore[attr-defined, no-any-return]
-
-    def answer(wf: str, step: int, worker: WorkerId, prompt: int) -> None:
-        s.handle(CallFinished(call_id=f"{wf}:{step}", workflow_id=WorkflowId(wf), worker_id=worker,
-                              prompt_tokens=prompt, output_tokens=8))
-
-    a = s.workflow
-    wa = call("a", 0, 600)
-    # Nothing seen yet: the model's default stands (a burst of first calls knows nothing more).
-    assert a(WorkflowId("a")).predicted_peak_tokens == 16384 and a(WorkflowId("a")).peak_from_prior
-    answer("a", 0, wa, 600)
-    wa = call("a", 1, 900)
-    # a's second call brought 300 more tokens than its first (292 of tool result and turn + its
-    # 8-token answer): refreshed now, not when a workflow finishes: 900 + 300 for each of the
-    # 4 - 2 calls expected after this one.
-    assert a(WorkflowId("a")).predicted_peak_tokens == 900 + (DEFAULT_CALLS - 2) * 300
-    call("b", 0, 600)
-    assert a(WorkflowId("b")).predicted_peak_tokens == 600 + (DEFAULT_CALLS - 1) * 300
-    call("c", 0, 2400)
-    assert a(WorkflowId("c")).predicted_peak_tokens == 2560  # at most the largest pool
-    answer("a", 1, wa, 900)
-    # Once a workflow finished, the footprint model (finished peaks) takes over.
-    s.handle(WorkflowFinished(workflow_id=WorkflowId("a")))
-    call("d", 0, 600)
-    assert a(WorkflowId("d")).predicted_peak_tokens == 908 and not a(WorkflowId("d")).peak_from_prior
-
-
 def test_placement_and_the_steal_price_count_shared_heads_by_one_rule() -> None:
     # Issue 13: placement counted a worker's shared head once per worker (the largest), the steal
     # price once per agent type. One rule now (``Residency``): per worker and agent type, once.
