@@ -301,7 +301,7 @@ def idle_call_s(url: str, scale: AgentScale) -> float:
 LIVE_ADMISSION = {"enabled": True, "shared_prefix_once": True}
 """The saga-policy rows' admission control (``--saga-scheduler-config`` can replace it): hold a new
 workflow while no worker has room for its predicted KV footprint, a shared prompt head counted once
-per worker (the paper's Hybrid). At this benchmark's sizing it made saga 1.18-1.23x faster than
+per worker (the paper's Hybrid). At this benchmark's sizing it made saga 1.18-1.29x faster than
 sglang-router cache_aware where without it saga was at parity (``results/live_s7_analysis.md``).
 Not the router's default (its ``--scheduler-config`` turns it on): admission trades per-tenant SLO
 and p90 for throughput (the analysis says by how much), and with one small worker it runs one
