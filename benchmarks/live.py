@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
         default={},
         metavar="JSON",
         help="extra workflow-scheduler settings for the rows running the saga policy (an ablation), "
-        'e.g. \'{"policy_config": {"placement": {"locality_weight": 0.8}}}\'; said in the title',
+        'e.g. \'{"policy_config": {"placement": {"locality_weight": 0.8}}}\'; said in the title. '
+        'Those rows run with admission control on; \'{"admission": {"enabled": false}}\' turns it off',
     )
     p.add_argument(
         "--plugin-config",
@@ -297,15 +298,27 @@ def idle_call_s(url: str, scale: AgentScale) -> float:
     return statistics.median(lat)
 
 
+LIVE_ADMISSION = {"enabled": True, "shared_prefix_once": True}
+"""The saga-policy rows' admission control (``--saga-scheduler-config`` can replace it): hold a new
+workflow while no worker has room for its predicted KV footprint, a shared prompt head counted once
+per worker (the paper's Hybrid). At this benchmark's sizing it made saga 1.18-1.29x faster than
+sglang-router cache_aware where without it saga was at parity (``results/live_s7_analysis.md``).
+Not the router's default (its ``--scheduler-config`` turns it on): admission trades per-tenant SLO
+and p90 for throughput (the analysis says by how much), and with one small worker it runs one
+workflow at a time; an operator chooses that knowingly."""
+
+
 def saga_router_args(row: Row, args: argparse.Namespace) -> tuple[str, ...]:
     """``--scheduler-config`` of a saga-router row: the scaled tool-latency priors, and for the
-    ``saga`` policy rows whatever --saga-scheduler-config adds."""
+    ``saga`` policy rows admission control (``LIVE_ADMISSION``) and whatever --saga-scheduler-config
+    adds."""
     if row.router == "sglang":
         return ()
     config: dict[str, Any] = {}
     if not args.unscaled_priors:
         config["tool_latency"] = {"prior_scale": args.time_scale}
     if row.policy == "saga":
+        config["admission"] = dict(LIVE_ADMISSION)
         config.update(args.saga_scheduler_config)
     if row.policy == "saga" and args.cpu_cost_profile is not None and row.name != GPU_PRICED:
         config["cost_model"] = cpu_cost_model(args.cpu_cost_profile)
@@ -552,6 +565,60 @@ def own_context_missed(call_tokens: list[list[int]]) -> tuple[int, int]:
     return tokens, calls
 
 
+def time_breakdown(records: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, float]]:
+    """Per row, the mean task split into where its time went (seconds): its tools, its calls'
+    waits in a worker's queue, their time in the worker's engine (pre-fill and decode, shared with
+    the other calls in the batch), their time outside the worker (router, admission holds,
+    transit), and the rest (the agent's own code). And its uncached prompt tokens split into the new
+    ones (not in the task's previous context: the shared head on a first call, the tool result and
+    new turn later) and the re-pre-filled ones (context the task had, evicted in a tool gap or left
+    behind by a move): only the latter can any placement, eviction or admission policy save."""
+    out: dict[str, dict[str, float]] = {}
+    for name in names:
+        ok = [r for r in records if r["row"] == name and not r["error"] and r.get("call_times")]
+        if not ok:
+            continue
+        acc: Counter[str] = Counter()
+        for r in ok:
+            times = [(c, e or 0.0, q or 0.0) for c, e, q in r["call_times"]]
+            acc["tct"] += r["tct_s"]
+            acc["tool"] += r["tool_s"]
+            acc["queue"] += sum(q for _, _, q in times)
+            acc["engine"] += sum(e - q for _, e, q in times)
+            acc["outside"] += sum(c - e for c, e, _ in times)
+            acc["rest"] += r["tct_s"] - r["tool_s"] - sum(c for c, _, _ in times)
+            prev = 0
+            for i, (p, o, cached) in enumerate(r.get("call_tokens", [])):
+                uncached = max(0, p - cached)
+                new = uncached if i == 0 else min(uncached, max(0, p - prev))
+                acc["new_tokens"] += new
+                acc["repre_tokens"] += uncached - new
+                prev = p + o
+        out[name] = {k: v / len(ok) for k, v in acc.items()} | {"tasks": float(len(ok))}
+    return out
+
+
+def breakdown_markdown(parts: dict[str, dict[str, float]]) -> str:
+    lines = [
+        "",
+        "Where a task's time goes, mean per task (s): tools; its calls' wait in a worker's queue; their "
+        "time in the worker's engine (pre-fill and decode, sharing the batch); outside the worker "
+        "(router, admission holds, transit); the rest (agent code). Uncached prompt tokens per task: "
+        "new (not in the task's previous context) + re-pre-filled (context it had: evicted or moved; "
+        "the only part a placement, eviction or admission policy can save).",
+        "",
+        "| row | TCT | tools | worker queue | worker engine | outside worker | rest | uncached tokens: new + "
+        "re-pre-filled |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, b in parts.items():
+        lines.append(
+            f"| {name} | {b['tct']:.2f} | {b['tool']:.2f} | {b['queue']:.2f} | {b['engine']:.2f} | "
+            f"{b['outside']:.2f} | {b['rest']:.2f} | {b['new_tokens']:.0f} + {b['repre_tokens']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def summarize_attribution(
     attributions: list[dict[str, Any]], records: list[dict[str, Any]], names: list[str]
 ) -> dict[str, Any]:
@@ -726,6 +793,7 @@ def report_only(path: Path, out: Path) -> int:
     attribution = summarize_attribution(runs, records, names)
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(table, meta) + (attribution_markdown(attribution) if attribution else "")
+    md += breakdown_markdown(time_breakdown(records, names))
     (out / "live.md").write_text(md)
     plot(table, out / "live.png")
     print(md)
@@ -864,6 +932,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     md = markdown(table, meta) + attribution_markdown(attribution)
+    md += breakdown_markdown(time_breakdown(records, names))
     (args.out / "live.md").write_text(md)
     plot(table, args.out / "live.png")
     print(md)

@@ -53,6 +53,10 @@ class KvEventSubscriber:
         """Called after each applied batch (the catalog reconciles its routed-prompt overlay)."""
         self._context = context or zmq.asyncio.Context.instance()
         self.last_seq: int | None = None
+        self.caught_up = asyncio.Event()
+        """Set once the worker's history (its replay buffer) is applied: placements before it would
+        read a half-replayed index (live: a fresh router placed a run's first agents on a worker
+        whose flush it had not replayed yet, seeing a previous run's prompt head cached there)."""
         self.batches = 0
         self.gaps = 0
         self.resyncs_by_replay = 0
@@ -64,8 +68,11 @@ class KvEventSubscriber:
         sock.setsockopt(zmq.SUBSCRIBE, self.topic.encode())
         sock.connect(self.endpoint)
         log.info("worker %s: subscribed to KV events at %s", self.worker, self.endpoint)
-        if self.replay_endpoint is not None:
-            await self._catch_up()
+        try:
+            if self.replay_endpoint is not None:
+                await self._catch_up()
+        finally:
+            self.caught_up.set()  # also when the catch-up failed: nobody waits on a dead subscriber
         try:
             while True:
                 frames = await sock.recv_multipart()

@@ -56,6 +56,9 @@ _decoder = msgspec.json.Decoder()
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 """Worker answers that mean "not this worker, not now": the call is retried elsewhere once."""
 WORKER_STARTUP_TIMEOUT_S = 600.0
+KV_CATCH_UP_TIMEOUT_S = 10.0
+"""A new worker takes traffic once its KV-event history is replayed into the router's index, or
+after this long (seconds) at most."""
 MAX_REMEMBERED_CONTEXTS = 10_000
 """Workflows whose last context (prompt + output ids) the router keeps for steal pre-fills."""
 STREAM_TAIL_BYTES = 65536
@@ -227,7 +230,13 @@ class RouterService:
             self.channels.open(record.url, record.control_address)
         else:
             log.info("worker %s: no saga plugin control channel (plain SGLang worker)", record.url)
-        self._subscribe_kv_events(record)
+        subscriber = self._subscribe_kv_events(record)
+        if subscriber is not None:
+            try:
+                await asyncio.wait_for(subscriber.caught_up.wait(), KV_CATCH_UP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("worker %s: KV-event history not replayed within %.0f s; it takes traffic "
+                            "with a partial prefix index", record.url, KV_CATCH_UP_TIMEOUT_S)
         record.ready = True
         record.healthy = True
         record.next_check_s = self.clock.now_s() + self.config.health_check_interval_secs
@@ -235,7 +244,7 @@ class RouterService:
         self.host.worker_up(record.worker_id, self.clock.now_s())
         log.info("worker %s admitted (model %s)", record.url, record.model_id)
 
-    def _subscribe_kv_events(self, record: WorkerRecord) -> None:
+    def _subscribe_kv_events(self, record: WorkerRecord) -> kv_events.KvEventSubscriber | None:
         found = kv_event_endpoint_of(record.server_info, record.url) if self.config.kv_events else None
         if found is None:
             self.prefixes.use_approximate(record.worker_id)
@@ -243,7 +252,7 @@ class RouterService:
                 "worker %s publishes no KV events: its prefix index is approximate (what was routed "
                 "there, blind to its evictions)", record.url,
             )
-            return
+            return None
         endpoint, topic, block_size, replay = found
         index = self.prefixes.use_exact(record.worker_id, block_size)
         record.kv_events_exact = True
@@ -260,6 +269,7 @@ class RouterService:
         if old is not None:
             old.cancel()
         self._kv_tasks[record.url] = asyncio.ensure_future(subscriber.run())
+        return subscriber
 
     async def _health_changed(self, record: WorkerRecord, healthy: bool) -> None:
         self.metrics.worker_healthy.labels(record.url).set(1 if healthy else 0)

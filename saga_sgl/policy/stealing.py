@@ -34,8 +34,9 @@ Guards [I] (a steal that cannot pay for itself is refused, not merely ranked las
 * **KV pressure** (issue 13): the gain must also pay for the tokens the move pushes past the
   thief's pool (or the cluster's) over the workflow's later calls, less what staying pushes past the
   victim's: placement's own price (``placement.completion_cost.kv_pressure_s``) of the workflow's
-  predicted footprint against the KV the workflows bound to each worker will hold (a shared prompt
-  head once per agent type, and not again for a workflow whose head the worker already holds).
+  predicted footprint against the KV the workflows bound to each worker will hold (placement's
+  ``Residency``: a shared prompt head once per worker and agent type, and not again for a workflow
+  whose head the worker already holds).
   Without it steals undid placement's grouping: live, three steals moved agents onto the worker of
   the other prompt head and cost saga 10% in that seed (``benchmarks/results/live_s5_analysis.md``).
   A move that would relieve the victim's pool earns no credit: the hysteresis above stays;
@@ -57,69 +58,20 @@ import logging
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from saga_sgl.policy.decisions import Steal, StealTrigger
-from saga_sgl.policy.placement.completion_cost import kv_pressure_s
+from saga_sgl.policy.placement.completion_cost import Residency, kv_pressure_s
 from saga_sgl.policy.placement.load import LoadSettings, worker_load
 from saga_sgl.policy.settings import require, require_frac, require_non_negative, require_positive
-from saga_sgl.policy.views import AgentType, CallView, WorkerId, WorkerView, WorkflowState, WorkflowView
+from saga_sgl.policy.views import CallView, WorkerId, WorkerView, WorkflowState, WorkflowView
 
 if TYPE_CHECKING:
     from saga_sgl.policy.interfaces import StealPolicy
 
 _STEALABLE = (WorkflowState.QUEUED, WorkflowState.TOOL_GAP)
 _log = logging.getLogger(__name__)
-
-
-def _own_tokens(wf: WorkflowView) -> int:
-    """KV of ``wf`` beyond the prompt head it shares (its predicted peak, at least its context)."""
-    return max(0, max(wf.footprint_tokens, wf.cached_prefix_tokens) - wf.shared_prefix_tokens)
-
-
-@dataclass(slots=True)
-class Residency:
-    """KV the live workflows bound to each worker will hold: each one's own part plus, per agent
-    type, its largest shared head once (the radix cache holds a head once). Built once per epoch
-    from the workflow views; ``without`` leaves the workflow being priced out."""
-
-    own: dict[WorkerId, int] = field(default_factory=dict)
-    heads: dict[tuple[WorkerId, AgentType], list[int]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, workflows: Sequence[WorkflowView]) -> Residency:
-        r = cls()
-        for wf in workflows:
-            wid = wf.worker_id
-            if wid is None or wf.state is WorkflowState.FINISHED:
-                continue
-            r.own[wid] = r.own.get(wid, 0) + _own_tokens(wf)
-            if wf.agent_type is not None and wf.shared_prefix_tokens > 0:
-                r.heads.setdefault((wid, wf.agent_type), []).append(wf.shared_prefix_tokens)
-        return r
-
-    def _heads_without(self, wid: WorkerId, agent_type: AgentType, wf: WorkflowView) -> list[int]:
-        heads = self.heads.get((wid, agent_type), [])
-        if wf.worker_id == wid and wf.agent_type == agent_type and wf.shared_prefix_tokens in heads:
-            heads = list(heads)
-            heads.remove(wf.shared_prefix_tokens)
-        return heads
-
-    def without(self, wf: WorkflowView) -> dict[WorkerId, int]:
-        """Resident KV per worker with ``wf`` bound nowhere."""
-        out = dict(self.own)
-        if wf.worker_id in out:
-            out[wf.worker_id] -= _own_tokens(wf)
-        for wid, agent_type in self.heads:
-            out[wid] = out.get(wid, 0) + max(self._heads_without(wid, agent_type, wf), default=0)
-        return out
-
-    def head_match(self, wf: WorkflowView, wid: WorkerId) -> int:
-        """Tokens of ``wf``'s shared head that ``wid`` holds for the other workflows of its type."""
-        if wf.agent_type is None or wf.shared_prefix_tokens <= 0:
-            return 0
-        return min(wf.shared_prefix_tokens, max(self._heads_without(wid, wf.agent_type, wf), default=0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,7 +116,8 @@ class StealSettings:
     mean_call_s: float = 2.0
     """Duration of a typical LLM call (seconds): the victim's waiting queue drains about
     waiting / running of them before a new call starts (``aeg.predict.expected_queue_delay_s``).
-    Default: ~200 output tokens of Llama-3-8B on an H100 [I]."""
+    Used until the host reports the measured one (``WorkStealing.observe_call_s``). Default: ~200
+    output tokens of Llama-3-8B on an H100 [I]."""
     request_weight: float = 0.5
     """load(w): weight of (running + waiting) / max_running_reqs (see ``placement.load``)."""
     token_weight: float = 0.5
@@ -210,6 +163,16 @@ class WorkStealing:
         self._load = self.settings.load_settings()
         self.kv_refused: set[str] = set()
         """Workflows a steal of which the KV-pressure price alone refused (the old guards allowed it)."""
+        self._call_s: float | None = None
+
+    def observe_call_s(self, seconds: float | None) -> None:
+        """The host's measured mean seconds of a call (None: none measured; ``mean_call_s`` stands).
+        Live CPU calls took 1.6 s against the 2 s GPU default (issue 13)."""
+        self._call_s = seconds if seconds is not None and seconds > 0.0 else None
+
+    def mean_call_s(self) -> float:
+        """Seconds of a typical call: the measured one, else the setting."""
+        return self._call_s if self._call_s is not None else self.settings.mean_call_s
 
     def is_idle(self, w: WorkerView, now_s: float) -> bool:
         """The worker's queue has been empty for at least T_idle."""
@@ -238,7 +201,7 @@ class WorkStealing:
         """Expected wait before a new call starts on ``w`` (``aeg.predict.expected_queue_delay_s``)."""
         if w.num_waiting_reqs <= 0:
             return 0.0
-        return w.num_waiting_reqs / max(w.num_running_reqs, 1) * self.settings.mean_call_s
+        return w.num_waiting_reqs / max(w.num_running_reqs, 1) * self.mean_call_s()
 
     def refusal(
         self, wf: WorkflowView, gain_s: float, now_s: float, rate: float | None = None, kv_s: float = 0.0

@@ -10,6 +10,9 @@ cache pre-fills short extends and measures slower. Live, two identical CPU worke
 new workflows away from the worker holding their prefix. Decode seconds come from the cost
 model and the output length learned per agent type (EMA of finished calls). Every dispatched call
 keeps its estimate until it finishes; ``outstanding`` is what is left of them per worker.
+
+A live router also measures here the mean seconds a call takes from its start (else its
+dispatch) to its answer (``mean_call_s``: the steal's wait estimate; issue 13).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class _Out:
     estimate_s: float
     prompt_tokens: int
     started_s: float | None = None
+    dispatched_s: float | None = None
 
 
 DEFAULT_CALLS = 4.0
@@ -57,6 +61,7 @@ class ServiceTimes:
         self._calls: dict[str, _Out] = {}
         self._per_workflow: dict[AgentType | None, tuple[float, int]] = {}
         """Mean calls per finished workflow and how many finished, per agent type (None: all)."""
+        self._call_s: float | None = None
 
     # --- rates ----------------------------------------------------------------------------------
     def prefill_s(
@@ -112,11 +117,31 @@ class ServiceTimes:
         got = self._per_workflow.get(agent_type) or self._per_workflow.get(None)
         return got[0] if got else DEFAULT_CALLS
 
+    def mean_call_s(self) -> float | None:
+        """Mean seconds of a call from its start (else its dispatch) to its answer, measured (EMA;
+        None: none finished yet)."""
+        return self._call_s
+
     # --- calls in flight ------------------------------------------------------------------------
     def dispatched(
-        self, call_id: str, worker_id: WorkerId, estimate_s: float, prompt_tokens: int = 0
+        self,
+        call_id: str,
+        worker_id: WorkerId,
+        estimate_s: float,
+        prompt_tokens: int = 0,
+        now_s: float | None = None,
     ) -> None:
-        self._calls[call_id] = _Out(worker_id, max(0.0, estimate_s), prompt_tokens)
+        self._calls[call_id] = _Out(worker_id, max(0.0, estimate_s), prompt_tokens, dispatched_s=now_s)
+
+    def finished(self, call_id: str, now_s: float) -> None:
+        """The call answered: its measured duration feeds ``mean_call_s``; then it is ``done``."""
+        out = self._calls.get(call_id)
+        began = None if out is None else (out.started_s if out.started_s is not None else out.dispatched_s)
+        if began is not None:
+            took = max(0.0, now_s - began)
+            prev = self._call_s
+            self._call_s = took if prev is None else prev + self._alpha * (took - prev)
+        self.done(call_id)
 
     def started(self, call_id: str, now_s: float) -> None:
         out = self._calls.get(call_id)

@@ -36,6 +36,7 @@ from saga_sgl.errors import InvalidGraph, UnknownWorkflow
 from saga_sgl.policy import registry
 from saga_sgl.policy.decisions import FairShareEpoch
 from saga_sgl.policy.interfaces import CostModel, FairnessPolicy, PlacementPolicy, StealPolicy
+from saga_sgl.policy.placement.completion_cost import Residency
 from saga_sgl.policy.service_ledger import ServiceLedger
 from saga_sgl.policy.settings import load_settings
 from saga_sgl.policy.views import (
@@ -520,7 +521,7 @@ class WorkflowScheduler:
         wid = placement.worker_id
         if self._tracks_service:
             estimate = self._estimate_s(rec, ev, call, wid, workers)
-            self.service.dispatched(ev.call_id, wid, estimate, ev.prompt_tokens)
+            self.service.dispatched(ev.call_id, wid, estimate, ev.prompt_tokens, now)
         moved = rec.worker_id if rec.worker_id is not None and rec.worker_id != wid else None
         if call.affinity_worker_id is None and rec.steps_done == 0 and call.prefix_match_tokens:
             rec.shared_tokens = min(ev.prompt_tokens, max(call.prefix_match_tokens.values()))
@@ -631,16 +632,14 @@ class WorkflowScheduler:
         )
 
     def _resident_kv(self) -> dict[WorkerId, int]:
-        """KV the live workflows bound to each worker will hold at their predicted peak, the prompt
-        head they share (what a first call found cached) counted once per worker (placement)."""
-        own: Counter[WorkerId] = Counter()
-        head: Counter[WorkerId] = Counter()
+        """KV the live workflows bound to each worker will hold at their predicted peak
+        (placement's ``Residency``, the rule the steal's KV price uses too: the prompt head they
+        share, what a first call found cached, once per worker and agent type)."""
+        residency = Residency()
         for rec in self._active.values():
-            wid = rec.worker_id
-            if wid is not None:
-                own[wid] += max(0, rec.footprint_tokens() - rec.shared_tokens)
-                head[wid] = max(head[wid], rec.shared_tokens)
-        return {w: own[w] + head[w] for w in own}
+            if rec.worker_id is not None:
+                residency.add(rec.worker_id, rec.agent_type, rec.footprint_tokens(), rec.shared_tokens)
+        return residency.tokens()
 
     def _bound_work(self) -> dict[WorkerId, float]:
         """Predicted remaining work of the live workflows bound to each worker (1 s for one with no
@@ -670,7 +669,7 @@ class WorkflowScheduler:
         self._waiting_since.pop(ev.call_id, None)
         self._inflight[ev.worker_id] -= 1
         self._views_at = None
-        self.service.done(ev.call_id)
+        self.service.finished(ev.call_id, now)
         self.service.observe_output(rec.agent_type, ev.output_tokens)
         new_tokens = max(0, ev.prompt_tokens - rec.context_tokens)
         cached = min(ev.cached_tokens, ev.prompt_tokens)
@@ -1023,7 +1022,10 @@ class WorkflowScheduler:
         if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
             return "agents_per_worker"
         need = self._need_tokens(rec)
-        if tokens[w.worker_id] + need > adm.kv_threshold_frac * w.kv_capacity_tokens:
+        room = adm.kv_threshold_frac * w.kv_capacity_tokens
+        if count[w.worker_id] == 0 and need > room:
+            return None  # larger than the pool itself: waiting never makes it fit, an empty worker runs it
+        if tokens[w.worker_id] + need > room:
             return "kv_footprint"
         return None
 
@@ -1051,7 +1053,8 @@ class WorkflowScheduler:
         for w in healthy:
             if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
                 continue
-            if tokens[w.worker_id] + need <= adm.kv_threshold_frac * w.kv_capacity_tokens:
+            room = adm.kv_threshold_frac * w.kv_capacity_tokens
+            if tokens[w.worker_id] + need <= room or (count[w.worker_id] == 0 and need > room):
                 return True
         return False
 
@@ -1214,6 +1217,9 @@ class WorkflowScheduler:
         out: list[Action] = []
         workers = self._worker_views(now)
         revalidate = getattr(self.stealing, "revalidate", None)
+        observe = getattr(self.stealing, "observe_call_s", None)
+        if observe is not None:
+            observe(self.service.mean_call_s())  # the wait estimate at the measured call time
         for steal in self.stealing.plan(workers, flows, now):
             rec = self._active.get(steal.workflow_id)
             if rec is None or rec.worker_id != steal.victim:

@@ -98,7 +98,8 @@ def evict(original: Callable[..., Any], cache: Any, *args: Any, **kwargs: Any) -
     if runtime is None or cache.disable:
         return original(cache, *args, **kwargs)
     try:
-        runtime.begin_round(pressure=kv_pressure(cache, int(runtime.metrics.value("protected_tokens"))))
+        protected = int(runtime.metrics.value("protected_tokens"))
+        runtime.begin_round(pressure=kv_pressure(cache, protected, runtime.settings.max_protected_frac))
     except Exception as exc:
         runtime.hook_failed("evict_begin", exc)
     try:

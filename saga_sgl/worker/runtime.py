@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from saga_sgl.errors import MalformedMessage
 from saga_sgl.policy.decisions import Tier
+from saga_sgl.policy.pressure import MAX_PROTECTED_FRAC
 from saga_sgl.policy.pressure import kv_pressure as shared_kv_pressure
 from saga_sgl.policy.queue_order import AgeingSettings, QueuedCall, ageing_order
 from saga_sgl.protocol import ControlMessage, ReuseHint, find_reuse_hint
@@ -335,12 +336,15 @@ def _finished(req: Any) -> bool:
     return bool(finished()) if callable(finished) else False
 
 
-def kv_pressure(cache: Any, protected_tokens: int = 0) -> float:
+def kv_pressure(
+    cache: Any, protected_tokens: int = 0, max_protected_frac: float = MAX_PROTECTED_FRAC
+) -> float:
     """The one pressure definition (``policy.pressure.kv_pressure``) for an SGLang cache.
 
     held = tokens that are neither free nor evictable (memory held by live requests);
     ``protected_tokens`` = evictable tokens under a live TTL (the runtime passes the last eviction
-    round's count). Plain "used / capacity" would sit near 1 in a pool full of cache.
+    round's count) against a budget of ``max_protected_frac`` of the pool (``WorkerSettings``).
+    Plain "used / capacity" would sit near 1 in a pool full of cache.
     """
     allocator = cache.token_to_kv_pool_allocator
     capacity = int(allocator.size)
@@ -348,4 +352,9 @@ def kv_pressure(cache: Any, protected_tokens: int = 0) -> float:
         return 0.0
     held = capacity - int(allocator.available_size()) - int(cache.evictable_size())
     # Page rounding can push the difference a few tokens outside [0, capacity].
-    return shared_kv_pressure(capacity, min(max(held, 0), capacity), max(int(protected_tokens), 0))
+    return shared_kv_pressure(
+        capacity,
+        min(max(held, 0), capacity),
+        max(int(protected_tokens), 0),
+        max_protected_frac=max_protected_frac,
+    )

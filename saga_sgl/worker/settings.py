@@ -32,6 +32,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Final
 
 from saga_sgl.errors import InvalidSettings
+from saga_sgl.policy.pressure import MAX_PROTECTED_FRAC
 from saga_sgl.policy.settings import load_settings
 
 CONTROL_ADDRESS_ENV: Final = "SAGA_WORKER_CONTROL_ADDRESS"
@@ -76,6 +77,11 @@ class WorkerSettings:
     queue_ageing_s: float = 5.0
     """Waiting-queue order (``saga_sgl.policy.queue_order``): the most urgent class gets at most
     this head start over the least urgent, so no class waits unboundedly. [I]"""
+    max_protected_frac: float = MAX_PROTECTED_FRAC
+    """Share of the pool live TTLs may protect (``saga_sgl.policy.pressure``: the protected term of
+    the pressure level is 1 there, and TTLs stop protecting at 90% of it). The default budget, 5%, is
+    128 tokens of a 2,560-token pool, less than one context in a tool gap (600-1,850 tokens live,
+    issue 13): a larger budget lets small pools protect a context through its gap. [I]"""
 
     def __post_init__(self) -> None:
         if self.control_address is not None:
@@ -106,6 +112,8 @@ class WorkerSettings:
             raise InvalidSettings("WorkerSettings.control_max_rate must be > 0")
         if not (0 < self.max_ttl_s <= 86_400):
             raise InvalidSettings("WorkerSettings.max_ttl_s must be in (0, 86400]")
+        if not (0 < self.max_protected_frac <= 1):
+            raise InvalidSettings("WorkerSettings.max_protected_frac must be in (0, 1]")
         if not (0 <= self.finished_grace_s <= 86_400):
             raise InvalidSettings("WorkerSettings.finished_grace_s must be in [0, 86400]")
         if not (0 < self.queue_ageing_s <= 3600):

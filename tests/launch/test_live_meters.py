@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -18,7 +19,7 @@ from benchmarks._live_meters import (
     router_actions,
     worker_activity,
 )
-from benchmarks.live import own_context_missed, worker_switches
+from benchmarks.live import own_context_missed, time_breakdown, worker_switches
 from saga_sgl.cluster.processes import http_json
 from saga_sgl.local_workers import WorkerSpec, free_port, start_worker
 
@@ -179,6 +180,35 @@ def test_own_context_missed_counts_only_real_misses_of_the_previous_context() ->
     calls = [[600, 8, 0], [700, 8, 600], [800, 8, 100]]
     assert own_context_missed(calls) == (607, 1)
     assert own_context_missed([[600, 8, 0]]) == (0, 0)
+
+
+def test_a_tasks_time_and_uncached_tokens_are_split_by_where_they_went() -> None:
+    # Two calls: (client, worker e2e, worker queue) = (2.0, 1.8, 0.5) and (1.0, 0.9, 0.0); tool 3 s.
+    # Call 2 finds 100 of its 700-token prompt: 92 tokens are new (700 - 608), 508 re-pre-filled.
+    task = {"row": "r", "error": None, "tct_s": 6.5, "tool_s": 3.0,
+            "call_times": [[2.0, 1.8, 0.5], [1.0, 0.9, 0.0]], "call_tokens": [[600, 8, 0], [700, 8, 100]]}
+    b = time_breakdown([task, {**task, "row": "other"}], ["r"])["r"]
+    assert b["tool"] == 3.0 and b["queue"] == 0.5 and b["engine"] == pytest.approx(2.2)
+    assert b["outside"] == pytest.approx(0.3) and b["rest"] == pytest.approx(0.5)
+    assert (b["new_tokens"], b["repre_tokens"]) == (600 + 92, 508)
+
+
+def test_the_saga_rows_run_with_admission_control_unless_told_otherwise() -> None:
+    import json
+
+    from benchmarks.live import OURS, Row, build_parser, saga_router_args
+
+    ours = Row(OURS, "saga", "saga", "saga")
+
+    def config(row: Row, *argv: str) -> dict[str, Any]:
+        flags = saga_router_args(row, build_parser().parse_args(list(argv)))
+        return json.loads(flags[1]) if flags else {}
+
+    assert config(ours)["admission"] == {"enabled": True, "shared_prefix_once": True}
+    off = config(ours, "--saga-scheduler-config", '{"admission": {"enabled": false}}')
+    assert off["admission"] == {"enabled": False}
+    assert "admission" not in config(Row("saga-router cache_aware + LRU", "saga", "cache_aware", "lru"))
+    assert config(Row("sglang-router cache_aware + LRU", "sglang", "cache_aware", "lru")) == {}
 
 
 def test_the_engine_stretch_comes_from_the_thread_that_ran_most() -> None:

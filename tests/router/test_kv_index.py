@@ -110,8 +110,8 @@ def test_subscriber_catches_up_from_the_replay_buffer_then_follows_live_events(
     async def scenario() -> None:
         task = asyncio.ensure_future(sub.run())
         deadline = time.monotonic() + 5
-        while index.match([1, 2, 3]) < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(sub.caught_up.wait(), 5)
+        # The router admits a worker once this is set: the whole history is in the index by then.
         assert index.match([1, 2, 3]) == 3  # from the replay, before any live event
         pub.publish(h["batch"](h["block"](103, 102, 4)))
         while index.match([1, 2, 3, 4]) < 4 and time.monotonic() < deadline:

@@ -382,6 +382,20 @@ def test_least_attained_service_parks_a_long_runner_for_a_held_newcomer() -> Non
     assert s.workflow(WorkflowId("a0")).steps_done == 2  # its record carried on; not admitted anew
 
 
+def test_an_empty_worker_admits_a_workflow_predicted_larger_than_its_pool() -> None:
+    # Issue 13, live sizing: a fresh router predicts the 16,384-token default footprint against
+    # 2,560-token pools. Before, every workflow was held for ever; now each empty worker takes one,
+    # and the next waits until one ends (nothing else is bound there then).
+    s, _ = _sched(n=2, cap=2560, admission=AdmissionControlSettings(enabled=True))
+    assert isinstance(s.handle(_call("a", 0, tokens=600))[0], Dispatch)
+    assert isinstance(s.handle(_call("b", 0, tokens=600))[0], Dispatch)
+    [held] = s.handle(_call("c", 0, tokens=600))
+    assert isinstance(held, Hold) and held.reason == "kv_footprint"
+    s.handle(_finish("a", 0, W0, prompt=600, out=8))
+    out = s.handle(WorkflowFinished(workflow_id=WorkflowId("a")))
+    assert [type(a) for a in out if isinstance(a, (Release, Dispatch))] == [Release, Dispatch]
+
+
 def test_no_parking_by_default_and_while_held_workflows_fit() -> None:
     adm = AdmissionControlSettings(enabled=True, default_footprint_tokens=600)
     s, _ = _sched(n=1, cap=1000, admission=adm)

@@ -604,3 +604,38 @@ def test_the_scheduler_gives_placement_the_binding_inputs_a_live_router_has() ->
     arrive("c")
     assert seen[-1].remaining_calls == pytest.approx(1.0)
     assert a.worker_id not in seen[-1].resident_kv_tokens
+
+
+def test_placement_and_the_steal_price_count_shared_heads_by_one_rule() -> None:
+    # Issue 13: placement counted a worker's shared head once per worker (the largest), the steal
+    # price once per agent type. One rule now (``Residency``): per worker and agent type, once.
+    from saga_sgl.policy.placement.completion_cost import Residency
+    from saga_sgl.policy.stealing import Residency as StealResidency
+    from saga_sgl.policy.views import AgentType, WorkflowId, WorkflowState, WorkflowView
+
+    assert StealResidency is Residency
+    coding, browser = AgentType("coding"), AgentType("browser")
+    flows = [
+        WorkflowView(workflow_id=WorkflowId(f"f{i}"), tenant_id="t", worker_id=WorkerId("w0"),  # type: ignore[arg-type]
+                     state=WorkflowState.TOOL_GAP, admitted_at_s=0.0, agent_type=kind,
+                     shared_prefix_tokens=head, footprint_tokens=1200)
+        for i, (kind, head) in enumerate([(coding, 592), (coding, 592), (browser, 391)])
+    ]
+    r = Residency.of(flows)
+    # Own parts (1,200 - head each) plus both heads: two system prompts are two radix branches.
+    assert r.tokens() == {"w0": 2 * (1200 - 592) + (1200 - 391) + 592 + 391}
+    # Pricing one out (a steal) leaves its own part and keeps a head others of its type still hold.
+    assert r.without(flows[0]) == {"w0": (1200 - 592) + (1200 - 391) + 592 + 391}
+    assert r.without(flows[2]) == {"w0": 2 * (1200 - 592) + 592}
+    # The scheduler builds placement's resident KV by the same rule from its records.
+    from saga_sgl.clock import ManualClock
+    from saga_sgl.scheduler import CallArrived, SchedulerSettings, WorkerLoads, WorkflowScheduler
+
+    s = WorkflowScheduler(SchedulerSettings(stealing=None), clock=ManualClock())
+    s.handle(WorkerLoads(workers=(make_worker("w0", kv_capacity_tokens=2560),)))
+    for f in flows:
+        s.handle(CallArrived(call_id=f"{f.workflow_id}:0", workflow_id=f.workflow_id, prompt_tokens=1200,
+                             step=0, agent_type=f.agent_type))
+        rec = s.workflow(f.workflow_id)
+        rec.predicted_peak_tokens, rec.shared_tokens = 1200, f.shared_prefix_tokens
+    assert s._resident_kv() == r.tokens()

@@ -118,3 +118,37 @@ def test_no_footprint_or_no_later_call_means_no_kv_price() -> None:
     ws, thief, victim = WorkStealing(), _thief(), _victim(2)
     for mover in (replace(flows[0], footprint_tokens=0), replace(flows[0], remaining_calls=1.0)):
         assert ws.kv_price_s(mover, thief, victim, [thief, victim], Residency.of(flows), RATE) == 0.0
+
+
+def test_the_wait_a_steal_saves_is_priced_at_the_measured_call_time() -> None:
+    # Issue 13: the wait estimate used the 2 s GPU default; live CPU calls took about 1.6 s.
+    from saga_sgl.clock import ManualClock
+    from saga_sgl.policy.views import WorkflowId
+    from saga_sgl.scheduler import (
+        CallArrived,
+        CallFinished,
+        SchedulerSettings,
+        WorkerLoads,
+        WorkflowScheduler,
+    )
+
+    ws = WorkStealing()
+    victim = _victim(4)  # 4 waiting behind 2 running
+    assert ws.queue_delay_s(victim) == 2 * StealSettings().mean_call_s
+    ws.observe_call_s(0.8)
+    assert ws.queue_delay_s(victim) == 2 * 0.8
+    ws.observe_call_s(None)  # nothing measured: the setting again
+    assert ws.mean_call_s() == StealSettings().mean_call_s
+    # The scheduler measures call durations (dispatch to answer) and hands the mean to its stealer.
+    clock = ManualClock()
+    s = WorkflowScheduler(SchedulerSettings(), clock=clock)
+    s.handle(WorkerLoads(workers=(_thief(), victim)))
+    assert s.service.mean_call_s() is None
+    [d] = s.handle(CallArrived(call_id="x:0", workflow_id=WorkflowId("x"), prompt_tokens=100, step=0))
+    clock.advance(1.25)
+    s.handle(CallFinished(call_id="x:0", workflow_id=WorkflowId("x"), worker_id=d.worker_id,  # type: ignore[attr-defined]
+                          prompt_tokens=100, output_tokens=8))
+    assert s.service.mean_call_s() == 1.25
+    clock.advance(0.2)
+    s.epoch()
+    assert s.stealing is not None and s.stealing.mean_call_s() == 1.25  # type: ignore[attr-defined]

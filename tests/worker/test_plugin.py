@@ -49,12 +49,31 @@ def test_environment_fills_worker_settings_and_config_wins() -> None:
 
 @pytest.mark.parametrize(
     "config",
-    [{"control_address": "localhost:7000"}, {"metrics_port": 0}, {"max_tracked_workflows": 0}],
-    ids=["address-without-scheme", "port-zero", "empty-table"],
+    [{"control_address": "localhost:7000"}, {"metrics_port": 0}, {"max_tracked_workflows": 0},
+     {"max_protected_frac": 0.0}],
+    ids=["address-without-scheme", "port-zero", "empty-table", "no-ttl-budget"],
 )
 def test_bad_worker_settings_fail_naming_the_field(config: dict[str, Any]) -> None:
     with pytest.raises(InvalidSettings, match=next(iter(config))):
         split_config(config, environ={})
+
+
+def test_the_ttl_budget_is_a_worker_setting_that_the_pressure_level_uses() -> None:
+    # Issue 13: at 5% a 2,560-token pool may protect 128 tokens, less than one context in a tool
+    # gap; the budget is the plugin's setting now. A stand-in for the cache's two counters (the
+    # arithmetic only; the hook that passes the setting runs in the live worker tests).
+    from types import SimpleNamespace
+
+    from saga_sgl.worker.runtime import kv_pressure
+
+    worker, policy = split_config({"max_protected_frac": 0.5}, environ={})
+    assert worker.max_protected_frac == 0.5 and policy == {}
+    pool = SimpleNamespace(size=2560, available_size=lambda: 2560 - 900)
+    cache = SimpleNamespace(token_to_kv_pool_allocator=pool, evictable_size=lambda: 900)
+    # 900 tokens of a context in its gap under a live TTL: over the 5% budget, pressure is 1 and
+    # protection off; within a 50% budget the level is 900 / 1,280.
+    assert kv_pressure(cache, 900) == 1.0
+    assert kv_pressure(cache, 900, worker.max_protected_frac) == pytest.approx(900 / 1280)
 
 
 # --- entry point, registration, tree core selection -----------------------------------------------

@@ -38,9 +38,78 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from saga_sgl.errors import NoEligibleWorker
-from saga_sgl.policy.views import CallView, WorkerId, WorkerView
+from saga_sgl.policy.views import AgentType, CallView, WorkerId, WorkerView, WorkflowState, WorkflowView
+
+
+@dataclass(slots=True)
+class Residency:
+    """``resident(w)``: the KV the live workflows bound to each worker will hold. The one rule of
+    both placement (``CallView.resident_kv_tokens``) and the steal's KV price: each workflow's own
+    part (its predicted peak less the prompt head it shares) plus, per worker and agent type, the
+    largest shared head once (the radix cache holds a head once; two agent types with different
+    system prompts on one worker hold two). A workflow with no agent type shares no head: all its
+    peak is its own. ``without`` leaves the workflow being priced out (a steal)."""
+
+    own: dict[WorkerId, int] = field(default_factory=dict)
+    heads: dict[tuple[WorkerId, AgentType], list[int]] = field(default_factory=dict)
+
+    def add(
+        self, worker_id: WorkerId, agent_type: AgentType | None, peak_tokens: int, head_tokens: int
+    ) -> None:
+        """A live workflow bound to ``worker_id``: predicted peak ``peak_tokens`` (at least its
+        context), of which ``head_tokens`` is the prompt head it shares with its agent type."""
+        shared = head_tokens > 0 and agent_type is not None
+        own = max(0, peak_tokens - (head_tokens if shared else 0))
+        self.own[worker_id] = self.own.get(worker_id, 0) + own
+        if shared:
+            assert agent_type is not None
+            self.heads.setdefault((worker_id, agent_type), []).append(head_tokens)
+
+    @classmethod
+    def of(cls, workflows: Sequence[WorkflowView]) -> Residency:
+        """From workflow views (the steal's inputs): peak = max(predicted footprint, context)."""
+        r = cls()
+        for wf in workflows:
+            if wf.worker_id is not None and wf.state is not WorkflowState.FINISHED:
+                r.add(wf.worker_id, wf.agent_type, _peak(wf), wf.shared_prefix_tokens)
+        return r
+
+    def tokens(self) -> dict[WorkerId, int]:
+        """``resident(w)`` of every worker some workflow is bound to."""
+        out = dict(self.own)
+        for (wid, _), heads in self.heads.items():
+            out[wid] = out.get(wid, 0) + max(heads)
+        return out
+
+    def _heads_without(self, wid: WorkerId, agent_type: AgentType, wf: WorkflowView) -> list[int]:
+        heads = self.heads.get((wid, agent_type), [])
+        if wf.worker_id == wid and wf.agent_type == agent_type and wf.shared_prefix_tokens in heads:
+            heads = list(heads)
+            heads.remove(wf.shared_prefix_tokens)
+        return heads
+
+    def without(self, wf: WorkflowView) -> dict[WorkerId, int]:
+        """``resident(w)`` per worker with ``wf`` bound nowhere."""
+        out = dict(self.own)
+        if wf.worker_id in out:
+            shared = wf.shared_prefix_tokens if wf.agent_type is not None else 0
+            out[wf.worker_id] -= max(0, _peak(wf) - shared)
+        for wid, agent_type in self.heads:
+            out[wid] = out.get(wid, 0) + max(self._heads_without(wid, agent_type, wf), default=0)
+        return out
+
+    def head_match(self, wf: WorkflowView, wid: WorkerId) -> int:
+        """Tokens of ``wf``'s shared head that ``wid`` holds for the other workflows of its type."""
+        if wf.agent_type is None or wf.shared_prefix_tokens <= 0:
+            return 0
+        return min(wf.shared_prefix_tokens, max(self._heads_without(wid, wf.agent_type, wf), default=0))
+
+
+def _peak(wf: WorkflowView) -> int:
+    return max(wf.footprint_tokens, wf.cached_prefix_tokens)
 
 
 def _pushed_past(resident: int, need: int, pool: int) -> int:
