@@ -33,7 +33,10 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "index_victims": ("Victims popped from the persistent leaf index, by KeyHeap backend", ("backend",)),
 }
 _GAUGES: dict[str, str] = {
-    "protected_tokens": "Tokens in TTL-protected evictable leaves at the last eviction round",
+    "protected_tokens": (
+        "Tokens TTL protection keeps from eviction at the last eviction round"
+        " (a protected leaf counts its whole path: its ancestors cannot go first)"
+    ),
     "tracked_workflows": "Workflows in the hint table",
     "victim_index_native": "1 if the leaf index orders victims with the native saga_kernels KeyHeap, else 0",
     "tree_core_native": "1 if the cache runs on SGLang's Rust tree core (saga-rust), 0 on its Python core",
