@@ -914,6 +914,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_steps": args.max_steps,
         "max_new_tokens": args.max_new_tokens,
         "row_order_per_seed": row_order,
+        # what the saga-policy rows' router ran with beyond the priors (sim_fidelity reads it)
+        "saga_scheduler_config": {"admission": dict(LIVE_ADMISSION), **args.saga_scheduler_config},
         "idle_call_s": idle_s,
         "wall_s": time.monotonic() - t0,
         "failed_runs": failures,
