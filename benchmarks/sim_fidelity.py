@@ -67,6 +67,7 @@ from saga_sgl.agents.common import AgentScale, text_of
 from saga_sgl.local_workers import TINY_MODEL_DIR
 from saga_sgl.scheduler.settings import AdmissionControlSettings
 from saga_sgl.sim import rows as sim_rows
+from saga_sgl.sim.bounds import CacheablePrefixes, FiniteLoopBound, finite_closed_loop_bound, task_floors
 from saga_sgl.sim.cluster import Cluster, ClusterSettings
 from saga_sgl.sim.cost_model import CostSettings, ModelSpec, ProfileCostModel, _Piecewise
 from saga_sgl.sim.metrics import SimResult
@@ -377,6 +378,101 @@ def pooled_stretch(live: dict[str, Any]) -> float:
     return (cpu + wait) / cpu if cpu > 0 else 1.0
 
 
+def mean_tct_bound(
+    workload: Workload, profile: dict[str, Any], meta: dict[str, Any], speed: float
+) -> FiniteLoopBound:
+    """The all-schedulers floor on this seed's mean TCT (``saga_sgl.sim.bounds.finite_closed_loop_bound``,
+    an oracle: it reads every task's calls) under the CPU cost model at ``speed``, with the last
+    call's request overhead added as ``compare`` adds it to the simulated TCTs. ``workload``'s tool
+    gaps must carry the overhead at the same speed (``live_workload(..., overhead_s)``)."""
+    cost = CpuProfileCostModel(profile, chunk_size_tokens=SGLANG_CPU_CHUNKED_PREFILL, speed=speed)
+    floors = task_floors(
+        workload.tasks,
+        cost.iteration_constant_s,
+        cost.prefill_attention_s,
+        cost.decode_attn_s_per_kv_token,
+        SGLANG_CPU_CHUNKED_PREFILL,
+        workload.closed_loop_agents,
+    )
+    b = finite_closed_loop_bound(
+        [floors[t.task_id] for t in workload.tasks], workload.closed_loop_agents, meta["workers"]
+    )
+    o = profile["request_overhead_s"] * speed
+    return FiniteLoopBound(b.mean_tct_s + o, b.work_only_s + o, b.path_only_s + o)
+
+
+def serial_schedule_mean_tct(
+    workload: Workload, profile: dict[str, Any], meta: dict[str, Any], speed: float, spt: bool
+) -> float:
+    """Mean TCT of one schedule that exists under the same cost model (so OPT lies between the
+    floor and this): each worker runs one task at a time to its end (idle in its tool gaps), the
+    closed loop releasing tasks as ``compare``'s does; a free worker takes the released task that is
+    first in index order (``spt`` False) or has the shortest time (``spt`` True). A task alone on a
+    worker keeps its own context cached (the pool holds the largest prompt) and pays each call's
+    lone cost: its ``TaskFloor.path_s`` (batch of one, exact when ``c`` is subadditive), plus its
+    shared head's pre-fill unless the worker's previous task was of its kind."""
+    cost = CpuProfileCostModel(profile, chunk_size_tokens=SGLANG_CPU_CHUNKED_PREFILL, speed=speed)
+    tasks = workload.tasks
+    n_agents = workload.closed_loop_agents
+    floors = task_floors(
+        tasks,
+        cost.iteration_constant_s,
+        cost.prefill_attention_s,
+        cost.decode_attn_s_per_kv_token,
+        SGLANG_CPU_CHUNKED_PREFILL,
+        n_agents,
+    )
+    if max(c.prompt_tokens + c.output_tokens for t in tasks for c in t.calls) > meta["kv_tokens"]:
+        raise ValueError("serial_schedule_mean_tct: a context does not fit the pool")
+
+    prefixes = CacheablePrefixes(tasks)
+
+    def head(t: TaskSpec) -> tuple[tuple[int, ...], float]:
+        """The shared segments of its first call (what another task left cached) and their cost."""
+        first = t.calls[0]
+        shared, key = prefixes.cacheable_tokens(first), []
+        for seg in first.prompt:
+            if sum(first.prompt[j].num_tokens for j in range(len(key) + 1)) > shared:
+                break
+            key.append(seg.seg_id)
+        q = max(first.prompt_tokens - shared, 1)
+        return tuple(key), cost.iteration_constant_s(first.prompt_tokens) - cost.iteration_constant_s(q)
+
+    heads = {t.task_id: head(t) for t in tasks}
+    o = profile["request_overhead_s"] * speed
+    free = [0.0] * meta["workers"]
+    last_head: list[tuple[int, ...] | None] = [None] * meta["workers"]
+    ends: list[float] = []
+    todo = set(range(len(tasks)))
+    tct = []
+    while todo:
+        w = min(range(len(free)), key=lambda j: free[j])
+        now = free[w]
+        # the loop starts task i >= N at the (i - N + 1)-th completion; the ends after `now` are
+        # known already (no task scheduled later can end before `now`)
+        done = sorted(e for e in ends if e <= now)
+        ready = [i for i in todo if i < n_agents + len(done)]
+        if not ready:
+            free[w] = min(e for e in ends if e > now)
+            continue
+        i = min(ready, key=lambda k: (floors[tasks[k].task_id].path_s if spt else 0.0, k))
+        todo.remove(i)
+        t = tasks[i]
+        release = 0.0 if i < n_agents else done[i - n_agents]
+        key, head_cost = heads[t.task_id]
+        # its shared head is cached only if the worker's previous task had the same one
+        end = now + floors[t.task_id].path_s + (0.0 if last_head[w] == key else head_cost)
+        free[w], last_head[w] = end, key
+        ends.append(end)
+        tct.append(end - release + o)
+    return statistics.fmean(tct)
+
+
+BOUND_CHECK_ROWS = (*sim_rows.MAIN_ROWS,)
+"""Simulated rows checked against the bound besides the live rows' own (``--bound``): every
+baseline, SAGA, and the oracles (Belady eviction, an infinite KV pool)."""
+
+
 def saga_admission(meta: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any] | None:
     """The admission control the live saga rows ran with: ``override`` (``--saga-scheduler-config``),
     else the live run's recorded ``saga_scheduler_config``, else none (off)."""
@@ -391,7 +487,10 @@ def compare(
     *,
     speed_mode: str = "auto",
     saga_scheduler_config: dict[str, Any] | None = None,
+    bound: bool = False,
 ) -> dict[str, Any]:
+    """``bound``: also each row's all-schedulers floor on the mean TCT at that row's speed
+    (``mean_tct_bound``), and every ``BOUND_CHECK_ROWS`` row simulated at that speed to check it."""
     meta = live["meta"]
     admission = saga_admission(meta, saga_scheduler_config)
     tokens = Tokens()
@@ -418,6 +517,7 @@ def compare(
     sim_parts: dict[str, dict[str, list[float]]] = {n: {k: [] for k in PARTS} for n in names}
     sim_busy: dict[str, float] = {n: 0.0 for n in names}
     sim_prompt_by_task: dict[str, int] = {}
+    bounds: dict[str, dict[int, dict[str, Any]]] = {n: {} for n in names}
     seeds = sorted({a["seed"] for a in live["agents"]})
     for seed in tqdm(seeds, desc="simulating seeds"):
         for name in names:
@@ -440,6 +540,11 @@ def compare(
             sim_cached[name][0] += res.counters["hit_tokens"]
             sim_cached[name][1] += res.counters["prompt_tokens"]
             sim_steals[name] += res.counters.get("steals", 0.0)
+            if bound:
+                bounds[name][seed] = bound_check(wl, name, admission, profile, meta, seed, s_run)
+                bounds[name][seed]["sim_row_mean_s"] = statistics.fmean(
+                    rec.tct_s + o_run for rec in res.tasks
+                )
     live_tct: dict[str, dict[str, float]] = {n: {} for n in names}
     live_prompt_by_task: dict[str, int] = {}
     for a in live["agents"]:
@@ -447,8 +552,14 @@ def compare(
             live_tct[a["row"]][a["workflow_id"]] = a["tct_s"]
             live_prompt_by_task.setdefault(a["workflow_id"], a["prompt_tokens"])
     out: dict[str, Any] = {"rows": {}}
-    live_cpu = {n: sum(sum(v for u, v in run["worker_cpu_s"].items() if u in run["row_workers"])
-                       for run in live.get("runs", []) if run["row"] == n) for n in names}
+    live_cpu = {
+        n: sum(
+            sum(v for u, v in run["worker_cpu_s"].items() if u in run["row_workers"])
+            for run in live.get("runs", [])
+            if run["row"] == n
+        )
+        for n in names
+    }
     rng = np.random.default_rng(0)
     for name in names:
         common = sorted(set(live_tct[name]) & set(sim_tct[name]))
@@ -478,6 +589,8 @@ def compare(
             "live_vs_saga_paired": vs_live,
             "sim_vs_saga_paired": vs_sim,
         }
+        if bound:
+            out["rows"][name]["bound"] = bound_summary(bounds[name], live_tct[name], seeds)
     ref = out["rows"].get("saga")
     for r in out["rows"].values():
         if ref:
@@ -499,6 +612,71 @@ def compare(
     out["speed_mode"] = speed_mode
     out["saga_admission"] = admission
     return out
+
+
+def bound_check(
+    wl: Workload,
+    name: str,
+    admission: dict[str, Any] | None,
+    profile: dict[str, Any],
+    meta: dict[str, Any],
+    seed: int,
+    speed: float,
+) -> dict[str, Any]:
+    """The bound of one (row, seed) at its speed, and every ``BOUND_CHECK_ROWS`` row's simulated
+    mean TCT at that speed (the saga row also with admission control flipped)."""
+    b = mean_tct_bound(wl, profile, meta, speed)
+    o = profile["request_overhead_s"] * speed
+    checks = list(BOUND_CHECK_ROWS)
+    flipped = None if admission else {"enabled": True, "shared_prefix_once": True}
+    checks.append(
+        dataclasses.replace(live_saga_row(flipped), label=f"saga, admission {'on' if flipped else 'off'}")
+    )
+    sim = {}
+    for row in checks:
+        res = simulate(wl, row, profile, meta, seed, speed)
+        if len(res.tasks) != len(wl.tasks):
+            raise RuntimeError(f"{row.label}: {len(res.tasks)} of {len(wl.tasks)} tasks finished")
+        sim[row.label] = statistics.fmean(rec.tct_s + o for rec in res.tasks)
+    return {
+        "speed": speed,
+        "serial_fifo_s": serial_schedule_mean_tct(wl, profile, meta, speed, spt=False),
+        "serial_spt_s": serial_schedule_mean_tct(wl, profile, meta, speed, spt=True),
+        "bound_mean_s": b.mean_tct_s,
+        "work_only_s": b.work_only_s,
+        "path_only_s": b.path_only_s,
+        "check_rows_mean_s": sim,
+    }
+
+
+def bound_summary(
+    per_seed: dict[int, dict[str, Any]], live_tct: dict[str, float], seeds: list[int]
+) -> dict[str, Any]:
+    """A row's bound over its seeds (each at the row's own speed), its live and simulated means,
+    and the smallest simulated or live mean / bound of any seed (< 1 would break the bound)."""
+    live_seed = {
+        sd: statistics.fmean(v for k, v in live_tct.items() if k.split("-")[1] == f"s{sd}") for sd in seeds
+    }
+    ratios = {}
+    for sd in seeds:
+        b = per_seed[sd]["bound_mean_s"]
+        rows = {**per_seed[sd]["check_rows_mean_s"], "this row, simulated": per_seed[sd]["sim_row_mean_s"]}
+        ratios[str(sd)] = {
+            "live": live_seed[sd] / b,
+            **{f"sim {k}": v / b for k, v in rows.items()},
+        }
+    return {
+        "bound_mean_s": statistics.fmean(per_seed[sd]["bound_mean_s"] for sd in seeds),
+        "work_only_s": statistics.fmean(per_seed[sd]["work_only_s"] for sd in seeds),
+        "path_only_s": statistics.fmean(per_seed[sd]["path_only_s"] for sd in seeds),
+        "serial_best_s": statistics.fmean(
+            min(per_seed[sd]["serial_fifo_s"], per_seed[sd]["serial_spt_s"]) for sd in seeds
+        ),
+        "per_seed": {str(sd): per_seed[sd] for sd in seeds},
+        "mean_over_bound_per_seed": ratios,
+        "min_sim_over_bound": min(v for r in ratios.values() for k, v in r.items() if k.startswith("sim")),
+        "min_live_over_bound": min(r["live"] for r in ratios.values()),
+    }
 
 
 def per_seed_error(live: dict[str, float], sim: dict[str, float], seed: int) -> float:
@@ -656,7 +834,40 @@ def build_parser() -> argparse.ArgumentParser:
         "'admission' key is used (default: the live run's recorded saga_scheduler_config, else "
         "admission off)",
     )
+    p.add_argument(
+        "--bound",
+        action="store_true",
+        help="also each row's floor on the mean TCT that no scheduler beats under the CPU cost model "
+        "(saga_sgl.sim.bounds.finite_closed_loop_bound, an oracle), at that row's speed, checked "
+        "against every simulated baseline, SAGA and oracle row at that speed (adds ~1 s per row and seed)",
+    )
     return p
+
+
+def bound_markdown(res: dict[str, Any]) -> str:
+    """The ``--bound`` section: per row, its floor, live and simulated means over it."""
+    lines = [
+        "",
+        "All-schedulers floor on the mean TCT (an oracle; saga_sgl.sim.bounds.finite_closed_loop_bound), "
+        "per row at that row's speed: live / floor = how much faster than this row any scheduler could "
+        "be on the same machine load; min sim / floor over every simulated row (baselines, SAGA, Belady, "
+        "infinite KV) and seed, < 1 would break the floor.",
+        "",
+        "| row | floor s | work-only s | path-only s | live mean s | live / floor | sim / floor "
+        "| min live / floor per seed | min sim / floor |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in res["rows"].items():
+        b = r.get("bound")
+        if not b:
+            continue
+        lines.append(
+            f"| {name} | {b['bound_mean_s']:.2f} | {b['work_only_s']:.2f} | {b['path_only_s']:.2f} | "
+            f"{r['live_tct_mean_s']:.2f} | {r['live_tct_mean_s'] / b['bound_mean_s']:.2f} | "
+            f"{r['sim_tct_mean_s'] / b['bound_mean_s']:.2f} | {b['min_live_over_bound']:.2f} | "
+            f"{b['min_sim_over_bound']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -666,10 +877,16 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("hidden_size", "layers"):
         if live["meta"][key] != profile["meta"][key]:
             raise SystemExit(f"{key}: live run {live['meta'][key]} but profile {profile['meta'][key]}")
-    res = compare(live, profile, speed_mode=args.speed, saga_scheduler_config=args.saga_scheduler_config)
+    res = compare(
+        live,
+        profile,
+        speed_mode=args.speed,
+        saga_scheduler_config=args.saga_scheduler_config,
+        bound=args.bound,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sim_fidelity.json").write_text(json.dumps(res, indent=2))
-    md = markdown(res, args.live, args.profile)
+    md = markdown(res, args.live, args.profile) + (bound_markdown(res) if args.bound else "")
     (args.out / "sim_fidelity.md").write_text(md)
     print(md)
     return 0

@@ -270,3 +270,129 @@ def closed_loop_mean_tct_bound(
     mix = tuple((int(n), float(f)) for n, f in zip(sizes, per_size, strict=True) if f > 1e-9)
     # HiGHS meets the constraints to ~1e-9: report the max of the two sides at its x (>= its t).
     return ClosedLoopBound(max(g, lat), mix, g, lat)
+
+
+# --- A finite closed loop on CPU-priced workers -------------------------------------------------
+#
+# The LP above is a steady-state bound on a GPU cost model, where batching is what a scheduler trades.
+# The live benchmark is different on both counts: a finite run (``M`` tasks, ``N`` at once, the next
+# task starting when one finishes) on CPU workers whose iteration costs about the sum of its requests.
+# The bound below holds for every scheduler of such a run under these assumptions (all of the
+# simulator: ``saga_sgl.sim.worker``, ``benchmarks/sim_fidelity.CpuProfileCostModel``):
+#
+# A. An iteration costs ``c(T) + sum of per-request terms``: a pre-fill iteration of ``T`` new tokens
+#    ``c(T) + sum_chunks prefill_attention_s(q, P)``, a decode iteration of ``n`` sequences
+#    ``c(n) + a * sum of their KV lengths``. So a batch costs at least the sum of its requests' shares
+#    ``T_i * min_T c(T) / T`` (pre-fill; ``T`` up to the chunk budget plus one token per full hit) and
+#    ``min_{n <= N} c(n) / n`` per decoded token (a task has one call at a time, so a decode batch
+#    has at most ``N`` sequences), plus their own attention. Batching saves at most the part of
+#    ``c`` above that share (the CPU profile: ~3.5 ms of a 4-40 ms iteration).
+# B. A call of prompt ``p`` pre-fills at least ``q = p - P`` new tokens (at least 1), ``P`` the
+#    longest prefix some earlier call could have left cached (``CacheablePrefixes``: perfect cache).
+#    Its pre-fill attention is at least ``prefill_attention_s(q, P)``: both forms (the GPU's
+#    ``q (P + q/2)`` and the CPU worker's ``(P+q)^2/2 + (P+q)``) do not fall when the prefix grows
+#    at a fixed prompt, and splitting a call into chunks only adds.
+# C. Calls, outputs and tool gaps are the workload's; a call's agent waits at least its own
+#    pre-fill (``c(q) + attention`` when ``c(T) / T`` never rises, so ``c`` is subadditive, else
+#    ``ceil(q / B) * min c``) and ``k - 1`` decode iterations each at least ``min c + a * own KV``.
+#    Queueing, holds, retractions and misses beyond B only add.
+# D. ``R`` workers, each doing one iteration at a time, from time 0.
+#
+# Floors per task: ``w_i`` (worker seconds, A-B) and ``L_i`` (its critical path: tools + its own
+# calls' waits, C). With completion times ``tau_1 <= ... <= tau_M`` and the closed loop starting task
+# ``i >= N`` at ``tau_{i-N+1}``, the sum of TCTs is ``sum_i f_i - sum_{i>=N} s_i = tau_{M-N+1} + ...
+# + tau_M`` (the last ``N`` completions). And
+#   * ``tau_k >= T_k = max(sum of the k smallest w / R, the k-th smallest L)``: by ``tau_k`` the
+#     ``k`` finished tasks have had all their work done on ``R`` workers, each took at least its L;
+#   * ``f_i >= F_i``: ``L_i`` for the first ``N``, ``T_{i-N+1} + L_i`` for the others; so the
+#     ``j``-th largest completion is at least the ``j``-th largest ``F``.
+# Hence ``mean TCT >= (1/M) sum_{j=1..N} max(T_{M-j+1}, j-th largest F)`` (``finite_closed_loop_bound``).
+# It counts each shared head as cached for every task (one of them must compute it) and ignores
+# work that unfinished tasks have done by ``tau_k``: both only loosen it.
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFloor:
+    """What any scheduler must spend on one task (assumptions A-C)."""
+
+    work_s: float
+    """Worker seconds of its calls at least (perfect cache, batching priced at its best share)."""
+    path_s: float
+    """Its own critical path at least: tool gaps + its calls' pre-fill and decode waits."""
+
+
+@dataclass(frozen=True, slots=True)
+class FiniteLoopBound:
+    mean_tct_s: float
+    """No scheduler's mean TCT over this run is lower (assumptions A-D)."""
+    work_only_s: float
+    """The same with every path floor set to 0 (the workers' capacity alone)."""
+    path_only_s: float
+    """The same with every work floor set to 0 (the tasks' own critical paths alone)."""
+
+
+def _subadditive(c: Sequence[float]) -> bool:
+    """``c[T-1] / T`` never rises for ``T = 1..len(c)`` (then ``c`` is subadditive there)."""
+    per = np.asarray(c) / np.arange(1, len(c) + 1)
+    return bool(np.all(np.diff(per) <= 1e-15))
+
+
+def task_floors(
+    tasks: Sequence[TaskSpec],
+    iteration_constant_s: Callable[[int], float],
+    prefill_attention_s: Callable[[int, int], float],
+    decode_attn_s_per_kv_token: float,
+    chunk_tokens: int,
+    agents: int,
+    cacheable: CacheablePrefixes | None = None,
+) -> dict[str, TaskFloor]:
+    """Per task, ``TaskFloor`` (assumptions A-C); ``agents`` = ``N``, the most calls running at once."""
+    if chunk_tokens <= 0 or agents <= 0:
+        raise ValueError("task_floors needs chunk_tokens > 0 and agents > 0")
+    prefixes = cacheable or CacheablePrefixes(tasks)
+    t_max = chunk_tokens + agents  # the budget, plus one recomputed token per full hit
+    c = [iteration_constant_s(n) for n in range(1, t_max + 1)]
+    pf_share = min(cn / n for n, cn in enumerate(c, start=1))
+    dec_share = min(c[n - 1] / n for n in range(1, agents + 1))
+    c_min = min(c)
+    subadd = _subadditive(c)
+    a = decode_attn_s_per_kv_token
+    out: dict[str, TaskFloor] = {}
+    for t in tasks:
+        work = path = 0.0
+        for call in t.calls:
+            p, k = call.prompt_tokens, call.output_tokens
+            shared = prefixes.cacheable_tokens(call)
+            q = max(p - shared, 1)
+            attn = prefill_attention_s(q, p - q)
+            work += q * pf_share + attn
+            own = c[q - 1] if subadd and q <= t_max else math.ceil(q / chunk_tokens) * c_min
+            path += own + attn + call.tool_latency_s
+            if k > 1:  # tokens 2..k decoded with KV p + 1 .. p + k - 1
+                kv = (k - 1) * p + k * (k - 1) / 2
+                work += (k - 1) * dec_share + a * kv
+                path += (k - 1) * c_min + a * kv
+        out[t.task_id] = TaskFloor(work, path)
+    return out
+
+
+def finite_closed_loop_bound(floors: Sequence[TaskFloor], agents: int, replicas: int) -> FiniteLoopBound:
+    """The bound on the mean TCT of a finite closed loop (module comment above): ``floors`` in the
+    order the loop starts the tasks, ``agents`` at once, on ``replicas`` workers."""
+    if not floors or agents <= 0 or replicas <= 0:
+        raise ValueError("finite_closed_loop_bound needs tasks, agents > 0 and replicas > 0")
+
+    def bound(works: Sequence[float], paths: Sequence[float]) -> float:
+        m = len(works)
+        n = min(agents, m)
+        cum = np.cumsum(sorted(works)) / replicas
+        paths_sorted = sorted(paths)
+        done_by = [max(float(cum[k]), paths_sorted[k]) for k in range(m)]  # T_{k+1}
+        finish = [paths[i] if i < n else done_by[i - n] + paths[i] for i in range(m)]
+        finish.sort(reverse=True)
+        return sum(max(done_by[m - 1 - j], finish[j]) for j in range(n)) / m
+
+    works = [f.work_s for f in floors]
+    paths = [f.path_s for f in floors]
+    zeros = [0.0] * len(floors)
+    return FiniteLoopBound(bound(works, paths), bound(works, zeros), bound(zeros, paths))

@@ -8,15 +8,20 @@ import math
 import pytest
 
 from benchmarks.sim_fidelity import (
+    BOUND_CHECK_ROWS,
+    SGLANG_CPU_CHUNKED_PREFILL,
     CpuProfileCostModel,
     Tokens,
     live_workload,
+    mean_tct_bound,
     pooled_stretch,
     run_stretch,
     saga_admission,
+    serial_schedule_mean_tct,
     sim_row_for,
     simulate,
 )
+from saga_sgl.sim.bounds import task_floors
 
 PROFILE = {
     "meta": {"hidden_size": 256, "layers": 4},
@@ -97,8 +102,11 @@ def test_shared_closed_loop_runs_that_many_agents_whatever_their_tenant() -> Non
 
 def test_each_run_s_speed_is_its_engine_stretch_else_its_workers() -> None:
     runs = [
-        {"row": "saga", "seed": 0, "worker_sched_s": {"cpu": 10.0, "wait": 30.0, "engine_cpu": 8.0,
-                                                       "engine_wait": 8.0}},
+        {
+            "row": "saga",
+            "seed": 0,
+            "worker_sched_s": {"cpu": 10.0, "wait": 30.0, "engine_cpu": 8.0, "engine_wait": 8.0},
+        },
         {"row": "saga", "seed": 1, "worker_sched_s": {"cpu": 10.0, "wait": 15.0}},  # older run
         {"row": "x", "seed": 0},  # no figures: not corrected
     ]
@@ -138,3 +146,47 @@ def test_the_saga_rows_run_with_the_admission_control_the_live_run_gave_them() -
     assert row.admission.enabled and row.admission.shared_prefix_once
     assert not sim_row_for("saga").admission.enabled
     assert sim_row_for("sglang-router cache_aware + LRU", on["admission"]).placement == "cache_aware"
+
+
+EXTEND_PROFILE = {
+    **PROFILE,
+    "extend": {
+        "linear_ms": {"points": [[1, 4.0], [4, 7.0], [64, 35.0], [1024, 440.0], [4096, 1740.0]]},
+        "attn_s_per_seq_token2": 1e-7,
+        "s_per_seq_token": 1e-4,
+    },
+}
+
+
+@pytest.mark.parametrize("speed", [1.0, 1.7])
+def test_no_simulated_row_beats_the_all_schedulers_floor(speed: float) -> None:
+    """The floor of ``--bound`` (CPU extend form, the live task model) is below the mean TCT of every
+    simulated row, oracles included, on a small live-like run at two machine speeds; the work floors
+    are below the workers' simulated busy seconds and each task's path floor below its TCT; the
+    serial schedule exists above the floor."""
+    meta = {**META, "agents": 8, "concurrency": 4}
+    o = EXTEND_PROFILE["request_overhead_s"] * speed
+    wl = live_workload(meta, seed=3, tokens=Tokens(), overhead_s=o)
+    bound = mean_tct_bound(wl, EXTEND_PROFILE, meta, speed)
+    cost = CpuProfileCostModel(EXTEND_PROFILE, chunk_size_tokens=SGLANG_CPU_CHUNKED_PREFILL, speed=speed)
+    floors = task_floors(
+        wl.tasks,
+        cost.iteration_constant_s,
+        cost.prefill_attention_s,
+        cost.decode_attn_s_per_kv_token,
+        SGLANG_CPU_CHUNKED_PREFILL,
+        meta["concurrency"],
+    )
+    assert bound.mean_tct_s >= max(bound.work_only_s, bound.path_only_s) > o
+    rows = [*BOUND_CHECK_ROWS, sim_row_for("saga", {"enabled": True, "shared_prefix_once": True})]
+    for row in rows:
+        res = simulate(wl, row, EXTEND_PROFILE, meta, seed=0, speed=speed)
+        assert len(res.tasks) == len(wl.tasks), row.label
+        mean = sum(r.tct_s + o for r in res.tasks) / len(res.tasks)
+        assert bound.mean_tct_s <= mean + 1e-9, row.label
+        busy = res.counters["busy_frac"] * res.end_s * meta["workers"]
+        assert sum(f.work_s for f in floors.values()) <= busy + 1e-9, row.label
+        for r in res.tasks:
+            assert floors[r.task_id].path_s <= r.tct_s + 1e-9, (row.label, r.task_id)
+    for spt in (False, True):
+        assert serial_schedule_mean_tct(wl, EXTEND_PROFILE, meta, speed, spt) >= bound.mean_tct_s

@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from saga_sgl.sim import rows
 from saga_sgl.sim.bounds import (
     CacheablePrefixes,
     ContextBin,
+    TaskFloor,
     TaskWork,
     closed_loop_mean_tct_bound,
     context_bins,
     decoded_kv_lengths,
+    finite_closed_loop_bound,
     min_prompt_tokens,
+    task_floors,
     task_work,
 )
 from saga_sgl.sim.cluster import Cluster, ClusterSettings
@@ -25,6 +30,7 @@ from saga_sgl.sim.policies import RowSpec, build_row
 from saga_sgl.sim.run import simulate
 from saga_sgl.sim.worker import WorkerSettings
 from saga_sgl.sim.workloads import WorkloadSpec, generate
+from saga_sgl.sim.workloads.model import CallSpec, Segment, TaskSpec
 
 SETTINGS = ClusterSettings(num_workers=2, worker=WorkerSettings(kv_capacity_tokens=200_000))
 
@@ -259,3 +265,80 @@ def test_prefill_floors_are_below_what_the_simulator_charges(scenario: str) -> N
             closed_loop_mean_tct_bound([x], 1, 1, cost.iteration_constant_s, 256).mean_tct_s for x in (w, wf)
         )
         assert plain < tight <= cluster.isolated_tct_s(spec) + 1e-9
+
+
+# --- the finite closed loop (finite_closed_loop_bound) ------------------------------------------
+
+
+def _best_list_schedule(durations: list[float], agents: int, replicas: int) -> float:
+    """Brute force: the least mean TCT over every priority order of non-preemptive list schedules
+    of tasks that each take ``durations[i]`` on one worker, the closed loop starting task ``i >= N``
+    at the ``(i - N + 1)``-th completion."""
+    import itertools as it
+
+    m, best = len(durations), math.inf
+    for order in it.permutations(range(m)):
+        free, ends, todo, total = [0.0] * replicas, [], list(order), 0.0
+        while todo:
+            w = min(range(replicas), key=lambda j: free[j])
+            done = sorted(e for e in ends if e <= free[w])
+            ready = [i for i in todo if i < agents + len(done)]
+            if not ready:
+                free[w] = min(e for e in ends if e > free[w])
+                continue
+            i = ready[0]
+            todo.remove(i)
+            end = free[w] + durations[i]
+            free[w] = end
+            ends.append(end)
+            total += end - (0.0 if i < agents else done[i - agents])
+        best = min(best, total / m)
+    return best
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+@pytest.mark.parametrize("seed", range(6))
+def test_the_finite_loop_bound_is_below_every_list_schedule_found_by_brute_force(
+    replicas: int, seed: int
+) -> None:
+    """Tasks of one call each (work = critical path = its duration, no tools): no order of a
+    non-preemptive list schedule beats the bound, and on one worker the bound is that optimum's
+    value where the shortest-first order is forced (equal durations)."""
+    rng = np.random.default_rng(seed)
+    durations = [float(x) for x in rng.uniform(1.0, 4.0, size=5)]
+    floors = [TaskFloor(d, d) for d in durations]
+    b = finite_closed_loop_bound(floors, agents=2, replicas=replicas)
+    best = _best_list_schedule(durations, agents=2, replicas=replicas)
+    assert b.mean_tct_s <= best + 1e-9
+    assert b.mean_tct_s >= max(b.work_only_s, b.path_only_s) - 1e-9
+    if replicas == 1:
+        # one worker, no tools: the only slack is which task goes first; within 25% of the optimum
+        assert b.mean_tct_s >= 0.75 * best
+    equal = finite_closed_loop_bound([TaskFloor(2.0, 2.0)] * 4, agents=2, replicas=1)
+    # serial on one worker: completions 2, 4, 6, 8; the loop's TCTs sum to the last two: 14 / 4
+    assert equal.mean_tct_s == pytest.approx(_best_list_schedule([2.0] * 4, 2, 1)) == pytest.approx(3.5)
+
+
+def test_task_floors_price_a_full_hit_and_the_cpu_extend_form() -> None:
+    """One task of two calls, the second extending the first: its floors are the lone costs of the
+    calls (the second pre-fills one token behind the whole prefix, and still pays the attention of
+    the whole sequence in the CPU form), and the work floor prices batching's best share."""
+    c = lambda n: 0.004 + 0.0004 * n  # noqa: E731
+    attn = lambda q, p: 1e-7 * (p + q) ** 2 / 2 + 1e-4 * (p + q)  # noqa: E731
+    head, out1 = Segment(1, 100), Segment(2, 4)
+    calls = (
+        CallSpec(step=0, prompt=(head,), output_tokens=4, output_seg_id=2, tool="t", tool_latency_s=0.5),
+        CallSpec(
+            step=1, prompt=(head, out1), output_tokens=4, output_seg_id=3, tool=None, tool_latency_s=0.0
+        ),
+    )
+    task = TaskSpec(task_id="t0", tenant="a", tenant_class="a", agent_type="a", arrival_s=0.0, calls=calls)
+    a = 1e-5
+    f = task_floors([task], c, attn, a, chunk_tokens=128, agents=2)["t0"]
+    kv = 3 * 100 + 6 + 3 * 104 + 6
+    path = 0.5 + c(100) + attn(100, 0) + c(1) + attn(1, 103) + 6 * c(1) + a * kv
+    assert f.path_s == pytest.approx(path)
+    share = min(c(n) / n for n in range(1, 128 + 2 + 1))
+    work = 101 * share + attn(100, 0) + attn(1, 103) + 6 * (c(2) / 2) + a * kv
+    assert f.work_s == pytest.approx(work)
+    assert f.work_s < f.path_s
