@@ -72,7 +72,13 @@ from saga_sgl.agents.common import AgentScale, text_of
 from saga_sgl.local_workers import TINY_MODEL_DIR
 from saga_sgl.scheduler.settings import AdmissionControlSettings
 from saga_sgl.sim import rows as sim_rows
-from saga_sgl.sim.bounds import CacheablePrefixes, FiniteLoopBound, finite_closed_loop_bound, task_floors
+from saga_sgl.sim.bounds import (
+    CacheablePrefixes,
+    FiniteLoopBound,
+    TaskFloor,
+    finite_closed_loop_bound,
+    task_floors,
+)
 from saga_sgl.sim.cluster import Cluster, ClusterSettings
 from saga_sgl.sim.cost_model import CostSettings, ModelSpec, ProfileCostModel, _Piecewise
 from saga_sgl.sim.metrics import SimResult
@@ -383,15 +389,10 @@ def pooled_stretch(live: dict[str, Any]) -> float:
     return (cpu + wait) / cpu if cpu > 0 else 1.0
 
 
-def mean_tct_bound(
-    workload: Workload, profile: dict[str, Any], meta: dict[str, Any], speed: float
-) -> FiniteLoopBound:
-    """The all-schedulers floor on this seed's mean TCT (``saga_sgl.sim.bounds.finite_closed_loop_bound``,
-    an oracle: it reads every task's calls) under the CPU cost model at ``speed``, with the last
-    call's request overhead added as ``compare`` adds it to the simulated TCTs. ``workload``'s tool
-    gaps must carry the overhead at the same speed (``live_workload(..., overhead_s)``)."""
+def cpu_task_floors(workload: Workload, profile: dict[str, Any], speed: float) -> dict[str, TaskFloor]:
+    """Each task's floors (``saga_sgl.sim.bounds.task_floors``) under the CPU cost model at ``speed``."""
     cost = CpuProfileCostModel(profile, chunk_size_tokens=SGLANG_CPU_CHUNKED_PREFILL, speed=speed)
-    floors = task_floors(
+    return task_floors(
         workload.tasks,
         cost.iteration_constant_s,
         cost.prefill_attention_s,
@@ -399,6 +400,16 @@ def mean_tct_bound(
         SGLANG_CPU_CHUNKED_PREFILL,
         workload.closed_loop_agents,
     )
+
+
+def mean_tct_bound(
+    workload: Workload, profile: dict[str, Any], meta: dict[str, Any], speed: float
+) -> FiniteLoopBound:
+    """The all-schedulers floor on this seed's mean TCT (``saga_sgl.sim.bounds.finite_closed_loop_bound``,
+    an oracle: it reads every task's calls) under the CPU cost model at ``speed``, with the last
+    call's request overhead added as ``compare`` adds it to the simulated TCTs. ``workload``'s tool
+    gaps must carry the overhead at the same speed (``live_workload(..., overhead_s)``)."""
+    floors = cpu_task_floors(workload, profile, speed)
     b = finite_closed_loop_bound(
         [floors[t.task_id] for t in workload.tasks], workload.closed_loop_agents, meta["workers"]
     )

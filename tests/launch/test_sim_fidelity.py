@@ -9,9 +9,9 @@ import pytest
 
 from benchmarks.sim_fidelity import (
     BOUND_CHECK_ROWS,
-    SGLANG_CPU_CHUNKED_PREFILL,
     CpuProfileCostModel,
     Tokens,
+    cpu_task_floors,
     live_workload,
     mean_tct_bound,
     pooled_stretch,
@@ -21,7 +21,6 @@ from benchmarks.sim_fidelity import (
     sim_row_for,
     simulate,
 )
-from saga_sgl.sim.bounds import task_floors
 
 PROFILE = {
     "meta": {"hidden_size": 256, "layers": 4},
@@ -168,15 +167,7 @@ def test_no_simulated_row_beats_the_all_schedulers_floor(speed: float) -> None:
     o = EXTEND_PROFILE["request_overhead_s"] * speed
     wl = live_workload(meta, seed=3, tokens=Tokens(), overhead_s=o)
     bound = mean_tct_bound(wl, EXTEND_PROFILE, meta, speed)
-    cost = CpuProfileCostModel(EXTEND_PROFILE, chunk_size_tokens=SGLANG_CPU_CHUNKED_PREFILL, speed=speed)
-    floors = task_floors(
-        wl.tasks,
-        cost.iteration_constant_s,
-        cost.prefill_attention_s,
-        cost.decode_attn_s_per_kv_token,
-        SGLANG_CPU_CHUNKED_PREFILL,
-        meta["concurrency"],
-    )
+    floors = cpu_task_floors(wl, EXTEND_PROFILE, speed)
     assert bound.mean_tct_s >= max(bound.work_only_s, bound.path_only_s) > o
     rows = [*BOUND_CHECK_ROWS, sim_row_for("saga", {"enabled": True, "shared_prefix_once": True})]
     for row in rows:
