@@ -1017,11 +1017,16 @@ class WorkflowScheduler:
     def _room_reason(self, w: WorkerView, rec: WorkflowRecord, bound: Any = None) -> str | None:
         if not w.is_healthy:
             return "unhealthy"
+        bound = bound if bound is not None else self._bound_footprint()
+        return self._fit_reason(w, self._need_tokens(rec), bound)
+
+    def _fit_reason(self, w: WorkerView, need: int, bound: Any) -> str | None:
+        """Why a workflow predicted to need ``need`` tokens cannot start on ``w`` now (None: it
+        can), given the admitted workflows' footprint per worker (``_bound_footprint``)."""
         adm = self.settings.admission
-        tokens, count = bound if bound is not None else self._bound_footprint()
+        tokens, count = bound
         if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
             return "agents_per_worker"
-        need = self._need_tokens(rec)
         room = adm.kv_threshold_frac * w.kv_capacity_tokens
         if count[w.worker_id] == 0 and need > room:
             return None  # larger than the pool itself: waiting never makes it fit, an empty worker runs it
@@ -1047,16 +1052,9 @@ class WorkflowScheduler:
         healthy = [w for w in self._worker_views(now) if w.is_healthy and w.worker_id not in self._down]
         if not healthy:
             return True
-        adm = self.settings.admission
         need = self._least_held_need()
-        tokens, count = self._bound_footprint()
-        for w in healthy:
-            if adm.max_workflows_per_worker and count[w.worker_id] >= adm.max_workflows_per_worker:
-                continue
-            room = adm.kv_threshold_frac * w.kv_capacity_tokens
-            if tokens[w.worker_id] + need <= room or (count[w.worker_id] == 0 and need > room):
-                return True
-        return False
+        bound = self._bound_footprint()
+        return any(self._fit_reason(w, need, bound) is None for w in healthy)
 
     def _should_park(self, rec: WorkflowRecord, now: float) -> bool:
         """Least attained service: park ``rec`` at this call when a held workflow with at least
@@ -1280,10 +1278,13 @@ class WorkflowScheduler:
         bound = self.settings.max_preemptions_per_call
         cap = math.inf if bound is None else bound
         running: dict[WorkerId, list[WorkflowRecord]] = {}
+        runs_on: Counter[WorkerId] = Counter()  # every running call, preemptible or not
         for rec in self._active.values():
+            if not rec.running or rec.call_worker is None:
+                continue
+            runs_on[rec.call_worker] += 1
             # Only calls the host can retract, and each at most ``cap`` times (no preemption loop).
-            preemptible = rec.call_preemptible and rec.call_preemptions < cap
-            if rec.running and rec.call_worker is not None and preemptible:
+            if rec.call_preemptible and rec.call_preemptions < cap:
                 running.setdefault(rec.call_worker, []).append(rec)
         blocking: list[BlockingView] = []
         waiter_of: dict[WorkerId, tuple[float, WorkflowRecord]] = {}
@@ -1303,9 +1304,8 @@ class WorkflowScheduler:
             if self.settings.preempt_only_if_blocked:
                 if views is None:
                     views = {w.worker_id: w for w in self._worker_views(now)}
-                runs = sum(1 for r in self._active.values() if r.running and r.call_worker == wid)
                 need = self.service.prompt_tokens(waiter.call_id or "")
-                if not _out_of_room(views.get(wid), runs, need):
+                if not _out_of_room(views.get(wid), runs_on[wid], need):
                     continue
             holder = min(holders, key=lambda r: (urg.get(r.workflow_id, 0.0), r.workflow_id))
             remaining = cost = None
