@@ -1,0 +1,237 @@
+"""How tight is the all-schedulers floor of the live workload, and what could a schedule gain?
+
+For each live run (``benchmarks/live.py``'s ``live.json``) and each of its seeds, on the task model
+``benchmarks/sim_fidelity.py`` builds from it, at the measured load stretch of a row (cache_aware's,
+and saga's), under the calibrated CPU cost model:
+
+* two floors no scheduler beats (oracles): ``finite_closed_loop_bound`` (session 7) and
+  ``fluid_closed_loop_bound`` (each task on one worker at a time; ``saga_sgl.sim.bounds``);
+* every explicit schedule of ``benchmarks/explicit_schedules.py`` (order x calls per worker x
+  preemptive or run to completion x placement x pool), priced by the same model;
+* the simulator's saga row (the engine, with the admission the live row ran) and cache_aware row.
+
+Reported per run: each mean over the seeds, best schedule / floor, and the implied best gain over
+live cache_aware: live cache_aware mean / the best schedule's mean at cache_aware's stretch (what
+the best schedule we found would gain under the load cache_aware ran under); and
+live cache_aware mean / (1.5 x floor): below 1 means no scheduler reaches 1.5x under this model.
+Validity checks: no explicit schedule, simulated row or live row below the tight floor (recorded as
+the smallest ratio; the run fails if any is below 1).
+
+Command (~10-20 s per run, single process): ``python benchmarks/schedule_tightness.py --live
+benchmarks/results/live_s7_final.json ... --out benchmarks/results/sim_fidelity_s8_tight.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sim_fidelity as sf  # noqa: E402
+from explicit_schedules import Schedule, all_schedules, schedule_tcts  # noqa: E402
+
+from saga_sgl.sim.bounds import finite_closed_loop_bound, fluid_closed_loop_bound  # noqa: E402
+
+CACHE_AWARE = "sglang-router cache_aware + LRU"
+ADMISSION_ON = {"enabled": True, "shared_prefix_once": True}
+
+
+def saga_rtc(order: str) -> Schedule:
+    """The explicit analogue of saga with admission control at this sizing: one workflow per
+    worker, run to completion, held workflows released in ``order``."""
+    return Schedule(order=order, slots=1, mode="task", placement="home")  # type: ignore[arg-type]
+
+
+def seed_study(
+    live: dict[str, Any],
+    profile: dict[str, Any],
+    tokens: sf.Tokens,
+    row: str,
+    seed: int,
+    admission: dict[str, Any] | None,
+) -> dict[str, Any]:
+    meta = live["meta"]
+    speed = sf.run_stretch(live).get((row, seed), 1.0)
+    o = profile["request_overhead_s"] * speed
+    wl = sf.live_workload(meta, seed, tokens, o)
+    floors_by = sf.cpu_task_floors(wl, profile, speed)
+    floors = [floors_by[t.task_id] for t in wl.tasks]
+    agents, workers = wl.closed_loop_agents, meta["workers"]
+    plain = finite_closed_loop_bound(floors, agents, workers).mean_tct_s + o
+    fluid = fluid_closed_loop_bound(floors, agents, workers) + o
+    cost = sf.CpuProfileCostModel(profile, chunk_size_tokens=sf.SGLANG_CPU_CHUNKED_PREFILL, speed=speed)
+    schedules = {}
+    for sc in all_schedules():
+        tct = schedule_tcts(
+            wl.tasks, cost, agents=agents, workers=workers, kv_tokens=meta["kv_tokens"], schedule=sc, overhead_s=o
+        )
+        schedules[sc.label] = statistics.fmean(tct.values())
+    sim = {}
+    for name, r in (("saga", sf.sim_row_for("saga", admission)), (CACHE_AWARE, sf.sim_row_for(CACHE_AWARE))):
+        res = sf.simulate(wl, r, profile, meta, seed, speed)
+        sim[name] = statistics.fmean(rec.tct_s + o for rec in res.tasks)
+    live_tct = [
+        a["tct_s"] for a in live["agents"] if a["row"] == row and a["seed"] == seed and not a["error"]
+    ]
+    return {
+        "speed": speed,
+        "floor_plain_s": plain,
+        "floor_fluid_s": fluid,
+        "priority_schedule_s7_s": sf.priority_schedule_mean_tct(wl, profile, meta, speed),
+        "schedules_s": schedules,
+        "sim_s": sim,
+        "live_row_s": statistics.fmean(live_tct) if live_tct else None,
+    }
+
+
+def summarize(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    seeds = sorted(per_seed)
+
+    def mean(f: Any) -> float:
+        return statistics.fmean(f(per_seed[s]) for s in seeds)
+
+    labels = list(per_seed[seeds[0]]["schedules_s"])
+    sched = {lb: mean(lambda d, lb=lb: d["schedules_s"][lb]) for lb in labels}
+    knowable = {sc.label for sc in all_schedules() if sc.live_knowable}
+    best = min(sched, key=sched.__getitem__)
+    best_live = min((lb for lb in sched if lb in knowable), key=sched.__getitem__)
+    floor = mean(lambda d: d["floor_fluid_s"])
+    checked = [v / d["floor_fluid_s"] for d in per_seed.values() for v in d["schedules_s"].values()]
+    checked += [v / d["floor_fluid_s"] for d in per_seed.values() for v in d["sim_s"].values()]
+    checked += [
+        d["live_row_s"] / d["floor_fluid_s"] for d in per_seed.values() if d["live_row_s"] is not None
+    ]
+    return {
+        "floor_plain_s": mean(lambda d: d["floor_plain_s"]),
+        "floor_fluid_s": floor,
+        "priority_schedule_s7_s": mean(lambda d: d["priority_schedule_s7_s"]),
+        "schedules_s": sched,
+        "best_schedule": best,
+        "best_schedule_s": sched[best],
+        "best_live_knowable": best_live,
+        "best_live_knowable_s": sched[best_live],
+        "sim_s": {k: mean(lambda d, k=k: d["sim_s"][k]) for k in per_seed[seeds[0]]["sim_s"]},
+        "live_row_s": mean(lambda d: d["live_row_s"]),
+        "min_ratio_to_fluid_floor": min(checked),
+        "per_seed": {str(s): per_seed[s] for s in seeds},
+    }
+
+
+def study(live_path: Path, profile: dict[str, Any], tokens: sf.Tokens, admission: dict[str, Any] | None) -> dict[str, Any]:
+    live = json.loads(live_path.read_text())
+    seeds = sorted({a["seed"] for a in live["agents"]})
+    out: dict[str, Any] = {"admission": admission, "rows": {}}
+    for row in (CACHE_AWARE, "saga"):
+        per = {s: seed_study(live, profile, tokens, row, s, admission) for s in tqdm(seeds, desc=f"{live_path.stem} {row}")}
+        out["rows"][row] = summarize(per)
+    ca = out["rows"][CACHE_AWARE]
+    sg = out["rows"]["saga"]
+    out["answer"] = {
+        "live_cache_aware_s": ca["live_row_s"],
+        "live_saga_s": sg["live_row_s"],
+        "live_cache_aware_over_fluid_floor": ca["live_row_s"] / ca["floor_fluid_s"],
+        "live_cache_aware_over_plain_floor": ca["live_row_s"] / ca["floor_plain_s"],
+        "best_schedule_over_fluid_floor": ca["best_schedule_s"] / ca["floor_fluid_s"],
+        "best_gain_over_live_cache_aware": ca["live_row_s"] / ca["best_schedule_s"],
+        "best_live_knowable_gain_over_live_cache_aware": ca["live_row_s"] / ca["best_live_knowable_s"],
+        "live_cache_aware_over_1p5_floor": ca["live_row_s"] / (1.5 * ca["floor_fluid_s"]),
+        # at saga's stretch: the release orders of a held queue against the simulated saga row
+        "saga_rtc_oldest_s": sg["schedules_s"][saga_rtc("oldest").label],
+        "saga_rtc_predicted_s": sg["schedules_s"][saga_rtc("predicted").label],
+        "saga_rtc_srpt_s": sg["schedules_s"][saga_rtc("srpt").label],
+        "sim_saga_s": sg["sim_s"]["saga"],
+    }
+    return out
+
+
+def markdown(res: dict[str, Any]) -> str:
+    lines = [
+        "| live run | floor s7 / fluid, s | live cache_aware, s | live ca / fluid floor | best schedule / fluid floor (which) | "
+        "best live-knowable / floor | implied best gain over live ca (live-knowable) | live ca / (1.5 x floor) |",
+        "|---|---|---:|---:|---|---:|---|---:|",
+    ]
+    for run, r in res["runs"].items():
+        ca, a = r["rows"][CACHE_AWARE], r["answer"]
+        lines.append(
+            f"| `{run}` | {ca['floor_plain_s']:.2f} / {ca['floor_fluid_s']:.2f} | {a['live_cache_aware_s']:.2f} | "
+            f"{a['live_cache_aware_over_fluid_floor']:.2f} | {a['best_schedule_over_fluid_floor']:.2f} "
+            f"({ca['best_schedule']}) | {ca['best_live_knowable_s'] / ca['floor_fluid_s']:.2f} | "
+            f"{a['best_gain_over_live_cache_aware']:.2f} ({a['best_live_knowable_gain_over_live_cache_aware']:.2f}) | "
+            f"{a['live_cache_aware_over_1p5_floor']:.2f} |"
+        )
+    lines += [
+        "",
+        "At saga's stretch: mean TCT, s (run to completion, one workflow per worker, held queue released by order)",
+        "",
+        "| live run | live saga | sim saga (engine) | oldest first | predicted shortest first | true SRPT (oracle) | min ratio to the fluid floor (validity) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run, r in res["runs"].items():
+        a = r["answer"]
+        mins = min(x["min_ratio_to_fluid_floor"] for x in r["rows"].values())
+        lines.append(
+            f"| `{run}` | {a['live_saga_s']:.2f} | {a['sim_saga_s']:.2f} | {a['saga_rtc_oldest_s']:.2f} | "
+            f"{a['saga_rtc_predicted_s']:.2f} | {a['saga_rtc_srpt_s']:.2f} | {mins:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--live", type=Path, nargs="+", required=True, help="live.json files of benchmarks/live.py")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=Path("benchmarks/results/cpu_profile_s7.json"),
+        help="CPU profile (benchmarks/calibrate_cpu.py; default benchmarks/results/cpu_profile_s7.json)",
+    )
+    p.add_argument(
+        "--admission-off",
+        nargs="*",
+        default=["live_s6_steal"],
+        metavar="RUN",
+        help="runs (file stems) whose saga row ran without admission control (default: live_s6_steal); "
+        "the others are simulated with it on, as they ran",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output JSON (a .md table is written beside it)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for f in args.live:
+        if not f.is_file():
+            raise SystemExit(f"--live: no such file: {f}")
+    profile = json.loads(args.profile.read_text())
+    tokens = sf.Tokens()
+    res: dict[str, Any] = {"profile": str(args.profile), "runs": {}}
+    for f in args.live:
+        admission = None if f.stem in args.admission_off else dict(ADMISSION_ON)
+        res["runs"][f.stem] = study(f, profile, tokens, admission)
+    bad = {
+        run: r["rows"][row]["min_ratio_to_fluid_floor"]
+        for run, r in res["runs"].items()
+        for row in r["rows"]
+        if r["rows"][row]["min_ratio_to_fluid_floor"] < 1 - 1e-9
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1))
+    md = markdown(res)
+    args.out.with_suffix(".md").write_text(md)
+    print(md)
+    if bad:
+        print(f"FLOOR BROKEN (a schedule or row below it): {bad}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
