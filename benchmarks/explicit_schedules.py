@@ -105,17 +105,18 @@ def schedule_tcts(
     prefixes = CacheablePrefixes(tasks)
     heads = []
     for t in tasks:
-        first, key, n = t.calls[0], [], 0
+        first, segs, n = t.calls[0], [], 0
         shared = prefixes.cacheable_tokens(first)
         for seg in first.prompt:
             if n + seg.num_tokens > shared:
                 break
-            key.append(seg.seg_id)
+            segs.append(seg.seg_id)
             n += seg.num_tokens
-        heads.append((tuple(key), n))
+        heads.append((tuple(segs), n))
     lone = [
         [
-            cost.prefill_iteration_s([(q, c.prompt_tokens - q)]) + cost.decode_run_s(1, c.prompt_tokens + 1, c.output_tokens - 1)
+            cost.prefill_iteration_s([(q, c.prompt_tokens - q)])
+            + cost.decode_run_s(1, c.prompt_tokens + 1, c.output_tokens - 1)
             for c in t.calls
             for q in [max(c.prompt_tokens - prefixes.cacheable_tokens(c), 1)]
         ]
@@ -214,8 +215,8 @@ def schedule_tcts(
         pre = [r for r in w.running if r.new_tokens > 0]
         if pre:
             dur = cost.prefill_iteration_s([(r.new_tokens, r.cached) for r in pre])
-            for r in pre:
-                r.kv, r.new_tokens = r.cached + r.new_tokens, 0
+            for r in pre:  # it emits the first output token; decoding the next attends to p + 1
+                r.kv, r.new_tokens = r.cached + r.new_tokens + 1, 0
         else:
             dur = cost.iteration_constant_s(len(w.running)) + cost.decode_attn_s_per_kv_token * sum(
                 r.kv for r in w.running
@@ -285,4 +286,3 @@ def all_schedules() -> list[Schedule]:
         for order in ("oldest", "predicted", "srpt")
         if not (mode == "task" and placement == "free")  # a slot owner stays: placement is its slot
     ]
-

@@ -32,13 +32,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import sim_fidelity as sf  # noqa: E402
-from explicit_schedules import Schedule, all_schedules, schedule_tcts  # noqa: E402
-
-from saga_sgl.sim.bounds import finite_closed_loop_bound, fluid_closed_loop_bound  # noqa: E402
+from benchmarks import sim_fidelity as sf
+from benchmarks.explicit_schedules import Schedule, all_schedules, schedule_tcts
+from saga_sgl.sim.bounds import finite_closed_loop_bound, fluid_closed_loop_bound
 
 CACHE_AWARE = "sglang-router cache_aware + LRU"
 ADMISSION_ON = {"enabled": True, "shared_prefix_once": True}
@@ -71,7 +69,13 @@ def seed_study(
     schedules = {}
     for sc in all_schedules():
         tct = schedule_tcts(
-            wl.tasks, cost, agents=agents, workers=workers, kv_tokens=meta["kv_tokens"], schedule=sc, overhead_s=o
+            wl.tasks,
+            cost,
+            agents=agents,
+            workers=workers,
+            kv_tokens=meta["kv_tokens"],
+            schedule=sc,
+            overhead_s=o,
         )
         schedules[sc.label] = statistics.fmean(tct.values())
     sim = {}
@@ -125,12 +129,17 @@ def summarize(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def study(live_path: Path, profile: dict[str, Any], tokens: sf.Tokens, admission: dict[str, Any] | None) -> dict[str, Any]:
+def study(
+    live_path: Path, profile: dict[str, Any], tokens: sf.Tokens, admission: dict[str, Any] | None
+) -> dict[str, Any]:
     live = json.loads(live_path.read_text())
     seeds = sorted({a["seed"] for a in live["agents"]})
     out: dict[str, Any] = {"admission": admission, "rows": {}}
     for row in (CACHE_AWARE, "saga"):
-        per = {s: seed_study(live, profile, tokens, row, s, admission) for s in tqdm(seeds, desc=f"{live_path.stem} {row}")}
+        per = {
+            s: seed_study(live, profile, tokens, row, s, admission)
+            for s in tqdm(seeds, desc=f"{live_path.stem} {row}")
+        }
         out["rows"][row] = summarize(per)
     ca = out["rows"][CACHE_AWARE]
     sg = out["rows"]["saga"]
@@ -152,41 +161,81 @@ def study(live_path: Path, profile: dict[str, Any], tokens: sf.Tokens, admission
     return out
 
 
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown(res: dict[str, Any]) -> str:
-    lines = [
-        "| live run | floor s7 / fluid, s | live cache_aware, s | live ca / fluid floor | best schedule / fluid floor (which) | "
-        "best live-knowable / floor | implied best gain over live ca (live-knowable) | live ca / (1.5 x floor) |",
-        "|---|---|---:|---:|---|---:|---|---:|",
+    head = [
+        "live run",
+        "floor s7 / fluid, s",
+        "live cache_aware, s",
+        "live ca / fluid floor",
+        "best schedule / fluid floor (which)",
+        "best live-knowable / floor",
+        "implied best gain over live ca (live-knowable)",
+        "live ca / (1.5 x floor)",
     ]
+    lines = [_row(head), "|---|---|---:|---:|---|---:|---|---:|"]
     for run, r in res["runs"].items():
         ca, a = r["rows"][CACHE_AWARE], r["answer"]
         lines.append(
-            f"| `{run}` | {ca['floor_plain_s']:.2f} / {ca['floor_fluid_s']:.2f} | {a['live_cache_aware_s']:.2f} | "
-            f"{a['live_cache_aware_over_fluid_floor']:.2f} | {a['best_schedule_over_fluid_floor']:.2f} "
-            f"({ca['best_schedule']}) | {ca['best_live_knowable_s'] / ca['floor_fluid_s']:.2f} | "
-            f"{a['best_gain_over_live_cache_aware']:.2f} ({a['best_live_knowable_gain_over_live_cache_aware']:.2f}) | "
-            f"{a['live_cache_aware_over_1p5_floor']:.2f} |"
+            _row(
+                [
+                    f"`{run}`",
+                    f"{ca['floor_plain_s']:.2f} / {ca['floor_fluid_s']:.2f}",
+                    f"{a['live_cache_aware_s']:.2f}",
+                    f"{a['live_cache_aware_over_fluid_floor']:.3f}",
+                    f"{a['best_schedule_over_fluid_floor']:.2f} ({ca['best_schedule']})",
+                    f"{ca['best_live_knowable_s'] / ca['floor_fluid_s']:.2f}",
+                    f"{a['best_gain_over_live_cache_aware']:.2f} "
+                    f"({a['best_live_knowable_gain_over_live_cache_aware']:.2f})",
+                    f"{a['live_cache_aware_over_1p5_floor']:.3f}",
+                ]
+            )
         )
+    head = [
+        "live run",
+        "live saga",
+        "sim saga (engine)",
+        "run to completion 1/worker: oldest",
+        "predicted shortest",
+        "true SRPT (oracle)",
+        "best live-knowable schedule (which)",
+        "min ratio to the fluid floor (validity)",
+    ]
     lines += [
         "",
-        "At saga's stretch: mean TCT, s (run to completion, one workflow per worker, held queue released by order)",
+        "At saga's stretch, mean TCT in s:",
         "",
-        "| live run | live saga | sim saga (engine) | oldest first | predicted shortest first | true SRPT (oracle) | min ratio to the fluid floor (validity) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        _row(head),
+        "|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for run, r in res["runs"].items():
-        a = r["answer"]
+        a, sg = r["answer"], r["rows"]["saga"]
         mins = min(x["min_ratio_to_fluid_floor"] for x in r["rows"].values())
         lines.append(
-            f"| `{run}` | {a['live_saga_s']:.2f} | {a['sim_saga_s']:.2f} | {a['saga_rtc_oldest_s']:.2f} | "
-            f"{a['saga_rtc_predicted_s']:.2f} | {a['saga_rtc_srpt_s']:.2f} | {mins:.3f} |"
+            _row(
+                [
+                    f"`{run}`",
+                    f"{a['live_saga_s']:.2f}",
+                    f"{a['sim_saga_s']:.2f}",
+                    f"{a['saga_rtc_oldest_s']:.2f}",
+                    f"{a['saga_rtc_predicted_s']:.2f}",
+                    f"{a['saga_rtc_srpt_s']:.2f}",
+                    f"{sg['best_live_knowable_s']:.2f} ({sg['best_live_knowable']})",
+                    f"{mins:.3f}",
+                ]
+            )
         )
     return "\n".join(lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--live", type=Path, nargs="+", required=True, help="live.json files of benchmarks/live.py")
+    p.add_argument(
+        "--live", type=Path, nargs="+", required=True, help="live.json files of benchmarks/live.py"
+    )
     p.add_argument(
         "--profile",
         type=Path,

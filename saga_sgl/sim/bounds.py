@@ -434,9 +434,7 @@ def fluid_closed_loop_bound(floors: Sequence[TaskFloor], agents: int, replicas: 
     cum = np.cumsum(sorted(works))
     paths_sorted = sorted(paths)
     done_by = [max(float(cum[k]) / replicas, paths_sorted[k]) for k in range(m_tasks)]  # T_{k+1}
-    finish = sorted(
-        (paths[i] if i < n else done_by[i - n] + paths[i] for i in range(m_tasks)), reverse=True
-    )
+    finish = sorted((paths[i] if i < n else done_by[i - n] + paths[i] for i in range(m_tasks)), reverse=True)
     lower = list(done_by)
     for j in range(n):  # the j-th largest completion is at least the j-th largest finish floor
         lower[m_tasks - 1 - j] = max(lower[m_tasks - 1 - j], finish[j])
