@@ -24,9 +24,11 @@ benchmarks/results/live_s7_final.json ... --out benchmarks/results/sim_fidelity_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import sim_fidelity as sf
 from benchmarks.explicit_schedules import Schedule, all_schedules, schedule_tcts
+from saga_sgl.policy.views import PendingCallView
+from saga_sgl.scheduler.workflow_scheduler import WorkflowRecord, WorkflowScheduler
 from saga_sgl.sim.bounds import finite_closed_loop_bound, fluid_closed_loop_bound
 
 CACHE_AWARE = "sglang-router cache_aware + LRU"
@@ -161,6 +165,69 @@ def study(
     return out
 
 
+# --- the engine: does the order in which admission releases held workflows matter? ------------
+
+HeldKey = Callable[[WorkflowRecord], float]
+
+
+@contextlib.contextmanager
+def held_release_order(key: HeldKey | None) -> Iterator[None]:
+    """An experiment, not a policy: while active, every ``WorkflowScheduler`` orders its held queue
+    (``_release_held`` asks ``order_waiting`` with only held calls) by ``key``, smallest first,
+    instead of AFS / FCFS. ``None``: unchanged."""
+    orig = WorkflowScheduler.order_waiting
+
+    def ordered(self: WorkflowScheduler, pending: Sequence[PendingCallView]) -> list[PendingCallView]:
+        out = orig(self, pending)
+        held = self._held  # the experiment reads the held records by design
+        if key is not None and out and all(p.workflow_id in held for p in out):
+            out = sorted(out, key=lambda p: key(held[p.workflow_id]))
+        return out
+
+    WorkflowScheduler.order_waiting = ordered  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        WorkflowScheduler.order_waiting = orig  # type: ignore[method-assign]
+
+
+def engine_release_orders(
+    live_paths: Sequence[Path], profile: dict[str, Any], tokens: sf.Tokens
+) -> dict[str, Any]:
+    """The simulator's saga row with admission on, at saga's stretch of each run and seed, with the
+    held queue released FCFS (as built), by least true work (oracle), by most true work (oracle),
+    and by the smallest first prompt (live-knowable: the held call's prompt tokens)."""
+    work: dict[str, float] = {}
+    orders: dict[str, HeldKey | None] = {
+        "fcfs (as built)": None,
+        "least true work first (oracle)": lambda r: work[r.workflow_id],
+        "most true work first (oracle)": lambda r: -work[r.workflow_id],
+        "smallest first prompt first": lambda r: float(r.held_call.prompt_tokens) if r.held_call else 0.0,
+    }
+    means: dict[str, list[float]] = {k: [] for k in orders}
+    cases = []
+    for path in live_paths:
+        live = json.loads(path.read_text())
+        stretch = sf.run_stretch(live)
+        for seed in sorted({a["seed"] for a in live["agents"]}):
+            cases.append((path.stem, live["meta"], seed, stretch.get(("saga", seed), 1.0)))
+    for _run, meta, seed, speed in tqdm(cases, desc="engine release orders"):
+        o = profile["request_overhead_s"] * speed
+        wl = sf.live_workload(meta, seed, tokens, o)
+        floors = sf.cpu_task_floors(wl, profile, speed)
+        work.update({t.task_id: floors[t.task_id].work_s for t in wl.tasks})
+        for name, key in orders.items():
+            with held_release_order(key):
+                res = sf.simulate(wl, sf.sim_row_for("saga", dict(ADMISSION_ON)), profile, meta, seed, speed)
+            means[name].append(statistics.fmean(rec.tct_s + o for rec in res.tasks))
+    base = statistics.fmean(means["fcfs (as built)"])
+    return {
+        "cases": [f"{run} seed {seed}" for run, _m, seed, _s in cases],
+        "mean_tct_s": means,
+        "gain_over_fcfs": {k: base / statistics.fmean(v) for k, v in means.items()},
+    }
+
+
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -228,6 +295,18 @@ def markdown(res: dict[str, Any]) -> str:
                 ]
             )
         )
+    eng = res.get("engine_release_orders")
+    if eng:
+        lines += [
+            "",
+            f"Engine (simulated saga, admission on, {len(eng['cases'])} run-seeds at saga's stretch): "
+            "held-queue release order",
+            "",
+            "| order | mean TCT, s | gain over FCFS (ratio of means) |",
+            "|---|---:|---:|",
+        ]
+        for k, v in eng["mean_tct_s"].items():
+            lines.append(_row([k, f"{statistics.fmean(v):.2f}", f"{eng['gain_over_fcfs'][k]:.3f}"]))
     return "\n".join(lines) + "\n"
 
 
@@ -250,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs (file stems) whose saga row ran without admission control (default: live_s6_steal); "
         "the others are simulated with it on, as they ran",
     )
+    p.add_argument(
+        "--engine-orders",
+        action="store_true",
+        help="also simulate the saga row (admission on) with its held queue released in other orders "
+        "(an experiment: held_release_order) on the runs that ran admission",
+    )
     p.add_argument("--out", type=Path, required=True, help="output JSON (a .md table is written beside it)")
     return p
 
@@ -265,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     for f in args.live:
         admission = None if f.stem in args.admission_off else dict(ADMISSION_ON)
         res["runs"][f.stem] = study(f, profile, tokens, admission)
+    if args.engine_orders:
+        with_admission = [f for f in args.live if f.stem not in args.admission_off]
+        res["engine_release_orders"] = engine_release_orders(with_admission, profile, tokens)
     bad = {
         run: r["rows"][row]["min_ratio_to_fluid_floor"]
         for run, r in res["runs"].items()
