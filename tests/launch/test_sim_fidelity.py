@@ -24,7 +24,7 @@ from benchmarks.sim_fidelity import (
     sim_row_for,
     simulate,
 )
-from saga_sgl.sim.bounds import fluid_closed_loop_bound
+from saga_sgl.sim.bounds import finite_closed_loop_bound, fluid_closed_loop_bound
 
 PROFILE = {
     "meta": {"hidden_size": 256, "layers": 4},
@@ -203,9 +203,10 @@ def test_no_explicit_schedule_or_simulated_row_beats_the_fluid_floor(speed: floa
     wl = live_workload(meta, seed=3, tokens=Tokens(), overhead_s=o)
     floors = cpu_task_floors(wl, EXTEND_PROFILE, speed)
     ordered = [floors[t.task_id] for t in wl.tasks]
-    plain = mean_tct_bound(wl, EXTEND_PROFILE, meta, speed).mean_tct_s
+    plain = finite_closed_loop_bound(ordered, meta["concurrency"], meta["workers"]).mean_tct_s + o
     fluid = fluid_closed_loop_bound(ordered, meta["concurrency"], meta["workers"]) + o
     assert fluid >= plain - 1e-9
+    assert mean_tct_bound(wl, EXTEND_PROFILE, meta, speed).mean_tct_s == pytest.approx(fluid)  # --bound's
     cost = CpuProfileCostModel(EXTEND_PROFILE, chunk_size_tokens=SGLANG_CPU_CHUNKED_PREFILL, speed=speed)
     means = {}
     for sc in all_schedules():
