@@ -21,7 +21,8 @@ that the optimum lies between the floor and the best of them. What varies (``Sch
   pre-fills it again).
 * ``kv_tokens``: each worker's pool, LRU over whole task contexts and shared heads (a running call's
   context is never evicted; a second call waits while the two would not fit); ``math.inf``: an
-  infinite pool (an oracle).
+  infinite pool (an oracle). ``perfect_cache``: every call finds cached what the floors assume,
+  on any worker (the floor's own cache assumption; an oracle).
 
 Iterations are SGLang's on the CPU workers: pre-fill iterations (all calls with new tokens, one
 chunk each) take priority over decode iterations (all decoding calls), never mixed; an iteration
@@ -58,16 +59,19 @@ class Schedule:
     mode: Mode = "call"
     placement: Placement = "home"
     infinite_pool: bool = False
+    perfect_cache: bool = False
+    """Every call finds cached all that the floors assume (``CacheablePrefixes``), on any worker:
+    the floor's own cache assumption, an oracle (implies an infinite pool)."""
 
     @property
     def label(self) -> str:
-        pool = ", infinite pool" if self.infinite_pool else ""
+        pool = ", perfect cache" if self.perfect_cache else ", infinite pool" if self.infinite_pool else ""
         mode = "preemptive at calls" if self.mode == "call" else "run to completion"
         return f"{self.order}, {self.slots}/worker, {mode}, {self.placement}{pool}"
 
     @property
     def live_knowable(self) -> bool:
-        return self.order != "srpt" and not self.infinite_pool
+        return self.order != "srpt" and not self.infinite_pool and not self.perfect_cache
 
 
 @dataclass(slots=True)
@@ -101,7 +105,7 @@ def schedule_tcts(
     call's request overhead, as the benchmark adds it to simulated TCTs)."""
     if schedule.slots < 1 or agents < 1 or workers < 1:
         raise ValueError("schedule_tcts needs slots, agents and workers >= 1")
-    cap = math.inf if schedule.infinite_pool else kv_tokens
+    cap = math.inf if schedule.infinite_pool or schedule.perfect_cache else kv_tokens
     prefixes = CacheablePrefixes(tasks)
     heads = []
     for t in tasks:
@@ -175,6 +179,8 @@ def schedule_tcts(
         hit = hn if hk in w.cache else 0
         if own in w.cache:
             hit = max(hit, hn + w.cache[own])
+        if schedule.perfect_cache:
+            hit = prefixes.cacheable_tokens(call)
         q = max(p - min(hit, p), 1)
         for entry, n in ((hk, hn), (own, own_n)):
             w.cache.pop(entry, None)
@@ -278,8 +284,8 @@ def schedule_tcts(
 def all_schedules() -> list[Schedule]:
     """The grid the tightness study prices (``benchmarks/schedule_tightness.py``)."""
     return [
-        Schedule(order, slots, mode, placement, infinite)
-        for infinite in (False, True)
+        Schedule(order, slots, mode, placement, pool == "infinite", pool == "perfect")
+        for pool in ("finite", "infinite", "perfect")
         for mode in ("call", "task")
         for placement in ("home", "free")
         for slots in (1, 2)
