@@ -228,6 +228,45 @@ def engine_release_orders(
     }
 
 
+ADMISSION_VARIANTS: dict[str, dict[str, Any] | None] = {
+    "off": None,
+    "on (as the live runs)": ADMISSION_ON,
+    "kv_threshold_frac 1.25": {**ADMISSION_ON, "kv_threshold_frac": 1.25},
+    "kv_threshold_frac 1.5": {**ADMISSION_ON, "kv_threshold_frac": 1.5},
+    "kv_threshold_frac 2": {**ADMISSION_ON, "kv_threshold_frac": 2.0},
+    "bound_footprint_frac 0.5": {**ADMISSION_ON, "bound_footprint_frac": 0.5},
+    "bound_footprint_frac 0.75": {**ADMISSION_ON, "bound_footprint_frac": 0.75},
+    "park_after_steps 2": {**ADMISSION_ON, "park_after_steps": 2},
+    "park_after_steps 3, after 1 s held": {**ADMISSION_ON, "park_after_steps": 3, "park_after_held_s": 1.0},
+    "2 per worker, threshold 3x": {**ADMISSION_ON, "kv_threshold_frac": 3.0, "max_workflows_per_worker": 2},
+}
+"""The admission settings ``--admission-sweep`` simulates on the saga row."""
+
+
+def admission_sweep(live_paths: Sequence[Path], profile: dict[str, Any], tokens: sf.Tokens) -> dict[str, Any]:
+    """The simulated saga row at saga's stretch of every run and seed under each ``ADMISSION_VARIANTS``
+    setting: mean TCT, and the gain over admission as the live runs ran it (ratio of means)."""
+    means: dict[str, list[float]] = {k: [] for k in ADMISSION_VARIANTS}
+    cases = []
+    for path in live_paths:
+        live = json.loads(path.read_text())
+        stretch = sf.run_stretch(live)
+        for seed in sorted({a["seed"] for a in live["agents"]}):
+            cases.append((path.stem, live["meta"], seed, stretch.get(("saga", seed), 1.0)))
+    for _run, meta, seed, speed in tqdm(cases, desc="admission sweep"):
+        o = profile["request_overhead_s"] * speed
+        wl = sf.live_workload(meta, seed, tokens, o)
+        for name, adm in ADMISSION_VARIANTS.items():
+            res = sf.simulate(wl, sf.sim_row_for("saga", adm), profile, meta, seed, speed)
+            means[name].append(statistics.fmean(rec.tct_s + o for rec in res.tasks))
+    base = statistics.fmean(means["on (as the live runs)"])
+    return {
+        "cases": [f"{run} seed {seed}" for run, _m, seed, _s in cases],
+        "mean_tct_s": means,
+        "gain_over_live_setting": {k: base / statistics.fmean(v) for k, v in means.items()},
+    }
+
+
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -307,6 +346,17 @@ def markdown(res: dict[str, Any]) -> str:
         ]
         for k, v in eng["mean_tct_s"].items():
             lines.append(_row([k, f"{statistics.fmean(v):.2f}", f"{eng['gain_over_fcfs'][k]:.3f}"]))
+    sw = res.get("admission_sweep")
+    if sw:
+        lines += [
+            "",
+            f"Engine (simulated saga, {len(sw['cases'])} run-seeds at saga's stretch): admission settings",
+            "",
+            "| setting | mean TCT, s | gain over the live setting (ratio of means) |",
+            "|---|---:|---:|",
+        ]
+        for k, v in sw["mean_tct_s"].items():
+            lines.append(_row([k, f"{statistics.fmean(v):.2f}", f"{sw['gain_over_live_setting'][k]:.3f}"]))
     return "\n".join(lines) + "\n"
 
 
@@ -335,7 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also simulate the saga row (admission on) with its held queue released in other orders "
         "(an experiment: held_release_order) on the runs that ran admission",
     )
-    p.add_argument("--out", type=Path, required=True, help="output JSON (a .md table is written beside it)")
+    p.add_argument(
+        "--admission-sweep",
+        action="store_true",
+        help="also simulate the saga row under each ADMISSION_VARIANTS setting on every run",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output JSON (the generated tables go to <stem>_table.md beside it)",
+    )
     return p
 
 
@@ -353,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine_orders:
         with_admission = [f for f in args.live if f.stem not in args.admission_off]
         res["engine_release_orders"] = engine_release_orders(with_admission, profile, tokens)
+    if args.admission_sweep:
+        res["admission_sweep"] = admission_sweep(args.live, profile, tokens)
     bad = {
         run: r["rows"][row]["min_ratio_to_fluid_floor"]
         for run, r in res["runs"].items()
@@ -362,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))
     md = markdown(res)
-    args.out.with_suffix(".md").write_text(md)
+    args.out.with_name(args.out.stem + "_table.md").write_text(md)
     print(md)
     if bad:
         print(f"FLOOR BROKEN (a schedule or row below it): {bad}", file=sys.stderr)
