@@ -191,41 +191,59 @@ def held_release_order(key: HeldKey | None) -> Iterator[None]:
         WorkflowScheduler.order_waiting = orig  # type: ignore[method-assign]
 
 
-def engine_release_orders(
-    live_paths: Sequence[Path], profile: dict[str, Any], tokens: sf.Tokens
+def saga_variants(
+    live_paths: Sequence[Path],
+    profile: dict[str, Any],
+    tokens: sf.Tokens,
+    variants: dict[str, tuple[dict[str, Any] | None, HeldKey | None]],
+    baseline: str,
+    work: dict[str, float],
 ) -> dict[str, Any]:
-    """The simulator's saga row with admission on, at saga's stretch of each run and seed, with the
-    held queue released FCFS (as built), by least true work (oracle), by most true work (oracle),
-    and by the smallest first prompt (live-knowable: the held call's prompt tokens)."""
-    work: dict[str, float] = {}
-    orders: dict[str, HeldKey | None] = {
-        "fcfs (as built)": None,
-        "least true work first (oracle)": lambda r: work[r.workflow_id],
-        "most true work first (oracle)": lambda r: -work[r.workflow_id],
-        "smallest first prompt first": lambda r: float(r.held_call.prompt_tokens) if r.held_call else 0.0,
-    }
-    means: dict[str, list[float]] = {k: [] for k in orders}
+    """The simulated saga row at saga's stretch of every run and seed, per variant (its admission
+    settings and held-queue order): mean TCTs and the gain over ``baseline`` (ratio of means).
+    ``work`` receives each task's work floor before its seed is simulated (for oracle orders)."""
+    means: dict[str, list[float]] = {k: [] for k in variants}
     cases = []
     for path in live_paths:
         live = json.loads(path.read_text())
         stretch = sf.run_stretch(live)
         for seed in sorted({a["seed"] for a in live["agents"]}):
             cases.append((path.stem, live["meta"], seed, stretch.get(("saga", seed), 1.0)))
-    for _run, meta, seed, speed in tqdm(cases, desc="engine release orders"):
+    for _run, meta, seed, speed in tqdm(cases, desc="saga variants"):
         o = profile["request_overhead_s"] * speed
         wl = sf.live_workload(meta, seed, tokens, o)
         floors = sf.cpu_task_floors(wl, profile, speed)
         work.update({t.task_id: floors[t.task_id].work_s for t in wl.tasks})
-        for name, key in orders.items():
+        for name, (admission, key) in variants.items():
             with held_release_order(key):
-                res = sf.simulate(wl, sf.sim_row_for("saga", dict(ADMISSION_ON)), profile, meta, seed, speed)
+                res = sf.simulate(wl, sf.sim_row_for("saga", admission), profile, meta, seed, speed)
             means[name].append(statistics.fmean(rec.tct_s + o for rec in res.tasks))
-    base = statistics.fmean(means["fcfs (as built)"])
+    base = statistics.fmean(means[baseline])
     return {
         "cases": [f"{run} seed {seed}" for run, _m, seed, _s in cases],
         "mean_tct_s": means,
-        "gain_over_fcfs": {k: base / statistics.fmean(v) for k, v in means.items()},
+        "gain": {k: base / statistics.fmean(v) for k, v in means.items()},
     }
+
+
+def engine_release_orders(
+    live_paths: Sequence[Path], profile: dict[str, Any], tokens: sf.Tokens
+) -> dict[str, Any]:
+    """The simulator's saga row with admission on, its held queue released FCFS (as built), by
+    least true work (oracle), by most true work (oracle), and by the smallest first prompt
+    (live-knowable: the held call's prompt tokens)."""
+    work: dict[str, float] = {}
+    on = dict(ADMISSION_ON)
+    orders: dict[str, tuple[dict[str, Any] | None, HeldKey | None]] = {
+        "fcfs (as built)": (on, None),
+        "least true work first (oracle)": (on, lambda r: work[r.workflow_id]),
+        "most true work first (oracle)": (on, lambda r: -work[r.workflow_id]),
+        "smallest first prompt first": (
+            on,
+            lambda r: float(r.held_call.prompt_tokens) if r.held_call else 0.0,
+        ),
+    }
+    return saga_variants(live_paths, profile, tokens, orders, "fcfs (as built)", work)
 
 
 ADMISSION_VARIANTS: dict[str, dict[str, Any] | None] = {
@@ -240,31 +258,15 @@ ADMISSION_VARIANTS: dict[str, dict[str, Any] | None] = {
     "park_after_steps 3, after 1 s held": {**ADMISSION_ON, "park_after_steps": 3, "park_after_held_s": 1.0},
     "2 per worker, threshold 3x": {**ADMISSION_ON, "kv_threshold_frac": 3.0, "max_workflows_per_worker": 2},
 }
-"""The admission settings ``--admission-sweep`` simulates on the saga row."""
+"""The admission settings ``--admission-sweep`` simulates on the saga row (held queue as built)."""
 
 
 def admission_sweep(live_paths: Sequence[Path], profile: dict[str, Any], tokens: sf.Tokens) -> dict[str, Any]:
-    """The simulated saga row at saga's stretch of every run and seed under each ``ADMISSION_VARIANTS``
-    setting: mean TCT, and the gain over admission as the live runs ran it (ratio of means)."""
-    means: dict[str, list[float]] = {k: [] for k in ADMISSION_VARIANTS}
-    cases = []
-    for path in live_paths:
-        live = json.loads(path.read_text())
-        stretch = sf.run_stretch(live)
-        for seed in sorted({a["seed"] for a in live["agents"]}):
-            cases.append((path.stem, live["meta"], seed, stretch.get(("saga", seed), 1.0)))
-    for _run, meta, seed, speed in tqdm(cases, desc="admission sweep"):
-        o = profile["request_overhead_s"] * speed
-        wl = sf.live_workload(meta, seed, tokens, o)
-        for name, adm in ADMISSION_VARIANTS.items():
-            res = sf.simulate(wl, sf.sim_row_for("saga", adm), profile, meta, seed, speed)
-            means[name].append(statistics.fmean(rec.tct_s + o for rec in res.tasks))
-    base = statistics.fmean(means["on (as the live runs)"])
-    return {
-        "cases": [f"{run} seed {seed}" for run, _m, seed, _s in cases],
-        "mean_tct_s": means,
-        "gain_over_live_setting": {k: base / statistics.fmean(v) for k, v in means.items()},
+    """The simulated saga row under each ``ADMISSION_VARIANTS`` setting; gain over the live setting."""
+    variants: dict[str, tuple[dict[str, Any] | None, HeldKey | None]] = {
+        k: (v, None) for k, v in ADMISSION_VARIANTS.items()
     }
+    return saga_variants(live_paths, profile, tokens, variants, "on (as the live runs)", {})
 
 
 def _row(cells: list[str]) -> str:
@@ -345,7 +347,7 @@ def markdown(res: dict[str, Any]) -> str:
             "|---|---:|---:|",
         ]
         for k, v in eng["mean_tct_s"].items():
-            lines.append(_row([k, f"{statistics.fmean(v):.2f}", f"{eng['gain_over_fcfs'][k]:.3f}"]))
+            lines.append(_row([k, f"{statistics.fmean(v):.2f}", f"{eng['gain'][k]:.3f}"]))
     sw = res.get("admission_sweep")
     if sw:
         lines += [
@@ -356,7 +358,7 @@ def markdown(res: dict[str, Any]) -> str:
             "|---|---:|---:|",
         ]
         for k, v in sw["mean_tct_s"].items():
-            lines.append(_row([k, f"{statistics.fmean(v):.2f}", f"{sw['gain_over_live_setting'][k]:.3f}"]))
+            lines.append(_row([k, f"{statistics.fmean(v):.2f}", f"{sw['gain'][k]:.3f}"]))
     return "\n".join(lines) + "\n"
 
 
