@@ -44,7 +44,7 @@ seconds (live: on-CPU seconds of the row's workers; sim: busy seconds at the run
 speed, i.e. unloaded seconds).
 
 ``--bound`` adds, per row at that row's speed, a floor on the mean TCT that no scheduler beats under
-this cost model (``saga_sgl.sim.bounds.finite_closed_loop_bound``, an oracle), every simulated
+this cost model (``saga_sgl.sim.bounds.fluid_closed_loop_bound``, an oracle), every simulated
 baseline, SAGA and oracle row checked against it, and one explicit priority schedule's mean
 (``priority_schedule_mean_tct``): how far the live and simulated rows are from what is possible.
 """
@@ -77,6 +77,7 @@ from saga_sgl.sim.bounds import (
     FiniteLoopBound,
     TaskFloor,
     finite_closed_loop_bound,
+    fluid_closed_loop_bound,
     task_floors,
 )
 from saga_sgl.sim.cluster import Cluster, ClusterSettings
@@ -405,16 +406,20 @@ def cpu_task_floors(workload: Workload, profile: dict[str, Any], speed: float) -
 def mean_tct_bound(
     workload: Workload, profile: dict[str, Any], meta: dict[str, Any], speed: float
 ) -> FiniteLoopBound:
-    """The all-schedulers floor on this seed's mean TCT (``saga_sgl.sim.bounds.finite_closed_loop_bound``,
-    an oracle: it reads every task's calls) under the CPU cost model at ``speed``, with the last
-    call's request overhead added as ``compare`` adds it to the simulated TCTs. ``workload``'s tool
-    gaps must carry the overhead at the same speed (``live_workload(..., overhead_s)``)."""
+    """The all-schedulers floor on this seed's mean TCT under the CPU cost model at ``speed`` (an
+    oracle: it reads every task's calls): ``mean_tct_s`` is the tightest, with each task on one
+    worker at a time (``saga_sgl.sim.bounds.fluid_closed_loop_bound``; session 7 reported
+    ``finite_closed_loop_bound``'s, about 6% lower here); ``work_only_s`` / ``path_only_s`` are the
+    plain bound's two sides. The last call's request overhead is added as ``compare`` adds it to the
+    simulated TCTs. ``workload``'s tool gaps must carry the overhead at the same speed
+    (``live_workload(..., overhead_s)``)."""
     floors = cpu_task_floors(workload, profile, speed)
-    b = finite_closed_loop_bound(
-        [floors[t.task_id] for t in workload.tasks], workload.closed_loop_agents, meta["workers"]
-    )
+    ordered = [floors[t.task_id] for t in workload.tasks]
+    agents, workers = workload.closed_loop_agents, meta["workers"]
+    b = finite_closed_loop_bound(ordered, agents, workers)
+    fluid = fluid_closed_loop_bound(ordered, agents, workers)
     o = profile["request_overhead_s"] * speed
-    return FiniteLoopBound(b.mean_tct_s + o, b.work_only_s + o, b.path_only_s + o)
+    return FiniteLoopBound(fluid + o, b.work_only_s + o, b.path_only_s + o)
 
 
 def priority_schedule_mean_tct(
@@ -868,7 +873,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bound",
         action="store_true",
         help="also each row's floor on the mean TCT that no scheduler beats under the CPU cost model "
-        "(saga_sgl.sim.bounds.finite_closed_loop_bound, an oracle), at that row's speed, checked "
+        "(saga_sgl.sim.bounds.fluid_closed_loop_bound, an oracle), at that row's speed, checked "
         "against every simulated baseline, SAGA and oracle row at that speed (adds ~1 s per row and seed)",
     )
     return p
@@ -878,7 +883,7 @@ def bound_markdown(res: dict[str, Any]) -> str:
     """The ``--bound`` section: per row, its floor, live and simulated means over it."""
     lines = [
         "",
-        "All-schedulers floor on the mean TCT (an oracle; saga_sgl.sim.bounds.finite_closed_loop_bound), "
+        "All-schedulers floor on the mean TCT (an oracle; saga_sgl.sim.bounds.fluid_closed_loop_bound), "
         "per row at that row's speed: live / floor = how much faster than this row any scheduler could "
         "be on the same machine load; min sim / floor over every simulated row (baselines, SAGA, Belady, "
         "infinite KV) and seed, < 1 would break the floor.",

@@ -3,12 +3,15 @@ profile says, and the live benchmark's agents become the simulator's chains with
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
+from benchmarks.explicit_schedules import Schedule, all_schedules, schedule_tcts
 from benchmarks.sim_fidelity import (
     BOUND_CHECK_ROWS,
+    SGLANG_CPU_CHUNKED_PREFILL,
     CpuProfileCostModel,
     Tokens,
     cpu_task_floors,
@@ -21,6 +24,7 @@ from benchmarks.sim_fidelity import (
     sim_row_for,
     simulate,
 )
+from saga_sgl.sim.bounds import finite_closed_loop_bound, fluid_closed_loop_bound
 
 PROFILE = {
     "meta": {"hidden_size": 256, "layers": 4},
@@ -186,3 +190,45 @@ def test_no_simulated_row_beats_the_all_schedulers_floor(speed: float) -> None:
         <= prio
         < priority_schedule_mean_tct(wl, EXTEND_PROFILE, {**meta, "workers": 1}, speed)
     )
+
+
+@pytest.mark.parametrize("speed", [1.0, 1.7])
+def test_no_explicit_schedule_or_simulated_row_beats_the_fluid_floor(speed: float) -> None:
+    """The tightened floor (each task on one worker at a time) is above the plain one and below every
+    explicit schedule of the study, every simulated row and every task's own path; a run-to-completion
+    schedule whose contexts fit the pool never misses, so the pool does not change it; the oracle
+    order (true remaining work) and a live one are both priced (finite means)."""
+    meta = {**META, "agents": 8, "concurrency": 4}
+    o = EXTEND_PROFILE["request_overhead_s"] * speed
+    wl = live_workload(meta, seed=3, tokens=Tokens(), overhead_s=o)
+    floors = cpu_task_floors(wl, EXTEND_PROFILE, speed)
+    ordered = [floors[t.task_id] for t in wl.tasks]
+    plain = finite_closed_loop_bound(ordered, meta["concurrency"], meta["workers"]).mean_tct_s + o
+    fluid = fluid_closed_loop_bound(ordered, meta["concurrency"], meta["workers"]) + o
+    assert fluid >= plain - 1e-9
+    assert mean_tct_bound(wl, EXTEND_PROFILE, meta, speed).mean_tct_s == pytest.approx(fluid)  # --bound's
+    cost = CpuProfileCostModel(EXTEND_PROFILE, chunk_size_tokens=SGLANG_CPU_CHUNKED_PREFILL, speed=speed)
+    means = {}
+    for sc in all_schedules():
+        tct = schedule_tcts(
+            wl.tasks,
+            cost,
+            agents=meta["concurrency"],
+            workers=meta["workers"],
+            kv_tokens=meta["kv_tokens"],
+            schedule=sc,
+            overhead_s=o,
+        )
+        assert len(tct) == len(wl.tasks), sc.label
+        for t in wl.tasks:
+            assert tct[t.task_id] >= floors[t.task_id].path_s + o - 1e-9, (sc.label, t.task_id)
+        means[sc] = sum(tct.values()) / len(tct)
+        assert means[sc] >= fluid - 1e-9, sc.label
+    biggest = max(c.prompt_tokens + c.output_tokens for t in wl.tasks for c in t.calls)
+    assert biggest <= meta["kv_tokens"]
+    for order in ("oldest", "predicted", "srpt"):
+        rtc = Schedule(order=order, slots=1, mode="task", placement="home")  # type: ignore[arg-type]
+        assert means[rtc] == pytest.approx(means[dataclasses.replace(rtc, infinite_pool=True)])
+    for row in [*BOUND_CHECK_ROWS, sim_row_for("saga", {"enabled": True, "shared_prefix_once": True})]:
+        res = simulate(wl, row, EXTEND_PROFILE, meta, seed=0, speed=speed)
+        assert sum(r.tct_s + o for r in res.tasks) / len(res.tasks) >= fluid - 1e-9, row.label

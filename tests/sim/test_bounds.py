@@ -21,6 +21,7 @@ from saga_sgl.sim.bounds import (
     context_bins,
     decoded_kv_lengths,
     finite_closed_loop_bound,
+    fluid_closed_loop_bound,
     min_prompt_tokens,
     task_floors,
     task_work,
@@ -342,3 +343,36 @@ def test_task_floors_price_a_full_hit_and_the_cpu_extend_form() -> None:
     work = 101 * share + attn(100, 0) + attn(1, 103) + 6 * (c(2) / 2) + a * kv
     assert f.work_s == pytest.approx(work)
     assert f.work_s < f.path_s
+
+
+# --- the fluid tightening (fluid_closed_loop_bound) ---------------------------------------------
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+@pytest.mark.parametrize("seed", range(6))
+def test_the_fluid_bound_lies_between_the_plain_bound_and_every_list_schedule(
+    replicas: int, seed: int
+) -> None:
+    """Each task on one worker at a time: never below the plain floor, never above the best
+    non-preemptive list schedule found by brute force (one-call tasks, no tools)."""
+    rng = np.random.default_rng(100 + seed)
+    durations = [float(x) for x in rng.uniform(1.0, 4.0, size=6)]
+    floors = [TaskFloor(d, d) for d in durations]
+    plain = finite_closed_loop_bound(floors, agents=3, replicas=replicas).mean_tct_s
+    fluid = fluid_closed_loop_bound(floors, agents=3, replicas=replicas)
+    assert plain - 1e-9 <= fluid <= _best_list_schedule(durations, agents=3, replicas=replicas) + 1e-9
+
+
+def test_the_fluid_bound_is_exact_for_equal_tasks_on_two_workers() -> None:
+    """Equal tasks of work 1, 3 agents, 2 workers: one task per worker at a time completes 1, 1, 2,
+    2, 3, 3, and the loop's TCTs sum to the last three (2 + 3 + 3); the plain floor lets the k-th
+    completion come at k / 2 (2 + 2.5 + 3) and misses that a task cannot use both workers."""
+    floors = [TaskFloor(1.0, 1.0)] * 6
+    best = _best_list_schedule([1.0] * 6, agents=3, replicas=2)
+    assert best == pytest.approx(8 / 6)
+    assert finite_closed_loop_bound(floors, agents=3, replicas=2).mean_tct_s == pytest.approx(7.5 / 6)
+    assert fluid_closed_loop_bound(floors, agents=3, replicas=2) == pytest.approx(best)
+    # the live sizing: 10 tasks, 5 agents, 2 workers: 2.1 w, not 2.0 w
+    ten = [TaskFloor(2.0, 2.0)] * 10
+    assert fluid_closed_loop_bound(ten, agents=5, replicas=2) == pytest.approx(2 * 2.1)
+    assert finite_closed_loop_bound(ten, agents=5, replicas=2).mean_tct_s == pytest.approx(2 * 2.0)
