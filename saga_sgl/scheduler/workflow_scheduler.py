@@ -1275,22 +1275,25 @@ class WorkflowScheduler:
             if rec.tool is None:
                 continue
             if by_age:
+                # The eviction hint only: the gap-end point estimate (stealing's input) is the
+                # overdue path's, so the re-keys change no placement or steal decision.
                 self._push_age_rekey(rec, now)
                 self._credit_gap(rec, now)
-            elif rec.next_use_at_s != at or rec.next_use_refreshes >= self.settings.max_next_use_refreshes:
-                continue
-            worker = self._worker(rec.worker_id, now)
-            delay = 0.0
-            if worker is not None:
-                mean_call = self.cost.decode_time_s(_MEAN_CALL_OUTPUT_TOKENS, rec.context_tokens)
-                delay = expected_queue_delay_s(worker.num_waiting_reqs, worker.num_running_reqs, mean_call)
-            new = self.next_use.next_use_at_s(rec.tool, gap_start, now, delay)
-            if not by_age:
+            else:
+                if rec.next_use_at_s != at or rec.next_use_refreshes >= self.settings.max_next_use_refreshes:
+                    continue
+                worker = self._worker(rec.worker_id, now)
+                delay = 0.0
+                if worker is not None:
+                    mean_call = self.cost.decode_time_s(_MEAN_CALL_OUTPUT_TOKENS, rec.context_tokens)
+                    delay = expected_queue_delay_s(
+                        worker.num_waiting_reqs, worker.num_running_reqs, mean_call
+                    )
+                new = self.next_use.next_use_at_s(rec.tool, gap_start, now, delay)
                 if new <= at:
                     continue
-                rec.next_use_refreshes += 1
-            if rec.next_use_at_s != new:
                 rec.next_use_at_s = new
+                rec.next_use_refreshes += 1
                 self._push_refresh(rec)
             self._predict_reuse(rec, now)  # the gap has aged: P and the expected read move too
             rec.predicted_at_s = now
