@@ -89,6 +89,12 @@ ROWS = (
     Row("reuse_density no guard", "reuse_density", Mode.HINTS, config={"recency_guard": False}),
     Row("reuse_density no TTL", "reuse_density", Mode.HINTS, driver=DriverSettings(ttl=False)),
     Row(
+        "reuse_density, re-keys not anchored (s7)",
+        "reuse_density",
+        Mode.HINTS,
+        driver=DriverSettings(anchor_rekeys=False),
+    ),
+    Row(
         "reuse_density no prefix-reuse",
         "reuse_density",
         Mode.HINTS,

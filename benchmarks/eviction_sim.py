@@ -27,11 +27,17 @@ tool return times costs: ``saga, true returns`` and ``reuse_time, true returns``
 true next admission on the worker as its next use (P = 1, or never) instead of the prediction,
 the wait measured from the moment the view is built; ``saga key alone, true returns`` drops the TTL
 tier, the recency guard and the depth weight, to show the key's rule itself given perfect returns.
-``saga, re-keyed by age`` is live (no oracle): what re-key timers in the scheduler would add, each
-tool gap re-predicted at log-spaced ages from the gaps the replay has seen end (the hazard of
-P(return | age, tool, workflow history), ``schedule_replay.ViewMode.HINTS_BY_AGE``; the wait runs
-from the re-key, the age the prediction is conditional on). A
-breakdown says what the victims of Belady, LRU and saga were (their workflow's state) when evicted.
+The scheduler re-keys each tool gap at log-spaced ages (``SchedulerSettings.gap_rekey_ages_s``:
+P(return | age) and the expected remaining wait from its learned gap distribution, the wait
+anchored at the re-key), and ``saga`` sees those hint updates as it sees any. Three rows show what
+they are worth: ``saga, tool-start hints only`` ignores every re-prediction made during a gap (the
+ablation, on the same schedule); ``saga, re-keyed by age (s7 emulation)`` is session 7's
+benchmark-side emulation (its own gap model learned from the replay, horizon 4x the cache's
+residence time); ``saga, known gap distribution (oracle)`` keeps the scheduler's re-key instants
+and P but takes the wait from the workload's TRUE per-tool latency distribution given the age
+(``schedule_replay.KnownGaps``): what a perfect model of the gap distribution gives, without
+knowing each draw. A breakdown says what the victims of Belady, LRU and saga were (their
+workflow's state) when evicted.
 
     python benchmarks/eviction_sim.py        # swe, web-history; seeds 7 8; 4 workers x 90K tokens
 """
@@ -48,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -56,12 +63,20 @@ from _machine import cpu_model
 
 from saga_sgl.policy import registry
 from saga_sgl.policy.interfaces import EvictionPolicy
-from saga_sgl.replay.schedule_replay import ScheduleStats, ViewMode, belady_policy, replay_schedule
-from saga_sgl.replay.sim_schedule import record_schedule
+from saga_sgl.policy.views import WorkflowState
+from saga_sgl.replay.schedule_replay import (
+    KnownGaps,
+    ScheduleStats,
+    ViewMode,
+    belady_policy,
+    replay_schedule,
+)
+from saga_sgl.replay.sim_schedule import HintChange, record_schedule
 from saga_sgl.sim import rows
 from saga_sgl.sim.cluster import ClusterSettings
 from saga_sgl.sim.worker import WorkerSettings
 from saga_sgl.sim.workloads import WorkloadSpec, generate
+from saga_sgl.sim.workloads.tool_latency import TABLE1, SplicedLatency
 
 SCHEDULE_ROWS = {r.label: r for r in (*rows.MAIN_ROWS, *rows.ABLATIONS)}
 TARGET = 1.15
@@ -92,7 +107,22 @@ ROWS = (
     Row("saga", ViewMode.HINTS, lambda: registry.create_eviction("saga")),
     Row("saga no guard", ViewMode.HINTS, lambda: registry.create_eviction("saga", {"recency_guard": False})),
     Row("saga no TTL", ViewMode.HINTS, lambda: registry.create_eviction("saga", {"ttl_protection": False})),
-    Row("saga, re-keyed by age", ViewMode.HINTS_BY_AGE, lambda: registry.create_eviction("saga")),
+    Row(
+        "saga, tool-start hints only (no age re-keys)",
+        ViewMode.HINTS_AT_TOOL_START,
+        lambda: registry.create_eviction("saga"),
+    ),
+    Row(
+        "saga, re-keyed by age (s7 emulation)",
+        ViewMode.HINTS_BY_AGE,
+        lambda: registry.create_eviction("saga"),
+    ),
+    Row(
+        "saga, known gap distribution (oracle)",
+        ViewMode.KNOWN_GAP,
+        lambda: registry.create_eviction("saga"),
+        True,
+    ),
     Row("saga, true returns (oracle)", ViewMode.TRUE_RETURN, lambda: registry.create_eviction("saga"), True),
     Row("saga key alone, true returns (oracle)", ViewMode.TRUE_RETURN, lambda: _key_alone(), True),
     Row(
@@ -117,10 +147,49 @@ def fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def run_cell(schedule: Any, scale: float) -> list[dict[str, Any]]:
+def known_gaps(spec: WorkloadSpec) -> KnownGaps:
+    """The workload's true per-tool latency distributions (the generator's; oracle input)."""
+    if spec.tool_cv is not None:
+        raise ValueError("the known-gap oracle covers Table 1's spliced latencies, not --tool-cv sweeps")
+    scale = spec.tool_scale
+
+    def scaled(dist: SplicedLatency) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda u: dist.quantile(u) * scale
+
+    return KnownGaps({tool: scaled(dist) for tool, dist in TABLE1.items()})
+
+
+def hint_traffic(schedule: Any) -> dict[str, float]:
+    """Tool gaps in the recorded schedule and the hint updates the scheduler sent during them after
+    the tool start (age re-keys and overdue re-predictions: ``CacheHints.predicted_at_s`` set)."""
+    gaps = rekeys = most = 0
+    open_gaps: dict[Any, int] = {}
+    for e in schedule.events:
+        if not isinstance(e, HintChange):
+            continue
+        if e.hints is None or e.hints.state is not WorkflowState.TOOL_GAP:
+            open_gaps.pop(e.workflow, None)
+            continue
+        if e.workflow not in open_gaps:
+            open_gaps[e.workflow] = 0
+            gaps += 1
+        elif e.hints.predicted_at_s is not None:
+            open_gaps[e.workflow] += 1
+            rekeys += 1
+            most = max(most, open_gaps[e.workflow])
+    return {
+        "tool_gaps": gaps,
+        "rekeys": rekeys,
+        "rekeys_per_gap": rekeys / gaps if gaps else 0.0,
+        "max_per_gap": most,
+    }
+
+
+def run_cell(schedule: Any, scale: float, gaps: KnownGaps | None = None) -> list[dict[str, Any]]:
     blames: dict[str, dict[str, int]] = {label: {} for label in BLAMED}
     stats: dict[str, ScheduleStats] = {
-        r.label: replay_schedule(schedule, r.make, r.mode, scale, blame=blames.get(r.label)) for r in ROWS
+        r.label: replay_schedule(schedule, r.make, r.mode, scale, blame=blames.get(r.label), known_gaps=gaps)
+        for r in ROWS
     }
 
     belady = stats["belady (oracle)"].evicted_recompute_tokens
@@ -306,9 +375,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bar = tqdm(total=len(jobs) * (1 + len(args.capacity_scales)), desc="eviction_sim", file=sys.stderr)
     for sc, seed in jobs:
         bar.set_postfix_str(f"{sc} seed {seed}: recording {args.schedule_row}")
-        wl = generate(
-            WorkloadSpec(scenario=sc, seed=seed, horizon_s=args.horizon_s, rate_per_min=args.rate_per_min)
-        )
+        spec = WorkloadSpec(scenario=sc, seed=seed, horizon_s=args.horizon_s, rate_per_min=args.rate_per_min)
+        wl = generate(spec)
+        gaps = known_gaps(spec)
         schedule, result = record_schedule(wl, SCHEDULE_ROWS[args.schedule_row], settings, seed=seed)
         bar.update()
         for scale in args.capacity_scales:
@@ -319,7 +388,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "seed": seed,
                     "scale": scale,
                     "sim_recomputed_evicted": result.counters.get("recomputed_evicted", 0),
-                    "rows": run_cell(schedule, scale),
+                    "rows": run_cell(schedule, scale, gaps),
+                    "hint_traffic": hint_traffic(schedule),
                 }
             )
             bar.update()

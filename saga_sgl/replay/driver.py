@@ -51,6 +51,11 @@ class DriverSettings:
     blocks (plain Mooncake traces, no ``task_id``) [I]."""
     max_overdue_rekeys: int = 8
     """Re-predictions per idle period when a predicted next use passes without the call [I]."""
+    anchor_rekeys: bool = True
+    """A re-prediction of an idle session (a re-key timer, an overdue prediction) is conditional on
+    its age then, so the key's wait runs from it (``Session.predicted_at_s`` ->
+    ``CacheEntryView.predicted_at_s``), as the live plugin does with the scheduler's age re-keys
+    (a ``ToolStarted`` anchors at its arrival). False: the wait runs from the last use (session 7) [I]."""
     ttl: bool = True
     """Set tool-aware TTLs (Algorithm 1) on idle workflows whose request names its tool."""
     prefix_reuse: bool = True
@@ -93,6 +98,8 @@ class Session:
     next_use_at_s: float | None = None
     ttl_deadline_s: float | None = None
     overdue_rekeys: int = 0
+    predicted_at_s: float | None = None
+    """When the current prediction was made, if after the session went idle (a re-key)."""
     credited_s: float = 0.0
     """Age of the current idle period already credited to the gap model."""
 
@@ -157,6 +164,7 @@ class HintDriver:
         sess.idle_since_s = None
         sess.version += 1
         sess.reuse_prob, sess.next_use_at_s, sess.ttl_deadline_s = 1.0, now_s, None
+        sess.predicted_at_s = None
 
     def on_end(self, sess: Session, req: TraceRequest, now_s: float) -> None:
         """The request ended: the workflow goes idle (its tool runs); predict, set the TTL, schedule."""
@@ -200,6 +208,8 @@ class HintDriver:
             workflow_id=sess.sid,
         )
         sess.reuse_prob, sess.next_use_at_s = pred.reuse_prob, pred.next_use_at_s
+        anchored = self.settings.anchor_rekeys and now_s > sess.idle_since_s
+        sess.predicted_at_s = now_s if anchored else None
         if sess.overdue_rekeys < self.settings.max_overdue_rekeys and pred.next_use_at_s > now_s:
             # If the call has not come by the predicted time, the prediction is stale: re-key then.
             sess.overdue_rekeys += 1

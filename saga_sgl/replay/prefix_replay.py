@@ -180,7 +180,7 @@ def replay(
                 entry_id=seg.eid, num_tokens=seg.tokens, depth_tokens=seg.depth, last_access_s=seg.last_s
             )
         reuse_prob, ttl_deadline_s = driver.block_hints(sess, seg.position, seg.block)
-        next_use_at_s, known_at = sess.next_use_at_s, None
+        next_use_at_s, known_at = sess.next_use_at_s, sess.predicted_at_s
         if mode is Mode.TRUE_RETURN and sess.idle_since_s is not None:
             times = returns[sess.sid]
             k = bisect.bisect_right(times, now_s)

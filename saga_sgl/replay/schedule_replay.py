@@ -13,16 +13,27 @@ Rows (``ViewMode``):
 * ``plain``: views carry only the last access (what SGLang's LRU sees);
 * ``hints``: views carry the scheduler's recorded hint record of the owning workflow at that time
   (``HintChange``), as the simulator's ``ViewBuilder.entry`` builds them; a workflow's evictable
-  leaves are re-keyed at each of its hint changes. A segment read by more than one workflow (a
-  system prompt) has no single owner and gets a plain view;
+  leaves are re-keyed at each of its hint changes, including the scheduler's age re-keys of a tool
+  gap (``SchedulerSettings.gap_rekey_ages_s``: the wait runs from ``CacheHints.predicted_at_s``). A
+  segment read by more than one workflow (a system prompt) has no single owner and gets a plain
+  view;
+* ``hints_at_tool_start``: ``hints`` without the re-predictions during a tool gap (the hint
+  changes the scheduler made after the tool start are ignored, and the wait runs from the last
+  use): the ablation of the age re-keys on the same schedule;
 * ``oracle``: each segment's true next read on this worker (Belady; labelled oracle);
-* ``hints_by_age``: ``hints``, and while a workflow is in a tool gap its entries are re-keyed at
+* ``hints_by_age``: session 7's benchmark-side emulation of age re-keys, kept to compare with the
+  scheduler's own: ``hints``, and while a workflow is in a tool gap its entries are re-keyed at
   log-spaced ages (``AGE_REKEYS_S``) with P(return within the horizon | idle that long, tool,
   workflow history) from a ``GapModel`` this replay learns online from the schedule's own past
-  gaps (a hazard, not the tool-start point estimate): the recorded P is scaled by how that
+  gaps, the horizon 4x this cache's residence time: the recorded P is scaled by how that
   probability moved since the tool started, the next use is the conditional expected return, and
-  the wait runs from the re-key (``predicted_at_s``: the prediction is conditional on that age). What
-  a live scheduler with re-key timers could know (the gaps it has seen end), nothing more;
+  the wait runs from the re-key;
+* ``known_gap``: ``hints`` with the wait of each gap prediction (the tool start and every re-key the
+  scheduler made) replaced by the mean remaining tool latency given the gap's age under the
+  workload's TRUE per-tool distribution (``KnownGaps``; an oracle, labelled as such), P the
+  tool-start hint's (the true P of a return within the horizon is 1 at every age below the
+  distribution's cap), the wait from the re-key: what a perfect gap-distribution model, and no
+  knowledge of the individual draw, gives the key at the same re-key instants;
 * ``true_return``: ``hints`` with the workflow's true next admission on this worker as its next use
   (P = 1, or "never") instead of the scheduler's prediction, the wait measured from the moment the
   view is built (``CacheEntryView.predicted_at_s``): an oracle that isolates what the prediction of
@@ -44,13 +55,16 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import astuple, dataclass
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+
 from saga_sgl.aeg.gaps import GapModel
 from saga_sgl.aeg.predict import ReusePredictor
+from saga_sgl.aeg.tool_latency import tool_type_of
 from saga_sgl.policy.eviction.reuse_time import ReuseTimeEviction, ReuseTimeSettings
 from saga_sgl.policy.interfaces import EvictionPolicy
 from saga_sgl.policy.pressure import ProtectedTokens, ResidenceTracker, kv_pressure
@@ -63,7 +77,9 @@ from saga_sgl.scheduler import CacheHints
 class ViewMode(StrEnum):
     PLAIN = "plain"
     HINTS = "hints"
+    HINTS_AT_TOOL_START = "hints_at_tool_start"
     HINTS_BY_AGE = "hints_by_age"
+    KNOWN_GAP = "known_gap"
     ORACLE = "oracle"
     TRUE_RETURN = "true_return"
 
@@ -198,6 +214,35 @@ class _AgeModel:
         return out
 
 
+class KnownGaps:
+    """The workload's true tool-latency distributions (an oracle input): the mean remaining latency
+    of a tool call given its age, E[T - a | T > a], from each tool's quantile function."""
+
+    GRID = 200_000
+    """Quantile-grid points per tool (midpoint rule on u; the spliced tails are capped, so finite)."""
+
+    def __init__(self, quantiles: Mapping[str, Callable[[np.ndarray], np.ndarray]]) -> None:
+        u = (np.arange(self.GRID) + 0.5) / self.GRID
+        self._sorted: dict[str, np.ndarray] = {}
+        self._tail_sums: dict[str, np.ndarray] = {}
+        for tool, q in quantiles.items():
+            t = np.sort(np.asarray(q(u), dtype=float))
+            self._sorted[tool] = t
+            self._tail_sums[tool] = np.concatenate([np.cumsum(t[::-1])[::-1], [0.0]])
+
+    def __contains__(self, tool: str) -> bool:
+        return tool in self._sorted
+
+    def mean_remaining_s(self, tool: str, age_s: float) -> float:
+        """E[T - age | T > age] (0 when no draw is that long)."""
+        t = self._sorted[tool]
+        k = int(np.searchsorted(t, age_s, side="right"))
+        n = len(t) - k
+        if n <= 0:
+            return 0.0
+        return float(self._tail_sums[tool][k]) / n - age_s
+
+
 def belady_policy() -> EvictionPolicy:
     """The oracle's key: farthest next read first, deepest first on ties (no TTL tier)."""
     return ReuseTimeEviction(ReuseTimeSettings(ttl_protection=False))
@@ -211,11 +256,15 @@ def replay_worker(
     mode: ViewMode,
     *,
     blame: dict[str, int] | None = None,
+    known_gaps: KnownGaps | None = None,
 ) -> ScheduleStats:
     """Replay worker ``worker``'s accesses in ``schedule`` through a cache of ``capacity_tokens``.
 
     ``blame``, if given, adds up the eviction recompute by what the victim was when it was evicted
-    (``victim_kind``: its workflow's recorded state), to say where a policy loses."""
+    (``victim_kind``: its workflow's recorded state), to say where a policy loses. ``known_gaps``:
+    the true tool-latency distributions ``known_gap`` needs (required in that mode)."""
+    if mode is ViewMode.KNOWN_GAP and known_gaps is None:
+        raise ValueError("ViewMode.KNOWN_GAP needs known_gaps (the workload's true tool latencies)")
     if capacity_tokens < 0:
         raise ValueError(f"capacity_tokens must be >= 0, got {capacity_tokens}")
     if not 0 <= worker < schedule.num_workers:
@@ -244,6 +293,30 @@ def replay_worker(
 
     hints_of: dict[WorkflowId, CacheHints | None] = {}
     ages = _AgeModel() if mode is ViewMode.HINTS_BY_AGE else None
+    gap_start: dict[WorkflowId, tuple[float, float | None]] = {}
+    """workflow in a tool gap -> (the gap's first hint time, its P then)."""
+    known: dict[WorkflowId, tuple[float, float]] = {}
+    """``known_gap``: workflow -> (true expected next use, when predicted) of its last re-key."""
+
+    def on_hint_change(change: HintChange) -> bool:
+        """Record a hint change; False when this mode ignores it (no re-key)."""
+        wid, hints = change.workflow, change.hints
+        in_gap = hints is not None and hints.state is WorkflowState.TOOL_GAP
+        if not in_gap:
+            gap_start.pop(wid, None)
+            known.pop(wid, None)
+        elif wid not in gap_start:
+            gap_start[wid] = (change.at_s, hints.reuse_prob if hints is not None else None)
+        elif mode is ViewMode.HINTS_AT_TOOL_START and hints is not None and hints.predicted_at_s is not None:
+            return False  # a re-prediction during the gap: the ablation keeps the tool start's
+        hints_of[wid] = hints
+        if mode is ViewMode.KNOWN_GAP and in_gap:
+            assert known_gaps is not None
+            tool = tool_type_of(change.tool) if change.tool else ""
+            if tool in known_gaps:
+                age = change.at_s - gap_start[wid][0]
+                known[wid] = (change.at_s + known_gaps.mean_remaining_s(tool, age), change.at_s)
+        return True
 
     def view(pid: int, seg: _Seg, now_s: float) -> CacheEntryView:
         if mode is ViewMode.ORACLE:
@@ -269,7 +342,11 @@ def replay_worker(
                 workflow_id=owner,
             )
         prob, nxt = hints.reuse_prob, hints.next_use_at_s
-        at: float | None = None  # when the prediction was made (None: at the entry's last use)
+        # When the prediction was made (None: at the entry's last use, the tool start's).
+        at = None if mode is ViewMode.HINTS_AT_TOOL_START else hints.predicted_at_s
+        if mode is ViewMode.KNOWN_GAP and owner in known:
+            nxt, at = known[owner]
+            prob = gap_start[owner][1]
         if ages is not None and owner in ages.outlook and prob is not None:
             scale, nxt, at = ages.outlook[owner]
             prob = prob * scale
@@ -337,7 +414,8 @@ def replay_worker(
             for t, wid in ages.due(_event_time(e)):
                 rekey(wid, t)
         if isinstance(e, HintChange):
-            hints_of[e.workflow] = e.hints
+            if not on_hint_change(e):
+                continue
             if ages is not None:
                 ages.on_hints(e)
             if mode is not ViewMode.PLAIN and mode is not ViewMode.ORACLE:
@@ -485,6 +563,7 @@ def replay_schedule(
     capacity_scale: float = 1.0,
     *,
     blame: dict[str, int] | None = None,
+    known_gaps: KnownGaps | None = None,
 ) -> ScheduleStats:
     """Every worker of ``schedule`` replayed with a fresh policy from ``policy_factory()``, summed.
 
@@ -495,5 +574,5 @@ def replay_schedule(
     for w in range(schedule.num_workers):
         policy = policy_factory()
         cap = int(schedule.capacity_tokens[w] * capacity_scale)
-        total = total + replay_worker(schedule, w, cap, policy, mode, blame=blame)
+        total = total + replay_worker(schedule, w, cap, policy, mode, blame=blame, known_gaps=known_gaps)
     return total

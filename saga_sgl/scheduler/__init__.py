@@ -5,7 +5,7 @@ the events they observe and carry out the actions it returns; a host makes no de
 The scheduler keeps one record per workflow (held, queued, running, in a tool gap, finished; its
 binding and steals), feeds the models (tool-latency EMA, AEG from a submitted graph / tool hints /
 pattern inference, reuse, next-use and remaining-work predictions, the per-agent-type footprint
-EMA, the service ledger), runs the 100 ms epoch (AFS, next-use re-predictions, stealing,
+EMA, the service ledger), runs the 100 ms epoch (AFS, tool-gap re-keys at log-spaced ages, stealing,
 preemption, admission releases) and turns each policy-core decision into actions. No I/O, no
 threads, no wall clock: time comes from the injected ``Clock``.
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from saga_sgl.policy.settings import require, require_non_negative, require_positive
@@ -129,6 +131,14 @@ class SchedulerSettings:
     """``aeg.tool_latency.ToolLatencySettings`` fields (strict), e.g. ``{"prior_scale": 0.1}``."""
     max_next_use_refreshes: int = 8
     """Re-predictions of one tool gap's end after the previous prediction passed."""
+    gap_rekey_ages_s: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+    """Ages of a tool gap (seconds since its call ended) at which the workflow's reuse is
+    re-predicted from the gap distribution given that age (its hazard) and the worker's hint is
+    re-keyed, the wait anchored at the re-key (``CacheHints.predicted_at_s``: LHD ranks by the
+    remaining lifetime). Log-spaced: one update per doubling of the age, so a gap sends at most
+    ``len(gap_rekey_ages_s) + max_next_use_refreshes`` updates after its tool start, and most gaps
+    (median 0.3-0.9 s in the simulator's workloads) one or two. () = off. Measured in
+    benchmarks/results/eviction_reading_s8.md [I]."""
     seed: int = 0
     """Seed of the policies' tie-breaking RNG."""
 
@@ -137,6 +147,21 @@ class SchedulerSettings:
         require_positive(owner, "epoch_s", self.epoch_s)
         require_positive(owner, "slo_factor", self.slo_factor)
         require_non_negative(owner, "max_next_use_refreshes", self.max_next_use_refreshes)
+        raw = self.gap_rekey_ages_s
+        numeric = isinstance(raw, list | tuple) and all(
+            isinstance(a, int | float) and not isinstance(a, bool) for a in raw
+        )
+        ages = tuple(float(a) for a in raw) if numeric else ()
+        require(
+            numeric
+            and all(math.isfinite(a) and a > 0 for a in ages)
+            and all(a < b for a, b in pairwise(ages)),
+            owner,
+            "gap_rekey_ages_s",
+            "finite, > 0 and strictly increasing",
+            self.gap_rekey_ages_s,
+        )
+        object.__setattr__(self, "gap_rekey_ages_s", ages)
         require_non_negative(owner, "max_preemptions_per_epoch", self.max_preemptions_per_epoch)
         if self.max_preemptions_per_call is not None:
             require_non_negative(owner, "max_preemptions_per_call", self.max_preemptions_per_call)

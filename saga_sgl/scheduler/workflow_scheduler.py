@@ -109,6 +109,10 @@ class CacheHints:
     next_use_at_s: float | None
     """Absolute predicted next use: tool gap end, or the queueing time of a waiting call."""
     ttl_deadline_s: float | None
+    predicted_at_s: float | None = None
+    """When the gap's current prediction was made, if after the tool start (an age re-key or a
+    re-prediction of an overdue gap): the prediction is conditional on the age then, so the wait
+    runs from it (``CacheEntryView.predicted_at_s``). None: made at the tool start (the last use)."""
 
 
 class WorkflowRecord:
@@ -128,6 +132,8 @@ class WorkflowRecord:
         "call_worker",
         "deadline_s",
         "explicit_aeg",
+        "gap_credited_s",
+        "gap_rekeys",
         "held_call",
         "held_since_s",
         "kv_worker",
@@ -135,6 +141,7 @@ class WorkflowRecord:
         "next_use_refreshes",
         "observed",
         "parked",
+        "predicted_at_s",
         "queued_since_s",
         "remaining_work_s",
         "reuse_next_use_at_s",
@@ -179,6 +186,13 @@ class WorkflowRecord:
         self.reuse_prob: float | None = None
         self.next_use_at_s: float | None = None
         self.next_use_refreshes = 0
+        self.predicted_at_s: float | None = None
+        """When the current gap prediction was made, if after the tool start (``CacheHints``)."""
+        self.gap_rekeys = 0
+        """Hint updates sent during the current tool gap after its tool start (age re-keys and
+        overdue re-predictions; bounded, see ``SchedulerSettings.gap_rekey_ages_s``)."""
+        self.gap_credited_s = 0.0
+        """Age up to which the current gap's idle time is already credited to the gap model."""
         self.reuse_next_use_at_s: float | None = None
         """Expected next read of the KV given it comes (``ReusePredictor``): the eviction hint."""
         self.ttl_deadline_s: float | None = None
@@ -321,7 +335,9 @@ class WorkflowScheduler:
         self._calls: dict[str, WorkflowRecord] = {}
         self._waiting_since: dict[str, float] = {}
         """Dispatched calls not yet seen running (needs CallAdmitted), by call id."""
-        self._refresh_heap: list[tuple[float, int, WorkflowId]] = []
+        self._refresh_heap: list[tuple[float, int, WorkflowId, float, bool]] = []
+        """Gap re-prediction timers: (when, seq, workflow, its gap's start, by age?). By age: the
+        next of ``gap_rekey_ages_s``; else the predicted gap end (re-predicted if it passes)."""
         self._unannounced: set[WorkflowId] = set()
         """Workflows in a tool gap whose tool the client has not announced (yet)."""
         self._refresh_seq = 0
@@ -386,8 +402,10 @@ class WorkflowScheduler:
             return None
         finished = rec.state is WorkflowState.FINISHED
         prob = 0.0 if finished else rec.reuse_prob
+        predicted_at = None
         if rec.state is WorkflowState.TOOL_GAP:
             next_use = rec.reuse_next_use_at_s if rec.reuse_next_use_at_s is not None else rec.next_use_at_s
+            predicted_at = rec.predicted_at_s
         elif rec.state is WorkflowState.QUEUED:
             # Its next call is already waiting (at a worker, or held by admission with its prompt):
             # the reuse is known, not predicted; the tool gap's P no longer applies.
@@ -400,6 +418,7 @@ class WorkflowScheduler:
             reuse_prob=prob,
             next_use_at_s=next_use,
             ttl_deadline_s=rec.ttl_deadline_s,
+            predicted_at_s=predicted_at,
         )
 
     def order_waiting(self, pending: Sequence[PendingCallView]) -> list[PendingCallView]:
@@ -511,7 +530,7 @@ class WorkflowScheduler:
             self._end_tool(rec, now)
         rec.state = WorkflowState.QUEUED
         rec.queued_since_s = now
-        rec.ttl_deadline_s = rec.next_use_at_s = rec.reuse_next_use_at_s = None
+        rec.ttl_deadline_s = rec.next_use_at_s = rec.reuse_next_use_at_s = rec.predicted_at_s = None
         rec.view = None
         workers = self._worker_views(now)
         if rec.worker_id is None and self.settings.admission.enabled:
@@ -693,6 +712,7 @@ class WorkflowScheduler:
         rec.state = WorkflowState.TOOL_GAP
         rec.tool, rec.tool_started_s = None, now
         rec.reuse_prob = rec.next_use_at_s = rec.ttl_deadline_s = rec.reuse_next_use_at_s = None
+        self._new_gap(rec)
         if self.settings.predictions:
             self._unannounced.add(rec.workflow_id)
         rec.queued_since_s = None
@@ -711,6 +731,7 @@ class WorkflowScheduler:
         rec.running = False
         rec.state = WorkflowState.TOOL_GAP
         rec.tool, rec.tool_started_s = None, now
+        self._new_gap(rec)
         rec.view = None
         return []
 
@@ -748,7 +769,10 @@ class WorkflowScheduler:
         started = rec.tool_started_s if rec.tool_started_s is not None else now
         rec.next_use_at_s = self.next_use.next_use_at_s(tool, started, now, delay)
         rec.next_use_refreshes = 0
+        # A late announcement is predicted at its age, like a re-key; at the tool start: None.
+        rec.predicted_at_s = now if now > started else None
         self._push_refresh(rec)
+        self._push_age_rekey(rec, now)
         if self.ttl is not None:
             rec.ttl_deadline_s = self.ttl.deadline_s(tool, now, pressure)
         if rec.aeg is not None and step is not None and self.fairness is not None:
@@ -784,8 +808,8 @@ class WorkflowScheduler:
             return
         agent_type, tool, step = self._gap_class(rec)
         self.gaps.observe_idle(
-            0.0,
-            max(0.0, now - rec.tool_started_s),
+            rec.gap_credited_s,
+            max(rec.gap_credited_s, now - rec.tool_started_s),
             True,
             agent_type=agent_type,
             tool=tool,
@@ -838,7 +862,7 @@ class WorkflowScheduler:
             rec.tool = tool_type_of(ev.tool)
         self._end_tool(rec, now)
         rec.next_use_at_s = rec.reuse_next_use_at_s = now
-        rec.ttl_deadline_s = None
+        rec.ttl_deadline_s = rec.predicted_at_s = None  # a known return, not a prediction
         rec.view = None
         wid = rec.kv_worker or rec.worker_id
         if not self.settings.predictions or wid is None:
@@ -860,9 +884,26 @@ class WorkflowScheduler:
             self.service.done(rec.call_id)
             if rec.call_worker is not None:
                 self._inflight[rec.call_worker] -= 1
+        if (
+            rec.state is WorkflowState.TOOL_GAP
+            and rec.tool_started_s is not None
+            and self.settings.predictions
+        ):
+            age = now - rec.tool_started_s
+            if age > rec.gap_credited_s:  # the gap ended without a call: censored exposure only
+                agent_type, tool, step = self._gap_class(rec)
+                self.gaps.observe_idle(
+                    rec.gap_credited_s,
+                    age,
+                    False,
+                    agent_type=agent_type,
+                    tool=tool,
+                    step=step,
+                    workflow_id=rec.workflow_id,
+                )
         rec.state = WorkflowState.FINISHED
         rec.reuse_prob = 0.0
-        rec.next_use_at_s = rec.ttl_deadline_s = rec.reuse_next_use_at_s = None
+        rec.next_use_at_s = rec.ttl_deadline_s = rec.reuse_next_use_at_s = rec.predicted_at_s = None
         rec.view = None
         self._active.pop(rec.workflow_id, None)
         self._active_changed()
@@ -1160,39 +1201,103 @@ class WorkflowScheduler:
         out.extend(self._release_held(now))
         return out
 
+    def _new_gap(self, rec: WorkflowRecord) -> None:
+        """A tool gap begins (its call ended): fresh re-key bookkeeping."""
+        rec.predicted_at_s = None
+        rec.gap_rekeys = 0
+        rec.gap_credited_s = 0.0
+        if self.settings.predictions:
+            self.counters["tool_gaps"] += 1
+
     def _push_refresh(self, rec: WorkflowRecord) -> None:
-        if rec.next_use_at_s is None:
+        """Arm the check of the predicted gap end (re-predicted if it passes with the tool out)."""
+        if rec.next_use_at_s is None or rec.tool_started_s is None:
             return
         self._refresh_seq += 1
-        heapq.heappush(self._refresh_heap, (rec.next_use_at_s, self._refresh_seq, rec.workflow_id))
+        heapq.heappush(
+            self._refresh_heap,
+            (rec.next_use_at_s, self._refresh_seq, rec.workflow_id, rec.tool_started_s, False),
+        )
+
+    def _push_age_rekey(self, rec: WorkflowRecord, now: float) -> None:
+        """Arm the gap's next age re-key: the first of ``gap_rekey_ages_s`` past its current age."""
+        start = rec.tool_started_s
+        if start is None:
+            return
+        age = now - start
+        for a in self.settings.gap_rekey_ages_s:
+            if a > age:
+                self._refresh_seq += 1
+                heapq.heappush(
+                    self._refresh_heap, (start + a, self._refresh_seq, rec.workflow_id, start, True)
+                )
+                return
+
+    def _credit_gap(self, rec: WorkflowRecord, now: float) -> None:
+        """Credit the open gap's idle time so far to the gap model (censored: no return yet), so
+        gaps still out lower the hazard at their ages before they end (survival estimate)."""
+        assert rec.tool_started_s is not None
+        age = now - rec.tool_started_s
+        if age <= rec.gap_credited_s:
+            return
+        agent_type, tool, step = self._gap_class(rec)
+        self.gaps.observe_idle(
+            rec.gap_credited_s,
+            age,
+            False,
+            agent_type=agent_type,
+            tool=tool,
+            step=step,
+            workflow_id=rec.workflow_id,
+        )
+        rec.gap_credited_s = age
 
     def _refresh_gaps(self, now: float) -> list[Action]:
-        """Predicted gap ends that passed while the tool still runs: re-predict from the latency
-        conditional on the time elapsed (heavy tails); gaps with no announced tool: the AEG's."""
+        """Re-predict tool gaps still out and re-key their workers' hints (the plugin and the simulator
+        re-key as on any hint update):
+
+        * at the ages ``gap_rekey_ages_s``: P(return within the horizon | idle this long) and the
+          expected wait given a return, from the gap distribution's hazard (``ReusePredictor``), the
+          wait anchored at the re-key (an LHD-style remaining-lifetime view). With heavy tails an
+          old gap's outlook only gets worse, so it loses rank to a fresh gap that is due;
+        * when the predicted gap end passes with the tool out: the latency conditional on the time
+          elapsed (heavy tails), at most ``max_next_use_refreshes`` times per gap;
+        * gaps with no announced tool: the AEG's."""
         out: list[Action] = []
         heap = self._refresh_heap
         while heap and heap[0][0] <= now:
-            at, _, wid = heapq.heappop(heap)
+            at, _, wid, gap_start, by_age = heapq.heappop(heap)
             rec = self._flows.get(wid)
-            if rec is None or rec.state is not WorkflowState.TOOL_GAP or rec.next_use_at_s != at:
+            if rec is None or rec.state is not WorkflowState.TOOL_GAP or rec.tool_started_s != gap_start:
+                continue  # the gap ended (its tool returned, the next call came, the workflow ended)
+            if rec.tool is None:
                 continue
-            if rec.tool is None or rec.tool_started_s is None:
-                continue
-            if rec.next_use_refreshes >= self.settings.max_next_use_refreshes:
-                continue
-            worker = self._worker(rec.worker_id, now)
-            delay = 0.0
-            if worker is not None:
-                mean_call = self.cost.decode_time_s(_MEAN_CALL_OUTPUT_TOKENS, rec.context_tokens)
-                delay = expected_queue_delay_s(worker.num_waiting_reqs, worker.num_running_reqs, mean_call)
-            new = self.next_use.next_use_at_s(rec.tool, rec.tool_started_s, now, delay)
-            if new <= at:
-                continue
-            rec.next_use_at_s = new
-            rec.next_use_refreshes += 1
+            if by_age:
+                # The eviction hint only: the gap-end point estimate (stealing's input) is the
+                # overdue path's, so the re-keys change no placement or steal decision.
+                self._push_age_rekey(rec, now)
+                self._credit_gap(rec, now)
+            else:
+                if rec.next_use_at_s != at or rec.next_use_refreshes >= self.settings.max_next_use_refreshes:
+                    continue
+                worker = self._worker(rec.worker_id, now)
+                delay = 0.0
+                if worker is not None:
+                    mean_call = self.cost.decode_time_s(_MEAN_CALL_OUTPUT_TOKENS, rec.context_tokens)
+                    delay = expected_queue_delay_s(
+                        worker.num_waiting_reqs, worker.num_running_reqs, mean_call
+                    )
+                new = self.next_use.next_use_at_s(rec.tool, gap_start, now, delay)
+                if new <= at:
+                    continue
+                rec.next_use_at_s = new
+                rec.next_use_refreshes += 1
+                self._push_refresh(rec)
             self._predict_reuse(rec, now)  # the gap has aged: P and the expected read move too
+            rec.predicted_at_s = now
+            rec.gap_rekeys += 1
+            self.counters["gap_rekey/age" if by_age else "gap_rekey/overdue"] += 1
             rec.view = None
-            self._push_refresh(rec)
             out.extend(self._tool_started_control(rec, now))
         # Gaps whose tool was never announced (no client events) by the next epoch: the AEG's tool.
         if self._unannounced:

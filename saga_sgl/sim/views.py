@@ -129,6 +129,7 @@ class ViewBuilder:
             reuse_prob=hints.reuse_prob,
             next_use_at_s=next_use,
             ttl_deadline_s=hints.ttl_deadline_s,
+            predicted_at_s=None if cluster.oracle_next_use else hints.predicted_at_s,
         )
 
     def tenants(self) -> list[TenantView]:

@@ -42,6 +42,10 @@ class WorkflowHint:
     workflow_id: str
     reuse_prob: float | None = None
     next_use_at_s: float | None = None
+    predicted_at_s: float | None = None
+    """When the router's current gap prediction arrived (a ``ToolStarted``, sent at the tool start
+    and again as the gap ages): the prediction is conditional on the gap's age then, so the key's
+    wait runs from it (``CacheEntryView.predicted_at_s``). None for a request hint or a known return."""
     ttl_deadline_s: float | None = None
     call_ttl_s: float = 0.0
     """TTL of the current call's hint, started when the call ends (= when its tool starts)."""
@@ -182,6 +186,7 @@ class HintTable:
         record = self._touch(hint.workflow_id, received_at_s)
         record.reuse_prob = hint.reuse_prob
         record.next_use_at_s = None if hint.next_use_in_s is None else received_at_s + hint.next_use_in_s
+        record.predicted_at_s = None
         # A new call means the previous tool returned: the old TTL has done its job.
         self._set_ttl(record, None, received_at_s)
         record.call_ttl_s = hint.ttl_s
@@ -218,19 +223,21 @@ class HintTable:
                 self._set_ttl(record, ttl_s, now_s)
                 if next_use_in_s is not None:
                     record.next_use_at_s = now_s + next_use_in_s
+                    record.predicted_at_s = now_s
                 if reuse_prob is not None:  # the router's ReusePredictor, refreshed as the gap ages
                     record.reuse_prob = reuse_prob
             case ToolFinished():
                 # The tool returned: the next call is imminent, and the TTL has done its job
                 # (the paper's repository clears the deadline when the tool returns).
                 record.next_use_at_s = now_s
+                record.predicted_at_s = None
                 self._set_ttl(record, None, now_s)
             case WorkflowFinished():
                 if not record.is_finished:
                     record.is_finished = True
                     record.finished_at_s = now_s
                     self._finished.append((now_s + self.finished_grace_s, record.workflow_id))
-                record.next_use_at_s = None
+                record.next_use_at_s = record.predicted_at_s = None
                 record.call_ttl_s = 0.0
                 self._set_ttl(record, None, now_s)
             case TtlChanged(ttl_s=ttl_s):

@@ -279,6 +279,7 @@ def _workflow_view(
         reuse_prob=record.reuse_prob,
         next_use_at_s=record.next_use_at_s,
         ttl_deadline_s=record.ttl_deadline_s,
+        predicted_at_s=record.predicted_at_s,
     )
 
 

@@ -213,3 +213,25 @@ def test_tracelab_rounds_share_the_reported_cached_prefix_in_whole_blocks(tmp_pa
     path.write_text('{"session_id": "a"}\n')
     with pytest.raises(TraceError, match=r"round_trace\.jsonl:1"):
         tracelab_requests(path)
+
+
+def test_the_drivers_re_keys_anchor_the_wait_as_the_plugin_does() -> None:
+    """An idle session re-predicted by a re-key timer is conditional on its age then: the view's
+    wait runs from the re-key (as the plugin anchors the scheduler's age re-keys at their arrival);
+    the prediction at the request's end, and every one with ``anchor_rekeys=False``, from the last use."""
+    from saga_sgl.replay.driver import DriverSettings
+
+    req = TraceRequest(
+        timestamp_s=0.0, input_length=512, output_length=1, hash_ids=(1,), session="a", tool="code"
+    )
+    for anchor in (True, False):
+        driver = HintDriver(DriverSettings(anchor_rekeys=anchor))
+        sess = driver.session_of(req)
+        driver.on_arrival(sess, req, 0.0)
+        driver.on_end(sess, req, 1.0)
+        assert sess.predicted_at_s is None
+        fired = driver.due_timers(10_000.0)
+        assert fired and all(s is sess for _, s in fired)
+        assert sess.predicted_at_s == (fired[-1][0] if anchor else None)
+        driver.on_arrival(sess, req, 10_001.0)  # the call came: the prediction is known, not anchored
+        assert sess.predicted_at_s is None

@@ -10,13 +10,20 @@ import pytest
 
 from saga_sgl.policy import registry
 from saga_sgl.policy.views import WorkflowState
-from saga_sgl.replay.schedule_replay import ViewMode, belady_policy, replay_schedule, replay_worker
+from saga_sgl.replay.schedule_replay import (
+    KnownGaps,
+    ViewMode,
+    belady_policy,
+    replay_schedule,
+    replay_worker,
+)
 from saga_sgl.replay.sim_schedule import Access, Finish, HintChange, Schedule, record_schedule
 from saga_sgl.sim import rows
 from saga_sgl.sim.cluster import ClusterSettings
 from saga_sgl.sim.run import simulate
 from saga_sgl.sim.worker import WorkerSettings
 from saga_sgl.sim.workloads import WorkloadSpec, generate
+from saga_sgl.sim.workloads.tool_latency import TABLE1
 
 SETTINGS = ClusterSettings(num_workers=2, worker=WorkerSettings(kv_capacity_tokens=60_000))
 
@@ -114,6 +121,39 @@ def test_hints_by_age_re_key_tool_gaps_from_gaps_learned_on_the_schedule() -> No
     # Without hints the age model has nothing to scale: LRU's order.
     lru = replay_schedule(schedule, lambda: registry.create_eviction("lru"), ViewMode.HINTS_BY_AGE)
     assert lru == replay_schedule(schedule, lambda: registry.create_eviction("lru"), ViewMode.PLAIN)
+
+
+def test_the_schedulers_age_re_keys_are_in_the_schedule_and_the_ablation_drops_them() -> None:
+    """The recorded hints carry the scheduler's re-keys of tool gaps (``predicted_at_s`` set), which
+    the ``hints`` row reads as any hint; ``hints_at_tool_start`` ignores them (the ablation)."""
+    schedule, _ = _recorded()
+    rekeys = [
+        e
+        for e in schedule.events
+        if isinstance(e, HintChange) and e.hints is not None and e.hints.predicted_at_s is not None
+    ]
+    assert rekeys and all(e.hints.state is WorkflowState.TOOL_GAP for e in rekeys)  # type: ignore[union-attr]
+    make = functools.partial(registry.create_eviction, "saga")
+    hinted = replay_schedule(schedule, make, ViewMode.HINTS, 1.5)
+    at_start = replay_schedule(schedule, make, ViewMode.HINTS_AT_TOOL_START, 1.5)
+    assert hinted.read_tokens == at_start.read_tokens
+    assert hinted != at_start
+
+
+def test_known_gaps_give_the_true_mean_remaining_latency_and_the_oracle_row_needs_them() -> None:
+    uniform = KnownGaps({"u": lambda u: 10.0 * u})  # T ~ U(0, 10): E[T - a | T > a] = (10 - a) / 2
+    for age in (0.0, 2.0, 7.5):
+        assert uniform.mean_remaining_s("u", age) == pytest.approx((10.0 - age) / 2, rel=1e-3)
+    assert uniform.mean_remaining_s("u", 11.0) == 0.0
+    assert "u" in uniform and "v" not in uniform
+    schedule, _ = _recorded()
+    make = functools.partial(registry.create_eviction, "saga")
+    with pytest.raises(ValueError, match="known_gaps"):
+        replay_schedule(schedule, make, ViewMode.KNOWN_GAP)
+    table1 = KnownGaps({tool: d.quantile for tool, d in TABLE1.items()})
+    known = replay_schedule(schedule, make, ViewMode.KNOWN_GAP, 1.5, known_gaps=table1)
+    hinted = replay_schedule(schedule, make, ViewMode.HINTS, 1.5)
+    assert known.read_tokens == hinted.read_tokens and known != hinted
 
 
 # --- Belady is optimal for unit-size segments (brute force on small random schedules) --------------
