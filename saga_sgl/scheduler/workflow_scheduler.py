@@ -889,18 +889,7 @@ class WorkflowScheduler:
             and rec.tool_started_s is not None
             and self.settings.predictions
         ):
-            age = now - rec.tool_started_s
-            if age > rec.gap_credited_s:  # the gap ended without a call: censored exposure only
-                agent_type, tool, step = self._gap_class(rec)
-                self.gaps.observe_idle(
-                    rec.gap_credited_s,
-                    age,
-                    False,
-                    agent_type=agent_type,
-                    tool=tool,
-                    step=step,
-                    workflow_id=rec.workflow_id,
-                )
+            self._credit_gap(rec, now)  # the gap ended without a call: censored exposure only
         rec.state = WorkflowState.FINISHED
         rec.reuse_prob = 0.0
         rec.next_use_at_s = rec.ttl_deadline_s = rec.reuse_next_use_at_s = rec.predicted_at_s = None

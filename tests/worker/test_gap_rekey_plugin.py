@@ -8,12 +8,11 @@ tests/scheduler/test_gap_rekeys.py."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from array import array
 from typing import Any
 
 import pytest
-from control_push import push_control
+from control_push import push_control, wait_applied
 
 from saga_sgl.clock import ManualClock
 from saga_sgl.policy.views import WorkflowId
@@ -41,16 +40,6 @@ def _leaf(h: Any, tokens: list[int]) -> Any:
     return node
 
 
-def _wait_applied(runtime: Any, count: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        runtime.drain()
-        if runtime.metrics.value("hint_updates", source="control") >= count:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"control messages not applied: {runtime.metrics.snapshot()}")
-
-
 @pytest.mark.parametrize("kind", ["unified", "legacy"])
 def test_the_plugin_re_keys_a_gap_at_the_schedulers_age_updates(make_harness: Any, kind: str) -> None:
     from saga_sgl.worker.settings import WorkerSettings
@@ -71,7 +60,7 @@ def test_the_plugin_re_keys_a_gap_at_the_schedulers_age_updates(make_harness: An
         elif isinstance(action, Control):
             push_control(h.runtime.control.endpoint, encode_control(action.message))
             applied += 1
-            _wait_applied(h.runtime, applied)
+            wait_applied(h.runtime, applied)
             rekey_times[action.message.workflow_id] = t
 
     drive_gaps(s, clock, deliver)

@@ -12,11 +12,10 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
-from control_push import push_control
+from control_push import push_control, wait_applied
 
 from saga_sgl.aeg.tool_latency import tool_type_of
 from saga_sgl.clock import ManualClock
@@ -115,16 +114,6 @@ def test_the_schedulers_cache_hints_are_the_replay_hint_paths_predictions() -> N
     assert len(waits) > 1  # the histories differ, and so do the predicted waits
 
 
-def _wait_applied(runtime: Any, count: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        runtime.drain()
-        if runtime.metrics.value("hint_updates", source="control") >= count:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"control messages not applied: {runtime.metrics.snapshot()}")
-
-
 @pytest.mark.parametrize("kind", ["unified", "legacy"])
 def test_plugin_fed_by_the_scheduler_evicts_in_the_replay_drivers_order(make_harness: Any, kind: str) -> None:
     from saga_sgl.worker.settings import WorkerSettings
@@ -137,7 +126,7 @@ def test_plugin_fed_by_the_scheduler_evicts_in_the_replay_drivers_order(make_har
         h.clock.advance(t - h.clock.now_s())
         h.run(_tokens(name), hint=hint)
         push_control(h.runtime.control.endpoint, control)
-        _wait_applied(h.runtime, served)
+        wait_applied(h.runtime, served)
     end = max(t for t, _ in CALLS) + 400.0  # every TTL has expired: the keys alone decide
     h.clock.advance(end - h.clock.now_s())
     plugin = h.eviction_order({name: _tokens(name) for name in NAMES})
