@@ -1390,26 +1390,22 @@ class WorkflowScheduler:
             cur = waiter_of.get(waiting.call_worker)
             if cur is None or (key, since) < (-urg.get(cur[1].workflow_id, 0.0), cur[0]):
                 waiter_of[waiting.call_worker] = (since, waiting)
-        views: dict[WorkerId, WorkerView] | None = None
         for wid, (since, waiter) in waiter_of.items():
             holders = running.get(wid)
             if not holders:
                 continue
+            view = self._worker(wid, now)
             if self.settings.preempt_only_if_blocked:
-                if views is None:
-                    views = {w.worker_id: w for w in self._worker_views(now)}
                 need = self.service.prompt_tokens(waiter.call_id or "")
-                if not _out_of_room(views.get(wid), runs_on[wid], need):
+                if not _out_of_room(view, runs_on[wid], need):
                     continue
             holder = min(holders, key=lambda r: (urg.get(r.workflow_id, 0.0), r.workflow_id))
             remaining = cost = None
             if holder.call_id is not None and self._tracks_service:
                 # What the preemption would save and cost, in seconds (the service estimates).
-                workers = self._worker_views(now)
-                view = next((w for w in workers if w.worker_id == wid), None)
                 remaining = self.service.remaining_s(holder.call_id, now)
                 tokens = self.service.prompt_tokens(holder.call_id)
-                cost = self.service.prefill_s(view, tokens, 0, _slowest_rate(workers))
+                cost = self.service.prefill_s(view, tokens, 0, _slowest_rate(self._worker_views(now)))
             blocking.append(
                 BlockingView(
                     holder=holder.workflow_id,

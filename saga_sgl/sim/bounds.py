@@ -376,6 +376,21 @@ def task_floors(
     return out
 
 
+def _position_floors(
+    works: Sequence[float], paths: Sequence[float], agents: int, replicas: int
+) -> tuple[np.ndarray, list[float], list[float]]:
+    """The plain bound's per-position floors (module comment above), tasks in start order: the
+    cumulative sums of the smallest works, ``T_k`` (``done_by[k - 1]``) and the finish floors
+    ``F_i``, largest first."""
+    m = len(works)
+    n = min(agents, m)
+    cum = np.cumsum(sorted(works))
+    paths_sorted = sorted(paths)
+    done_by = [max(float(cum[k]) / replicas, paths_sorted[k]) for k in range(m)]  # T_{k+1}
+    finish = sorted((paths[i] if i < n else done_by[i - n] + paths[i] for i in range(m)), reverse=True)
+    return cum, done_by, finish
+
+
 def finite_closed_loop_bound(floors: Sequence[TaskFloor], agents: int, replicas: int) -> FiniteLoopBound:
     """The bound on the mean TCT of a finite closed loop (module comment above): ``floors`` in the
     order the loop starts the tasks, ``agents`` at once, on ``replicas`` workers."""
@@ -385,11 +400,7 @@ def finite_closed_loop_bound(floors: Sequence[TaskFloor], agents: int, replicas:
     def bound(works: Sequence[float], paths: Sequence[float]) -> float:
         m = len(works)
         n = min(agents, m)
-        cum = np.cumsum(sorted(works)) / replicas
-        paths_sorted = sorted(paths)
-        done_by = [max(float(cum[k]), paths_sorted[k]) for k in range(m)]  # T_{k+1}
-        finish = [paths[i] if i < n else done_by[i - n] + paths[i] for i in range(m)]
-        finish.sort(reverse=True)
+        _, done_by, finish = _position_floors(works, paths, agents, replicas)
         return sum(max(done_by[m - 1 - j], finish[j]) for j in range(n)) / m
 
     works = [f.work_s for f in floors]
@@ -431,10 +442,7 @@ def fluid_closed_loop_bound(floors: Sequence[TaskFloor], agents: int, replicas: 
     m_tasks, n = len(floors), min(agents, len(floors))
     works = [f.work_s for f in floors]
     paths = [f.path_s for f in floors]
-    cum = np.cumsum(sorted(works))
-    paths_sorted = sorted(paths)
-    done_by = [max(float(cum[k]) / replicas, paths_sorted[k]) for k in range(m_tasks)]  # T_{k+1}
-    finish = sorted((paths[i] if i < n else done_by[i - n] + paths[i] for i in range(m_tasks)), reverse=True)
+    cum, done_by, finish = _position_floors(works, paths, agents, replicas)
     lower = list(done_by)
     for j in range(n):  # the j-th largest completion is at least the j-th largest finish floor
         lower[m_tasks - 1 - j] = max(lower[m_tasks - 1 - j], finish[j])
