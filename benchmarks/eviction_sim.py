@@ -45,6 +45,7 @@ workflow's state) when evicted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -71,7 +72,7 @@ from saga_sgl.replay.schedule_replay import (
     belady_policy,
     replay_schedule,
 )
-from saga_sgl.replay.sim_schedule import HintChange, record_schedule
+from saga_sgl.replay.sim_schedule import HintChange, Schedule, record_schedule
 from saga_sgl.sim import rows
 from saga_sgl.sim.cluster import ClusterSettings
 from saga_sgl.sim.worker import WorkerSettings
@@ -89,6 +90,9 @@ class Row:
     mode: ViewMode
     make: Callable[[], EvictionPolicy]
     oracle: bool = False
+    baseline: bool = False
+    """Replays the hints the scheduler would have sent without the workers' residence times
+    (``CacheHints.baseline``, recorded at the same instants), on the same schedule."""
 
 
 def _key_alone() -> EvictionPolicy:
@@ -108,6 +112,12 @@ ROWS = (
     Row("saga no guard", ViewMode.HINTS, lambda: registry.create_eviction("saga", {"recency_guard": False})),
     Row("saga no TTL", ViewMode.HINTS, lambda: registry.create_eviction("saga", {"ttl_protection": False})),
     Row(
+        "saga, horizon without residence (s8)",
+        ViewMode.HINTS,
+        lambda: registry.create_eviction("saga"),
+        baseline=True,
+    ),
+    Row(
         "saga, tool-start hints only (no age re-keys)",
         ViewMode.HINTS_AT_TOOL_START,
         lambda: registry.create_eviction("saga"),
@@ -122,6 +132,13 @@ ROWS = (
         ViewMode.KNOWN_GAP,
         lambda: registry.create_eviction("saga"),
         True,
+    ),
+    Row(
+        "saga, known gap distribution, s8 hints (oracle)",
+        ViewMode.KNOWN_GAP,
+        lambda: registry.create_eviction("saga"),
+        True,
+        baseline=True,
     ),
     Row("saga, true returns (oracle)", ViewMode.TRUE_RETURN, lambda: registry.create_eviction("saga"), True),
     Row("saga key alone, true returns (oracle)", ViewMode.TRUE_RETURN, lambda: _key_alone(), True),
@@ -185,11 +202,33 @@ def hint_traffic(schedule: Any) -> dict[str, float]:
     }
 
 
-def run_cell(schedule: Any, scale: float, gaps: KnownGaps | None = None) -> list[dict[str, Any]]:
+def baseline_schedule(schedule: Schedule) -> Schedule:
+    """The same schedule with every hint record replaced by the scheduler's baseline record (what it
+    would have sent without the workers' residence times, predicted at the same instants)."""
+    events = [
+        dataclasses.replace(e, hints=e.hints.baseline)
+        if isinstance(e, HintChange) and e.hints is not None and e.hints.baseline is not None
+        else e
+        for e in schedule.events
+    ]
+    return dataclasses.replace(schedule, events=events)
+
+
+def run_cell(
+    schedule: Schedule, scale: float, gaps: KnownGaps | None = None, baseline: Schedule | None = None
+) -> list[dict[str, Any]]:
     blames: dict[str, dict[str, int]] = {label: {} for label in BLAMED}
     stats: dict[str, ScheduleStats] = {
-        r.label: replay_schedule(schedule, r.make, r.mode, scale, blame=blames.get(r.label), known_gaps=gaps)
+        r.label: replay_schedule(
+            baseline if r.baseline and baseline is not None else schedule,
+            r.make,
+            r.mode,
+            scale,
+            blame=blames.get(r.label),
+            known_gaps=gaps,
+        )
         for r in ROWS
+        if not r.baseline or baseline is not None
     }
 
     belady = stats["belady (oracle)"].evicted_recompute_tokens
@@ -378,7 +417,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         spec = WorkloadSpec(scenario=sc, seed=seed, horizon_s=args.horizon_s, rate_per_min=args.rate_per_min)
         wl = generate(spec)
         gaps = known_gaps(spec)
-        schedule, result = record_schedule(wl, SCHEDULE_ROWS[args.schedule_row], settings, seed=seed)
+        row = dataclasses.replace(SCHEDULE_ROWS[args.schedule_row], record_baseline_hints=True)
+        schedule, result = record_schedule(wl, row, settings, seed=seed)
+        baseline = baseline_schedule(schedule)
         bar.update()
         for scale in args.capacity_scales:
             bar.set_postfix_str(f"{sc} seed {seed}: replay x{scale:g}")
@@ -388,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "seed": seed,
                     "scale": scale,
                     "sim_recomputed_evicted": result.counters.get("recomputed_evicted", 0),
-                    "rows": run_cell(schedule, scale, gaps),
+                    "rows": run_cell(schedule, scale, gaps, baseline),
                     "hint_traffic": hint_traffic(schedule),
                 }
             )

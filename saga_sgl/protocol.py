@@ -8,6 +8,8 @@ Channels:
   SGLang passes the envelope to ``Req.kv_hints`` untouched; the worker plugin decodes the payload.
 * **control** (router -> worker plugin, ZMQ, msgpack): :data:`ControlMessage`, a tagged union of
   tool started / tool finished / workflow finished / TTL change, for events not tied to a request.
+* **/v1/loads** (worker -> router, SGLang's own endpoint): the plugin adds one optional field per
+  DP rank, :data:`LOADS_RESIDENCE_FIELD` (``worker/loads.py``); :func:`decode_loads_residence`.
 
 Times on the wire are *relative* seconds (``*_in_s``) measured from the moment the sender built the
 message: router and worker clocks are different monotonic clocks, so absolute times would be
@@ -586,3 +588,29 @@ def decode_client_event(data: bytes) -> ClientEvent:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise MalformedMessage(f"bad client event: {exc}") from exc
     return event
+
+
+# -- /v1/loads -----------------------------------------------------------------------------------
+
+LOADS_RESIDENCE_FIELD: Final = "saga_residence_s"
+"""Optional field of a ``/v1/loads`` rank entry: the rank's cache residence time in seconds (cached
+tokens / recent eviction rate), published by the saga plugin once its cache has evicted. Absent:
+unknown (stock SGLang, an older plugin, no eviction yet)."""
+
+
+def decode_loads_residence(ranks: Any) -> float:
+    """The worker's residence time from the rank entries of a ``/v1/loads`` answer: the shortest one
+    published (the most pressured rank; the router does not know which rank holds a workflow), inf
+    when no rank publishes it. Raises :class:`MalformedMessage` on a value that is not a positive
+    number (seconds, at most ``MAX_DURATION_S``); the caller keeps the rest of the sample."""
+    best = math.inf
+    for rank in ranks if isinstance(ranks, list) else ():
+        value = rank.get(LOADS_RESIDENCE_FIELD) if isinstance(rank, dict) else None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= MAX_DURATION_S:
+            raise MalformedMessage(
+                f"/v1/loads {LOADS_RESIDENCE_FIELD} must be seconds in (0, {MAX_DURATION_S:g}], got {value!r}"
+            )
+        best = min(best, float(value))
+    return best

@@ -10,6 +10,7 @@ token counts end in ``_tokens``, fractions in ``_frac``. Nothing in this module 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -95,8 +96,15 @@ class WorkerView:
     prefill_tokens_per_s: float | None = None
     """Pre-fill throughput the host measured on this worker (tokens/s); None until measured. The
     steal guards use it for the re-prefill time of a stolen context, instead of their setting."""
+    residence_s: float = math.inf
+    """The worker cache's recent residence time, seconds: cached tokens / eviction rate (Little's
+    law, ``policy.pressure.ResidenceTracker``), as the worker measured it (the saga plugin's
+    ``/v1/loads`` field, the simulator's worker). inf: unknown (a worker without the plugin, or no
+    eviction yet). The scheduler's reuse horizon of the workflows whose KV is here follows it."""
 
     def __post_init__(self) -> None:
+        if not self.residence_s > 0.0:  # also refuses NaN
+            raise ValueError(f"WorkerView.residence_s must be > 0 (inf: unknown), got {self.residence_s}")
         if self.kv_capacity_tokens <= 0:
             raise ValueError(f"WorkerView.kv_capacity_tokens must be > 0, got {self.kv_capacity_tokens}")
         if self.max_running_reqs <= 0:

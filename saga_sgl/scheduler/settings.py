@@ -139,6 +139,16 @@ class SchedulerSettings:
     ``len(gap_rekey_ages_s) + max_next_use_refreshes`` updates after its tool start, and most gaps
     (median 0.3-0.9 s in the simulator's workloads) one or two. () = off. Measured in
     benchmarks/results/eviction_reading_s8.md [I]."""
+    residence_horizon: bool = True
+    """The reuse hints of a workflow in a tool gap use the residence time of the worker that holds
+    its context (``WorkerView.residence_s``: the plugin's ``/v1/loads`` field, the simulator's
+    worker): P(return within horizon_factor x residence | idle this long) and the TTL capped at the
+    residence time. Off (or a worker that does not publish it): the horizon is the predictor's
+    maximum, 3,600 s, and P hardly moves with the age (session 8). Measured in
+    benchmarks/results/eviction_reading_s9_residence.md [I]."""
+    record_baseline_hints: bool = False
+    """Benchmarks only: also keep the hints ``residence_horizon=False`` would give, at the same
+    instants (``CacheHints.baseline``), for a paired ablation on one recorded schedule."""
     seed: int = 0
     """Seed of the policies' tie-breaking RNG."""
 

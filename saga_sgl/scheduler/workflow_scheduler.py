@@ -14,6 +14,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +114,11 @@ class CacheHints:
     """When the gap's current prediction was made, if after the tool start (an age re-key or a
     re-prediction of an overdue gap): the prediction is conditional on the age then, so the wait
     runs from it (``CacheEntryView.predicted_at_s``). None: made at the tool start (the last use)."""
+    baseline: CacheHints | None = None
+    """Benchmarks only (``SchedulerSettings.record_baseline_hints``): the record this scheduler
+    would have sent without the workers' residence times (horizon = the predictor's maximum, TTL
+    uncapped), predicted at the same instants from the same gap model; None: not recorded, or the
+    same as this record. A paired ablation on one recorded schedule."""
 
 
 class WorkflowRecord:
@@ -146,6 +152,7 @@ class WorkflowRecord:
         "remaining_work_s",
         "reuse_next_use_at_s",
         "reuse_prob",
+        "baseline_hint",
         "running",
         "state",
         "steps_done",
@@ -195,6 +202,8 @@ class WorkflowRecord:
         """Age up to which the current gap's idle time is already credited to the gap model."""
         self.reuse_next_use_at_s: float | None = None
         """Expected next read of the KV given it comes (``ReusePredictor``): the eviction hint."""
+        self.baseline_hint: tuple[float, float, float | None] | None = None
+        """(P, next use, TTL deadline) without the residence time (``CacheHints.baseline``)."""
         self.ttl_deadline_s: float | None = None
         self.remaining_work_s = 0.0
         self.deadline_s = math.inf
@@ -412,7 +421,7 @@ class WorkflowScheduler:
             next_use, prob = rec.queued_since_s, 1.0
         else:
             next_use = None
-        return CacheHints(
+        hints = CacheHints(
             state=rec.state,
             is_finished=finished,
             reuse_prob=prob,
@@ -420,6 +429,16 @@ class WorkflowScheduler:
             ttl_deadline_s=rec.ttl_deadline_s,
             predicted_at_s=predicted_at,
         )
+        base = rec.baseline_hint
+        if base is None or rec.state is not WorkflowState.TOOL_GAP:
+            return hints
+        baseline = dataclasses.replace(
+            hints,
+            reuse_prob=base[0],
+            next_use_at_s=base[1] if rec.reuse_next_use_at_s is not None else next_use,
+            ttl_deadline_s=base[2],
+        )
+        return hints if baseline == hints else dataclasses.replace(hints, baseline=baseline)
 
     def order_waiting(self, pending: Sequence[PendingCallView]) -> list[PendingCallView]:
         """A worker's waiting-queue order under the latest AFS epoch (the plugin's ``calc_priority``
@@ -531,6 +550,7 @@ class WorkflowScheduler:
         rec.state = WorkflowState.QUEUED
         rec.queued_since_s = now
         rec.ttl_deadline_s = rec.next_use_at_s = rec.reuse_next_use_at_s = rec.predicted_at_s = None
+        rec.baseline_hint = None
         rec.view = None
         workers = self._worker_views(now)
         if rec.worker_id is None and self.settings.admission.enabled:
@@ -712,6 +732,7 @@ class WorkflowScheduler:
         rec.state = WorkflowState.TOOL_GAP
         rec.tool, rec.tool_started_s = None, now
         rec.reuse_prob = rec.next_use_at_s = rec.ttl_deadline_s = rec.reuse_next_use_at_s = None
+        rec.baseline_hint = None
         self._new_gap(rec)
         if self.settings.predictions:
             self._unannounced.add(rec.workflow_id)
@@ -774,7 +795,11 @@ class WorkflowScheduler:
         self._push_refresh(rec)
         self._push_age_rekey(rec, now)
         if self.ttl is not None:
-            rec.ttl_deadline_s = self.ttl.deadline_s(tool, now, pressure)
+            # A TTL never outlives the cache's residence time (policy.pressure's second rule).
+            rec.ttl_deadline_s = self.ttl.deadline_s(tool, now, pressure, self._residence_s(rec, now))
+            if rec.baseline_hint is not None:
+                base_ttl = self.ttl.deadline_s(tool, now, pressure)
+                rec.baseline_hint = (rec.baseline_hint[0], rec.baseline_hint[1], base_ttl)
         if rec.aeg is not None and step is not None and self.fairness is not None:
             rec.remaining_work_s = remaining_work_s(rec.aeg, step, context, self.cost, settings=_WORK)
             self.ledger.observe_expected(
@@ -823,9 +848,11 @@ class WorkflowScheduler:
         next call with the cached context when the workflow's AEG is known."""
         started = rec.tool_started_s if rec.tool_started_s is not None else now
         agent_type, tool, step_index = self._gap_class(rec)
+        residence = self._residence_s(rec, now)
         pred = self.reuse.predict(
             idle_since_s=started,
             now_s=now,
+            residence_s=residence,
             agent_type=agent_type,
             tool=tool,
             step=step_index,
@@ -837,6 +864,33 @@ class WorkflowScheduler:
             overlap = reuse_probability(rec.aeg, step, rec.context_tokens)
         rec.reuse_prob = pred.reuse_prob * overlap
         rec.reuse_next_use_at_s = pred.next_use_at_s
+        if self.settings.record_baseline_hints:
+            base = pred
+            if math.isfinite(residence):
+                base = self.reuse.predict(
+                    idle_since_s=started,
+                    now_s=now,
+                    agent_type=agent_type,
+                    tool=tool,
+                    step=step_index,
+                    workflow_id=rec.workflow_id,
+                )
+            old_ttl = rec.baseline_hint[2] if rec.baseline_hint is not None else rec.ttl_deadline_s
+            rec.baseline_hint = (base.reuse_prob * overlap, base.next_use_at_s, old_ttl)
+
+    def _residence_s(self, rec: WorkflowRecord, now: float) -> float:
+        """Residence time of the cache that holds the workflow's context (where its last call ran),
+        from that worker's latest view; inf when unknown or with ``residence_horizon`` off.
+
+        Staleness: the router's view is its last ``/v1/loads`` poll (50 ms by default), the
+        simulator's is current. The worker averages its eviction rate over a minute
+        (``PressureSettings.residence_window_s``), so a poll period is noise against it; the value
+        is read at each prediction (tool start, age re-keys, overdue re-predictions), so a hint is
+        at most one re-key interval behind a change of the cache's pressure."""
+        if not self.settings.residence_horizon:
+            return math.inf
+        worker = self._worker(rec.kv_worker or rec.worker_id, now)
+        return worker.residence_s if worker is not None else math.inf
 
     def _step(self, rec: WorkflowRecord) -> StepId | None:
         """AEG step of the workflow's last finished call, if its AEG has that step."""
@@ -862,7 +916,7 @@ class WorkflowScheduler:
             rec.tool = tool_type_of(ev.tool)
         self._end_tool(rec, now)
         rec.next_use_at_s = rec.reuse_next_use_at_s = now
-        rec.ttl_deadline_s = rec.predicted_at_s = None  # a known return, not a prediction
+        rec.ttl_deadline_s = rec.predicted_at_s = rec.baseline_hint = None  # known, not predicted
         rec.view = None
         wid = rec.kv_worker or rec.worker_id
         if not self.settings.predictions or wid is None:
@@ -893,6 +947,7 @@ class WorkflowScheduler:
         rec.state = WorkflowState.FINISHED
         rec.reuse_prob = 0.0
         rec.next_use_at_s = rec.ttl_deadline_s = rec.reuse_next_use_at_s = rec.predicted_at_s = None
+        rec.baseline_hint = None
         rec.view = None
         self._active.pop(rec.workflow_id, None)
         self._active_changed()
@@ -955,6 +1010,7 @@ class WorkflowScheduler:
                     idle_since_s=idle,
                     is_healthy=healthy,
                     prefill_tokens_per_s=w.prefill_tokens_per_s,
+                    residence_s=w.residence_s,
                 )
             views.append(w)
         self._views, self._views_at = views, now

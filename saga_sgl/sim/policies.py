@@ -47,6 +47,11 @@ class RowSpec:
     """Override the KV page size (vLLM uses 16-token blocks)."""
     max_running_requests: int | None = None
     """Override the running-batch cap (the depth-first row of the throughput trade-off)."""
+    residence_horizon: bool = True
+    """Reuse hints use the workflow's worker's residence time (``SchedulerSettings``)."""
+    record_baseline_hints: bool = False
+    """Benchmarks only: the scheduler also keeps its hints without the residence time
+    (``SchedulerSettings.record_baseline_hints``)."""
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per policy kind ("placement", "eviction", ...) settings overrides, loaded strictly."""
     description: str = ""
@@ -86,6 +91,8 @@ def scheduler_settings(spec: RowSpec, seed: int) -> SchedulerSettings:
         preemption=spec.preemption,
         preempt_only_if_blocked=spec.preempt_only_if_blocked,
         redirect_waiting_calls=True,  # the simulated worker can hand back a call still waiting
+        residence_horizon=spec.residence_horizon,
+        record_baseline_hints=spec.record_baseline_hints,
         seed=seed,
     )
 

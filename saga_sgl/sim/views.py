@@ -54,6 +54,7 @@ class ViewBuilder:
                     max_running_reqs=w.settings.max_running_requests,
                     num_inflight_reqs=w.num_running + len(w.waiting),
                     idle_since_s=w.idle_since_s,
+                    residence_s=w.residence_s(now_s),
                 )
             )
         return out

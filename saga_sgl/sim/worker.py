@@ -23,7 +23,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from saga_sgl.policy.pressure import ProtectedTokens, kv_pressure
+from saga_sgl.policy.pressure import ProtectedTokens, ResidenceTracker, kv_pressure
 from saga_sgl.policy.victim_index import VictimIndex
 from saga_sgl.policy.views import CacheEntryView
 from saga_sgl.sim.engine import Event, EventKind
@@ -173,6 +173,9 @@ class SimWorker:
         """Evictable leaves in the eviction policy's key order (the policy core's index)."""
         self.protected = ProtectedTokens()
         """Evictable tokens under a live TTL (the pressure's protected term)."""
+        self.residence = ResidenceTracker()
+        """The cache's recent eviction rate: its residence time goes into the worker's view, as the
+        plugin publishes it on ``/v1/loads``."""
         self.now_s = 0.0
         self.cache = RadixCache(settings.page_size, listener=self)
         self.waiting: list[SimCall] = []
@@ -462,8 +465,16 @@ class SimWorker:
         self.cache.evict(
             num_tokens,
             lambda: self._pop_victim(now_s, pressure),
-            lambda n: self.host.on_evict(self, n, now_s),
+            lambda n: self._on_evicted(n, now_s),
         )
+
+    def _on_evicted(self, node: Node, now_s: float) -> None:
+        self.residence.on_evict(now_s, node.num_tokens)
+        self.host.on_evict(self, node, now_s)
+
+    def residence_s(self, now_s: float) -> float:
+        """The cache's recent residence time (``ResidenceTracker``: tree tokens / eviction rate)."""
+        return self.residence.residence_s(self.cache.tree_tokens, now_s)
 
     def _prefill_batch(self) -> list[tuple[SimCall, int, int]]:
         """(call, new tokens this iteration, cached prefix before them) within the chunk budget."""

@@ -68,6 +68,22 @@ def _node_fields() -> str | None:
     return f"radix node fields missing: {problems}" if problems else None
 
 
+def _load_snapshot_wire() -> str | None:
+    """``/v1/loads`` snapshots: a msgspec Struct encoded as a map (a subclass adds a field), read back
+    through the module-level ``snapshot_decoder`` (``worker/loads.py`` swaps it)."""
+    import msgspec
+    from sglang.srt.managers import load_snapshot
+
+    snapshot = load_snapshot.LoadSnapshot
+    if not issubclass(snapshot, msgspec.Struct) or snapshot.__struct_config__.array_like:
+        return "LoadSnapshot is not a map-encoded msgspec Struct"
+    if not isinstance(getattr(load_snapshot, "snapshot_decoder", None), msgspec.msgpack.Decoder):
+        return "load_snapshot.snapshot_decoder is not a msgspec msgpack Decoder"
+    if not callable(getattr(snapshot, "to_dict", None)):
+        return "LoadSnapshot.to_dict is missing"
+    return None
+
+
 _CHECKS: Final[tuple[tuple[str, Callable[[], str | None]], ...]] = (
     ("policy choices", _exists("sglang.srt.arg_groups.choices:add_radix_eviction_policy_choices")),
     ("policy choices list", _exists("sglang.srt.arg_groups.choices:RADIX_EVICTION_POLICY_CHOICES", list)),
@@ -158,6 +174,11 @@ _CHECKS: Final[tuple[tuple[str, Callable[[], str | None]], ...]] = (
         _exists("sglang.srt.mem_cache.unified_cache.components.full:FullComponent._evict_device_end"),
     ),
     ("node fields", _node_fields),
+    (
+        "load snapshot builder",
+        _exists("sglang.srt.managers.scheduler_components.load_inquirer:SchedulerLoadInquirer.get_loads"),
+    ),
+    ("load snapshot decoder", _load_snapshot_wire),
 )
 
 

@@ -24,6 +24,8 @@ Targets (all checked by ``compat.check``):
 * ``managers.utils.validate_input_length`` (every worker, saga policy or not): a prompt with a
   token id outside ``[0, vocab_size)`` is answered with an error instead of crashing the model's
   embedding (which kills the scheduler process).
+* ``SchedulerLoadInquirer.get_loads``: the snapshot behind ``/v1/loads`` carries the cache's
+  residence time (``loads.py``; ``plugin.register`` installs the matching decoder).
 * ``tree_core_registry.select_tree_core_backend``: a cache configured with a saga policy gets the
   ``saga-rust`` tree core (``rust_tree.py``: SGLang's Rust core, our victims) where SGLang would pick
   the Rust core and the cache is FULL-only without HiCache, else the Python tree core; other caches
@@ -40,7 +42,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from saga_sgl.worker.runtime import ControlStep, WorkerRuntime, kv_pressure
+from saga_sgl.worker.runtime import ControlStep, WorkerRuntime, cached_tokens, kv_pressure
 from saga_sgl.worker.strategy import SagaEvictionStrategy, victim_tier
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ FULL_COMPONENT = "sglang.srt.mem_cache.unified_cache.components.full.FullCompone
 REQUEST_RECEIVER = "sglang.srt.managers.scheduler_components.request_receiver.SchedulerRequestReceiver"
 SCHEDULER = "sglang.srt.managers.scheduler.Scheduler"
 INPUT_VALIDATION = "sglang.srt.managers.utils.validate_input_length"
+LOAD_INQUIRER = "sglang.srt.managers.scheduler_components.load_inquirer.SchedulerLoadInquirer"
 RUST_BACKEND = "saga-rust"
 """Tree-core backend name of ``rust_tree.SagaRustTreeCore`` (registered by ``plugin.register``)."""
 
@@ -106,7 +109,7 @@ def evict(original: Callable[..., Any], cache: Any, *args: Any, **kwargs: Any) -
         return original(cache, *args, **kwargs)
     finally:
         try:
-            runtime.end_round()
+            runtime.end_round(cached_tokens(cache))
         except Exception as exc:
             runtime.hook_failed("evict_end", exc)
 
@@ -140,6 +143,26 @@ def legacy_delete_leaf(original: Callable[..., Any], cache: Any, node: Any, *arg
     result = original(cache, node, *args, **kwargs)
     runtime.on_victim(tier, num_tokens)
     return result
+
+
+# --- /v1/loads ----------------------------------------------------------------------------------
+
+
+def get_loads(original: Callable[..., Any], inquirer: Any, *args: Any, **kwargs: Any) -> Any:
+    """SGLang's load snapshot plus this process's cache residence time (``worker/loads.py``)."""
+    snapshot = original(inquirer, *args, **kwargs)
+    from saga_sgl.worker.plugin import process_runtime
+
+    runtime = process_runtime()
+    if runtime is None:
+        return snapshot  # no saga cache in this process: SGLang's own answer
+    try:
+        from saga_sgl.worker.loads import with_residence
+
+        return with_residence(snapshot, runtime.residence_s())
+    except Exception as exc:
+        runtime.hook_failed("get_loads", exc)
+        return snapshot
 
 
 # --- persistent leaf index (unified tree, FULL component) ------------------------------------------
@@ -370,6 +393,7 @@ HOOKS: tuple[tuple[str, Callable[..., Any]], ...] = (
     (REQUEST_RECEIVER + "._pull_raw_reqs", pull_raw_reqs),
     (SCHEDULER + ".process_input_requests", process_input_requests),
     (INPUT_VALIDATION, validate_input_length),
+    (LOAD_INQUIRER + ".get_loads", get_loads),
     (TREE_CORE + "._update_evictable_leaf_sets", update_evictable_leaf_sets),
     (FULL_COMPONENT + "._evict_device_start", full_evict_device_start),
     (FULL_COMPONENT + "._evict_device_next_node", full_evict_device_next_node),

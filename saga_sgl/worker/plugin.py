@@ -200,6 +200,9 @@ def register() -> None:
         add_radix_eviction_policy_choices(new_choices)
     for target, hook in HOOKS:
         HookRegistry.register(target, hook, HookType.AROUND)
+    from saga_sgl.worker.loads import install_decoder
+
+    install_decoder()  # /v1/loads answers carry the residence time the scheduler process adds
     register_rust_tree_core()
     _STATE.sglang_names = names
     _STATE.registered = True

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from saga_sgl.errors import MalformedMessage
 from saga_sgl.policy.decisions import Tier
-from saga_sgl.policy.pressure import MAX_PROTECTED_FRAC
+from saga_sgl.policy.pressure import MAX_PROTECTED_FRAC, ResidenceTracker
 from saga_sgl.policy.pressure import kv_pressure as shared_kv_pressure
 from saga_sgl.policy.queue_order import AgeingSettings, QueuedCall, ageing_order
 from saga_sgl.protocol import ControlMessage, ReuseHint, find_reuse_hint
@@ -88,6 +88,11 @@ class WorkerRuntime:
         self.round_now_s = 0.0
         self.round_protected_tokens = 0
         """Tokens of TTL-protected candidates seen this round (minus protected victims)."""
+        self.residence = ResidenceTracker()
+        """The cache's eviction rate; its residence time is published on ``/v1/loads``
+        (``worker/loads.py``), where the router's scheduler reads it for its reuse horizon."""
+        self.cached_tokens = 0
+        """Tokens in the radix tree (evictable + locked) at the end of the last eviction round."""
         self.leaf_indices: list[EvictableLeaves] = []
         """Persistent victim indices of the unified trees using this runtime (see evictable.py)."""
         self._logged_failures: set[tuple[str, str]] = set()
@@ -315,13 +320,17 @@ class WorkerRuntime:
     def on_victim(self, tier: int | None, num_tokens: int) -> None:
         """Count one evicted node by the tier of the key it was ranked with."""
         label = TIER_LABELS.get(tier, "unranked") if tier is not None else "unranked"
+        self.residence.on_evict(self.round_now_s if self.in_round else self.now_s(), num_tokens)
         self.metrics.inc("evictions", tier=label)
         self.metrics.inc("evicted_tokens", num_tokens, tier=label)
         if self.in_round and tier == _PROTECTED:
             self.round_protected_tokens -= num_tokens
 
-    def end_round(self) -> None:
-        """Publish the tokens still protected by a live TTL among the round's candidates."""
+    def end_round(self, cached_tokens: int | None = None) -> None:
+        """Publish the tokens still protected by a live TTL among the round's candidates;
+        ``cached_tokens``: the tree's size after the round (the residence time's numerator)."""
+        if cached_tokens is not None:
+            self.cached_tokens = max(0, int(cached_tokens))
         if self.in_round:
             self.in_round = False
             if self.leaf_indices:
@@ -329,6 +338,17 @@ class WorkerRuntime:
             else:
                 protected = self.round_protected_tokens
             self.metrics.set_gauge("protected_tokens", protected)
+
+
+    def residence_s(self) -> float:
+        """The cache's recent residence time: cached tokens / eviction rate (Little's law,
+        ``policy.pressure.ResidenceTracker``); inf before the first eviction."""
+        return self.residence.residence_s(self.cached_tokens, self.now_s())
+
+
+def cached_tokens(cache: Any) -> int:
+    """Tokens in an SGLang radix tree: evictable plus locked (``protected_size``) ones."""
+    return int(cache.evictable_size()) + int(cache.protected_size())
 
 
 def _finished(req: Any) -> bool:
