@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from saga_sgl.errors import MalformedMessage
 from saga_sgl.policy.views import WorkerId, WorkerView
+from saga_sgl.protocol import decode_loads_residence
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,9 @@ class WorkerLoad:
     prefill_busy_us_total: int = 0
     """``total_prefill_busy_us``: time its pre-fill steps took, in microseconds (SGLang measures both
     on every pre-fill batch: every call's, not only the router's own pre-fills)."""
+    residence_s: float = math.inf
+    """The saga plugin's cache residence time (``protocol.LOADS_RESIDENCE_FIELD``); inf: not
+    published (stock SGLang, an older plugin, no eviction yet) or malformed."""
 
     @classmethod
     def from_loads(cls, payload: dict[str, Any], now_s: float) -> WorkerLoad:
@@ -52,6 +58,12 @@ class WorkerLoad:
         def total(key: str) -> int:
             return sum(int(r.get(key) or 0) for r in ranks)
 
+        try:
+            residence = decode_loads_residence(ranks)
+        except MalformedMessage as exc:  # the rest of the sample is still good
+            log.warning("ignoring a /v1/loads field: %s", exc)
+            residence = math.inf
+
         return cls(
             num_running_reqs=total("num_running_reqs"),
             num_waiting_reqs=total("num_waiting_reqs"),
@@ -61,6 +73,7 @@ class WorkerLoad:
             at_s=now_s,
             prefill_tokens_total=total("total_prefill_uncached_tokens"),
             prefill_busy_us_total=total("total_prefill_busy_us"),
+            residence_s=residence,
         )
 
 
@@ -133,6 +146,7 @@ class WorkerRecord:
             idle_since_s=self.idle_since_s,
             is_healthy=self.takes_traffic,
             prefill_tokens_per_s=self.prefill_tokens_per_s,
+            residence_s=load.residence_s,
         )
 
     def observe_prefill(self, tokens: int, seconds: float) -> bool:

@@ -8,13 +8,13 @@ decision into actions. No I/O; time comes from the injected clock.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import math
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +132,7 @@ class WorkflowRecord:
         "admitted_s",
         "aeg",
         "agent_type",
+        "baseline_hint",
         "call_id",
         "call_preemptible",
         "call_preemptions",
@@ -152,7 +153,6 @@ class WorkflowRecord:
         "remaining_work_s",
         "reuse_next_use_at_s",
         "reuse_prob",
-        "baseline_hint",
         "running",
         "state",
         "steps_done",
