@@ -29,11 +29,18 @@ the wait measured from the moment the view is built; ``saga key alone, true retu
 tier, the recency guard and the depth weight, to show the key's rule itself given perfect returns.
 The scheduler re-keys each tool gap at log-spaced ages (``SchedulerSettings.gap_rekey_ages_s``:
 P(return | age) and the expected remaining wait from its learned gap distribution, the wait
-anchored at the re-key), and ``saga`` sees those hint updates as it sees any. Three rows show what
-they are worth: ``saga, tool-start hints only`` ignores every re-prediction made during a gap (the
-ablation, on the same schedule); ``saga, re-keyed by age (s7 emulation)`` is session 7's
-benchmark-side emulation (its own gap model learned from the replay, horizon 4x the cache's
-residence time); ``saga, known gap distribution (oracle)`` keeps the scheduler's re-key instants
+anchored at the re-key), and ``saga`` sees those hint updates as it sees any. The horizon of P is
+horizon_factor x the residence time of the worker that holds the workflow's context, as that
+worker measured it (``SchedulerSettings.residence_horizon``; the simulator's worker, as the
+plugin on ``/v1/loads``). The recording also keeps the hints the scheduler would have sent without
+it (``CacheHints.baseline``, same instants, same gap model): ``saga, horizon without residence
+(s8)`` replays those on the same schedule (session 8's saga, paired). Note that the recorded
+residence time is the recorded run's pool's: a replay at another scale sees hints made for the
+recorded pressure. Three rows show what the re-keys are worth: ``saga, tool-start hints only``
+ignores every re-prediction made during a gap (the ablation, on the same schedule);
+``saga, re-keyed by age (s7 emulation)`` is session 7's benchmark-side emulation on the s8 hints
+(its own gap model learned from the replay, horizon 4x the replayed cache's residence time);
+``saga, known gap distribution (oracle)`` (and its ``s8 hints`` twin) keeps the scheduler's re-key instants
 and P but takes the wait from the workload's TRUE per-tool latency distribution given the age
 (``schedule_replay.KnownGaps``): what a perfect model of the gap distribution gives, without
 knowing each draw. A breakdown says what the victims of Belady, LRU and saga were (their
@@ -126,6 +133,7 @@ ROWS = (
         "saga, re-keyed by age (s7 emulation)",
         ViewMode.HINTS_BY_AGE,
         lambda: registry.create_eviction("saga"),
+        baseline=True,  # it scales session 8's hints (horizon without residence), as it was built to
     ),
     Row(
         "saga, known gap distribution (oracle)",

@@ -15,6 +15,7 @@ import math
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import pytest
 
 from saga_sgl.policy.views import WorkerView, WorkflowId
@@ -65,9 +66,11 @@ def _loads_json(runtime: Any, monkeypatch: pytest.MonkeyPatch, *, plugin_decoder
     from saga_sgl.worker.loads import install_decoder
 
     monkeypatch.setattr(plugin._STATE, "runtime", runtime)
-    monkeypatch.setattr(load_snapshot, "snapshot_decoder", load_snapshot.snapshot_decoder)  # undone after
+    stock_decoder = msgspec.msgpack.Decoder(load_snapshot.LoadSnapshot)  # SGLang's own (undone after)
+    monkeypatch.setattr(load_snapshot, "snapshot_decoder", stock_decoder)
     if plugin_decoder:
         install_decoder()
+        assert load_snapshot.snapshot_decoder is not stock_decoder
 
     def stock(inquirer: Any) -> Any:  # SGLang's own get_loads: a real snapshot of a small worker
         return load_snapshot.LoadSnapshot(

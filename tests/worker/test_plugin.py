@@ -90,6 +90,9 @@ def test_register_adds_policy_names_once(sglang_cpu: None, monkeypatch: pytest.M
     monkeypatch.setattr(plugin, "_STATE", plugin._ProcessState())
     monkeypatch.setattr(utils, "_EVICTION_POLICY_FACTORIES", dict(utils._EVICTION_POLICY_FACTORIES))
     monkeypatch.setattr(HookRegistry, "_hooks", type(HookRegistry._hooks)(list))
+    from sglang.srt.managers import load_snapshot
+
+    monkeypatch.setattr(load_snapshot, "snapshot_decoder", load_snapshot.snapshot_decoder)
     # add_radix_eviction_policy_choices is the bound `extend` of SGLang's own list: restore it in place.
     saved_choices = list(choices.RADIX_EVICTION_POLICY_CHOICES)
     try:
@@ -116,6 +119,12 @@ def _check_registered(plugin: Any, utils: Any, choices: Any, HookRegistry: Any) 
     # SGLang's own LRU stays SGLang's: the baseline is the real one.
     assert utils._EVICTION_POLICY_FACTORIES["lru"].__name__ == "LRUStrategy"
     assert sum(len(v) for v in HookRegistry._hooks.values()) == len(plugin_hooks())
+    # /v1/loads answers of this process carry the residence time its scheduler adds (worker/loads.py).
+    from sglang.srt.managers import load_snapshot
+
+    from saga_sgl.worker.loads import SagaLoadSnapshot
+
+    assert load_snapshot.snapshot_decoder.type is SagaLoadSnapshot
 
 
 def plugin_hooks() -> tuple[Any, ...]:
