@@ -150,3 +150,32 @@ def test_the_saga_worker_runs_the_rust_tree_core_with_saga_victims(
     assert f"persistent leaf index ordered by the {backend} KeyHeap" in saga_log
     assert "Tree Core: RustUnifiedTreeCore" in lru_log
     assert not _metrics(lru_worker.url)  # the plugin is loaded there too, but idle
+
+
+def _loads(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/v1/loads?include=core", timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def test_the_saga_worker_publishes_its_residence_time_on_v1_loads(
+    ab_workers: tuple[WorkerProcess, WorkerProcess, str],
+) -> None:
+    """After evictions, a running server's ``/v1/loads`` carries the plugin's residence time (the
+    scheduler process adds it, the HTTP process decodes it); a stock-policy worker's answer is
+    SGLang's own, and the router reads it as unknown."""
+    from saga_router.workers import WorkerLoad
+
+    from saga_sgl.protocol import LOADS_RESIDENCE_FIELD
+
+    saga_worker, lru_worker, _ = ab_workers
+    for worker in (saga_worker, lru_worker):  # overflow the 160-token pool (evictions on both)
+        for i, tokens in enumerate([*_fillers(), *_contexts().values()]):
+            _generate(worker.url, tokens, f"residence-{worker.spec.port}-{i}", None)
+    saga = _loads(saga_worker.url)
+    residence = saga["loads"][0].get(LOADS_RESIDENCE_FIELD)
+    assert isinstance(residence, float) and 0.0 < residence < 86_400.0, saga
+    assert WorkerLoad.from_loads(saga, now_s=0.0).residence_s == residence
+    lru = _loads(lru_worker.url)
+    assert LOADS_RESIDENCE_FIELD not in lru["loads"][0]
+    assert WorkerLoad.from_loads(lru, now_s=0.0).residence_s == float("inf")
+    assert _metrics(saga_worker.url).get('saga_worker_hook_failures_total{hook="get_loads"}', 0) == 0
