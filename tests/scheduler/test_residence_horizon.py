@@ -131,3 +131,34 @@ def test_baseline_hints_are_what_the_scheduler_sends_without_the_residence_time(
 def test_a_worker_view_refuses_a_residence_time_that_is_not_positive(bad: float) -> None:
     with pytest.raises(ValueError, match="residence_s"):
         _worker(bad)
+
+
+def test_the_simulator_measures_residence_and_the_benchmark_replays_the_baseline_hints() -> None:
+    """A simulated run under KV pressure: the scheduler's hints use the workers' measured residence
+    times (P never above the unbounded horizon's, lower for some gaps), the recording keeps the
+    baseline next to each hint, and ``eviction_sim.baseline_schedule`` swaps them in and nothing else."""
+    from benchmarks.eviction_sim import baseline_schedule
+    from saga_sgl.replay.sim_schedule import HintChange, record_schedule
+    from saga_sgl.sim import rows
+    from saga_sgl.sim.cluster import ClusterSettings
+    from saga_sgl.sim.worker import WorkerSettings
+    from saga_sgl.sim.workloads import WorkloadSpec, generate
+
+    wl = generate(WorkloadSpec(scenario="swe", seed=3, horizon_s=60.0, rate_per_min=20.0))
+    settings = ClusterSettings(num_workers=2, worker=WorkerSettings(kv_capacity_tokens=60_000))
+    row = dataclasses.replace(rows.SAGA, record_baseline_hints=True)
+    schedule, _ = record_schedule(wl, row, settings, seed=3)
+    changes = [e for e in schedule.events if isinstance(e, HintChange) and e.hints is not None]
+    paired = [(e.hints, e.hints.baseline) for e in changes if e.hints.baseline is not None]  # type: ignore[union-attr]
+    assert paired, "no hint was predicted with a finite residence time"
+    # A shorter horizon never raises P(return within it), and lowers it somewhere.
+    assert all((h.reuse_prob or 0.0) <= (b.reuse_prob or 0.0) + 1e-12 for h, b in paired)
+    assert any((h.reuse_prob or 0.0) < (b.reuse_prob or 0.0) - 1e-3 for h, b in paired)
+    base = baseline_schedule(schedule)
+    assert len(base.events) == len(schedule.events)
+    for old, new in zip(schedule.events, base.events, strict=True):
+        if isinstance(old, HintChange) and old.hints is not None and old.hints.baseline is not None:
+            assert isinstance(new, HintChange) and new.hints == old.hints.baseline
+            assert (new.at_s, new.workflow, new.tool) == (old.at_s, old.workflow, old.tool)
+        else:
+            assert new is old
