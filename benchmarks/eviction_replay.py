@@ -87,6 +87,7 @@ ROWS = (
     Row("reuse_time", "reuse_time", Mode.HINTS),
     Row("reuse_density", "reuse_density", Mode.HINTS),
     Row("reuse_density no guard", "reuse_density", Mode.HINTS, config={"recency_guard": False}),
+    Row("reuse_density ghost guard", "reuse_density", Mode.HINTS, config={"guard_mode": "ghost"}),
     Row("reuse_density no TTL", "reuse_density", Mode.HINTS, driver=DriverSettings(ttl=False)),
     Row(
         "reuse_density, re-keys not anchored (s7)",
@@ -162,7 +163,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "TTLs, or its learned share of the last prompt that the next call reads "
         "(saga_sgl/aeg/prefix_reuse.py), switched off. `reuse_density` is the default (`saga`): the "
         "key behind the recency guard (saga_sgl/policy/eviction/guard.py: victims follow the key only "
-        "while its disagreements with LRU settle in its favour); `reuse_density no guard`: the key alone.",
+        "while its disagreements with LRU settle in its favour); `reuse_density no guard`: the key alone; "
+        "`reuse_density ghost guard`: the key behind the ghost LRU guard instead "
+        "(saga_sgl/policy/eviction/ghost.py: victims follow the key while the cache misses no more "
+        "than an LRU ghost of the pool's size on the same reads).",
         "",
     ]
     lines += bound_table(report)

@@ -112,9 +112,13 @@ def bench_eviction(
 ) -> dict[str, float]:
     policy = registry.create_eviction(name, config)
     now = 1000.0
-    index = VictimIndex(policy, backend, revalidate_all=revalidate_all)
-    for i in range(n):
-        index.add(make_entry(rng, i, now), now, 0.8)
+    entries = [make_entry(rng, i, now) for i in range(n)]
+    # The pool holds the n entries (the ghost guard's size; other guards ignore it).
+    index = VictimIndex(
+        policy, backend, revalidate_all=revalidate_all, capacity_tokens=sum(e.num_tokens for e in entries)
+    )
+    for e in entries:
+        index.add(e, now, 0.8)
     calls = 2000
     # Replacement entries are built before the clock starts: a decision is the index's work only.
     fresh = iter([make_entry(rng, n + i, now + (i + 1) * 1e-3) for i in range(calls * repeats)])
@@ -124,7 +128,8 @@ def bench_eviction(
         clock[0] += 1e-3
         victim = index.pop(clock[0], 0.8)
         assert victim is not None
-        index.note_use(victim.entry_id)  # one read per decision: the recency guard's bookkeeping
+        # One read per decision: the recency guard's bookkeeping (the ghost's with its tokens).
+        index.note_path((victim.entry_id,), (victim.num_tokens,))
         index.add(next(fresh), clock[0], 0.8)
 
     return timed(decide, calls, repeats)
@@ -213,6 +218,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"victim-noguard/{registry.DEFAULT_EVICTION}@{args.entries}",
             lambda: bench_eviction(
                 registry.DEFAULT_EVICTION, args.entries, args.repeats, rng, config={"recency_guard": False}
+            ),
+        )
+    )
+    # The default policy behind the ghost LRU guard (policy.eviction.ghost) instead of the pairwise one.
+    tasks.append(
+        (
+            f"victim-ghost/{registry.DEFAULT_EVICTION}@{args.entries}",
+            lambda: bench_eviction(
+                registry.DEFAULT_EVICTION, args.entries, args.repeats, rng, config={"guard_mode": "ghost"}
             ),
         )
     )

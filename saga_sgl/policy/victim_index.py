@@ -39,6 +39,12 @@ eviction: ``content_of``) settle the pairs. So the index follows the predicted k
 has not recently chosen worse than LRU, and is LRU itself where predictions do not help. Selection
 stays O(log n): two heap tops, O(1) guard work.
 
+Guard modes: ``pairwise`` (``RecencyGuard``, above) or ``ghost`` (``policy.eviction.ghost``: an
+LRU ghost of the pool's size fed the same reads; the index follows the key while the cache is not
+missing more than the ghost). The ghost needs each read's tokens and the pool's size: hosts report a
+request's reads with ``note_path`` (contents and tokens, root first) and give ``capacity_tokens``
+when they know it (else the ghost learns it at the index's evictions, which it also sees: ``pop``).
+
 Backend seam: the ordered part (one key per entry id, smallest first) is a ``saga_kernels.KeyHeap``,
 native when built, else its pure-Python twin; both order the same key tuples the same way, so the
 victims are the exact policy's either way. The policy's keys are always computed here, in Python.
@@ -52,6 +58,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from saga_kernels import KeyHeapLike, default_backend, new_key_heap
 
 from saga_sgl.policy.decisions import EvictionKey, Tier
+from saga_sgl.policy.eviction.ghost import GhostLruGuard
 from saga_sgl.policy.eviction.guard import RecencyGuard, RecencyGuardSettings
 from saga_sgl.policy.interfaces import EvictionPolicy
 from saga_sgl.policy.views import CacheEntryView
@@ -111,6 +118,7 @@ class VictimIndex:
         "_deadline_floor",
         "_deadlines",
         "_entries",
+        "_ghost",
         "_heap",
         "_now_high",
         "_policy",
@@ -129,11 +137,14 @@ class VictimIndex:
         *,
         content_of: Callable[[CacheEntryView], Hashable] | None = None,
         revalidate_all: bool = False,
+        capacity_tokens: int | None = None,
     ) -> None:
         """``backend``: ``native`` or ``python`` KeyHeap (default: ``saga_kernels.default_backend``).
 
         ``content_of``: the identity of an entry's content that survives its eviction (what the host
         passes to ``note_use``); default the entry id (hosts whose ids are stable across re-insertion).
+
+        ``capacity_tokens``: the pool's size, the ghost guard's size (``set_capacity``; else learned).
 
         ``revalidate_all``: recompute the key of every candidate victim (the reference the contract
         shortcut is tested against); default only where the contract allows a change (see ``_push``).
@@ -151,8 +162,14 @@ class VictimIndex:
         """At most the earliest deadline in ``_deadlines``: no TTL expired before it (no heap look)."""
         self._protected_tokens = 0
         guard_settings = recency_guard_settings(policy)
-        self.guard: RecencyGuard | None = None if guard_settings is None else RecencyGuard(guard_settings)
+        self.guard: RecencyGuard | GhostLruGuard | None = None
         """The recency guard (None when the policy does not ask for one)."""
+        self._ghost: GhostLruGuard | None = None
+        if guard_settings is not None:
+            if guard_settings.mode == "ghost":
+                self.guard = self._ghost = GhostLruGuard(guard_settings, capacity_tokens)
+            else:
+                self.guard = RecencyGuard(guard_settings)
         # (tier, last access, 0.0, entry id): LRU within the policy's tier, the guard's second expert
         # (without information every tier is ORDINARY: LruEviction's key).
         self._recency: KeyHeapLike | None = None if self.guard is None else new_key_heap(self.backend)
@@ -168,10 +185,46 @@ class VictimIndex:
         """The content identity of ``view`` the guard remembers (``content_of``, default its entry id)."""
         return view.entry_id if self._content_of is None else self._content_of(view)
 
-    def note_use(self, content: Hashable) -> None:
-        """The host read ``content`` (a hit or a miss): settles the guard's pairs (no-op unguarded)."""
-        if self.guard is not None:
-            self.guard.on_use(content)
+    def note_use(self, content: Hashable, tokens: int | None = None) -> None:
+        """The host read ``content`` (a hit or a miss): settles the guard's pairs (no-op unguarded).
+        The ghost guard needs ``tokens``; a prefix cache reports a whole path with ``note_path``."""
+        guard = self.guard
+        if guard is not None:
+            if self._ghost is None:
+                guard.on_use(content)
+            else:
+                self._ghost.on_use(content, tokens)
+
+    def note_path(self, contents: Sequence[Hashable], tokens: Sequence[int], *, count: bool = True) -> None:
+        """A request read ``contents`` (root first, ``tokens`` each; hits and misses): the guard's
+        evidence. ``count=False``: the path was only touched or written (its request ended, its
+        output was inserted): the ghost's LRU order changes, no evidence (the pairwise guard ignores it)."""
+        guard = self.guard
+        if guard is None:
+            return
+        ghost = self._ghost
+        if ghost is not None:
+            ghost.on_path(contents, tokens, count=count)
+        elif count:
+            on_use = guard.on_use
+            for content in contents:
+                on_use(content)
+
+    def note_uncached(self, content: Hashable) -> None:
+        """The host read ``content`` but did not cache it (no room even after evicting every
+        candidate): for the ghost guard, as if evicted at once (no-op for other guards)."""
+        if self._ghost is not None:
+            self._ghost.on_evict(content)
+
+    @property
+    def ghost(self) -> GhostLruGuard | None:
+        """The ghost guard, when the policy asks for ``mode="ghost"`` (else None)."""
+        return self._ghost
+
+    def set_capacity(self, tokens: int) -> None:
+        """The pool's size in tokens (the ghost guard's size; no-op for other guards)."""
+        if self._ghost is not None:
+            self._ghost.set_capacity(tokens)
 
     @property
     def policy(self) -> EvictionPolicy:
@@ -229,6 +282,8 @@ class VictimIndex:
         if top is None:
             return None
         item = self._entries.pop(top)
+        if self._ghost is not None:
+            self._ghost.on_evict(self.content(item[0]))
         # ``_unindex`` inlined: this is the hot path of every eviction.
         self._heap.remove(top)
         recency = self._recency
@@ -246,6 +301,8 @@ class VictimIndex:
             return None
         item = self._entries.pop(top)
         self._unindex(top, item)
+        if self._ghost is not None:
+            self._ghost.on_evict(self.content(item[0]))
         return item[0], item[1]
 
     def pop_tokens(self, num_tokens: int, now_s: float, pressure: float) -> list[CacheEntryView]:

@@ -200,7 +200,7 @@ def replay(
             predicted_at_s=known_at,
         )
 
-    index = VictimIndex(policy)
+    index = VictimIndex(policy, capacity_tokens=capacity_tokens)
     leaves_of: dict[str, set[int]] = {}
     by_eid: dict[int, _Seg] = {seg.eid: seg for seg in segs.values()}
     used = total = hit = bypassed = evictions = protected_ev = dead_ev = 0
@@ -241,11 +241,12 @@ def replay(
             sess = driver.session_of(r)
             driver.on_arrival(sess, r, now)
             pressure = driver.update_pressure(capacity_tokens, 0, protected_tokens(now))
+        # The recency guard's evidence (hits and misses, root first; ids are stable).
+        index.note_path([seg.eid for seg in chain], [seg.tokens for seg in chain])
         pinned = set()
         for seg in chain:
             total += seg.tokens
             pinned.add(seg.eid)
-            index.note_use(seg.eid)  # the recency guard's evidence (hit or miss; ids are stable)
             if seg.cached:
                 index_remove(seg)
         k = 0
@@ -286,6 +287,7 @@ def replay(
                     seg.parent.kids += 1
             else:
                 bypassed += seg.tokens
+                index.note_uncached(seg.eid)
         for seg in chain:
             seg.last_s = now
             if sess is not None:

@@ -371,7 +371,7 @@ def replay_worker(
         )
 
     by_eid: dict[int, int] = {}
-    index = VictimIndex(policy, content_of=lambda v: by_eid[v.entry_id])
+    index = VictimIndex(policy, content_of=lambda v: by_eid[v.entry_id], capacity_tokens=capacity_tokens)
     protected = ProtectedTokens()
     leaves_of: dict[WorkflowId, set[int]] = {}
     used = pinned_tokens = 0
@@ -426,6 +426,7 @@ def replay_worker(
             if pins is None:
                 continue
             now = e.at_s
+            index.note_path(pins, [segs[pid].tokens for pid in pins], count=False)  # last use: LRU order
             for pid in pins:
                 seg = segs[pid]
                 seg.pins -= 1
@@ -453,10 +454,13 @@ def replay_worker(
                 by_eid[found.eid] = pid
             path.append(found)
             parent = found
+        # The guard's evidence: the prompt's reads (root first); the output is written (LRU order only).
+        index.note_path([pid for pid, _ in chain[:n_prompt]], [seg.tokens for seg in path[:n_prompt]])
+        if n_prompt < len(chain):
+            index.note_path([pid for pid, _ in chain], [seg.tokens for seg in path], count=False)
         for j, (pid, _) in enumerate(chain):
             seg = path[j]
             if j < n_prompt:
-                index.note_use(pid)
                 read += seg.tokens
             if seg.cached:
                 if is_leaf(seg):
@@ -514,8 +518,10 @@ def replay_worker(
                 pins.append(pid)
                 if seg.parent is not None:
                     seg.parent.kids += 1
-            elif j < n_prompt:
-                bypassed += seg.tokens
+            else:
+                index.note_uncached(pid)
+                if j < n_prompt:
+                    bypassed += seg.tokens
             if j < n_prompt and seg.seen and seg.cached:
                 # Computed here before, evicted since, and cached again: an eviction's cost. (A
                 # bypassed segment is not: every evictable leaf was already gone.)

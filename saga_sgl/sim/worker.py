@@ -19,7 +19,7 @@ only models the mechanism and its cost.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -207,12 +207,20 @@ class SimWorker:
 
     def _note_reads(self, call: SimCall) -> None:
         """The call reads its prompt's segments (hits and misses): the recency guard's evidence."""
+        self._note_path(call.prompt, count=True)
+
+    def _note_path(self, segs: Sequence[Segment], *, count: bool) -> None:
+        """Report a path (root first) to the guard; ``count=False``: written at a call's end (the
+        ghost guard's LRU order, no evidence). The pool's size is learned by the ghost: the tree's
+        share of it varies with the running calls' private KV."""
         if self.victims.guard is None:
             return
         depth = 0
-        for seg in call.prompt:
+        contents: list[Hashable] = []
+        for seg in segs:
             depth += seg.num_tokens
-            self.victims.note_use((depth, seg.seg_id))
+            contents.append((depth, seg.seg_id))
+        self.victims.note_path(contents, [seg.num_tokens for seg in segs], count=count)
 
     # --- state ----------------------------------------------------------------------------------
     @property
@@ -417,6 +425,7 @@ class SimWorker:
             call.lock_node = None
         seq = call.prompt if call.output_seg is None or call.is_rebuild else (*call.prompt, call.output_seg)
         self.cache.insert(seq, now_s, call.host)
+        self._note_path(seq, count=False)
         self.private_tokens -= call.private_tokens
         call.private_tokens = 0
         # The tree may now exceed capacity by page rounding of duplicates; never by design.

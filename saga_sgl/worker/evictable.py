@@ -91,9 +91,13 @@ class EvictableLeaves:
             # Only the path's end can be a leaf (every other node has the next one as a child), so
             # only it can be indexed; an inner node that becomes a leaf later is synced then.
             self._dirty[path[0].id] = path[0]
-        if self.victims.guard is None:
+        victims = self.victims
+        if victims.guard is None:
             return
-        note_use = self.victims.note_use
+        if victims.ghost is not None:
+            self._ghost_path(path)
+            return
+        note_use = victims.note_use
         depth = 0
         for node in reversed(path):  # root side first: each node's start depth in one pass
             attrs = node.__dict__
@@ -108,6 +112,27 @@ class EvictableLeaves:
             elif WATCH_ATTR in attrs:
                 note_use(memo[3])
             depth += len(key)
+
+    def _ghost_path(self, path: list[Any]) -> None:
+        """The ghost guard (``policy.eviction.ghost``) takes every node of the path with its tokens,
+        root first (an LRU of the pool's size must see every read); the pool's size it learns at
+        the index's evictions."""
+        depth = 0
+        contents: list[Hashable] = []
+        tokens: list[int] = []
+        for node in reversed(path):
+            attrs = node.__dict__
+            key = node.key
+            memo = attrs.get(CONTENT_ATTR)
+            parent = node.parent
+            parent_key = None if parent is None else parent.key
+            if memo is None or memo[0] is not key or memo[1] is not parent_key or memo[2] != depth:
+                attrs[CONTENT_ATTR] = memo = (key, parent_key, depth, node_content(node, depth))
+            n = len(key)
+            contents.append(memo[3])
+            tokens.append(n)
+            depth += n
+        self.victims.note_path(contents, tokens)
 
     def __contains__(self, node_id: object) -> bool:
         self.flush()

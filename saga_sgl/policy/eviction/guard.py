@@ -50,6 +50,9 @@ from dataclasses import dataclass
 
 from saga_sgl.policy.settings import require, require_positive
 
+GUARD_MODES = ("pairwise", "ghost")
+"""How the guard measures the key against LRU (``RecencyGuardSettings.mode``)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecencyGuardSettings:
@@ -64,9 +67,18 @@ class RecencyGuardSettings:
     """z: LRU takes over only when its lead exceeds z standard deviations of the recent votes
     (score < -z * sqrt(decayed sum of squared votes)): a lead a fair coin would give is noise [I]."""
 
+    read_window: float = 4096.0
+    """Ghost mode: read requests over which the ghost's lead decays by e (its memory of losses in
+    time; ``window`` is then the memory of the evidence's spread, in terms of evidence) [I]."""
+    mode: str = "pairwise"
+    """``pairwise``: this module's settled disagreements; ``ghost``: ``policy.eviction.ghost``, the
+    cache's misses against an LRU ghost of the pool's size on the same reads [I]."""
+
     def __post_init__(self) -> None:
         owner = "RecencyGuardSettings"
+        require(self.mode in GUARD_MODES, owner, "mode", f"one of {GUARD_MODES}", self.mode)
         require_positive(owner, "window", self.window)
+        require_positive(owner, "read_window", self.read_window)
         require(self.max_pending >= 1, owner, "max_pending", ">= 1", self.max_pending)
         require(self.confidence >= 0.0, owner, "confidence", ">= 0", self.confidence)
 

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from saga_sgl.policy.cost_model import LinearCostSettings
 from saga_sgl.policy.decisions import EvictionKey, Tier
-from saga_sgl.policy.eviction.guard import RecencyGuardSettings
+from saga_sgl.policy.eviction.guard import GUARD_MODES, RecencyGuardSettings
 from saga_sgl.policy.eviction.ttl import ttl_protects
 from saga_sgl.policy.settings import require, require_frac, require_non_negative, require_positive
 from saga_sgl.policy.views import CacheEntryView
@@ -116,8 +116,15 @@ class ReuseDensitySettings:
     """z of ``RecencyGuardSettings.confidence``: LRU takes over only on a lead beyond z standard
     deviations of the recent votes (0: on any lead, session 4's rule) [I]."""
 
+    ghost_read_window: float = 4096.0
+    """Ghost mode: ``RecencyGuardSettings.read_window`` (read requests of memory of the lead) [I]."""
+    guard_mode: str = "pairwise"
+    """``RecencyGuardSettings.mode``: ``pairwise`` (settled disagreements) or ``ghost`` (the cache's
+    misses against an LRU ghost of the pool's size, ``policy.eviction.ghost``) [I]."""
+
     def __post_init__(self) -> None:
         owner = "ReuseDensitySettings"
+        require(self.guard_mode in GUARD_MODES, owner, "guard_mode", f"one of {GUARD_MODES}", self.guard_mode)
         require_positive(owner, "decay_s", self.decay_s)
         require(0.0 < self.p_ref <= 1.0, owner, "p_ref", "in (0, 1]", self.p_ref)
         require_positive(owner, "miss_lifetime_s", self.miss_lifetime_s)
@@ -127,6 +134,7 @@ class ReuseDensitySettings:
         require_non_negative(owner, "cost_weight", self.cost_weight)
         require_frac(owner, "threshold_high", self.threshold_high)
         require_positive(owner, "guard_window", self.guard_window)
+        require_positive(owner, "ghost_read_window", self.ghost_read_window)
         require_non_negative(owner, "guard_confidence", self.guard_confidence)
 
 
@@ -147,7 +155,12 @@ class ReuseDensityEviction:
         self._ttl_protection = s.ttl_protection
         self._threshold_high = s.threshold_high
         self.recency_guard: RecencyGuardSettings | None = (
-            RecencyGuardSettings(window=s.guard_window, confidence=s.guard_confidence)
+            RecencyGuardSettings(
+                window=s.guard_window,
+                confidence=s.guard_confidence,
+                mode=s.guard_mode,
+                read_window=s.ghost_read_window,
+            )
             if s.recency_guard
             else None
         )
