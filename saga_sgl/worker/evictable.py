@@ -100,18 +100,10 @@ class EvictableLeaves:
         note_use = victims.note_use
         depth = 0
         for node in reversed(path):  # root side first: each node's start depth in one pass
-            attrs = node.__dict__
-            key = node.key
-            memo = attrs.get(CONTENT_ATTR)
-            parent = node.parent
-            parent_key = None if parent is None else parent.key
-            # A split gives the node (or its parent) a new key object: its content is new then.
-            if memo is None or memo[0] is not key or memo[1] is not parent_key or memo[2] != depth:
-                attrs[CONTENT_ATTR] = memo = (key, parent_key, depth, node_content(node, depth))
-                note_use(memo[3])
-            elif WATCH_ATTR in attrs:
-                note_use(memo[3])
-            depth += len(key)
+            content, fresh = _read_content(node, depth)
+            if fresh or WATCH_ATTR in node.__dict__:
+                note_use(content)
+            depth += len(node.key)
 
     def _ghost_path(self, path: list[Any]) -> None:
         """The ghost guard (``policy.eviction.ghost``) takes every node of the path with its tokens,
@@ -121,15 +113,8 @@ class EvictableLeaves:
         contents: list[Hashable] = []
         tokens: list[int] = []
         for node in reversed(path):
-            attrs = node.__dict__
-            key = node.key
-            memo = attrs.get(CONTENT_ATTR)
-            parent = node.parent
-            parent_key = None if parent is None else parent.key
-            if memo is None or memo[0] is not key or memo[1] is not parent_key or memo[2] != depth:
-                attrs[CONTENT_ATTR] = memo = (key, parent_key, depth, node_content(node, depth))
-            n = len(key)
-            contents.append(memo[3])
+            contents.append(_read_content(node, depth)[0])
+            n = len(node.key)
             tokens.append(n)
             depth += n
         self.victims.note_path(contents, tokens)
@@ -223,6 +208,20 @@ class EvictableLeaves:
                 node.__dict__[VICTIM_KEY_ATTR] = key
                 self.strategy.runtime.metrics.inc("index_victims", backend=self.victims.backend)
                 return node
+
+
+def _read_content(node: Any, depth: int) -> tuple[Hashable, bool]:
+    """The content of ``node`` read at start ``depth`` (memoised on the node) and whether it is new:
+    a split gives the node (or its parent) a new key object, so its content is new then."""
+    attrs = node.__dict__
+    key = node.key
+    memo = attrs.get(CONTENT_ATTR)
+    parent = node.parent
+    parent_key = None if parent is None else parent.key
+    if memo is None or memo[0] is not key or memo[1] is not parent_key or memo[2] != depth:
+        attrs[CONTENT_ATTR] = memo = (key, parent_key, depth, node_content(node, depth))
+        return memo[3], True
+    return memo[3], False
 
 
 def cached_content(node: Any) -> Hashable:
