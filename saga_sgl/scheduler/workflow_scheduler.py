@@ -24,6 +24,7 @@ from saga_sgl.aeg.graph import AEG
 from saga_sgl.aeg.inference import InferenceSettings, ObservedStep, PatternInference
 from saga_sgl.aeg.predict import (
     NextUsePredictor,
+    ReusePrediction,
     ReusePredictor,
     WorkSettings,
     expected_completion_s,
@@ -849,15 +850,19 @@ class WorkflowScheduler:
         started = rec.tool_started_s if rec.tool_started_s is not None else now
         agent_type, tool, step_index = self._gap_class(rec)
         residence = self._residence_s(rec, now)
-        pred = self.reuse.predict(
-            idle_since_s=started,
-            now_s=now,
-            residence_s=residence,
-            agent_type=agent_type,
-            tool=tool,
-            step=step_index,
-            workflow_id=rec.workflow_id,
-        )
+
+        def predict(residence_s: float) -> ReusePrediction:
+            return self.reuse.predict(
+                idle_since_s=started,
+                now_s=now,
+                residence_s=residence_s,
+                agent_type=agent_type,
+                tool=tool,
+                step=step_index,
+                workflow_id=rec.workflow_id,
+            )
+
+        pred = predict(residence)
         step = self._step(rec)
         overlap = 1.0
         if rec.aeg is not None and step is not None:
@@ -865,16 +870,7 @@ class WorkflowScheduler:
         rec.reuse_prob = pred.reuse_prob * overlap
         rec.reuse_next_use_at_s = pred.next_use_at_s
         if self.settings.record_baseline_hints:
-            base = pred
-            if math.isfinite(residence):
-                base = self.reuse.predict(
-                    idle_since_s=started,
-                    now_s=now,
-                    agent_type=agent_type,
-                    tool=tool,
-                    step=step_index,
-                    workflow_id=rec.workflow_id,
-                )
+            base = predict(math.inf) if math.isfinite(residence) else pred
             old_ttl = rec.baseline_hint[2] if rec.baseline_hint is not None else rec.ttl_deadline_s
             rec.baseline_hint = (base.reuse_prob * overlap, base.next_use_at_s, old_ttl)
 

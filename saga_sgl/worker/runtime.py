@@ -339,7 +339,6 @@ class WorkerRuntime:
                 protected = self.round_protected_tokens
             self.metrics.set_gauge("protected_tokens", protected)
 
-
     def residence_s(self) -> float:
         """The cache's recent residence time: cached tokens / eviction rate (Little's law,
         ``policy.pressure.ResidenceTracker``); inf before the first eviction."""
